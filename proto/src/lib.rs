@@ -1,0 +1,52 @@
+//! The Lienthong wire contract.
+//!
+//! * [`pb`] — the generated protobuf messages and gRPC services, one module
+//!   per versioned package (`pb::exchange::v1::RequestEnvelope`, …). The
+//!   `.proto` files under `proto/` are the documentation other agencies
+//!   implement against.
+//! * [`id`] — identifier newtypes (`MemberId`, `SubsystemId`, `ServerId`,
+//!   `ServiceId`, `GlobalGroupId`), parsed once at the edge.
+//! * [`canonical`] — the bytes every signature covers, defined in one place.
+//! * [`merkle`] — RFC 6962 hashing for signature batches and the message log.
+
+pub mod canonical;
+pub mod id;
+pub mod merkle;
+
+/// Generated protobuf code, one module per package.
+#[allow(clippy::all, missing_docs)]
+pub mod pb {
+    pub mod identifiers {
+        pub mod v1 {
+            tonic::include_proto!("lienthong.identifiers.v1");
+        }
+    }
+    pub mod exchange {
+        pub mod v1 {
+            tonic::include_proto!("lienthong.exchange.v1");
+        }
+    }
+    pub mod globalconf {
+        pub mod v1 {
+            tonic::include_proto!("lienthong.globalconf.v1");
+        }
+    }
+    pub mod registry {
+        pub mod v1 {
+            tonic::include_proto!("lienthong.registry.v1");
+        }
+    }
+    pub mod trace {
+        pub mod v1 {
+            tonic::include_proto!("lienthong.trace.v1");
+        }
+    }
+}
+
+/// SHA-256 of `data`.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
