@@ -79,23 +79,23 @@ pub fn inclusion_proof(leaves: &[Hash], index: usize) -> Option<Vec<Hash>> {
     Some(out)
 }
 
-/// Whether `proof` shows that `leaf` sits at `index` in the tree of
-/// `tree_size` leaves with root `root` (RFC 9162 §2.1.3.2).
-pub fn verify_inclusion(
+/// The root that `proof` leads to from `leaf` at `index` in a tree of
+/// `tree_size` leaves (RFC 9162 §2.1.3.2), or `None` when the proof has the
+/// wrong shape for that position.
+pub fn root_from_inclusion(
     leaf: &Hash,
     index: u64,
     tree_size: u64,
     proof: &[Hash],
-    root: &Hash,
-) -> bool {
+) -> Option<Hash> {
     if index >= tree_size {
-        return false;
+        return None;
     }
     let (mut fn_, mut sn) = (index, tree_size - 1);
     let mut r = *leaf;
     for p in proof {
         if sn == 0 {
-            return false;
+            return None;
         }
         if fn_ & 1 == 1 || fn_ == sn {
             r = node_hash(p, &r);
@@ -109,7 +109,19 @@ pub fn verify_inclusion(
         fn_ >>= 1;
         sn >>= 1;
     }
-    sn == 0 && r == *root
+    (sn == 0).then_some(r)
+}
+
+/// Whether `proof` shows that `leaf` sits at `index` in the tree of
+/// `tree_size` leaves with root `root`.
+pub fn verify_inclusion(
+    leaf: &Hash,
+    index: u64,
+    tree_size: u64,
+    proof: &[Hash],
+    root: &Hash,
+) -> bool {
+    root_from_inclusion(leaf, index, tree_size, proof).is_some_and(|r| r == *root)
 }
 
 /// The consistency proof between the first `old_size` leaves and all of

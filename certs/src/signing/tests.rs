@@ -1,0 +1,143 @@
+use super::*;
+use crate::{InstanceCa, Validity, csr};
+use lienthong_proto::pb::identifiers::v1 as idpb;
+
+fn signer(alg: KeyAlgorithm) -> (Signer, VerifyingKey) {
+    let ca = InstanceCa::create(
+        "VN",
+        PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap(),
+        Validity::days(10),
+    )
+    .unwrap();
+    let key = PrivateKey::generate(alg).unwrap();
+    let csr = csr::verify(&csr::create(&key, "m").unwrap()).unwrap();
+    let cert = ca
+        .issue_signing(&csr, &"VN/GOV/000102".parse().unwrap(), Validity::days(1))
+        .unwrap();
+    (
+        Signer::new(&key, &cert).unwrap(),
+        VerifyingKey::from_cert(&cert).unwrap(),
+    )
+}
+
+fn header() -> RequestHeader {
+    RequestHeader {
+        message_id: "m-1".into(),
+        client: Some(idpb::SubsystemId {
+            member: Some(idpb::MemberId {
+                instance: "VN".into(),
+                member_class: "GOV".into(),
+                member_code: "000102".into(),
+            }),
+            subsystem_code: "business".into(),
+        }),
+        method: "GetPerson".into(),
+        payload_digest: vec![1; 32],
+        payload_size: 12,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn request_and_response_roundtrip_both_algorithms() {
+    for alg in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::Ed25519] {
+        let (s, v) = signer(alg);
+        let env = s.sign_request(header()).unwrap();
+        let digest = v.verify_request(&env).unwrap();
+        let resp = s
+            .sign_response(ResponseHeader {
+                message_id: "m-1".into(),
+                request_digest: digest.to_vec(),
+                ..Default::default()
+            })
+            .unwrap();
+        v.verify_response(&resp, &digest).unwrap();
+        // A response bound to another request is refused.
+        let err = v.verify_response(&resp, &[9; 32]).unwrap_err();
+        assert!(err.to_string().contains("a response to request"), "{err}");
+    }
+}
+
+#[test]
+fn altered_header_or_payload_digest_is_refused() {
+    let (s, v) = signer(KeyAlgorithm::EcdsaP256);
+    let mut env = s.sign_request(header()).unwrap();
+    env.header.as_mut().unwrap().purpose = "curiosity".into();
+    assert!(matches!(
+        v.verify_request(&env),
+        Err(CertError::BadSignature)
+    ));
+    let mut env = s.sign_request(header()).unwrap();
+    env.header.as_mut().unwrap().payload_digest[0] ^= 1;
+    assert!(matches!(
+        v.verify_request(&env),
+        Err(CertError::BadSignature)
+    ));
+}
+
+#[test]
+fn another_signers_key_and_algorithm_confusion_are_refused() {
+    let (s, _) = signer(KeyAlgorithm::EcdsaP256);
+    let (_, other) = signer(KeyAlgorithm::EcdsaP256);
+    let env = s.sign_request(header()).unwrap();
+    assert!(matches!(
+        other.verify_request(&env),
+        Err(CertError::WrongIdentity { .. })
+    ));
+
+    let (s, v) = signer(KeyAlgorithm::Ed25519);
+    let mut env = s.sign_request(header()).unwrap();
+    env.signature.as_mut().unwrap().algorithm = SignatureAlgorithm::EcdsaP256Sha256 as i32;
+    assert!(matches!(
+        v.verify_request(&env),
+        Err(CertError::AlgorithmMismatch(_))
+    ));
+}
+
+#[test]
+fn batch_signatures_verify_per_leaf_and_resist_swaps() {
+    let (s, v) = signer(KeyAlgorithm::EcdsaP256);
+    let digests: Vec<[u8; 32]> = (0..7u8).map(|i| [i; 32]).collect();
+    let sigs = s.sign_batch(&digests).unwrap();
+    assert_eq!(sigs.len(), 7);
+    for (d, sg) in digests.iter().zip(&sigs) {
+        v.verify(sg, d).unwrap();
+    }
+    // A leaf's path does not vouch for another digest.
+    assert!(v.verify(&sigs[0], &digests[1]).is_err());
+    // Malformed paths are refused, not trusted.
+    let mut bad = sigs[3].clone();
+    bad.batch.as_mut().unwrap().tree_size = MAX_BATCH + 1;
+    assert!(matches!(
+        v.verify(&bad, &digests[3]),
+        Err(CertError::BadBatch(_))
+    ));
+    let mut bad = sigs[3].clone();
+    bad.batch.as_mut().unwrap().path[0] = vec![0; 31];
+    assert!(matches!(
+        v.verify(&bad, &digests[3]),
+        Err(CertError::BadBatch(_))
+    ));
+}
+
+#[test]
+fn signer_refuses_a_key_that_is_not_the_certificates() {
+    let (s, _) = signer(KeyAlgorithm::EcdsaP256);
+    let _ = s;
+    let ca = InstanceCa::create(
+        "VN",
+        PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap(),
+        Validity::days(10),
+    )
+    .unwrap();
+    let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+    let csr = csr::verify(&csr::create(&key, "m").unwrap()).unwrap();
+    let cert = ca
+        .issue_signing(&csr, &"VN/GOV/000102".parse().unwrap(), Validity::days(1))
+        .unwrap();
+    let other = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+    assert!(matches!(
+        Signer::new(&other, &cert),
+        Err(CertError::BadKey(_))
+    ));
+}
