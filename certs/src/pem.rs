@@ -22,18 +22,38 @@ fn io_err(what: &Path, source: std::io::Error) -> CertError {
 
 /// Encodes DER certificates as PEM.
 pub fn certs_to_pem(certs: &[CertificateDer<'_>]) -> String {
-    let mut out = String::new();
-    for c in certs {
-        out.push_str("-----BEGIN CERTIFICATE-----\n");
-        let b64 = base64_encode(c.as_ref());
-        for chunk in b64.as_bytes().chunks(64) {
-            // base64 output is ASCII, so every chunk is valid UTF-8.
-            out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-            out.push('\n');
-        }
-        out.push_str("-----END CERTIFICATE-----\n");
+    certs.iter().map(|c| encode("CERTIFICATE", c)).collect()
+}
+
+/// Encodes one DER object as a PEM block with `label`.
+pub fn encode(label: &str, der: &[u8]) -> String {
+    let mut out = format!("-----BEGIN {label}-----\n");
+    let b64 = base64_encode(der);
+    for chunk in b64.as_bytes().chunks(64) {
+        // base64 output is ASCII, so every chunk is valid UTF-8.
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
     }
+    out.push_str(&format!("-----END {label}-----\n"));
     out
+}
+
+/// Reads a PKCS#10 certificate signing request from a PEM file.
+pub fn read_csr(path: &Path) -> Result<Vec<u8>, CertError> {
+    use rustls_pki_types::CertificateSigningRequestDer;
+    let data = fs::read(path).map_err(|e| io_err(path, e))?;
+    CertificateSigningRequestDer::from_pem_slice(&data)
+        .map(|c| c.as_ref().to_vec())
+        .map_err(|e| match e {
+            rustls_pki_types::pem::Error::NoItemsFound => CertError::NoPemBlock {
+                what: path.display().to_string(),
+                label: "CERTIFICATE REQUEST",
+            },
+            other => CertError::BadPem {
+                what: path.display().to_string(),
+                detail: other.to_string(),
+            },
+        })
 }
 
 /// Standard base64 with padding (RFC 4648), for PEM output.

@@ -230,7 +230,8 @@ mod tests {
     #[test]
     fn every_field_changes_the_bytes() {
         let base = request_header(&header());
-        let mut edits: Vec<Box<dyn Fn(&mut RequestHeader)>> = vec![
+        type Edit = Box<dyn Fn(&mut RequestHeader)>;
+        let edits: Vec<Edit> = vec![
             Box::new(|h| h.message_id.push('x')),
             Box::new(|h| h.client = None),
             Box::new(|h| h.method.push('x')),
@@ -244,7 +245,7 @@ mod tests {
             Box::new(|h| h.tracestate.push('x')),
             Box::new(|h| h.withheld_until_unix_ms = 1),
         ];
-        for (i, edit) in edits.iter_mut().enumerate() {
+        for (i, edit) in edits.iter().enumerate() {
             let mut h = header();
             edit(&mut h);
             assert_ne!(
