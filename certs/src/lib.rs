@@ -20,6 +20,7 @@
 //! Start with [`InstanceCa::create`] and [`tls::server_config`].
 
 pub mod ca;
+pub mod conf;
 pub mod csr;
 mod error;
 mod fingerprint;

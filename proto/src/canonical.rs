@@ -173,6 +173,14 @@ pub fn registration_request(r: &SubmitRequest) -> Vec<u8> {
     c.finish()
 }
 
+/// Canonical bytes of a global configuration: its serialized bytes (which
+/// travel unchanged inside `SignedConfiguration`) under a domain tag.
+pub fn configuration(serialized: &[u8]) -> Vec<u8> {
+    let mut c = Canon::new("lienthong.globalconf.v1.GlobalConfiguration");
+    c.bytes(serialized);
+    c.finish()
+}
+
 /// SHA-256 of canonical bytes: what a signature (or a batch leaf) stands for.
 pub fn digest(canonical: &[u8]) -> [u8; 32] {
     sha256(canonical)

@@ -221,3 +221,36 @@ fn garbage_certificates_are_refused() {
     der.push(0);
     assert!(parse(&der).unwrap_err().to_string().contains("trailing"));
 }
+
+mod untrusted_bytes {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever a peer sends as a certificate or CSR, parsing answers
+        /// with a value or an error — never a panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = parse(&bytes);
+            let _ = auth_identity(&bytes);
+            let _ = crate::csr::verify(&bytes);
+            let _ = crate::signing::VerifyingKey::from_cert(&bytes);
+        }
+
+        /// A real certificate with any single byte changed never verifies as
+        /// the original identity with a valid chain.
+        #[test]
+        fn flipped_certificate_byte_is_refused(pos in 0usize..400, bit in 0u8..8) {
+            let ca = ca("VN");
+            let cert = ca
+                .issue_signing(&csr_for(KeyAlgorithm::EcdsaP256), &member(), Validity::days(1))
+                .unwrap();
+            let mut der = cert.to_vec();
+            let pos = pos % der.len();
+            der[pos] ^= 1 << bit;
+            let anchors = anchors(&[ca.certificate().clone()]).unwrap();
+            let tampered = CertificateDer::from(der);
+            prop_assert!(verify_signing_cert(&tampered, &anchors, SystemTime::now(), Some(&member())).is_err());
+        }
+    }
+}
