@@ -158,20 +158,11 @@ pub fn check_current(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{InstanceCa, KeyAlgorithm, PrivateKey, Validity, csr};
+    use crate::KeyAlgorithm;
+    use crate::test_support::signing_pair;
 
     fn setup() -> (Signer, Anchor) {
-        let ca = InstanceCa::create(
-            "VN",
-            PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap(),
-            Validity::days(10),
-        )
-        .unwrap();
-        let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
-        let csr = csr::verify(&csr::create(&key, "conf").unwrap()).unwrap();
-        let cert = ca
-            .issue_signing(&csr, &"VN/GOV/000001".parse().unwrap(), Validity::days(10))
-            .unwrap();
+        let (key, cert) = signing_pair(KeyAlgorithm::EcdsaP256, "VN/GOV/000001");
         let anchor = Anchor {
             instance: "VN".into(),
             configuration_signing_certificates: vec![cert.to_vec()],

@@ -31,6 +31,9 @@ pub mod signing;
 pub mod tls;
 pub mod verify;
 
+#[cfg(test)]
+mod test_support;
+
 pub use ca::{InstanceCa, Validity};
 pub use error::CertError;
 pub use fingerprint::Fingerprint;

@@ -1,19 +1,9 @@
 use super::*;
-use crate::{InstanceCa, Validity, csr};
+use crate::test_support::signing_pair;
 use lienthong_proto::pb::identifiers::v1 as idpb;
 
 fn signer(alg: KeyAlgorithm) -> (Signer, VerifyingKey) {
-    let ca = InstanceCa::create(
-        "VN",
-        PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap(),
-        Validity::days(10),
-    )
-    .unwrap();
-    let key = PrivateKey::generate(alg).unwrap();
-    let csr = csr::verify(&csr::create(&key, "m").unwrap()).unwrap();
-    let cert = ca
-        .issue_signing(&csr, &"VN/GOV/000102".parse().unwrap(), Validity::days(1))
-        .unwrap();
+    let (key, cert) = signing_pair(alg, "VN/GOV/000102");
     (
         Signer::new(&key, &cert).unwrap(),
         VerifyingKey::from_cert(&cert).unwrap(),
@@ -122,19 +112,7 @@ fn batch_signatures_verify_per_leaf_and_resist_swaps() {
 
 #[test]
 fn signer_refuses_a_key_that_is_not_the_certificates() {
-    let (s, _) = signer(KeyAlgorithm::EcdsaP256);
-    let _ = s;
-    let ca = InstanceCa::create(
-        "VN",
-        PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap(),
-        Validity::days(10),
-    )
-    .unwrap();
-    let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
-    let csr = csr::verify(&csr::create(&key, "m").unwrap()).unwrap();
-    let cert = ca
-        .issue_signing(&csr, &"VN/GOV/000102".parse().unwrap(), Validity::days(1))
-        .unwrap();
+    let (_, cert) = signing_pair(KeyAlgorithm::EcdsaP256, "VN/GOV/000102");
     let other = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
     assert!(matches!(
         Signer::new(&other, &cert),

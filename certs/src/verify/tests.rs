@@ -1,16 +1,7 @@
 use super::*;
-use crate::{InstanceCa, KeyAlgorithm, PrivateKey, Validity, csr};
+use crate::test_support::{ca, csr_for};
+use crate::{InstanceCa, KeyAlgorithm, PrivateKey, Validity};
 use time::OffsetDateTime;
-
-fn ca(instance: &str) -> InstanceCa {
-    let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
-    InstanceCa::create(instance, key, Validity::days(3650)).unwrap()
-}
-
-fn csr_for(alg: KeyAlgorithm) -> csr::VerifiedCsr {
-    let key = PrivateKey::generate(alg).unwrap();
-    csr::verify(&csr::create(&key, "x").unwrap()).unwrap()
-}
 
 fn server() -> ServerId {
     "VN/GOV/000102/ss1".parse().unwrap()
