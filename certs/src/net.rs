@@ -6,7 +6,6 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -132,9 +131,4 @@ impl tower::Service<http::Uri> for TlsConnectorService {
             this.connect(&host, port).await.map(TokioIo::new)
         })
     }
-}
-
-/// Binds a TCP listener; `addr` like `127.0.0.1:0` picks a free port.
-pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    TcpListener::bind(addr).await
 }
