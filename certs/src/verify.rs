@@ -105,7 +105,8 @@ fn unix(t: SystemTime) -> UnixTime {
     UnixTime::since_unix_epoch(t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO))
 }
 
-fn fmt_time(secs: i64) -> String {
+/// A Unix time in seconds as RFC 3339, for messages people read.
+pub fn fmt_time(secs: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(secs)
         .ok()
         .and_then(|t| {

@@ -198,16 +198,6 @@ fn issue(a: IssueArgs) -> Result<()> {
     Ok(())
 }
 
-fn fmt_unix(secs: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(secs)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| secs.to_string())
-}
-
 fn inspect(path: &Path, ca: Option<&Path>) -> Result<()> {
     let cert = pem::read_cert(path)?;
     let info = verify::parse(&cert)?;
@@ -222,8 +212,8 @@ fn inspect(path: &Path, ca: Option<&Path>) -> Result<()> {
     };
     println!("subject      {}", info.common_name);
     println!("role         {role}");
-    println!("valid from   {}", fmt_unix(info.not_before));
-    println!("valid until  {}", fmt_unix(info.not_after));
+    println!("valid from   {}", verify::fmt_time(info.not_before));
+    println!("valid until  {}", verify::fmt_time(info.not_after));
     println!("fingerprint  {}", lienthong_certs::Fingerprint::of(&cert));
     if let Some(ca_path) = ca {
         let ca_cert = pem::read_cert(ca_path)?;
