@@ -207,6 +207,20 @@ pub fn signing_identity(der: &[u8]) -> Result<MemberId, CertError> {
         .map_err(|e| CertError::NoIdentity(format!("{:?}: {e}", info.common_name)))
 }
 
+/// `found`, unless it differs from `expected`.
+fn expect_identity<T: PartialEq + std::fmt::Display>(
+    found: T,
+    expected: Option<&T>,
+) -> Result<T, CertError> {
+    match expected {
+        Some(e) if e != &found => Err(CertError::WrongIdentity {
+            expected: e.to_string(),
+            found: found.to_string(),
+        }),
+        _ => Ok(found),
+    }
+}
+
 /// Verifies a security server's auth certificate and returns the server it
 /// names; `expected` additionally requires that identity.
 pub fn verify_auth_cert(
@@ -217,14 +231,7 @@ pub fn verify_auth_cert(
     expected: Option<&ServerId>,
 ) -> Result<ServerId, CertError> {
     verify_cert(der, anchors, now, usage)?;
-    let id = auth_identity(der)?;
-    match expected {
-        Some(e) if e != &id => Err(CertError::WrongIdentity {
-            expected: e.to_string(),
-            found: id.to_string(),
-        }),
-        _ => Ok(id),
-    }
+    expect_identity(auth_identity(der)?, expected)
 }
 
 /// Verifies a member's signing certificate and returns the member it names;
@@ -236,14 +243,7 @@ pub fn verify_signing_cert(
     expected: Option<&MemberId>,
 ) -> Result<MemberId, CertError> {
     verify_cert(der, anchors, now, Usage::Signing)?;
-    let id = signing_identity(der)?;
-    match expected {
-        Some(e) if e != &id => Err(CertError::WrongIdentity {
-            expected: e.to_string(),
-            found: id.to_string(),
-        }),
-        _ => Ok(id),
-    }
+    expect_identity(signing_identity(der)?, expected)
 }
 
 #[cfg(test)]
