@@ -192,6 +192,24 @@ impl InstanceCa {
         self.sign(params, csr, validity)
     }
 
+    /// Issues the registry's configuration-signing certificate: digital
+    /// signature only, no extended key usage. Servers trust it because the
+    /// anchor names it, not because of its subject.
+    pub fn issue_configuration_signing(
+        &self,
+        csr: &VerifiedCsr,
+        validity: Validity,
+    ) -> Result<CertificateDer<'static>, CertError> {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = name(&format!(
+            "{} Lienthong configuration signing",
+            self.instance
+        ));
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.is_ca = IsCa::ExplicitNoCa;
+        self.sign(params, csr, validity)
+    }
+
     /// Issues a TLS server certificate for the registry's own endpoints.
     pub fn issue_registry_tls(
         &self,

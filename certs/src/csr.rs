@@ -37,6 +37,12 @@ impl VerifiedCsr {
         use rcgen::PublicKeyData;
         self.params.public_key.der_bytes()
     }
+
+    /// The requested public key as a DER SubjectPublicKeyInfo.
+    pub fn public_key_der(&self) -> Vec<u8> {
+        use rcgen::PublicKeyData;
+        self.params.public_key.subject_public_key_info()
+    }
 }
 
 /// Parses a DER CSR and checks its self-signature (proof of possession).

@@ -50,6 +50,23 @@ impl Signer {
                 "the signing key does not belong to the certificate".into(),
             ));
         }
+        Self::with_fingerprint(key, Fingerprint::of(certificate))
+    }
+
+    /// Binds `key` to its CSR, before any certificate exists: a server's
+    /// first registration request is signed this way, and the signature
+    /// names the CSR's SHA-256 instead of a certificate's.
+    pub fn for_csr(key: &PrivateKey, csr_der: &[u8]) -> Result<Self, CertError> {
+        let v = crate::csr::verify(csr_der)?;
+        if v.public_key_der() != key.public_key_der() {
+            return Err(CertError::BadKey(
+                "the signing key does not belong to the CSR".into(),
+            ));
+        }
+        Self::with_fingerprint(key, Fingerprint::of(csr_der))
+    }
+
+    fn with_fingerprint(key: &PrivateKey, fingerprint: Fingerprint) -> Result<Self, CertError> {
         let der = key.to_pkcs8_der();
         let rng = SystemRandom::new();
         let key = match key.algorithm() {
@@ -64,7 +81,7 @@ impl Signer {
         };
         Ok(Signer {
             key,
-            fingerprint: Fingerprint::of(certificate),
+            fingerprint,
             rng,
         })
     }
@@ -186,7 +203,27 @@ impl VerifyingKey {
     pub fn from_cert(der: &[u8]) -> Result<Self, CertError> {
         let (_, cert) = x509_parser::parse_x509_certificate(der)
             .map_err(|e| CertError::Malformed(e.to_string()))?;
-        let spki = cert.public_key();
+        Self::from_spki(cert.public_key(), Fingerprint::of(der))
+    }
+
+    /// Extracts the public key of a CSR whose proof of possession verifies;
+    /// signatures by it name the CSR's SHA-256 (see [`Signer::for_csr`]).
+    pub fn from_csr(der: &[u8]) -> Result<Self, CertError> {
+        use x509_parser::prelude::FromDer;
+        crate::csr::verify(der)?;
+        let (_, csr) =
+            x509_parser::certification_request::X509CertificationRequest::from_der(der)
+                .map_err(|e| CertError::BadCsr(e.to_string()))?;
+        Self::from_spki(
+            &csr.certification_request_info.subject_pki,
+            Fingerprint::of(der),
+        )
+    }
+
+    fn from_spki(
+        spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>,
+        fingerprint: Fingerprint,
+    ) -> Result<Self, CertError> {
         let alg_oid = spki.algorithm.algorithm.to_id_string();
         let algorithm = match alg_oid.as_str() {
             OID_EC_PUBLIC_KEY => {
@@ -213,7 +250,7 @@ impl VerifyingKey {
         Ok(VerifyingKey {
             algorithm,
             raw: spki.subject_public_key.data.to_vec(),
-            fingerprint: Fingerprint::of(der),
+            fingerprint,
         })
     }
 

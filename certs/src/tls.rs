@@ -319,3 +319,65 @@ pub fn client_config(
     cfg.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(cfg)
 }
+
+fn root_store(cas: &[CertificateDer<'_>]) -> Result<Arc<rustls::RootCertStore>, CertError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in cas {
+        roots
+            .add(ca.clone().into_owned())
+            .map_err(|e| CertError::Chain(format!("CA certificate is not usable: {e}")))?;
+    }
+    Ok(Arc::new(roots))
+}
+
+/// A server config for the registry's endpoints: presents `identity`; a
+/// client *may* present a certificate chaining to `cas` (a registered
+/// security server does, so its later requests are authenticated by TLS),
+/// anonymous clients are admitted and identified by other means (operator
+/// token, enrollment token) or not at all (configuration download).
+pub fn server_config_optional_client_auth(
+    identity: &Identity,
+    cas: &[CertificateDer<'_>],
+) -> Result<ServerConfig, CertError> {
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(root_store(cas)?, provider())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| CertError::Chain(e.to_string()))?;
+    let mut cfg = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| CertError::Generate(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(identity.chain.clone(), identity.key_der())
+        .map_err(|e| CertError::BadKey(e.to_string()))?;
+    cfg.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(cfg)
+}
+
+/// A client config for talking to the registry: the registry's certificate
+/// must chain to the instance CA (`ca`, from the anchor) and name the host
+/// dialled; `identity` (a security server's auth certificate) is presented
+/// when given.
+pub fn registry_client_config(
+    ca: &CertificateDer<'_>,
+    identity: Option<&Identity>,
+) -> Result<ClientConfig, CertError> {
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        root_store(std::slice::from_ref(ca))?,
+        provider(),
+    )
+    .build()
+    .map_err(|e| CertError::Chain(e.to_string()))?;
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| CertError::Generate(e.to_string()))?
+        .with_webpki_verifier(verifier);
+    let mut cfg = match identity {
+        Some(id) => builder
+            .with_client_auth_cert(id.chain.clone(), id.key_der())
+            .map_err(|e| CertError::BadKey(e.to_string()))?,
+        None => builder.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(cfg)
+}

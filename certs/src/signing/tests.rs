@@ -119,3 +119,22 @@ fn signer_refuses_a_key_that_is_not_the_certificates() {
         Err(CertError::BadKey(_))
     ));
 }
+
+#[test]
+fn csr_bound_signatures_verify_only_with_that_csr() {
+    for alg in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::Ed25519] {
+        let key = PrivateKey::generate(alg).unwrap();
+        let csr = crate::csr::create(&key, "VN/GOV/000102").unwrap();
+        let s = Signer::for_csr(&key, &csr).unwrap();
+        let v = VerifyingKey::from_csr(&csr).unwrap();
+        let sig = s.sign_digest(&[9; 32]).unwrap();
+        v.verify(&sig, &[9; 32]).unwrap();
+        assert!(v.verify(&sig, &[8; 32]).is_err());
+
+        let other = PrivateKey::generate(alg).unwrap();
+        let other_csr = crate::csr::create(&other, "VN/GOV/000102").unwrap();
+        assert!(Signer::for_csr(&key, &other_csr).is_err(), "key must match the CSR");
+        let v_other = VerifyingKey::from_csr(&other_csr).unwrap();
+        assert!(v_other.verify(&sig, &[9; 32]).is_err());
+    }
+}
