@@ -1,0 +1,252 @@
+//! Creating a registry's home directory, and reading it back.
+//!
+//! ```text
+//! <dir>/ca.key, ca.pem                     the instance CA
+//! <dir>/configuration-signing.key, .pem    the configuration signing key
+//! <dir>/tls.key, tls.pem                   the registry's TLS identity
+//! <dir>/registry.db                        the store (SQLite)
+//! ```
+//!
+//! Keys are written 0600 and never overwritten; `initialise` refuses a
+//! directory that already holds a registry.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use lienthong_certs::ca::DEFAULT_CA_VALIDITY;
+use lienthong_certs::tls::Identity;
+use lienthong_certs::{InstanceCa, KeyAlgorithm, PrivateKey, Validity, csr, pem};
+use lienthong_proto::id::Instance;
+use lienthong_proto::pb::globalconf::v1::Anchor;
+
+use crate::auth;
+use crate::error::RegistryError;
+use crate::model::{Change, InstanceSettings, Role};
+use crate::publisher::{DEFAULT_CONFIGURATION_VALIDITY_SECS, DEFAULT_POLL_INTERVAL_SECS};
+use crate::store::{SqliteStore, Store};
+
+/// The name of the first officer created by `initialise`.
+pub const FIRST_OFFICER: &str = "admin";
+/// Lifetime of the registry's TLS and configuration-signing certificates.
+pub const REGISTRY_CERT_VALIDITY: std::time::Duration =
+    std::time::Duration::from_secs(5 * 365 * 24 * 3600);
+
+/// The files of a registry home directory.
+#[derive(Debug, Clone)]
+pub struct RegistryDir(pub PathBuf);
+
+impl RegistryDir {
+    pub fn ca_key(&self) -> PathBuf {
+        self.0.join("ca.key")
+    }
+    pub fn ca_cert(&self) -> PathBuf {
+        self.0.join("ca.pem")
+    }
+    pub fn conf_key(&self) -> PathBuf {
+        self.0.join("configuration-signing.key")
+    }
+    pub fn conf_cert(&self) -> PathBuf {
+        self.0.join("configuration-signing.pem")
+    }
+    pub fn tls_key(&self) -> PathBuf {
+        self.0.join("tls.key")
+    }
+    pub fn tls_cert(&self) -> PathBuf {
+        self.0.join("tls.pem")
+    }
+    pub fn database(&self) -> PathBuf {
+        self.0.join("registry.db")
+    }
+}
+
+/// What `registry init` is asked for.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub instance: String,
+    /// Addresses (`host:port`) servers and operators reach the registry at;
+    /// the first names the TLS certificate.
+    pub addresses: Vec<String>,
+    /// # Default
+    /// 600 s ([`DEFAULT_CONFIGURATION_VALIDITY_SECS`]).
+    pub configuration_validity_secs: u32,
+    /// Approve registration requests without an officer. Off by default;
+    /// for test instances only.
+    pub auto_approve: bool,
+}
+
+impl InitOptions {
+    pub fn new(instance: &str, address: &str) -> Self {
+        InitOptions {
+            instance: instance.to_owned(),
+            addresses: vec![address.to_owned()],
+            configuration_validity_secs: DEFAULT_CONFIGURATION_VALIDITY_SECS,
+            auto_approve: false,
+        }
+    }
+}
+
+/// What `initialise` created.
+#[derive(Debug)]
+pub struct Initialised {
+    /// The first officer's token, shown once.
+    pub officer_token: String,
+    pub anchor: Anchor,
+}
+
+fn cert_err(e: lienthong_certs::CertError) -> RegistryError {
+    RegistryError::Certificate(e)
+}
+
+/// Creates a registry in `dir`: CA, configuration-signing and TLS keys and
+/// certificates, the store with the instance settings, and a first officer.
+pub fn initialise(dir: &Path, opts: &InitOptions) -> Result<Initialised, RegistryError> {
+    let d = RegistryDir(dir.to_owned());
+    let instance = Instance::new(opts.instance.clone())?;
+    if opts.addresses.is_empty() {
+        return Err(RegistryError::invalid("at least one registry address is needed"));
+    }
+    for a in &opts.addresses {
+        crate::registration::check_address(a)?;
+    }
+    if opts.configuration_validity_secs < 120 {
+        return Err(RegistryError::invalid(
+            "configuration validity must be at least 120 s (servers poll every 60 s)",
+        ));
+    }
+    if d.database().exists() || d.ca_key().exists() {
+        return Err(RegistryError::invalid(format!(
+            "{} already holds a registry; refusing to overwrite it",
+            dir.display()
+        )));
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| RegistryError::invalid(format!("cannot create {}: {e}", dir.display())))?;
+
+    let ca_key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).map_err(cert_err)?;
+    pem::write_key(&d.ca_key(), &ca_key).map_err(cert_err)?;
+    let ca = InstanceCa::create(
+        instance.as_str(),
+        ca_key,
+        Validity::from_now(DEFAULT_CA_VALIDITY),
+    )
+    .map_err(cert_err)?;
+    pem::write_certs(&d.ca_cert(), &[ca.certificate().clone()]).map_err(cert_err)?;
+
+    let validity = Validity::from_now(REGISTRY_CERT_VALIDITY);
+    let conf_key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).map_err(cert_err)?;
+    let conf_csr = csr::verify(&csr::create(&conf_key, "configuration signing").map_err(cert_err)?)
+        .map_err(cert_err)?;
+    let conf_cert = ca
+        .issue_configuration_signing(&conf_csr, validity)
+        .map_err(cert_err)?;
+    pem::write_key(&d.conf_key(), &conf_key).map_err(cert_err)?;
+    pem::write_certs(&d.conf_cert(), &[conf_cert]).map_err(cert_err)?;
+
+    let tls_key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).map_err(cert_err)?;
+    let tls_csr =
+        csr::verify(&csr::create(&tls_key, "registry").map_err(cert_err)?).map_err(cert_err)?;
+    let tls_cert = ca
+        .issue_registry_tls(&tls_csr, &opts.addresses[0], validity)
+        .map_err(cert_err)?;
+    pem::write_key(&d.tls_key(), &tls_key).map_err(cert_err)?;
+    pem::write_certs(&d.tls_cert(), &[tls_cert, ca.certificate().clone()]).map_err(cert_err)?;
+
+    let settings = InstanceSettings {
+        instance,
+        addresses: opts.addresses.clone(),
+        configuration_validity_secs: opts.configuration_validity_secs,
+        poll_interval_secs: DEFAULT_POLL_INTERVAL_SECS,
+        auto_approve: opts.auto_approve,
+    };
+    let store = SqliteStore::create(&d.database(), &settings)?;
+    let (officer_token, token_hash) = auth::new_token();
+    store.apply(
+        "registry init",
+        &Change::AddOperator {
+            name: FIRST_OFFICER.into(),
+            role: Role::Officer,
+            token_hash,
+        },
+    )?;
+    let anchor = anchor(dir)?;
+    Ok(Initialised {
+        officer_token,
+        anchor,
+    })
+}
+
+/// The anchor of the registry in `dir`: instance, addresses, the
+/// configuration-signing certificate and the CA that issued the registry's
+/// TLS certificate.
+pub fn anchor(dir: &Path) -> Result<Anchor, RegistryError> {
+    let d = RegistryDir(dir.to_owned());
+    let store = SqliteStore::open(&d.database())?;
+    let settings = store.settings()?;
+    let conf_cert = pem::read_cert(&d.conf_cert()).map_err(cert_err)?;
+    let ca_cert = pem::read_cert(&d.ca_cert()).map_err(cert_err)?;
+    Ok(Anchor {
+        instance: settings.instance.to_string(),
+        registry_addresses: settings.addresses,
+        configuration_signing_certificates: vec![conf_cert.to_vec()],
+        instance_ca_certificate: ca_cert.to_vec(),
+        generated_at_unix_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0),
+    })
+}
+
+/// Adds an operator directly in the store (run on the registry host by its
+/// administrator); returns the token, shown once.
+pub fn add_operator(dir: &Path, name: &str, role: Role) -> Result<String, RegistryError> {
+    let name = crate::operator::check_text("operator name", name, 1, 64)?;
+    let store = SqliteStore::open(&RegistryDir(dir.to_owned()).database())?;
+    let (token, token_hash) = auth::new_token();
+    store.apply(
+        "registry host administrator",
+        &Change::AddOperator {
+            name,
+            role,
+            token_hash,
+        },
+    )?;
+    Ok(token)
+}
+
+/// The registry's keys and certificates, loaded from `dir`.
+pub struct Loaded {
+    pub ca: InstanceCa,
+    pub conf_signer: lienthong_certs::signing::Signer,
+    pub tls: Identity,
+}
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loaded").field("ca", &self.ca).finish_non_exhaustive()
+    }
+}
+
+/// Loads the CA, the configuration signer and the TLS identity.
+pub fn load(dir: &Path) -> Result<Loaded, RegistryError> {
+    let d = RegistryDir(dir.to_owned());
+    let ca = InstanceCa::load(
+        pem::read_cert(&d.ca_cert()).map_err(cert_err)?,
+        pem::read_key(&d.ca_key()).map_err(cert_err)?,
+    )
+    .map_err(cert_err)?;
+    let conf_cert = pem::read_cert(&d.conf_cert()).map_err(cert_err)?;
+    let conf_signer = lienthong_certs::signing::Signer::new(
+        &pem::read_key(&d.conf_key()).map_err(cert_err)?,
+        &conf_cert,
+    )
+    .map_err(cert_err)?;
+    let tls = Identity {
+        chain: pem::read_certs(&d.tls_cert()).map_err(cert_err)?,
+        key: pem::read_key(&d.tls_key()).map_err(cert_err)?,
+    };
+    Ok(Loaded {
+        ca,
+        conf_signer,
+        tls,
+    })
+}

@@ -1,0 +1,187 @@
+//! Starting and stopping a registry: store, publisher, and the three APIs
+//! (operator, registration, distribution) on one TLS listener.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lienthong_certs::ca::DEFAULT_CERT_VALIDITY;
+use lienthong_certs::{net, tls};
+use lienthong_proto::pb::registry::v1::configuration_distribution_server::ConfigurationDistributionServer;
+use lienthong_proto::pb::registry::v1::registration_server::RegistrationServer;
+use lienthong_proto::pb::registry::v1::registry_operator_server::RegistryOperatorServer;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::distribution::Distribution;
+use crate::error::{RegistryError, blocking};
+use crate::init::{RegistryDir, load};
+use crate::operator::OperatorApi;
+use crate::publisher::{DEFAULT_PUBLISH_INTERVAL, Publisher};
+use crate::registration::Registration;
+use crate::store::{SqliteStore, Store};
+
+/// Default port of a registry.
+pub const DEFAULT_PORT: u16 = 4400;
+/// How long one API call may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How to run a registry.
+#[derive(Debug, Clone)]
+pub struct RegistryOptions {
+    /// The home directory made by `registry init`.
+    pub dir: PathBuf,
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// # Default
+    /// 60 s ([`DEFAULT_PUBLISH_INTERVAL`]).
+    pub publish_interval: Duration,
+    /// Lifetime of issued auth and signing certificates.
+    /// # Default
+    /// one year ([`DEFAULT_CERT_VALIDITY`]).
+    pub cert_validity: Duration,
+}
+
+impl RegistryOptions {
+    pub fn new(dir: impl Into<PathBuf>, listen: SocketAddr) -> Self {
+        RegistryOptions {
+            dir: dir.into(),
+            listen,
+            publish_interval: DEFAULT_PUBLISH_INTERVAL,
+            cert_validity: DEFAULT_CERT_VALIDITY,
+        }
+    }
+}
+
+/// A running registry.
+#[derive(Debug)]
+pub struct Registry {
+    addr: SocketAddr,
+    store: Arc<dyn Store>,
+    publisher: Arc<Publisher>,
+    shutdown: Option<oneshot::Sender<()>>,
+    serving: JoinHandle<Result<(), tonic::transport::Error>>,
+    publishing: JoinHandle<()>,
+}
+
+impl Registry {
+    /// Opens the store, publishes a first configuration (a version above any
+    /// published before) and starts serving.
+    pub async fn start(opts: RegistryOptions) -> Result<Self, RegistryError> {
+        let dir = RegistryDir(opts.dir.clone());
+        let loaded = load(&opts.dir)?;
+        let db = dir.database();
+        let store: Arc<dyn Store> =
+            Arc::new(blocking(move || Ok(SqliteStore::open(&db)?)).await?);
+        let settings = {
+            let s = store.clone();
+            blocking(move || Ok(s.settings()?)).await?
+        };
+        if settings.instance != *loaded.ca.instance() {
+            return Err(RegistryError::invalid(format!(
+                "the store is for instance {} but the CA for {}",
+                settings.instance,
+                loaded.ca.instance()
+            )));
+        }
+        let ca = Arc::new(loaded.ca);
+        let publisher = Arc::new(Publisher::new(
+            store.clone(),
+            loaded.conf_signer,
+            ca.certificate().to_vec(),
+            settings.clone(),
+            opts.publish_interval,
+        ));
+        {
+            let p = publisher.clone();
+            blocking(move || p.publish_now()).await?;
+        }
+        let publishing = tokio::spawn(publisher.clone().run());
+
+        let tls_config =
+            tls::server_config_optional_client_auth(&loaded.tls, &[ca.certificate().clone()])?;
+        let listener = TcpListener::bind(opts.listen).await.map_err(|e| {
+            RegistryError::Unavailable(format!("cannot listen on {}: {e}", opts.listen))
+        })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
+        let incoming = net::tls_incoming(listener, Arc::new(tls_config));
+
+        let operator = OperatorApi::new(
+            store.clone(),
+            ca.clone(),
+            publisher.clone(),
+            settings.instance.clone(),
+            opts.cert_validity,
+        );
+        let registration = Registration::new(
+            store.clone(),
+            ca.clone(),
+            publisher.clone(),
+            settings.instance.clone(),
+            settings.auto_approve,
+            opts.cert_validity,
+        );
+        let distribution = Distribution::new(publisher.clone());
+        let (tx, rx) = oneshot::channel::<()>();
+        let serving = tokio::spawn(
+            tonic::transport::Server::builder()
+                .timeout(REQUEST_TIMEOUT)
+                .add_service(RegistryOperatorServer::new(operator))
+                .add_service(RegistrationServer::new(registration))
+                .add_service(ConfigurationDistributionServer::new(distribution))
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = rx.await;
+                }),
+        );
+        tracing::info!(%addr, instance = %settings.instance, auto_approve = settings.auto_approve, "registry serving");
+        Ok(Registry {
+            addr,
+            store,
+            publisher,
+            shutdown: Some(tx),
+            serving,
+            publishing,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The store (for inspection by tests and tools on the registry host).
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    /// The publisher.
+    pub fn publisher(&self) -> &Arc<Publisher> {
+        &self.publisher
+    }
+
+    /// Stops accepting calls, lets running ones finish, stops publishing.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.serving).await;
+        self.publishing.abort();
+    }
+
+    /// Serves until the server fails or `signal` resolves.
+    pub async fn run_until(mut self, signal: impl std::future::Future<Output = ()>) {
+        tokio::select! {
+            r = &mut self.serving => {
+                if let Ok(Err(e)) = r {
+                    tracing::error!(error = %e, "registry server failed");
+                }
+            }
+            _ = signal => {}
+        }
+        self.shutdown().await;
+    }
+}

@@ -1,0 +1,106 @@
+//! The registry's store: one trait, an embedded SQLite backend.
+//!
+//! Every write is a [`Change`] applied in one transaction together with its
+//! audit record, so a refused change leaves nothing half-written. Reads
+//! return plain domain values. The trait is synchronous; the gRPC layer
+//! calls it from `spawn_blocking`. Its contract tests (`store/tests.rs`) are
+//! written against the trait so another backend can run them unchanged.
+
+mod schema;
+mod sqlite;
+#[cfg(test)]
+mod tests;
+
+use lienthong_certs::Fingerprint;
+use lienthong_proto::id::{MemberId, ServerId};
+
+use crate::model::{
+    Applied, AuditEntry, AuditFilter, Change, Enrollment, InstanceSettings, Operator, RequestState,
+    Snapshot, StoredCert, StoredRequest,
+};
+
+pub use sqlite::SqliteStore;
+pub(crate) use sqlite::now_ms;
+
+/// Why the store refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The identifier is taken.
+    #[error("{0} already exists")]
+    Duplicate(String),
+    /// Something the change refers to does not exist.
+    #[error("{0}")]
+    Missing(String),
+    /// The change conflicts with the current state (e.g. deciding a request
+    /// that is no longer pending, reusing a revoked key).
+    #[error("{0}")]
+    Conflict(String),
+    /// The database failed or holds something this version cannot read.
+    #[error("registry store: {0}")]
+    Internal(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Internal(e.to_string())
+    }
+}
+
+/// A persisted configuration publication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicationRecord {
+    pub version: u64,
+    pub created_at_ms: i64,
+    pub seq: u64,
+}
+
+/// The registry's persistent state.
+pub trait Store: std::fmt::Debug + Send + Sync + 'static {
+    /// The per-instance settings written at initialisation.
+    fn settings(&self) -> Result<InstanceSettings, StoreError>;
+
+    /// Applies one change and its audit record in one transaction.
+    fn apply(&self, actor: &str, change: &Change) -> Result<Applied, StoreError> {
+        self.apply_all(actor, std::slice::from_ref(change))
+            .map(|mut v| v.remove(0))
+    }
+
+    /// Applies several changes in one transaction (bulk imports): all or
+    /// nothing, one audit record each.
+    fn apply_all(&self, actor: &str, changes: &[Change]) -> Result<Vec<Applied>, StoreError>;
+
+    /// Records a refused action in the audit log (the refusal itself
+    /// changed nothing else).
+    fn record_refusal(
+        &self,
+        actor: &str,
+        action: &str,
+        detail: &str,
+        error: &str,
+    ) -> Result<u64, StoreError>;
+
+    /// Everything a configuration is built from, consistently.
+    fn snapshot(&self) -> Result<Snapshot, StoreError>;
+
+    /// The change sequence number (increases with every applied change).
+    fn seq(&self) -> Result<u64, StoreError>;
+
+    fn request(&self, id: u64) -> Result<Option<StoredRequest>, StoreError>;
+    fn requests(&self, state: Option<RequestState>) -> Result<Vec<StoredRequest>, StoreError>;
+    fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError>;
+    fn operator_by_token(&self, token_hash: &[u8; 32]) -> Result<Option<Operator>, StoreError>;
+    fn enrollment(&self, token_hash: &[u8; 32]) -> Result<Option<Enrollment>, StoreError>;
+
+    /// A certificate the registry issued, by fingerprint.
+    fn certificate(&self, fingerprint: &Fingerprint) -> Result<Option<StoredCert>, StoreError>;
+    /// Whether the member exists.
+    fn member_exists(&self, id: &MemberId) -> Result<bool, StoreError>;
+    /// Whether the server is registered.
+    fn server_exists(&self, id: &ServerId) -> Result<bool, StoreError>;
+
+    /// The last configuration version published (none on a new registry).
+    fn last_publication(&self) -> Result<Option<PublicationRecord>, StoreError>;
+    /// Persists a publication before it is distributed, so versions keep
+    /// increasing across restarts.
+    fn record_publication(&self, record: &PublicationRecord) -> Result<(), StoreError>;
+}
