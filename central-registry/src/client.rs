@@ -32,7 +32,10 @@ pub enum ClientError {
     #[error("anchor {path}: {detail}")]
     Anchor { path: String, detail: String },
     #[error("cannot reach the registry at any of {addresses:?}: {last}")]
-    Unreachable { addresses: Vec<String>, last: String },
+    Unreachable {
+        addresses: Vec<String>,
+        last: String,
+    },
     #[error(transparent)]
     Certificate(#[from] CertError),
     #[error("operator token is not a valid header value")]
@@ -53,7 +56,8 @@ pub fn read_anchor(path: &Path) -> Result<Anchor, ClientError> {
         )));
     }
     let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-    let anchor = Anchor::decode(bytes.as_slice()).map_err(|e| err(format!("not an anchor: {e}")))?;
+    let anchor =
+        Anchor::decode(bytes.as_slice()).map_err(|e| err(format!("not an anchor: {e}")))?;
     if anchor.instance.is_empty()
         || anchor.registry_addresses.is_empty()
         || anchor.configuration_signing_certificates.is_empty()
@@ -125,7 +129,10 @@ impl std::fmt::Debug for BearerToken {
 }
 
 impl Interceptor for BearerToken {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         request
             .metadata_mut()
             .insert("authorization", self.0.clone());

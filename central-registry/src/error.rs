@@ -84,14 +84,29 @@ mod tests {
     #[test]
     fn status_table() {
         let table: Vec<(RegistryError, Code)> = vec![
-            (RegistryError::Unauthenticated("x".into()), Code::Unauthenticated),
-            (RegistryError::PermissionDenied("x".into()), Code::PermissionDenied),
+            (
+                RegistryError::Unauthenticated("x".into()),
+                Code::Unauthenticated,
+            ),
+            (
+                RegistryError::PermissionDenied("x".into()),
+                Code::PermissionDenied,
+            ),
             (RegistryError::invalid("x"), Code::InvalidArgument),
             (CertError::BadSignature.into(), Code::InvalidArgument),
-            (StoreError::Duplicate("x".into()).into(), Code::AlreadyExists),
+            (
+                StoreError::Duplicate("x".into()).into(),
+                Code::AlreadyExists,
+            ),
             (StoreError::Missing("x".into()).into(), Code::NotFound),
-            (StoreError::Conflict("x".into()).into(), Code::FailedPrecondition),
-            (StoreError::Internal("secret detail".into()).into(), Code::Internal),
+            (
+                StoreError::Conflict("x".into()).into(),
+                Code::FailedPrecondition,
+            ),
+            (
+                StoreError::Internal("secret detail".into()).into(),
+                Code::Internal,
+            ),
             (RegistryError::Unavailable("x".into()), Code::Unavailable),
         ];
         for (err, code) in table {

@@ -103,7 +103,9 @@ pub fn initialise(dir: &Path, opts: &InitOptions) -> Result<Initialised, Registr
     let d = RegistryDir(dir.to_owned());
     let instance = Instance::new(opts.instance.clone())?;
     if opts.addresses.is_empty() {
-        return Err(RegistryError::invalid("at least one registry address is needed"));
+        return Err(RegistryError::invalid(
+            "at least one registry address is needed",
+        ));
     }
     for a in &opts.addresses {
         crate::registration::check_address(a)?;
@@ -222,7 +224,9 @@ pub struct Loaded {
 
 impl std::fmt::Debug for Loaded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Loaded").field("ca", &self.ca).finish_non_exhaustive()
+        f.debug_struct("Loaded")
+            .field("ca", &self.ca)
+            .finish_non_exhaustive()
     }
 }
 

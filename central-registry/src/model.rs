@@ -213,7 +213,7 @@ pub enum Change {
         fingerprint: Fingerprint,
         reason: String,
     },
-    Submit(NewRequest),
+    Submit(Box<NewRequest>),
     Approve {
         id: u64,
         note: String,

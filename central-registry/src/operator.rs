@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use lienthong_certs::{Fingerprint, InstanceCa};
-use lienthong_proto::id::{GlobalGroupId, Instance, MemberClass, MemberId, ServerId, ServiceId, SubsystemId};
+use lienthong_proto::id::{
+    GlobalGroupId, Instance, MemberClass, MemberId, ServerId, ServiceId, SubsystemId,
+};
 use lienthong_proto::pb::globalconf::v1::GlobalConfiguration;
 use lienthong_proto::pb::registry::v1 as pb;
 use lienthong_proto::pb::registry::v1::registry_operator_server::RegistryOperator;
@@ -60,7 +62,11 @@ where
 }
 
 /// Refuses identifiers of another instance.
-fn local(instance: &Instance, found: &Instance, id: &dyn std::fmt::Display) -> Result<(), RegistryError> {
+fn local(
+    instance: &Instance,
+    found: &Instance,
+    id: &dyn std::fmt::Display,
+) -> Result<(), RegistryError> {
     if found != instance {
         return Err(RegistryError::invalid(format!(
             "{id} is not of this registry's instance {instance}"
@@ -184,7 +190,10 @@ impl OperatorApi {
         }))
     }
 
-    fn member(&self, p: &Option<lienthong_proto::pb::identifiers::v1::MemberId>) -> Result<MemberId, RegistryError> {
+    fn member(
+        &self,
+        p: &Option<lienthong_proto::pb::identifiers::v1::MemberId>,
+    ) -> Result<MemberId, RegistryError> {
         let id: MemberId = required("member id", p)?;
         local(&self.instance, &id.instance, &id)?;
         Ok(id)
@@ -228,7 +237,11 @@ impl OperatorApi {
 
     /// Approves or rejects a request: both are audited writes.
     async fn decide(&self, request: Request<pb::DecideRequest>, approve: bool) -> Reply {
-        let action = if approve { "ApproveRequest" } else { "RejectRequest" };
+        let action = if approve {
+            "ApproveRequest"
+        } else {
+            "RejectRequest"
+        };
         let op = self.operator(&request, action, Access::Write).await?;
         let req = request.into_inner();
         let note = match check_text("decision note", &req.note, 0, MAX_NOTE_CHARS) {
@@ -258,7 +271,8 @@ impl OperatorApi {
             Ok(applied) => self.reply(applied).await,
             Err(e) => {
                 let detail = format!("request {id} {note:?}");
-                self.audit_refusal(&op, action, &detail, &e.to_string()).await;
+                self.audit_refusal(&op, action, &detail, &e.to_string())
+                    .await;
                 Err(e.into())
             }
         }
@@ -416,7 +430,8 @@ impl RegistryOperator for OperatorApi {
         &self,
         request: Request<pb::ListRequestsRequest>,
     ) -> Result<Response<pb::ListRequestsReply>, Status> {
-        self.operator(&request, "ListRequests", Access::Read).await?;
+        self.operator(&request, "ListRequests", Access::Read)
+            .await?;
         let state = match request.get_ref().state {
             0 => None,
             s => Some(RequestState::from_code(i64::from(s)).ok_or_else(|| {
@@ -492,11 +507,14 @@ impl RegistryOperator for OperatorApi {
     ) -> Result<Response<GlobalConfiguration>, Status> {
         self.operator(&request, "GetCurrentConfiguration", Access::Read)
             .await?;
-        let current = self.publisher.current().ok_or_else(|| {
-            Status::unavailable("no configuration has been published yet")
-        })?;
-        let conf = GlobalConfiguration::decode(current.signed.configuration.as_slice())
-            .map_err(|e| Status::internal(format!("published configuration does not decode: {e}")))?;
+        let current = self
+            .publisher
+            .current()
+            .ok_or_else(|| Status::unavailable("no configuration has been published yet"))?;
+        let conf =
+            GlobalConfiguration::decode(current.signed.configuration.as_slice()).map_err(|e| {
+                Status::internal(format!("published configuration does not decode: {e}"))
+            })?;
         Ok(Response::new(conf))
     }
 

@@ -58,7 +58,9 @@ pub fn check_address(address: &str) -> Result<String, RegistryError> {
     let ip = host.parse::<std::net::IpAddr>().is_ok();
     let dns = !host.is_empty()
         && host.split('.').all(|l| {
-            !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         });
     if !ip && !dns {
         return Err(bad("host must be an IP address or a DNS name"));
@@ -160,17 +162,26 @@ pub fn check_submission(
                     )));
                 }
             }
-            if out.signing_csrs.iter().any(|c| c.member.as_ref() != Some(&server.owner)) {
+            if out
+                .signing_csrs
+                .iter()
+                .any(|c| c.member.as_ref() != Some(&server.owner))
+            {
                 return Err(RegistryError::invalid(
                     "a new server may carry signing CSRs for its owner only; add client members with CLIENT requests",
                 ));
             }
         }
         RequestKind::Client => {
-            let sub = SubsystemId::try_from(req.subsystem.as_ref().ok_or_else(|| {
-                RegistryError::invalid("a client request names the subsystem")
-            })?)?;
-            if out.signing_csrs.iter().any(|c| c.member.as_ref() != Some(&sub.member)) {
+            let sub =
+                SubsystemId::try_from(req.subsystem.as_ref().ok_or_else(|| {
+                    RegistryError::invalid("a client request names the subsystem")
+                })?)?;
+            if out
+                .signing_csrs
+                .iter()
+                .any(|c| c.member.as_ref() != Some(&sub.member))
+            {
                 return Err(RegistryError::invalid(format!(
                     "signing CSRs of a client request must be for the client's member {}",
                     sub.member
@@ -349,7 +360,7 @@ impl Registration {
             RegistryError::Unauthenticated(format!("the owner signature does not verify: {e}"))
         })?;
         let actor = format!("server {}", req.server);
-        let applied = store.apply(&actor, &Change::Submit(req))?;
+        let applied = store.apply(&actor, &Change::Submit(Box::new(req)))?;
         let id = applied
             .request_id
             .ok_or_else(|| RegistryError::invalid("the store assigned no request id"))?;
@@ -375,9 +386,7 @@ impl Registration {
         let by_token = !wire.enrollment_token.is_empty()
             && wire.enrollment_token.len() <= MAX_TOKEN_LEN
             && stored.request.enrollment_token == Some(hash_token(&wire.enrollment_token));
-        if by_token
-            || peer_is_server(self.store.as_ref(), peer.as_ref(), &stored.request.server)?
-        {
+        if by_token || peer_is_server(self.store.as_ref(), peer.as_ref(), &stored.request.server)? {
             Ok(stored)
         } else {
             Err(denied())
@@ -447,7 +456,12 @@ mod tests {
 
     #[test]
     fn addresses() {
-        for ok in ["127.0.0.1:4400", "ss1.gov.vn:443", "[::1]:8443", "localhost:1"] {
+        for ok in [
+            "127.0.0.1:4400",
+            "ss1.gov.vn:443",
+            "[::1]:8443",
+            "localhost:1",
+        ] {
             assert!(check_address(ok).is_ok(), "{ok}");
         }
         for bad in [

@@ -73,8 +73,7 @@ impl Registry {
         let dir = RegistryDir(opts.dir.clone());
         let loaded = load(&opts.dir)?;
         let db = dir.database();
-        let store: Arc<dyn Store> =
-            Arc::new(blocking(move || Ok(SqliteStore::open(&db)?)).await?);
+        let store: Arc<dyn Store> = Arc::new(blocking(move || Ok(SqliteStore::open(&db)?)).await?);
         let settings = {
             let s = store.clone();
             blocking(move || Ok(s.settings()?)).await?

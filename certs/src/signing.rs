@@ -211,9 +211,8 @@ impl VerifyingKey {
     pub fn from_csr(der: &[u8]) -> Result<Self, CertError> {
         use x509_parser::prelude::FromDer;
         crate::csr::verify(der)?;
-        let (_, csr) =
-            x509_parser::certification_request::X509CertificationRequest::from_der(der)
-                .map_err(|e| CertError::BadCsr(e.to_string()))?;
+        let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(der)
+            .map_err(|e| CertError::BadCsr(e.to_string()))?;
         Self::from_spki(
             &csr.certification_request_info.subject_pki,
             Fingerprint::of(der),

@@ -46,10 +46,7 @@ fn fingerprint(b: &[u8]) -> Result<Fingerprint, StoreError> {
 }
 
 fn exists(tx: &Connection, sql: &str, key: &str) -> Result<bool, StoreError> {
-    Ok(tx
-        .query_row(sql, [key], |_| Ok(()))
-        .optional()?
-        .is_some())
+    Ok(tx.query_row(sql, [key], |_| Ok(())).optional()?.is_some())
 }
 
 impl SqliteStore {
@@ -335,7 +332,9 @@ fn require_member(tx: &Connection, id: &MemberId) -> Result<(), StoreError> {
 fn require_subsystem(tx: &Connection, id: &SubsystemId) -> Result<(), StoreError> {
     let key = id.to_string();
     if !exists(tx, "SELECT 1 FROM subsystems WHERE id = ?1", &key)? {
-        return Err(StoreError::Missing(format!("subsystem {key} does not exist")));
+        return Err(StoreError::Missing(format!(
+            "subsystem {key} does not exist"
+        )));
     }
     Ok(())
 }
@@ -488,7 +487,12 @@ fn consume_token(
     let n = tx.execute(
         "UPDATE enrollment_tokens SET used_by_request = ?4
          WHERE hash = ?1 AND server = ?2 AND expires_at > ?3 AND used_by_request IS NULL",
-        params![hash.as_slice(), server.to_string(), now_ms(), request as i64],
+        params![
+            hash.as_slice(),
+            server.to_string(),
+            now_ms(),
+            request as i64
+        ],
     )?;
     if n == 0 {
         return Err(StoreError::Conflict(format!(
@@ -510,12 +514,7 @@ fn pending_request(tx: &Connection, id: u64) -> Result<StoredRequest, StoreError
     Ok(req)
 }
 
-fn approve(
-    tx: &Transaction<'_>,
-    id: u64,
-    note: &str,
-    issued: &Issued,
-) -> Result<(), StoreError> {
+fn approve(tx: &Transaction<'_>, id: u64, note: &str, issued: &Issued) -> Result<(), StoreError> {
     let stored = pending_request(tx, id)?;
     let req = &stored.request;
     let server = req.server.to_string();
@@ -655,7 +654,9 @@ fn load_request(conn: &Connection, id: u64) -> Result<Option<StoredRequest>, Sto
     let mut stmt = conn.prepare_cached(
         "SELECT der, auth_server IS NOT NULL FROM certificates WHERE request_id = ?1 ORDER BY position",
     )?;
-    let rows = stmt.query_map([id as i64], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, bool>(1)?)))?;
+    let rows = stmt.query_map([id as i64], |r| {
+        Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, bool>(1)?))
+    })?;
     for row in rows {
         let (der, is_auth) = row?;
         if is_auth {
@@ -690,7 +691,9 @@ impl Store for SqliteStore {
         let conn = self.lock();
         let get = |k: &str| -> Result<String, StoreError> {
             setting(&conn, k)?.ok_or_else(|| {
-                StoreError::Internal(format!("setting {k} is missing; was the store initialised?"))
+                StoreError::Internal(format!(
+                    "setting {k} is missing; was the store initialised?"
+                ))
             })
         };
         Ok(InstanceSettings {
@@ -746,11 +749,11 @@ impl Store for SqliteStore {
     }
 
     fn seq(&self) -> Result<u64, StoreError> {
-        Ok(self.lock().query_row(
-            "SELECT value FROM meta WHERE key = 'change_seq'",
-            [],
-            |r| r.get::<_, i64>(0),
-        )? as u64)
+        Ok(self
+            .lock()
+            .query_row("SELECT value FROM meta WHERE key = 'change_seq'", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
     }
 
     fn request(&self, id: u64) -> Result<Option<StoredRequest>, StoreError> {
@@ -958,7 +961,9 @@ fn read_snapshot(tx: &Connection) -> Result<Snapshot, StoreError> {
         "SELECT signing_member, der FROM certificates
          WHERE signing_member IS NOT NULL AND revoked_at IS NULL ORDER BY request_id, position",
     )?;
-    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))? {
+    for row in stmt.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+    })? {
         let (member, der) = row?;
         if let Some(&i) = member_index.get(&member) {
             members[i].signing_certs.push(der);
@@ -982,7 +987,9 @@ fn read_snapshot(tx: &Connection) -> Result<Snapshot, StoreError> {
         "SELECT auth_server, fingerprint FROM certificates
          WHERE auth_server IS NOT NULL AND revoked_at IS NULL ORDER BY request_id",
     )?;
-    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))? {
+    for row in stmt.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+    })? {
         let (server, fp) = row?;
         if let Some(&i) = server_index.get(&server) {
             servers[i].auth_certs.push(fingerprint(&fp)?);
@@ -1016,7 +1023,8 @@ fn read_snapshot(tx: &Connection) -> Result<Snapshot, StoreError> {
             members: Vec::new(),
         });
     }
-    let mut stmt = tx.prepare("SELECT grp, subsystem FROM group_members ORDER BY grp, subsystem")?;
+    let mut stmt =
+        tx.prepare("SELECT grp, subsystem FROM group_members ORDER BY grp, subsystem")?;
     for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
         let (grp, sub) = row?;
         if let Some(&i) = group_index.get(&grp) {

@@ -1,0 +1,444 @@
+//! Contract tests of the [`Store`] trait. Each takes a fresh store from
+//! [`stores`], so another backend runs the same suite by adding itself there.
+
+use lienthong_certs::{Fingerprint, KeyAlgorithm, PrivateKey, csr};
+use lienthong_proto::id::{MemberClass, MemberId, ServerId};
+
+use super::*;
+use crate::model::*;
+
+fn settings() -> InstanceSettings {
+    InstanceSettings {
+        instance: "VN".parse().unwrap(),
+        addresses: vec!["127.0.0.1:4400".into()],
+        configuration_validity_secs: 600,
+        poll_interval_secs: 60,
+        auto_approve: false,
+    }
+}
+
+/// Every backend under test, fresh.
+fn stores() -> Vec<Box<dyn Store>> {
+    vec![Box::new(SqliteStore::in_memory(&settings()).unwrap())]
+}
+
+fn member(code: &str) -> MemberId {
+    MemberId::new("VN", "GOV", code).unwrap()
+}
+
+fn base() -> Vec<Change> {
+    vec![
+        Change::AddMemberClass {
+            code: MemberClass::new("GOV").unwrap(),
+            description: "Government".into(),
+        },
+        Change::AddMember {
+            id: member("000102"),
+            name: "Bộ Công an".into(),
+        },
+        Change::AddSubsystem {
+            id: member("000102").subsystem("population").unwrap(),
+        },
+    ]
+}
+
+fn csr_for(member: Option<MemberId>) -> CsrFor {
+    let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+    let der = csr::create(&key, "t").unwrap();
+    CsrFor {
+        public_key: csr::verify(&der).unwrap().public_key_der(),
+        csr: der,
+        member,
+    }
+}
+
+fn server() -> ServerId {
+    member("000102").server("ss1").unwrap()
+}
+
+fn auth_request(token: [u8; 32]) -> NewRequest {
+    NewRequest {
+        kind: RequestKind::AuthCertificate,
+        server: server(),
+        subsystem: None,
+        address: Some("127.0.0.1:5500".into()),
+        auth_csr: Some(csr_for(None)),
+        signing_csrs: vec![csr_for(Some(member("000102")))],
+        enrollment_token: Some(token),
+    }
+}
+
+/// Everything but the audit log, for "nothing changed" checks.
+fn state(s: &dyn Store) -> String {
+    let snap = s.snapshot().unwrap();
+    format!(
+        "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        snap.seq,
+        snap.members
+            .iter()
+            .map(|m| (&m.id, &m.subsystems, m.signing_certs.len()))
+            .collect::<Vec<_>>(),
+        snap.servers
+            .iter()
+            .map(|s| (&s.id, &s.address, &s.auth_certs, &s.clients))
+            .collect::<Vec<_>>(),
+        snap.services,
+        snap.groups
+            .iter()
+            .map(|g| (&g.id, &g.members))
+            .collect::<Vec<_>>(),
+        snap.trusted_cas,
+        snap.revoked,
+        snap.trace_portal,
+        s.requests(None).unwrap(),
+    )
+}
+
+fn issue(req: &NewRequest) -> Issued {
+    // The store does not check certificate contents; any DER-ish bytes do.
+    Issued {
+        auth: req.auth_csr.as_ref().map(|c| IssuedCert {
+            der: [b"auth".as_slice(), &c.public_key].concat(),
+            public_key: c.public_key.clone(),
+        }),
+        signing: req
+            .signing_csrs
+            .iter()
+            .map(|c| {
+                (
+                    c.member.clone().unwrap(),
+                    IssuedCert {
+                        der: [b"sign".as_slice(), &c.public_key].concat(),
+                        public_key: c.public_key.clone(),
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+fn token(s: &dyn Store, t: [u8; 32]) {
+    s.apply(
+        "officer",
+        &Change::CreateEnrollmentToken {
+            server: server(),
+            token_hash: t,
+            expires_at_ms: now_ms() + 60_000,
+        },
+    )
+    .unwrap();
+}
+
+#[test]
+fn refused_changes_leave_the_store_unchanged() {
+    for s in stores() {
+        s.apply_all("officer", &base()).unwrap();
+        let before = state(s.as_ref());
+        let refused = [
+            base()[1].clone(), // duplicate member
+            Change::AddMember {
+                id: MemberId::new("VN", "COM", "1").unwrap(),
+                name: "x".into(),
+            }, // unknown class
+            Change::AddSubsystem {
+                id: member("999").subsystem("x").unwrap(),
+            }, // unknown owner
+            Change::AddService {
+                id: member("000102")
+                    .subsystem("nope")
+                    .unwrap()
+                    .service("a.B", None)
+                    .unwrap(),
+                description: String::new(),
+            },
+            Change::RemoveService {
+                id: member("000102")
+                    .subsystem("population")
+                    .unwrap()
+                    .service("a.B", None)
+                    .unwrap(),
+            },
+            Change::Reject {
+                id: 42,
+                note: String::new(),
+            },
+        ];
+        for c in &refused {
+            let err = s.apply("officer", c).unwrap_err();
+            assert!(!err.to_string().is_empty());
+            assert_eq!(state(s.as_ref()), before, "{c:?} changed the store");
+        }
+        // A bulk apply whose last change fails applies none of them.
+        let mut bulk = vec![Change::AddSubsystem {
+            id: member("000102").subsystem("tax").unwrap(),
+        }];
+        bulk.push(refused[0].clone());
+        assert!(s.apply_all("officer", &bulk).is_err());
+        assert_eq!(state(s.as_ref()), before);
+    }
+}
+
+#[test]
+fn registration_lifecycle_and_key_reuse() {
+    for s in stores() {
+        s.apply_all("officer", &base()).unwrap();
+        token(s.as_ref(), [1; 32]);
+        let req = auth_request([1; 32]);
+        let id = s
+            .apply("server", &Change::Submit(Box::new(req.clone())))
+            .unwrap()
+            .request_id
+            .unwrap();
+        // The token is single-use.
+        let mut again = auth_request([1; 32]);
+        again.auth_csr = Some(csr_for(None));
+        assert!(matches!(
+            s.apply("server", &Change::Submit(Box::new(again))),
+            Err(StoreError::Conflict(_))
+        ));
+        let issued = issue(&req);
+        s.apply(
+            "officer",
+            &Change::Approve {
+                id,
+                note: "ok".into(),
+                issued: issued.clone(),
+            },
+        )
+        .unwrap();
+        let stored = s.request(id).unwrap().unwrap();
+        assert_eq!(stored.state, RequestState::Approved);
+        assert_eq!(
+            stored.issued_auth.as_ref(),
+            Some(&issued.auth.as_ref().unwrap().der)
+        );
+        assert_eq!(stored.issued_signing.len(), 1);
+        let snap = s.snapshot().unwrap();
+        assert_eq!(snap.servers.len(), 1);
+        assert_eq!(snap.servers[0].auth_certs.len(), 1);
+        assert_eq!(snap.members[0].signing_certs.len(), 1);
+        // Approving twice is refused.
+        assert!(matches!(
+            s.apply(
+                "officer",
+                &Change::Approve {
+                    id,
+                    note: String::new(),
+                    issued: Issued::default()
+                }
+            ),
+            Err(StoreError::Conflict(_))
+        ));
+
+        // Revoke the auth certificate: it leaves the server's pins and
+        // joins the revoked list; its key can never come back.
+        let fp = Fingerprint::of(&issued.auth.as_ref().unwrap().der);
+        s.apply(
+            "officer",
+            &Change::Revoke {
+                fingerprint: fp,
+                reason: "lost".into(),
+            },
+        )
+        .unwrap();
+        let snap = s.snapshot().unwrap();
+        assert!(snap.servers[0].auth_certs.is_empty());
+        assert_eq!(snap.revoked, vec![fp]);
+        token(s.as_ref(), [2; 32]);
+        let mut reuse = auth_request([2; 32]);
+        reuse.auth_csr = req.auth_csr.clone();
+        let err = s
+            .apply("server", &Change::Submit(Box::new(reuse)))
+            .unwrap_err();
+        assert!(err.to_string().contains("revoked"), "{err}");
+    }
+}
+
+#[test]
+fn server_removal_revokes_its_certificates() {
+    for s in stores() {
+        s.apply_all("officer", &base()).unwrap();
+        token(s.as_ref(), [1; 32]);
+        let req = auth_request([1; 32]);
+        let id = s
+            .apply("server", &Change::Submit(Box::new(req.clone())))
+            .unwrap()
+            .request_id
+            .unwrap();
+        s.apply(
+            "officer",
+            &Change::Approve {
+                id,
+                note: String::new(),
+                issued: issue(&req),
+            },
+        )
+        .unwrap();
+        let client = NewRequest {
+            kind: RequestKind::Client,
+            server: server(),
+            subsystem: Some(member("000102").subsystem("population").unwrap()),
+            address: None,
+            auth_csr: None,
+            signing_csrs: vec![],
+            enrollment_token: None,
+        };
+        let cid = s
+            .apply("server", &Change::Submit(Box::new(client)))
+            .unwrap()
+            .request_id
+            .unwrap();
+        s.apply(
+            "officer",
+            &Change::Approve {
+                id: cid,
+                note: String::new(),
+                issued: Issued::default(),
+            },
+        )
+        .unwrap();
+        assert_eq!(s.snapshot().unwrap().servers[0].clients.len(), 1);
+        let removal = NewRequest {
+            kind: RequestKind::ServerRemoval,
+            server: server(),
+            subsystem: None,
+            address: None,
+            auth_csr: None,
+            signing_csrs: vec![],
+            enrollment_token: None,
+        };
+        let rid = s
+            .apply("server", &Change::Submit(Box::new(removal)))
+            .unwrap()
+            .request_id
+            .unwrap();
+        s.apply(
+            "officer",
+            &Change::Approve {
+                id: rid,
+                note: String::new(),
+                issued: Issued::default(),
+            },
+        )
+        .unwrap();
+        let snap = s.snapshot().unwrap();
+        assert!(snap.servers.is_empty());
+        assert!(snap.members[0].signing_certs.is_empty());
+        assert_eq!(
+            snap.revoked.len(),
+            2,
+            "auth and signing certificates revoked"
+        );
+    }
+}
+
+#[test]
+fn audit_is_queryable_by_actor_and_time() {
+    for s in stores() {
+        s.apply_all("alice", &base()).unwrap();
+        s.record_refusal(
+            "bob",
+            "AddMember",
+            "VN/GOV/1",
+            "member class GOV does not exist",
+        )
+        .unwrap();
+        let all = s
+            .audit(&AuditFilter {
+                limit: 100,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(all.len(), 3 + 1);
+        let bob = s
+            .audit(&AuditFilter {
+                actor: Some("bob".into()),
+                limit: 100,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(bob.len(), 1);
+        assert!(bob[0].result.contains("does not exist"));
+        let future = s
+            .audit(&AuditFilter {
+                since_ms: Some(now_ms() + 60_000),
+                limit: 100,
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(future.is_empty());
+        let limited = s
+            .audit(&AuditFilter {
+                limit: 2,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(limited.len(), 2);
+    }
+}
+
+#[test]
+fn reopening_keeps_state_and_publication_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("registry.db");
+    {
+        let s = SqliteStore::create(&path, &settings()).unwrap();
+        s.apply_all("officer", &base()).unwrap();
+        s.record_publication(&PublicationRecord {
+            version: 7,
+            created_at_ms: 1,
+            seq: 3,
+        })
+        .unwrap();
+        assert!(
+            s.record_publication(&PublicationRecord {
+                version: 7,
+                created_at_ms: 2,
+                seq: 3
+            })
+            .is_err()
+        );
+    }
+    assert!(
+        SqliteStore::create(&path, &settings()).is_err(),
+        "never overwrites"
+    );
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(s.settings().unwrap(), settings());
+    assert_eq!(s.snapshot().unwrap().members.len(), 1);
+    assert_eq!(s.last_publication().unwrap().unwrap().version, 7);
+    assert!(SqliteStore::open(&dir.path().join("missing.db")).is_err());
+}
+
+#[test]
+fn tokens_of_another_server_or_expired_are_refused() {
+    for s in stores() {
+        s.apply_all("officer", &base()).unwrap();
+        s.apply(
+            "officer",
+            &Change::CreateEnrollmentToken {
+                server: member("000102").server("other").unwrap(),
+                token_hash: [5; 32],
+                expires_at_ms: now_ms() + 60_000,
+            },
+        )
+        .unwrap();
+        s.apply(
+            "officer",
+            &Change::CreateEnrollmentToken {
+                server: server(),
+                token_hash: [6; 32],
+                expires_at_ms: now_ms() - 1,
+            },
+        )
+        .unwrap();
+        let before = state(s.as_ref());
+        for t in [[5; 32], [6; 32], [7; 32]] {
+            assert!(
+                s.apply("server", &Change::Submit(Box::new(auth_request(t))))
+                    .is_err()
+            );
+        }
+        assert_eq!(state(s.as_ref()), before);
+    }
+}

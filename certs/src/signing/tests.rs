@@ -133,7 +133,10 @@ fn csr_bound_signatures_verify_only_with_that_csr() {
 
         let other = PrivateKey::generate(alg).unwrap();
         let other_csr = crate::csr::create(&other, "VN/GOV/000102").unwrap();
-        assert!(Signer::for_csr(&key, &other_csr).is_err(), "key must match the CSR");
+        assert!(
+            Signer::for_csr(&key, &other_csr).is_err(),
+            "key must match the CSR"
+        );
         let v_other = VerifyingKey::from_csr(&other_csr).unwrap();
         assert!(v_other.verify(&sig, &[9; 32]).is_err());
     }

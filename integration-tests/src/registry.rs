@@ -1,0 +1,86 @@
+//! A real registry on a loopback socket, in a fresh temporary directory.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use lienthong_central_registry::client::{self, OperatorClient};
+use lienthong_central_registry::init::{self, InitOptions};
+use lienthong_central_registry::{Registry, RegistryOptions};
+use lienthong_certs::tls::Identity;
+use lienthong_proto::pb::globalconf::v1::Anchor;
+use tonic::transport::Channel;
+
+/// A running registry, its anchor and its first officer's token.
+pub struct TestRegistry {
+    pub registry: Option<Registry>,
+    pub dir: tempfile::TempDir,
+    pub anchor: Anchor,
+    pub officer_token: String,
+    pub addr: SocketAddr,
+}
+
+impl TestRegistry {
+    /// Initialises instance `VN` and starts serving on `127.0.0.1:0`.
+    pub async fn start(auto_approve: bool) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut opts = InitOptions::new("VN", "127.0.0.1:4400");
+        opts.auto_approve = auto_approve;
+        let done = init::initialise(dir.path(), &opts).expect("registry init works");
+        let mut t = TestRegistry {
+            registry: None,
+            dir,
+            anchor: done.anchor,
+            officer_token: done.officer_token,
+            addr: "127.0.0.1:0".parse().expect("valid address"),
+        };
+        t.restart().await;
+        t
+    }
+
+    /// (Re)starts the registry on its directory.
+    pub async fn restart(&mut self) {
+        if let Some(r) = self.registry.take() {
+            r.shutdown().await;
+        }
+        // A restart binds the same port again, so the anchor stays true.
+        let r = Registry::start(RegistryOptions::new(self.path(), self.addr))
+            .await
+            .expect("registry starts");
+        self.addr = r.local_addr();
+        // The anchor names the address actually bound.
+        self.anchor.registry_addresses = vec![self.addr.to_string()];
+        self.registry = Some(r);
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().to_owned()
+    }
+
+    pub fn registry(&self) -> &Registry {
+        self.registry.as_ref().expect("registry is running")
+    }
+
+    /// An anonymous TLS channel (configuration download, first contact).
+    pub async fn channel(&self) -> Channel {
+        client::connect(&self.anchor, None)
+            .await
+            .expect("registry reachable")
+    }
+
+    /// A channel presenting a security server's auth certificate.
+    pub async fn channel_as(&self, identity: &Identity) -> Channel {
+        client::connect(&self.anchor, Some(identity))
+            .await
+            .expect("registry reachable")
+    }
+
+    /// The operator client of the first officer.
+    pub async fn officer(&self) -> OperatorClient {
+        self.operator(&self.officer_token).await
+    }
+
+    /// An operator client with `token`.
+    pub async fn operator(&self, token: &str) -> OperatorClient {
+        client::operator_client(self.channel().await, token).expect("token is ASCII")
+    }
+}
