@@ -273,7 +273,11 @@ impl fmt::Display for Change {
                 server,
                 expires_at_ms,
                 ..
-            } => write!(f, "{server} until unix ms {expires_at_ms}"),
+            } => write!(
+                f,
+                "{server} until {}",
+                lienthong_certs::verify::fmt_time(expires_at_ms / 1000)
+            ),
             Change::Revoke {
                 fingerprint,
                 reason,

@@ -4,6 +4,7 @@
 
 mod ca;
 mod demo;
+mod registry;
 
 use std::process::ExitCode;
 
@@ -35,6 +36,12 @@ enum Command {
     ///
     /// Example: lienthong demo --dir /tmp/lienthong-demo
     Demo(demo::DemoArgs),
+    /// Run the central registry, and operate it: members, subsystems,
+    /// services, groups, registration requests, revocation, audit.
+    ///
+    /// Example: lienthong registry init --dir reg --instance VN --address 127.0.0.1:4400
+    #[command(subcommand)]
+    Registry(registry::RegistryCommand),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +53,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Ca(cmd) => ca::run(cmd),
         Command::Demo(args) => demo::run(args),
+        Command::Registry(cmd) => registry::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,706 @@
+//! `lienthong registry …`: run the central registry, and operate it.
+//!
+//! `init`, `serve`, `anchor` and `operator add` work on the registry's own
+//! directory (run them on the registry host). Every other command is an
+//! operator client: it reaches the registry named in an anchor file and
+//! authenticates with an operator token.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Subcommand, ValueEnum};
+use lienthong_central_registry::client::{self, OperatorClient};
+use lienthong_central_registry::init::{self, InitOptions};
+use lienthong_central_registry::model::Role;
+use lienthong_central_registry::publisher::DEFAULT_CONFIGURATION_VALIDITY_SECS;
+use lienthong_central_registry::{DEFAULT_PORT, Registry, RegistryOptions};
+use lienthong_certs::{Fingerprint, pem};
+use lienthong_proto::id::{GlobalGroupId, MemberClass, MemberId, ServerId, ServiceId, SubsystemId};
+use lienthong_proto::pb::registry::v1 as pb;
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+#[derive(Subcommand, Debug)]
+pub enum RegistryCommand {
+    /// Create a registry: instance CA, configuration-signing key, TLS
+    /// identity, the store, and a first officer (`admin`) whose token is
+    /// printed once.
+    ///
+    /// Example: lienthong registry init --dir /var/lib/lienthong/registry --instance VN --address registry.gov.vn:4400
+    Init {
+        /// The registry's home directory; created if missing.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The instance identifier, e.g. VN or VN-TEST.
+        #[arg(long)]
+        instance: String,
+        /// Address (host:port) servers and operators reach the registry at;
+        /// repeat for several. The first names the TLS certificate.
+        #[arg(long = "address", required = true)]
+        addresses: Vec<String>,
+        /// How long a configuration stays valid after creation, in seconds.
+        #[arg(long, default_value_t = DEFAULT_CONFIGURATION_VALIDITY_SECS)]
+        configuration_validity: u32,
+        /// Approve registration requests without an officer. For test
+        /// instances only.
+        #[arg(long)]
+        dangerous_auto_approve: bool,
+    },
+    /// Serve the operator, registration and configuration APIs.
+    ///
+    /// Example: lienthong registry serve --dir /var/lib/lienthong/registry
+    Serve {
+        /// The registry's home directory (from `registry init`).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Where to listen.
+        #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)))]
+        listen: SocketAddr,
+        /// Seconds between configuration publications when nothing changes.
+        #[arg(long, default_value_t = 60)]
+        publish_interval: u64,
+    },
+    /// Write the anchor file security servers and operators start from.
+    ///
+    /// Example: lienthong registry anchor --dir /var/lib/lienthong/registry --out anchor.bin
+    Anchor {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Where to write the anchor.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Manage operators (on the registry host).
+    #[command(subcommand)]
+    Operator(OperatorCommand),
+    /// Add a member class.
+    ///
+    /// Example: lienthong registry member-class GOV --description "Government agencies"
+    MemberClass {
+        code: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[command(flatten)]
+        op: OperatorArgs,
+    },
+    /// Add a member.
+    ///
+    /// Example: lienthong registry member VN/GOV/000102 --name "Bộ Công an"
+    Member {
+        id: String,
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        op: OperatorArgs,
+    },
+    /// Add a subsystem to a member.
+    ///
+    /// Example: lienthong registry subsystem VN/GOV/000102/population
+    Subsystem {
+        id: String,
+        #[command(flatten)]
+        op: OperatorArgs,
+    },
+    /// Publish or withdraw a service.
+    ///
+    /// Example: lienthong registry service add VN/GOV/000102/population/population.v1.PersonRegistry --description "Persons by personal ID"
+    Service {
+        #[arg(value_enum)]
+        action: AddRemove,
+        id: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[command(flatten)]
+        op: OperatorArgs,
+    },
+    /// Create a global group, or add/remove a subsystem to/from one.
+    ///
+    /// Example: lienthong registry group add VN/investigators
+    /// Example: lienthong registry group add VN/investigators --subsystem VN/GOV/000201/tax
+    Group {
+        #[arg(value_enum)]
+        action: AddRemove,
+        id: String,
+        /// The subsystem to add or remove; without it, `add` creates the group.
+        #[arg(long)]
+        subsystem: Option<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+        #[command(flatten)]
+        op: OperatorArgs,
+    },
+    /// Name the instance's trace portal subsystem.
+    TracePortal {
+        subsystem: String,
+        #[command(flatten)]
+        op: OperatorArgs,
+    },
+    /// Trust an external CA (PEM certificate file).
+    TrustedCa {
+        cert: PathBuf,
+        #[command(flatten)]
+        op: OperatorArgs,
+    },
+    /// Create a one-time enrollment token for a security server; hand it to
+    /// the agency out of band.
+    ///
+    /// Example: lienthong registry token VN/GOV/000102/ss1 --valid-hours 24
+    Token {
+        server: String,
+        #[arg(long, default_value_t = 24)]
+        valid_hours: u32,
+        #[command(flatten)]
+        op: OperatorArgs,
+    },
+    /// List registration requests.
+    Requests {
+        #[arg(long, value_enum)]
+        state: Option<StateArg>,
+        #[command(flatten)]
+        op: OperatorArgs,
+    },
+    /// Approve a pending request; its certificates are issued at once.
+    Approve {
+        id: u64,
+        #[arg(long, default_value = "")]
+        note: String,
+        #[command(flatten)]
+        op: OperatorArgs,
+    },
+    /// Reject a pending request.
+    Reject {
+        id: u64,
+        #[arg(long, default_value = "")]
+        note: String,
+        #[command(flatten)]
+        op: OperatorArgs,
+    },
+    /// Revoke a certificate by its SHA-256 fingerprint (hex, colons allowed).
+    Revoke {
+        fingerprint: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        op: OperatorArgs,
+    },
+    /// Read the audit log.
+    Audit {
+        /// Only the last N hours.
+        #[arg(long)]
+        since_hours: Option<u32>,
+        /// Only this operator.
+        #[arg(long)]
+        actor: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[command(flatten)]
+        op: OperatorArgs,
+    },
+    /// Summarise the configuration currently published.
+    Conf {
+        #[command(flatten)]
+        op: OperatorArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OperatorCommand {
+    /// Add an operator and print its token (shown once).
+    ///
+    /// Example: lienthong registry operator add --dir /var/lib/lienthong/registry alice --role officer
+    Add {
+        #[arg(long)]
+        dir: PathBuf,
+        name: String,
+        #[arg(long, value_enum)]
+        role: RoleArg,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum AddRemove {
+    Add,
+    Remove,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum RoleArg {
+    /// Reads and writes.
+    Officer,
+    /// Reads only.
+    Observer,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum StateArg {
+    Pending,
+    Approved,
+    Rejected,
+}
+
+/// How an operator command reaches and authenticates to the registry.
+#[derive(Args, Debug)]
+pub struct OperatorArgs {
+    /// The anchor file (from `registry anchor`).
+    #[arg(long, env = "LIENTHONG_ANCHOR")]
+    anchor: PathBuf,
+    /// The operator token (prefer the environment variable: command lines
+    /// are visible to other users).
+    #[arg(long, env = "LIENTHONG_TOKEN", hide_env_values = true)]
+    token: String,
+}
+
+impl OperatorArgs {
+    async fn client(&self) -> Result<OperatorClient> {
+        let anchor = client::read_anchor(&self.anchor)?;
+        let channel = client::connect(&anchor, None).await?;
+        Ok(client::operator_client(channel, &self.token)?)
+    }
+}
+
+/// A refusal as a person reads it.
+fn refused(s: tonic::Status) -> Box<dyn std::error::Error> {
+    format!("{:?}: {}", s.code(), s.message()).into()
+}
+
+fn done(what: &str, reply: pb::OperatorReply) {
+    println!(
+        "{what} (audit record {}, configuration version {})",
+        reply.audit_id, reply.configuration_version
+    );
+}
+
+pub fn run(cmd: RegistryCommand) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(run_async(cmd))
+}
+
+async fn run_async(cmd: RegistryCommand) -> Result<()> {
+    match cmd {
+        RegistryCommand::Init {
+            dir,
+            instance,
+            addresses,
+            configuration_validity,
+            dangerous_auto_approve,
+        } => {
+            let mut opts = InitOptions::new(&instance, &addresses[0]);
+            opts.addresses = addresses;
+            opts.configuration_validity_secs = configuration_validity;
+            opts.auto_approve = dangerous_auto_approve;
+            let done = init::initialise(&dir, &opts)?;
+            let anchor_path = dir.join("anchor.bin");
+            client::write_anchor(&anchor_path, &done.anchor)?;
+            println!(
+                "registry for instance {instance} created in {}",
+                dir.display()
+            );
+            println!("anchor written to {}", anchor_path.display());
+            println!(
+                "officer `{}` token (shown once, keep it secret):",
+                init::FIRST_OFFICER
+            );
+            println!("{}", done.officer_token);
+            Ok(())
+        }
+        RegistryCommand::Serve {
+            dir,
+            listen,
+            publish_interval,
+        } => {
+            let mut opts = RegistryOptions::new(dir, listen);
+            opts.publish_interval = Duration::from_secs(publish_interval.max(1));
+            let registry = Registry::start(opts).await?;
+            eprintln!("registry listening on {}", registry.local_addr());
+            registry
+                .run_until(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await;
+            Ok(())
+        }
+        RegistryCommand::Anchor { dir, out } => {
+            client::write_anchor(&out, &init::anchor(&dir)?)?;
+            println!("anchor written to {}", out.display());
+            Ok(())
+        }
+        RegistryCommand::Operator(OperatorCommand::Add { dir, name, role }) => {
+            let role = match role {
+                RoleArg::Officer => Role::Officer,
+                RoleArg::Observer => Role::Observer,
+            };
+            let token = init::add_operator(&dir, &name, role)?;
+            println!("operator `{name}` ({}) token (shown once):", role.as_str());
+            println!("{token}");
+            Ok(())
+        }
+        other => operate(other).await,
+    }
+}
+
+async fn operate(cmd: RegistryCommand) -> Result<()> {
+    match cmd {
+        RegistryCommand::MemberClass {
+            code,
+            description,
+            op,
+        } => {
+            MemberClass::new(code.clone())?;
+            let r = op
+                .client()
+                .await?
+                .add_member_class(pb::AddMemberClassRequest { code, description })
+                .await
+                .map_err(refused)?;
+            done("member class added", r.into_inner());
+        }
+        RegistryCommand::Member { id, name, op } => {
+            let id: MemberId = id.parse()?;
+            let r = op
+                .client()
+                .await?
+                .add_member(pb::AddMemberRequest {
+                    id: Some((&id).into()),
+                    name,
+                })
+                .await
+                .map_err(refused)?;
+            done(&format!("member {id} added"), r.into_inner());
+        }
+        RegistryCommand::Subsystem { id, op } => {
+            let id: SubsystemId = id.parse()?;
+            let r = op
+                .client()
+                .await?
+                .add_subsystem(pb::AddSubsystemRequest {
+                    id: Some((&id).into()),
+                })
+                .await
+                .map_err(refused)?;
+            done(&format!("subsystem {id} added"), r.into_inner());
+        }
+        RegistryCommand::Service {
+            action,
+            id,
+            description,
+            op,
+        } => {
+            let id: ServiceId = id.parse()?;
+            let mut c = op.client().await?;
+            let r = match action {
+                AddRemove::Add => c
+                    .add_service(pb::AddServiceRequest {
+                        id: Some((&id).into()),
+                        description,
+                    })
+                    .await
+                    .map_err(refused)?,
+                AddRemove::Remove => c
+                    .remove_service(pb::RemoveServiceRequest {
+                        id: Some((&id).into()),
+                    })
+                    .await
+                    .map_err(refused)?,
+            };
+            let what = match action {
+                AddRemove::Add => "published",
+                AddRemove::Remove => "withdrawn",
+            };
+            done(&format!("service {id} {what}"), r.into_inner());
+        }
+        RegistryCommand::Group {
+            action,
+            id,
+            subsystem,
+            description,
+            op,
+        } => group(action, &id, subsystem, description, &op).await?,
+        RegistryCommand::TracePortal { subsystem, op } => {
+            let portal: SubsystemId = subsystem.parse()?;
+            let r = op
+                .client()
+                .await?
+                .set_trace_portal(pb::SetTracePortalRequest {
+                    portal: Some((&portal).into()),
+                })
+                .await
+                .map_err(refused)?;
+            done(&format!("trace portal set to {portal}"), r.into_inner());
+        }
+        RegistryCommand::TrustedCa { cert, op } => {
+            let der = pem::read_cert(&cert)?;
+            let r = op
+                .client()
+                .await?
+                .add_trusted_ca(pb::AddTrustedCaRequest {
+                    certificate: der.to_vec(),
+                })
+                .await
+                .map_err(refused)?;
+            done(
+                &format!("CA {} trusted", Fingerprint::of(&der)),
+                r.into_inner(),
+            );
+        }
+        RegistryCommand::Token {
+            server,
+            valid_hours,
+            op,
+        } => {
+            let server: ServerId = server.parse()?;
+            let r = op
+                .client()
+                .await?
+                .create_enrollment_token(pb::CreateEnrollmentTokenRequest {
+                    server: Some((&server).into()),
+                    valid_seconds: valid_hours.saturating_mul(3600),
+                })
+                .await
+                .map_err(refused)?
+                .into_inner();
+            println!(
+                "enrollment token for {server}, usable once until {} (hand it over out of band):",
+                fmt_ms(r.expires_at_unix_ms)
+            );
+            println!("{}", r.token);
+        }
+        RegistryCommand::Requests { state, op } => requests(state, &op).await?,
+        RegistryCommand::Approve { id, note, op } => {
+            let r = op
+                .client()
+                .await?
+                .approve_request(pb::DecideRequest { id, note })
+                .await
+                .map_err(refused)?;
+            done(&format!("request {id} approved"), r.into_inner());
+        }
+        RegistryCommand::Reject { id, note, op } => {
+            let r = op
+                .client()
+                .await?
+                .reject_request(pb::DecideRequest { id, note })
+                .await
+                .map_err(refused)?;
+            done(&format!("request {id} rejected"), r.into_inner());
+        }
+        RegistryCommand::Revoke {
+            fingerprint,
+            reason,
+            op,
+        } => {
+            let bytes = hex::decode(fingerprint.replace(':', ""))
+                .map_err(|e| format!("fingerprint is not hex: {e}"))?;
+            let r = op
+                .client()
+                .await?
+                .revoke_certificate(pb::RevokeCertificateRequest {
+                    certificate_sha256: bytes,
+                    reason,
+                })
+                .await
+                .map_err(refused)?;
+            done("certificate revoked", r.into_inner());
+        }
+        RegistryCommand::Audit {
+            since_hours,
+            actor,
+            limit,
+            op,
+        } => audit(since_hours, actor, limit, &op).await?,
+        RegistryCommand::Conf { op } => conf(&op).await?,
+        RegistryCommand::Init { .. }
+        | RegistryCommand::Serve { .. }
+        | RegistryCommand::Anchor { .. }
+        | RegistryCommand::Operator(_) => unreachable!("handled in run_async"),
+    }
+    Ok(())
+}
+
+async fn group(
+    action: AddRemove,
+    id: &str,
+    subsystem: Option<String>,
+    description: String,
+    op: &OperatorArgs,
+) -> Result<()> {
+    let group: GlobalGroupId = id.parse()?;
+    let mut c = op.client().await?;
+    let sub = subsystem.map(|s| s.parse::<SubsystemId>()).transpose()?;
+    let r = match (action, &sub) {
+        (AddRemove::Add, None) => c
+            .add_global_group(pb::AddGlobalGroupRequest {
+                id: Some((&group).into()),
+                description,
+            })
+            .await
+            .map_err(refused)?,
+        (AddRemove::Add, Some(s)) => c
+            .add_group_member(pb::GroupMemberRequest {
+                group: Some((&group).into()),
+                subsystem: Some(s.into()),
+            })
+            .await
+            .map_err(refused)?,
+        (AddRemove::Remove, Some(s)) => c
+            .remove_group_member(pb::GroupMemberRequest {
+                group: Some((&group).into()),
+                subsystem: Some(s.into()),
+            })
+            .await
+            .map_err(refused)?,
+        (AddRemove::Remove, None) => {
+            return Err("`group remove` needs --subsystem (groups themselves are kept)".into());
+        }
+    };
+    done(&format!("group {group} updated"), r.into_inner());
+    Ok(())
+}
+
+async fn requests(state: Option<StateArg>, op: &OperatorArgs) -> Result<()> {
+    let state = match state {
+        None => pb::RequestState::Unspecified,
+        Some(StateArg::Pending) => pb::RequestState::Pending,
+        Some(StateArg::Approved) => pb::RequestState::Approved,
+        Some(StateArg::Rejected) => pb::RequestState::Rejected,
+    };
+    let list = op
+        .client()
+        .await?
+        .list_requests(pb::ListRequestsRequest {
+            state: state as i32,
+        })
+        .await
+        .map_err(refused)?
+        .into_inner()
+        .requests;
+    if list.is_empty() {
+        println!("no requests");
+    }
+    for r in list {
+        let server = r
+            .server
+            .as_ref()
+            .and_then(|s| ServerId::try_from(s).ok())
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        let client = r
+            .subsystem
+            .as_ref()
+            .and_then(|s| SubsystemId::try_from(s).ok())
+            .map(|s| format!(" client {s}"))
+            .unwrap_or_default();
+        println!(
+            "{:>5}  {:<10} {:<18} {server}{client}  submitted {}{}",
+            r.id,
+            pb::RequestState::try_from(r.state)
+                .map(|s| s
+                    .as_str_name()
+                    .trim_start_matches("REQUEST_STATE_")
+                    .to_lowercase())
+                .unwrap_or_default(),
+            pb::RequestKind::try_from(r.kind)
+                .map(|k| k
+                    .as_str_name()
+                    .trim_start_matches("REQUEST_KIND_")
+                    .to_lowercase())
+                .unwrap_or_default(),
+            fmt_ms(r.submitted_at_unix_ms),
+            if r.decision_note.is_empty() {
+                String::new()
+            } else {
+                format!("  note: {}", r.decision_note)
+            },
+        );
+    }
+    Ok(())
+}
+
+async fn audit(
+    since_hours: Option<u32>,
+    actor: Option<String>,
+    limit: u32,
+    op: &OperatorArgs,
+) -> Result<()> {
+    let since = since_hours
+        .map(|h| now_ms() - i64::from(h) * 3_600_000)
+        .unwrap_or(0);
+    let records = op
+        .client()
+        .await?
+        .list_audit(pb::ListAuditRequest {
+            since_unix_ms: since,
+            until_unix_ms: 0,
+            actor: actor.unwrap_or_default(),
+            limit,
+        })
+        .await
+        .map_err(refused)?
+        .into_inner()
+        .records;
+    for a in records {
+        println!(
+            "{:>6}  {}  {:<14} {:<22} {}  => {}",
+            a.id,
+            fmt_ms(a.at_unix_ms),
+            a.actor,
+            a.action,
+            a.detail,
+            a.result
+        );
+    }
+    Ok(())
+}
+
+async fn conf(op: &OperatorArgs) -> Result<()> {
+    let c = op
+        .client()
+        .await?
+        .get_current_configuration(pb::GetCurrentConfigurationRequest {})
+        .await
+        .map_err(refused)?
+        .into_inner();
+    println!(
+        "instance {} configuration version {}",
+        c.instance, c.version
+    );
+    println!(
+        "created {}, expires {}",
+        fmt_ms(c.created_at_unix_ms),
+        fmt_ms(c.expires_at_unix_ms)
+    );
+    println!(
+        "{} members, {} security servers, {} services, {} global groups, {} trusted CAs, {} revoked certificates",
+        c.members.len(),
+        c.security_servers.len(),
+        c.services.len(),
+        c.global_groups.len(),
+        c.trusted_ca_certificates.len(),
+        c.revoked_certificate_sha256.len()
+    );
+    for s in &c.security_servers {
+        if let Some(id) = s.id.as_ref().and_then(|i| ServerId::try_from(i).ok()) {
+            println!(
+                "  server {id} at {} ({} auth certificates, {} clients)",
+                s.address,
+                s.auth_certificate_sha256.len(),
+                s.clients.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn fmt_ms(ms: i64) -> String {
+    lienthong_certs::verify::fmt_time(ms / 1000)
+}

@@ -1,0 +1,185 @@
+//! `lienthong registry …` as an operator uses it: init, serve as a real
+//! process, operate through the anchor and a token, restart.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn lienthong(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lienthong"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("LIENTHONG_TOKEN")
+        .env_remove("LIENTHONG_ANCHOR")
+        .envs(env.iter().copied())
+        .output()
+        .expect("binary runs")
+}
+
+/// A registry process, killed on drop.
+struct Serving(Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(d: &Path, addr: &str) -> Serving {
+    let child = Command::new(env!("CARGO_BIN_EXE_lienthong"))
+        .args(["registry", "serve", "--dir", "reg", "--listen", addr])
+        .current_dir(d)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("registry starts");
+    Serving(child)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn init_serve_operate_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let out = lienthong(
+        &[
+            "registry",
+            "init",
+            "--dir",
+            "reg",
+            "--instance",
+            "VN",
+            "--address",
+            &addr,
+        ],
+        d,
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let token = stdout.lines().last().unwrap().trim().to_owned();
+    assert!(token.starts_with("lt_"), "{stdout}");
+    let env = [
+        ("LIENTHONG_ANCHOR", "reg/anchor.bin"),
+        ("LIENTHONG_TOKEN", token.as_str()),
+    ];
+
+    // A second init refuses to overwrite the registry.
+    let again = lienthong(
+        &[
+            "registry",
+            "init",
+            "--dir",
+            "reg",
+            "--instance",
+            "VN",
+            "--address",
+            &addr,
+        ],
+        d,
+        &[],
+    );
+    assert!(!again.status.success());
+
+    let mut server = serve(d, &addr);
+    let started = Instant::now();
+    while !lienthong(&["registry", "conf"], d, &env).status.success() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "registry did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let run = |args: &[&str]| {
+        let out = lienthong(args, d, &env);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    assert!(
+        run(&[
+            "registry",
+            "member-class",
+            "GOV",
+            "--description",
+            "Government"
+        ])
+        .0
+    );
+    let (ok, text) = run(&[
+        "registry",
+        "member",
+        "VN/GOV/000102",
+        "--name",
+        "Bộ Công an",
+    ]);
+    assert!(ok && text.contains("configuration version"), "{text}");
+    let (ok, text) = run(&["registry", "member", "VN/GOV/000102", "--name", "again"]);
+    assert!(!ok && text.contains("already exists"), "{text}");
+    let (ok, text) = run(&["registry", "member", "VN/GOV/00_1", "--name", "x"]);
+    assert!(!ok && text.contains("'_'"), "{text}");
+    assert!(run(&["registry", "subsystem", "VN/GOV/000102/population"]).0);
+    let (ok, text) = run(&["registry", "token", "VN/GOV/000102/ss1"]);
+    assert!(ok && text.contains("lt_"), "{text}");
+    let (ok, text) = run(&["registry", "audit"]);
+    assert!(
+        ok && text.contains("AddMember") && text.contains("already exists"),
+        "{text}"
+    );
+    let (_, conf) = run(&["registry", "conf"]);
+    assert!(conf.contains("1 members"), "{conf}");
+
+    let bad = lienthong(
+        &["registry", "conf"],
+        d,
+        &[
+            ("LIENTHONG_ANCHOR", "reg/anchor.bin"),
+            ("LIENTHONG_TOKEN", "lt_wrong"),
+        ],
+    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("Unauthenticated"));
+
+    // A restart keeps the state; the version keeps increasing.
+    let version = |text: &str| -> u64 {
+        text.split("configuration version ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    };
+    let before = version(&conf);
+    drop(server);
+    server = serve(d, &addr);
+    let started = Instant::now();
+    let after = loop {
+        let (ok, text) = run(&["registry", "conf"]);
+        if ok {
+            break text;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "registry did not come back"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(version(&after) > before, "{before} then {after}");
+    assert!(after.contains("1 members"), "{after}");
+    drop(server);
+}
