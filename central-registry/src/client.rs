@@ -12,6 +12,7 @@ use lienthong_certs::{CertError, PrivateKey, csr};
 use lienthong_proto::canonical;
 use lienthong_proto::id::{MemberId, ServerId, SubsystemId};
 use lienthong_proto::pb::globalconf::v1::Anchor;
+use lienthong_proto::pb::registry::v1::configuration_distribution_client::ConfigurationDistributionClient;
 use lienthong_proto::pb::registry::v1::registry_operator_client::RegistryOperatorClient;
 use lienthong_proto::pb::registry::v1::{CertificateRequest, RequestKind, SubmitRequest};
 use prost::Message;
@@ -118,6 +119,14 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// A configuration-download client that accepts documents up to the
+/// verifier's limit (tonic's default of 4 MiB is below what 50,000 services
+/// take).
+pub fn distribution_client(channel: Channel) -> ConfigurationDistributionClient<Channel> {
+    ConfigurationDistributionClient::new(channel)
+        .max_decoding_message_size(lienthong_certs::conf::MAX_CONFIGURATION_BYTES + 64 * 1024)
+}
+
 /// Adds `authorization: Bearer <token>` to every call.
 #[derive(Clone)]
 pub struct BearerToken(MetadataValue<Ascii>);
@@ -149,10 +158,10 @@ pub fn operator_client(channel: Channel, token: &str) -> Result<OperatorClient, 
         .parse()
         .map_err(|_| ClientError::BadToken)?;
     value.set_sensitive(true);
-    Ok(RegistryOperatorClient::with_interceptor(
-        channel,
-        BearerToken(value),
-    ))
+    Ok(
+        RegistryOperatorClient::with_interceptor(channel, BearerToken(value))
+            .max_decoding_message_size(lienthong_certs::conf::MAX_CONFIGURATION_BYTES + 64 * 1024),
+    )
 }
 
 /// Signs a registration request as its owner.

@@ -18,7 +18,6 @@ use lienthong_proto::id::{MemberId, ServerId, ServiceId, SubsystemId};
 use lienthong_proto::pb::globalconf::v1::GlobalConfiguration;
 use lienthong_proto::pb::identifiers::v1 as idpb;
 use lienthong_proto::pb::registry::v1 as pb;
-use lienthong_proto::pb::registry::v1::configuration_distribution_client::ConfigurationDistributionClient;
 use lienthong_proto::pb::registry::v1::registration_client::RegistrationClient;
 use rustls_pki_types::CertificateDer;
 use tonic::Code;
@@ -70,7 +69,7 @@ async fn populate(reg: &TestRegistry) {
 /// Downloads the configuration newer than `held` and verifies it with only
 /// the anchor.
 async fn fetch(reg: &TestRegistry, held: u64) -> Option<GlobalConfiguration> {
-    let mut dist = ConfigurationDistributionClient::new(reg.channel().await);
+    let mut dist = client::distribution_client(reg.channel().await);
     let reply = dist
         .get_configuration(pb::GetConfigurationRequest {
             if_newer_than: held,
@@ -270,7 +269,7 @@ async fn whole_registration_workflow_shows_in_signed_configurations() {
     );
 
     // 7. An old configuration is refused as a rollback.
-    let mut dist = ConfigurationDistributionClient::new(reg.channel().await);
+    let mut dist = client::distribution_client(reg.channel().await);
     let latest = dist
         .get_configuration(pb::GetConfigurationRequest { if_newer_than: 0 })
         .await
