@@ -64,7 +64,7 @@ impl RegistryDir {
 pub struct InitOptions {
     pub instance: String,
     /// Addresses (`host:port`) servers and operators reach the registry at;
-    /// the first names the TLS certificate.
+    /// the TLS certificate names each host.
     pub addresses: Vec<String>,
     /// # Default
     /// 600 s ([`DEFAULT_CONFIGURATION_VALIDITY_SECS`]).
@@ -148,7 +148,7 @@ pub fn initialise(dir: &Path, opts: &InitOptions) -> Result<Initialised, Registr
     let tls_csr =
         csr::verify(&csr::create(&tls_key, "registry").map_err(cert_err)?).map_err(cert_err)?;
     let tls_cert = ca
-        .issue_registry_tls(&tls_csr, &opts.addresses[0], validity)
+        .issue_registry_tls(&tls_csr, &opts.addresses, validity)
         .map_err(cert_err)?;
     pem::write_key(&d.tls_key(), &tls_key).map_err(cert_err)?;
     pem::write_certs(&d.tls_cert(), &[tls_cert, ca.certificate().clone()]).map_err(cert_err)?;

@@ -210,16 +210,21 @@ impl InstanceCa {
         self.sign(params, csr, validity)
     }
 
-    /// Issues a TLS server certificate for the registry's own endpoints.
+    /// Issues a TLS server certificate for the registry's own endpoints,
+    /// naming the host of every address it is reached at.
     pub fn issue_registry_tls(
         &self,
         csr: &VerifiedCsr,
-        address: &str,
+        addresses: &[String],
         validity: Validity,
     ) -> Result<CertificateDer<'static>, CertError> {
         let mut params = CertificateParams::default();
         params.distinguished_name = name(&format!("{} Lienthong registry", self.instance));
-        params.subject_alt_names = vec![san_for(address)?];
+        params.subject_alt_names = addresses
+            .iter()
+            .map(|a| san_for(a))
+            .collect::<Result<_, _>>()?;
+        params.subject_alt_names.dedup();
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.is_ca = IsCa::ExplicitNoCa;

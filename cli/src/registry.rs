@@ -36,7 +36,7 @@ pub enum RegistryCommand {
         #[arg(long)]
         instance: String,
         /// Address (host:port) servers and operators reach the registry at;
-        /// repeat for several. The first names the TLS certificate.
+        /// repeat for several. The TLS certificate names each host.
         #[arg(long = "address", required = true)]
         addresses: Vec<String>,
         /// How long a configuration stays valid after creation, in seconds.

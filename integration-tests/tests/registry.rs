@@ -599,3 +599,54 @@ async fn restart_keeps_state_and_versions_keep_increasing() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn address_change_and_removal_over_mutual_tls() {
+    let reg = TestRegistry::start(true).await;
+    populate(&reg).await;
+    let joiner = submit_first(&reg, &ss1()).await.unwrap();
+    let got = get_request(&reg, &joiner).await;
+    let identity = Identity {
+        chain: vec![CertificateDer::from(got.auth_certificate.clone())],
+        key: joiner.auth_key,
+    };
+    let owner = Signer::new(&joiner.owner_key, &got.signing_certificates[0]).unwrap();
+    let mut as_server = RegistrationClient::new(reg.channel_as(&identity).await);
+
+    let moved = client::server_request(&ss1(), Some("10.1.2.3:5500"), &owner).unwrap();
+    as_server.submit(moved).await.unwrap();
+    let c = fetch(&reg, 0).await.unwrap();
+    let server = c
+        .security_servers
+        .iter()
+        .find(|s| s.id == Some((&ss1()).into()))
+        .unwrap();
+    assert_eq!(server.address, "10.1.2.3:5500");
+
+    // Signed by a key that is not the owner's registered one: refused.
+    let stranger_key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+    let stranger_csr = lienthong_certs::csr::create(&stranger_key, "x").unwrap();
+    let stranger = Signer::for_csr(&stranger_key, &stranger_csr).unwrap();
+    let forged = client::server_request(&ss1(), None, &stranger).unwrap();
+    let err = as_server.submit(forged).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+
+    let removal = client::server_request(&ss1(), None, &owner).unwrap();
+    let removed = as_server.submit(removal).await.unwrap().into_inner();
+    let c = fetch(&reg, c.version).await.unwrap();
+    assert!(c.security_servers.is_empty());
+    assert!(
+        c.revoked_certificate_sha256
+            .contains(&Fingerprint::of(&got.auth_certificate).0.to_vec())
+    );
+    // The removed server's certificate no longer opens anything.
+    let mut after = RegistrationClient::new(reg.channel_as(&identity).await);
+    let err = after
+        .get_request(pb::GetRequestRequest {
+            id: removed.id,
+            enrollment_token: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+}
