@@ -1,6 +1,30 @@
-//! The Lienthong security server: the gateway each agency runs. Its consumer
-//! side signs and forwards its information systems' gRPC calls over mutual
-//! TLS; its provider side verifies identity, signature and access rights,
-//! calls the backend and signs the response. Envelopes are
-//! `lienthong_proto::pb::exchange::v1`; keys, certificates and pinned TLS
-//! come from [`lienthong_certs`].
+//! The Lienthong security server: the gateway every exchange passes
+//! through, twice — the consumer's server signs and forwards its
+//! information system's call, the provider's server verifies it, checks
+//! access rights and calls its backend, and both keep a durable log.
+//!
+//! Start with [`SecurityServer::start`]. The request's path is the module
+//! tree: [`consumer`] (calls from the agency's own systems), [`provider`]
+//! (signed requests from other servers), [`access`] (who may call what),
+//! [`message_log`], [`conf_client`] (the global configuration), [`faults`]
+//! (every refusal, one table). [`join`] registers a server and its clients
+//! with the central registry.
+
+pub mod access;
+pub mod body;
+pub mod conf_client;
+pub mod consumer;
+pub mod faults;
+pub mod join;
+pub mod keys;
+mod listen;
+pub mod message_log;
+pub mod metadata;
+pub mod provider;
+pub mod replay;
+mod server;
+pub mod store;
+
+pub use server::{
+    DEFAULT_CONSUMER_LISTEN, DEFAULT_PROVIDER_LISTEN, SecurityServer, ServerOptions, server_id,
+};

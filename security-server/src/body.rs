@@ -1,0 +1,217 @@
+//! A response body that passes frames through unchanged while hashing them,
+//! and at its end hands what it saw (digest, size, trailers) to a finisher
+//! that decides the trailers actually sent: the provider adds its signed
+//! response envelope there, the consumer verifies and removes it. The
+//! finisher also writes the log record, so trailers — and with them the
+//! gRPC status the client acts on — leave only after the record is durable.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use ring::digest;
+
+/// What a body carried.
+#[derive(Debug)]
+pub struct Observation {
+    /// SHA-256 over every data byte (the gRPC length-prefixed messages).
+    pub digest: [u8; 32],
+    pub size: u64,
+    /// The trailers the inner body ended with (none for a body that just ended).
+    pub trailers: Option<HeaderMap>,
+    /// Why the inner body broke off, if it did.
+    pub error: Option<String>,
+}
+
+type FinishFuture = Pin<Box<dyn Future<Output = HeaderMap> + Send>>;
+/// Decides the trailers to send, given what the body carried.
+pub type Finisher = Box<dyn FnOnce(Observation) -> FinishFuture + Send>;
+
+enum State {
+    Streaming,
+    Finishing(FinishFuture),
+    Done,
+}
+
+/// See the module documentation.
+pub struct Observed<B> {
+    inner: B,
+    hasher: digest::Context,
+    size: u64,
+    finisher: Option<Finisher>,
+    state: State,
+}
+
+impl<B> Observed<B> {
+    pub fn new(inner: B, finisher: Finisher) -> Self {
+        Observed {
+            inner,
+            hasher: digest::Context::new(&digest::SHA256),
+            size: 0,
+            finisher: Some(finisher),
+            state: State::Streaming,
+        }
+    }
+
+    fn observation(&mut self, trailers: Option<HeaderMap>, error: Option<String>) -> Observation {
+        let hasher = std::mem::replace(&mut self.hasher, digest::Context::new(&digest::SHA256));
+        let mut d = [0u8; 32];
+        d.copy_from_slice(hasher.finish().as_ref());
+        Observation {
+            digest: d,
+            size: self.size,
+            trailers,
+            error,
+        }
+    }
+
+    fn finish(&mut self, trailers: Option<HeaderMap>, error: Option<String>) {
+        let obs = self.observation(trailers, error);
+        self.state = match self.finisher.take() {
+            Some(f) => State::Finishing(f(obs)),
+            None => State::Done,
+        };
+    }
+}
+
+impl<B> Body for Observed<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        loop {
+            match &mut this.state {
+                State::Streaming => match Pin::new(&mut this.inner).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                        Ok(data) => {
+                            this.hasher.update(&data);
+                            this.size += data.len() as u64;
+                            return Poll::Ready(Some(Ok(Frame::data(data))));
+                        }
+                        Err(frame) => match frame.into_trailers() {
+                            Ok(trailers) => this.finish(Some(trailers), None),
+                            // Unknown frame kinds are dropped.
+                            Err(_) => continue,
+                        },
+                    },
+                    Poll::Ready(Some(Err(e))) => this.finish(None, Some(e.to_string())),
+                    Poll::Ready(None) => this.finish(None, None),
+                    Poll::Pending => return Poll::Pending,
+                },
+                State::Finishing(fut) => match fut.as_mut().poll(cx) {
+                    Poll::Ready(trailers) => {
+                        this.state = State::Done;
+                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                    }
+                    Poll::Pending => return Poll::Pending,
+                },
+                State::Done => return Poll::Ready(None),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+impl<B> Drop for Observed<B> {
+    fn drop(&mut self) {
+        // The caller went away mid-stream: the finisher still records it.
+        if self.finisher.is_some()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let obs = self.observation(None, Some("cancelled by the caller".into()));
+            if let Some(f) = self.finisher.take() {
+                rt.spawn(f(obs));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::collections::VecDeque;
+    use std::convert::Infallible;
+
+    /// A body that yields prepared frames.
+    struct Frames(VecDeque<Frame<Bytes>>);
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Poll::Ready(self.0.pop_front().map(Ok))
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_pass_and_finisher_sees_digest_size_and_trailers() {
+        let mut t = HeaderMap::new();
+        t.insert("grpc-status", "0".parse().unwrap());
+        let inner = Frames(VecDeque::from([
+            Frame::data(Bytes::from_static(b"hello ")),
+            Frame::data(Bytes::from_static(b"world")),
+            Frame::trailers(t),
+        ]));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let body = Observed::new(
+            inner,
+            Box::new(move |obs: Observation| {
+                Box::pin(async move {
+                    let mut out = obs.trailers.clone().unwrap();
+                    out.insert("x-seen", obs.size.to_string().parse().unwrap());
+                    let _ = tx.send(obs);
+                    out
+                })
+            }),
+        );
+        let collected = body.collect().await.unwrap();
+        let trailers = collected.trailers().cloned().unwrap();
+        assert_eq!(collected.to_bytes(), Bytes::from_static(b"hello world"));
+        assert_eq!(trailers["x-seen"], "11");
+        let obs = rx.await.unwrap();
+        assert_eq!(obs.digest, lienthong_proto::sha256(b"hello world"));
+        assert!(obs.error.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_body_without_trailers_still_finishes() {
+        let inner = Frames(VecDeque::from([Frame::data(Bytes::from_static(b"x"))]));
+        let body = Observed::new(
+            inner,
+            Box::new(|obs: Observation| {
+                Box::pin(async move {
+                    let mut h = HeaderMap::new();
+                    h.insert(
+                        "x-had-trailers",
+                        obs.trailers.is_some().to_string().parse().unwrap(),
+                    );
+                    h
+                })
+            }),
+        );
+        let collected = body.collect().await.unwrap();
+        assert_eq!(collected.trailers().unwrap()["x-had-trailers"], "false");
+    }
+}

@@ -1,0 +1,206 @@
+//! The configuration client: downloads the global configuration with only
+//! the anchor, verifies it, keeps the last good copy on disk, and polls for
+//! newer versions (every `poll_interval_seconds` of the configuration,
+//! default 60 s; after a failure it retries from 1 s, doubling up to the
+//! poll interval). A server serves from its cached copy across its own
+//! restarts and across registry outages until the copy expires.
+//!
+//! Each new version replaces the indexed [`ConfView`] and the mutual-TLS
+//! [`TrustStore`] at once, so new pins, revocations and addresses apply to
+//! the next handshake and exchange without a restart.
+
+pub mod view;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use lienthong_central_registry::client;
+use lienthong_certs::conf::{self, ConfError};
+use lienthong_certs::tls::{Trust, TrustStore};
+use lienthong_proto::pb::globalconf::v1::{Anchor, SignedConfiguration};
+use lienthong_proto::pb::registry::v1::GetConfigurationRequest;
+use prost::Message;
+use tokio::sync::watch;
+
+pub use view::ConfView;
+
+/// First retry delay after a failed download.
+pub const FIRST_RETRY: Duration = Duration::from_secs(1);
+
+/// What the configuration client knows about its own health.
+#[derive(Debug, Clone, Default)]
+pub struct ConfStatus {
+    pub version: Option<u64>,
+    pub expires_at_ms: Option<i64>,
+    pub last_success: Option<SystemTime>,
+    pub last_error: Option<String>,
+}
+
+/// See the module documentation.
+pub struct ConfClient {
+    anchor: Anchor,
+    cache: PathBuf,
+    trust: TrustStore,
+    current: watch::Sender<Option<Arc<ConfView>>>,
+    status: Mutex<ConfStatus>,
+    poll_interval: Option<Duration>,
+}
+
+impl std::fmt::Debug for ConfClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfClient")
+            .field("instance", &self.anchor.instance)
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConfClient {
+    /// A client for the instance of `anchor`, caching in `cache` and
+    /// keeping `trust` in step with the configuration.
+    pub fn new(anchor: Anchor, cache: PathBuf, trust: TrustStore) -> Self {
+        ConfClient {
+            anchor,
+            cache,
+            trust,
+            current: watch::Sender::new(None),
+            status: Mutex::new(ConfStatus::default()),
+            poll_interval: None,
+        }
+    }
+
+    /// Polls at `interval` instead of the configuration's own setting
+    /// (tests, and operators who know better).
+    pub fn with_poll_interval(mut self, interval: Option<Duration>) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// An empty trust: nothing is accepted until a configuration is loaded.
+    pub fn empty_trust() -> TrustStore {
+        // No CAs and no pins cannot fail to build.
+        TrustStore::new(Trust::new(&[], []).expect("an empty trust is valid"))
+    }
+
+    /// The configuration in force, if any.
+    pub fn view(&self) -> Option<Arc<ConfView>> {
+        self.current.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<ConfView>>> {
+        self.current.subscribe()
+    }
+
+    pub fn status(&self) -> ConfStatus {
+        match self.status.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    fn set_status(&self, f: impl FnOnce(&mut ConfStatus)) {
+        let mut g = match self.status.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        f(&mut g);
+    }
+
+    fn install(&self, signed: &SignedConfiguration, held: Option<u64>) -> Result<u64, String> {
+        let now = SystemTime::now();
+        // A cached copy may have expired: it is still loaded (so `status`
+        // can say so and exchanges fail with conf_expired), never used.
+        let decoded = match held {
+            None => conf::verify_signature_and_decode(&self.anchor, signed).and_then(|c| {
+                match conf::check_current(&self.anchor, &c, None, now) {
+                    Ok(()) | Err(ConfError::Expired { .. }) => Ok(c),
+                    Err(e) => Err(e),
+                }
+            }),
+            Some(v) => conf::verify_configuration(&self.anchor, signed, Some(v), now),
+        }
+        .map_err(|e| e.to_string())?;
+        let view = ConfView::build(&decoded, now)?;
+        for s in &view.skipped {
+            tracing::warn!(version = view.version, entry = %s, "configuration entry skipped");
+        }
+        self.trust.replace(
+            view.trust()
+                .map_err(|e| format!("configuration trust: {e}"))?,
+        );
+        let version = view.version;
+        let expires = view.expires_at_ms;
+        self.current.send_replace(Some(Arc::new(view)));
+        self.set_status(|s| {
+            s.version = Some(version);
+            s.expires_at_ms = Some(expires);
+        });
+        Ok(version)
+    }
+
+    /// Loads the cached copy, if there is one (signature and instance
+    /// checked; an expired copy is loaded but refuses every exchange).
+    pub fn load_cached(&self) -> Result<Option<u64>, String> {
+        let bytes = match std::fs::read(&self.cache) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("{}: {e}", self.cache.display())),
+        };
+        let signed = SignedConfiguration::decode(bytes.as_slice())
+            .map_err(|e| format!("{}: not a configuration: {e}", self.cache.display()))?;
+        self.install(&signed, None).map(Some)
+    }
+
+    /// Downloads a newer configuration if there is one; returns whether
+    /// one was installed.
+    pub async fn refresh(&self) -> Result<bool, String> {
+        let held = self.view().map(|v| v.version);
+        let channel = client::connect(&self.anchor, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        let reply = client::distribution_client(channel)
+            .get_configuration(GetConfigurationRequest {
+                if_newer_than: held.unwrap_or(0),
+            })
+            .await
+            .map_err(|s| format!("registry refused the download: {}", s.message()))?
+            .into_inner();
+        self.set_status(|s| {
+            s.last_success = Some(SystemTime::now());
+            s.last_error = None;
+        });
+        let Some(signed) = reply.configuration else {
+            return Ok(false);
+        };
+        let version = self.install(&signed, held)?;
+        lienthong_certs::pem::write_atomic(&self.cache, &signed.encode_to_vec(), 0o644)
+            .map_err(|e| format!("cannot keep the configuration on disk: {e}"))?;
+        tracing::info!(version, "global configuration installed");
+        Ok(true)
+    }
+
+    /// Polls until dropped.
+    pub async fn run(self: Arc<Self>) {
+        let mut retry = FIRST_RETRY;
+        loop {
+            let interval = self.poll_interval.unwrap_or_else(|| {
+                Duration::from_secs(self.view().map_or(60, |v| v.poll_interval_secs.into()))
+            });
+            let wait = match self.refresh().await {
+                Ok(_) => {
+                    retry = FIRST_RETRY;
+                    interval
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?retry, "configuration download failed");
+                    self.set_status(|s| s.last_error = Some(e));
+                    let wait = retry;
+                    retry = (retry * 2).min(interval);
+                    wait
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}

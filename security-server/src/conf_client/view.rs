@@ -1,0 +1,270 @@
+//! The global configuration indexed for the data path: every question an
+//! exchange asks of it is one hash lookup. Built once per version; the
+//! identifiers are parsed here, and signing certificates verified here
+//! (chain and key usage), so nothing on the data path parses certificates.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use lienthong_certs::signing::VerifyingKey;
+use lienthong_certs::tls::Trust;
+use lienthong_certs::{Fingerprint, verify};
+use lienthong_proto::id::{GlobalGroupId, Instance, MemberId, ServerId, SubsystemId};
+use lienthong_proto::pb::globalconf::v1::GlobalConfiguration;
+use rustls_pki_types::CertificateDer;
+
+/// One security server as the configuration lists it.
+#[derive(Debug, Clone)]
+pub struct ServerEntry {
+    pub id: ServerId,
+    pub address: String,
+    pub auth_certs: Vec<Fingerprint>,
+    pub clients: HashSet<SubsystemId>,
+}
+
+/// A member's signing certificate, checked once.
+#[derive(Debug, Clone)]
+pub struct SigningCert {
+    pub member: MemberId,
+    pub key: VerifyingKey,
+    /// Validity window, Unix seconds.
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+/// The configuration, indexed.
+#[derive(Debug, Clone)]
+pub struct ConfView {
+    pub instance: Instance,
+    pub version: u64,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub poll_interval_secs: u32,
+    pub registry_addresses: Vec<String>,
+    pub trace_portal: Option<SubsystemId>,
+    servers: HashMap<ServerId, ServerEntry>,
+    server_by_cert: HashMap<Fingerprint, ServerId>,
+    /// Which servers serve each subsystem, in configuration order.
+    servers_of: HashMap<SubsystemId, Vec<ServerId>>,
+    /// (provider subsystem, gRPC service name).
+    services: HashSet<(SubsystemId, String)>,
+    signing: HashMap<Fingerprint, SigningCert>,
+    groups_of: HashMap<SubsystemId, HashSet<GlobalGroupId>>,
+    revoked: HashSet<Fingerprint>,
+    trusted_cas: Vec<CertificateDer<'static>>,
+    /// Entries that could not be read (logged once per version).
+    pub skipped: Vec<String>,
+}
+
+fn now_secs(now: SystemTime) -> i64 {
+    now.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+pub fn unix_ms(now: SystemTime) -> i64 {
+    now.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl ConfView {
+    /// Indexes a verified configuration. Entries with unreadable identifiers
+    /// or certificates are skipped (and listed in `skipped`) rather than
+    /// failing the whole document: one bad entry must not stop an instance.
+    pub fn build(conf: &GlobalConfiguration, now: SystemTime) -> Result<Self, String> {
+        let instance: Instance = conf
+            .instance
+            .parse()
+            .map_err(|e| format!("configuration instance: {e}"))?;
+        let mut skipped = Vec::new();
+        let trusted_cas: Vec<CertificateDer<'static>> = conf
+            .trusted_ca_certificates
+            .iter()
+            .map(|c| CertificateDer::from(c.clone()))
+            .collect();
+        let anchors = verify::anchors(&trusted_cas).map_err(|e| format!("trusted CAs: {e}"))?;
+        let revoked: HashSet<Fingerprint> = conf
+            .revoked_certificate_sha256
+            .iter()
+            .filter_map(|f| Fingerprint::from_slice(f))
+            .collect();
+
+        let mut signing = HashMap::new();
+        for m in &conf.members {
+            let Some(member) = m.id.as_ref().and_then(|i| MemberId::try_from(i).ok()) else {
+                skipped.push("a member with an unreadable id".into());
+                continue;
+            };
+            for der in &m.signing_certificates {
+                let fp = Fingerprint::of(der);
+                if revoked.contains(&fp) {
+                    continue;
+                }
+                let cert = CertificateDer::from(der.as_slice());
+                let checked = verify::verify_signing_cert(&cert, &anchors, now, Some(&member))
+                    .and_then(|_| verify::parse(der))
+                    .and_then(|info| Ok((info, VerifyingKey::from_cert(der)?)));
+                match checked {
+                    Ok((info, key)) => {
+                        signing.insert(
+                            fp,
+                            SigningCert {
+                                member: member.clone(),
+                                key,
+                                not_before: info.not_before,
+                                not_after: info.not_after,
+                            },
+                        );
+                    }
+                    Err(e) => skipped.push(format!("signing certificate {fp} of {member}: {e}")),
+                }
+            }
+        }
+
+        let mut servers = HashMap::new();
+        let mut server_by_cert = HashMap::new();
+        let mut servers_of: HashMap<SubsystemId, Vec<ServerId>> = HashMap::new();
+        for s in &conf.security_servers {
+            let Some(id) = s.id.as_ref().and_then(|i| ServerId::try_from(i).ok()) else {
+                skipped.push("a security server with an unreadable id".into());
+                continue;
+            };
+            let auth_certs: Vec<Fingerprint> = s
+                .auth_certificate_sha256
+                .iter()
+                .filter_map(|f| Fingerprint::from_slice(f))
+                .filter(|f| !revoked.contains(f))
+                .collect();
+            for fp in &auth_certs {
+                server_by_cert.insert(*fp, id.clone());
+            }
+            let clients: HashSet<SubsystemId> = s
+                .clients
+                .iter()
+                .filter_map(|c| SubsystemId::try_from(c).ok())
+                .collect();
+            for c in &clients {
+                servers_of.entry(c.clone()).or_default().push(id.clone());
+            }
+            servers.insert(
+                id.clone(),
+                ServerEntry {
+                    id,
+                    address: s.address.clone(),
+                    auth_certs,
+                    clients,
+                },
+            );
+        }
+
+        let services = conf
+            .services
+            .iter()
+            .filter_map(|s| {
+                let p = s.id.as_ref()?;
+                let provider = SubsystemId::try_from(p.provider.as_ref()?).ok()?;
+                Some((provider, p.service_code.clone()))
+            })
+            .collect();
+
+        let mut groups_of: HashMap<SubsystemId, HashSet<GlobalGroupId>> = HashMap::new();
+        for g in &conf.global_groups {
+            let Some(gid) = g.id.as_ref().and_then(|i| GlobalGroupId::try_from(i).ok()) else {
+                continue;
+            };
+            for s in &g.subsystems {
+                if let Ok(sub) = SubsystemId::try_from(s) {
+                    groups_of.entry(sub).or_default().insert(gid.clone());
+                }
+            }
+        }
+
+        Ok(ConfView {
+            instance,
+            version: conf.version,
+            created_at_ms: conf.created_at_unix_ms,
+            expires_at_ms: conf.expires_at_unix_ms,
+            poll_interval_secs: conf
+                .settings
+                .as_ref()
+                .map_or(60, |s| s.poll_interval_seconds)
+                .clamp(5, 3600),
+            registry_addresses: conf.registry_addresses.clone(),
+            trace_portal: conf
+                .trace_portal
+                .as_ref()
+                .and_then(|p| SubsystemId::try_from(p).ok()),
+            servers,
+            server_by_cert,
+            servers_of,
+            services,
+            signing,
+            groups_of,
+            revoked,
+            trusted_cas,
+            skipped,
+        })
+    }
+
+    /// Whether the configuration may no longer be used at `now`.
+    pub fn is_expired(&self, now: SystemTime) -> bool {
+        unix_ms(now) >= self.expires_at_ms
+    }
+
+    pub fn server(&self, id: &ServerId) -> Option<&ServerEntry> {
+        self.servers.get(id)
+    }
+
+    /// The server a TLS certificate belongs to (revoked ones belong to none).
+    pub fn server_with_cert(&self, fp: &Fingerprint) -> Option<&ServerId> {
+        self.server_by_cert.get(fp)
+    }
+
+    /// Whether `server` serves `subsystem` (as client and as provider).
+    pub fn serves(&self, server: &ServerId, subsystem: &SubsystemId) -> bool {
+        self.servers
+            .get(server)
+            .is_some_and(|s| s.clients.contains(subsystem))
+    }
+
+    /// Whether the subsystem appears anywhere in the configuration.
+    pub fn knows_subsystem(&self, s: &SubsystemId) -> bool {
+        self.servers_of.contains_key(s)
+    }
+
+    /// The servers that serve `provider`, in configuration order.
+    pub fn servers_of(&self, provider: &SubsystemId) -> &[ServerId] {
+        self.servers_of.get(provider).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether `provider` offers the gRPC service `service`.
+    pub fn offers(&self, provider: &SubsystemId, service: &str) -> bool {
+        self.services
+            .contains(&(provider.clone(), service.to_owned()))
+    }
+
+    /// The signing certificate with fingerprint `fp`, if listed, unrevoked
+    /// and valid at `now`.
+    pub fn signing_cert(&self, fp: &Fingerprint, now: SystemTime) -> Option<&SigningCert> {
+        let now = now_secs(now);
+        self.signing
+            .get(fp)
+            .filter(|c| c.not_before <= now && now <= c.not_after)
+    }
+
+    /// The global groups `subsystem` belongs to.
+    pub fn groups_of(&self, subsystem: &SubsystemId) -> Option<&HashSet<GlobalGroupId>> {
+        self.groups_of.get(subsystem)
+    }
+
+    pub fn is_revoked(&self, fp: &Fingerprint) -> bool {
+        self.revoked.contains(fp)
+    }
+
+    /// What mutual TLS trusts under this configuration: its CAs, and the
+    /// auth certificates of its servers (revoked ones excluded).
+    pub fn trust(&self) -> Result<Trust, lienthong_certs::CertError> {
+        Trust::new(&self.trusted_cas, self.server_by_cert.keys().copied())
+    }
+}

@@ -1,0 +1,135 @@
+//! Sending a signed request to one of the provider's security servers.
+//!
+//! One HTTP/2 connection per provider server and address, kept and shared
+//! by every call (tonic's `Channel`: reconnects by itself). Each connection
+//! pins the peer to the configuration's auth certificates *and* to the
+//! server id it was dialled for. [`order_servers`] is the pure choice of
+//! which server to try first; the next ones are the failover.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Request, Response};
+use lienthong_certs::net::TlsConnectorService;
+use lienthong_certs::tls::{self, TrustStore};
+use lienthong_proto::id::{ServerId, SubsystemId};
+use tonic::body::Body;
+use tonic::transport::{Channel, Endpoint};
+use tower::ServiceExt;
+
+use crate::conf_client::ConfView;
+use crate::faults::{Fault, FaultError};
+use crate::keys::Keys;
+
+/// How long connecting to a provider server may take before the next is tried.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The order to try `provider`'s servers in: all of them, starting at
+/// `start` (round robin spreads load; the rest are failover).
+pub fn order_servers(view: &ConfView, provider: &SubsystemId, start: usize) -> Vec<ServerId> {
+    let all = view.servers_of(provider);
+    if all.is_empty() {
+        return Vec::new();
+    }
+    let k = start % all.len();
+    all[k..].iter().chain(&all[..k]).cloned().collect()
+}
+
+/// Pooled connections to provider servers.
+pub struct ProviderPool {
+    keys: Arc<Keys>,
+    trust: TrustStore,
+    channels: Mutex<HashMap<(ServerId, String), Channel>>,
+    next: AtomicUsize,
+}
+
+impl std::fmt::Debug for ProviderPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProviderPool")
+    }
+}
+
+impl ProviderPool {
+    pub fn new(keys: Arc<Keys>, trust: TrustStore) -> Self {
+        ProviderPool {
+            keys,
+            trust,
+            channels: Mutex::new(HashMap::new()),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    fn channel(&self, server: &ServerId, address: &str) -> Result<Channel, String> {
+        let key = (server.clone(), address.to_owned());
+        let mut map = match self.channels.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(c) = map.get(&key) {
+            return Ok(c.clone());
+        }
+        let config = tls::client_config(&self.keys.auth, self.trust.clone(), Some(server.clone()))
+            .map_err(|e| e.to_string())?;
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| format!("address {address:?}: {e}"))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(true);
+        let connector = TlsConnectorService::new(Arc::new(config)).with_timeout(CONNECT_TIMEOUT);
+        let channel = endpoint.connect_with_connector_lazy(connector);
+        map.insert(key, channel.clone());
+        Ok(channel)
+    }
+
+    /// Sends the request made by `make` to a server of `provider`; on a
+    /// connection failure tries the next. Returns the server that answered.
+    pub async fn send(
+        &self,
+        view: &ConfView,
+        provider: &SubsystemId,
+        make: impl Fn() -> Request<Body>,
+    ) -> Result<(ServerId, Response<Body>), FaultError> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let order = order_servers(view, provider, start);
+        let mut failures = Vec::new();
+        for server in order {
+            let Some(entry) = view.server(&server) else {
+                continue;
+            };
+            let channel = match self.channel(&server, &entry.address) {
+                Ok(c) => c,
+                Err(e) => {
+                    failures.push(format!("{server}: {e}"));
+                    continue;
+                }
+            };
+            match channel.oneshot(make()).await {
+                Ok(response) => return Ok((server, response)),
+                Err(e) => {
+                    let why = error_chain(&e);
+                    tracing::warn!(%server, address = %entry.address, error = %why, "provider server unreachable; trying the next");
+                    failures.push(format!("{server} at {}: {why}", entry.address));
+                }
+            }
+        }
+        Err(Fault::ProviderUnreachable.with(if failures.is_empty() {
+            format!("no security server serves {provider}")
+        } else {
+            format!("tried {}", failures.join("; "))
+        }))
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

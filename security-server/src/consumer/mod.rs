@@ -1,0 +1,444 @@
+//! The consumer side: calls from the agency's own information systems,
+//! forwarded to the provider's security server.
+//!
+//! [`Consumer::handle`] takes one call through these stages, in order:
+//!
+//! 1. read the gRPC path and the Lienthong metadata ([`crate::metadata`]);
+//! 2. check the configuration is current, the client subsystem is
+//!    registered on *this* server and the provider offers the service;
+//! 3. read the request (bounded by the message size limit) and digest it;
+//! 4. sign the envelope with the client member's key ([`Keys`]);
+//! 5. log the request durably ([`crate::message_log`]);
+//! 6. send it over a pooled mutual-TLS connection to a server of the
+//!    provider, failing over to the next ([`forward`]);
+//! 7. stream the response back while hashing it, and at its end verify the
+//!    provider's signature and its binding to this request, log, and answer
+//!    ([`crate::body::Observed`]).
+
+pub mod forward;
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body_util::{BodyExt, Full, Limited};
+use lienthong_certs::Fingerprint;
+use lienthong_proto::canonical;
+use lienthong_proto::pb::exchange::v1::{RequestHeader, ResponseEnvelope};
+use prost::Message;
+use tonic::body::Body;
+
+use crate::body::{Observation, Observed};
+use crate::conf_client::view::unix_ms;
+use crate::conf_client::{ConfClient, ConfView};
+use crate::faults::{FAULT_HEADER, Fault, FaultError};
+use crate::keys::Keys;
+use crate::message_log::{LogRecord, MessageLog, Phase, Role};
+use crate::metadata::{self, CallMetadata, GrpcPath};
+
+pub use forward::ProviderPool;
+
+/// Default largest request message, in bytes.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// The consumer side of one security server.
+pub struct Consumer {
+    keys: Arc<Keys>,
+    conf: Arc<ConfClient>,
+    log: Arc<dyn MessageLog>,
+    pool: ProviderPool,
+    max_message: usize,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("server", &self.keys.server)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A new random message id: 128 bits, hex.
+pub fn new_message_id() -> String {
+    let mut b = [0u8; 16];
+    // Without a working system RNG nothing can be signed safely either.
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .expect("system random number generator is available");
+    hex::encode(b)
+}
+
+/// An exchange as far as the consumer got: what its log records need.
+#[derive(Clone)]
+struct Exchange {
+    started: Instant,
+    call: Option<CallMetadata>,
+    service: String,
+    method: String,
+    message_id: String,
+    request_digest: [u8; 32],
+    peer: String,
+}
+
+impl Exchange {
+    fn record(&self, phase: Phase) -> LogRecord {
+        let c = self.call.as_ref();
+        LogRecord {
+            role: Role::Consumer,
+            phase,
+            at_ms: unix_ms(SystemTime::now()),
+            message_id: self.message_id.clone(),
+            client: c.map(|c| c.client.to_string()).unwrap_or_default(),
+            service: match c {
+                Some(c) => format!("{}/{}", c.provider, self.service),
+                None => self.service.clone(),
+            },
+            method: self.method.clone(),
+            user_id: c.map(|c| c.user_id.clone()).unwrap_or_default(),
+            purpose: c.map(|c| c.purpose.clone()).unwrap_or_default(),
+            data_subject: c.map(|c| c.data_subject.clone()).unwrap_or_default(),
+            peer: self.peer.clone(),
+            request_digest: self.request_digest.to_vec(),
+            payload_digest: Vec::new(),
+            payload_size: 0,
+            envelope: Vec::new(),
+            grpc_status: 0,
+            fault: String::new(),
+            duration_us: self.started.elapsed().as_micros() as u64,
+        }
+    }
+
+    fn fault_record(&self, f: &FaultError) -> LogRecord {
+        let mut r = self.record(Phase::Fault);
+        r.grpc_status = f.fault.status() as i32;
+        r.fault = f.fault.code().to_owned();
+        r
+    }
+}
+
+impl Consumer {
+    pub fn new(
+        keys: Arc<Keys>,
+        conf: Arc<ConfClient>,
+        log: Arc<dyn MessageLog>,
+        pool: ProviderPool,
+        max_message: usize,
+    ) -> Self {
+        Consumer {
+            keys,
+            conf,
+            log,
+            pool,
+            max_message,
+        }
+    }
+
+    /// Handles one call from an information system (see the module docs).
+    pub async fn handle<B>(self: Arc<Self>, request: Request<B>) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let mut ex = Exchange {
+            started: Instant::now(),
+            call: None,
+            service: String::new(),
+            method: String::new(),
+            message_id: String::new(),
+            request_digest: [0; 32],
+            peer: String::new(),
+        };
+        match self.exchange(request, &mut ex).await {
+            Ok(response) => response,
+            Err(fault) => {
+                tracing::info!(fault = %fault, message_id = %ex.message_id, "call refused");
+                // A refusal is logged too; if even that fails, say so.
+                match self.log.append(ex.fault_record(&fault)).await {
+                    Ok(()) => fault.into_response(),
+                    Err(e) => Fault::ConsumerLogFailed.with(e.0).into_response(),
+                }
+            }
+        }
+    }
+
+    async fn exchange<B>(
+        self: &Arc<Self>,
+        request: Request<B>,
+        ex: &mut Exchange,
+    ) -> Result<Response<Body>, FaultError>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        // 1. Path and metadata.
+        let (parts, body) = request.into_parts();
+        let path = metadata::parse_path(parts.uri.path())?;
+        ex.service = path.service.to_owned();
+        ex.method = path.method.to_owned();
+        let call = metadata::parse_call(&parts.headers)?;
+        ex.message_id = call.message_id.clone().unwrap_or_else(new_message_id);
+        ex.call = Some(call.clone());
+
+        // 2. Configuration, client and service.
+        let view = self.current_view()?;
+        self.check_call(&view, &call, &path)?;
+
+        // 3. The request, bounded.
+        let payload = Limited::new(body, self.max_message)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    Fault::MessageTooLarge.with(format!(
+                        "the request is larger than {} bytes",
+                        self.max_message
+                    ))
+                } else {
+                    Fault::BadRequest.with(format!("the request body could not be read: {e}"))
+                }
+            })?
+            .to_bytes();
+
+        // 4. Sign.
+        let signer = self.keys.signer(&call.client.member).ok_or_else(|| {
+            Fault::NoSigningKey.with(format!(
+                "this server holds no signing key for {}; register the client here with `lienthong server clients add`",
+                call.client.member
+            ))
+        })?;
+        let header = RequestHeader {
+            message_id: ex.message_id.clone(),
+            client: Some((&call.client).into()),
+            service: Some(lienthong_proto::pb::identifiers::v1::ServiceId {
+                provider: Some((&call.provider).into()),
+                service_code: path.service.to_owned(),
+                version: String::new(),
+            }),
+            method: path.method.to_owned(),
+            user_id: call.user_id.clone(),
+            purpose: call.purpose.clone(),
+            data_subject: call.data_subject.clone(),
+            created_at_unix_ms: unix_ms(SystemTime::now()),
+            payload_digest: lienthong_proto::sha256(&payload).to_vec(),
+            payload_size: payload.len() as u64,
+            traceparent: call.traceparent.clone(),
+            tracestate: call.tracestate.clone(),
+            withheld_until_unix_ms: 0,
+        };
+        ex.request_digest = canonical::digest(&canonical::request_header(&header));
+        let envelope = signer
+            .sign_request(header)
+            .map_err(|e| Fault::ConsumerInternal.with(format!("signing failed: {e}")))?;
+        let envelope_bytes = envelope.encode_to_vec();
+
+        // 5. Log the request before it leaves.
+        let mut record = ex.record(Phase::Request);
+        record.payload_digest = lienthong_proto::sha256(&payload).to_vec();
+        record.payload_size = payload.len() as u64;
+        record.envelope = envelope_bytes.clone();
+        self.log
+            .append(record)
+            .await
+            .map_err(|e| Fault::ConsumerLogFailed.with(e.0))?;
+
+        // 6. Forward, failing over between the provider's servers.
+        let mut headers = parts.headers;
+        metadata::strip_lienthong(&mut headers);
+        metadata::put_bin(&mut headers, metadata::ENVELOPE, &envelope_bytes);
+        let make = || {
+            let mut r = Request::new(Body::new(Full::new(payload.clone())));
+            *r.method_mut() = http::Method::POST;
+            *r.uri_mut() = parts.uri.path().parse().unwrap_or_default();
+            *r.headers_mut() = headers.clone();
+            r
+        };
+        let (server, response) = self.pool.send(&view, &call.provider, make).await?;
+        ex.peer = server.to_string();
+
+        // 7. Verify the response as it streams back.
+        Ok(self.answer(response, ex.clone(), view))
+    }
+
+    fn current_view(&self) -> Result<Arc<ConfView>, FaultError> {
+        let view = self.conf.view().ok_or_else(|| {
+            Fault::ConsumerConfExpired.with("no global configuration has been downloaded yet")
+        })?;
+        if view.is_expired(SystemTime::now()) {
+            return Err(Fault::ConsumerConfExpired.with(format!(
+                "configuration version {} expired at {}; the registry has not been reachable — check `lienthong server status`",
+                view.version,
+                lienthong_certs::verify::fmt_time(view.expires_at_ms / 1000)
+            )));
+        }
+        Ok(view)
+    }
+
+    fn check_call(
+        &self,
+        view: &ConfView,
+        call: &CallMetadata,
+        path: &GrpcPath<'_>,
+    ) -> Result<(), FaultError> {
+        if !view.serves(&self.keys.server, &call.client) {
+            if view.knows_subsystem(&call.client) {
+                return Err(Fault::ClientNotOnThisServer.with(format!(
+                    "{} is registered on another security server, not on {}",
+                    call.client, self.keys.server
+                )));
+            }
+            return Err(Fault::UnknownClient.with(format!(
+                "{} is not a registered client of any security server",
+                call.client
+            )));
+        }
+        if !view.offers(&call.provider, path.service) || view.servers_of(&call.provider).is_empty()
+        {
+            return Err(Fault::UnknownService.with(format!(
+                "{} does not offer {} over the bus",
+                call.provider, path.service
+            )));
+        }
+        Ok(())
+    }
+
+    fn answer(
+        self: &Arc<Self>,
+        response: Response<Body>,
+        ex: Exchange,
+        view: Arc<ConfView>,
+    ) -> Response<Body> {
+        let (parts, body) = response.into_parts();
+        if parts.headers.contains_key("grpc-status") {
+            // Trailers-only: a refusal by the provider's server, passed on.
+            let this = self.clone();
+            let headers = parts.headers.clone();
+            tokio::spawn(async move {
+                let mut r = ex.record(Phase::Fault);
+                r.grpc_status = grpc_status(&headers);
+                r.fault = header_text(&headers, FAULT_HEADER);
+                if let Err(e) = this.log.append(r).await {
+                    tracing::error!(error = %e, "could not log a provider refusal");
+                }
+            });
+            return Response::from_parts(parts, body);
+        }
+        let this = self.clone();
+        let finisher = Box::new(move |obs: Observation| {
+            Box::pin(async move { this.finish(ex, view, obs).await })
+                as std::pin::Pin<Box<dyn std::future::Future<Output = HeaderMap> + Send>>
+        });
+        Response::from_parts(parts, Body::new(Observed::new(body, finisher)))
+    }
+
+    /// Verifies the provider's signed response, logs, and returns the
+    /// trailers the information system gets.
+    async fn finish(&self, ex: Exchange, view: Arc<ConfView>, obs: Observation) -> HeaderMap {
+        let checked = check_response(&ex, &view, &obs);
+        let mut record = ex.record(Phase::Response);
+        record.payload_digest = obs.digest.to_vec();
+        record.payload_size = obs.size;
+        let mut trailers = obs.trailers.unwrap_or_default();
+        match checked {
+            Ok(envelope) => {
+                record.envelope = envelope;
+                record.grpc_status = grpc_status(&trailers);
+                trailers.remove(metadata::RESPONSE_ENVELOPE);
+                match self.log.append(record).await {
+                    Ok(()) => trailers,
+                    Err(e) => Fault::ConsumerLogFailed.with(e.0).trailers(),
+                }
+            }
+            Err(fault) => {
+                tracing::warn!(fault = %fault, message_id = %ex.message_id, "response refused");
+                let _ = self.log.append(ex.fault_record(&fault)).await;
+                fault.trailers()
+            }
+        }
+    }
+}
+
+fn grpc_status(h: &HeaderMap) -> i32 {
+    h.get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2)
+}
+
+fn header_text(h: &HeaderMap, name: &str) -> String {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .chars()
+        .take(128)
+        .collect()
+}
+
+/// Checks a response against the request it answers: signed by the
+/// provider's member, bound to the request, covering exactly the payload
+/// and status received. Returns the envelope bytes for the log.
+fn check_response(
+    ex: &Exchange,
+    view: &ConfView,
+    obs: &Observation,
+) -> Result<Vec<u8>, FaultError> {
+    if let Some(e) = &obs.error {
+        return Err(
+            Fault::ProviderUnreachable.with(format!("the provider's response broke off: {e}"))
+        );
+    }
+    let bad = |why: String| Fault::BadResponse.with(why);
+    let trailers = obs
+        .trailers
+        .as_ref()
+        .ok_or_else(|| bad("the response ended without trailers".into()))?;
+    if trailers.contains_key(FAULT_HEADER) && !trailers.contains_key(metadata::RESPONSE_ENVELOPE) {
+        let code = header_text(trailers, FAULT_HEADER);
+        return Err(bad(format!(
+            "the provider's server failed the response: {code}"
+        )));
+    }
+    let bytes = metadata::get_bin(
+        trailers,
+        metadata::RESPONSE_ENVELOPE,
+        metadata::MAX_ENVELOPE,
+    )
+    .map_err(bad)?
+    .ok_or_else(|| bad("the response carries no signed envelope".into()))?;
+    let env = ResponseEnvelope::decode(bytes.as_slice())
+        .map_err(|e| bad(format!("the response envelope is malformed: {e}")))?;
+    let (Some(header), Some(sig)) = (&env.header, &env.signature) else {
+        return Err(bad("the response envelope is incomplete".into()));
+    };
+    let provider = ex
+        .call
+        .as_ref()
+        .map(|c| c.provider.member.clone())
+        .ok_or_else(|| bad("no call".into()))?;
+    let fp = Fingerprint::from_slice(&sig.signer_certificate_sha256)
+        .ok_or_else(|| bad("the response signature names no certificate".into()))?;
+    let cert = view
+        .signing_cert(&fp, SystemTime::now())
+        .filter(|c| c.member == provider)
+        .ok_or_else(|| {
+            bad(format!(
+                "the response is not signed by a current signing certificate of {provider}"
+            ))
+        })?;
+    cert.key
+        .verify_response(&env, &ex.request_digest)
+        .map_err(|e| bad(format!("the response signature does not verify: {e}")))?;
+    if header.message_id != ex.message_id {
+        return Err(bad("the response answers another message".into()));
+    }
+    if header.payload_digest != obs.digest || header.payload_size != obs.size {
+        return Err(bad(
+            "the response payload does not match its signature".into()
+        ));
+    }
+    if header.grpc_status != grpc_status(trailers) {
+        return Err(bad(
+            "the response status does not match its signature".into()
+        ));
+    }
+    Ok(bytes)
+}

@@ -1,0 +1,252 @@
+//! Joining the instance: a new server's first registration request (with
+//! the enrollment token), and later requests to serve more client
+//! subsystems. Keys are generated here and never leave; the registry gets
+//! CSRs, and the issued certificates are written next to the keys once an
+//! officer approves.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use lienthong_central_registry::client;
+use lienthong_certs::signing::Signer;
+use lienthong_certs::{KeyAlgorithm, PrivateKey, pem};
+use lienthong_proto::id::{MemberId, ServerId, SubsystemId};
+use lienthong_proto::pb::globalconf::v1::Anchor;
+use lienthong_proto::pb::registry::v1 as pb;
+use lienthong_proto::pb::registry::v1::registration_client::RegistrationClient;
+use rustls_pki_types::CertificateDer;
+
+use crate::keys::{Keys, ServerDir};
+use crate::server::SETTING_SERVER_ID;
+use crate::store::ServerStore;
+
+/// Settings key of the first registration request's id.
+pub const SETTING_JOIN_REQUEST: &str = "join_request";
+/// Settings key of the enrollment token (needed to ask about the request).
+pub const SETTING_JOIN_TOKEN: &str = "join_token";
+/// Settings key prefix of client requests (`client_request:<id>` → subsystem).
+pub const SETTING_CLIENT_REQUEST_PREFIX: &str = "client_request:";
+
+/// A registration request's outcome so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinState {
+    Pending { request: u64 },
+    Approved,
+    Rejected { note: String },
+}
+
+fn store(dir: &ServerDir) -> Result<ServerStore, String> {
+    ServerStore::open(&dir.store()).map_err(|e| e.to_string())
+}
+
+/// Creates the home directory, the auth key and the owner's signing key,
+/// and submits the first registration request with `token`.
+pub async fn submit_join(
+    home: &Path,
+    anchor: &Anchor,
+    server: &ServerId,
+    address: &str,
+    token: &str,
+) -> Result<u64, String> {
+    let dir = ServerDir(home.to_owned());
+    if dir.auth_key().exists() {
+        return Err(format!(
+            "{} already holds a server's keys; continue with `lienthong server init --dir {}` to wait for approval",
+            home.display(),
+            home.display()
+        ));
+    }
+    if server.owner.instance.as_str() != anchor.instance {
+        return Err(format!(
+            "{server} is not of the anchor's instance {}",
+            anchor.instance
+        ));
+    }
+    std::fs::create_dir_all(dir.signing_dir()).map_err(|e| e.to_string())?;
+    client::write_anchor(&dir.anchor(), anchor).map_err(|e| e.to_string())?;
+    let auth_key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).map_err(|e| e.to_string())?;
+    let owner_key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).map_err(|e| e.to_string())?;
+    pem::write_key(&dir.auth_key(), &auth_key).map_err(|e| e.to_string())?;
+    pem::write_key(&dir.signing_key(&server.owner), &owner_key).map_err(|e| e.to_string())?;
+    let req = client::first_request(server, address, token, &auth_key, &owner_key)
+        .map_err(|e| e.to_string())?;
+    let channel = client::connect(anchor, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let reply = RegistrationClient::new(channel)
+        .submit(req)
+        .await
+        .map_err(|s| format!("the registry refused the request: {}", s.message()))?
+        .into_inner();
+    let s = store(&dir)?;
+    let set = |k: &str, v: &str| s.set_setting(k, v).map_err(|e| e.to_string());
+    set(SETTING_SERVER_ID, &server.to_string())?;
+    set(SETTING_JOIN_REQUEST, &reply.id.to_string())?;
+    set(SETTING_JOIN_TOKEN, token)?;
+    Ok(reply.id)
+}
+
+/// Asks the registry about the first request; on approval writes the
+/// certificates.
+pub async fn poll_join(home: &Path) -> Result<JoinState, String> {
+    let dir = ServerDir(home.to_owned());
+    let s = store(&dir)?;
+    let server = crate::server::server_id(&s)?;
+    let get = |k: &str| -> Result<String, String> {
+        s.setting(k)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("no pending registration in {}", home.display()))
+    };
+    if dir.auth_cert().exists() {
+        return Ok(JoinState::Approved);
+    }
+    let id: u64 = get(SETTING_JOIN_REQUEST)?
+        .parse()
+        .map_err(|_| "stored request id is unreadable".to_string())?;
+    let token = get(SETTING_JOIN_TOKEN)?;
+    let anchor = client::read_anchor(&dir.anchor()).map_err(|e| e.to_string())?;
+    let channel = client::connect(&anchor, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let reply = RegistrationClient::new(channel)
+        .get_request(pb::GetRequestRequest {
+            id,
+            enrollment_token: token,
+        })
+        .await
+        .map_err(|e| format!("the registry refused: {}", e.message()))?
+        .into_inner();
+    match pb::RequestState::try_from(reply.state) {
+        Ok(pb::RequestState::Approved) => {
+            let mut chain = vec![CertificateDer::from(reply.auth_certificate)];
+            chain.extend(reply.ca_chain.into_iter().map(CertificateDer::from));
+            let signing = reply
+                .signing_certificates
+                .first()
+                .ok_or("the approval carries no signing certificate")?;
+            pem::write_certs(
+                &dir.signing_cert(&server.owner),
+                &[CertificateDer::from(signing.clone())],
+            )
+            .map_err(|e| e.to_string())?;
+            // The auth certificate last: its presence marks the join done.
+            pem::write_certs(&dir.auth_cert(), &chain).map_err(|e| e.to_string())?;
+            Ok(JoinState::Approved)
+        }
+        Ok(pb::RequestState::Rejected) => Ok(JoinState::Rejected {
+            note: reply.decision_note,
+        }),
+        _ => Ok(JoinState::Pending { request: id }),
+    }
+}
+
+/// Asks the registry to let this server serve `subsystem`. When the
+/// subsystem's member has no signing key here yet, one is made and its CSR
+/// travels with the request. Returns the request id.
+pub async fn submit_client(home: &Path, subsystem: &SubsystemId) -> Result<u64, String> {
+    let dir = ServerDir(home.to_owned());
+    let s = store(&dir)?;
+    let server = crate::server::server_id(&s)?;
+    let anchor = client::read_anchor(&dir.anchor()).map_err(|e| e.to_string())?;
+    let keys = Keys::load(
+        &dir,
+        &server,
+        &anchor.instance_ca_certificate,
+        SystemTime::now(),
+    )?;
+    let owner = owner_signer(&dir, &server)?;
+    let member = &subsystem.member;
+    let new_key = if keys.signer(member).is_none() {
+        let path = dir.signing_key(member);
+        let key = match pem::read_key(&path) {
+            Ok(k) => k,
+            Err(_) => {
+                let k = PrivateKey::generate(KeyAlgorithm::EcdsaP256).map_err(|e| e.to_string())?;
+                pem::write_key(&path, &k).map_err(|e| e.to_string())?;
+                k
+            }
+        };
+        Some(key)
+    } else {
+        None
+    };
+    let req = client::client_request(
+        &server,
+        subsystem,
+        new_key.as_ref().map(|k| (member, k)),
+        &owner,
+    )
+    .map_err(|e| e.to_string())?;
+    let channel = client::connect(&anchor, Some(&keys.auth))
+        .await
+        .map_err(|e| e.to_string())?;
+    let reply = RegistrationClient::new(channel)
+        .submit(req)
+        .await
+        .map_err(|s| format!("the registry refused the request: {}", s.message()))?
+        .into_inner();
+    s.set_setting(
+        &format!("{SETTING_CLIENT_REQUEST_PREFIX}{}", reply.id),
+        &subsystem.to_string(),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(reply.id)
+}
+
+/// Asks about a client request; on approval writes any new signing
+/// certificate.
+pub async fn poll_client(home: &Path, id: u64) -> Result<JoinState, String> {
+    let dir = ServerDir(home.to_owned());
+    let s = store(&dir)?;
+    let server = crate::server::server_id(&s)?;
+    let subsystem: SubsystemId = s
+        .setting(&format!("{SETTING_CLIENT_REQUEST_PREFIX}{id}"))
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("request {id} was not made from this server"))?
+        .parse()
+        .map_err(|e| format!("stored subsystem: {e}"))?;
+    let anchor = client::read_anchor(&dir.anchor()).map_err(|e| e.to_string())?;
+    let keys = Keys::load(
+        &dir,
+        &server,
+        &anchor.instance_ca_certificate,
+        SystemTime::now(),
+    )?;
+    let channel = client::connect(&anchor, Some(&keys.auth))
+        .await
+        .map_err(|e| e.to_string())?;
+    let reply = RegistrationClient::new(channel)
+        .get_request(pb::GetRequestRequest {
+            id,
+            enrollment_token: String::new(),
+        })
+        .await
+        .map_err(|e| format!("the registry refused: {}", e.message()))?
+        .into_inner();
+    match pb::RequestState::try_from(reply.state) {
+        Ok(pb::RequestState::Approved) => {
+            if let Some(cert) = reply.signing_certificates.first() {
+                write_member_cert(&dir, &subsystem.member, cert)?;
+            }
+            Ok(JoinState::Approved)
+        }
+        Ok(pb::RequestState::Rejected) => Ok(JoinState::Rejected {
+            note: reply.decision_note,
+        }),
+        _ => Ok(JoinState::Pending { request: id }),
+    }
+}
+
+fn write_member_cert(dir: &ServerDir, member: &MemberId, der: &[u8]) -> Result<(), String> {
+    let path = dir.signing_cert(member);
+    if path.exists() {
+        return Ok(());
+    }
+    pem::write_certs(&path, &[CertificateDer::from(der.to_vec())]).map_err(|e| e.to_string())
+}
+
+fn owner_signer(dir: &ServerDir, server: &ServerId) -> Result<Signer, String> {
+    let key = pem::read_key(&dir.signing_key(&server.owner)).map_err(|e| e.to_string())?;
+    let cert = pem::read_cert(&dir.signing_cert(&server.owner)).map_err(|e| e.to_string())?;
+    Signer::new(&key, &cert).map_err(|e| e.to_string())
+}

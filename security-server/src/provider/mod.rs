@@ -1,0 +1,506 @@
+//! The provider side: signed requests from other security servers, checked
+//! and passed to the agency's backend.
+//!
+//! [`Provider::handle`] takes one request through these stages, in order:
+//!
+//! 1. the configuration is current, and the TLS peer (already pinned by
+//!    the handshake) is a server the configuration lists;
+//! 2. the envelope (`lt-envelope-bin`) is well formed and matches the path;
+//! 3. the peer serves the client it claims, and this server serves the
+//!    provider, which offers the service;
+//! 4. the signature verifies against a signing certificate of the client's
+//!    member; the timestamp is within the clock skew; the message id is new;
+//! 5. the payload (bounded) matches the signed digest and size;
+//! 6. the access rights allow the call ([`crate::access::authorize`]);
+//! 7. the request is logged durably;
+//! 8. the backend is called with the original path and payload;
+//! 9. the response streams back; at its end it is signed, binding the
+//!    request digest, logged, and the signed envelope goes out in the
+//!    trailers.
+
+pub mod policy;
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use http_body_util::{BodyExt, Full, Limited};
+use lienthong_certs::Fingerprint;
+use lienthong_proto::canonical;
+use lienthong_proto::id::{ServerId, SubsystemId};
+use lienthong_proto::pb::exchange::v1::{RequestEnvelope, RequestHeader, ResponseHeader};
+use prost::Message;
+use tonic::body::Body;
+use tower::ServiceExt;
+
+use crate::access::{self, Call};
+use crate::body::{Observation, Observed};
+use crate::conf_client::view::unix_ms;
+use crate::conf_client::{ConfClient, ConfView};
+use crate::faults::{Fault, FaultError};
+use crate::keys::Keys;
+use crate::message_log::{LogRecord, MessageLog, Phase, Role};
+use crate::metadata;
+use crate::replay::{self, ReplayCache};
+
+pub use policy::Policies;
+
+/// Headers that are gRPC's own status; a provider moves them from a
+/// trailers-only backend answer into the trailers it signs.
+const STATUS_HEADERS: [&str; 3] = ["grpc-status", "grpc-message", "grpc-status-details-bin"];
+
+/// The provider side of one security server.
+pub struct Provider {
+    keys: Arc<Keys>,
+    conf: Arc<ConfClient>,
+    log: Arc<dyn MessageLog>,
+    policies: Policies,
+    replay: ReplayCache,
+    max_message: usize,
+    max_skew_ms: i64,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("server", &self.keys.server)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A request that passed every check.
+#[derive(Clone)]
+struct Accepted {
+    started: Instant,
+    peer: ServerId,
+    header: RequestHeader,
+    client: SubsystemId,
+    provider: SubsystemId,
+    request_digest: [u8; 32],
+    envelope: Vec<u8>,
+}
+
+impl Accepted {
+    fn record(&self, phase: Phase) -> LogRecord {
+        let h = &self.header;
+        LogRecord {
+            role: Role::Provider,
+            phase,
+            at_ms: unix_ms(SystemTime::now()),
+            message_id: h.message_id.clone(),
+            client: self.client.to_string(),
+            service: format!(
+                "{}/{}",
+                self.provider,
+                h.service.as_ref().map_or("", |s| s.service_code.as_str())
+            ),
+            method: h.method.clone(),
+            user_id: h.user_id.clone(),
+            purpose: h.purpose.clone(),
+            data_subject: h.data_subject.clone(),
+            peer: self.peer.to_string(),
+            request_digest: self.request_digest.to_vec(),
+            payload_digest: h.payload_digest.clone(),
+            payload_size: h.payload_size,
+            envelope: self.envelope.clone(),
+            grpc_status: 0,
+            fault: String::new(),
+            duration_us: self.started.elapsed().as_micros() as u64,
+        }
+    }
+}
+
+impl Provider {
+    pub fn new(
+        keys: Arc<Keys>,
+        conf: Arc<ConfClient>,
+        log: Arc<dyn MessageLog>,
+        policies: Policies,
+        max_message: usize,
+        max_skew_ms: i64,
+    ) -> Self {
+        Provider {
+            keys,
+            conf,
+            log,
+            policies,
+            replay: ReplayCache::default(),
+            max_message,
+            max_skew_ms,
+        }
+    }
+
+    /// Handles one request from the peer whose TLS certificate is `peer_cert`.
+    pub async fn handle<B>(
+        self: Arc<Self>,
+        peer_cert: Option<Fingerprint>,
+        request: Request<B>,
+    ) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let started = Instant::now();
+        let mut partial: Option<LogRecord> = None;
+        match self
+            .exchange(peer_cert, request, started, &mut partial)
+            .await
+        {
+            Ok(response) => response,
+            Err(fault) => {
+                tracing::info!(fault = %fault, "request refused");
+                let mut r = partial.unwrap_or_else(|| LogRecord {
+                    role: Role::Provider,
+                    phase: Phase::Fault,
+                    at_ms: unix_ms(SystemTime::now()),
+                    message_id: String::new(),
+                    client: String::new(),
+                    service: String::new(),
+                    method: String::new(),
+                    user_id: String::new(),
+                    purpose: String::new(),
+                    data_subject: String::new(),
+                    peer: String::new(),
+                    request_digest: Vec::new(),
+                    payload_digest: Vec::new(),
+                    payload_size: 0,
+                    envelope: Vec::new(),
+                    grpc_status: 0,
+                    fault: String::new(),
+                    duration_us: 0,
+                });
+                r.phase = Phase::Fault;
+                r.grpc_status = fault.fault.status() as i32;
+                r.fault = fault.fault.code().to_owned();
+                r.duration_us = started.elapsed().as_micros() as u64;
+                match self.log.append(r).await {
+                    Ok(()) => fault.into_response(),
+                    Err(e) => Fault::ProviderLogFailed.with(e.0).into_response(),
+                }
+            }
+        }
+    }
+
+    async fn exchange<B>(
+        self: &Arc<Self>,
+        peer_cert: Option<Fingerprint>,
+        request: Request<B>,
+        started: Instant,
+        partial: &mut Option<LogRecord>,
+    ) -> Result<Response<Body>, FaultError>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let now = SystemTime::now();
+        // 1. Configuration and peer.
+        let view = self.current_view(now)?;
+        let peer = peer_cert
+            .as_ref()
+            .and_then(|fp| view.server_with_cert(fp))
+            .cloned()
+            .ok_or_else(|| {
+                Fault::UnknownPeer
+                    .with("the TLS certificate is not one the configuration registers")
+            })?;
+
+        // 2. Envelope.
+        let (parts, body) = request.into_parts();
+        let path = metadata::parse_path(parts.uri.path())
+            .map_err(|e| Fault::BadEnvelope.with(e.message))?;
+        let envelope_bytes =
+            metadata::get_bin(&parts.headers, metadata::ENVELOPE, metadata::MAX_ENVELOPE)
+                .map_err(|e| Fault::BadEnvelope.with(e))?
+                .ok_or_else(|| Fault::BadEnvelope.with("the request carries no lt-envelope-bin"))?;
+        let envelope = RequestEnvelope::decode(envelope_bytes.as_slice())
+            .map_err(|e| Fault::BadEnvelope.with(format!("the envelope does not decode: {e}")))?;
+        let (header, client, provider) = envelope_parts(&envelope, &path)?;
+        let mut accepted = Accepted {
+            started,
+            peer: peer.clone(),
+            header: header.clone(),
+            client: client.clone(),
+            provider: provider.clone(),
+            request_digest: canonical::digest(&canonical::request_header(header)),
+            envelope: envelope_bytes,
+        };
+        *partial = Some(accepted.record(Phase::Fault));
+
+        // 3. Who serves whom.
+        if !view.serves(&peer, &client) {
+            return Err(Fault::ClientNotOwned.with(format!(
+                "{peer} does not serve {client}; a server may only call for its own clients"
+            )));
+        }
+        if !view.serves(&self.keys.server, &provider) || !view.offers(&provider, path.service) {
+            return Err(Fault::ProviderUnknownService.with(format!(
+                "{} does not serve {provider}/{}",
+                self.keys.server, path.service
+            )));
+        }
+
+        // 4. Signature, time, replay.
+        self.check_signature(&view, &envelope, &client, now)?;
+        let now_ms = unix_ms(now);
+        if !replay::fresh(header.created_at_unix_ms, now_ms, self.max_skew_ms) {
+            return Err(Fault::StaleTimestamp.with(format!(
+                "the request was created at unix ms {}, this server's clock says {now_ms}; at most {} s apart are accepted",
+                header.created_at_unix_ms,
+                self.max_skew_ms / 1000
+            )));
+        }
+        if !self.replay.first_use(
+            &client.to_string(),
+            &header.message_id,
+            now_ms,
+            2 * self.max_skew_ms,
+        ) {
+            return Err(Fault::Replay.with(format!(
+                "message id {} was already used by {client}",
+                header.message_id
+            )));
+        }
+
+        // 5. Payload.
+        let payload = Limited::new(body, self.max_message)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    Fault::ProviderMessageTooLarge.with(format!(
+                        "the request is larger than {} bytes",
+                        self.max_message
+                    ))
+                } else {
+                    Fault::BadEnvelope.with(format!("the request body could not be read: {e}"))
+                }
+            })?
+            .to_bytes();
+        if lienthong_proto::sha256(&payload).as_slice() != header.payload_digest
+            || payload.len() as u64 != header.payload_size
+        {
+            return Err(Fault::PayloadMismatch
+                .with("the payload is not the one the client signed (altered in transit?)"));
+        }
+
+        // 6. Access rights.
+        let policy = self.policies.current();
+        let call = Call {
+            client: &client,
+            client_groups: view.groups_of(&client),
+            provider: &provider,
+            service: path.service,
+            method: path.method,
+        };
+        if !access::authorize(&policy.rules, &call) {
+            return Err(Fault::AccessDenied.with(format!(
+                "{client} may not call {provider}/{}/{}; the provider's operator grants access with `lienthong server acl grant`",
+                path.service, path.method
+            )));
+        }
+
+        // 7. Log.
+        self.log
+            .append(accepted.record(Phase::Request))
+            .await
+            .map_err(|e| Fault::ProviderLogFailed.with(e.0))?;
+
+        // 8. Backend.
+        let backend = policy.backend(&provider, path.service).ok_or_else(|| {
+            Fault::ServiceUnavailable.with(format!(
+                "no backend is configured for {provider}/{}",
+                path.service
+            ))
+        })?;
+        let mut headers = parts.headers;
+        metadata::strip_lienthong(&mut headers);
+        add_verified(&mut headers, header, &client);
+        let mut req = Request::new(Body::new(Full::new(payload)));
+        *req.method_mut() = http::Method::POST;
+        *req.uri_mut() = parts.uri.path().parse().unwrap_or_default();
+        *req.headers_mut() = headers;
+        let timeout = backend.backend.timeout;
+        let response =
+            match tokio::time::timeout(timeout, backend.channel.clone().oneshot(req)).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    return Err(Fault::ServiceUnavailable.with(format!(
+                        "the backend at {} cannot be reached: {e}",
+                        backend.backend.url
+                    )));
+                }
+                Err(_) => {
+                    return Err(Fault::ServiceTimeout.with(format!(
+                        "the backend at {} did not answer within {:?}",
+                        backend.backend.url, timeout
+                    )));
+                }
+            };
+
+        // 9. Sign the response at its end.
+        accepted.started = started;
+        Ok(self.answer(response, accepted))
+    }
+
+    fn current_view(&self, now: SystemTime) -> Result<Arc<ConfView>, FaultError> {
+        let view = self.conf.view().ok_or_else(|| {
+            Fault::ProviderConfExpired.with("the provider's server has no global configuration yet")
+        })?;
+        if view.is_expired(now) {
+            return Err(Fault::ProviderConfExpired.with(format!(
+                "the provider's configuration version {} has expired",
+                view.version
+            )));
+        }
+        Ok(view)
+    }
+
+    fn check_signature(
+        &self,
+        view: &ConfView,
+        envelope: &RequestEnvelope,
+        client: &SubsystemId,
+        now: SystemTime,
+    ) -> Result<(), FaultError> {
+        let sig = envelope
+            .signature
+            .as_ref()
+            .ok_or_else(|| Fault::BadSignature.with("the request is not signed"))?;
+        let fp = Fingerprint::from_slice(&sig.signer_certificate_sha256)
+            .ok_or_else(|| Fault::BadSignature.with("the signature names no certificate"))?;
+        let cert = view
+            .signing_cert(&fp, now)
+            .filter(|c| c.member == client.member)
+            .ok_or_else(|| {
+                Fault::BadSignature.with(format!(
+                    "the request is not signed with a current signing certificate of {}",
+                    client.member
+                ))
+            })?;
+        cert.key
+            .verify_request(envelope)
+            .map(|_| ())
+            .map_err(|e| Fault::BadSignature.with(format!("the signature does not verify: {e}")))
+    }
+
+    fn answer(self: &Arc<Self>, response: Response<Body>, accepted: Accepted) -> Response<Body> {
+        let (mut parts, body) = response.into_parts();
+        // A trailers-only answer (an error without a body): its status moves
+        // to the trailers, where the signed envelope goes.
+        let mut moved = HeaderMap::new();
+        for name in STATUS_HEADERS {
+            if let Some(v) = parts.headers.remove(name) {
+                moved.insert(HeaderName::from_static(name), v);
+            }
+        }
+        metadata::strip_lienthong(&mut parts.headers);
+        let this = self.clone();
+        let finisher = Box::new(move |obs: Observation| {
+            Box::pin(async move { this.finish(accepted, moved, obs).await })
+                as std::pin::Pin<Box<dyn std::future::Future<Output = HeaderMap> + Send>>
+        });
+        Response::from_parts(parts, Body::new(Observed::new(body, finisher)))
+    }
+
+    /// Signs the response, logs it, and returns the trailers to send.
+    async fn finish(&self, accepted: Accepted, moved: HeaderMap, obs: Observation) -> HeaderMap {
+        if let Some(e) = &obs.error {
+            let fault =
+                Fault::ServiceUnavailable.with(format!("the backend's response broke off: {e}"));
+            let mut r = accepted.record(Phase::Fault);
+            r.fault = fault.fault.code().into();
+            let _ = self.log.append(r).await;
+            return fault.trailers();
+        }
+        let mut trailers = obs.trailers.unwrap_or_default();
+        trailers.extend(moved);
+        metadata::strip_lienthong(&mut trailers);
+        let grpc_status = trailers
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                // A backend that ended without a status broke the protocol.
+                trailers.insert("grpc-status", HeaderValue::from(2));
+                2
+            });
+        let header = ResponseHeader {
+            message_id: accepted.header.message_id.clone(),
+            request_digest: accepted.request_digest.to_vec(),
+            created_at_unix_ms: unix_ms(SystemTime::now()),
+            payload_digest: obs.digest.to_vec(),
+            payload_size: obs.size,
+            grpc_status,
+        };
+        let Some(signer) = self.keys.signer(&accepted.provider.member) else {
+            return Fault::ProviderInternal
+                .with(format!("no signing key for {}", accepted.provider.member))
+                .trailers();
+        };
+        let envelope = match signer.sign_response(header) {
+            Ok(e) => e.encode_to_vec(),
+            Err(e) => return Fault::ProviderInternal.with(e.to_string()).trailers(),
+        };
+        let mut r = accepted.record(Phase::Response);
+        r.payload_digest = obs.digest.to_vec();
+        r.payload_size = obs.size;
+        r.envelope = envelope.clone();
+        r.grpc_status = grpc_status;
+        if let Err(e) = self.log.append(r).await {
+            return Fault::ProviderLogFailed.with(e.0).trailers();
+        }
+        metadata::put_bin(&mut trailers, metadata::RESPONSE_ENVELOPE, &envelope);
+        trailers
+    }
+}
+
+/// The header, client and provider of an envelope, checked against the path.
+fn envelope_parts<'e>(
+    envelope: &'e RequestEnvelope,
+    path: &metadata::GrpcPath<'_>,
+) -> Result<(&'e RequestHeader, SubsystemId, SubsystemId), FaultError> {
+    let bad = |why: String| Fault::BadEnvelope.with(why);
+    let header = envelope
+        .header
+        .as_ref()
+        .ok_or_else(|| bad("the envelope has no header".into()))?;
+    let client = header
+        .client
+        .as_ref()
+        .ok_or_else(|| bad("the envelope names no client".into()))
+        .and_then(|c| SubsystemId::try_from(c).map_err(|e| bad(format!("client: {e}"))))?;
+    let service = header
+        .service
+        .as_ref()
+        .ok_or_else(|| bad("the envelope names no service".into()))?;
+    let provider = service
+        .provider
+        .as_ref()
+        .ok_or_else(|| bad("the envelope names no provider".into()))
+        .and_then(|p| SubsystemId::try_from(p).map_err(|e| bad(format!("provider: {e}"))))?;
+    if service.service_code != path.service || header.method != path.method {
+        return Err(bad(format!(
+            "the envelope is for {}/{}, the call is to {}/{}",
+            service.service_code, header.method, path.service, path.method
+        )));
+    }
+    metadata::check_message_id(&header.message_id).map_err(|e| bad(e.message))?;
+    Ok((header, client, provider))
+}
+
+/// Tells the backend, from the verified envelope, who is calling and why.
+fn add_verified(headers: &mut HeaderMap, h: &RequestHeader, client: &SubsystemId) {
+    let mut put = |name: &'static str, value: &str| {
+        if !value.is_empty()
+            && let Ok(v) = HeaderValue::from_bytes(value.as_bytes())
+        {
+            headers.insert(HeaderName::from_static(name), v);
+        }
+    };
+    put(metadata::CLIENT, &client.to_string());
+    put(metadata::MESSAGE_ID, &h.message_id);
+    put(metadata::USER_ID, &h.user_id);
+    put(metadata::PURPOSE, &h.purpose);
+    put(metadata::DATA_SUBJECT, &h.data_subject);
+}

@@ -1,0 +1,122 @@
+//! What the provider's operator decided: access rights and backend
+//! addresses, read from the server's store and reloaded when they change
+//! (the CLI changes them from another process; a running server picks the
+//! change up within [`RELOAD_INTERVAL`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use lienthong_proto::id::SubsystemId;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::access::AccessRule;
+use crate::store::{Backend, ServerStore, StoreError};
+
+/// How often the store is checked for changed rules or backends.
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+
+/// A backend and its connection.
+#[derive(Debug, Clone)]
+pub struct BackendConn {
+    pub backend: Backend,
+    pub channel: Channel,
+}
+
+/// Rules and backends at one moment.
+#[derive(Debug, Default)]
+pub struct Policy {
+    pub version: u64,
+    pub rules: Vec<AccessRule>,
+    backends: HashMap<(SubsystemId, String), BackendConn>,
+}
+
+impl Policy {
+    pub fn backend(&self, provider: &SubsystemId, service: &str) -> Option<&BackendConn> {
+        self.backends.get(&(provider.clone(), service.to_owned()))
+    }
+}
+
+/// The current policy, replaceable.
+#[derive(Debug, Clone)]
+pub struct Policies {
+    store: Arc<ServerStore>,
+    current: Arc<RwLock<Arc<Policy>>>,
+}
+
+impl Policies {
+    pub fn load(store: Arc<ServerStore>) -> Result<Self, StoreError> {
+        let p = Policies {
+            store,
+            current: Arc::new(RwLock::new(Arc::new(Policy::default()))),
+        };
+        p.reload(None)?;
+        Ok(p)
+    }
+
+    pub fn current(&self) -> Arc<Policy> {
+        match self.current.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Re-reads the store if its rules version moved (or always, with `None`).
+    pub fn reload(&self, known: Option<u64>) -> Result<bool, StoreError> {
+        let version = self.store.rules_version()?;
+        if known == Some(version) {
+            return Ok(false);
+        }
+        let old = self.current();
+        let mut backends = HashMap::new();
+        for b in self.store.backends()? {
+            let key = (b.provider.clone(), b.service.clone());
+            // Keep the connection of an unchanged backend.
+            let channel = match old.backends.get(&key) {
+                Some(c) if c.backend.url == b.url => c.channel.clone(),
+                _ => connect(&b)?,
+            };
+            backends.insert(
+                key,
+                BackendConn {
+                    backend: b,
+                    channel,
+                },
+            );
+        }
+        let policy = Policy {
+            version,
+            rules: self.store.rules()?,
+            backends,
+        };
+        let mut g = match self.current.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        *g = Arc::new(policy);
+        Ok(true)
+    }
+
+    /// Reloads on change until dropped.
+    pub async fn watch(self) {
+        loop {
+            tokio::time::sleep(RELOAD_INTERVAL).await;
+            let known = self.current().version;
+            let this = self.clone();
+            match tokio::task::spawn_blocking(move || this.reload(Some(known))).await {
+                Ok(Ok(true)) => tracing::info!("access rights and backends reloaded"),
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "reloading access rights failed"),
+                Err(e) => tracing::error!(error = %e, "reload task failed"),
+            }
+        }
+    }
+}
+
+fn connect(b: &Backend) -> Result<Channel, StoreError> {
+    Ok(Endpoint::from_shared(b.url.clone())
+        .map_err(|e| StoreError(format!("backend {}: {e}", b.url)))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .connect_lazy())
+}

@@ -1,0 +1,217 @@
+//! Starting a security server: its store, keys, configuration, message
+//! log, and the two listeners.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use lienthong_central_registry::client;
+use lienthong_certs::tls;
+use lienthong_proto::id::ServerId;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::access::AccessRule;
+use crate::conf_client::ConfClient;
+use crate::consumer::{Consumer, DEFAULT_MAX_MESSAGE_BYTES, ProviderPool};
+use crate::keys::{Keys, ServerDir, subject_key};
+use crate::message_log::{MessageLog, SqliteLog};
+use crate::provider::{Policies, Provider};
+use crate::replay::DEFAULT_MAX_CLOCK_SKEW_MS;
+use crate::store::{Backend, ServerStore};
+
+/// Default address of the consumer side (the agency's information systems).
+pub const DEFAULT_CONSUMER_LISTEN: &str = "127.0.0.1:8080";
+/// Default address of the provider side (other security servers).
+pub const DEFAULT_PROVIDER_LISTEN: &str = "0.0.0.0:5500";
+/// Settings key of the server's identity.
+pub const SETTING_SERVER_ID: &str = "server_id";
+
+/// How to run a security server.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// The home directory made by `server init`.
+    pub dir: PathBuf,
+    /// # Default
+    /// `127.0.0.1:8080` ([`DEFAULT_CONSUMER_LISTEN`]): h2c on loopback.
+    pub consumer_listen: SocketAddr,
+    /// # Default
+    /// `0.0.0.0:5500` ([`DEFAULT_PROVIDER_LISTEN`]): mutual TLS.
+    pub provider_listen: SocketAddr,
+    /// # Default
+    /// 4 MiB ([`DEFAULT_MAX_MESSAGE_BYTES`]).
+    pub max_message_bytes: usize,
+    /// # Default
+    /// 5 minutes ([`DEFAULT_MAX_CLOCK_SKEW_MS`]).
+    pub max_clock_skew: Duration,
+    /// Poll the registry at this interval instead of the configuration's.
+    /// # Default
+    /// `None`: the configuration's `poll_interval_seconds` (60 s).
+    pub poll_interval: Option<Duration>,
+}
+
+impl ServerOptions {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        ServerOptions {
+            dir: dir.into(),
+            consumer_listen: DEFAULT_CONSUMER_LISTEN.parse().expect("valid default"),
+            provider_listen: DEFAULT_PROVIDER_LISTEN.parse().expect("valid default"),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_clock_skew: Duration::from_millis(DEFAULT_MAX_CLOCK_SKEW_MS as u64),
+            poll_interval: None,
+        }
+    }
+}
+
+/// A running security server.
+#[derive(Debug)]
+pub struct SecurityServer {
+    pub id: ServerId,
+    consumer_addr: SocketAddr,
+    provider_addr: SocketAddr,
+    conf: Arc<ConfClient>,
+    store: Arc<ServerStore>,
+    policies: Policies,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Reads the server id a home directory was initialised for.
+pub fn server_id(store: &ServerStore) -> Result<ServerId, String> {
+    store
+        .setting(SETTING_SERVER_ID)
+        .map_err(|e| e.to_string())?
+        .ok_or("this directory holds no security server; run `lienthong server init` first")?
+        .parse()
+        .map_err(|e| format!("stored server id: {e}"))
+}
+
+impl SecurityServer {
+    /// Starts serving. Refuses to start, saying why, without valid
+    /// certificates or without any configuration (none cached and the
+    /// registry unreachable).
+    pub async fn start(opts: ServerOptions) -> Result<Self, String> {
+        let dir = ServerDir(opts.dir.clone());
+        if !dir.store().exists() {
+            return Err(format!(
+                "{} holds no security server; run `lienthong server init` first",
+                opts.dir.display()
+            ));
+        }
+        let store = Arc::new(ServerStore::open(&dir.store()).map_err(|e| e.to_string())?);
+        let id = server_id(&store)?;
+        let anchor = client::read_anchor(&dir.anchor()).map_err(|e| e.to_string())?;
+        let ca = anchor.instance_ca_certificate.clone();
+        let keys = Arc::new(Keys::load(&dir, &id, &ca, SystemTime::now())?);
+
+        let trust = ConfClient::empty_trust();
+        let conf = Arc::new(
+            ConfClient::new(anchor, dir.configuration(), trust.clone())
+                .with_poll_interval(opts.poll_interval),
+        );
+        if conf.load_cached()?.is_none() {
+            conf.refresh().await.map_err(|e| {
+                format!("no global configuration is cached and the download failed: {e}")
+            })?;
+        }
+
+        let log: Arc<dyn MessageLog> = Arc::new(
+            SqliteLog::open(&dir.message_log(), &subject_key(&dir.subject_key())?)
+                .map_err(|e| e.to_string())?,
+        );
+        let policies = Policies::load(store.clone()).map_err(|e| e.to_string())?;
+        let consumer = Arc::new(Consumer::new(
+            keys.clone(),
+            conf.clone(),
+            log.clone(),
+            ProviderPool::new(keys.clone(), trust.clone()),
+            opts.max_message_bytes,
+        ));
+        let provider = Arc::new(Provider::new(
+            keys.clone(),
+            conf.clone(),
+            log,
+            policies.clone(),
+            opts.max_message_bytes,
+            opts.max_clock_skew.as_millis() as i64,
+        ));
+
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))
+        };
+        let consumer_listener = bind(opts.consumer_listen).await?;
+        let provider_listener = bind(opts.provider_listen).await?;
+        let consumer_addr = consumer_listener.local_addr().map_err(|e| e.to_string())?;
+        let provider_addr = provider_listener.local_addr().map_err(|e| e.to_string())?;
+        let tls_config =
+            Arc::new(tls::server_config(&keys.auth, trust).map_err(|e| e.to_string())?);
+
+        let tasks = vec![
+            crate::listen::serve_h2c(consumer_listener, move |req| consumer.clone().handle(req)),
+            crate::listen::serve_tls(provider_listener, tls_config, move |peer, req| {
+                provider.clone().handle(peer, req)
+            }),
+            tokio::spawn(conf.clone().run()),
+            tokio::spawn(policies.clone().watch()),
+        ];
+        tracing::info!(server = %id, consumer = %consumer_addr, provider = %provider_addr, "security server serving");
+        Ok(SecurityServer {
+            id,
+            consumer_addr,
+            provider_addr,
+            conf,
+            store,
+            policies,
+            tasks,
+        })
+    }
+
+    /// Where information systems call.
+    pub fn consumer_addr(&self) -> SocketAddr {
+        self.consumer_addr
+    }
+
+    /// Where other security servers call.
+    pub fn provider_addr(&self) -> SocketAddr {
+        self.provider_addr
+    }
+
+    pub fn conf(&self) -> &Arc<ConfClient> {
+        &self.conf
+    }
+
+    /// Grants an access right, in force at once.
+    pub fn grant(&self, rule: &AccessRule) -> Result<(), String> {
+        self.store.grant(rule).map_err(|e| e.to_string())?;
+        self.policies
+            .reload(None)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Sets a backend, in force at once.
+    pub fn set_backend(&self, backend: &Backend) -> Result<(), String> {
+        self.store.set_backend(backend).map_err(|e| e.to_string())?;
+        self.policies
+            .reload(None)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Stops listening and polling. Calls in flight are dropped.
+    pub fn shutdown(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for SecurityServer {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
