@@ -25,6 +25,11 @@ use crate::model::{Change, InstanceSettings, Role};
 use crate::publisher::{DEFAULT_CONFIGURATION_VALIDITY_SECS, DEFAULT_POLL_INTERVAL_SECS};
 use crate::store::{SqliteStore, Store};
 
+/// Shortest configuration validity accepted. Production instances want
+/// well over the servers' poll interval (the CLI asks for at least 120 s);
+/// tests of expiry use a few seconds.
+pub const MIN_CONFIGURATION_VALIDITY_SECS: u32 = 2;
+
 /// The name of the first officer created by `initialise`.
 pub const FIRST_OFFICER: &str = "admin";
 /// Lifetime of the registry's TLS and configuration-signing certificates.
@@ -110,10 +115,10 @@ pub fn initialise(dir: &Path, opts: &InitOptions) -> Result<Initialised, Registr
     for a in &opts.addresses {
         crate::registration::check_address(a)?;
     }
-    if opts.configuration_validity_secs < 120 {
-        return Err(RegistryError::invalid(
-            "configuration validity must be at least 120 s (servers poll every 60 s)",
-        ));
+    if opts.configuration_validity_secs < MIN_CONFIGURATION_VALIDITY_SECS {
+        return Err(RegistryError::invalid(format!(
+            "configuration validity must be at least {MIN_CONFIGURATION_VALIDITY_SECS} s"
+        )));
     }
     if d.database().exists() || d.ca_key().exists() {
         return Err(RegistryError::invalid(format!(

@@ -39,8 +39,10 @@ pub enum RegistryCommand {
         /// repeat for several. The TLS certificate names each host.
         #[arg(long = "address", required = true)]
         addresses: Vec<String>,
-        /// How long a configuration stays valid after creation, in seconds.
-        #[arg(long, default_value_t = DEFAULT_CONFIGURATION_VALIDITY_SECS)]
+        /// How long a configuration stays valid after creation, in seconds
+        /// (at least 120: servers poll every 60 s).
+        #[arg(long, default_value_t = DEFAULT_CONFIGURATION_VALIDITY_SECS,
+              value_parser = clap::value_parser!(u32).range(120..))]
         configuration_validity: u32,
         /// Approve registration requests without an officer. For test
         /// instances only.

@@ -1,6 +1,7 @@
 //! Fixtures for whole-federation tests: fresh PKI per test from our own
 //! `certs` crate, real sockets on `127.0.0.1:0`.
 
+pub mod federation;
 pub mod registry;
 
 use lienthong_certs::tls::Identity;

@@ -13,6 +13,7 @@ use tonic::transport::Channel;
 /// A running registry, its anchor and its first officer's token.
 pub struct TestRegistry {
     pub registry: Option<Registry>,
+    pub publish_interval: std::time::Duration,
     pub dir: tempfile::TempDir,
     pub anchor: Anchor,
     pub officer_token: String,
@@ -22,12 +23,24 @@ pub struct TestRegistry {
 impl TestRegistry {
     /// Initialises instance `VN` and starts serving on `127.0.0.1:0`.
     pub async fn start(auto_approve: bool) -> Self {
+        Self::start_with(auto_approve, 600, std::time::Duration::from_secs(60)).await
+    }
+
+    /// As [`start`](Self::start), with the configuration's validity and the
+    /// publication interval chosen (tests of expiry).
+    pub async fn start_with(
+        auto_approve: bool,
+        validity_secs: u32,
+        publish_interval: std::time::Duration,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let mut opts = InitOptions::new("VN", "127.0.0.1:4400");
         opts.auto_approve = auto_approve;
+        opts.configuration_validity_secs = validity_secs;
         let done = init::initialise(dir.path(), &opts).expect("registry init works");
         let mut t = TestRegistry {
             registry: None,
+            publish_interval,
             dir,
             anchor: done.anchor,
             officer_token: done.officer_token,
@@ -43,13 +56,20 @@ impl TestRegistry {
             r.shutdown().await;
         }
         // A restart binds the same port again, so the anchor stays true.
-        let r = Registry::start(RegistryOptions::new(self.path(), self.addr))
-            .await
-            .expect("registry starts");
+        let mut opts = RegistryOptions::new(self.path(), self.addr);
+        opts.publish_interval = self.publish_interval;
+        let r = Registry::start(opts).await.expect("registry starts");
         self.addr = r.local_addr();
         // The anchor names the address actually bound.
         self.anchor.registry_addresses = vec![self.addr.to_string()];
         self.registry = Some(r);
+    }
+
+    /// Stops the registry (an outage); `restart` brings it back.
+    pub async fn stop(&mut self) {
+        if let Some(r) = self.registry.take() {
+            r.shutdown().await;
+        }
     }
 
     pub fn path(&self) -> PathBuf {

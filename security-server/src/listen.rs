@@ -1,7 +1,9 @@
 //! The two listeners: plain HTTP/2 (h2c) on loopback for the agency's own
 //! information systems, and mutual TLS for other security servers. Each
 //! connection is served by hyper's HTTP/2 server in its own task; a slow or
-//! hostile peer holds up nobody else.
+//! hostile peer holds up nobody else. When `stop` turns true the listeners
+//! stop accepting and every connection shuts down gracefully (GOAWAY: calls
+//! in flight finish, new ones go elsewhere).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -12,10 +14,11 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use lienthong_certs::Fingerprint;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tonic::body::Body;
@@ -29,7 +32,8 @@ pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
 
 fn builder() -> http2::Builder<TokioExecutor> {
     let mut b = http2::Builder::new(TokioExecutor::new());
-    b.max_header_list_size(MAX_HEADER_LIST)
+    b.timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEADER_LIST)
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
@@ -37,14 +41,21 @@ fn builder() -> http2::Builder<TokioExecutor> {
 }
 
 /// Serves h2c on `listener`, each request through `handler`.
-pub fn serve_h2c<F, Fut>(listener: TcpListener, handler: F) -> JoinHandle<()>
+pub fn serve_h2c<F, Fut>(
+    listener: TcpListener,
+    stop: watch::Receiver<bool>,
+    handler: F,
+) -> JoinHandle<()>
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     tokio::spawn(async move {
         loop {
-            let (tcp, peer) = match listener.accept().await {
+            let Some(accepted) = accept(&listener, &stop).await else {
+                return;
+            };
+            let (tcp, peer) = match accepted {
                 Ok(a) => a,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -54,12 +65,14 @@ where
             };
             let _ = tcp.set_nodelay(true);
             let handler = handler.clone();
+            let stop = stop.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
                     let handler = handler.clone();
                     async move { Ok::<_, Infallible>(handler(req).await) }
                 });
-                if let Err(e) = builder().serve_connection(TokioIo::new(tcp), svc).await {
+                let conn = builder().serve_connection(TokioIo::new(tcp), svc);
+                if let Err(e) = until_stopped(conn, stop).await {
                     tracing::debug!(%peer, error = %e, "connection ended");
                 }
             });
@@ -72,6 +85,7 @@ where
 pub fn serve_tls<F, Fut>(
     listener: TcpListener,
     config: Arc<ServerConfig>,
+    stop: watch::Receiver<bool>,
     handler: F,
 ) -> JoinHandle<()>
 where
@@ -81,7 +95,10 @@ where
     let acceptor = TlsAcceptor::from(config);
     tokio::spawn(async move {
         loop {
-            let (tcp, peer) = match listener.accept().await {
+            let Some(accepted) = accept(&listener, &stop).await else {
+                return;
+            };
+            let (tcp, peer) = match accepted {
                 Ok(a) => a,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -92,6 +109,7 @@ where
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let handler = handler.clone();
+            let stop = stop.clone();
             tokio::spawn(async move {
                 let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
                 {
@@ -115,10 +133,65 @@ where
                     let handler = handler.clone();
                     async move { Ok::<_, Infallible>(handler(fp, req).await) }
                 });
-                if let Err(e) = builder().serve_connection(TokioIo::new(tls), svc).await {
+                let conn = builder().serve_connection(TokioIo::new(tls), svc);
+                if let Err(e) = until_stopped(conn, stop).await {
                     tracing::debug!(%peer, error = %e, "connection ended");
                 }
             });
         }
     })
+}
+
+/// Resolves once `stop` is true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// The next connection, or `None` once `stop` is true.
+async fn accept(
+    listener: &TcpListener,
+    stop: &watch::Receiver<bool>,
+) -> Option<std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)>> {
+    let mut stop = stop.clone();
+    if *stop.borrow_and_update() {
+        return None;
+    }
+    tokio::select! {
+        a = listener.accept() => Some(a),
+        _ = stopped(&mut stop) => None,
+    }
+}
+
+/// Drives a connection; when `stop` turns true, shuts it down gracefully.
+async fn until_stopped<C>(conn: C, mut stop: watch::Receiver<bool>) -> Result<(), hyper::Error>
+where
+    C: Future<Output = Result<(), hyper::Error>> + GracefulShutdown,
+{
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stopped(&mut stop) => {
+            conn.as_mut().shutdown();
+            conn.await
+        }
+    }
+}
+
+/// hyper's HTTP/2 connections, shut down gracefully.
+trait GracefulShutdown {
+    fn shutdown(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S, B> GracefulShutdown for http2::Connection<I, S, TokioExecutor>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn shutdown(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
 }

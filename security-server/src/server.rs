@@ -10,6 +10,7 @@ use lienthong_central_registry::client;
 use lienthong_certs::tls;
 use lienthong_proto::id::ServerId;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::access::AccessRule;
@@ -74,6 +75,7 @@ pub struct SecurityServer {
     store: Arc<ServerStore>,
     policies: Policies,
     tasks: Vec<JoinHandle<()>>,
+    stop: watch::Sender<bool>,
 }
 
 /// Reads the server id a home directory was initialised for.
@@ -148,9 +150,12 @@ impl SecurityServer {
         let tls_config =
             Arc::new(tls::server_config(&keys.auth, trust).map_err(|e| e.to_string())?);
 
+        let (stop, stopping) = watch::channel(false);
         let tasks = vec![
-            crate::listen::serve_h2c(consumer_listener, move |req| consumer.clone().handle(req)),
-            crate::listen::serve_tls(provider_listener, tls_config, move |peer, req| {
+            crate::listen::serve_h2c(consumer_listener, stopping.clone(), move |req| {
+                consumer.clone().handle(req)
+            }),
+            crate::listen::serve_tls(provider_listener, tls_config, stopping, move |peer, req| {
                 provider.clone().handle(peer, req)
             }),
             tokio::spawn(conf.clone().run()),
@@ -165,6 +170,7 @@ impl SecurityServer {
             store,
             policies,
             tasks,
+            stop,
         })
     }
 
@@ -200,16 +206,16 @@ impl SecurityServer {
             .map_err(|e| e.to_string())
     }
 
-    /// Stops listening and polling. Calls in flight are dropped.
+    /// Stops listening and polling; open connections are shut down
+    /// gracefully (calls in flight finish, peers go elsewhere for new ones).
     pub fn shutdown(self) {
-        for t in &self.tasks {
-            t.abort();
-        }
+        drop(self);
     }
 }
 
 impl Drop for SecurityServer {
     fn drop(&mut self) {
+        let _ = self.stop.send(true);
         for t in &self.tasks {
             t.abort();
         }

@@ -1,0 +1,448 @@
+//! A whole federation on loopback: a registry, security servers that joined
+//! it through the real registration workflow, a population-registry
+//! backend, and a gRPC client that calls through the bus the way an
+//! agency's information system does.
+//!
+//! Agencies: the population registry `VN/GOV/000102` (servers `ss1` and
+//! `ss2`, subsystem `population`), the business registry `VN/GOV/000305`
+//! (server `ss1`, subsystem `business`) and the tax department
+//! `VN/GOV/000201` (server `ss1`, subsystem `tax`).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, Request, Response};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use lienthong_proto::id::{MemberId, ServerId, SubsystemId};
+use lienthong_proto::pb::registry::v1 as pb;
+use lienthong_security_server::access::{AccessRule, Subject};
+use lienthong_security_server::join::{self, JoinState};
+use lienthong_security_server::store::Backend;
+use lienthong_security_server::{SecurityServer, ServerOptions};
+use tokio::net::TcpListener;
+use tonic::metadata::MetadataMap;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::registry::TestRegistry;
+
+pub const PERSON_REGISTRY: &str = "population.v1.PersonRegistry";
+
+/// The backend's request and response messages.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PersonRequest {
+    #[prost(string, tag = "1")]
+    pub personal_id: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Person {
+    #[prost(string, tag = "1")]
+    pub personal_id: String,
+    #[prost(string, tag = "2")]
+    pub full_name: String,
+    /// The client the backend was told about (`lt-client`).
+    #[prost(string, tag = "3")]
+    pub seen_client: String,
+}
+
+pub fn member(code: &str) -> MemberId {
+    MemberId::new("VN", "GOV", code).expect("valid member")
+}
+pub fn population() -> SubsystemId {
+    member("000102").subsystem("population").expect("valid")
+}
+pub fn business() -> SubsystemId {
+    member("000305").subsystem("business").expect("valid")
+}
+pub fn tax() -> SubsystemId {
+    member("000201").subsystem("tax").expect("valid")
+}
+
+// === the backend ===
+
+/// A population-registry backend speaking raw gRPC over h2c. Methods:
+/// `GetPerson` (unary), `ListRelatives` (3 streamed answers), `Missing`
+/// (NOT_FOUND with custom metadata, trailers-only), `Slow` (answers after
+/// 3 s). Counts every call it receives.
+pub struct TestBackend {
+    pub addr: SocketAddr,
+    pub calls: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn grpc_frame(msg: &impl prost::Message) -> Bytes {
+    let body = msg.encode_to_vec();
+    let mut b = BytesMut::with_capacity(5 + body.len());
+    b.put_u8(0);
+    b.put_u32(body.len() as u32);
+    b.put_slice(&body);
+    b.freeze()
+}
+
+fn ok_trailers() -> HeaderMap {
+    let mut t = HeaderMap::new();
+    t.insert("grpc-status", HeaderValue::from_static("0"));
+    t
+}
+
+type BackendBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+async fn backend_call(calls: Arc<AtomicUsize>, req: Request<Incoming>) -> Response<BackendBody> {
+    calls.fetch_add(1, Ordering::SeqCst);
+    let method = req.uri().path().rsplit('/').next().unwrap_or_default().to_owned();
+    let seen_client = req
+        .headers()
+        .get("lt-client")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let mut body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let personal_id = if body.len() >= 5 {
+        body.advance(5);
+        <PersonRequest as prost::Message>::decode(body)
+            .map(|r| r.personal_id)
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    let person = |i: usize| Person {
+        personal_id: format!("{personal_id}{}", if i == 0 { String::new() } else { format!("-{i}") }),
+        full_name: "Nguyễn Văn An".into(),
+        seen_client: seen_client.clone(),
+    };
+    let frames: Vec<Frame<Bytes>> = match method.as_str() {
+        "GetPerson" => vec![Frame::data(grpc_frame(&person(0))), Frame::trailers(ok_trailers())],
+        "ListRelatives" => (1..=3)
+            .map(|i| Frame::data(grpc_frame(&person(i))))
+            .chain([Frame::trailers(ok_trailers())])
+            .collect(),
+        "Slow" => {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            vec![Frame::data(grpc_frame(&person(0))), Frame::trailers(ok_trailers())]
+        }
+        _ => {
+            let mut r = Response::new(Full::new(Bytes::new()).boxed());
+            let h = r.headers_mut();
+            h.insert("content-type", HeaderValue::from_static("application/grpc"));
+            h.insert("grpc-status", HeaderValue::from_static("5"));
+            h.insert("grpc-message", HeaderValue::from_static("no such person"));
+            h.insert("x-registry-note", HeaderValue::from_static("checked 2026 archive"));
+            return r;
+        }
+    };
+    let stream = tokio_stream::iter(frames.into_iter().map(Ok::<_, Infallible>));
+    let mut r = Response::new(StreamBody::new(stream).boxed());
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/grpc"));
+    r
+}
+
+/// Starts the backend on `127.0.0.1:0`.
+pub async fn start_backend() -> TestBackend {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let calls = counter.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let calls = calls.clone();
+                    async move { Ok::<_, Infallible>(backend_call(calls, req).await) }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    TestBackend { addr, calls, task }
+}
+
+// === security servers ===
+
+/// A security server that joined the federation, and its home.
+pub struct Agency {
+    pub id: ServerId,
+    pub dir: tempfile::TempDir,
+    pub provider_addr: SocketAddr,
+    pub server: Option<SecurityServer>,
+}
+
+impl Agency {
+    pub fn server(&self) -> &SecurityServer {
+        self.server.as_ref().expect("server is running")
+    }
+
+    /// A client of this server's consumer side (an information system).
+    pub async fn client(&self) -> InformationSystem {
+        let addr = self.server().consumer_addr();
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .expect("valid")
+            .connect()
+            .await
+            .expect("consumer side reachable");
+        InformationSystem { channel }
+    }
+
+    /// (Re)starts the server on its directory and provider address.
+    pub async fn start(&mut self) {
+        self.server = None;
+        let mut opts = ServerOptions::new(self.dir.path());
+        opts.consumer_listen = "127.0.0.1:0".parse().expect("valid");
+        opts.provider_listen = self.provider_addr;
+        opts.poll_interval = Some(Duration::from_millis(200));
+        self.server = Some(SecurityServer::start(opts).await.expect("server starts"));
+    }
+
+    /// Stops the server (an outage).
+    pub fn stop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown();
+        }
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+}
+
+/// Joins `server` to the (auto-approving) registry, registers `clients`
+/// on it, and starts it.
+pub async fn join(reg: &TestRegistry, server: &ServerId, clients: &[SubsystemId]) -> Agency {
+    let token = reg
+        .officer()
+        .await
+        .create_enrollment_token(pb::CreateEnrollmentTokenRequest {
+            server: Some(server.into()),
+            valid_seconds: 0,
+        })
+        .await
+        .expect("token")
+        .into_inner()
+        .token;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let provider_addr = free_addr();
+    join::submit_join(dir.path(), &reg.anchor, server, &provider_addr.to_string(), &token)
+        .await
+        .expect("join submitted");
+    assert_eq!(join::poll_join(dir.path()).await.expect("poll"), JoinState::Approved);
+    for c in clients {
+        let id = join::submit_client(dir.path(), c).await.expect("client submitted");
+        assert_eq!(join::poll_client(dir.path(), id).await.expect("poll"), JoinState::Approved);
+    }
+    let mut agency = Agency {
+        id: server.clone(),
+        dir,
+        provider_addr,
+        server: None,
+    };
+    agency.start().await;
+    agency
+}
+
+/// The standard federation of the module documentation.
+pub struct Federation {
+    pub registry: TestRegistry,
+    pub backend: TestBackend,
+    /// Population's servers ss1 and ss2.
+    pub population: Vec<Agency>,
+    pub business: Agency,
+    pub tax: Agency,
+}
+
+impl Federation {
+    /// Starts everything; `business` may call `GetPerson`, `ListRelatives`,
+    /// `Missing` and `Slow`; `tax` may call nothing.
+    pub async fn start() -> Self {
+        Self::start_with(TestRegistry::start(true).await).await
+    }
+
+    pub async fn start_with(registry: TestRegistry) -> Self {
+        let mut op = registry.officer().await;
+        op.add_member_class(pb::AddMemberClassRequest {
+            code: "GOV".into(),
+            description: "Government".into(),
+        })
+        .await
+        .expect("class");
+        for (code, name) in [
+            ("000102", "Bộ Công an"),
+            ("000305", "Sở Kế hoạch và Đầu tư"),
+            ("000201", "Tổng cục Thuế"),
+        ] {
+            op.add_member(pb::AddMemberRequest {
+                id: Some((&member(code)).into()),
+                name: name.into(),
+            })
+            .await
+            .expect("member");
+        }
+        for s in [population(), business(), tax()] {
+            op.add_subsystem(pb::AddSubsystemRequest {
+                id: Some((&s).into()),
+            })
+            .await
+            .expect("subsystem");
+        }
+        op.add_service(pb::AddServiceRequest {
+            id: Some((&population().service(PERSON_REGISTRY, None).expect("valid")).into()),
+            description: "Persons by personal ID".into(),
+        })
+        .await
+        .expect("service");
+
+        let backend = start_backend().await;
+        let mut pop = Vec::new();
+        for code in ["ss1", "ss2"] {
+            pop.push(join(&registry, &member("000102").server(code).expect("valid"), &[population()]).await);
+        }
+        let business_agency =
+            join(&registry, &member("000305").server("ss1").expect("valid"), &[business()]).await;
+        let tax_agency = join(&registry, &member("000201").server("ss1").expect("valid"), &[tax()]).await;
+        let f = Federation {
+            registry,
+            backend,
+            population: pop,
+            business: business_agency,
+            tax: tax_agency,
+        };
+        for p in &f.population {
+            p.server()
+                .set_backend(&Backend {
+                    provider: population(),
+                    service: PERSON_REGISTRY.into(),
+                    url: format!("http://{}", f.backend.addr),
+                    timeout: Duration::from_secs(1),
+                })
+                .expect("backend");
+            p.server()
+                .grant(&AccessRule {
+                    subject: Subject::Subsystem(business()),
+                    provider: population(),
+                    service: PERSON_REGISTRY.into(),
+                    method: None,
+                })
+                .expect("grant");
+        }
+        f.refresh_all().await;
+        f
+    }
+
+    /// Makes every server fetch the newest configuration now.
+    pub async fn refresh_all(&self) {
+        for a in self.population.iter().chain([&self.business, &self.tax]) {
+            if let Some(s) = &a.server {
+                let _ = s.conf().refresh().await;
+            }
+        }
+    }
+
+    /// How many calls reached the backend.
+    pub fn backend_calls(&self) -> usize {
+        self.backend.calls.load(Ordering::SeqCst)
+    }
+}
+
+// === the information system ===
+
+/// An agency's information system calling through its security server
+/// with tonic's generic client, knowing only the provider's proto.
+pub struct InformationSystem {
+    pub channel: Channel,
+}
+
+/// The metadata an information system adds.
+pub fn call_metadata(client: &SubsystemId, provider: &SubsystemId) -> MetadataMap {
+    let mut m = MetadataMap::new();
+    m.insert("lt-client", client.to_string().parse().expect("ascii"));
+    m.insert("lt-service", provider.to_string().parse().expect("ascii"));
+    m.insert("lt-user-id", "officer-7".parse().expect("ascii"));
+    m.insert("lt-purpose", "business registration 2026-114".parse().expect("ascii"));
+    m.insert("lt-data-subject", "001099012345".parse().expect("ascii"));
+    m
+}
+
+impl InformationSystem {
+    /// Calls a unary method of the person registry.
+    pub async fn unary(
+        &self,
+        method: &str,
+        metadata: MetadataMap,
+        personal_id: &str,
+    ) -> Result<tonic::Response<Person>, tonic::Status> {
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+        grpc.ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let path: http::uri::PathAndQuery = format!("/{PERSON_REGISTRY}/{method}")
+            .parse()
+            .expect("valid path");
+        let mut request = tonic::Request::new(PersonRequest {
+            personal_id: personal_id.into(),
+        });
+        *request.metadata_mut() = metadata;
+        grpc.unary(request, path, tonic_prost::ProstCodec::default())
+            .await
+    }
+
+    /// Calls the server-streaming `ListRelatives`, collecting every answer.
+    pub async fn stream(
+        &self,
+        metadata: MetadataMap,
+        personal_id: &str,
+    ) -> Result<Vec<Person>, tonic::Status> {
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+        grpc.ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let path: http::uri::PathAndQuery = format!("/{PERSON_REGISTRY}/ListRelatives")
+            .parse()
+            .expect("valid path");
+        let mut request = tonic::Request::new(PersonRequest {
+            personal_id: personal_id.into(),
+        });
+        *request.metadata_mut() = metadata;
+        let mut stream = grpc
+            .server_streaming(request, path, tonic_prost::ProstCodec::default())
+            .await?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(p) = stream.message().await? {
+            out.push(p);
+        }
+        Ok(out)
+    }
+}
+
+/// The `lt-fault` of a refusal.
+pub fn fault_of(status: &tonic::Status) -> String {
+    status
+        .metadata()
+        .get("lt-fault")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("<none>")
+        .to_owned()
+}
+
+/// Reads an anchor's CA for raw peers.
+pub fn anchor_ca(reg: &TestRegistry) -> rustls_pki_types::CertificateDer<'static> {
+    rustls_pki_types::CertificateDer::from(reg.anchor.instance_ca_certificate.clone())
+}

@@ -1,0 +1,65 @@
+//! Exchanges through the bus: a registry and three agencies on loopback,
+//! real mutual TLS, real signatures, real logs.
+
+use std::time::Duration;
+
+use lienthong_integration_tests::federation::*;
+use tonic::Code;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unary_and_streaming_exchanges_succeed() {
+    let f = Federation::start().await;
+    let is = f.business.client().await;
+
+    let person = is
+        .unary("GetPerson", call_metadata(&business(), &population()), "001099012345")
+        .await
+        .expect("the exchange succeeds")
+        .into_inner();
+    assert_eq!(person.personal_id, "001099012345");
+    assert_eq!(person.full_name, "Nguyễn Văn An");
+    assert_eq!(person.seen_client, business().to_string(), "the backend learns the verified client");
+
+    let relatives = is
+        .stream(call_metadata(&business(), &population()), "001099012345")
+        .await
+        .expect("the streaming exchange succeeds");
+    assert_eq!(relatives.len(), 3);
+    assert_eq!(relatives[2].personal_id, "001099012345-3");
+    assert_eq!(f.backend_calls(), 2);
+
+    // The backend's own status and metadata pass through unchanged.
+    let missing = is
+        .unary("Missing", call_metadata(&business(), &population()), "x")
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    assert_eq!(missing.message(), "no such person");
+    assert_eq!(fault_of(&missing), "<none>");
+    assert_eq!(missing.metadata().get("x-registry-note").unwrap(), "checked 2026 archive");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_to_a_second_provider_server() {
+    let mut f = Federation::start().await;
+    let is = f.business.client().await;
+    for _ in 0..4 {
+        is.unary("GetPerson", call_metadata(&business(), &population()), "1")
+            .await
+            .expect("both provider servers answer");
+    }
+    f.population[0].stop();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..4 {
+        is.unary("GetPerson", call_metadata(&business(), &population()), "1")
+            .await
+            .expect("the second provider server answers");
+    }
+    f.population[1].stop();
+    let err = is
+        .unary("GetPerson", call_metadata(&business(), &population()), "1")
+        .await
+        .unwrap_err();
+    assert_eq!(fault_of(&err), "server.clientproxy.provider_unreachable", "{err:?}");
+    assert_eq!(err.code(), Code::Unavailable);
+}
