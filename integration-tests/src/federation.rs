@@ -101,14 +101,25 @@ type BackendBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 async fn backend_call(calls: Arc<AtomicUsize>, req: Request<Incoming>) -> Response<BackendBody> {
     calls.fetch_add(1, Ordering::SeqCst);
-    let method = req.uri().path().rsplit('/').next().unwrap_or_default().to_owned();
+    let method = req
+        .uri()
+        .path()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
     let seen_client = req
         .headers()
         .get("lt-client")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let mut body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let mut body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let personal_id = if body.len() >= 5 {
         body.advance(5);
         <PersonRequest as prost::Message>::decode(body)
@@ -118,19 +129,32 @@ async fn backend_call(calls: Arc<AtomicUsize>, req: Request<Incoming>) -> Respon
         String::new()
     };
     let person = |i: usize| Person {
-        personal_id: format!("{personal_id}{}", if i == 0 { String::new() } else { format!("-{i}") }),
+        personal_id: format!(
+            "{personal_id}{}",
+            if i == 0 {
+                String::new()
+            } else {
+                format!("-{i}")
+            }
+        ),
         full_name: "Nguyễn Văn An".into(),
         seen_client: seen_client.clone(),
     };
     let frames: Vec<Frame<Bytes>> = match method.as_str() {
-        "GetPerson" => vec![Frame::data(grpc_frame(&person(0))), Frame::trailers(ok_trailers())],
+        "GetPerson" => vec![
+            Frame::data(grpc_frame(&person(0))),
+            Frame::trailers(ok_trailers()),
+        ],
         "ListRelatives" => (1..=3)
             .map(|i| Frame::data(grpc_frame(&person(i))))
             .chain([Frame::trailers(ok_trailers())])
             .collect(),
         "Slow" => {
             tokio::time::sleep(Duration::from_secs(3)).await;
-            vec![Frame::data(grpc_frame(&person(0))), Frame::trailers(ok_trailers())]
+            vec![
+                Frame::data(grpc_frame(&person(0))),
+                Frame::trailers(ok_trailers()),
+            ]
         }
         _ => {
             let mut r = Response::new(Full::new(Bytes::new()).boxed());
@@ -138,7 +162,10 @@ async fn backend_call(calls: Arc<AtomicUsize>, req: Request<Incoming>) -> Respon
             h.insert("content-type", HeaderValue::from_static("application/grpc"));
             h.insert("grpc-status", HeaderValue::from_static("5"));
             h.insert("grpc-message", HeaderValue::from_static("no such person"));
-            h.insert("x-registry-note", HeaderValue::from_static("checked 2026 archive"));
+            h.insert(
+                "x-registry-note",
+                HeaderValue::from_static("checked 2026 archive"),
+            );
             return r;
         }
     };
@@ -157,7 +184,9 @@ pub async fn start_backend() -> TestBackend {
     let counter = calls.clone();
     let task = tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
             let calls = counter.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
@@ -240,13 +269,27 @@ pub async fn join(reg: &TestRegistry, server: &ServerId, clients: &[SubsystemId]
         .token;
     let dir = tempfile::tempdir().expect("tempdir");
     let provider_addr = free_addr();
-    join::submit_join(dir.path(), &reg.anchor, server, &provider_addr.to_string(), &token)
-        .await
-        .expect("join submitted");
-    assert_eq!(join::poll_join(dir.path()).await.expect("poll"), JoinState::Approved);
+    join::submit_join(
+        dir.path(),
+        &reg.anchor,
+        server,
+        &provider_addr.to_string(),
+        &token,
+    )
+    .await
+    .expect("join submitted");
+    assert_eq!(
+        join::poll_join(dir.path()).await.expect("poll"),
+        JoinState::Approved
+    );
     for c in clients {
-        let id = join::submit_client(dir.path(), c).await.expect("client submitted");
-        assert_eq!(join::poll_client(dir.path(), id).await.expect("poll"), JoinState::Approved);
+        let id = join::submit_client(dir.path(), c)
+            .await
+            .expect("client submitted");
+        assert_eq!(
+            join::poll_client(dir.path(), id).await.expect("poll"),
+            JoinState::Approved
+        );
     }
     let mut agency = Agency {
         id: server.clone(),
@@ -312,11 +355,27 @@ impl Federation {
         let backend = start_backend().await;
         let mut pop = Vec::new();
         for code in ["ss1", "ss2"] {
-            pop.push(join(&registry, &member("000102").server(code).expect("valid"), &[population()]).await);
+            pop.push(
+                join(
+                    &registry,
+                    &member("000102").server(code).expect("valid"),
+                    &[population()],
+                )
+                .await,
+            );
         }
-        let business_agency =
-            join(&registry, &member("000305").server("ss1").expect("valid"), &[business()]).await;
-        let tax_agency = join(&registry, &member("000201").server("ss1").expect("valid"), &[tax()]).await;
+        let business_agency = join(
+            &registry,
+            &member("000305").server("ss1").expect("valid"),
+            &[business()],
+        )
+        .await;
+        let tax_agency = join(
+            &registry,
+            &member("000201").server("ss1").expect("valid"),
+            &[tax()],
+        )
+        .await;
         let f = Federation {
             registry,
             backend,
@@ -375,7 +434,10 @@ pub fn call_metadata(client: &SubsystemId, provider: &SubsystemId) -> MetadataMa
     m.insert("lt-client", client.to_string().parse().expect("ascii"));
     m.insert("lt-service", provider.to_string().parse().expect("ascii"));
     m.insert("lt-user-id", "officer-7".parse().expect("ascii"));
-    m.insert("lt-purpose", "business registration 2026-114".parse().expect("ascii"));
+    m.insert(
+        "lt-purpose",
+        "business registration 2026-114".parse().expect("ascii"),
+    );
     m.insert("lt-data-subject", "001099012345".parse().expect("ascii"));
     m
 }
@@ -445,4 +507,126 @@ pub fn fault_of(status: &tonic::Status) -> String {
 /// Reads an anchor's CA for raw peers.
 pub fn anchor_ca(reg: &TestRegistry) -> rustls_pki_types::CertificateDer<'static> {
     rustls_pki_types::CertificateDer::from(reg.anchor.instance_ca_certificate.clone())
+}
+
+// === a raw peer: a security server speaking to a provider directly ===
+
+/// A security server's identity used by hand, to send provider sides
+/// requests a well-behaved consumer side never would.
+pub struct RawPeer {
+    pub keys: lienthong_security_server::keys::Keys,
+    channel: Channel,
+}
+
+/// The auth certificate fingerprint of an agency's server.
+pub fn auth_fingerprint(agency: &Agency) -> lienthong_certs::Fingerprint {
+    let dir = lienthong_security_server::keys::ServerDir(agency.dir.path().to_owned());
+    let chain = lienthong_certs::pem::read_certs(&dir.auth_cert()).expect("auth certificate");
+    lienthong_certs::Fingerprint::of(&chain[0])
+}
+
+impl RawPeer {
+    /// `from`'s keys, connected to `to`'s provider side with a TLS identity
+    /// (by default `from`'s own).
+    pub async fn new(
+        reg: &TestRegistry,
+        from: &Agency,
+        to: &Agency,
+        identity: Option<lienthong_certs::tls::Identity>,
+    ) -> Result<Self, String> {
+        let dir = lienthong_security_server::keys::ServerDir(from.dir.path().to_owned());
+        let keys = lienthong_security_server::keys::Keys::load(
+            &dir,
+            &from.id,
+            &reg.anchor.instance_ca_certificate,
+            std::time::SystemTime::now(),
+        )?;
+        let identity = match identity {
+            Some(i) => i,
+            None => lienthong_certs::tls::Identity {
+                chain: keys.auth.chain.clone(),
+                key: lienthong_certs::pem::read_key(&dir.auth_key()).map_err(|e| e.to_string())?,
+            },
+        };
+        let trust = lienthong_certs::tls::TrustStore::new(
+            lienthong_certs::tls::Trust::new(&[anchor_ca(reg)], [auth_fingerprint(to)])
+                .map_err(|e| e.to_string())?,
+        );
+        let config = lienthong_certs::tls::client_config(&identity, trust, Some(to.id.clone()))
+            .map_err(|e| e.to_string())?;
+        let channel = Endpoint::from_shared(format!("http://{}", to.provider_addr))
+            .map_err(|e| e.to_string())?
+            .connect_with_connector(lienthong_certs::net::TlsConnectorService::new(Arc::new(
+                config,
+            )))
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        Ok(RawPeer { keys, channel })
+    }
+
+    /// A request header for `client` calling `GetPerson` with `request`.
+    pub fn header(
+        &self,
+        client: &SubsystemId,
+        request: &PersonRequest,
+    ) -> lienthong_proto::pb::exchange::v1::RequestHeader {
+        let payload = grpc_frame(request);
+        lienthong_proto::pb::exchange::v1::RequestHeader {
+            message_id: lienthong_security_server::consumer::new_message_id(),
+            client: Some(client.into()),
+            service: Some(lienthong_proto::pb::identifiers::v1::ServiceId {
+                provider: Some((&population()).into()),
+                service_code: PERSON_REGISTRY.into(),
+                version: String::new(),
+            }),
+            method: "GetPerson".into(),
+            user_id: "officer-7".into(),
+            purpose: "test".into(),
+            data_subject: request.personal_id.clone(),
+            created_at_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock after 1970")
+                .as_millis() as i64,
+            payload_digest: lienthong_proto::sha256(&payload).to_vec(),
+            payload_size: payload.len() as u64,
+            ..Default::default()
+        }
+    }
+
+    /// Signs `header` with the key of its client's member held by `from`.
+    pub fn sign(
+        &self,
+        header: lienthong_proto::pb::exchange::v1::RequestHeader,
+        member: &MemberId,
+    ) -> Vec<u8> {
+        let signer = self
+            .keys
+            .signer(member)
+            .expect("this server holds the member's key");
+        prost::Message::encode_to_vec(&signer.sign_request(header).expect("signing works"))
+    }
+
+    /// Sends `GetPerson(request)` with `envelope` (raw bytes) as `lt-envelope-bin`.
+    pub async fn send(
+        &self,
+        envelope: Option<Vec<u8>>,
+        request: PersonRequest,
+    ) -> Result<tonic::Response<Person>, tonic::Status> {
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+        grpc.ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let mut req = tonic::Request::new(request);
+        if let Some(env) = envelope {
+            req.metadata_mut().insert_bin(
+                "lt-envelope-bin",
+                tonic::metadata::MetadataValue::from_bytes(&env),
+            );
+        }
+        let path: http::uri::PathAndQuery = format!("/{PERSON_REGISTRY}/GetPerson")
+            .parse()
+            .expect("valid path");
+        grpc.unary(req, path, tonic_prost::ProstCodec::default())
+            .await
+    }
 }

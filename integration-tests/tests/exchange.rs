@@ -12,13 +12,21 @@ async fn unary_and_streaming_exchanges_succeed() {
     let is = f.business.client().await;
 
     let person = is
-        .unary("GetPerson", call_metadata(&business(), &population()), "001099012345")
+        .unary(
+            "GetPerson",
+            call_metadata(&business(), &population()),
+            "001099012345",
+        )
         .await
         .expect("the exchange succeeds")
         .into_inner();
     assert_eq!(person.personal_id, "001099012345");
     assert_eq!(person.full_name, "Nguyễn Văn An");
-    assert_eq!(person.seen_client, business().to_string(), "the backend learns the verified client");
+    assert_eq!(
+        person.seen_client,
+        business().to_string(),
+        "the backend learns the verified client"
+    );
 
     let relatives = is
         .stream(call_metadata(&business(), &population()), "001099012345")
@@ -36,7 +44,10 @@ async fn unary_and_streaming_exchanges_succeed() {
     assert_eq!(missing.code(), Code::NotFound);
     assert_eq!(missing.message(), "no such person");
     assert_eq!(fault_of(&missing), "<none>");
-    assert_eq!(missing.metadata().get("x-registry-note").unwrap(), "checked 2026 archive");
+    assert_eq!(
+        missing.metadata().get("x-registry-note").unwrap(),
+        "checked 2026 archive"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,6 +71,10 @@ async fn failover_to_a_second_provider_server() {
         .unary("GetPerson", call_metadata(&business(), &population()), "1")
         .await
         .unwrap_err();
-    assert_eq!(fault_of(&err), "server.clientproxy.provider_unreachable", "{err:?}");
+    assert_eq!(
+        fault_of(&err),
+        "server.clientproxy.provider_unreachable",
+        "{err:?}"
+    );
     assert_eq!(err.code(), Code::Unavailable);
 }
