@@ -5,6 +5,7 @@
 mod ca;
 mod demo;
 mod registry;
+mod server;
 
 use std::process::ExitCode;
 
@@ -42,6 +43,12 @@ enum Command {
     /// Example: lienthong registry init --dir reg --instance VN --address 127.0.0.1:4400
     #[command(subcommand)]
     Registry(registry::RegistryCommand),
+    /// Join an instance and run a security server; manage its clients,
+    /// access rights and backends.
+    ///
+    /// Example: lienthong server serve --dir /var/lib/lienthong/ss1
+    #[command(subcommand)]
+    Server(server::ServerCommand),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +61,7 @@ fn main() -> ExitCode {
         Command::Ca(cmd) => ca::run(cmd),
         Command::Demo(args) => demo::run(args),
         Command::Registry(cmd) => registry::run(cmd),
+        Command::Server(cmd) => server::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -450,6 +450,18 @@ impl InformationSystem {
         metadata: MetadataMap,
         personal_id: &str,
     ) -> Result<tonic::Response<Person>, tonic::Status> {
+        self.unary_with_deadline(method, metadata, personal_id, None)
+            .await
+    }
+
+    /// As [`unary`](Self::unary), with a deadline (`grpc-timeout`).
+    pub async fn unary_with_deadline(
+        &self,
+        method: &str,
+        metadata: MetadataMap,
+        personal_id: &str,
+        deadline: Option<Duration>,
+    ) -> Result<tonic::Response<Person>, tonic::Status> {
         let mut grpc = tonic::client::Grpc::new(self.channel.clone());
         grpc.ready()
             .await
@@ -461,6 +473,9 @@ impl InformationSystem {
             personal_id: personal_id.into(),
         });
         *request.metadata_mut() = metadata;
+        if let Some(d) = deadline {
+            request.set_timeout(d);
+        }
         grpc.unary(request, path, tonic_prost::ProstCodec::default())
             .await
     }

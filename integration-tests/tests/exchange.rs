@@ -78,3 +78,28 @@ async fn failover_to_a_second_provider_server() {
     );
     assert_eq!(err.code(), Code::Unavailable);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callers_deadline_bounds_every_hop() {
+    let f = Federation::start().await;
+    let is = f.business.client().await;
+    let started = std::time::Instant::now();
+    let err = is
+        .unary_with_deadline(
+            "Slow",
+            call_metadata(&business(), &population()),
+            "1",
+            Some(Duration::from_millis(300)),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -162,6 +162,27 @@ pub fn parse_call(headers: &HeaderMap) -> Result<CallMetadata, FaultError> {
     })
 }
 
+/// The caller's deadline (`grpc-timeout`: up to 8 digits and a unit of
+/// H, M, S, m, u or n), if it sent a valid one.
+pub fn grpc_timeout(headers: &HeaderMap) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let v = headers.get("grpc-timeout")?.to_str().ok()?;
+    if v.len() < 2 || v.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = v.split_at(v.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 /// Removes every `lt-*` header: nothing an information system or a peer
 /// says under our names passes on unchecked.
 pub fn strip_lienthong(headers: &mut HeaderMap) {
@@ -286,6 +307,20 @@ mod tests {
         put_bin(&mut h, ENVELOPE, &[0; 200]);
         assert!(get_bin(&h, ENVELOPE, 100).is_err());
         assert_eq!(get_bin(&HeaderMap::new(), ENVELOPE, 100).unwrap(), None);
+    }
+
+    #[test]
+    fn deadlines() {
+        use std::time::Duration;
+        let t = |v: &'static str| grpc_timeout(&headers(&[("grpc-timeout", v)]));
+        assert_eq!(t("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(t("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(t("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(t("5000u"), Some(Duration::from_millis(5)));
+        for bad in ["S", "2s", "123456789S", "-1S", "x"] {
+            assert_eq!(t(bad), None, "{bad}");
+        }
+        assert_eq!(grpc_timeout(&HeaderMap::new()), None);
     }
 
     #[test]

@@ -313,6 +313,9 @@ impl Provider {
                 path.service
             ))
         })?;
+        // The caller's deadline, if shorter, bounds the backend call too.
+        let timeout = metadata::grpc_timeout(&parts.headers)
+            .map_or(backend.backend.timeout, |d| d.min(backend.backend.timeout));
         let mut headers = parts.headers;
         metadata::strip_lienthong(&mut headers);
         add_verified(&mut headers, header, &client);
@@ -320,7 +323,6 @@ impl Provider {
         *req.method_mut() = http::Method::POST;
         *req.uri_mut() = parts.uri.path().parse().unwrap_or_default();
         *req.headers_mut() = headers;
-        let timeout = backend.backend.timeout;
         let response =
             match tokio::time::timeout(timeout, backend.channel.clone().oneshot(req)).await {
                 Ok(Ok(r)) => r,

@@ -1,0 +1,438 @@
+//! `lienthong server …`: join an instance, run a security server, and
+//! manage its clients, access rights and backends.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use clap::{Subcommand, ValueEnum};
+use lienthong_central_registry::client;
+use lienthong_certs::{pem, verify};
+use lienthong_proto::id::{ServerId, ServiceId, SubsystemId};
+use lienthong_security_server::access::{AccessRule, Subject};
+use lienthong_security_server::conf_client::ConfClient;
+use lienthong_security_server::consumer::DEFAULT_MAX_MESSAGE_BYTES;
+use lienthong_security_server::join::{self, JoinState};
+use lienthong_security_server::keys::ServerDir;
+use lienthong_security_server::message_log::SqliteLog;
+use lienthong_security_server::store::{Backend, DEFAULT_BACKEND_TIMEOUT, ServerStore};
+use lienthong_security_server::{
+    DEFAULT_CONSUMER_LISTEN, DEFAULT_PROVIDER_LISTEN, SecurityServer, ServerOptions, server_id,
+};
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+#[derive(Subcommand, Debug)]
+pub enum ServerCommand {
+    /// Join the instance: make the auth key and the owner's signing key,
+    /// send their CSRs with the enrollment token, and wait for the
+    /// registration officer's approval. Run it again on the same directory
+    /// to keep waiting.
+    ///
+    /// Example: lienthong server init --dir /var/lib/lienthong/ss1 --anchor anchor.bin --server VN/GOV/000102/ss1 --address ss1.bocongan.gov.vn:5500 --token lt_…
+    Init {
+        /// The server's home directory; created if missing.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The instance's anchor file (from the registry operator).
+        #[arg(long, required_unless_present = "resume")]
+        anchor: Option<PathBuf>,
+        /// This server's identifier: INSTANCE/CLASS/MEMBER/SERVER.
+        #[arg(long, required_unless_present = "resume")]
+        server: Option<String>,
+        /// Where other servers reach this server's provider side (host:port).
+        #[arg(long, required_unless_present = "resume")]
+        address: Option<String>,
+        /// The one-time enrollment token from the registration officer.
+        #[arg(
+            long,
+            env = "LIENTHONG_ENROLLMENT_TOKEN",
+            hide_env_values = true,
+            required_unless_present = "resume"
+        )]
+        token: Option<String>,
+        /// Keep waiting for an approval requested before.
+        #[arg(long)]
+        resume: bool,
+        /// How long to wait for the approval, in seconds.
+        #[arg(long, default_value_t = 300)]
+        wait: u64,
+    },
+    /// Run the security server.
+    ///
+    /// Example: lienthong server serve --dir /var/lib/lienthong/ss1
+    Serve {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The information systems' side (h2c; keep it on loopback or a
+        /// trusted network).
+        #[arg(long, default_value = DEFAULT_CONSUMER_LISTEN)]
+        consumer_listen: SocketAddr,
+        /// The other security servers' side (mutual TLS).
+        #[arg(long, default_value = DEFAULT_PROVIDER_LISTEN)]
+        provider_listen: SocketAddr,
+        /// Largest request message, in bytes.
+        #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+        max_message_bytes: usize,
+    },
+    /// Register another client subsystem on this server (a request the
+    /// registration officer approves).
+    #[command(subcommand)]
+    Clients(ClientsCommand),
+    /// Grant, revoke and list access rights to the services this server
+    /// provides. Deny by default.
+    #[command(subcommand)]
+    Acl(AclCommand),
+    /// Say where each provided service's backend is.
+    #[command(subcommand)]
+    Backend(BackendCommand),
+    /// Show the server's identity, certificates, configuration and log.
+    Status {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Also try to download a newer configuration now.
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClientsCommand {
+    /// Ask to serve SUBSYSTEM here and wait for the approval.
+    ///
+    /// Example: lienthong server clients add --dir /var/lib/lienthong/ss1 VN/GOV/000102/population
+    Add {
+        #[arg(long)]
+        dir: PathBuf,
+        subsystem: String,
+        #[arg(long, default_value_t = 300)]
+        wait: u64,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum GrantRevoke {
+    Grant,
+    Revoke,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AclCommand {
+    /// Allow SUBJECT (a subsystem, or `group:INSTANCE/GROUP`) to call SERVICE
+    /// (PROVIDER_SUBSYSTEM/grpc.Service), or only --method of it.
+    ///
+    /// Example: lienthong server acl grant --dir ss1 VN/GOV/000305/business VN/GOV/000102/population/population.v1.PersonRegistry --method GetPerson
+    Grant {
+        #[arg(long)]
+        dir: PathBuf,
+        subject: String,
+        service: String,
+        #[arg(long)]
+        method: Option<String>,
+    },
+    /// Remove a grant made with the same arguments.
+    Revoke {
+        #[arg(long)]
+        dir: PathBuf,
+        subject: String,
+        service: String,
+        #[arg(long)]
+        method: Option<String>,
+    },
+    /// List the grants.
+    List {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BackendCommand {
+    /// Set where SERVICE (PROVIDER_SUBSYSTEM/grpc.Service) is served.
+    ///
+    /// Example: lienthong server backend set --dir ss1 VN/GOV/000102/population/population.v1.PersonRegistry http://127.0.0.1:9000
+    Set {
+        #[arg(long)]
+        dir: PathBuf,
+        service: String,
+        /// http://host:port (h2c).
+        url: String,
+        /// How long the backend may take to answer, in milliseconds.
+        #[arg(long, default_value_t = DEFAULT_BACKEND_TIMEOUT.as_millis() as u64)]
+        timeout_ms: u64,
+    },
+    /// List the backends.
+    List {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+pub fn run(cmd: ServerCommand) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(run_async(cmd))
+}
+
+fn open_store(dir: &std::path::Path) -> Result<ServerStore> {
+    let d = ServerDir(dir.to_owned());
+    if !d.store().exists() {
+        return Err(format!(
+            "{} holds no security server; run `lienthong server init` first",
+            dir.display()
+        )
+        .into());
+    }
+    Ok(ServerStore::open(&d.store())?)
+}
+
+/// `PROVIDER_SUBSYSTEM/grpc.Service` → provider and service name.
+fn provided(service: &str) -> Result<(SubsystemId, String)> {
+    let id: ServiceId = service.parse()?;
+    if id.version.is_some() {
+        return Err("give the service without a version: PROVIDER_SUBSYSTEM/grpc.Service".into());
+    }
+    Ok((id.provider, id.service.to_string()))
+}
+
+fn rule(subject: &str, service: &str, method: Option<String>) -> Result<AccessRule> {
+    let (provider, service) = provided(service)?;
+    if let Some(m) = &method
+        && (m.is_empty() || !m.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    {
+        return Err(format!("method {m:?} is not a gRPC method name").into());
+    }
+    Ok(AccessRule {
+        subject: subject.parse::<Subject>()?,
+        provider,
+        service,
+        method,
+    })
+}
+
+async fn wait_for(
+    what: &str,
+    wait: u64,
+    mut poll: impl AsyncFnMut() -> std::result::Result<JoinState, String>,
+) -> Result<()> {
+    let started = Instant::now();
+    let mut told = false;
+    loop {
+        match poll().await? {
+            JoinState::Approved => {
+                println!("{what} approved");
+                return Ok(());
+            }
+            JoinState::Rejected { note } => {
+                return Err(format!("{what} was rejected: {note}").into());
+            }
+            JoinState::Pending { request } => {
+                if !told {
+                    println!(
+                        "{what} is request {request}, pending; ask the registration officer to approve it"
+                    );
+                    told = true;
+                }
+                if started.elapsed() >= Duration::from_secs(wait) {
+                    return Err(format!(
+                        "{what} (request {request}) is still pending; run the command again with --resume to keep waiting"
+                    )
+                    .into());
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+async fn run_async(cmd: ServerCommand) -> Result<()> {
+    match cmd {
+        ServerCommand::Init {
+            dir,
+            anchor,
+            server,
+            address,
+            token,
+            resume,
+            wait,
+        } => {
+            if !resume {
+                let (Some(anchor), Some(server), Some(address), Some(token)) =
+                    (anchor, server, address, token)
+                else {
+                    return Err("--anchor, --server, --address and --token are required".into());
+                };
+                let anchor = client::read_anchor(&anchor)?;
+                let server: ServerId = server.parse()?;
+                let id = join::submit_join(&dir, &anchor, &server, &address, &token).await?;
+                println!("registration request {id} submitted for {server}");
+            }
+            wait_for("the registration", wait, async || {
+                join::poll_join(&dir).await
+            })
+            .await?;
+            println!(
+                "certificates written to {}; start with `lienthong server serve --dir {}`",
+                dir.display(),
+                dir.display()
+            );
+            Ok(())
+        }
+        ServerCommand::Serve {
+            dir,
+            consumer_listen,
+            provider_listen,
+            max_message_bytes,
+        } => {
+            let mut opts = ServerOptions::new(dir);
+            opts.consumer_listen = consumer_listen;
+            opts.provider_listen = provider_listen;
+            opts.max_message_bytes = max_message_bytes;
+            let server = SecurityServer::start(opts).await?;
+            eprintln!(
+                "security server {} serving: information systems on {}, other servers on {}",
+                server.id,
+                server.consumer_addr(),
+                server.provider_addr()
+            );
+            let _ = tokio::signal::ctrl_c().await;
+            server.shutdown();
+            Ok(())
+        }
+        ServerCommand::Clients(ClientsCommand::Add {
+            dir,
+            subsystem,
+            wait,
+        }) => {
+            let subsystem: SubsystemId = subsystem.parse()?;
+            let id = join::submit_client(&dir, &subsystem).await?;
+            wait_for(&format!("client {subsystem}"), wait, async || {
+                join::poll_client(&dir, id).await
+            })
+            .await
+        }
+        ServerCommand::Acl(cmd) => acl(cmd),
+        ServerCommand::Backend(cmd) => backend(cmd),
+        ServerCommand::Status { dir, check } => status(&dir, check).await,
+    }
+}
+
+fn acl(cmd: AclCommand) -> Result<()> {
+    match cmd {
+        AclCommand::Grant {
+            dir,
+            subject,
+            service,
+            method,
+        } => {
+            let r = rule(&subject, &service, method)?;
+            let new = open_store(&dir)?.grant(&r)?;
+            println!("{}: {r}", if new { "granted" } else { "already granted" });
+        }
+        AclCommand::Revoke {
+            dir,
+            subject,
+            service,
+            method,
+        } => {
+            let r = rule(&subject, &service, method)?;
+            if !open_store(&dir)?.revoke(&r)? {
+                return Err(format!("no such grant: {r}").into());
+            }
+            println!("revoked: {r}");
+        }
+        AclCommand::List { dir } => {
+            let rules = open_store(&dir)?.rules()?;
+            if rules.is_empty() {
+                println!("no grants: every call is refused");
+            }
+            for r in rules {
+                println!("{r}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn backend(cmd: BackendCommand) -> Result<()> {
+    match cmd {
+        BackendCommand::Set {
+            dir,
+            service,
+            url,
+            timeout_ms,
+        } => {
+            let (provider, service) = provided(&service)?;
+            let b = Backend {
+                provider,
+                service,
+                url,
+                timeout: Duration::from_millis(timeout_ms.max(1)),
+            };
+            open_store(&dir)?.set_backend(&b)?;
+            println!("{}/{} is served by {}", b.provider, b.service, b.url);
+        }
+        BackendCommand::List { dir } => {
+            for b in open_store(&dir)?.backends()? {
+                println!(
+                    "{}/{} -> {} (timeout {:?})",
+                    b.provider, b.service, b.url, b.timeout
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn status(dir: &std::path::Path, check: bool) -> Result<()> {
+    let store = open_store(dir)?;
+    let d = ServerDir(dir.to_owned());
+    let id = server_id(&store)?;
+    println!("security server {id}");
+    let anchor = client::read_anchor(&d.anchor())?;
+    let now = SystemTime::now();
+    match pem::read_certs(&d.auth_cert()) {
+        Ok(chain) => {
+            let info = verify::parse(&chain[0])?;
+            println!(
+                "auth certificate valid until {}",
+                verify::fmt_time(info.not_after)
+            );
+        }
+        Err(_) => println!("no auth certificate yet: the registration is not finished"),
+    }
+    let conf = ConfClient::new(anchor, d.configuration(), ConfClient::empty_trust());
+    if let Err(e) = conf.load_cached() {
+        println!("cached configuration unusable: {e}");
+    }
+    if check {
+        match conf.refresh().await {
+            Ok(true) => println!("downloaded a newer configuration"),
+            Ok(false) => println!("the registry has nothing newer"),
+            Err(e) => println!("the registry is unreachable: {e}"),
+        }
+    }
+    match conf.view() {
+        None => println!("no configuration: exchanges fail until one is downloaded"),
+        Some(v) => {
+            let expires = verify::fmt_time(v.expires_at_ms / 1000);
+            if v.is_expired(now) {
+                println!(
+                    "configuration version {} EXPIRED at {expires}: every exchange fails with *.conf_expired until the registry is reachable",
+                    v.version
+                );
+            } else {
+                println!("configuration version {} valid until {expires}", v.version);
+            }
+        }
+    }
+    if d.message_log().exists() {
+        println!(
+            "message log: {} records",
+            SqliteLog::count(&d.message_log())?
+        );
+    }
+    Ok(())
+}
