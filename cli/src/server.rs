@@ -7,11 +7,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use clap::{Subcommand, ValueEnum};
 use lienthong_central_registry::client;
-use lienthong_certs::{pem, verify};
+use lienthong_certs::{Fingerprint, pem, verify};
 use lienthong_proto::id::{ServerId, ServiceId, SubsystemId};
 use lienthong_security_server::access::{AccessRule, Subject};
 use lienthong_security_server::conf_client::ConfClient;
 use lienthong_security_server::consumer::DEFAULT_MAX_MESSAGE_BYTES;
+use lienthong_security_server::consumer::tls::ConsumerTransport;
 use lienthong_security_server::join::{self, JoinState};
 use lienthong_security_server::keys::ServerDir;
 use lienthong_security_server::message_log::SqliteLog;
@@ -74,6 +75,11 @@ pub enum ServerCommand {
         /// Largest request message, in bytes.
         #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
         max_message_bytes: usize,
+        /// How information systems connect: h2c, tls (the server's auth
+        /// certificate) or mtls (each system's certificate pinned with
+        /// `server clients pin`).
+        #[arg(long, default_value = "h2c")]
+        consumer_transport: ConsumerTransport,
     },
     /// Register another client subsystem on this server (a request the
     /// registration officer approves).
@@ -98,6 +104,25 @@ pub enum ServerCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum ClientsCommand {
+    /// Pin an information system's certificate (PEM) for SUBSYSTEM, for
+    /// `serve --consumer-transport mtls`.
+    ///
+    /// Example: lienthong server clients pin --dir ss1 VN/GOV/000305/business --cert business-is.pem
+    Pin {
+        #[arg(long)]
+        dir: PathBuf,
+        subsystem: String,
+        #[arg(long)]
+        cert: PathBuf,
+    },
+    /// Remove a pin.
+    Unpin {
+        #[arg(long)]
+        dir: PathBuf,
+        subsystem: String,
+        #[arg(long)]
+        cert: PathBuf,
+    },
     /// Ask to serve SUBSYSTEM here and wait for the approval.
     ///
     /// Example: lienthong server clients add --dir /var/lib/lienthong/ss1 VN/GOV/000102/population
@@ -285,8 +310,10 @@ async fn run_async(cmd: ServerCommand) -> Result<()> {
             consumer_listen,
             provider_listen,
             max_message_bytes,
+            consumer_transport,
         } => {
             let mut opts = ServerOptions::new(dir);
+            opts.consumer_transport = consumer_transport;
             opts.consumer_listen = consumer_listen;
             opts.provider_listen = provider_listen;
             opts.max_message_bytes = max_message_bytes;
@@ -312,6 +339,33 @@ async fn run_async(cmd: ServerCommand) -> Result<()> {
                 join::poll_client(&dir, id).await
             })
             .await
+        }
+        ServerCommand::Clients(ClientsCommand::Pin {
+            dir,
+            subsystem,
+            cert,
+        }) => {
+            let subsystem: SubsystemId = subsystem.parse()?;
+            let fp = Fingerprint::of(&pem::read_cert(&cert)?);
+            let new = open_store(&dir)?.pin_client(&subsystem, &fp)?;
+            println!(
+                "{} certificate {fp} for {subsystem}",
+                if new { "pinned" } else { "already pinned:" }
+            );
+            Ok(())
+        }
+        ServerCommand::Clients(ClientsCommand::Unpin {
+            dir,
+            subsystem,
+            cert,
+        }) => {
+            let subsystem: SubsystemId = subsystem.parse()?;
+            let fp = Fingerprint::of(&pem::read_cert(&cert)?);
+            if !open_store(&dir)?.unpin_client(&subsystem, &fp)? {
+                return Err(format!("certificate {fp} was not pinned for {subsystem}").into());
+            }
+            println!("unpinned certificate {fp} for {subsystem}");
+            Ok(())
         }
         ServerCommand::Acl(cmd) => acl(cmd),
         ServerCommand::Backend(cmd) => backend(cmd),

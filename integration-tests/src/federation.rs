@@ -228,10 +228,41 @@ impl Agency {
         InformationSystem { channel }
     }
 
+    /// An information system reaching this server's consumer side over
+    /// TLS (the server's auth certificate, checked against the instance
+    /// CA), presenting `identity` when given.
+    pub async fn tls_client(
+        &self,
+        reg: &TestRegistry,
+        identity: Option<&lienthong_certs::tls::Identity>,
+    ) -> Result<InformationSystem, String> {
+        let addr = self.server().consumer_addr();
+        let config = lienthong_certs::tls::registry_client_config(&anchor_ca(reg), identity)
+            .map_err(|e| e.to_string())?;
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| e.to_string())?
+            .connect_with_connector(lienthong_certs::net::TlsConnectorService::new(Arc::new(
+                config,
+            )))
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        Ok(InformationSystem { channel })
+    }
+
     /// (Re)starts the server on its directory and provider address.
     pub async fn start(&mut self) {
+        self.start_with(lienthong_security_server::consumer::tls::ConsumerTransport::Plain)
+            .await
+    }
+
+    /// (Re)starts the server with information systems connecting over `transport`.
+    pub async fn start_with(
+        &mut self,
+        transport: lienthong_security_server::consumer::tls::ConsumerTransport,
+    ) {
         self.server = None;
         let mut opts = ServerOptions::new(self.dir.path());
+        opts.consumer_transport = transport;
         opts.consumer_listen = "127.0.0.1:0".parse().expect("valid");
         opts.provider_listen = self.provider_addr;
         opts.poll_interval = Some(Duration::from_millis(200));

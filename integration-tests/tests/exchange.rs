@@ -103,3 +103,57 @@ async fn the_callers_deadline_bounds_every_hop() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn information_systems_over_mutual_tls_are_pinned_per_subsystem() {
+    use lienthong_integration_tests::TestPki;
+    use lienthong_security_server::consumer::tls::ConsumerTransport;
+
+    let mut f = Federation::start().await;
+    f.business.start_with(ConsumerTransport::MutualTls).await;
+    let pki = TestPki::new("VN");
+    let (system, system_fp) = pki.server_identity("VN/GOV/000305/is1");
+    f.business
+        .server()
+        .pin_client(&business(), &system_fp)
+        .unwrap();
+
+    let is = f
+        .business
+        .tls_client(&f.registry, Some(&system))
+        .await
+        .unwrap();
+    is.unary("GetPerson", call_metadata(&business(), &population()), "1")
+        .await
+        .expect("a pinned information system calls as its subsystem");
+    assert_eq!(f.backend_calls(), 1);
+
+    let as_other = is
+        .unary("GetPerson", call_metadata(&tax(), &population()), "1")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        fault_of(&as_other),
+        "client.unauthenticated",
+        "{as_other:?}"
+    );
+
+    let (stranger, _) = pki.server_identity("VN/GOV/000305/is2");
+    let refused = match f.business.tls_client(&f.registry, Some(&stranger)).await {
+        Err(_) => true,
+        Ok(is) => is
+            .unary("GetPerson", call_metadata(&business(), &population()), "1")
+            .await
+            .is_err(),
+    };
+    assert!(refused, "an unpinned certificate is refused");
+    let anonymous = match f.business.tls_client(&f.registry, None).await {
+        Err(_) => true,
+        Ok(is) => is
+            .unary("GetPerson", call_metadata(&business(), &population()), "1")
+            .await
+            .is_err(),
+    };
+    assert!(anonymous, "no certificate, no call");
+    assert_eq!(f.backend_calls(), 1);
+}

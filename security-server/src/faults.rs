@@ -62,6 +62,8 @@ macro_rules! faults {
 faults! {
     BadRequest => ("client.bad_request", InvalidArgument, Client,
         "The call's path or Lienthong metadata (lt-client, lt-service, lt-user-id, lt-purpose, lt-data-subject, lt-message-id) is missing or malformed."),
+    ClientUnauthenticated => ("client.unauthenticated", Unauthenticated, Client,
+        "The information system's TLS certificate is not pinned on this server for the subsystem it calls as (lt-client)."),
     UnknownClient => ("client.unknown_client", PermissionDenied, Client,
         "The calling subsystem (lt-client) is not in the global configuration."),
     ClientNotOnThisServer => ("client.client_not_on_this_server", PermissionDenied, Client,

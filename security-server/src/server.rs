@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::access::AccessRule;
 use crate::conf_client::ConfClient;
+use crate::consumer::tls::{self as consumer_tls, ConsumerTransport};
 use crate::consumer::{Consumer, DEFAULT_MAX_MESSAGE_BYTES, ProviderPool};
 use crate::keys::{Keys, ServerDir, subject_key};
 use crate::message_log::{MessageLog, SqliteLog};
@@ -46,6 +47,10 @@ pub struct ServerOptions {
     /// # Default
     /// 5 minutes ([`DEFAULT_MAX_CLOCK_SKEW_MS`]).
     pub max_clock_skew: Duration,
+    /// How information systems connect.
+    /// # Default
+    /// plain h2c ([`ConsumerTransport::Plain`]).
+    pub consumer_transport: ConsumerTransport,
     /// Poll the registry at this interval instead of the configuration's.
     /// # Default
     /// `None`: the configuration's `poll_interval_seconds` (60 s).
@@ -60,6 +65,7 @@ impl ServerOptions {
             provider_listen: DEFAULT_PROVIDER_LISTEN.parse().expect("valid default"),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_clock_skew: Duration::from_millis(DEFAULT_MAX_CLOCK_SKEW_MS as u64),
+            consumer_transport: ConsumerTransport::Plain,
             poll_interval: None,
         }
     }
@@ -128,6 +134,7 @@ impl SecurityServer {
             log.clone(),
             ProviderPool::new(keys.clone(), trust.clone()),
             opts.max_message_bytes,
+            (opts.consumer_transport == ConsumerTransport::MutualTls).then(|| policies.clone()),
         ));
         let provider = Arc::new(Provider::new(
             keys.clone(),
@@ -150,11 +157,22 @@ impl SecurityServer {
         let tls_config =
             Arc::new(tls::server_config(&keys.auth, trust).map_err(|e| e.to_string())?);
 
+        let consumer_tls =
+            consumer_tls::server_config(opts.consumer_transport, &keys.auth, &policies)?;
         let (stop, stopping) = watch::channel(false);
-        let tasks = vec![
-            crate::listen::serve_h2c(consumer_listener, stopping.clone(), move |req| {
-                consumer.clone().handle(req)
+        let consumer_task = match consumer_tls {
+            None => crate::listen::serve_h2c(consumer_listener, stopping.clone(), move |req| {
+                consumer.clone().handle(None, req)
             }),
+            Some(cfg) => crate::listen::serve_tls(
+                consumer_listener,
+                Arc::new(cfg),
+                stopping.clone(),
+                move |system, req| consumer.clone().handle(system, req),
+            ),
+        };
+        let tasks = vec![
+            consumer_task,
             crate::listen::serve_tls(provider_listener, tls_config, stopping, move |peer, req| {
                 provider.clone().handle(peer, req)
             }),
@@ -191,6 +209,21 @@ impl SecurityServer {
     /// Grants an access right, in force at once.
     pub fn grant(&self, rule: &AccessRule) -> Result<(), String> {
         self.store.grant(rule).map_err(|e| e.to_string())?;
+        self.policies
+            .reload(None)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Pins an information system's certificate for `subsystem`, in force at once.
+    pub fn pin_client(
+        &self,
+        subsystem: &lienthong_proto::id::SubsystemId,
+        fp: &lienthong_certs::Fingerprint,
+    ) -> Result<(), String> {
+        self.store
+            .pin_client(subsystem, fp)
+            .map_err(|e| e.to_string())?;
         self.policies
             .reload(None)
             .map(|_| ())

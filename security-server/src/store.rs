@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use lienthong_certs::Fingerprint;
 use lienthong_proto::id::SubsystemId;
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -14,7 +15,8 @@ use crate::access::{AccessRule, Subject};
 /// Default time a backend may take to answer.
 pub const DEFAULT_BACKEND_TIMEOUT: Duration = Duration::from_secs(30);
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
     CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
     INSERT INTO meta (key, value) VALUES ('rules_version', 0);
@@ -32,7 +34,16 @@ const MIGRATIONS: &[&str] = &[r#"
         timeout_ms INTEGER NOT NULL,
         PRIMARY KEY (provider, service)
     ) STRICT;
-"#];
+"#,
+    // 2: information systems' certificates pinned per client subsystem.
+    r#"
+    CREATE TABLE client_pins (
+        subsystem   TEXT NOT NULL,
+        fingerprint BLOB NOT NULL,
+        PRIMARY KEY (subsystem, fingerprint)
+    ) STRICT;
+"#,
+];
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -204,6 +215,51 @@ impl ServerStore {
                 service,
                 method: (!method.is_empty()).then_some(method),
             });
+        }
+        Ok(out)
+    }
+
+    /// Pins an information system's certificate for `subsystem` (mutual
+    /// TLS on the consumer side); false if already pinned.
+    pub fn pin_client(
+        &self,
+        subsystem: &SubsystemId,
+        fp: &Fingerprint,
+    ) -> Result<bool, StoreError> {
+        self.changed(
+            "INSERT INTO client_pins (subsystem, fingerprint) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            params![subsystem.to_string(), fp.0.as_slice()],
+        )
+    }
+
+    /// Removes a pin; false if there was none.
+    pub fn unpin_client(
+        &self,
+        subsystem: &SubsystemId,
+        fp: &Fingerprint,
+    ) -> Result<bool, StoreError> {
+        self.changed(
+            "DELETE FROM client_pins WHERE subsystem = ?1 AND fingerprint = ?2",
+            params![subsystem.to_string(), fp.0.as_slice()],
+        )
+    }
+
+    /// Every pin: subsystem and certificate fingerprint.
+    pub fn client_pins(&self) -> Result<Vec<(SubsystemId, Fingerprint)>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare("SELECT subsystem, fingerprint FROM client_pins ORDER BY 1")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (s, fp) = row?;
+            out.push((
+                s.parse()
+                    .map_err(|e| StoreError(format!("stored subsystem {s:?}: {e}")))?,
+                Fingerprint::from_slice(&fp)
+                    .ok_or_else(|| StoreError("stored fingerprint is not 32 bytes".into()))?,
+            ));
         }
         Ok(out)
     }

@@ -4,6 +4,8 @@
 //! [`Consumer::handle`] takes one call through these stages, in order:
 //!
 //! 1. read the gRPC path and the Lienthong metadata ([`crate::metadata`]);
+//!    under mutual TLS, the caller's certificate must be pinned for the
+//!    client subsystem it names ([`tls`]);
 //! 2. check the configuration is current, the client subsystem is
 //!    registered on *this* server and the provider offers the service;
 //! 3. read the request (bounded by the message size limit) and digest it;
@@ -16,6 +18,7 @@
 //!    ([`crate::body::Observed`]).
 
 pub mod forward;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -49,6 +52,8 @@ pub struct Consumer {
     log: Arc<dyn MessageLog>,
     pool: ProviderPool,
     max_message: usize,
+    /// Set when information systems must present pinned certificates.
+    pins: Option<crate::provider::Policies>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -123,6 +128,7 @@ impl Consumer {
         log: Arc<dyn MessageLog>,
         pool: ProviderPool,
         max_message: usize,
+        pins: Option<crate::provider::Policies>,
     ) -> Self {
         Consumer {
             keys,
@@ -130,11 +136,17 @@ impl Consumer {
             log,
             pool,
             max_message,
+            pins,
         }
     }
 
-    /// Handles one call from an information system (see the module docs).
-    pub async fn handle<B>(self: Arc<Self>, request: Request<B>) -> Response<Body>
+    /// Handles one call from an information system (see the module docs);
+    /// `system_cert` is the fingerprint of its TLS certificate, if any.
+    pub async fn handle<B>(
+        self: Arc<Self>,
+        system_cert: Option<Fingerprint>,
+        request: Request<B>,
+    ) -> Response<Body>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -148,7 +160,7 @@ impl Consumer {
             request_digest: [0; 32],
             peer: String::new(),
         };
-        match self.exchange(request, &mut ex).await {
+        match self.exchange(system_cert, request, &mut ex).await {
             Ok(response) => response,
             Err(fault) => {
                 tracing::info!(fault = %fault, message_id = %ex.message_id, "call refused");
@@ -163,6 +175,7 @@ impl Consumer {
 
     async fn exchange<B>(
         self: &Arc<Self>,
+        system_cert: Option<Fingerprint>,
         request: Request<B>,
         ex: &mut Exchange,
     ) -> Result<Response<Body>, FaultError>
@@ -178,6 +191,15 @@ impl Consumer {
         let call = metadata::parse_call(&parts.headers)?;
         ex.message_id = call.message_id.clone().unwrap_or_else(new_message_id);
         ex.call = Some(call.clone());
+        if let Some(pins) = &self.pins {
+            let pinned = system_cert.is_some_and(|fp| pins.current().pinned_for(&fp, &call.client));
+            if !pinned {
+                return Err(Fault::ClientUnauthenticated.with(format!(
+                    "this information system's certificate is not pinned for {}; pin it with `lienthong server clients pin`",
+                    call.client
+                )));
+            }
+        }
 
         // 2. Configuration, client and service.
         let view = self.current_view()?;

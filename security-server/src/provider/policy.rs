@@ -1,12 +1,13 @@
-//! What the provider's operator decided: access rights and backend
-//! addresses, read from the server's store and reloaded when they change
+//! What the server's operator decided: access rights, backend addresses
+//! and the information systems' pinned certificates, read from the server's store and reloaded when they change
 //! (the CLI changes them from another process; a running server picks the
 //! change up within [`RELOAD_INTERVAL`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use lienthong_certs::Fingerprint;
 use lienthong_proto::id::SubsystemId;
 use tonic::transport::{Channel, Endpoint};
 
@@ -29,9 +30,23 @@ pub struct Policy {
     pub version: u64,
     pub rules: Vec<AccessRule>,
     backends: HashMap<(SubsystemId, String), BackendConn>,
+    /// Information systems' certificates pinned per client subsystem.
+    client_pins: HashMap<Fingerprint, HashSet<SubsystemId>>,
 }
 
 impl Policy {
+    /// Whether any subsystem pins the certificate `fp`.
+    pub fn is_pinned(&self, fp: &Fingerprint) -> bool {
+        self.client_pins.contains_key(fp)
+    }
+
+    /// Whether the certificate `fp` is pinned for `subsystem`.
+    pub fn pinned_for(&self, fp: &Fingerprint, subsystem: &SubsystemId) -> bool {
+        self.client_pins
+            .get(fp)
+            .is_some_and(|s| s.contains(subsystem))
+    }
+
     pub fn backend(&self, provider: &SubsystemId, service: &str) -> Option<&BackendConn> {
         self.backends.get(&(provider.clone(), service.to_owned()))
     }
@@ -84,10 +99,15 @@ impl Policies {
                 },
             );
         }
+        let mut client_pins: HashMap<Fingerprint, HashSet<SubsystemId>> = HashMap::new();
+        for (subsystem, fp) in self.store.client_pins()? {
+            client_pins.entry(fp).or_default().insert(subsystem);
+        }
         let policy = Policy {
             version,
             rules: self.store.rules()?,
             backends,
+            client_pins,
         };
         let mut g = match self.current.write() {
             Ok(g) => g,
