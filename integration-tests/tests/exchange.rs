@@ -157,3 +157,66 @@ async fn information_systems_over_mutual_tls_are_pinned_per_subsystem() {
     assert!(anonymous, "no certificate, no call");
     assert_eq!(f.backend_calls(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_restart_from_their_cached_configuration_during_an_outage() {
+    let mut f = Federation::start().await;
+    f.registry.stop().await;
+    f.business.stop();
+    f.business.start().await;
+    for p in f.population.iter_mut() {
+        p.stop();
+        p.start().await;
+    }
+    f.business
+        .client()
+        .await
+        .unary("GetPerson", call_metadata(&business(), &population()), "1")
+        .await
+        .expect("restarted servers work from their cached configuration");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_change_takes_effect_without_restarting_consumers() {
+    use lienthong_central_registry::client;
+    use lienthong_proto::pb::registry::v1::registration_client::RegistrationClient;
+
+    let mut f = Federation::start().await;
+    let is = f.business.client().await;
+    // Only ss2 serves from now on, and it moves.
+    f.population[0].stop();
+    let moved = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let ss2 = &mut f.population[1];
+    let dir = lienthong_security_server::keys::ServerDir(ss2.dir.path().to_owned());
+    let keys = lienthong_security_server::keys::Keys::load(
+        &dir,
+        &ss2.id,
+        &f.registry.anchor.instance_ca_certificate,
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
+    let request = client::server_request(
+        &ss2.id,
+        Some(&moved.to_string()),
+        keys.signer(&member("000102")).unwrap(),
+    )
+    .unwrap();
+    let identity = lienthong_certs::tls::Identity {
+        chain: keys.auth.chain.clone(),
+        key: lienthong_certs::pem::read_key(&dir.auth_key()).unwrap(),
+    };
+    RegistrationClient::new(f.registry.channel_as(&identity).await)
+        .submit(request)
+        .await
+        .expect("address change approved (auto-approve)");
+    ss2.stop();
+    ss2.provider_addr = moved;
+    ss2.start().await;
+    f.refresh_all().await;
+    is.unary("GetPerson", call_metadata(&business(), &population()), "1")
+        .await
+        .expect("the consumer follows the new address from the configuration");
+}

@@ -276,6 +276,18 @@ impl Consumer {
         };
         let (server, response) = self.pool.send(&view, &call.provider, make).await?;
         ex.peer = server.to_string();
+        if response.headers().contains_key("grpc-status") {
+            // Trailers-only: a refusal by the provider's server, passed on
+            // once it is logged.
+            let mut r = ex.record(Phase::Fault);
+            r.grpc_status = grpc_status(response.headers());
+            r.fault = header_text(response.headers(), FAULT_HEADER);
+            self.log
+                .append(r)
+                .await
+                .map_err(|e| Fault::ConsumerLogFailed.with(e.0))?;
+            return Ok(response);
+        }
 
         // 7. Verify the response as it streams back.
         Ok(self.answer(response, ex.clone(), view))
@@ -330,20 +342,6 @@ impl Consumer {
         view: Arc<ConfView>,
     ) -> Response<Body> {
         let (parts, body) = response.into_parts();
-        if parts.headers.contains_key("grpc-status") {
-            // Trailers-only: a refusal by the provider's server, passed on.
-            let this = self.clone();
-            let headers = parts.headers.clone();
-            tokio::spawn(async move {
-                let mut r = ex.record(Phase::Fault);
-                r.grpc_status = grpc_status(&headers);
-                r.fault = header_text(&headers, FAULT_HEADER);
-                if let Err(e) = this.log.append(r).await {
-                    tracing::error!(error = %e, "could not log a provider refusal");
-                }
-            });
-            return Response::from_parts(parts, body);
-        }
         let this = self.clone();
         let finisher = Box::new(move |obs: Observation| {
             Box::pin(async move { this.finish(ex, view, obs).await })
