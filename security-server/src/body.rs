@@ -14,6 +14,28 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use ring::digest;
 
+/// Reads a whole request body of at most `max` bytes. A body over the
+/// limit is refused with `too_large`, a broken one with `broken`.
+pub async fn read_bounded<B>(
+    body: B,
+    max: usize,
+    too_large: crate::faults::Fault,
+    broken: crate::faults::Fault,
+) -> Result<Bytes, crate::faults::FaultError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::BodyExt;
+    match http_body_util::Limited::new(body, max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(too_large.with(format!("the request is larger than {max} bytes")))
+        }
+        Err(e) => Err(broken.with(format!("the request body could not be read: {e}"))),
+    }
+}
+
 /// What a body carried.
 #[derive(Debug)]
 pub struct Observation {

@@ -1,0 +1,430 @@
+//! The embedded SQLite backend: one file, WAL journal, `synchronous=FULL`
+//! (a registry write is rare and must survive a power cut), foreign keys on.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use lienthong_certs::Fingerprint;
+use lienthong_proto::id::{MemberId, ServerId};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+mod changes;
+mod requests;
+mod snapshot;
+
+use super::schema::MIGRATIONS;
+use super::{PublicationRecord, Store, StoreError};
+use crate::model::*;
+use changes::apply_one;
+use requests::load_request;
+use snapshot::read_snapshot;
+
+/// The registry store in one SQLite file.
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SqliteStore")
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub(super) fn parse<T: FromStr>(what: &str, s: &str) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse()
+        .map_err(|e| StoreError::Internal(format!("stored {what} {s:?} is unreadable: {e}")))
+}
+
+pub(super) fn fingerprint(b: &[u8]) -> Result<Fingerprint, StoreError> {
+    Fingerprint::from_slice(b)
+        .ok_or_else(|| StoreError::Internal("stored fingerprint is not 32 bytes".into()))
+}
+
+pub(super) fn exists(tx: &Connection, sql: &str, key: &str) -> Result<bool, StoreError> {
+    Ok(tx.query_row(sql, [key], |_| Ok(())).optional()?.is_some())
+}
+
+impl SqliteStore {
+    /// Creates a new store at `path` with the instance's settings; refuses
+    /// to touch an existing file.
+    pub fn create(path: &Path, settings: &InstanceSettings) -> Result<Self, StoreError> {
+        if path.exists() {
+            return Err(StoreError::Conflict(format!(
+                "{} already exists; refusing to overwrite a registry store",
+                path.display()
+            )));
+        }
+        let store = Self::open_any(Connection::open(path)?)?;
+        store.write_settings(settings)?;
+        Ok(store)
+    }
+
+    /// Opens an existing store, applying any pending migrations.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::Missing(format!(
+                "registry store {} does not exist; run `lienthong registry init` first",
+                path.display()
+            )));
+        }
+        Self::open_any(Connection::open(path)?)
+    }
+
+    /// A store in memory (tests, benchmarks).
+    pub fn in_memory(settings: &InstanceSettings) -> Result<Self, StoreError> {
+        let store = Self::open_any(Connection::open_in_memory()?)?;
+        store.write_settings(settings)?;
+        Ok(store)
+    }
+
+    fn open_any(mut conn: Connection) -> Result<Self, StoreError> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(&mut conn)?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock rolled its transaction back
+        // (rusqlite's Transaction rolls back on drop); the connection is intact.
+        match self.conn.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    fn write_settings(&self, s: &InstanceSettings) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let rows = [
+            ("instance", s.instance.to_string()),
+            ("addresses", s.addresses.join(",")),
+            (
+                "configuration_validity_secs",
+                s.configuration_validity_secs.to_string(),
+            ),
+            ("poll_interval_secs", s.poll_interval_secs.to_string()),
+            ("auto_approve", s.auto_approve.to_string()),
+        ];
+        for (k, v) in rows {
+            tx.execute(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![k, v],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let applied = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))?;
+    let applied = usize::try_from(applied).unwrap_or(usize::MAX);
+    if applied > MIGRATIONS.len() {
+        return Err(StoreError::Internal(format!(
+            "store schema version {applied} is newer than this program knows ({}); upgrade lienthong",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "registry store migrated");
+    }
+    Ok(())
+}
+
+pub(super) fn setting(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
+    Ok(conn
+        .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+            r.get(0)
+        })
+        .optional()?)
+}
+
+fn bump_seq(tx: &Transaction<'_>) -> Result<u64, StoreError> {
+    Ok(tx.query_row(
+        "UPDATE meta SET value = value + 1 WHERE key = 'change_seq' RETURNING value",
+        [],
+        |r| r.get::<_, i64>(0),
+    )? as u64)
+}
+
+fn insert_audit(
+    conn: &Connection,
+    actor: &str,
+    action: &str,
+    detail: &str,
+    result: &str,
+) -> Result<u64, StoreError> {
+    conn.execute(
+        "INSERT INTO audit (at, actor, action, detail, result) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![now_ms(), actor, action, detail, result],
+    )?;
+    Ok(conn.last_insert_rowid() as u64)
+}
+
+// === impl Store ===
+
+impl Store for SqliteStore {
+    fn settings(&self) -> Result<InstanceSettings, StoreError> {
+        let conn = self.lock();
+        let get = |k: &str| -> Result<String, StoreError> {
+            setting(&conn, k)?.ok_or_else(|| {
+                StoreError::Internal(format!(
+                    "setting {k} is missing; was the store initialised?"
+                ))
+            })
+        };
+        Ok(InstanceSettings {
+            instance: parse("instance", &get("instance")?)?,
+            addresses: get("addresses")?
+                .split(',')
+                .filter(|a| !a.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            configuration_validity_secs: parse(
+                "configuration validity",
+                &get("configuration_validity_secs")?,
+            )?,
+            poll_interval_secs: parse("poll interval", &get("poll_interval_secs")?)?,
+            auto_approve: parse("auto-approve flag", &get("auto_approve")?)?,
+        })
+    }
+
+    fn apply_all(&self, actor: &str, changes: &[Change]) -> Result<Vec<Applied>, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let mut out = Vec::with_capacity(changes.len());
+        for change in changes {
+            let request_id = apply_one(&tx, change)?;
+            let seq = bump_seq(&tx)?;
+            let audit_id = insert_audit(&tx, actor, change.action(), &change.to_string(), "ok")?;
+            out.push(Applied {
+                audit_id,
+                seq,
+                request_id,
+            });
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn record_refusal(
+        &self,
+        actor: &str,
+        action: &str,
+        detail: &str,
+        error: &str,
+    ) -> Result<u64, StoreError> {
+        insert_audit(&self.lock(), actor, action, detail, error)
+    }
+
+    fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let snap = read_snapshot(&tx)?;
+        tx.commit()?;
+        Ok(snap)
+    }
+
+    fn seq(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .lock()
+            .query_row("SELECT value FROM meta WHERE key = 'change_seq'", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
+    }
+
+    fn request(&self, id: u64) -> Result<Option<StoredRequest>, StoreError> {
+        load_request(&self.lock(), id)
+    }
+
+    fn requests(&self, state: Option<RequestState>) -> Result<Vec<StoredRequest>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT id FROM requests WHERE ?1 IS NULL OR state = ?1 ORDER BY id LIMIT 10000",
+        )?;
+        let ids: Vec<u64> = stmt
+            .query_map([state.map(RequestState::code)], |r| r.get::<_, i64>(0))?
+            .map(|r| r.map(|v| v as u64))
+            .collect::<Result<_, _>>()?;
+        ids.into_iter()
+            .filter_map(|id| load_request(&conn, id).transpose())
+            .collect()
+    }
+
+    fn audit(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, at, actor, action, detail, result FROM audit
+             WHERE at >= ?1 AND at < ?2 AND (?3 IS NULL OR actor = ?3)
+             ORDER BY id LIMIT ?4",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                f.since_ms.unwrap_or(0),
+                f.until_ms.unwrap_or(i64::MAX),
+                f.actor,
+                f.limit as i64
+            ],
+            |r| {
+                Ok(AuditEntry {
+                    id: r.get::<_, i64>(0)? as u64,
+                    at_ms: r.get(1)?,
+                    actor: r.get(2)?,
+                    action: r.get(3)?,
+                    detail: r.get(4)?,
+                    result: r.get(5)?,
+                })
+            },
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn operator_by_token(&self, token_hash: &[u8; 32]) -> Result<Option<Operator>, StoreError> {
+        let conn = self.lock();
+        let row = conn
+            .query_row(
+                "SELECT name, role FROM operators WHERE token_hash = ?1",
+                [token_hash.as_slice()],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+            )
+            .optional()?;
+        row.map(|(name, role)| {
+            Ok(Operator {
+                name,
+                role: role.parse().map_err(StoreError::Internal)?,
+            })
+        })
+        .transpose()
+    }
+
+    fn enrollment(&self, token_hash: &[u8; 32]) -> Result<Option<Enrollment>, StoreError> {
+        let conn = self.lock();
+        let row = conn
+            .query_row(
+                "SELECT server, expires_at, used_by_request FROM enrollment_tokens WHERE hash = ?1",
+                [token_hash.as_slice()],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Option<i64>>(2)?,
+                    ))
+                },
+            )
+            .optional()?;
+        row.map(|(server, expires_at_ms, used)| {
+            Ok(Enrollment {
+                server: parse("server id", &server)?,
+                expires_at_ms,
+                used_by_request: used.map(|u| u as u64),
+            })
+        })
+        .transpose()
+    }
+
+    fn certificate(&self, fp: &Fingerprint) -> Result<Option<StoredCert>, StoreError> {
+        let conn = self.lock();
+        let row = conn
+            .query_row(
+                "SELECT der, auth_server, signing_member, revoked_at IS NOT NULL
+                 FROM certificates WHERE fingerprint = ?1",
+                [fp.0.as_slice()],
+                |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, bool>(3)?,
+                    ))
+                },
+            )
+            .optional()?;
+        row.map(|(der, server, member, revoked)| {
+            Ok(StoredCert {
+                fingerprint: *fp,
+                der,
+                auth_server: server.map(|s| parse("server id", &s)).transpose()?,
+                signing_member: member.map(|m| parse("member id", &m)).transpose()?,
+                revoked,
+            })
+        })
+        .transpose()
+    }
+
+    fn member_exists(&self, id: &MemberId) -> Result<bool, StoreError> {
+        exists(
+            &self.lock(),
+            "SELECT 1 FROM members WHERE id = ?1",
+            &id.to_string(),
+        )
+    }
+
+    fn server_exists(&self, id: &ServerId) -> Result<bool, StoreError> {
+        exists(
+            &self.lock(),
+            "SELECT 1 FROM servers WHERE id = ?1",
+            &id.to_string(),
+        )
+    }
+
+    fn last_publication(&self) -> Result<Option<PublicationRecord>, StoreError> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT version, created_at, seq FROM publications ORDER BY version DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok(PublicationRecord {
+                        version: r.get::<_, i64>(0)? as u64,
+                        created_at_ms: r.get(1)?,
+                        seq: r.get::<_, i64>(2)? as u64,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    fn record_publication(&self, p: &PublicationRecord) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO publications (version, created_at, seq) VALUES (?1, ?2, ?3)",
+            params![p.version as i64, p.created_at_ms, p.seq as i64],
+        )
+        .map_err(|_| {
+            StoreError::Conflict(format!(
+                "configuration version {} was already published",
+                p.version
+            ))
+        })?;
+        // Only the newest publications are worth keeping.
+        tx.execute(
+            "DELETE FROM publications WHERE version < ?1",
+            [p.version as i64 - 100],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,147 @@
+//! The response on its way back: verified as it streams, logged at its
+//! end, and answered with the provider's status.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::{HeaderMap, Response};
+use lienthong_certs::Fingerprint;
+use lienthong_proto::pb::exchange::v1::ResponseEnvelope;
+use prost::Message;
+use tonic::body::Body;
+
+use super::{Consumer, Exchange};
+use crate::body::{Observation, Observed};
+use crate::conf_client::ConfView;
+use crate::faults::{FAULT_HEADER, Fault, FaultError};
+use crate::message_log::Phase;
+use crate::metadata;
+
+impl Consumer {
+    pub(super) fn answer(
+        self: &Arc<Self>,
+        response: Response<Body>,
+        ex: Exchange,
+        view: Arc<ConfView>,
+    ) -> Response<Body> {
+        let (parts, body) = response.into_parts();
+        let this = self.clone();
+        let finisher = Box::new(move |obs: Observation| {
+            Box::pin(async move { this.finish(ex, view, obs).await })
+                as std::pin::Pin<Box<dyn std::future::Future<Output = HeaderMap> + Send>>
+        });
+        Response::from_parts(parts, Body::new(Observed::new(body, finisher)))
+    }
+
+    /// Verifies the provider's signed response, logs, and returns the
+    /// trailers the information system gets.
+    async fn finish(&self, ex: Exchange, view: Arc<ConfView>, obs: Observation) -> HeaderMap {
+        let checked = check_response(&ex, &view, &obs);
+        let mut record = ex.record(Phase::Response);
+        record.payload_digest = obs.digest.to_vec();
+        record.payload_size = obs.size;
+        let mut trailers = obs.trailers.unwrap_or_default();
+        match checked {
+            Ok(envelope) => {
+                record.envelope = envelope;
+                record.grpc_status = grpc_status(&trailers);
+                trailers.remove(metadata::RESPONSE_ENVELOPE);
+                match self.log.append(record).await {
+                    Ok(()) => trailers,
+                    Err(e) => Fault::ConsumerLogFailed.with(e.0).trailers(),
+                }
+            }
+            Err(fault) => {
+                tracing::warn!(fault = %fault, message_id = %ex.message_id, "response refused");
+                let _ = self.log.append(ex.fault_record(&fault)).await;
+                fault.trailers()
+            }
+        }
+    }
+}
+
+pub(super) fn grpc_status(h: &HeaderMap) -> i32 {
+    h.get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2)
+}
+
+pub(super) fn header_text(h: &HeaderMap, name: &str) -> String {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .chars()
+        .take(128)
+        .collect()
+}
+
+/// Checks a response against the request it answers: signed by the
+/// provider's member, bound to the request, covering exactly the payload
+/// and status received. Returns the envelope bytes for the log.
+fn check_response(
+    ex: &Exchange,
+    view: &ConfView,
+    obs: &Observation,
+) -> Result<Vec<u8>, FaultError> {
+    if let Some(e) = &obs.error {
+        return Err(
+            Fault::ProviderUnreachable.with(format!("the provider's response broke off: {e}"))
+        );
+    }
+    let bad = |why: String| Fault::BadResponse.with(why);
+    let trailers = obs
+        .trailers
+        .as_ref()
+        .ok_or_else(|| bad("the response ended without trailers".into()))?;
+    if trailers.contains_key(FAULT_HEADER) && !trailers.contains_key(metadata::RESPONSE_ENVELOPE) {
+        let code = header_text(trailers, FAULT_HEADER);
+        return Err(bad(format!(
+            "the provider's server failed the response: {code}"
+        )));
+    }
+    let bytes = metadata::get_bin(
+        trailers,
+        metadata::RESPONSE_ENVELOPE,
+        metadata::MAX_ENVELOPE,
+    )
+    .map_err(bad)?
+    .ok_or_else(|| bad("the response carries no signed envelope".into()))?;
+    let env = ResponseEnvelope::decode(bytes.as_slice())
+        .map_err(|e| bad(format!("the response envelope is malformed: {e}")))?;
+    let (Some(header), Some(sig)) = (&env.header, &env.signature) else {
+        return Err(bad("the response envelope is incomplete".into()));
+    };
+    let provider = ex
+        .call
+        .as_ref()
+        .map(|c| c.provider.member.clone())
+        .ok_or_else(|| bad("no call".into()))?;
+    let fp = Fingerprint::from_slice(&sig.signer_certificate_sha256)
+        .ok_or_else(|| bad("the response signature names no certificate".into()))?;
+    let cert = view
+        .signing_cert(&fp, SystemTime::now())
+        .filter(|c| c.member == provider)
+        .ok_or_else(|| {
+            bad(format!(
+                "the response is not signed by a current signing certificate of {provider}"
+            ))
+        })?;
+    cert.key
+        .verify_response(&env, &ex.request_digest)
+        .map_err(|e| bad(format!("the response signature does not verify: {e}")))?;
+    if header.message_id != ex.message_id {
+        return Err(bad("the response answers another message".into()));
+    }
+    if header.payload_digest != obs.digest || header.payload_size != obs.size {
+        return Err(bad(
+            "the response payload does not match its signature".into()
+        ));
+    }
+    if header.grpc_status != grpc_status(trailers) {
+        return Err(bad(
+            "the response status does not match its signature".into()
+        ));
+    }
+    Ok(bytes)
+}

@@ -1,0 +1,94 @@
+//! The backend's response on its way back: hashed as it streams, then
+//! signed (binding the request digest) and logged before its trailers —
+//! and the gRPC status in them — leave.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Response};
+use lienthong_proto::pb::exchange::v1::ResponseHeader;
+use prost::Message;
+use tonic::body::Body;
+
+use super::{Accepted, Provider, STATUS_HEADERS};
+use crate::body::{Observation, Observed};
+use crate::conf_client::view::unix_ms;
+use crate::faults::Fault;
+use crate::message_log::Phase;
+use crate::metadata;
+
+impl Provider {
+    pub(super) fn answer(
+        self: &Arc<Self>,
+        response: Response<Body>,
+        accepted: Accepted,
+    ) -> Response<Body> {
+        let (mut parts, body) = response.into_parts();
+        // A trailers-only answer (an error without a body): its status moves
+        // to the trailers, where the signed envelope goes.
+        let mut moved = HeaderMap::new();
+        for name in STATUS_HEADERS {
+            if let Some(v) = parts.headers.remove(name) {
+                moved.insert(HeaderName::from_static(name), v);
+            }
+        }
+        metadata::strip_lienthong(&mut parts.headers);
+        let this = self.clone();
+        let finisher = Box::new(move |obs: Observation| {
+            Box::pin(async move { this.finish(accepted, moved, obs).await })
+                as std::pin::Pin<Box<dyn std::future::Future<Output = HeaderMap> + Send>>
+        });
+        Response::from_parts(parts, Body::new(Observed::new(body, finisher)))
+    }
+
+    /// Signs the response, logs it, and returns the trailers to send.
+    async fn finish(&self, accepted: Accepted, moved: HeaderMap, obs: Observation) -> HeaderMap {
+        if let Some(e) = &obs.error {
+            let fault =
+                Fault::ServiceUnavailable.with(format!("the backend's response broke off: {e}"));
+            let mut r = accepted.record(Phase::Fault);
+            r.fault = fault.fault.code().into();
+            let _ = self.log.append(r).await;
+            return fault.trailers();
+        }
+        let mut trailers = obs.trailers.unwrap_or_default();
+        trailers.extend(moved);
+        metadata::strip_lienthong(&mut trailers);
+        let grpc_status = trailers
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                // A backend that ended without a status broke the protocol.
+                trailers.insert("grpc-status", HeaderValue::from(2));
+                2
+            });
+        let header = ResponseHeader {
+            message_id: accepted.header.message_id.clone(),
+            request_digest: accepted.request_digest.to_vec(),
+            created_at_unix_ms: unix_ms(SystemTime::now()),
+            payload_digest: obs.digest.to_vec(),
+            payload_size: obs.size,
+            grpc_status,
+        };
+        let Some(signer) = self.keys.signer(&accepted.provider.member) else {
+            return Fault::ProviderInternal
+                .with(format!("no signing key for {}", accepted.provider.member))
+                .trailers();
+        };
+        let envelope = match signer.sign_response(header) {
+            Ok(e) => e.encode_to_vec(),
+            Err(e) => return Fault::ProviderInternal.with(e.to_string()).trailers(),
+        };
+        let mut r = accepted.record(Phase::Response);
+        r.payload_digest = obs.digest.to_vec();
+        r.payload_size = obs.size;
+        r.envelope = envelope.clone();
+        r.grpc_status = grpc_status;
+        if let Err(e) = self.log.append(r).await {
+            return Fault::ProviderLogFailed.with(e.0).trailers();
+        }
+        metadata::put_bin(&mut trailers, metadata::RESPONSE_ENVELOPE, &envelope);
+        trailers
+    }
+}
