@@ -210,6 +210,8 @@ pub struct Agency {
     pub dir: tempfile::TempDir,
     pub provider_addr: SocketAddr,
     pub server: Option<SecurityServer>,
+    /// The provider port, held from before the join until the first start.
+    reserved: Option<std::net::TcpListener>,
 }
 
 impl Agency {
@@ -266,7 +268,20 @@ impl Agency {
         opts.consumer_listen = "127.0.0.1:0".parse().expect("valid");
         opts.provider_listen = self.provider_addr;
         opts.poll_interval = Some(Duration::from_millis(200));
-        self.server = Some(SecurityServer::start(opts).await.expect("server starts"));
+        let reserved = self
+            .reserved
+            .take()
+            .filter(|l| l.local_addr().ok() == Some(self.provider_addr));
+        self.server = Some(
+            SecurityServer::start_on(opts, reserved)
+                .await
+                .expect("server starts"),
+        );
+    }
+
+    /// Hands over a bound listener for the next start (after a move).
+    pub fn reserve(&mut self, listener: std::net::TcpListener) {
+        self.reserved = Some(listener);
     }
 
     /// Stops the server (an outage).
@@ -277,11 +292,11 @@ impl Agency {
     }
 }
 
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
+/// A listener on a fresh loopback port, held until the server starts.
+pub fn reserve_port() -> (std::net::TcpListener, SocketAddr) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    (l, addr)
 }
 
 /// Joins `server` to the (auto-approving) registry, registers `clients`
@@ -299,7 +314,7 @@ pub async fn join(reg: &TestRegistry, server: &ServerId, clients: &[SubsystemId]
         .into_inner()
         .token;
     let dir = tempfile::tempdir().expect("tempdir");
-    let provider_addr = free_addr();
+    let (reserved, provider_addr) = reserve_port();
     join::submit_join(
         dir.path(),
         &reg.anchor,
@@ -327,6 +342,7 @@ pub async fn join(reg: &TestRegistry, server: &ServerId, clients: &[SubsystemId]
         dir,
         provider_addr,
         server: None,
+        reserved: Some(reserved),
     };
     agency.start().await;
     agency

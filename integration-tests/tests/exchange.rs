@@ -185,10 +185,7 @@ async fn an_address_change_takes_effect_without_restarting_consumers() {
     let is = f.business.client().await;
     // Only ss2 serves from now on, and it moves.
     f.population[0].stop();
-    let moved = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let (moved_listener, moved) = reserve_port();
     let ss2 = &mut f.population[1];
     let dir = lienthong_security_server::keys::ServerDir(ss2.dir.path().to_owned());
     let keys = lienthong_security_server::keys::Keys::load(
@@ -214,6 +211,7 @@ async fn an_address_change_takes_effect_without_restarting_consumers() {
         .expect("address change approved (auto-approve)");
     ss2.stop();
     ss2.provider_addr = moved;
+    ss2.reserve(moved_listener);
     ss2.start().await;
     f.refresh_all().await;
     is.unary("GetPerson", call_metadata(&business(), &population()), "1")

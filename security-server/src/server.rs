@@ -99,6 +99,16 @@ impl SecurityServer {
     /// certificates or without any configuration (none cached and the
     /// registry unreachable).
     pub async fn start(opts: ServerOptions) -> Result<Self, String> {
+        Self::start_on(opts, None).await
+    }
+
+    /// As [`start`](Self::start), serving the provider side on an already
+    /// bound listener (its address is the one registered; binding it early
+    /// keeps anyone else from taking the port meanwhile).
+    pub async fn start_on(
+        opts: ServerOptions,
+        provider_listener: Option<std::net::TcpListener>,
+    ) -> Result<Self, String> {
         let dir = ServerDir(opts.dir.clone());
         if !dir.store().exists() {
             return Err(format!(
@@ -151,7 +161,13 @@ impl SecurityServer {
                 .map_err(|e| format!("cannot listen on {addr}: {e}"))
         };
         let consumer_listener = bind(opts.consumer_listen).await?;
-        let provider_listener = bind(opts.provider_listen).await?;
+        let provider_listener = match provider_listener {
+            Some(l) => {
+                l.set_nonblocking(true).map_err(|e| e.to_string())?;
+                TcpListener::from_std(l).map_err(|e| e.to_string())?
+            }
+            None => bind(opts.provider_listen).await?,
+        };
         let consumer_addr = consumer_listener.local_addr().map_err(|e| e.to_string())?;
         let provider_addr = provider_listener.local_addr().map_err(|e| e.to_string())?;
         let tls_config =
