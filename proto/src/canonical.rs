@@ -132,7 +132,8 @@ pub fn request_header(h: &RequestHeader) -> Vec<u8> {
         .u64(h.payload_size)
         .str(&h.traceparent)
         .str(&h.tracestate)
-        .i64(h.withheld_until_unix_ms);
+        .i64(h.withheld_until_unix_ms)
+        .server(h.target_server.as_ref());
     c.finish()
 }
 
@@ -252,6 +253,12 @@ mod tests {
             Box::new(|h| h.traceparent.push('x')),
             Box::new(|h| h.tracestate.push('x')),
             Box::new(|h| h.withheld_until_unix_ms = 1),
+            Box::new(|h| {
+                h.target_server = Some(idpb::SecurityServerId {
+                    owner: None,
+                    server_code: "ss1".into(),
+                })
+            }),
         ];
         for (i, edit) in edits.iter().enumerate() {
             let mut h = header();

@@ -207,6 +207,105 @@ pub fn verify_consistency(
     fr == *old_root && sr == *new_root && sn == 0
 }
 
+/// A source of subtree hashes `MTH(D[a..b])` for the ranges RFC 6962's
+/// recursion asks for: a stored tree answers from its perfect subtrees
+/// without reading every leaf.
+pub trait SubtreeHashes {
+    type Error;
+    /// The hash of the subtree over leaves `a..b` (`a < b`).
+    fn range(&mut self, a: u64, b: u64) -> Result<Hash, Self::Error>;
+}
+
+/// Leaf hashes in memory are a source too (tests, small trees).
+impl SubtreeHashes for &[Hash] {
+    type Error = std::convert::Infallible;
+    fn range(&mut self, a: u64, b: u64) -> Result<Hash, Self::Error> {
+        Ok(root(&self[a as usize..b as usize]))
+    }
+}
+
+fn split_u64(n: u64) -> u64 {
+    debug_assert!(n >= 2);
+    1 << (63 - (n - 1).leading_zeros())
+}
+
+/// The root of the first `size` leaves of `src`.
+pub fn root_from<S: SubtreeHashes>(src: &mut S, size: u64) -> Result<Hash, S::Error> {
+    if size == 0 {
+        return Ok(sha256(&[]));
+    }
+    src.range(0, size)
+}
+
+/// As [`inclusion_proof`], from a [`SubtreeHashes`] source: the audit path
+/// of leaf `index` in the tree of the first `size` leaves.
+pub fn inclusion_proof_from<S: SubtreeHashes>(
+    src: &mut S,
+    index: u64,
+    size: u64,
+) -> Result<Option<Vec<Hash>>, S::Error> {
+    if index >= size {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    // Walk down from the whole tree, collecting siblings, then reverse:
+    // RFC 6962 lists them leaf-most first.
+    let (mut lo, mut hi, mut m) = (0u64, size, index);
+    while hi - lo > 1 {
+        let k = split_u64(hi - lo);
+        if m < k {
+            out.push(src.range(lo + k, hi)?);
+            hi = lo + k;
+        } else {
+            out.push(src.range(lo, lo + k)?);
+            lo += k;
+            m -= k;
+        }
+    }
+    out.reverse();
+    Ok(Some(out))
+}
+
+/// As [`consistency_proof`], from a [`SubtreeHashes`] source: between the
+/// first `old_size` and the first `new_size` leaves.
+pub fn consistency_proof_from<S: SubtreeHashes>(
+    src: &mut S,
+    old_size: u64,
+    new_size: u64,
+) -> Result<Option<Vec<Hash>>, S::Error> {
+    if old_size > new_size {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    if old_size == 0 || old_size == new_size {
+        return Ok(Some(out));
+    }
+    // SUBPROOF(m, D[lo..hi], complete), iteratively, siblings collected
+    // top-down and reversed at the end.
+    let (mut lo, mut hi, mut m, mut complete) = (0u64, new_size, old_size, true);
+    loop {
+        let n = hi - lo;
+        if m == n {
+            if !complete {
+                out.push(src.range(lo, hi)?);
+            }
+            break;
+        }
+        let k = split_u64(n);
+        if m <= k {
+            out.push(src.range(lo + k, hi)?);
+            hi = lo + k;
+        } else {
+            out.push(src.range(lo, lo + k)?);
+            lo += k;
+            m -= k;
+            complete = false;
+        }
+    }
+    out.reverse();
+    Ok(Some(out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,6 +400,27 @@ mod tests {
                     &root(&l[..n - 1]),
                     &p
                 ));
+            }
+        }
+    }
+
+    #[test]
+    fn proofs_from_a_subtree_source_match_the_in_memory_ones() {
+        for n in 0..=40usize {
+            let leaves: Vec<Hash> = (0..n).map(|i| leaf_hash(&[i as u8])).collect();
+            let mut src: &[Hash] = &leaves;
+            assert_eq!(root_from(&mut src, n as u64).unwrap(), root(&leaves));
+            for i in 0..=n {
+                assert_eq!(
+                    inclusion_proof_from(&mut src, i as u64, n as u64).unwrap(),
+                    inclusion_proof(&leaves, i),
+                    "inclusion {i} of {n}"
+                );
+                assert_eq!(
+                    consistency_proof_from(&mut src, i as u64, n as u64).unwrap(),
+                    consistency_proof(&leaves, i),
+                    "consistency {i} → {n}"
+                );
             }
         }
     }

@@ -166,6 +166,41 @@ impl<B> Drop for Observed<B> {
     }
 }
 
+/// A complete body: at most one data frame, then trailers.
+#[derive(Debug)]
+pub struct Complete {
+    data: Option<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+impl Complete {
+    pub fn new(data: Option<Bytes>, trailers: HeaderMap) -> Self {
+        Complete {
+            data,
+            trailers: Some(trailers),
+        }
+    }
+}
+
+impl Body for Complete {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(d) = self.data.take() {
+            return Poll::Ready(Some(Ok(Frame::data(d))));
+        }
+        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none() && self.trailers.is_none()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

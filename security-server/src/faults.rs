@@ -68,6 +68,8 @@ faults! {
         "The calling subsystem (lt-client) is not in the global configuration."),
     ClientNotOnThisServer => ("client.client_not_on_this_server", PermissionDenied, Client,
         "The calling subsystem is registered, but not on this security server; call through the server it is registered on, or register it here."),
+    WithholdingNotAllowed => ("client.withholding_not_allowed", PermissionDenied, Client,
+        "Only clients in the instance's withholding group may hide an exchange from the data subject (lt-withheld-until)."),
     UnknownService => ("client.unknown_service", NotFound, Client,
         "The provider subsystem does not offer the called service, or no security server serves the provider."),
     MessageTooLarge => ("client.message_too_large", ResourceExhausted, Client,

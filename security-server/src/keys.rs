@@ -8,6 +8,7 @@
 //! <dir>/configuration.bin         the last good global configuration
 //! <dir>/messagelog.db             the message log
 //! <dir>/log-subject.key           the key data subjects are hashed under
+//! <dir>/log-seal.key              the key data subjects are sealed with
 //! ```
 //!
 //! Keys are made here and never leave; files are 0600 and never overwritten.
@@ -59,6 +60,9 @@ impl ServerDir {
     }
     pub fn subject_key(&self) -> PathBuf {
         self.0.join("log-subject.key")
+    }
+    pub fn seal_key(&self) -> PathBuf {
+        self.0.join("log-seal.key")
     }
 }
 
@@ -135,8 +139,19 @@ impl Keys {
     }
 }
 
-/// Reads (or creates, 0600) the 32-byte key data subjects are hashed under.
-pub fn subject_key(path: &Path) -> Result<Vec<u8>, String> {
+/// The message log's keys, created (0600) on first use.
+pub fn log_keys(dir: &ServerDir) -> Result<crate::message_log::LogKeys, String> {
+    let seal = secret_key(&dir.seal_key())?;
+    Ok(crate::message_log::LogKeys {
+        subject_hash: secret_key(&dir.subject_key())?,
+        seal: seal
+            .try_into()
+            .map_err(|_| "the sealing key is not 32 bytes".to_string())?,
+    })
+}
+
+/// Reads (or creates, 0600) a 32-byte secret key.
+pub fn secret_key(path: &Path) -> Result<Vec<u8>, String> {
     if let Ok(k) = std::fs::read(path) {
         if k.len() == 32 {
             return Ok(k);

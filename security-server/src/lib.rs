@@ -24,6 +24,7 @@ pub mod provider;
 pub mod replay;
 mod server;
 pub mod store;
+pub mod trace;
 
 pub use server::{
     DEFAULT_CONSUMER_LISTEN, DEFAULT_PROVIDER_LISTEN, SecurityServer, ServerOptions, server_id,

@@ -10,7 +10,7 @@ use base64::Engine as _;
 use base64::engine::DecodePaddingMode;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use http::{HeaderMap, HeaderName, HeaderValue};
-use lienthong_proto::id::SubsystemId;
+use lienthong_proto::id::{ServerId, SubsystemId};
 
 use crate::faults::{Fault, FaultError};
 
@@ -20,6 +20,14 @@ pub const USER_ID: &str = "lt-user-id";
 pub const PURPOSE: &str = "lt-purpose";
 pub const DATA_SUBJECT: &str = "lt-data-subject";
 pub const MESSAGE_ID: &str = "lt-message-id";
+/// For services built into every security server: the server addressed
+/// (instead of `lt-service`).
+pub const SERVER: &str = "lt-server";
+/// Hide the exchange from the data subject's trace until then (Unix ms);
+/// only clients in the instance's withholding group may.
+pub const WITHHELD_UNTIL: &str = "lt-withheld-until";
+/// The services every security server offers itself.
+pub const BUILTIN_SERVICES: &[&str] = &["lienthong.trace.v1.AccessTrace"];
 pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";
 /// The signed request envelope, between security servers.
@@ -40,17 +48,47 @@ pub const MAX_TRACE_CONTEXT: usize = 512;
 /// Largest encoded envelope accepted.
 pub const MAX_ENVELOPE: usize = 16 * 1024;
 
+/// Whom a call is for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// A provider subsystem's service (`lt-service`).
+    Provider(SubsystemId),
+    /// A service built into one security server (`lt-server`).
+    Server(ServerId),
+}
+
+impl Target {
+    /// The member whose signature the response must carry.
+    pub fn member(&self) -> &lienthong_proto::id::MemberId {
+        match self {
+            Target::Provider(s) => &s.member,
+            Target::Server(s) => &s.owner,
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Provider(s) => write!(f, "{s}"),
+            Target::Server(s) => write!(f, "{s}"),
+        }
+    }
+}
+
 /// What the information system said about its call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallMetadata {
     pub client: SubsystemId,
-    pub provider: SubsystemId,
+    pub target: Target,
     pub user_id: String,
     pub purpose: String,
     pub data_subject: String,
     pub message_id: Option<String>,
     pub traceparent: String,
     pub tracestate: String,
+    /// 0 = not withheld.
+    pub withheld_until_ms: i64,
 }
 
 /// A gRPC path split into its service and method.
@@ -138,7 +176,27 @@ pub fn check_message_id(id: &str) -> Result<(), FaultError> {
 /// Reads the Lienthong metadata of an information system's call.
 pub fn parse_call(headers: &HeaderMap) -> Result<CallMetadata, FaultError> {
     let client = subsystem(headers, CLIENT)?;
-    let provider = subsystem(headers, SERVICE)?;
+    let target = match text(headers, SERVER, 1024)? {
+        Some(server) if !headers.contains_key(SERVICE) => Target::Server(
+            server
+                .parse()
+                .map_err(|e| Fault::BadRequest.with(format!("{SERVER}: {e}")))?,
+        ),
+        Some(_) => {
+            return Err(Fault::BadRequest.with(format!(
+                "give either {SERVICE} (a provider subsystem) or {SERVER} (a built-in service of one server), not both"
+            )));
+        }
+        None => Target::Provider(subsystem(headers, SERVICE)?),
+    };
+    let withheld_until_ms = match text(headers, WITHHELD_UNTIL, 20)? {
+        None => 0,
+        Some(v) => v.parse::<i64>().ok().filter(|t| *t > 0).ok_or_else(|| {
+            Fault::BadRequest.with(format!(
+                "{WITHHELD_UNTIL} must be a Unix time in milliseconds"
+            ))
+        })?,
+    };
     let message_id = text(headers, MESSAGE_ID, MAX_MESSAGE_ID)?;
     if let Some(id) = &message_id {
         check_message_id(id)?;
@@ -152,13 +210,14 @@ pub fn parse_call(headers: &HeaderMap) -> Result<CallMetadata, FaultError> {
     };
     Ok(CallMetadata {
         client,
-        provider,
+        target,
         user_id: text(headers, USER_ID, MAX_USER_ID)?.unwrap_or_default(),
         purpose: text(headers, PURPOSE, MAX_PURPOSE)?.unwrap_or_default(),
         data_subject: text(headers, DATA_SUBJECT, MAX_DATA_SUBJECT)?.unwrap_or_default(),
         message_id,
         traceparent: trace(TRACEPARENT)?,
         tracestate: trace(TRACESTATE)?,
+        withheld_until_ms,
     })
 }
 
@@ -262,7 +321,18 @@ mod tests {
         ]);
         let m = parse_call(&h).unwrap();
         assert_eq!(m.client.to_string(), "VN/GOV/000305/business");
-        assert_eq!(m.provider.to_string(), "VN/GOV/000102/population");
+        assert_eq!(m.target.to_string(), "VN/GOV/000102/population");
+        assert_eq!(m.withheld_until_ms, 0);
+        let mut builtin = h.clone();
+        builtin.remove(SERVICE);
+        builtin.insert(SERVER, HeaderValue::from_static("VN/GOV/000102/ss1"));
+        assert!(matches!(
+            parse_call(&builtin).unwrap().target,
+            Target::Server(_)
+        ));
+        let mut both = h.clone();
+        both.insert(SERVER, HeaderValue::from_static("VN/GOV/000102/ss1"));
+        assert!(parse_call(&both).is_err());
         assert_eq!(m.message_id.as_deref(), Some("m-1"));
 
         for (name, value, want) in [
@@ -270,6 +340,7 @@ mod tests {
             (SERVICE, "VN/GOV/0_1/x", "lt-service"),
             (MESSAGE_ID, "has space", "message id"),
             (DATA_SUBJECT, &"9".repeat(65), "lt-data-subject"),
+            (WITHHELD_UNTIL, "tomorrow", "lt-withheld-until"),
         ] {
             let mut h = h.clone();
             h.insert(name, HeaderValue::from_str(value).unwrap());

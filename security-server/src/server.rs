@@ -17,11 +17,12 @@ use crate::access::AccessRule;
 use crate::conf_client::ConfClient;
 use crate::consumer::tls::{self as consumer_tls, ConsumerTransport};
 use crate::consumer::{Consumer, DEFAULT_MAX_MESSAGE_BYTES, ProviderPool};
-use crate::keys::{Keys, ServerDir, subject_key};
-use crate::message_log::{MessageLog, SqliteLog};
+use crate::keys::{Keys, ServerDir, log_keys};
+use crate::message_log::{LogReader, MessageLog, SqliteLog};
 use crate::provider::{Policies, Provider};
 use crate::replay::DEFAULT_MAX_CLOCK_SKEW_MS;
 use crate::store::{Backend, ServerStore};
+use crate::trace::TraceService;
 
 /// Default address of the consumer side (the agency's information systems).
 pub const DEFAULT_CONSUMER_LISTEN: &str = "127.0.0.1:8080";
@@ -133,10 +134,12 @@ impl SecurityServer {
             })?;
         }
 
+        let keys_for_log = log_keys(&dir)?;
         let log: Arc<dyn MessageLog> = Arc::new(
-            SqliteLog::open(&dir.message_log(), &subject_key(&dir.subject_key())?)
-                .map_err(|e| e.to_string())?,
+            SqliteLog::open(&dir.message_log(), keys_for_log.clone()).map_err(|e| e.to_string())?,
         );
+        let reader =
+            Arc::new(LogReader::open(&dir.message_log(), keys_for_log).map_err(|e| e.to_string())?);
         let policies = Policies::load(store.clone()).map_err(|e| e.to_string())?;
         let consumer = Arc::new(Consumer::new(
             keys.clone(),
@@ -151,6 +154,7 @@ impl SecurityServer {
             conf.clone(),
             log,
             policies.clone(),
+            TraceService::new(id.clone(), reader.clone()),
             opts.max_message_bytes,
             opts.max_clock_skew.as_millis() as i64,
         ));

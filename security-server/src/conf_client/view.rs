@@ -42,6 +42,7 @@ pub struct ConfView {
     pub poll_interval_secs: u32,
     pub registry_addresses: Vec<String>,
     pub trace_portal: Option<SubsystemId>,
+    withholding_group: Option<GlobalGroupId>,
     servers: HashMap<ServerId, ServerEntry>,
     server_by_cert: HashMap<Fingerprint, ServerId>,
     /// Which servers serve each subsystem, in configuration order.
@@ -195,6 +196,11 @@ impl ConfView {
                 .trace_portal
                 .as_ref()
                 .and_then(|p| SubsystemId::try_from(p).ok()),
+            withholding_group: conf
+                .settings
+                .as_ref()
+                .and_then(|s| s.withholding_group.as_ref())
+                .and_then(|g| GlobalGroupId::try_from(g).ok()),
             servers,
             server_by_cert,
             servers_of,
@@ -210,6 +216,16 @@ impl ConfView {
     /// Whether the configuration may no longer be used at `now`.
     pub fn is_expired(&self, now: SystemTime) -> bool {
         unix_ms(now) >= self.expires_at_ms
+    }
+
+    /// The group whose members may withhold exchanges from data subjects.
+    pub fn withholding_group(&self) -> Option<&GlobalGroupId> {
+        self.withholding_group.as_ref()
+    }
+
+    /// Every security server of the instance.
+    pub fn servers(&self) -> impl Iterator<Item = &ServerEntry> {
+        self.servers.values()
     }
 
     pub fn server(&self, id: &ServerId) -> Option<&ServerEntry> {

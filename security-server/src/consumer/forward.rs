@@ -14,7 +14,7 @@ use std::time::Duration;
 use http::{Request, Response};
 use lienthong_certs::net::TlsConnectorService;
 use lienthong_certs::tls::{self, TrustStore};
-use lienthong_proto::id::{ServerId, SubsystemId};
+use lienthong_proto::id::ServerId;
 use tonic::body::Body;
 use tonic::transport::{Channel, Endpoint};
 use tower::ServiceExt;
@@ -22,13 +22,19 @@ use tower::ServiceExt;
 use crate::conf_client::ConfView;
 use crate::faults::{Fault, FaultError};
 use crate::keys::Keys;
+use crate::metadata::Target;
 
 /// How long connecting to a provider server may take before the next is tried.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The order to try `provider`'s servers in: all of them, starting at
-/// `start` (round robin spreads load; the rest are failover).
-pub fn order_servers(view: &ConfView, provider: &SubsystemId, start: usize) -> Vec<ServerId> {
+/// The order to try the target's servers in: for a provider, all of its
+/// servers starting at `start` (round robin spreads load; the rest are
+/// failover); for a server's built-in service, that server.
+pub fn order_servers(view: &ConfView, target: &Target, start: usize) -> Vec<ServerId> {
+    let provider = match target {
+        Target::Provider(p) => p,
+        Target::Server(s) => return vec![s.clone()],
+    };
     let all = view.servers_of(provider);
     if all.is_empty() {
         return Vec::new();
@@ -84,16 +90,16 @@ impl ProviderPool {
         Ok(channel)
     }
 
-    /// Sends the request made by `make` to a server of `provider`; on a
+    /// Sends the request made by `make` to a server of `target`; on a
     /// connection failure tries the next. Returns the server that answered.
     pub async fn send(
         &self,
         view: &ConfView,
-        provider: &SubsystemId,
+        target: &Target,
         make: impl Fn() -> Request<Body>,
     ) -> Result<(ServerId, Response<Body>), FaultError> {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let order = order_servers(view, provider, start);
+        let order = order_servers(view, target, start);
         let mut failures = Vec::new();
         for server in order {
             let Some(entry) = view.server(&server) else {
@@ -116,7 +122,7 @@ impl ProviderPool {
             }
         }
         Err(Fault::ProviderUnreachable.with(if failures.is_empty() {
-            format!("no security server serves {provider}")
+            format!("no security server serves {target}")
         } else {
             format!("tried {}", failures.join("; "))
         }))

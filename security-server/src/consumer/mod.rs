@@ -39,7 +39,7 @@ use crate::conf_client::{ConfClient, ConfView};
 use crate::faults::{FAULT_HEADER, Fault, FaultError};
 use crate::keys::Keys;
 use crate::message_log::{LogRecord, MessageLog, Phase, Role};
-use crate::metadata::{self, CallMetadata, GrpcPath};
+use crate::metadata::{self, CallMetadata, GrpcPath, Target};
 use response::{grpc_status, header_text};
 
 pub use forward::ProviderPool;
@@ -97,7 +97,7 @@ impl Exchange {
             message_id: self.message_id.clone(),
             client: c.map(|c| c.client.to_string()).unwrap_or_default(),
             service: match c {
-                Some(c) => format!("{}/{}", c.provider, self.service),
+                Some(c) => format!("{}/{}", c.target, self.service),
                 None => self.service.clone(),
             },
             method: self.method.clone(),
@@ -111,6 +111,7 @@ impl Exchange {
             envelope: Vec::new(),
             grpc_status: 0,
             fault: String::new(),
+            withheld_until_ms: c.map_or(0, |c| c.withheld_until_ms),
             duration_us: self.started.elapsed().as_micros() as u64,
         }
     }
@@ -227,7 +228,10 @@ impl Consumer {
             message_id: ex.message_id.clone(),
             client: Some((&call.client).into()),
             service: Some(lienthong_proto::pb::identifiers::v1::ServiceId {
-                provider: Some((&call.provider).into()),
+                provider: match &call.target {
+                    Target::Provider(p) => Some(p.into()),
+                    Target::Server(_) => None,
+                },
                 service_code: path.service.to_owned(),
                 version: String::new(),
             }),
@@ -240,7 +244,11 @@ impl Consumer {
             payload_size: payload.len() as u64,
             traceparent: call.traceparent.clone(),
             tracestate: call.tracestate.clone(),
-            withheld_until_unix_ms: 0,
+            withheld_until_unix_ms: call.withheld_until_ms,
+            target_server: match &call.target {
+                Target::Server(s) => Some(s.into()),
+                Target::Provider(_) => None,
+            },
         };
         ex.request_digest = canonical::digest(&canonical::request_header(&header));
         let envelope = signer
@@ -269,7 +277,7 @@ impl Consumer {
             *r.headers_mut() = headers.clone();
             r
         };
-        let (server, response) = self.pool.send(&view, &call.provider, make).await?;
+        let (server, response) = self.pool.send(&view, &call.target, make).await?;
         ex.peer = server.to_string();
         if response.headers().contains_key("grpc-status") {
             // Trailers-only: a refusal by the provider's server, passed on
@@ -320,11 +328,28 @@ impl Consumer {
                 call.client
             )));
         }
-        if !view.offers(&call.provider, path.service) || view.servers_of(&call.provider).is_empty()
-        {
+        if call.withheld_until_ms > 0 {
+            let allowed = view.withholding_group().is_some_and(|g| {
+                view.groups_of(&call.client)
+                    .is_some_and(|groups| groups.contains(g))
+            });
+            if !allowed {
+                return Err(Fault::WithholdingNotAllowed.with(format!(
+                    "{} is not in the instance's withholding group, so it may not hide exchanges from the data subject",
+                    call.client
+                )));
+            }
+        }
+        let offered = match &call.target {
+            Target::Provider(p) => view.offers(p, path.service) && !view.servers_of(p).is_empty(),
+            Target::Server(s) => {
+                metadata::BUILTIN_SERVICES.contains(&path.service) && view.server(s).is_some()
+            }
+        };
+        if !offered {
             return Err(Fault::UnknownService.with(format!(
                 "{} does not offer {} over the bus",
-                call.provider, path.service
+                call.target, path.service
             )));
         }
         Ok(())

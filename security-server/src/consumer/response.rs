@@ -115,7 +115,7 @@ fn check_response(
     let provider = ex
         .call
         .as_ref()
-        .map(|c| c.provider.member.clone())
+        .map(|c| c.target.member().clone())
         .ok_or_else(|| bad("no call".into()))?;
     let fp = Fingerprint::from_slice(&sig.signer_certificate_sha256)
         .ok_or_else(|| bad("the response signature names no certificate".into()))?;

@@ -3,28 +3,46 @@
 //! answered. [`MessageLog::append`] returns only once the record is durable,
 //! so a crash never loses an exchange a client saw succeed.
 //!
-//! [`SqliteLog`] is the embedded backend: one writer thread commits
-//! whatever has queued up in one transaction (group commit), so many
-//! concurrent exchanges share one fsync.
+//! The log is tamper-evident: each record's canonical bytes
+//! (`lienthong.trace.v1.LogLeaf`, [`leaf`]) are a leaf of an append-only
+//! RFC 6962 Merkle tree ([`tree`]). The server signs checkpoints of the
+//! tree and the registry countersigns them after checking they extend the
+//! previous one; any record can then be proven to be in a witnessed tree.
+//!
+//! * [`SqliteLog`] — the embedded writer: one thread commits whatever has
+//!   queued up in one transaction (group commit), so many concurrent
+//!   exchanges share one fsync.
+//! * [`LogReader`] — queries by data subject, inclusion and consistency
+//!   proofs, checkpoints.
+//!
+//! Bodies are never logged. The data subject is kept as a keyed hash (for
+//! lookup) and sealed with AEAD (for the server's own investigations); the
+//! two keys live in the server's directory, 0600.
 
+pub mod leaf;
+mod reader;
 mod sqlite;
+pub mod tree;
 
 use std::future::Future;
 use std::pin::Pin;
 
-pub use sqlite::SqliteLog;
+pub use reader::{LogReader, StoredCheckpoint, SubjectRecord};
+pub use sqlite::{CommitStats, SqliteLog};
 
 /// Which side of the exchange this server was.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Role {
+    #[default]
     Consumer,
     Provider,
 }
 
 /// What the record is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Phase {
     /// The signed request, before it was forwarded.
+    #[default]
     Request,
     /// The signed response, before it was answered.
     Response,
@@ -32,9 +50,8 @@ pub enum Phase {
     Fault,
 }
 
-/// One log record. Bodies are never logged; the data subject is stored
-/// only as a keyed hash.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One record as the proxy sides hand it over.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LogRecord {
     pub role: Role,
     pub phase: Phase,
@@ -45,6 +62,7 @@ pub struct LogRecord {
     pub method: String,
     pub user_id: String,
     pub purpose: String,
+    /// In plain text only here: the log stores a keyed hash and a sealed copy.
     pub data_subject: String,
     /// The other security server.
     pub peer: String,
@@ -57,13 +75,45 @@ pub struct LogRecord {
     pub grpc_status: i32,
     /// The fault code, for `Phase::Fault`.
     pub fault: String,
+    /// Hidden from the data subject until then (Unix ms); 0 = not hidden.
+    pub withheld_until_ms: i64,
     pub duration_us: u64,
 }
 
-/// Why a record could not be made durable.
+/// Why a record could not be made durable or read.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("message log: {0}")]
 pub struct LogError(pub String);
+
+impl From<rusqlite::Error> for LogError {
+    fn from(e: rusqlite::Error) -> Self {
+        LogError(e.to_string())
+    }
+}
+
+/// The two secrets of a log: the key data subjects are hashed under, and
+/// the key their plain text is sealed with.
+#[derive(Clone)]
+pub struct LogKeys {
+    pub subject_hash: Vec<u8>,
+    pub seal: [u8; 32],
+}
+
+impl std::fmt::Debug for LogKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogKeys(<redacted>)")
+    }
+}
+
+impl LogKeys {
+    /// The keyed hash a data subject is stored and looked up under.
+    pub fn subject_hash(&self, subject: &str) -> [u8; 32] {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.subject_hash);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ring::hmac::sign(&key, subject.as_bytes()).as_ref());
+        out
+    }
+}
 
 /// A durable, append-only log of exchanges.
 pub trait MessageLog: Send + Sync + 'static {

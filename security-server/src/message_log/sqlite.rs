@@ -1,53 +1,71 @@
-//! The embedded message log: SQLite in WAL mode with `synchronous=FULL`,
-//! written by one thread that commits every queued record in one
-//! transaction (group commit) and only then acknowledges them.
+//! The embedded message-log writer: SQLite in WAL mode with
+//! `synchronous=FULL`, written by one thread that appends every queued
+//! record — leaf, tree nodes, sealed subject — in one transaction (group
+//! commit) and only then acknowledges them.
 
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread;
 
-use ring::hmac;
+use lienthong_proto::merkle;
+use ring::aead;
 use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 
-use super::{LogError, LogRecord, MessageLog, Phase, Role};
+use super::leaf::leaf_bytes;
+use super::tree::{Frontier, store_nodes};
+use super::{LogError, LogKeys, LogRecord, MessageLog};
 
 /// Most records committed in one transaction.
-const MAX_BATCH: usize = 512;
+const MAX_BATCH: usize = 1024;
 
-const SCHEMA: &str = r#"
-    CREATE TABLE IF NOT EXISTS messages (
-        id             INTEGER PRIMARY KEY,
+/// The schema of a log file (created on first open).
+pub(super) const SCHEMA: &str = r#"
+    CREATE TABLE IF NOT EXISTS records (
+        leaf_index     INTEGER PRIMARY KEY,
         at             INTEGER NOT NULL,
-        role           TEXT NOT NULL,
-        phase          TEXT NOT NULL,
         message_id     TEXT NOT NULL,
-        client         TEXT NOT NULL,
-        service        TEXT NOT NULL,
-        method         TEXT NOT NULL,
-        user_id        TEXT NOT NULL,
-        purpose        TEXT NOT NULL,
         subject_hash   BLOB,
-        peer           TEXT NOT NULL,
-        request_digest BLOB NOT NULL,
-        payload_digest BLOB NOT NULL,
-        payload_size   INTEGER NOT NULL,
-        envelope       BLOB NOT NULL,
-        grpc_status    INTEGER NOT NULL,
-        fault          TEXT NOT NULL,
-        duration_us    INTEGER NOT NULL
+        withheld_until INTEGER NOT NULL,
+        leaf           BLOB,
+        envelope       BLOB,
+        subject_sealed BLOB
     ) STRICT;
-    CREATE INDEX IF NOT EXISTS messages_subject ON messages (subject_hash);
-    CREATE INDEX IF NOT EXISTS messages_message ON messages (message_id);
+    CREATE INDEX IF NOT EXISTS records_subject ON records (subject_hash, leaf_index);
+    CREATE INDEX IF NOT EXISTS records_message ON records (message_id);
+    CREATE TABLE IF NOT EXISTS nodes (
+        level INTEGER NOT NULL,
+        idx   INTEGER NOT NULL,
+        hash  BLOB NOT NULL,
+        PRIMARY KEY (level, idx)
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS checkpoints (
+        tree_size        INTEGER PRIMARY KEY,
+        root             BLOB NOT NULL,
+        created_at       INTEGER NOT NULL,
+        signature        BLOB NOT NULL,
+        countersignature BLOB NOT NULL,
+        witnessed_at     INTEGER NOT NULL
+    ) STRICT;
 "#;
 
 type Job = (LogRecord, oneshot::Sender<Result<(), LogError>>);
 
-/// The message log in one SQLite file.
+/// How group commit is doing.
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    pub commits: AtomicU64,
+    pub records: AtomicU64,
+    pub largest_batch: AtomicU64,
+}
+
+/// The message-log writer for one SQLite file.
 pub struct SqliteLog {
     tx: mpsc::Sender<Job>,
+    stats: Arc<CommitStats>,
 }
 
 impl std::fmt::Debug for SqliteLog {
@@ -56,52 +74,56 @@ impl std::fmt::Debug for SqliteLog {
     }
 }
 
+pub(super) fn open_conn(path: &Path) -> Result<Connection, LogError> {
+    let conn = Connection::open(path).map_err(|e| LogError(format!("{}: {e}", path.display())))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.execute_batch(SCHEMA)?;
+    Ok(conn)
+}
+
+pub(super) fn tree_size(conn: &Connection) -> Result<u64, LogError> {
+    Ok(conn.query_row(
+        "SELECT coalesce(max(leaf_index) + 1, 0) FROM records",
+        [],
+        |r| r.get::<_, i64>(0),
+    )? as u64)
+}
+
 impl SqliteLog {
-    /// Opens (creating if needed) the log at `path`. `subject_key` keys the
-    /// hash under which data subjects are stored.
-    pub fn open(path: &Path, subject_key: &[u8]) -> Result<Self, LogError> {
-        let conn = Connection::open(path).map_err(|e| LogError(e.to_string()))?;
-        let setup = || -> rusqlite::Result<()> {
-            conn.pragma_update(None, "journal_mode", "WAL")?;
-            conn.pragma_update(None, "synchronous", "FULL")?;
-            conn.execute_batch(SCHEMA)
-        };
-        setup().map_err(|e| LogError(format!("{}: {e}", path.display())))?;
-        let key = hmac::Key::new(hmac::HMAC_SHA256, subject_key);
+    /// Opens (creating if needed) the log at `path` and starts its writer.
+    pub fn open(path: &Path, keys: LogKeys) -> Result<Self, LogError> {
+        let conn = open_conn(path)?;
+        let frontier = Frontier::load(&conn, tree_size(&conn)?)?;
+        let stats = Arc::new(CommitStats::default());
         let (tx, rx) = mpsc::channel::<Job>();
+        let writer_stats = stats.clone();
         thread::Builder::new()
             .name("message-log".into())
-            .spawn(move || writer(conn, key, rx))
+            .spawn(move || writer(conn, keys, frontier, rx, writer_stats))
             .map_err(|e| LogError(format!("cannot start the log writer: {e}")))?;
-        Ok(SqliteLog { tx })
+        Ok(SqliteLog { tx, stats })
     }
 
-    /// Number of records (for status and tests).
+    pub fn stats(&self) -> &CommitStats {
+        &self.stats
+    }
+
+    /// Number of records in the log at `path` (for status and tests).
     pub fn count(path: &Path) -> Result<u64, LogError> {
-        let conn = Connection::open(path).map_err(|e| LogError(e.to_string()))?;
-        conn.query_row("SELECT count(*) FROM messages", [], |r| r.get::<_, i64>(0))
-            .map(|n| n as u64)
-            .map_err(|e| LogError(e.to_string()))
-    }
-}
-
-fn role(r: Role) -> &'static str {
-    match r {
-        Role::Consumer => "consumer",
-        Role::Provider => "provider",
-    }
-}
-
-fn phase(p: Phase) -> &'static str {
-    match p {
-        Phase::Request => "request",
-        Phase::Response => "response",
-        Phase::Fault => "fault",
+        tree_size(&open_conn(path)?)
     }
 }
 
 /// Commits queued records in batches until every sender is gone.
-fn writer(mut conn: Connection, key: hmac::Key, rx: mpsc::Receiver<Job>) {
+fn writer(
+    mut conn: Connection,
+    keys: LogKeys,
+    mut frontier: Frontier,
+    rx: mpsc::Receiver<Job>,
+    stats: Arc<CommitStats>,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -110,51 +132,99 @@ fn writer(mut conn: Connection, key: hmac::Key, rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let result = commit(&mut conn, &key, &batch).map_err(|e| {
+        let before = frontier.clone();
+        let result = commit(&mut conn, &keys, &mut frontier, &batch).map_err(|e| {
+            // Nothing of the batch was written: the tree stays as it was.
+            frontier = before;
             tracing::error!(error = %e, records = batch.len(), "message log commit failed");
-            LogError(e.to_string())
+            e
         });
+        if result.is_ok() {
+            stats.commits.fetch_add(1, Ordering::Relaxed);
+            stats
+                .records
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            stats
+                .largest_batch
+                .fetch_max(batch.len() as u64, Ordering::Relaxed);
+        }
         for (_, done) in batch {
             let _ = done.send(result.clone());
         }
     }
 }
 
-fn commit(conn: &mut Connection, key: &hmac::Key, batch: &[Job]) -> rusqlite::Result<()> {
+fn seal(keys: &LogKeys, leaf_index: u64, subject: &str) -> Result<Vec<u8>, LogError> {
+    let key = aead::LessSafeKey::new(
+        aead::UnboundKey::new(&aead::CHACHA20_POLY1305, &keys.seal)
+            .map_err(|_| LogError("bad sealing key".into()))?,
+    );
+    let mut nonce = [0u8; 12];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
+        .map_err(|_| LogError("no randomness for sealing".into()))?;
+    let mut data = subject.as_bytes().to_vec();
+    key.seal_in_place_append_tag(
+        aead::Nonce::assume_unique_for_key(nonce),
+        aead::Aad::from(leaf_index.to_be_bytes()),
+        &mut data,
+    )
+    .map_err(|_| LogError("sealing failed".into()))?;
+    Ok([nonce.as_slice(), &data].concat())
+}
+
+/// Opens a sealed data subject (for the server's own operator).
+pub(super) fn unseal(keys: &LogKeys, leaf_index: u64, sealed: &[u8]) -> Option<String> {
+    let key =
+        aead::LessSafeKey::new(aead::UnboundKey::new(&aead::CHACHA20_POLY1305, &keys.seal).ok()?);
+    let (nonce, data) = sealed.split_at_checked(12)?;
+    let mut data = data.to_vec();
+    let plain = key
+        .open_in_place(
+            aead::Nonce::try_assume_unique_for_key(nonce).ok()?,
+            aead::Aad::from(leaf_index.to_be_bytes()),
+            &mut data,
+        )
+        .ok()?;
+    String::from_utf8(plain.to_vec()).ok()
+}
+
+fn commit(
+    conn: &mut Connection,
+    keys: &LogKeys,
+    frontier: &mut Frontier,
+    batch: &[Job],
+) -> Result<(), LogError> {
     let tx = conn.transaction()?;
     {
-        let mut stmt = tx.prepare_cached(
-            "INSERT INTO messages (at, role, phase, message_id, client, service, method, user_id,
-                purpose, subject_hash, peer, request_digest, payload_digest, payload_size, envelope,
-                grpc_status, fault, duration_us)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO records (leaf_index, at, message_id, subject_hash, withheld_until, leaf,
+                envelope, subject_sealed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?;
         for (r, _) in batch {
-            let subject = (!r.data_subject.is_empty())
-                .then(|| hmac::sign(key, r.data_subject.as_bytes()).as_ref().to_vec());
-            stmt.execute(params![
+            let index = frontier.size();
+            let subject = (!r.data_subject.is_empty()).then(|| keys.subject_hash(&r.data_subject));
+            let sealed = match subject {
+                Some(_) => Some(seal(keys, index, &r.data_subject)?),
+                None => None,
+            };
+            let leaf = leaf_bytes(r, subject);
+            let nodes = frontier.push(merkle::leaf_hash(&leaf));
+            insert.execute(params![
+                index as i64,
                 r.at_ms,
-                role(r.role),
-                phase(r.phase),
                 r.message_id,
-                r.client,
-                r.service,
-                r.method,
-                r.user_id,
-                r.purpose,
-                subject,
-                r.peer,
-                r.request_digest,
-                r.payload_digest,
-                r.payload_size as i64,
+                subject.as_ref().map(|s| s.as_slice()),
+                r.withheld_until_ms,
+                leaf,
                 r.envelope,
-                r.grpc_status,
-                r.fault,
-                r.duration_us as i64,
+                sealed,
             ])?;
+            store_nodes(&tx, &nodes)?;
         }
     }
-    tx.commit()
+    tx.commit()?;
+    Ok(())
 }
 
 impl MessageLog for SqliteLog {
@@ -169,58 +239,5 @@ impl MessageLog for SqliteLog {
             wait.await
                 .map_err(|_| LogError("the log writer has stopped".into()))?
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(i: usize) -> LogRecord {
-        LogRecord {
-            role: Role::Provider,
-            phase: Phase::Request,
-            at_ms: 1,
-            message_id: format!("m-{i}"),
-            client: "VN/GOV/1/a".into(),
-            service: "VN/GOV/2/b/s.v1.S".into(),
-            method: "Get".into(),
-            user_id: String::new(),
-            purpose: String::new(),
-            data_subject: "001099012345".into(),
-            peer: String::new(),
-            request_digest: vec![1; 32],
-            payload_digest: vec![2; 32],
-            payload_size: 3,
-            envelope: vec![],
-            grpc_status: 0,
-            fault: String::new(),
-            duration_us: 0,
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_appends_are_all_durable_and_subjects_hashed() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log.db");
-        let log = std::sync::Arc::new(SqliteLog::open(&path, b"key").unwrap());
-        let mut tasks = Vec::new();
-        for i in 0..200 {
-            let log = log.clone();
-            tasks.push(tokio::spawn(async move { log.append(record(i)).await }));
-        }
-        for t in tasks {
-            t.await.unwrap().unwrap();
-        }
-        assert_eq!(SqliteLog::count(&path).unwrap(), 200);
-        let conn = Connection::open(&path).unwrap();
-        let plain: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM messages WHERE instr(CAST(subject_hash AS TEXT), '001099') > 0",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(plain, 0, "the data subject is never stored in plain text");
     }
 }

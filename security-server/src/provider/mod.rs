@@ -30,6 +30,8 @@ use http_body_util::Full;
 use lienthong_certs::Fingerprint;
 use lienthong_proto::canonical;
 use lienthong_proto::id::{ServerId, SubsystemId};
+
+use crate::metadata::Target;
 use lienthong_proto::pb::exchange::v1::{RequestEnvelope, RequestHeader};
 use prost::Message;
 use tonic::body::Body;
@@ -57,6 +59,7 @@ pub struct Provider {
     conf: Arc<ConfClient>,
     log: Arc<dyn MessageLog>,
     policies: Policies,
+    trace: crate::trace::TraceService,
     replay: ReplayCache,
     max_message: usize,
     max_skew_ms: i64,
@@ -77,7 +80,7 @@ struct Accepted {
     peer: ServerId,
     header: RequestHeader,
     client: SubsystemId,
-    provider: SubsystemId,
+    target: Target,
     request_digest: [u8; 32],
     envelope: Vec<u8>,
 }
@@ -93,7 +96,7 @@ impl Accepted {
             client: self.client.to_string(),
             service: format!(
                 "{}/{}",
-                self.provider,
+                self.target,
                 h.service.as_ref().map_or("", |s| s.service_code.as_str())
             ),
             method: h.method.clone(),
@@ -107,6 +110,7 @@ impl Accepted {
             envelope: self.envelope.clone(),
             grpc_status: 0,
             fault: String::new(),
+            withheld_until_ms: h.withheld_until_unix_ms,
             duration_us: self.started.elapsed().as_micros() as u64,
         }
     }
@@ -118,6 +122,7 @@ impl Provider {
         conf: Arc<ConfClient>,
         log: Arc<dyn MessageLog>,
         policies: Policies,
+        trace: crate::trace::TraceService,
         max_message: usize,
         max_skew_ms: i64,
     ) -> Self {
@@ -126,6 +131,7 @@ impl Provider {
             conf,
             log,
             policies,
+            trace,
             replay: ReplayCache::default(),
             max_message,
             max_skew_ms,
@@ -153,23 +159,8 @@ impl Provider {
                 tracing::info!(fault = %fault, "request refused");
                 let mut r = partial.unwrap_or_else(|| LogRecord {
                     role: Role::Provider,
-                    phase: Phase::Fault,
                     at_ms: unix_ms(SystemTime::now()),
-                    message_id: String::new(),
-                    client: String::new(),
-                    service: String::new(),
-                    method: String::new(),
-                    user_id: String::new(),
-                    purpose: String::new(),
-                    data_subject: String::new(),
-                    peer: String::new(),
-                    request_digest: Vec::new(),
-                    payload_digest: Vec::new(),
-                    payload_size: 0,
-                    envelope: Vec::new(),
-                    grpc_status: 0,
-                    fault: String::new(),
-                    duration_us: 0,
+                    ..Default::default()
                 });
                 r.phase = Phase::Fault;
                 r.grpc_status = fault.fault.status() as i32;
@@ -208,21 +199,22 @@ impl Provider {
 
         // 2. Envelope.
         let (parts, body) = request.into_parts();
-        let path = metadata::parse_path(parts.uri.path())
-            .map_err(|e| Fault::BadEnvelope.with(e.message))?;
+        let uri = parts.uri.clone();
+        let path =
+            metadata::parse_path(uri.path()).map_err(|e| Fault::BadEnvelope.with(e.message))?;
         let envelope_bytes =
             metadata::get_bin(&parts.headers, metadata::ENVELOPE, metadata::MAX_ENVELOPE)
                 .map_err(|e| Fault::BadEnvelope.with(e))?
                 .ok_or_else(|| Fault::BadEnvelope.with("the request carries no lt-envelope-bin"))?;
         let envelope = RequestEnvelope::decode(envelope_bytes.as_slice())
             .map_err(|e| Fault::BadEnvelope.with(format!("the envelope does not decode: {e}")))?;
-        let (header, client, provider) = envelope_parts(&envelope, &path)?;
+        let (header, client, target) = envelope_parts(&envelope, &path)?;
         let mut accepted = Accepted {
             started,
             peer: peer.clone(),
             header: header.clone(),
             client: client.clone(),
-            provider: provider.clone(),
+            target: target.clone(),
             request_digest: canonical::digest(&canonical::request_header(header)),
             envelope: envelope_bytes,
         };
@@ -234,12 +226,7 @@ impl Provider {
                 "{peer} does not serve {client}; a server may only call for its own clients"
             )));
         }
-        if !view.serves(&self.keys.server, &provider) || !view.offers(&provider, path.service) {
-            return Err(Fault::ProviderUnknownService.with(format!(
-                "{} does not serve {provider}/{}",
-                self.keys.server, path.service
-            )));
-        }
+        self.check_target(&view, &target, &path)?;
 
         // 4. Signature, time, replay.
         self.check_signature(&view, &envelope, &client, now)?;
@@ -280,19 +267,7 @@ impl Provider {
 
         // 6. Access rights.
         let policy = self.policies.current();
-        let call = Call {
-            client: &client,
-            client_groups: view.groups_of(&client),
-            provider: &provider,
-            service: path.service,
-            method: path.method,
-        };
-        if !access::authorize(&policy.rules, &call) {
-            return Err(Fault::AccessDenied.with(format!(
-                "{client} may not call {provider}/{}/{}; the provider's operator grants access with `lienthong server acl grant`",
-                path.service, path.method
-            )));
-        }
+        authorize(&view, &policy, &client, &target, &path)?;
 
         // 7. Log.
         self.log
@@ -300,8 +275,59 @@ impl Provider {
             .await
             .map_err(|e| Fault::ProviderLogFailed.with(e.0))?;
 
-        // 8. Backend.
-        let backend = policy.backend(&provider, path.service).ok_or_else(|| {
+        // 8. Backend (or the built-in service).
+        let response = match &target {
+            Target::Provider(provider) => {
+                self.call_backend(&policy, provider, &path, parts, header, &client, payload)
+                    .await?
+            }
+            Target::Server(_) => self.trace.serve(payload).await,
+        };
+
+        // 9. Sign the response at its end.
+        accepted.started = started;
+        Ok(self.answer(response, accepted))
+    }
+
+    /// Whether this server serves the target and it offers the service.
+    fn check_target(
+        &self,
+        view: &ConfView,
+        target: &Target,
+        path: &metadata::GrpcPath<'_>,
+    ) -> Result<(), FaultError> {
+        let served = match target {
+            Target::Provider(p) => {
+                view.serves(&self.keys.server, p) && view.offers(p, path.service)
+            }
+            Target::Server(s) => {
+                s == &self.keys.server && metadata::BUILTIN_SERVICES.contains(&path.service)
+            }
+        };
+        if served {
+            Ok(())
+        } else {
+            Err(Fault::ProviderUnknownService.with(format!(
+                "{} does not serve {target}/{}",
+                self.keys.server, path.service
+            )))
+        }
+    }
+
+    /// Calls the backend with the original path and payload, bounded by
+    /// its timeout and the caller's deadline.
+    #[allow(clippy::too_many_arguments)]
+    async fn call_backend(
+        &self,
+        policy: &policy::Policy,
+        provider: &SubsystemId,
+        path: &metadata::GrpcPath<'_>,
+        parts: http::request::Parts,
+        header: &RequestHeader,
+        client: &SubsystemId,
+        payload: Bytes,
+    ) -> Result<Response<Body>, FaultError> {
+        let backend = policy.backend(provider, path.service).ok_or_else(|| {
             Fault::ServiceUnavailable.with(format!(
                 "no backend is configured for {provider}/{}",
                 path.service
@@ -312,31 +338,22 @@ impl Provider {
             .map_or(backend.backend.timeout, |d| d.min(backend.backend.timeout));
         let mut headers = parts.headers;
         metadata::strip_lienthong(&mut headers);
-        add_verified(&mut headers, header, &client);
+        add_verified(&mut headers, header, client);
         let mut req = Request::new(Body::new(Full::new(payload)));
         *req.method_mut() = http::Method::POST;
         *req.uri_mut() = parts.uri.path().parse().unwrap_or_default();
         *req.headers_mut() = headers;
-        let response =
-            match tokio::time::timeout(timeout, backend.channel.clone().oneshot(req)).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(e)) => {
-                    return Err(Fault::ServiceUnavailable.with(format!(
-                        "the backend at {} cannot be reached: {e}",
-                        backend.backend.url
-                    )));
-                }
-                Err(_) => {
-                    return Err(Fault::ServiceTimeout.with(format!(
-                        "the backend at {} did not answer within {:?}",
-                        backend.backend.url, timeout
-                    )));
-                }
-            };
-
-        // 9. Sign the response at its end.
-        accepted.started = started;
-        Ok(self.answer(response, accepted))
+        match tokio::time::timeout(timeout, backend.channel.clone().oneshot(req)).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(Fault::ServiceUnavailable.with(format!(
+                "the backend at {} cannot be reached: {e}",
+                backend.backend.url
+            ))),
+            Err(_) => Err(Fault::ServiceTimeout.with(format!(
+                "the backend at {} did not answer within {:?}",
+                backend.backend.url, timeout
+            ))),
+        }
     }
 
     fn current_view(&self, now: SystemTime) -> Result<Arc<ConfView>, FaultError> {
@@ -381,11 +398,11 @@ impl Provider {
     }
 }
 
-/// The header, client and provider of an envelope, checked against the path.
+/// The header, client and target of an envelope, checked against the path.
 fn envelope_parts<'e>(
     envelope: &'e RequestEnvelope,
     path: &metadata::GrpcPath<'_>,
-) -> Result<(&'e RequestHeader, SubsystemId, SubsystemId), FaultError> {
+) -> Result<(&'e RequestHeader, SubsystemId, Target), FaultError> {
     let bad = |why: String| Fault::BadEnvelope.with(why);
     let header = envelope
         .header
@@ -400,11 +417,19 @@ fn envelope_parts<'e>(
         .service
         .as_ref()
         .ok_or_else(|| bad("the envelope names no service".into()))?;
-    let provider = service
-        .provider
-        .as_ref()
-        .ok_or_else(|| bad("the envelope names no provider".into()))
-        .and_then(|p| SubsystemId::try_from(p).map_err(|e| bad(format!("provider: {e}"))))?;
+    let target = match (&service.provider, &header.target_server) {
+        (Some(p), None) => {
+            Target::Provider(SubsystemId::try_from(p).map_err(|e| bad(format!("provider: {e}")))?)
+        }
+        (None, Some(s)) => {
+            Target::Server(ServerId::try_from(s).map_err(|e| bad(format!("server: {e}")))?)
+        }
+        _ => {
+            return Err(bad(
+                "the envelope must name either a provider subsystem or a target server".into(),
+            ));
+        }
+    };
     if service.service_code != path.service || header.method != path.method {
         return Err(bad(format!(
             "the envelope is for {}/{}, the call is to {}/{}",
@@ -412,7 +437,45 @@ fn envelope_parts<'e>(
         )));
     }
     metadata::check_message_id(&header.message_id).map_err(|e| bad(e.message))?;
-    Ok((header, client, provider))
+    Ok((header, client, target))
+}
+
+/// Whether the client may make the call: the access rights for a
+/// provider's service; only the instance's trace portal for the built-in
+/// access trace.
+fn authorize(
+    view: &ConfView,
+    policy: &policy::Policy,
+    client: &SubsystemId,
+    target: &Target,
+    path: &metadata::GrpcPath<'_>,
+) -> Result<(), FaultError> {
+    let allowed = match target {
+        Target::Provider(provider) => access::authorize(
+            &policy.rules,
+            &Call {
+                client,
+                client_groups: view.groups_of(client),
+                provider,
+                service: path.service,
+                method: path.method,
+            },
+        ),
+        Target::Server(_) => view.trace_portal.as_ref() == Some(client),
+    };
+    if allowed {
+        return Ok(());
+    }
+    Err(Fault::AccessDenied.with(match target {
+        Target::Provider(p) => format!(
+            "{client} may not call {p}/{}/{}; the provider's operator grants access with `lienthong server acl grant`",
+            path.service, path.method
+        ),
+        Target::Server(_) => format!(
+            "only the instance's trace portal may call {}; {client} is not it",
+            path.service
+        ),
+    }))
 }
 
 /// Tells the backend, from the verified envelope, who is calling and why.

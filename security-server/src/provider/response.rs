@@ -71,9 +71,9 @@ impl Provider {
             payload_size: obs.size,
             grpc_status,
         };
-        let Some(signer) = self.keys.signer(&accepted.provider.member) else {
+        let Some(signer) = self.keys.signer(accepted.target.member()) else {
             return Fault::ProviderInternal
-                .with(format!("no signing key for {}", accepted.provider.member))
+                .with(format!("no signing key for {}", accepted.target.member()))
                 .trailers();
         };
         let envelope = match signer.sign_response(header) {

@@ -1,0 +1,249 @@
+//! The citizens' access trace.
+//!
+//! * [`TraceService`] — `lienthong.trace.v1.AccessTrace`, built into every
+//!   security server and reached over the bus like any service (so mutual
+//!   TLS, signatures and logging apply); the provider side lets only the
+//!   instance's trace portal call it. `FindUsage` answers with this
+//!   server's records about one data subject, newest first, each with its
+//!   inclusion proof against the latest checkpoint the registry witnessed.
+//! * [`portal`] — the portal's side: fan out to every server, verify every
+//!   proof, checkpoint and countersignature, merge both sides of each
+//!   exchange.
+
+pub mod portal;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, Response};
+use lienthong_proto::id::ServerId;
+use lienthong_proto::pb::exchange::v1::Signature;
+use lienthong_proto::pb::registry::v1::{Checkpoint, WitnessReply};
+use lienthong_proto::pb::trace::v1 as pb;
+use prost::Message;
+use tonic::body::Body;
+
+use crate::conf_client::view::unix_ms;
+use crate::faults::percent_encode;
+use crate::message_log::LogReader;
+
+/// The built-in service's gRPC name.
+pub const SERVICE: &str = "lienthong.trace.v1.AccessTrace";
+/// Records per page unless asked otherwise.
+pub const DEFAULT_PAGE: u32 = 100;
+/// Most records per page.
+pub const MAX_PAGE: u32 = 1000;
+
+/// Checks a personal ID: 1..=64 characters of letters, digits and `-`.
+pub fn check_subject(s: &str) -> Result<(), String> {
+    let ok =
+        !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "personal ID {:?} must be 1..=64 letters, digits or '-'",
+            s.chars().take(80).collect::<String>()
+        ))
+    }
+}
+
+/// One gRPC message with its 5-byte prefix.
+pub fn grpc_frame(msg: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(5 + msg.len());
+    b.put_u8(0);
+    b.put_u32(msg.len() as u32);
+    b.put_slice(msg);
+    b.freeze()
+}
+
+/// The single message of a unary request body.
+pub fn unframe(mut body: Bytes) -> Result<Bytes, String> {
+    if body.len() < 5 {
+        return Err("the request holds no gRPC message".into());
+    }
+    let compressed = body.get_u8();
+    let len = body.get_u32() as usize;
+    if compressed != 0 {
+        return Err("compressed messages are not accepted".into());
+    }
+    if len != body.len() {
+        return Err("the request must hold exactly one gRPC message".into());
+    }
+    Ok(body)
+}
+
+/// A unary gRPC answer: one message (or none) and the status in trailers.
+pub fn unary_response(message: Option<Bytes>, code: tonic::Code, msg: &str) -> Response<Body> {
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from(code as i32));
+    if !msg.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&percent_encode(msg))
+    {
+        trailers.insert("grpc-message", v);
+    }
+    let body = crate::body::Complete::new(message, trailers);
+    let mut r = Response::new(Body::new(body));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    r
+}
+
+/// `lienthong.trace.v1.AccessTrace` of one server.
+#[derive(Debug, Clone)]
+pub struct TraceService {
+    server: ServerId,
+    reader: Arc<LogReader>,
+}
+
+impl TraceService {
+    pub fn new(server: ServerId, reader: Arc<LogReader>) -> Self {
+        TraceService { server, reader }
+    }
+
+    /// Answers one call (the bus has checked who is asking).
+    pub async fn serve(&self, payload: Bytes) -> Response<Body> {
+        let this = self.clone();
+        let answer = tokio::task::spawn_blocking(move || this.find_usage(payload)).await;
+        match answer {
+            Ok(Ok(reply)) => unary_response(
+                Some(grpc_frame(&reply.encode_to_vec())),
+                tonic::Code::Ok,
+                "",
+            ),
+            Ok(Err((code, msg))) => unary_response(None, code, &msg),
+            Err(e) => unary_response(None, tonic::Code::Internal, &e.to_string()),
+        }
+    }
+
+    fn find_usage(&self, payload: Bytes) -> Result<pb::FindUsageReply, (tonic::Code, String)> {
+        let invalid = |m: String| (tonic::Code::InvalidArgument, m);
+        let internal = |e: crate::message_log::LogError| (tonic::Code::Internal, e.to_string());
+        let req = pb::FindUsageRequest::decode(unframe(payload).map_err(invalid)?)
+            .map_err(|e| invalid(format!("not a FindUsageRequest: {e}")))?;
+        check_subject(&req.data_subject).map_err(invalid)?;
+        let page = match req.page_size {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        } as u64;
+        let offset: u64 = if req.page_token.is_empty() {
+            0
+        } else {
+            req.page_token
+                .parse()
+                .map_err(|_| invalid("the page token is not one this server issued".into()))?
+        };
+        let until = if req.until_unix_ms > 0 {
+            req.until_unix_ms
+        } else {
+            i64::MAX
+        };
+        let now = unix_ms(SystemTime::now());
+        let checkpoint = self.reader.latest_checkpoint().map_err(internal)?;
+        let size = checkpoint.as_ref().map_or(0, |c| c.tree_size);
+        let found = self
+            .reader
+            .about(
+                &req.data_subject,
+                req.since_unix_ms,
+                until,
+                offset,
+                page + 1,
+            )
+            .map_err(internal)?;
+        let more = found.len() as u64 > page;
+        let mut records = Vec::new();
+        let mut withheld: std::collections::BTreeMap<i64, u32> = Default::default();
+        for rec in found.into_iter().take(page as usize) {
+            if rec.withheld_until_ms > now {
+                *withheld.entry(rec.withheld_until_ms).or_default() += 1;
+                continue;
+            }
+            let Ok(leaf) = pb::LogLeaf::decode(rec.leaf.as_slice()) else {
+                continue;
+            };
+            if leaf.service.ends_with(SERVICE) {
+                // Trace queries are logged, but not shown as uses of the data.
+                continue;
+            }
+            let proof = if rec.leaf_index < size {
+                self.reader
+                    .inclusion_proof(rec.leaf_index, size)
+                    .map_err(internal)?
+                    .iter()
+                    .map(|h| h.to_vec())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            records.push(usage_record(&leaf, rec.leaf_index, rec.leaf, proof));
+        }
+        let (checkpoint, witness) = match checkpoint {
+            Some(c) => (
+                Some(Checkpoint {
+                    server: Some((&self.server).into()),
+                    tree_size: c.tree_size,
+                    root_hash: c.root.to_vec(),
+                    created_at_unix_ms: c.created_at_ms,
+                    signature: Signature::decode(c.signature.as_slice()).ok(),
+                }),
+                Some(WitnessReply {
+                    countersignature: Signature::decode(c.countersignature.as_slice()).ok(),
+                    witnessed_at_unix_ms: c.witnessed_at_ms,
+                }),
+            ),
+            None => (None, None),
+        };
+        Ok(pb::FindUsageReply {
+            records,
+            withheld: withheld
+                .into_iter()
+                .map(|(until_unix_ms, count)| pb::WithheldCount {
+                    until_unix_ms,
+                    count,
+                })
+                .collect(),
+            checkpoint,
+            witness,
+            next_page_token: if more {
+                (offset + page).to_string()
+            } else {
+                String::new()
+            },
+        })
+    }
+}
+
+fn usage_record(
+    leaf: &pb::LogLeaf,
+    index: u64,
+    bytes: Vec<u8>,
+    proof: Vec<Vec<u8>>,
+) -> pb::UsageRecord {
+    pb::UsageRecord {
+        message_id: leaf.message_id.clone(),
+        side: leaf.side,
+        at_unix_ms: leaf.at_unix_ms,
+        client: leaf
+            .client
+            .parse::<lienthong_proto::id::SubsystemId>()
+            .ok()
+            .map(|c| (&c).into()),
+        service: leaf
+            .service
+            .parse::<lienthong_proto::id::ServiceId>()
+            .ok()
+            .map(|s| (&s).into()),
+        method: leaf.method.clone(),
+        purpose: leaf.purpose.clone(),
+        user_id: leaf.user_id.clone(),
+        grpc_status: leaf.grpc_status,
+        fault: leaf.fault.clone(),
+        leaf_index: index,
+        leaf: bytes,
+        inclusion_proof: proof,
+    }
+}
