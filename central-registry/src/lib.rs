@@ -16,6 +16,7 @@
 //!   and turned into certificates on approval.
 //! * [`publisher`] — builds, signs and versions the global configuration;
 //!   [`distribution`] serves it.
+//! * [`witness`] — countersigns the servers' message-log checkpoints.
 //! * [`client`] — what operators and security servers use to talk to it.
 
 pub mod auth;
@@ -29,5 +30,6 @@ pub mod publisher;
 pub mod registration;
 mod server;
 pub mod store;
+pub mod witness;
 
 pub use server::{DEFAULT_PORT, Registry, RegistryOptions};

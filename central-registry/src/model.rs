@@ -201,6 +201,9 @@ pub enum Change {
     SetTracePortal {
         portal: SubsystemId,
     },
+    SetWithholdingGroup {
+        group: GlobalGroupId,
+    },
     AddTrustedCa {
         der: Vec<u8>,
     },
@@ -243,6 +246,7 @@ impl Change {
             Change::AddGroupMember { .. } => "AddGroupMember",
             Change::RemoveGroupMember { .. } => "RemoveGroupMember",
             Change::SetTracePortal { .. } => "SetTracePortal",
+            Change::SetWithholdingGroup { .. } => "SetWithholdingGroup",
             Change::AddTrustedCa { .. } => "AddTrustedCa",
             Change::CreateEnrollmentToken { .. } => "CreateEnrollmentToken",
             Change::Revoke { .. } => "RevokeCertificate",
@@ -268,6 +272,7 @@ impl fmt::Display for Change {
             Change::AddGroupMember { group, subsystem }
             | Change::RemoveGroupMember { group, subsystem } => write!(f, "{group} {subsystem}"),
             Change::SetTracePortal { portal } => write!(f, "{portal}"),
+            Change::SetWithholdingGroup { group } => write!(f, "{group}"),
             Change::AddTrustedCa { der } => write!(f, "CA {}", Fingerprint::of(der)),
             Change::CreateEnrollmentToken {
                 server,
@@ -377,6 +382,7 @@ pub struct Snapshot {
     pub trusted_cas: Vec<Vec<u8>>,
     pub revoked: Vec<Fingerprint>,
     pub trace_portal: Option<SubsystemId>,
+    pub withholding_group: Option<GlobalGroupId>,
 }
 
 #[derive(Debug, Clone)]
@@ -402,4 +408,20 @@ pub struct SnapshotGroup {
     pub id: GlobalGroupId,
     pub description: String,
     pub members: Vec<SubsystemId>,
+}
+
+/// A message-log checkpoint the registry witnessed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WitnessedCheckpoint {
+    pub tree_size: u64,
+    pub root: [u8; 32],
+    pub created_at_ms: i64,
+}
+
+/// A checkpoint the registry refused: an operator should look.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alarm {
+    pub server: ServerId,
+    pub at_ms: i64,
+    pub reason: String,
 }

@@ -380,6 +380,18 @@ impl RegistryOperator for OperatorApi {
         .await
     }
 
+    async fn set_withholding_group(
+        &self,
+        request: Request<pb::SetWithholdingGroupRequest>,
+    ) -> Reply {
+        self.write(request, "SetWithholdingGroup", |this, r| {
+            Ok(Change::SetWithholdingGroup {
+                group: this.group(&r.group)?,
+            })
+        })
+        .await
+    }
+
     async fn add_trusted_ca(&self, request: Request<pb::AddTrustedCaRequest>) -> Reply {
         self.write(request, "AddTrustedCa", |_, r| {
             let info = lienthong_certs::verify::parse(&r.certificate)?;
@@ -523,8 +535,17 @@ impl RegistryOperator for OperatorApi {
         request: Request<pb::ListAlarmsRequest>,
     ) -> Result<Response<pb::ListAlarmsReply>, Status> {
         self.operator(&request, "ListAlarms", Access::Read).await?;
-        Err(Status::unimplemented(
-            "this registry does not witness message-log checkpoints yet, so it has no checkpoint alarms",
-        ))
+        let store = self.store.clone();
+        let alarms = blocking(move || Ok(store.alarms()?)).await?;
+        Ok(Response::new(pb::ListAlarmsReply {
+            alarms: alarms
+                .into_iter()
+                .map(|a| pb::CheckpointAlarm {
+                    server: Some((&a.server).into()),
+                    at_unix_ms: a.at_ms,
+                    reason: a.reason,
+                })
+                .collect(),
+        }))
     }
 }

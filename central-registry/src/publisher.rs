@@ -96,7 +96,7 @@ pub fn build_configuration(
         settings: Some(pb::InstanceSettings {
             configuration_validity_seconds: settings.configuration_validity_secs,
             poll_interval_seconds: settings.poll_interval_secs,
-            withholding_group: None,
+            withholding_group: snapshot.withholding_group.as_ref().map(Into::into),
         }),
         registry_addresses: settings.addresses.clone(),
     }
@@ -186,6 +186,16 @@ impl Publisher {
         );
         self.current.send_replace(Some(publication.clone()));
         Ok(publication)
+    }
+
+    /// Signs `digest` with the configuration key, which also countersigns
+    /// the servers' message-log checkpoints (servers and portals trust it
+    /// through the anchor).
+    pub fn countersign(
+        &self,
+        digest: &[u8; 32],
+    ) -> Result<lienthong_proto::pb::exchange::v1::Signature, RegistryError> {
+        Ok(self.signer.sign_digest(digest)?)
     }
 
     /// Asks for a new version soon (after a change).

@@ -1,5 +1,6 @@
-//! Starting and stopping a registry: store, publisher, and the three APIs
-//! (operator, registration, distribution) on one TLS listener.
+//! Starting and stopping a registry: store, publisher, and its APIs
+//! (operator, registration, distribution, checkpoint witness) on one TLS
+//! listener.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use lienthong_certs::ca::DEFAULT_CERT_VALIDITY;
 use lienthong_certs::{net, tls};
+use lienthong_proto::pb::registry::v1::checkpoint_witness_server::CheckpointWitnessServer;
 use lienthong_proto::pb::registry::v1::configuration_distribution_server::ConfigurationDistributionServer;
 use lienthong_proto::pb::registry::v1::registration_server::RegistrationServer;
 use lienthong_proto::pb::registry::v1::registry_operator_server::RegistryOperatorServer;
@@ -22,6 +24,7 @@ use crate::operator::OperatorApi;
 use crate::publisher::{DEFAULT_PUBLISH_INTERVAL, Publisher};
 use crate::registration::Registration;
 use crate::store::{SqliteStore, Store};
+use crate::witness::Witness;
 
 /// Default port of a registry.
 pub const DEFAULT_PORT: u16 = 4400;
@@ -125,6 +128,7 @@ impl Registry {
             opts.cert_validity,
         );
         let distribution = Distribution::new(publisher.clone());
+        let witness = Witness::new(store.clone(), publisher.clone());
         let (tx, rx) = oneshot::channel::<()>();
         let serving = tokio::spawn(
             tonic::transport::Server::builder()
@@ -132,6 +136,7 @@ impl Registry {
                 .add_service(RegistryOperatorServer::new(operator))
                 .add_service(RegistrationServer::new(registration))
                 .add_service(ConfigurationDistributionServer::new(distribution))
+                .add_service(CheckpointWitnessServer::new(witness))
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = rx.await;
                 }),

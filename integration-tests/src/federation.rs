@@ -63,6 +63,14 @@ pub fn business() -> SubsystemId {
 pub fn tax() -> SubsystemId {
     member("000201").subsystem("tax").expect("valid")
 }
+/// The national portal, the instance's trace portal.
+pub fn portal() -> SubsystemId {
+    member("000001").subsystem("portal").expect("valid")
+}
+/// The withholding group; `tax` is in it.
+pub fn investigators() -> lienthong_proto::id::GlobalGroupId {
+    "VN/investigators".parse().expect("valid")
+}
 
 // === the backend ===
 
@@ -356,6 +364,8 @@ pub struct Federation {
     pub population: Vec<Agency>,
     pub business: Agency,
     pub tax: Agency,
+    /// The national portal's server, serving the trace portal subsystem.
+    pub portal: Agency,
 }
 
 impl Federation {
@@ -377,6 +387,7 @@ impl Federation {
             ("000102", "Bộ Công an"),
             ("000305", "Sở Kế hoạch và Đầu tư"),
             ("000201", "Tổng cục Thuế"),
+            ("000001", "Cổng Dịch vụ công Quốc gia"),
         ] {
             op.add_member(pb::AddMemberRequest {
                 id: Some((&member(code)).into()),
@@ -385,13 +396,35 @@ impl Federation {
             .await
             .expect("member");
         }
-        for s in [population(), business(), tax()] {
+        for s in [population(), business(), tax(), portal()] {
             op.add_subsystem(pb::AddSubsystemRequest {
                 id: Some((&s).into()),
             })
             .await
             .expect("subsystem");
         }
+        op.set_trace_portal(pb::SetTracePortalRequest {
+            portal: Some((&portal()).into()),
+        })
+        .await
+        .expect("trace portal");
+        op.add_global_group(pb::AddGlobalGroupRequest {
+            id: Some((&investigators()).into()),
+            description: "May withhold exchanges from a suspect's trace".into(),
+        })
+        .await
+        .expect("group");
+        op.add_group_member(pb::GroupMemberRequest {
+            group: Some((&investigators()).into()),
+            subsystem: Some((&tax()).into()),
+        })
+        .await
+        .expect("group member");
+        op.set_withholding_group(pb::SetWithholdingGroupRequest {
+            group: Some((&investigators()).into()),
+        })
+        .await
+        .expect("withholding group");
         op.add_service(pb::AddServiceRequest {
             id: Some((&population().service(PERSON_REGISTRY, None).expect("valid")).into()),
             description: "Persons by personal ID".into(),
@@ -423,12 +456,19 @@ impl Federation {
             &[tax()],
         )
         .await;
+        let portal_agency = join(
+            &registry,
+            &member("000001").server("ss1").expect("valid"),
+            &[portal()],
+        )
+        .await;
         let f = Federation {
             registry,
             backend,
             population: pop,
             business: business_agency,
             tax: tax_agency,
+            portal: portal_agency,
         };
         for p in &f.population {
             p.server()
@@ -454,11 +494,46 @@ impl Federation {
 
     /// Makes every server fetch the newest configuration now.
     pub async fn refresh_all(&self) {
-        for a in self.population.iter().chain([&self.business, &self.tax]) {
+        for a in self.all() {
             if let Some(s) = &a.server {
                 let _ = s.conf().refresh().await;
             }
         }
+    }
+
+    /// Every agency's server.
+    pub fn all(&self) -> impl Iterator<Item = &Agency> {
+        self.population
+            .iter()
+            .chain([&self.business, &self.tax, &self.portal])
+    }
+
+    /// Has every running server checkpoint its log now.
+    pub async fn checkpoint_all(&self) {
+        for a in self.all() {
+            if let Some(s) = &a.server {
+                s.checkpoint_now().await.expect("checkpoint witnessed");
+            }
+        }
+    }
+
+    /// Asks every server, through the portal's server, about `subject`.
+    pub async fn trace(
+        &self,
+        subject: &str,
+    ) -> Result<lienthong_security_server::trace::portal::TraceReport, String> {
+        let portal_server = self.portal.server();
+        let view = portal_server.conf().view().expect("configuration");
+        let is = self.portal.client().await;
+        lienthong_security_server::trace::portal::trace(
+            is.channel,
+            &portal(),
+            &view,
+            &self.registry.anchor,
+            subject,
+            Duration::from_secs(5),
+        )
+        .await
     }
 
     /// How many calls reached the backend.

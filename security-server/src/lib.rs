@@ -12,6 +12,7 @@
 
 pub mod access;
 pub mod body;
+pub mod checkpoint;
 pub mod conf_client;
 pub mod consumer;
 pub mod faults;

@@ -14,11 +14,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::access::AccessRule;
+use crate::checkpoint::{Checkpointer, DEFAULT_CHECKPOINT_INTERVAL};
 use crate::conf_client::ConfClient;
 use crate::consumer::tls::{self as consumer_tls, ConsumerTransport};
 use crate::consumer::{Consumer, DEFAULT_MAX_MESSAGE_BYTES, ProviderPool};
 use crate::keys::{Keys, ServerDir, log_keys};
-use crate::message_log::{LogReader, MessageLog, SqliteLog};
+use crate::message_log::{LogReader, MessageLog, SqliteLog, StoredCheckpoint};
 use crate::provider::{Policies, Provider};
 use crate::replay::DEFAULT_MAX_CLOCK_SKEW_MS;
 use crate::store::{Backend, ServerStore};
@@ -52,6 +53,10 @@ pub struct ServerOptions {
     /// # Default
     /// plain h2c ([`ConsumerTransport::Plain`]).
     pub consumer_transport: ConsumerTransport,
+    /// How often the message log is checkpointed (when it grew).
+    /// # Default
+    /// 60 s ([`DEFAULT_CHECKPOINT_INTERVAL`]).
+    pub checkpoint_interval: Duration,
     /// Poll the registry at this interval instead of the configuration's.
     /// # Default
     /// `None`: the configuration's `poll_interval_seconds` (60 s).
@@ -67,6 +72,7 @@ impl ServerOptions {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_clock_skew: Duration::from_millis(DEFAULT_MAX_CLOCK_SKEW_MS as u64),
             consumer_transport: ConsumerTransport::Plain,
+            checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
             poll_interval: None,
         }
     }
@@ -81,6 +87,8 @@ pub struct SecurityServer {
     conf: Arc<ConfClient>,
     store: Arc<ServerStore>,
     policies: Policies,
+    checkpointer: Checkpointer,
+    reader: Arc<LogReader>,
     tasks: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
 }
@@ -120,6 +128,7 @@ impl SecurityServer {
         let store = Arc::new(ServerStore::open(&dir.store()).map_err(|e| e.to_string())?);
         let id = server_id(&store)?;
         let anchor = client::read_anchor(&dir.anchor()).map_err(|e| e.to_string())?;
+        let checkpoint_anchor = anchor.clone();
         let ca = anchor.instance_ca_certificate.clone();
         let keys = Arc::new(Keys::load(&dir, &id, &ca, SystemTime::now())?);
 
@@ -177,6 +186,7 @@ impl SecurityServer {
         let tls_config =
             Arc::new(tls::server_config(&keys.auth, trust).map_err(|e| e.to_string())?);
 
+        let checkpointer = Checkpointer::new(reader.clone(), keys.clone(), checkpoint_anchor);
         let consumer_tls =
             consumer_tls::server_config(opts.consumer_transport, &keys.auth, &policies)?;
         let (stop, stopping) = watch::channel(false);
@@ -198,6 +208,7 @@ impl SecurityServer {
             }),
             tokio::spawn(conf.clone().run()),
             tokio::spawn(policies.clone().watch()),
+            tokio::spawn(checkpointer.clone().run(opts.checkpoint_interval)),
         ];
         tracing::info!(server = %id, consumer = %consumer_addr, provider = %provider_addr, "security server serving");
         Ok(SecurityServer {
@@ -207,6 +218,8 @@ impl SecurityServer {
             conf,
             store,
             policies,
+            checkpointer,
+            reader,
             tasks,
             stop,
         })
@@ -224,6 +237,16 @@ impl SecurityServer {
 
     pub fn conf(&self) -> &Arc<ConfClient> {
         &self.conf
+    }
+
+    /// Checkpoints the message log now and has the registry witness it.
+    pub async fn checkpoint_now(&self) -> Result<Option<StoredCheckpoint>, String> {
+        self.checkpointer.checkpoint_now().await
+    }
+
+    /// The message log's reader.
+    pub fn log_reader(&self) -> &Arc<LogReader> {
+        &self.reader
     }
 
     /// Grants an access right, in force at once.

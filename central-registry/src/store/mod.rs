@@ -15,8 +15,8 @@ use lienthong_certs::Fingerprint;
 use lienthong_proto::id::{MemberId, ServerId};
 
 use crate::model::{
-    Applied, AuditEntry, AuditFilter, Change, Enrollment, InstanceSettings, Operator, RequestState,
-    Snapshot, StoredCert, StoredRequest,
+    Alarm, Applied, AuditEntry, AuditFilter, Change, Enrollment, InstanceSettings, Operator,
+    RequestState, Snapshot, StoredCert, StoredRequest, WitnessedCheckpoint,
 };
 
 pub use sqlite::SqliteStore;
@@ -103,4 +103,19 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     /// Persists a publication before it is distributed, so versions keep
     /// increasing across restarts.
     fn record_publication(&self, record: &PublicationRecord) -> Result<(), StoreError>;
+
+    /// The last checkpoint witnessed for `server`.
+    fn last_checkpoint(&self, server: &ServerId)
+    -> Result<Option<WitnessedCheckpoint>, StoreError>;
+    /// Keeps a witnessed checkpoint and the server's signature over it.
+    fn record_checkpoint(
+        &self,
+        server: &ServerId,
+        checkpoint: &WitnessedCheckpoint,
+        signature: &[u8],
+    ) -> Result<(), StoreError>;
+    /// Raises an alarm about a refused checkpoint.
+    fn record_alarm(&self, server: &ServerId, reason: &str) -> Result<(), StoreError>;
+    /// Every alarm, newest first.
+    fn alarms(&self) -> Result<Vec<Alarm>, StoreError>;
 }

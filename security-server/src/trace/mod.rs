@@ -156,15 +156,16 @@ impl TraceService {
             .map_err(internal)?;
         let more = found.len() as u64 > page;
         let mut records = Vec::new();
-        let mut withheld: std::collections::BTreeMap<i64, u32> = Default::default();
+        // Withheld exchanges are counted once per message id and release date.
+        let mut withheld: std::collections::BTreeSet<(i64, String)> = Default::default();
         for rec in found.into_iter().take(page as usize) {
-            if rec.withheld_until_ms > now {
-                *withheld.entry(rec.withheld_until_ms).or_default() += 1;
-                continue;
-            }
             let Ok(leaf) = pb::LogLeaf::decode(rec.leaf.as_slice()) else {
                 continue;
             };
+            if rec.withheld_until_ms > now {
+                withheld.insert((rec.withheld_until_ms, leaf.message_id));
+                continue;
+            }
             if leaf.service.ends_with(SERVICE) {
                 // Trace queries are logged, but not shown as uses of the data.
                 continue;
@@ -199,13 +200,19 @@ impl TraceService {
         };
         Ok(pb::FindUsageReply {
             records,
-            withheld: withheld
-                .into_iter()
-                .map(|(until_unix_ms, count)| pb::WithheldCount {
-                    until_unix_ms,
-                    count,
-                })
-                .collect(),
+            withheld: {
+                let mut per_date: std::collections::BTreeMap<i64, u32> = Default::default();
+                for (until, _) in withheld {
+                    *per_date.entry(until).or_default() += 1;
+                }
+                per_date
+                    .into_iter()
+                    .map(|(until_unix_ms, count)| pb::WithheldCount {
+                        until_unix_ms,
+                        count,
+                    })
+                    .collect()
+            },
             checkpoint,
             witness,
             next_page_token: if more {

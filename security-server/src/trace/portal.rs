@@ -1,1 +1,342 @@
-//! placeholder replaced below
+//! The trace portal's side: ask every security server of the instance
+//! about one data subject (concurrently, each within a timeout), verify
+//! every answer, and merge both sides of each exchange.
+//!
+//! An answer counts only if its checkpoint is signed by the server's owner
+//! and countersigned by the registry (the anchor's key), and each record's
+//! leaf bytes hash into that checkpoint's tree by their inclusion proof.
+//! What is shown comes from the verified leaf bytes, never from fields a
+//! server could change beside them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, SystemTime};
+
+use lienthong_certs::Fingerprint;
+use lienthong_certs::signing::VerifyingKey;
+use lienthong_proto::canonical;
+use lienthong_proto::id::{ServerId, SubsystemId};
+use lienthong_proto::merkle::{self, Hash};
+use lienthong_proto::pb::globalconf::v1::Anchor;
+use lienthong_proto::pb::trace::v1 as pb;
+use prost::Message;
+use tonic::transport::Channel;
+
+use super::SERVICE;
+use crate::conf_client::ConfView;
+use crate::metadata;
+
+/// Most pages read from one server.
+pub const MAX_PAGES: usize = 50;
+
+/// One exchange as the citizen sees it, merged from both sides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TracedExchange {
+    pub message_id: String,
+    pub at_ms: i64,
+    pub client: String,
+    pub service: String,
+    pub method: String,
+    pub purpose: String,
+    pub user_id: String,
+    pub grpc_status: i32,
+    pub fault: String,
+    /// Which servers logged it, and as which side.
+    pub logged_by: Vec<(ServerId, pb::Side)>,
+    /// Whether every record of it is proven in a witnessed checkpoint.
+    pub verified: bool,
+}
+
+/// The answer to one citizen's question.
+#[derive(Debug, Clone, Default)]
+pub struct TraceReport {
+    /// Newest first.
+    pub exchanges: Vec<TracedExchange>,
+    /// Servers that did not answer, and why.
+    pub unanswered: Vec<(ServerId, String)>,
+    /// Records or checkpoints that failed verification, and why.
+    pub failures: Vec<(ServerId, String)>,
+    /// Withheld records per release date (Unix ms).
+    pub withheld: BTreeMap<i64, u32>,
+    /// Records newer than their server's last witnessed checkpoint.
+    pub unwitnessed: u32,
+}
+
+/// A record that passed verification (or is merely not yet witnessed).
+#[derive(Debug, Clone)]
+struct Checked {
+    server: ServerId,
+    leaf: pb::LogLeaf,
+    verified: bool,
+}
+
+/// Verifies one server's answer: checkpoint signature and countersignature,
+/// then every record's inclusion. Returns the records and the failures.
+fn verify_reply(
+    view: &ConfView,
+    anchor: &Anchor,
+    server: &ServerId,
+    reply: &pb::FindUsageReply,
+    now: SystemTime,
+) -> (Vec<Checked>, Vec<String>, u32) {
+    let mut failures = Vec::new();
+    let mut out = Vec::new();
+    let mut unwitnessed = 0;
+    let head = checked_head(view, anchor, server, reply, now);
+    if let Err(e) = &head
+        && !reply.records.is_empty()
+    {
+        failures.push(e.clone());
+    }
+    for r in &reply.records {
+        let Ok(leaf) = pb::LogLeaf::decode(r.leaf.as_slice()) else {
+            failures.push(format!("record {} is not a log leaf", r.leaf_index));
+            continue;
+        };
+        let verified = match &head {
+            Ok((size, _)) if r.leaf_index >= *size => {
+                unwitnessed += 1;
+                false
+            }
+            Ok((size, root)) => {
+                let proof: Option<Vec<Hash>> = r
+                    .inclusion_proof
+                    .iter()
+                    .map(|h| h.as_slice().try_into().ok())
+                    .collect();
+                let ok = proof.is_some_and(|p| {
+                    merkle::verify_inclusion(
+                        &merkle::leaf_hash(&r.leaf),
+                        r.leaf_index,
+                        *size,
+                        &p,
+                        root,
+                    )
+                });
+                if !ok {
+                    failures.push(format!(
+                        "record {} (message {}) does not match the witnessed log: it was changed after it was written",
+                        r.leaf_index, leaf.message_id
+                    ));
+                }
+                ok
+            }
+            Err(_) => false,
+        };
+        out.push(Checked {
+            server: server.clone(),
+            leaf,
+            verified,
+        });
+    }
+    (out, failures, unwitnessed)
+}
+
+/// The verified (tree size, root) of an answer's checkpoint.
+fn checked_head(
+    view: &ConfView,
+    anchor: &Anchor,
+    server: &ServerId,
+    reply: &pb::FindUsageReply,
+    now: SystemTime,
+) -> Result<(u64, Hash), String> {
+    let cp = reply
+        .checkpoint
+        .as_ref()
+        .ok_or("no witnessed checkpoint yet")?;
+    if cp
+        .server
+        .as_ref()
+        .and_then(|s| ServerId::try_from(s).ok())
+        .as_ref()
+        != Some(server)
+    {
+        return Err("the checkpoint is another server's".into());
+    }
+    let digest = canonical::digest(&canonical::checkpoint(cp));
+    let sig = cp
+        .signature
+        .as_ref()
+        .ok_or("the checkpoint is not signed")?;
+    let signer = Fingerprint::from_slice(&sig.signer_certificate_sha256)
+        .and_then(|fp| view.signing_cert(&fp, now))
+        .filter(|c| c.member == server.owner)
+        .ok_or("the checkpoint is not signed by the server's owner")?;
+    signer
+        .key
+        .verify(sig, &digest)
+        .map_err(|e| format!("the checkpoint signature does not verify: {e}"))?;
+    let counter = reply
+        .witness
+        .as_ref()
+        .and_then(|w| w.countersignature.as_ref())
+        .ok_or("the checkpoint was not witnessed")?;
+    let registry = anchor
+        .configuration_signing_certificates
+        .iter()
+        .find(|c| Fingerprint::of(c).0.as_slice() == counter.signer_certificate_sha256.as_slice())
+        .ok_or("the checkpoint is not countersigned by the registry")?;
+    VerifyingKey::from_cert(registry)
+        .and_then(|k| k.verify(counter, &digest))
+        .map_err(|e| format!("the registry's countersignature does not verify: {e}"))?;
+    let root: Hash = cp
+        .root_hash
+        .as_slice()
+        .try_into()
+        .map_err(|_| "the checkpoint root is not 32 bytes")?;
+    Ok((cp.tree_size, root))
+}
+
+/// Asks one server, page by page.
+async fn ask(
+    consumer: Channel,
+    portal: &SubsystemId,
+    server: &ServerId,
+    subject: &str,
+) -> Result<Vec<pb::FindUsageReply>, String> {
+    let mut replies = Vec::new();
+    let mut token = String::new();
+    for _ in 0..MAX_PAGES {
+        let mut grpc = tonic::client::Grpc::new(consumer.clone());
+        grpc.ready().await.map_err(|e| e.to_string())?;
+        let mut req = tonic::Request::new(pb::FindUsageRequest {
+            data_subject: subject.to_owned(),
+            page_token: token.clone(),
+            ..Default::default()
+        });
+        let m = req.metadata_mut();
+        let ascii = |v: String| v.parse().map_err(|_| "identifier is not ASCII".to_string());
+        m.insert(metadata::CLIENT, ascii(portal.to_string())?);
+        m.insert(metadata::SERVER, ascii(server.to_string())?);
+        m.insert(metadata::DATA_SUBJECT, ascii(subject.to_owned())?);
+        m.insert(
+            metadata::PURPOSE,
+            "access trace requested by the data subject"
+                .parse()
+                .map_err(|_| "purpose is not ASCII")?,
+        );
+        let path = format!("/{SERVICE}/FindUsage")
+            .parse()
+            .map_err(|_| "invalid path")?;
+        let reply: pb::FindUsageReply = grpc
+            .unary(req, path, tonic_prost::ProstCodec::default())
+            .await
+            .map_err(|s| {
+                let fault = s
+                    .metadata()
+                    .get("lt-fault")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                format!("{fault} {}", s.message()).trim().to_owned()
+            })?
+            .into_inner();
+        token = reply.next_page_token.clone();
+        replies.push(reply);
+        if token.is_empty() {
+            break;
+        }
+    }
+    Ok(replies)
+}
+
+/// Asks every server of `view` about `subject` through the portal's
+/// security server (`consumer`), as the portal subsystem `portal`.
+pub async fn trace(
+    consumer: Channel,
+    portal: &SubsystemId,
+    view: &ConfView,
+    anchor: &Anchor,
+    subject: &str,
+    timeout: Duration,
+) -> Result<TraceReport, String> {
+    super::check_subject(subject)?;
+    let mut tasks = Vec::new();
+    let mut servers: Vec<ServerId> = view.servers().map(|s| s.id.clone()).collect();
+    servers.sort();
+    for server in servers {
+        let (consumer, portal, subject) = (consumer.clone(), portal.clone(), subject.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let answer = tokio::time::timeout(timeout, ask(consumer, &portal, &server, &subject))
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")));
+            (server, answer)
+        }));
+    }
+    let mut report = TraceReport::default();
+    let mut checked = Vec::new();
+    let now = SystemTime::now();
+    for t in tasks {
+        let (server, answer) = t.await.map_err(|e| e.to_string())?;
+        match answer {
+            Err(e) => report.unanswered.push((server, e)),
+            Ok(replies) => {
+                for reply in &replies {
+                    let (records, failures, unwitnessed) =
+                        verify_reply(view, anchor, &server, reply, now);
+                    checked.extend(records);
+                    report
+                        .failures
+                        .extend(failures.into_iter().map(|f| (server.clone(), f)));
+                    report.unwitnessed += unwitnessed;
+                    for w in &reply.withheld {
+                        *report.withheld.entry(w.until_unix_ms).or_default() += w.count;
+                    }
+                }
+            }
+        }
+    }
+    report.exchanges = merge(checked);
+    Ok(report)
+}
+
+/// Groups records by message id: one exchange, seen by up to two servers,
+/// each logging a request and a response (or fault).
+fn merge(records: Vec<Checked>) -> Vec<TracedExchange> {
+    let mut by_id: HashMap<String, Vec<Checked>> = HashMap::new();
+    for r in records {
+        by_id.entry(r.leaf.message_id.clone()).or_default().push(r);
+    }
+    let mut out: Vec<TracedExchange> = by_id
+        .into_iter()
+        .map(|(message_id, mut recs)| {
+            recs.sort_by_key(|r| r.leaf.at_unix_ms);
+            // The consumer's request record says best who asked and why.
+            let first = recs
+                .iter()
+                .find(|r| r.leaf.side == pb::Side::Consumer as i32)
+                .unwrap_or(&recs[0])
+                .leaf
+                .clone();
+            let last = recs
+                .iter()
+                .rev()
+                .find(|r| r.leaf.phase != pb::Phase::Request as i32)
+                .map(|r| r.leaf.clone());
+            let mut logged_by: Vec<(ServerId, pb::Side)> = recs
+                .iter()
+                .map(|r| {
+                    (
+                        r.server.clone(),
+                        pb::Side::try_from(r.leaf.side).unwrap_or(pb::Side::Unspecified),
+                    )
+                })
+                .collect();
+            logged_by.sort_by_key(|(s, side)| (*side as i32, s.clone()));
+            logged_by.dedup();
+            TracedExchange {
+                message_id,
+                at_ms: first.at_unix_ms,
+                client: first.client,
+                service: first.service,
+                method: first.method,
+                purpose: first.purpose,
+                user_id: first.user_id,
+                grpc_status: last.as_ref().map_or(-1, |l| l.grpc_status),
+                fault: last.map(|l| l.fault).unwrap_or_default(),
+                logged_by,
+                verified: recs.iter().all(|r| r.verified),
+            }
+        })
+        .collect();
+    out.sort_by_key(|e| std::cmp::Reverse(e.at_ms));
+    out
+}

@@ -96,6 +96,14 @@ pub(super) fn apply_one(tx: &Transaction<'_>, change: &Change) -> Result<Option<
                 [portal.to_string()],
             )?;
         }
+        Change::SetWithholdingGroup { group } => {
+            require_group(tx, &group.to_string())?;
+            tx.execute(
+                "INSERT INTO settings (key, value) VALUES ('withholding_group', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [group.to_string()],
+            )?;
+        }
         Change::AddTrustedCa { der } => {
             let fp = Fingerprint::of(der);
             let n = tx.execute(

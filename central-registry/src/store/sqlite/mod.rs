@@ -427,4 +427,88 @@ impl Store for SqliteStore {
         tx.commit()?;
         Ok(())
     }
+
+    fn last_checkpoint(
+        &self,
+        server: &ServerId,
+    ) -> Result<Option<WitnessedCheckpoint>, StoreError> {
+        let row = self
+            .lock()
+            .query_row(
+                "SELECT tree_size, root, created_at FROM checkpoints WHERE server = ?1
+                 ORDER BY tree_size DESC LIMIT 1",
+                [server.to_string()],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, Vec<u8>>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                },
+            )
+            .optional()?;
+        row.map(|(size, root, created)| {
+            Ok(WitnessedCheckpoint {
+                tree_size: size as u64,
+                root: root
+                    .try_into()
+                    .map_err(|_| StoreError::Internal("stored root is not 32 bytes".into()))?,
+                created_at_ms: created,
+            })
+        })
+        .transpose()
+    }
+
+    fn record_checkpoint(
+        &self,
+        server: &ServerId,
+        c: &WitnessedCheckpoint,
+        signature: &[u8],
+    ) -> Result<(), StoreError> {
+        self.lock().execute(
+            "INSERT INTO checkpoints (server, tree_size, root, created_at, signature, witnessed_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (server, tree_size) DO NOTHING",
+            params![
+                server.to_string(),
+                c.tree_size as i64,
+                c.root.as_slice(),
+                c.created_at_ms,
+                signature,
+                now_ms()
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn record_alarm(&self, server: &ServerId, reason: &str) -> Result<(), StoreError> {
+        self.lock().execute(
+            "INSERT INTO alarms (server, at, reason) VALUES (?1, ?2, ?3)",
+            params![server.to_string(), now_ms(), reason],
+        )?;
+        Ok(())
+    }
+
+    fn alarms(&self) -> Result<Vec<Alarm>, StoreError> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare("SELECT server, at, reason FROM alarms ORDER BY id DESC LIMIT 1000")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (server, at_ms, reason) = row?;
+            out.push(Alarm {
+                server: parse("server id", &server)?,
+                at_ms,
+                reason,
+            });
+        }
+        Ok(out)
+    }
 }

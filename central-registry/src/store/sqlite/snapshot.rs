@@ -126,6 +126,10 @@ pub(super) fn read_snapshot(tx: &Connection) -> Result<Snapshot, StoreError> {
         .map(|p| parse("trace portal", &p))
         .transpose()?;
 
+    let withholding_group = setting(tx, "withholding_group")?
+        .map(|g| parse("withholding group", &g))
+        .transpose()?;
+
     Ok(Snapshot {
         seq,
         members,
@@ -135,5 +139,6 @@ pub(super) fn read_snapshot(tx: &Connection) -> Result<Snapshot, StoreError> {
         trusted_cas,
         revoked,
         trace_portal,
+        withholding_group,
     })
 }

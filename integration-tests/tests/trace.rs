@@ -1,0 +1,235 @@
+//! A citizen asks who looked at their data: the portal asks every server,
+//! verifies every record against witnessed checkpoints, and shows both
+//! sides of each exchange; tampering is flagged, withheld records counted.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lienthong_integration_tests::federation::*;
+use lienthong_proto::pb::registry::v1 as pb;
+use lienthong_proto::pb::trace::v1::{LogLeaf, Side};
+use lienthong_security_server::access::{AccessRule, Subject};
+use lienthong_security_server::keys::ServerDir;
+use prost::Message;
+
+const CITIZEN: &str = "001099012345";
+const SOMEONE_ELSE: &str = "079201000001";
+
+fn with_subject(
+    client: &lienthong_proto::id::SubsystemId,
+    subject: &str,
+) -> tonic::metadata::MetadataMap {
+    let mut m = call_metadata(client, &population());
+    m.insert("lt-data-subject", subject.parse().unwrap());
+    m
+}
+
+/// Business reads the citizen twice, tax once (and once more, withheld);
+/// someone else is read too. Every server checkpoints.
+async fn scenario() -> Federation {
+    let f = Federation::start().await;
+    for p in &f.population {
+        p.server()
+            .grant(&AccessRule {
+                subject: Subject::Group(investigators()),
+                provider: population(),
+                service: PERSON_REGISTRY.into(),
+                method: Some("GetPerson".into()),
+            })
+            .unwrap();
+    }
+    let business_is = f.business.client().await;
+    let tax_is = f.tax.client().await;
+    for _ in 0..2 {
+        business_is
+            .unary("GetPerson", with_subject(&business(), CITIZEN), CITIZEN)
+            .await
+            .unwrap();
+    }
+    tax_is
+        .unary("GetPerson", with_subject(&tax(), CITIZEN), CITIZEN)
+        .await
+        .unwrap();
+    business_is
+        .unary(
+            "GetPerson",
+            with_subject(&business(), SOMEONE_ELSE),
+            SOMEONE_ELSE,
+        )
+        .await
+        .unwrap();
+    let tomorrow = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        + 24 * 3600 * 1000;
+    let mut hidden = with_subject(&tax(), CITIZEN);
+    hidden.insert("lt-withheld-until", tomorrow.to_string().parse().unwrap());
+    tax_is.unary("GetPerson", hidden, CITIZEN).await.unwrap();
+    f.checkpoint_all().await;
+    f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_citizen_sees_exactly_who_read_their_data() {
+    let f = scenario().await;
+    let report = f.trace(CITIZEN).await.unwrap();
+    assert!(report.unanswered.is_empty(), "{:?}", report.unanswered);
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert_eq!(report.exchanges.len(), 3, "{:#?}", report.exchanges);
+    assert!(report.exchanges.iter().all(|e| e.verified));
+    let clients: Vec<&str> = report.exchanges.iter().map(|e| e.client.as_str()).collect();
+    assert_eq!(
+        clients
+            .iter()
+            .filter(|c| **c == business().to_string())
+            .count(),
+        2
+    );
+    assert_eq!(
+        clients.iter().filter(|c| **c == tax().to_string()).count(),
+        1
+    );
+    for e in &report.exchanges {
+        assert_eq!(e.method, "GetPerson");
+        assert_eq!(e.user_id, "officer-7");
+        assert_eq!(e.grpc_status, 0);
+        assert!(e.service.ends_with(PERSON_REGISTRY));
+        let sides: Vec<Side> = e.logged_by.iter().map(|(_, s)| *s).collect();
+        assert!(
+            sides.contains(&Side::Consumer) && sides.contains(&Side::Provider),
+            "{e:?}"
+        );
+    }
+    // One withheld exchange, seen by its two servers.
+    assert_eq!(
+        report.withheld.values().sum::<u32>(),
+        2,
+        "{:?}",
+        report.withheld
+    );
+
+    // Someone else's trace shows only their exchange.
+    let other = f.trace(SOMEONE_ELSE).await.unwrap();
+    assert_eq!(other.exchanges.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_edited_in_a_servers_store_is_flagged() {
+    let f = scenario().await;
+    // Edit the purpose of one of the citizen's records on the business server.
+    let server = f.business.server();
+    let found = server
+        .log_reader()
+        .about(CITIZEN, 0, i64::MAX, 0, 10)
+        .unwrap();
+    let victim = &found[0];
+    let mut leaf = LogLeaf::decode(victim.leaf.as_slice()).unwrap();
+    leaf.purpose = "routine check".into();
+    let dir = ServerDir(f.business.dir.path().to_owned());
+    let db = rusqlite::Connection::open(dir.message_log()).unwrap();
+    db.execute(
+        "UPDATE records SET leaf = ?1 WHERE leaf_index = ?2",
+        rusqlite::params![leaf.encode_to_vec(), victim.leaf_index as i64],
+    )
+    .unwrap();
+
+    let report = f.trace(CITIZEN).await.unwrap();
+    assert_eq!(report.failures.len(), 1, "{:?}", report.failures);
+    assert_eq!(report.failures[0].0, f.business.id);
+    assert!(
+        report.failures[0]
+            .1
+            .contains("changed after it was written")
+    );
+    assert_eq!(report.exchanges.iter().filter(|e| !e.verified).count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewritten_history_is_refused_by_the_registry_and_raised() {
+    let mut f = scenario().await;
+    let size = f.business.server().log_reader().tree_size().unwrap();
+    // Cut the last two records (and their tree nodes) and write new ones.
+    let keep = size - 2;
+    f.business.stop();
+    let dir = ServerDir(f.business.dir.path().to_owned());
+    let db = rusqlite::Connection::open(dir.message_log()).unwrap();
+    db.execute("DELETE FROM records WHERE leaf_index >= ?1", [keep as i64])
+        .unwrap();
+    db.execute(
+        "DELETE FROM nodes WHERE (idx + 1) * (1 << level) > ?1",
+        [keep as i64],
+    )
+    .unwrap();
+    drop(db);
+    f.business.start().await;
+    let business_is = f.business.client().await;
+    for _ in 0..2 {
+        business_is
+            .unary("GetPerson", with_subject(&business(), SOMEONE_ELSE), "x")
+            .await
+            .unwrap();
+    }
+    let refused = f.business.server().checkpoint_now().await.unwrap_err();
+    assert!(refused.contains("rewritten"), "{refused}");
+    let alarms = f
+        .registry
+        .officer()
+        .await
+        .list_alarms(pb::ListAlarmsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .alarms;
+    assert_eq!(alarms.len(), 1);
+    assert_eq!(
+        alarms[0].server,
+        Some((&f.business.id).into()),
+        "{alarms:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_portal_may_ask_and_personal_ids_are_checked() {
+    let f = scenario().await;
+    // The business registry pretends to be a portal.
+    let is = f.business.client().await;
+    let mut grpc = tonic::client::Grpc::new(is.channel.clone());
+    grpc.ready().await.unwrap();
+    let mut req = tonic::Request::new(lienthong_proto::pb::trace::v1::FindUsageRequest {
+        data_subject: CITIZEN.into(),
+        ..Default::default()
+    });
+    req.metadata_mut()
+        .insert("lt-client", business().to_string().parse().unwrap());
+    req.metadata_mut()
+        .insert("lt-server", f.population[0].id.to_string().parse().unwrap());
+    let status = grpc
+        .unary::<_, lienthong_proto::pb::trace::v1::FindUsageReply, _>(
+            req,
+            "/lienthong.trace.v1.AccessTrace/FindUsage".parse().unwrap(),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        fault_of(&status),
+        "server.serverproxy.access_denied",
+        "{status:?}"
+    );
+
+    let bad = f.trace("not a personal id!").await.unwrap_err();
+    assert!(bad.contains("personal ID"), "{bad}");
+
+    // A server that is down is reported, not waited for forever.
+    let mut f = f;
+    f.tax.stop();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let report = f.trace(CITIZEN).await.unwrap();
+    assert_eq!(report.unanswered.len(), 1, "{:?}", report.unanswered);
+    assert_eq!(report.unanswered[0].0, f.tax.id);
+    assert_eq!(
+        report.exchanges.len(),
+        3,
+        "the provider side still shows every exchange"
+    );
+}

@@ -1,0 +1,119 @@
+//! Checkpoints of the message log: the server signs (tree size, root,
+//! time) with its owner's key and has the registry witness it, proving the
+//! tree extends the last witnessed one. Every record in a witnessed tree
+//! can then be shown to a citizen with a proof no agency can fake.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use lienthong_central_registry::client;
+use lienthong_proto::canonical;
+use lienthong_proto::pb::globalconf::v1::Anchor;
+use lienthong_proto::pb::registry::v1::checkpoint_witness_client::CheckpointWitnessClient;
+use lienthong_proto::pb::registry::v1::{Checkpoint, WitnessRequest};
+use prost::Message;
+
+use crate::conf_client::view::unix_ms;
+use crate::keys::Keys;
+use crate::message_log::{LogReader, StoredCheckpoint};
+
+/// How often a checkpoint is made when the log has grown.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Makes and submits checkpoints.
+#[derive(Debug, Clone)]
+pub struct Checkpointer {
+    reader: Arc<LogReader>,
+    keys: Arc<Keys>,
+    anchor: Anchor,
+}
+
+impl Checkpointer {
+    pub fn new(reader: Arc<LogReader>, keys: Arc<Keys>, anchor: Anchor) -> Self {
+        Checkpointer {
+            reader,
+            keys,
+            anchor,
+        }
+    }
+
+    /// Checkpoints the log as it is now, if it grew since the last
+    /// witnessed checkpoint; returns the latest witnessed checkpoint.
+    pub async fn checkpoint_now(&self) -> Result<Option<StoredCheckpoint>, String> {
+        let reader = self.reader.clone();
+        let (size, root, last) = tokio::task::spawn_blocking(move || {
+            let size = reader.tree_size()?;
+            Ok::<_, crate::message_log::LogError>((
+                size,
+                reader.root(size)?,
+                reader.latest_checkpoint()?,
+            ))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        if size == 0 || last.as_ref().is_some_and(|l| l.tree_size == size) {
+            return Ok(last);
+        }
+        let previous = last.as_ref().map_or(0, |l| l.tree_size);
+        let proof = if previous == 0 {
+            Vec::new()
+        } else {
+            self.reader
+                .consistency_proof(previous, size)
+                .map_err(|e| e.to_string())?
+        };
+        let owner = self
+            .keys
+            .signer(&self.keys.server.owner)
+            .ok_or("no signing key for the owner")?;
+        let mut checkpoint = Checkpoint {
+            server: Some((&self.keys.server).into()),
+            tree_size: size,
+            root_hash: root.to_vec(),
+            created_at_unix_ms: unix_ms(SystemTime::now()),
+            signature: None,
+        };
+        let digest = canonical::digest(&canonical::checkpoint(&checkpoint));
+        let signature = owner.sign_digest(&digest).map_err(|e| e.to_string())?;
+        checkpoint.signature = Some(signature.clone());
+        let channel = client::connect(&self.anchor, Some(&self.keys.auth))
+            .await
+            .map_err(|e| e.to_string())?;
+        let reply = CheckpointWitnessClient::new(channel)
+            .witness(WitnessRequest {
+                checkpoint: Some(checkpoint.clone()),
+                consistency_proof: proof.iter().map(|h| h.to_vec()).collect(),
+                previous_tree_size: previous,
+            })
+            .await
+            .map_err(|s| format!("the registry refused the checkpoint: {}", s.message()))?
+            .into_inner();
+        let stored = StoredCheckpoint {
+            tree_size: size,
+            root,
+            created_at_ms: checkpoint.created_at_unix_ms,
+            signature: signature.encode_to_vec(),
+            countersignature: reply
+                .countersignature
+                .map(|s| s.encode_to_vec())
+                .ok_or("the registry did not countersign")?,
+            witnessed_at_ms: reply.witnessed_at_unix_ms,
+        };
+        self.reader
+            .record_checkpoint(&stored)
+            .map_err(|e| e.to_string())?;
+        tracing::info!(tree_size = size, "message log checkpoint witnessed");
+        Ok(Some(stored))
+    }
+
+    /// Checkpoints every `interval` until dropped.
+    pub async fn run(self, interval: Duration) {
+        loop {
+            tokio::time::sleep(interval).await;
+            if let Err(e) = self.checkpoint_now().await {
+                tracing::warn!(error = %e, "checkpoint failed; retrying at the next interval");
+            }
+        }
+    }
+}
