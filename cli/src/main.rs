@@ -6,6 +6,7 @@ mod ca;
 mod demo;
 mod registry;
 mod server;
+mod trace;
 
 use std::process::ExitCode;
 
@@ -49,6 +50,11 @@ enum Command {
     /// Example: lienthong server serve --dir /var/lib/lienthong/ss1
     #[command(subcommand)]
     Server(server::ServerCommand),
+    /// Show who accessed a citizen's data, when and why (run as the trace
+    /// portal).
+    ///
+    /// Example: lienthong trace 001099012345 --dir portal-ss1 --portal VN/GOV/000001/portal
+    Trace(trace::TraceArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +68,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Registry(cmd) => registry::run(cmd),
         Command::Server(cmd) => server::run(cmd),
+        Command::Trace(args) => trace::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

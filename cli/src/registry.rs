@@ -138,6 +138,19 @@ pub enum RegistryCommand {
         #[command(flatten)]
         op: OperatorArgs,
     },
+    /// Name the global group whose members may withhold exchanges from a
+    /// data subject's trace until a date.
+    WithholdingGroup {
+        group: String,
+        #[command(flatten)]
+        op: OperatorArgs,
+    },
+    /// List refused message-log checkpoints (a server's log went back or
+    /// its history changed).
+    Alarms {
+        #[command(flatten)]
+        op: OperatorArgs,
+    },
     /// Trust an external CA (PEM certificate file).
     TrustedCa {
         cert: PathBuf,
@@ -432,6 +445,40 @@ async fn operate(cmd: RegistryCommand) -> Result<()> {
                 .await
                 .map_err(refused)?;
             done(&format!("trace portal set to {portal}"), r.into_inner());
+        }
+        RegistryCommand::WithholdingGroup { group, op } => {
+            let group: GlobalGroupId = group.parse()?;
+            let r = op
+                .client()
+                .await?
+                .set_withholding_group(pb::SetWithholdingGroupRequest {
+                    group: Some((&group).into()),
+                })
+                .await
+                .map_err(refused)?;
+            done(&format!("withholding group set to {group}"), r.into_inner());
+        }
+        RegistryCommand::Alarms { op } => {
+            let alarms = op
+                .client()
+                .await?
+                .list_alarms(pb::ListAlarmsRequest {})
+                .await
+                .map_err(refused)?
+                .into_inner()
+                .alarms;
+            if alarms.is_empty() {
+                println!("no alarms");
+            }
+            for a in alarms {
+                let server = a
+                    .server
+                    .as_ref()
+                    .and_then(|s| ServerId::try_from(s).ok())
+                    .map(|s| s.to_string())
+                    .unwrap_or_default();
+                println!("{}  {server}  {}", fmt_ms(a.at_unix_ms), a.reason);
+            }
         }
         RegistryCommand::TrustedCa { cert, op } => {
             let der = pem::read_cert(&cert)?;

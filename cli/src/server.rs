@@ -15,10 +15,12 @@ use lienthong_security_server::consumer::DEFAULT_MAX_MESSAGE_BYTES;
 use lienthong_security_server::consumer::tls::ConsumerTransport;
 use lienthong_security_server::join::{self, JoinState};
 use lienthong_security_server::keys::ServerDir;
-use lienthong_security_server::message_log::SqliteLog;
+use lienthong_security_server::keys::log_keys;
+use lienthong_security_server::message_log::LogReader;
 use lienthong_security_server::store::{Backend, DEFAULT_BACKEND_TIMEOUT, ServerStore};
 use lienthong_security_server::{
-    DEFAULT_CONSUMER_LISTEN, DEFAULT_PROVIDER_LISTEN, SecurityServer, ServerOptions, server_id,
+    DEFAULT_CONSUMER_LISTEN, DEFAULT_PROVIDER_LISTEN, DEFAULT_RETENTION, SecurityServer,
+    ServerOptions, server_id,
 };
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -80,6 +82,12 @@ pub enum ServerCommand {
         /// `server clients pin`).
         #[arg(long, default_value = "h2c")]
         consumer_transport: ConsumerTransport,
+        /// Seconds between message-log checkpoints (when the log grew).
+        #[arg(long, default_value_t = 60)]
+        checkpoint_interval: u64,
+        /// Days the message log keeps records' contents.
+        #[arg(long, default_value_t = (DEFAULT_RETENTION.as_secs() / 86400) as u32)]
+        retention_days: u32,
     },
     /// Register another client subsystem on this server (a request the
     /// registration officer approves).
@@ -311,9 +319,13 @@ async fn run_async(cmd: ServerCommand) -> Result<()> {
             provider_listen,
             max_message_bytes,
             consumer_transport,
+            checkpoint_interval,
+            retention_days,
         } => {
             let mut opts = ServerOptions::new(dir);
             opts.consumer_transport = consumer_transport;
+            opts.checkpoint_interval = Duration::from_secs(checkpoint_interval.max(1));
+            opts.retention = Duration::from_secs(u64::from(retention_days.max(1)) * 86400);
             opts.consumer_listen = consumer_listen;
             opts.provider_listen = provider_listen;
             opts.max_message_bytes = max_message_bytes;
@@ -483,10 +495,16 @@ async fn status(dir: &std::path::Path, check: bool) -> Result<()> {
         }
     }
     if d.message_log().exists() {
-        println!(
-            "message log: {} records",
-            SqliteLog::count(&d.message_log())?
-        );
+        let reader = LogReader::open(&d.message_log(), log_keys(&d)?)?;
+        let size = reader.tree_size()?;
+        match reader.latest_checkpoint()? {
+            Some(c) => println!(
+                "message log: {size} records; last witnessed checkpoint {} records at {}",
+                c.tree_size,
+                verify::fmt_time(c.witnessed_at_ms / 1000)
+            ),
+            None => println!("message log: {size} records; no witnessed checkpoint yet"),
+        }
     }
     Ok(())
 }

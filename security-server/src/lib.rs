@@ -28,5 +28,6 @@ pub mod store;
 pub mod trace;
 
 pub use server::{
-    DEFAULT_CONSUMER_LISTEN, DEFAULT_PROVIDER_LISTEN, SecurityServer, ServerOptions, server_id,
+    DEFAULT_CONSUMER_LISTEN, DEFAULT_PROVIDER_LISTEN, DEFAULT_RETENTION, SecurityServer,
+    ServerOptions, server_id,
 };

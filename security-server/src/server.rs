@@ -29,6 +29,11 @@ use crate::trace::TraceService;
 pub const DEFAULT_CONSUMER_LISTEN: &str = "127.0.0.1:8080";
 /// Default address of the provider side (other security servers).
 pub const DEFAULT_PROVIDER_LISTEN: &str = "0.0.0.0:5500";
+/// Default retention of message-log contents.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(180 * 24 * 3600);
+/// How often retention runs.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+
 /// Settings key of the server's identity.
 pub const SETTING_SERVER_ID: &str = "server_id";
 
@@ -57,6 +62,11 @@ pub struct ServerOptions {
     /// # Default
     /// 60 s ([`DEFAULT_CHECKPOINT_INTERVAL`]).
     pub checkpoint_interval: Duration,
+    /// How long records' contents are kept (their tree nodes stay, so
+    /// proofs of younger records stay valid).
+    /// # Default
+    /// 180 days ([`DEFAULT_RETENTION`]).
+    pub retention: Duration,
     /// Poll the registry at this interval instead of the configuration's.
     /// # Default
     /// `None`: the configuration's `poll_interval_seconds` (60 s).
@@ -73,6 +83,7 @@ impl ServerOptions {
             max_clock_skew: Duration::from_millis(DEFAULT_MAX_CLOCK_SKEW_MS as u64),
             consumer_transport: ConsumerTransport::Plain,
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+            retention: DEFAULT_RETENTION,
             poll_interval: None,
         }
     }
@@ -209,6 +220,7 @@ impl SecurityServer {
             tokio::spawn(conf.clone().run()),
             tokio::spawn(policies.clone().watch()),
             tokio::spawn(checkpointer.clone().run(opts.checkpoint_interval)),
+            tokio::spawn(prune(reader.clone(), opts.retention)),
         ];
         tracing::info!(server = %id, consumer = %consumer_addr, provider = %provider_addr, "security server serving");
         Ok(SecurityServer {
@@ -286,6 +298,22 @@ impl SecurityServer {
     /// gracefully (calls in flight finish, peers go elsewhere for new ones).
     pub fn shutdown(self) {
         drop(self);
+    }
+}
+
+/// Forgets the contents of records older than `retention`, hourly.
+async fn prune(reader: Arc<LogReader>, retention: Duration) {
+    loop {
+        let cutoff =
+            crate::conf_client::view::unix_ms(SystemTime::now()) - retention.as_millis() as i64;
+        let r = reader.clone();
+        match tokio::task::spawn_blocking(move || r.prune_before(cutoff)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(records = n, "message log retention: contents forgotten"),
+            Ok(Err(e)) => tracing::error!(error = %e, "message log retention failed"),
+            Err(e) => tracing::error!(error = %e, "retention task failed"),
+        }
+        tokio::time::sleep(PRUNE_INTERVAL).await;
     }
 }
 
