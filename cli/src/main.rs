@@ -2,6 +2,7 @@
 //! instance: the certificate authority, the central registry, security
 //! servers, the demo federation and citizens' access traces.
 
+mod bench;
 mod ca;
 mod demo;
 mod registry;
@@ -55,6 +56,11 @@ enum Command {
     ///
     /// Example: lienthong trace 001099012345 --dir portal-ss1 --portal VN/GOV/000001/portal
     Trace(trace::TraceArgs),
+    /// Measure what the bus costs against calling the backend directly
+    /// (throughput, latency, CPU per exchange, memory), in one run.
+    ///
+    /// Example: lienthong bench --json bench.json
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +75,7 @@ fn main() -> ExitCode {
         Command::Registry(cmd) => registry::run(cmd),
         Command::Server(cmd) => server::run(cmd),
         Command::Trace(args) => trace::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

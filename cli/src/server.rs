@@ -88,6 +88,10 @@ pub enum ServerCommand {
         /// Days the message log keeps records' contents.
         #[arg(long, default_value_t = (DEFAULT_RETENTION.as_secs() / 86400) as u32)]
         retention_days: u32,
+        /// Keep no message log. Only for measuring what logging costs
+        /// (`lienthong bench`); never for real traffic.
+        #[arg(long, hide = true)]
+        dangerous_disable_message_log: bool,
     },
     /// Register another client subsystem on this server (a request the
     /// registration officer approves).
@@ -321,11 +325,13 @@ async fn run_async(cmd: ServerCommand) -> Result<()> {
             consumer_transport,
             checkpoint_interval,
             retention_days,
+            dangerous_disable_message_log,
         } => {
             let mut opts = ServerOptions::new(dir);
             opts.consumer_transport = consumer_transport;
             opts.checkpoint_interval = Duration::from_secs(checkpoint_interval.max(1));
             opts.retention = Duration::from_secs(u64::from(retention_days.max(1)) * 86400);
+            opts.dangerous_disable_message_log = dangerous_disable_message_log;
             opts.consumer_listen = consumer_listen;
             opts.provider_listen = provider_listen;
             opts.max_message_bytes = max_message_bytes;

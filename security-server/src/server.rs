@@ -19,7 +19,7 @@ use crate::conf_client::ConfClient;
 use crate::consumer::tls::{self as consumer_tls, ConsumerTransport};
 use crate::consumer::{Consumer, DEFAULT_MAX_MESSAGE_BYTES, ProviderPool};
 use crate::keys::{Keys, ServerDir, log_keys};
-use crate::message_log::{LogReader, MessageLog, SqliteLog, StoredCheckpoint};
+use crate::message_log::{DangerousDiscard, LogReader, MessageLog, SqliteLog, StoredCheckpoint};
 use crate::provider::{Policies, Provider};
 use crate::replay::DEFAULT_MAX_CLOCK_SKEW_MS;
 use crate::store::{Backend, ServerStore};
@@ -67,6 +67,10 @@ pub struct ServerOptions {
     /// # Default
     /// 180 days ([`DEFAULT_RETENTION`]).
     pub retention: Duration,
+    /// Keep no message log (benchmarks of what logging costs only).
+    /// # Default
+    /// `false`.
+    pub dangerous_disable_message_log: bool,
     /// Poll the registry at this interval instead of the configuration's.
     /// # Default
     /// `None`: the configuration's `poll_interval_seconds` (60 s).
@@ -84,6 +88,7 @@ impl ServerOptions {
             consumer_transport: ConsumerTransport::Plain,
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
             retention: DEFAULT_RETENTION,
+            dangerous_disable_message_log: false,
             poll_interval: None,
         }
     }
@@ -155,9 +160,15 @@ impl SecurityServer {
         }
 
         let keys_for_log = log_keys(&dir)?;
-        let log: Arc<dyn MessageLog> = Arc::new(
-            SqliteLog::open(&dir.message_log(), keys_for_log.clone()).map_err(|e| e.to_string())?,
-        );
+        let log: Arc<dyn MessageLog> = if opts.dangerous_disable_message_log {
+            tracing::warn!("the message log is DISABLED: exchanges leave no record");
+            Arc::new(DangerousDiscard)
+        } else {
+            Arc::new(
+                SqliteLog::open(&dir.message_log(), keys_for_log.clone())
+                    .map_err(|e| e.to_string())?,
+            )
+        };
         let reader =
             Arc::new(LogReader::open(&dir.message_log(), keys_for_log).map_err(|e| e.to_string())?);
         let policies = Policies::load(store.clone()).map_err(|e| e.to_string())?;

@@ -123,3 +123,17 @@ pub trait MessageLog: Send + Sync + 'static {
         record: LogRecord,
     ) -> Pin<Box<dyn Future<Output = Result<(), LogError>> + Send + '_>>;
 }
+
+/// A log that keeps nothing: only for measuring what logging costs
+/// (`serve --dangerous-disable-message-log`). Never for real traffic.
+#[derive(Debug, Default)]
+pub struct DangerousDiscard;
+
+impl MessageLog for DangerousDiscard {
+    fn append(
+        &self,
+        _record: LogRecord,
+    ) -> Pin<Box<dyn Future<Output = Result<(), LogError>> + Send + '_>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+}

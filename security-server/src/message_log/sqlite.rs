@@ -21,6 +21,8 @@ use super::{LogError, LogKeys, LogRecord, MessageLog};
 
 /// Most records committed in one transaction.
 const MAX_BATCH: usize = 1024;
+/// How often the writer reports its group-commit statistics (when busy).
+const STATS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The schema of a log file (created on first open).
 pub(super) const SCHEMA: &str = r#"
@@ -124,7 +126,17 @@ fn writer(
     rx: mpsc::Receiver<Job>,
     stats: Arc<CommitStats>,
 ) {
+    let mut reported = std::time::Instant::now();
     while let Ok(first) = rx.recv() {
+        if reported.elapsed() >= STATS_EVERY {
+            reported = std::time::Instant::now();
+            tracing::info!(
+                "message log group commit: {} records in {} commits, largest batch {}",
+                stats.records.load(Ordering::Relaxed),
+                stats.commits.load(Ordering::Relaxed),
+                stats.largest_batch.load(Ordering::Relaxed)
+            );
+        }
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
