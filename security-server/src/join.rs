@@ -20,6 +20,11 @@ use crate::keys::{Keys, ServerDir};
 use crate::server::SETTING_SERVER_ID;
 use crate::store::ServerStore;
 
+/// Members' signing keys: Ed25519 (signing and verifying cost less than
+/// P-256, and every exchange pays both twice). Auth (TLS) keys stay P-256
+/// for the widest TLS support.
+pub const SIGNING_KEY_ALGORITHM: KeyAlgorithm = KeyAlgorithm::Ed25519;
+
 /// Settings key of the first registration request's id.
 pub const SETTING_JOIN_REQUEST: &str = "join_request";
 /// Settings key of the enrollment token (needed to ask about the request).
@@ -65,7 +70,7 @@ pub async fn submit_join(
     std::fs::create_dir_all(dir.signing_dir()).map_err(|e| e.to_string())?;
     client::write_anchor(&dir.anchor(), anchor).map_err(|e| e.to_string())?;
     let auth_key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).map_err(|e| e.to_string())?;
-    let owner_key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).map_err(|e| e.to_string())?;
+    let owner_key = PrivateKey::generate(SIGNING_KEY_ALGORITHM).map_err(|e| e.to_string())?;
     pem::write_key(&dir.auth_key(), &auth_key).map_err(|e| e.to_string())?;
     pem::write_key(&dir.signing_key(&server.owner), &owner_key).map_err(|e| e.to_string())?;
     let req = client::first_request(server, address, token, &auth_key, &owner_key)
@@ -161,7 +166,7 @@ pub async fn submit_client(home: &Path, subsystem: &SubsystemId) -> Result<u64, 
         let key = match pem::read_key(&path) {
             Ok(k) => k,
             Err(_) => {
-                let k = PrivateKey::generate(KeyAlgorithm::EcdsaP256).map_err(|e| e.to_string())?;
+                let k = PrivateKey::generate(SIGNING_KEY_ALGORITHM).map_err(|e| e.to_string())?;
                 pem::write_key(&path, &k).map_err(|e| e.to_string())?;
                 k
             }

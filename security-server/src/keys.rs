@@ -133,6 +133,11 @@ impl Keys {
         })
     }
 
+    /// Every member this server signs for, with its signer.
+    pub fn signers(&self) -> impl Iterator<Item = (&MemberId, &Arc<Signer>)> {
+        self.signers.iter()
+    }
+
     /// The signer for `member`, if this server holds its key.
     pub fn signer(&self, member: &MemberId) -> Option<&Arc<Signer>> {
         self.signers.get(member)

@@ -14,13 +14,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::access::AccessRule;
+use crate::batch::Signers;
 use crate::checkpoint::{Checkpointer, DEFAULT_CHECKPOINT_INTERVAL};
 use crate::conf_client::ConfClient;
 use crate::consumer::tls::{self as consumer_tls, ConsumerTransport};
 use crate::consumer::{Consumer, DEFAULT_MAX_MESSAGE_BYTES, ProviderPool};
 use crate::keys::{Keys, ServerDir, log_keys};
 use crate::message_log::{DangerousDiscard, LogReader, MessageLog, SqliteLog, StoredCheckpoint};
-use crate::provider::{Policies, Provider};
+use crate::provider::{Limits, Policies, Provider};
 use crate::replay::DEFAULT_MAX_CLOCK_SKEW_MS;
 use crate::store::{Backend, ServerStore};
 use crate::trace::TraceService;
@@ -172,6 +173,7 @@ impl SecurityServer {
         let reader =
             Arc::new(LogReader::open(&dir.message_log(), keys_for_log).map_err(|e| e.to_string())?);
         let policies = Policies::load(store.clone()).map_err(|e| e.to_string())?;
+        let signers = Arc::new(Signers::start(&keys));
         let consumer = Arc::new(Consumer::new(
             keys.clone(),
             conf.clone(),
@@ -179,6 +181,7 @@ impl SecurityServer {
             ProviderPool::new(keys.clone(), trust.clone()),
             opts.max_message_bytes,
             (opts.consumer_transport == ConsumerTransport::MutualTls).then(|| policies.clone()),
+            signers.clone(),
         ));
         let provider = Arc::new(Provider::new(
             keys.clone(),
@@ -186,8 +189,11 @@ impl SecurityServer {
             log,
             policies.clone(),
             TraceService::new(id.clone(), reader.clone()),
-            opts.max_message_bytes,
-            opts.max_clock_skew.as_millis() as i64,
+            signers,
+            Limits {
+                max_message: opts.max_message_bytes,
+                max_skew_ms: opts.max_clock_skew.as_millis() as i64,
+            },
         ));
 
         let bind = |addr: SocketAddr| async move {

@@ -141,3 +141,26 @@ fn csr_bound_signatures_verify_only_with_that_csr() {
         assert!(v_other.verify(&sig, &[9; 32]).is_err());
     }
 }
+
+#[test]
+fn remembered_batches_still_refuse_forgeries() {
+    let (s, v) = signer(KeyAlgorithm::Ed25519);
+    let digests: Vec<[u8; 32]> = (0..5u8).map(|i| [i; 32]).collect();
+    let sigs = s.sign_batch(&digests).unwrap();
+    // The first verification is remembered; the rest of the batch rides on it.
+    for (d, sg) in digests.iter().zip(&sigs) {
+        v.verify(sg, d).unwrap();
+    }
+    // A remembered batch does not make a different signature value valid,
+    assert!(v.verify(&sigs[1], &[9; 32]).is_err());
+    let mut forged = sigs[2].clone();
+    forged.value[0] ^= 1;
+    assert!(v.verify(&forged, &digests[2]).is_err());
+    // nor does it vouch for a digest outside the batch with a borrowed path.
+    let mut moved = sigs[2].clone();
+    moved.batch.as_mut().unwrap().leaf_index = 3;
+    assert!(v.verify(&moved, &digests[2]).is_err());
+    // A different signer's key never accepts it.
+    let (_, other) = signer(KeyAlgorithm::Ed25519);
+    assert!(other.verify(&sigs[0], &digests[0]).is_err());
+}

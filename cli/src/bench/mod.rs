@@ -43,8 +43,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 2)]
     rounds: usize,
     /// Concurrency levels of the growth sweep (4 KiB, direct and full bus);
-    /// empty to skip it.
-    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 16, 256, 1000])]
+    /// `--sweep` alone skips it.
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_values_t = [1usize, 16, 256, 1000])]
     sweep: Vec<usize>,
     /// Also write the results as JSON here.
     #[arg(long)]

@@ -29,7 +29,7 @@ use http::{Request, Response};
 use http_body_util::Full;
 use lienthong_certs::Fingerprint;
 use lienthong_proto::canonical;
-use lienthong_proto::pb::exchange::v1::RequestHeader;
+use lienthong_proto::pb::exchange::v1::{RequestEnvelope, RequestHeader};
 use prost::Message;
 use tonic::body::Body;
 
@@ -56,6 +56,7 @@ pub struct Consumer {
     max_message: usize,
     /// Set when information systems must present pinned certificates.
     pins: Option<crate::provider::Policies>,
+    signers: Arc<crate::batch::Signers>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -132,6 +133,7 @@ impl Consumer {
         pool: ProviderPool,
         max_message: usize,
         pins: Option<crate::provider::Policies>,
+        signers: Arc<crate::batch::Signers>,
     ) -> Self {
         Consumer {
             keys,
@@ -140,6 +142,7 @@ impl Consumer {
             pool,
             max_message,
             pins,
+            signers,
         }
     }
 
@@ -218,7 +221,7 @@ impl Consumer {
         .await?;
 
         // 4. Sign.
-        let signer = self.keys.signer(&call.client.member).ok_or_else(|| {
+        let signer = self.signers.get(&call.client.member).ok_or_else(|| {
             Fault::NoSigningKey.with(format!(
                 "this server holds no signing key for {}; register the client here with `lienthong server clients add`",
                 call.client.member
@@ -251,10 +254,15 @@ impl Consumer {
             },
         };
         ex.request_digest = canonical::digest(&canonical::request_header(&header));
-        let envelope = signer
-            .sign_request(header)
+        let signature = signer
+            .sign(ex.request_digest)
+            .await
             .map_err(|e| Fault::ConsumerInternal.with(format!("signing failed: {e}")))?;
-        let envelope_bytes = envelope.encode_to_vec();
+        let envelope_bytes = RequestEnvelope {
+            header: Some(header),
+            signature: Some(signature),
+        }
+        .encode_to_vec();
 
         // 5. Log the request before it leaves.
         let mut record = ex.record(Phase::Request);

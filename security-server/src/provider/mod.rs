@@ -60,6 +60,7 @@ pub struct Provider {
     log: Arc<dyn MessageLog>,
     policies: Policies,
     trace: crate::trace::TraceService,
+    signers: Arc<crate::batch::Signers>,
     replay: ReplayCache,
     max_message: usize,
     max_skew_ms: i64,
@@ -71,6 +72,16 @@ impl std::fmt::Debug for Provider {
             .field("server", &self.keys.server)
             .finish_non_exhaustive()
     }
+}
+
+/// The provider side's bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest request message, bytes.
+    pub max_message: usize,
+    /// Largest difference between a request's creation time and this
+    /// server's clock, ms.
+    pub max_skew_ms: i64,
 }
 
 /// A request that passed every check.
@@ -123,8 +134,8 @@ impl Provider {
         log: Arc<dyn MessageLog>,
         policies: Policies,
         trace: crate::trace::TraceService,
-        max_message: usize,
-        max_skew_ms: i64,
+        signers: Arc<crate::batch::Signers>,
+        limits: Limits,
     ) -> Self {
         Provider {
             keys,
@@ -132,9 +143,10 @@ impl Provider {
             log,
             policies,
             trace,
+            signers,
             replay: ReplayCache::default(),
-            max_message,
-            max_skew_ms,
+            max_message: limits.max_message,
+            max_skew_ms: limits.max_skew_ms,
         }
     }
 

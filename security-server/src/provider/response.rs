@@ -71,14 +71,21 @@ impl Provider {
             payload_size: obs.size,
             grpc_status,
         };
-        let Some(signer) = self.keys.signer(accepted.target.member()) else {
+        let Some(signer) = self.signers.get(accepted.target.member()) else {
             return Fault::ProviderInternal
                 .with(format!("no signing key for {}", accepted.target.member()))
                 .trailers();
         };
-        let envelope = match signer.sign_response(header) {
-            Ok(e) => e.encode_to_vec(),
-            Err(e) => return Fault::ProviderInternal.with(e.to_string()).trailers(),
+        let digest = lienthong_proto::canonical::digest(
+            &lienthong_proto::canonical::response_header(&header),
+        );
+        let envelope = match signer.sign(digest).await {
+            Ok(signature) => lienthong_proto::pb::exchange::v1::ResponseEnvelope {
+                header: Some(header),
+                signature: Some(signature),
+            }
+            .encode_to_vec(),
+            Err(e) => return Fault::ProviderInternal.with(e).trailers(),
         };
         let mut r = accepted.record(Phase::Response);
         r.payload_digest = obs.digest.to_vec();
