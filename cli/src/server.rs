@@ -127,6 +127,17 @@ pub enum ClientsCommand {
         #[arg(long)]
         cert: PathBuf,
     },
+    /// Log the bodies of SUBSYSTEM's exchanges on this server, sealed
+    /// (AEAD) in the message log; `--off` stops it. Off by default.
+    ///
+    /// Example: lienthong server clients log-bodies --dir ss1 VN/GOV/000102/population
+    LogBodies {
+        #[arg(long)]
+        dir: PathBuf,
+        subsystem: String,
+        #[arg(long)]
+        off: bool,
+    },
     /// Remove a pin.
     Unpin {
         #[arg(long)]
@@ -383,6 +394,19 @@ async fn run_async(cmd: ServerCommand) -> Result<()> {
                 return Err(format!("certificate {fp} was not pinned for {subsystem}").into());
             }
             println!("unpinned certificate {fp} for {subsystem}");
+            Ok(())
+        }
+        ServerCommand::Clients(ClientsCommand::LogBodies {
+            dir,
+            subsystem,
+            off,
+        }) => {
+            let subsystem: SubsystemId = subsystem.parse()?;
+            open_store(&dir)?.set_body_logging(&subsystem, !off)?;
+            println!(
+                "bodies of {subsystem}'s exchanges are {} logged",
+                if off { "no longer" } else { "now" }
+            );
             Ok(())
         }
         ServerCommand::Acl(cmd) => acl(cmd),

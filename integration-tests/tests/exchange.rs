@@ -218,3 +218,63 @@ async fn an_address_change_takes_effect_without_restarting_consumers() {
         .await
         .expect("the consumer follows the new address from the configuration");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_are_logged_sealed_only_for_subsystems_that_opt_in() {
+    let f = Federation::start().await;
+    f.business
+        .server()
+        .set_body_logging(&business(), true)
+        .unwrap();
+    for p in &f.population {
+        p.server().set_body_logging(&population(), true).unwrap();
+    }
+    let is = f.business.client().await;
+    let mut m = call_metadata(&business(), &population());
+    m.insert("lt-message-id", "body-1".parse().unwrap());
+    is.unary("GetPerson", m, "001099012345").await.unwrap();
+
+    let reader = f.business.server().log_reader();
+    let records = reader.by_message("body-1").unwrap();
+    assert_eq!(records.len(), 2, "request and response");
+    let request = reader
+        .body_of(records[0])
+        .unwrap()
+        .expect("request body logged");
+    assert!(request.windows(12).any(|w| w == b"001099012345"));
+    let response = reader
+        .body_of(records[1])
+        .unwrap()
+        .expect("response body logged");
+    assert!(
+        response
+            .windows("Nguyễn Văn An".len())
+            .any(|w| w == "Nguyễn Văn An".as_bytes())
+    );
+
+    // Sealed at rest: the name is nowhere in the log file in plain text.
+    let dir = lienthong_security_server::keys::ServerDir(f.business.dir.path().to_owned());
+    for path in [
+        dir.message_log(),
+        dir.message_log().with_extension("db-wal"),
+    ] {
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        assert!(
+            !bytes
+                .windows("Nguyễn Văn An".len())
+                .any(|w| w == "Nguyễn Văn An".as_bytes())
+        );
+    }
+
+    // A subsystem that did not opt in leaves no body.
+    f.business
+        .server()
+        .set_body_logging(&business(), false)
+        .unwrap();
+    let mut m = call_metadata(&business(), &population());
+    m.insert("lt-message-id", "body-2".parse().unwrap());
+    is.unary("GetPerson", m, "1").await.unwrap();
+    for r in reader.by_message("body-2").unwrap() {
+        assert!(reader.body_of(r).unwrap().is_none());
+    }
+}

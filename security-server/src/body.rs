@@ -46,6 +46,8 @@ pub struct Observation {
     pub trailers: Option<HeaderMap>,
     /// Why the inner body broke off, if it did.
     pub error: Option<String>,
+    /// The whole body, when capturing was asked for and it fit.
+    pub body: Option<Bytes>,
 }
 
 type FinishFuture = Pin<Box<dyn Future<Output = HeaderMap> + Send>>;
@@ -65,6 +67,8 @@ pub struct Observed<B> {
     size: u64,
     finisher: Option<Finisher>,
     state: State,
+    /// Captured data and the most to capture (for opted-in body logging).
+    captured: Option<(bytes::BytesMut, usize)>,
 }
 
 impl<B> Observed<B> {
@@ -75,7 +79,15 @@ impl<B> Observed<B> {
             size: 0,
             finisher: Some(finisher),
             state: State::Streaming,
+            captured: None,
         }
+    }
+
+    /// Also keeps a copy of the body, up to `limit` bytes (beyond that,
+    /// none is kept).
+    pub fn capturing(mut self, limit: usize) -> Self {
+        self.captured = Some((bytes::BytesMut::new(), limit));
+        self
     }
 
     fn observation(&mut self, trailers: Option<HeaderMap>, error: Option<String>) -> Observation {
@@ -87,6 +99,11 @@ impl<B> Observed<B> {
             size: self.size,
             trailers,
             error,
+            body: self
+                .captured
+                .take()
+                .filter(|(_, limit)| self.size as usize <= *limit)
+                .map(|(b, _)| b.freeze()),
         }
     }
 
@@ -119,6 +136,11 @@ where
                         Ok(data) => {
                             this.hasher.update(&data);
                             this.size += data.len() as u64;
+                            if let Some((buf, limit)) = &mut this.captured
+                                && buf.len() + data.len() <= *limit
+                            {
+                                buf.extend_from_slice(&data);
+                            }
                             return Poll::Ready(Some(Ok(Frame::data(data))));
                         }
                         Err(frame) => match frame.into_trailers() {

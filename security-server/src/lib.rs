@@ -28,6 +28,17 @@ mod server;
 pub mod store;
 pub mod trace;
 
+/// What both sides of a server share: its keys and signers, its view of
+/// the configuration, its message log and its operator's decisions.
+#[derive(Clone)]
+pub struct Shared {
+    pub keys: std::sync::Arc<keys::Keys>,
+    pub conf: std::sync::Arc<conf_client::ConfClient>,
+    pub log: std::sync::Arc<dyn message_log::MessageLog>,
+    pub policies: provider::Policies,
+    pub signers: std::sync::Arc<batch::Signers>,
+}
+
 pub use server::{
     DEFAULT_CONSUMER_LISTEN, DEFAULT_PROVIDER_LISTEN, DEFAULT_RETENTION, SecurityServer,
     ServerOptions, server_id,

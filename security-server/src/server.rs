@@ -174,22 +174,22 @@ impl SecurityServer {
             Arc::new(LogReader::open(&dir.message_log(), keys_for_log).map_err(|e| e.to_string())?);
         let policies = Policies::load(store.clone()).map_err(|e| e.to_string())?;
         let signers = Arc::new(Signers::start(&keys));
+        let shared = crate::Shared {
+            keys: keys.clone(),
+            conf: conf.clone(),
+            log,
+            policies: policies.clone(),
+            signers,
+        };
         let consumer = Arc::new(Consumer::new(
-            keys.clone(),
-            conf.clone(),
-            log.clone(),
+            shared.clone(),
             ProviderPool::new(keys.clone(), trust.clone()),
             opts.max_message_bytes,
-            (opts.consumer_transport == ConsumerTransport::MutualTls).then(|| policies.clone()),
-            signers.clone(),
+            opts.consumer_transport == ConsumerTransport::MutualTls,
         ));
         let provider = Arc::new(Provider::new(
-            keys.clone(),
-            conf.clone(),
-            log,
-            policies.clone(),
+            shared,
             TraceService::new(id.clone(), reader.clone()),
-            signers,
             Limits {
                 max_message: opts.max_message_bytes,
                 max_skew_ms: opts.max_clock_skew.as_millis() as i64,
@@ -276,6 +276,21 @@ impl SecurityServer {
     /// The message log's reader.
     pub fn log_reader(&self) -> &Arc<LogReader> {
         &self.reader
+    }
+
+    /// Logs (or stops logging) `subsystem`'s bodies, in force at once.
+    pub fn set_body_logging(
+        &self,
+        subsystem: &lienthong_proto::id::SubsystemId,
+        on: bool,
+    ) -> Result<(), String> {
+        self.store
+            .set_body_logging(subsystem, on)
+            .map_err(|e| e.to_string())?;
+        self.policies
+            .reload(None)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     /// Grants an access right, in force at once.

@@ -43,6 +43,12 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (subsystem, fingerprint)
     ) STRICT;
 "#,
+    // 3: subsystems whose exchanges' bodies are logged (encrypted).
+    r#"
+    CREATE TABLE body_logging (
+        subsystem TEXT PRIMARY KEY
+    ) STRICT;
+"#,
 ];
 
 /// Why the store failed.
@@ -260,6 +266,38 @@ impl ServerStore {
                 Fingerprint::from_slice(&fp)
                     .ok_or_else(|| StoreError("stored fingerprint is not 32 bytes".into()))?,
             ));
+        }
+        Ok(out)
+    }
+
+    /// Logs (or stops logging) the bodies of `subsystem`'s exchanges on
+    /// this server; false if nothing changed.
+    pub fn set_body_logging(&self, subsystem: &SubsystemId, on: bool) -> Result<bool, StoreError> {
+        if on {
+            self.changed(
+                "INSERT INTO body_logging (subsystem) VALUES (?1) ON CONFLICT DO NOTHING",
+                [subsystem.to_string()],
+            )
+        } else {
+            self.changed(
+                "DELETE FROM body_logging WHERE subsystem = ?1",
+                [subsystem.to_string()],
+            )
+        }
+    }
+
+    /// The subsystems whose bodies are logged.
+    pub fn body_logging(&self) -> Result<Vec<SubsystemId>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare("SELECT subsystem FROM body_logging ORDER BY 1")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let s = row?;
+            out.push(
+                s.parse()
+                    .map_err(|e| StoreError(format!("stored subsystem {s:?}: {e}")))?,
+            );
         }
         Ok(out)
     }

@@ -54,8 +54,10 @@ pub struct Consumer {
     log: Arc<dyn MessageLog>,
     pool: ProviderPool,
     max_message: usize,
-    /// Set when information systems must present pinned certificates.
-    pins: Option<crate::provider::Policies>,
+    /// The operator's decisions: pinned information systems, body logging.
+    policies: crate::provider::Policies,
+    /// Whether information systems must present pinned certificates.
+    require_pins: bool,
     signers: Arc<crate::batch::Signers>,
 }
 
@@ -114,6 +116,7 @@ impl Exchange {
             fault: String::new(),
             withheld_until_ms: c.map_or(0, |c| c.withheld_until_ms),
             duration_us: self.started.elapsed().as_micros() as u64,
+            body: None,
         }
     }
 
@@ -126,23 +129,23 @@ impl Exchange {
 }
 
 impl Consumer {
+    /// The consumer side; `require_pins` when information systems connect
+    /// over mutual TLS.
     pub fn new(
-        keys: Arc<Keys>,
-        conf: Arc<ConfClient>,
-        log: Arc<dyn MessageLog>,
+        shared: crate::Shared,
         pool: ProviderPool,
         max_message: usize,
-        pins: Option<crate::provider::Policies>,
-        signers: Arc<crate::batch::Signers>,
+        require_pins: bool,
     ) -> Self {
         Consumer {
-            keys,
-            conf,
-            log,
+            keys: shared.keys,
+            conf: shared.conf,
+            log: shared.log,
             pool,
             max_message,
-            pins,
-            signers,
+            policies: shared.policies,
+            require_pins,
+            signers: shared.signers,
         }
     }
 
@@ -197,8 +200,9 @@ impl Consumer {
         let call = metadata::parse_call(&parts.headers)?;
         ex.message_id = call.message_id.clone().unwrap_or_else(new_message_id);
         ex.call = Some(call.clone());
-        if let Some(pins) = &self.pins {
-            let pinned = system_cert.is_some_and(|fp| pins.current().pinned_for(&fp, &call.client));
+        if self.require_pins {
+            let policy = self.policies.current();
+            let pinned = system_cert.is_some_and(|fp| policy.pinned_for(&fp, &call.client));
             if !pinned {
                 return Err(Fault::ClientUnauthenticated.with(format!(
                     "this information system's certificate is not pinned for {}; pin it with `lienthong server clients pin`",
@@ -269,6 +273,10 @@ impl Consumer {
         record.payload_digest = lienthong_proto::sha256(&payload).to_vec();
         record.payload_size = payload.len() as u64;
         record.envelope = envelope_bytes.clone();
+        let log_bodies = self.policies.current().logs_bodies(&call.client);
+        if log_bodies {
+            record.body = Some(payload.clone());
+        }
         self.log
             .append(record)
             .await
@@ -301,7 +309,7 @@ impl Consumer {
         }
 
         // 7. Verify the response as it streams back.
-        Ok(self.answer(response, ex.clone(), view))
+        Ok(self.answer(response, ex.clone(), view, log_bodies))
     }
 
     fn current_view(&self) -> Result<Arc<ConfView>, FaultError> {

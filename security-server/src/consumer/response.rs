@@ -23,6 +23,7 @@ impl Consumer {
         response: Response<Body>,
         ex: Exchange,
         view: Arc<ConfView>,
+        log_bodies: bool,
     ) -> Response<Body> {
         let (parts, body) = response.into_parts();
         let this = self.clone();
@@ -30,7 +31,13 @@ impl Consumer {
             Box::pin(async move { this.finish(ex, view, obs).await })
                 as std::pin::Pin<Box<dyn std::future::Future<Output = HeaderMap> + Send>>
         });
-        Response::from_parts(parts, Body::new(Observed::new(body, finisher)))
+        let observed = Observed::new(body, finisher);
+        let observed = if log_bodies {
+            observed.capturing(self.max_message)
+        } else {
+            observed
+        };
+        Response::from_parts(parts, Body::new(observed))
     }
 
     /// Verifies the provider's signed response, logs, and returns the
@@ -44,6 +51,7 @@ impl Consumer {
         match checked {
             Ok(envelope) => {
                 record.envelope = envelope;
+                record.body = obs.body.clone();
                 record.grpc_status = grpc_status(&trailers);
                 trailers.remove(metadata::RESPONSE_ENVELOPE);
                 match self.log.append(record).await {

@@ -78,6 +78,9 @@ pub struct LogRecord {
     /// Hidden from the data subject until then (Unix ms); 0 = not hidden.
     pub withheld_until_ms: i64,
     pub duration_us: u64,
+    /// The body (request or response), only for subsystems that opted in;
+    /// stored sealed, never in the leaf.
+    pub body: Option<bytes::Bytes>,
 }
 
 /// Why a record could not be made durable or read.

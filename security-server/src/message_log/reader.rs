@@ -130,7 +130,35 @@ impl LogReader {
                 |r| r.get(0),
             )
             .optional()?;
+        Ok(sealed
+            .flatten()
+            .and_then(|s| unseal(&self.keys, index, &s))
+            .and_then(|b| String::from_utf8(b).ok()))
+    }
+
+    /// The logged body of record `index`, unsealed, if its subsystem opted
+    /// in (for this server's operator only).
+    pub fn body_of(&self, index: u64) -> Result<Option<Vec<u8>>, LogError> {
+        let sealed: Option<Option<Vec<u8>>> = self
+            .lock()
+            .query_row(
+                "SELECT body_sealed FROM records WHERE leaf_index = ?1",
+                [index as i64],
+                |r| r.get(0),
+            )
+            .optional()?;
         Ok(sealed.flatten().and_then(|s| unseal(&self.keys, index, &s)))
+    }
+
+    /// The records of one exchange (both phases), oldest first.
+    pub fn by_message(&self, message_id: &str) -> Result<Vec<u64>, LogError> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare_cached("SELECT leaf_index FROM records WHERE message_id = ?1 ORDER BY 1")?;
+        let rows = stmt.query_map([message_id], |r| r.get::<_, i64>(0))?;
+        Ok(rows
+            .map(|r| r.map(|v| v as u64))
+            .collect::<Result<_, _>>()?)
     }
 
     /// The newest witnessed checkpoint.
@@ -193,7 +221,8 @@ impl LogReader {
     /// Returns how many records were pruned.
     pub fn prune_before(&self, before_ms: i64) -> Result<u64, LogError> {
         let n = self.lock().execute(
-            "UPDATE records SET leaf = NULL, envelope = NULL, subject_sealed = NULL, subject_hash = NULL
+            "UPDATE records SET leaf = NULL, envelope = NULL, subject_sealed = NULL,
+                subject_hash = NULL, body_sealed = NULL
              WHERE at < ?1 AND leaf IS NOT NULL",
             [before_ms],
         )?;

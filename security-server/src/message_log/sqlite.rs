@@ -34,7 +34,8 @@ pub(super) const SCHEMA: &str = r#"
         withheld_until INTEGER NOT NULL,
         leaf           BLOB,
         envelope       BLOB,
-        subject_sealed BLOB
+        subject_sealed BLOB,
+        body_sealed    BLOB
     ) STRICT;
     CREATE INDEX IF NOT EXISTS records_subject ON records (subject_hash, leaf_index);
     CREATE INDEX IF NOT EXISTS records_message ON records (message_id);
@@ -166,7 +167,7 @@ fn writer(
     }
 }
 
-fn seal(keys: &LogKeys, leaf_index: u64, subject: &str) -> Result<Vec<u8>, LogError> {
+fn seal(keys: &LogKeys, leaf_index: u64, plain: &[u8]) -> Result<Vec<u8>, LogError> {
     let key = aead::LessSafeKey::new(
         aead::UnboundKey::new(&aead::CHACHA20_POLY1305, &keys.seal)
             .map_err(|_| LogError("bad sealing key".into()))?,
@@ -174,7 +175,7 @@ fn seal(keys: &LogKeys, leaf_index: u64, subject: &str) -> Result<Vec<u8>, LogEr
     let mut nonce = [0u8; 12];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
         .map_err(|_| LogError("no randomness for sealing".into()))?;
-    let mut data = subject.as_bytes().to_vec();
+    let mut data = plain.to_vec();
     key.seal_in_place_append_tag(
         aead::Nonce::assume_unique_for_key(nonce),
         aead::Aad::from(leaf_index.to_be_bytes()),
@@ -184,8 +185,8 @@ fn seal(keys: &LogKeys, leaf_index: u64, subject: &str) -> Result<Vec<u8>, LogEr
     Ok([nonce.as_slice(), &data].concat())
 }
 
-/// Opens a sealed data subject (for the server's own operator).
-pub(super) fn unseal(keys: &LogKeys, leaf_index: u64, sealed: &[u8]) -> Option<String> {
+/// Opens a sealed field (for the server's own operator).
+pub(super) fn unseal(keys: &LogKeys, leaf_index: u64, sealed: &[u8]) -> Option<Vec<u8>> {
     let key =
         aead::LessSafeKey::new(aead::UnboundKey::new(&aead::CHACHA20_POLY1305, &keys.seal).ok()?);
     let (nonce, data) = sealed.split_at_checked(12)?;
@@ -197,7 +198,7 @@ pub(super) fn unseal(keys: &LogKeys, leaf_index: u64, sealed: &[u8]) -> Option<S
             &mut data,
         )
         .ok()?;
-    String::from_utf8(plain.to_vec()).ok()
+    Some(plain.to_vec())
 }
 
 fn commit(
@@ -210,14 +211,18 @@ fn commit(
     {
         let mut insert = tx.prepare_cached(
             "INSERT INTO records (leaf_index, at, message_id, subject_hash, withheld_until, leaf,
-                envelope, subject_sealed)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                envelope, subject_sealed, body_sealed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?;
         for (r, _) in batch {
             let index = frontier.size();
             let subject = (!r.data_subject.is_empty()).then(|| keys.subject_hash(&r.data_subject));
             let sealed = match subject {
-                Some(_) => Some(seal(keys, index, &r.data_subject)?),
+                Some(_) => Some(seal(keys, index, r.data_subject.as_bytes())?),
+                None => None,
+            };
+            let body = match &r.body {
+                Some(b) => Some(seal(keys, index, b)?),
                 None => None,
             };
             let leaf = leaf_bytes(r, subject);
@@ -231,6 +236,7 @@ fn commit(
                 leaf,
                 r.envelope,
                 sealed,
+                body,
             ])?;
             store_nodes(&tx, &nodes)?;
         }

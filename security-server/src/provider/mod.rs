@@ -123,27 +123,20 @@ impl Accepted {
             fault: String::new(),
             withheld_until_ms: h.withheld_until_unix_ms,
             duration_us: self.started.elapsed().as_micros() as u64,
+            body: None,
         }
     }
 }
 
 impl Provider {
-    pub fn new(
-        keys: Arc<Keys>,
-        conf: Arc<ConfClient>,
-        log: Arc<dyn MessageLog>,
-        policies: Policies,
-        trace: crate::trace::TraceService,
-        signers: Arc<crate::batch::Signers>,
-        limits: Limits,
-    ) -> Self {
+    pub fn new(shared: crate::Shared, trace: crate::trace::TraceService, limits: Limits) -> Self {
         Provider {
-            keys,
-            conf,
-            log,
-            policies,
+            keys: shared.keys,
+            conf: shared.conf,
+            log: shared.log,
+            policies: shared.policies,
             trace,
-            signers,
+            signers: shared.signers,
             replay: ReplayCache::default(),
             max_message: limits.max_message,
             max_skew_ms: limits.max_skew_ms,
@@ -281,9 +274,17 @@ impl Provider {
         let policy = self.policies.current();
         authorize(&view, &policy, &client, &target, &path)?;
 
-        // 7. Log.
+        // 7. Log (with the body if the provider subsystem opted in).
+        let log_bodies = match &target {
+            Target::Provider(p) => policy.logs_bodies(p),
+            Target::Server(_) => false,
+        };
         self.log
-            .append(accepted.record(Phase::Request))
+            .append({
+                let mut r = accepted.record(Phase::Request);
+                r.body = log_bodies.then(|| payload.clone());
+                r
+            })
             .await
             .map_err(|e| Fault::ProviderLogFailed.with(e.0))?;
 
@@ -298,7 +299,7 @@ impl Provider {
 
         // 9. Sign the response at its end.
         accepted.started = started;
-        Ok(self.answer(response, accepted))
+        Ok(self.answer(response, accepted, log_bodies))
     }
 
     /// Whether this server serves the target and it offers the service.

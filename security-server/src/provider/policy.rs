@@ -32,9 +32,16 @@ pub struct Policy {
     backends: HashMap<(SubsystemId, String), BackendConn>,
     /// Information systems' certificates pinned per client subsystem.
     client_pins: HashMap<Fingerprint, HashSet<SubsystemId>>,
+    /// Subsystems whose exchanges' bodies are logged (encrypted).
+    log_bodies: HashSet<SubsystemId>,
 }
 
 impl Policy {
+    /// Whether `subsystem` opted in to having its exchanges' bodies logged.
+    pub fn logs_bodies(&self, subsystem: &SubsystemId) -> bool {
+        self.log_bodies.contains(subsystem)
+    }
+
     /// Whether any subsystem pins the certificate `fp`.
     pub fn is_pinned(&self, fp: &Fingerprint) -> bool {
         self.client_pins.contains_key(fp)
@@ -108,6 +115,7 @@ impl Policies {
             rules: self.store.rules()?,
             backends,
             client_pins,
+            log_bodies: self.store.body_logging()?.into_iter().collect(),
         };
         let mut g = match self.current.write() {
             Ok(g) => g,

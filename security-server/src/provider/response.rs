@@ -22,6 +22,7 @@ impl Provider {
         self: &Arc<Self>,
         response: Response<Body>,
         accepted: Accepted,
+        log_bodies: bool,
     ) -> Response<Body> {
         let (mut parts, body) = response.into_parts();
         // A trailers-only answer (an error without a body): its status moves
@@ -38,7 +39,13 @@ impl Provider {
             Box::pin(async move { this.finish(accepted, moved, obs).await })
                 as std::pin::Pin<Box<dyn std::future::Future<Output = HeaderMap> + Send>>
         });
-        Response::from_parts(parts, Body::new(Observed::new(body, finisher)))
+        let observed = Observed::new(body, finisher);
+        let observed = if log_bodies {
+            observed.capturing(self.max_message)
+        } else {
+            observed
+        };
+        Response::from_parts(parts, Body::new(observed))
     }
 
     /// Signs the response, logs it, and returns the trailers to send.
@@ -91,6 +98,7 @@ impl Provider {
         r.payload_digest = obs.digest.to_vec();
         r.payload_size = obs.size;
         r.envelope = envelope.clone();
+        r.body = obs.body.clone();
         r.grpc_status = grpc_status;
         if let Err(e) = self.log.append(r).await {
             return Fault::ProviderLogFailed.with(e.0).trailers();
