@@ -10,9 +10,12 @@ use lienthong_central_registry::client;
 use lienthong_certs::verify::fmt_time;
 use lienthong_proto::id::SubsystemId;
 use lienthong_proto::pb::trace::v1::Side;
+use lienthong_proto::pb::trace::v1::trace_portal_server::TracePortalServer;
 use lienthong_security_server::conf_client::ConfClient;
 use lienthong_security_server::keys::ServerDir;
 use lienthong_security_server::trace::portal;
+use lienthong_security_server::trace::portal_api::PortalApi;
+use std::sync::Arc;
 use tonic::transport::Endpoint;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -25,11 +28,20 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 /// every exchange, servers that did not answer, records that failed
 /// verification, and how many records are withheld until when.
 ///
+/// With `--serve ADDR` it instead offers the same query as the gRPC
+/// service `lienthong.trace.v1.TracePortal` for the portal's web page (bind
+/// it to loopback, or put it behind the front end's authentication).
+///
 /// Example: lienthong trace 001099012345 --dir /var/lib/lienthong/portal-ss1 --portal VN/GOV/000001/portal
+/// Example: lienthong trace --serve 127.0.0.1:8090 --dir /var/lib/lienthong/portal-ss1 --portal VN/GOV/000001/portal
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["personal_id", "serve"])))]
 pub struct TraceArgs {
     /// The citizen's personal ID.
-    personal_id: String,
+    personal_id: Option<String>,
+    /// Serve `lienthong.trace.v1.TracePortal` on this address instead.
+    #[arg(long)]
+    serve: Option<std::net::SocketAddr>,
     /// The home directory of the portal's security server (its anchor and
     /// cached configuration are read from there).
     #[arg(long)]
@@ -57,35 +69,49 @@ async fn run_async(args: TraceArgs) -> Result<()> {
     let portal_id: SubsystemId = args.portal.parse()?;
     let dir = ServerDir(args.dir.clone());
     let anchor = client::read_anchor(&dir.anchor())?;
-    let conf = ConfClient::new(
+    // A cache of its own: the portal's server keeps configuration.bin.
+    let conf = Arc::new(ConfClient::new(
         anchor.clone(),
-        dir.configuration(),
+        args.dir.join("portal-configuration.bin"),
         ConfClient::empty_trust(),
-    );
-    conf.load_cached()?;
-    let _ = conf.refresh().await;
+    ));
+    if conf.load_cached()?.is_none() && conf.refresh().await.is_err() {
+        // The registry is unreachable: start from the server's copy.
+        let server_copy = ConfClient::new(
+            anchor.clone(),
+            dir.configuration(),
+            ConfClient::empty_trust(),
+        );
+        server_copy.load_cached()?;
+        conf.install_view(server_copy.view());
+    }
+    let channel = Endpoint::from_shared(format!("http://{}", args.consumer))?.connect_lazy();
+    let timeout = Duration::from_millis(args.timeout_ms);
+    if let Some(addr) = args.serve {
+        tokio::spawn(conf.clone().run());
+        let api = PortalApi::new(channel, portal_id, conf, anchor, timeout);
+        eprintln!("trace portal API (lienthong.trace.v1.TracePortal) on {addr}");
+        tonic::transport::Server::builder()
+            .add_service(TracePortalServer::new(api))
+            .serve_with_shutdown(addr, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+        return Ok(());
+    }
+    let subject = args.personal_id.unwrap_or_default();
     let view = conf
         .view()
-        .ok_or("the portal's server holds no configuration; is it joined and running?")?;
-    let channel = Endpoint::from_shared(format!("http://{}", args.consumer))?
-        .connect()
+        .ok_or("the portal's security server holds no configuration; is it joined and running?")?;
+    let report = portal::trace(channel, &portal_id, &view, &anchor, &subject, timeout)
         .await
         .map_err(|e| {
             format!(
-                "cannot reach the portal's security server at {}: {e}",
+                "{e} (is the portal's security server running at {}?)",
                 args.consumer
             )
         })?;
-    let report = portal::trace(
-        channel,
-        &portal_id,
-        &view,
-        &anchor,
-        &args.personal_id,
-        Duration::from_millis(args.timeout_ms),
-    )
-    .await?;
-    print(&args.personal_id, &report);
+    print(&subject, &report);
     Ok(())
 }
 

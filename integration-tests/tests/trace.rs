@@ -233,3 +233,52 @@ async fn only_the_portal_may_ask_and_personal_ids_are_checked() {
         "the provider side still shows every exchange"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_portals_grpc_api_answers_a_web_page() {
+    use lienthong_proto::pb::trace::v1::trace_portal_client::TracePortalClient;
+    use lienthong_proto::pb::trace::v1::trace_portal_server::TracePortalServer;
+    use lienthong_security_server::trace::portal_api::PortalApi;
+
+    let f = scenario().await;
+    let consumer = f.portal.client().await.channel;
+    let api = PortalApi::new(
+        consumer,
+        portal(),
+        f.portal.server().conf().clone(),
+        f.registry.anchor.clone(),
+        Duration::from_secs(5),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TracePortalServer::new(api))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let mut web = TracePortalClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let report = web
+        .trace(lienthong_proto::pb::trace::v1::TraceRequest {
+            data_subject: CITIZEN.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(report.exchanges.len(), 3);
+    assert!(
+        report
+            .exchanges
+            .iter()
+            .all(|e| e.verified && e.logged_by.len() >= 2)
+    );
+    assert_eq!(report.withheld.iter().map(|w| w.count).sum::<u32>(), 2);
+    let bad = web
+        .trace(lienthong_proto::pb::trace::v1::TraceRequest {
+            data_subject: "'; drop table".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+}

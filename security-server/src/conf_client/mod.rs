@@ -139,6 +139,20 @@ impl ConfClient {
         Ok(version)
     }
 
+    /// Uses a view another client already verified (e.g. a server's copy).
+    pub fn install_view(&self, view: Option<Arc<ConfView>>) {
+        if let Some(v) = view {
+            if let Ok(trust) = v.trust() {
+                self.trust.replace(trust);
+            }
+            self.set_status(|s| {
+                s.version = Some(v.version);
+                s.expires_at_ms = Some(v.expires_at_ms);
+            });
+            self.current.send_replace(Some(v));
+        }
+    }
+
     /// Loads the cached copy, if there is one (signature and instance
     /// checked; an expired copy is loaded but refuses every exchange).
     pub fn load_cached(&self) -> Result<Option<u64>, String> {

@@ -11,6 +11,7 @@
 //!   exchange.
 
 pub mod portal;
+pub mod portal_api;
 
 use std::sync::Arc;
 use std::time::SystemTime;
