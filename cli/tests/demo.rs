@@ -1,12 +1,13 @@
-//! The README's run command, `lienthong demo`, end to end.
+//! The README's run command, `lienthong demo`, end to end: a whole
+//! federation, the business-registration scenario, the founder's trace.
 
 use std::process::Command;
 
 #[test]
-fn demo_sets_up_pki_and_shows_mtls_and_signed_exchange() {
+fn demo_plays_the_scenario_and_the_trace() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_lienthong"))
-        .args(["demo", "--dir"])
+        .args(["demo", "--once", "--dir"])
         .arg(dir.path())
         .output()
         .expect("binary runs");
@@ -16,26 +17,48 @@ fn demo_sets_up_pki_and_shows_mtls_and_signed_exchange() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    for step in 1..=6 {
+        assert!(
+            stdout.contains(&format!("[{step}/6]")),
+            "step {step}: {stdout}"
+        );
+    }
+    // The two exchanges of the scenario, with the source registries' data.
+    assert!(stdout.contains("← OK in"), "{stdout}");
     assert!(
-        stdout.contains("VN/GOV/000305/ss1 reached VN/GOV/000102/ss1")
-            && stdout.contains("it sees the caller as VN/GOV/000305/ss1"),
+        stdout.contains("Nguyễn Thị Lan, Nữ, born 1990-05-14"),
         "{stdout}"
     );
-    assert!(stdout.contains("bound to that request"), "{stdout}");
     assert!(
-        stdout.contains("purpose altered is refused: true"),
+        stdout.contains("tax code 8012345678, outstanding 0 VND"),
         "{stdout}"
     );
-    for agency in ["000102", "000305", "000201"] {
-        for f in ["auth.pem", "auth.key", "sign.pem", "sign.key"] {
-            assert!(
-                dir.path().join(agency).join(f).exists(),
-                "{agency}/{f} missing"
-            );
+    // The ungranted call is refused by the provider's server.
+    assert!(
+        stdout.contains("server.serverproxy.access_denied"),
+        "{stdout}"
+    );
+    // The trace shows all three, verified, logged at both ends.
+    assert!(stdout.contains("3 exchanges touched her data"), "{stdout}");
+    let rows: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("consumer+provider") && l.trim_end().ends_with("yes"))
+        .collect();
+    assert_eq!(rows.len(), 3, "{stdout}");
+    // Every server's files are where the operator guide says.
+    for code in ["000102", "000305", "000201", "000001"] {
+        let home = dir.path().join(format!("{code}-ss1"));
+        for f in [
+            "auth.pem",
+            "auth.key",
+            "server.db",
+            "messagelog.db",
+            "configuration.bin",
+        ] {
+            assert!(home.join(f).exists(), "{code}-ss1/{f} missing");
         }
     }
     // No private key material reaches the terminal.
-    let key = std::fs::read_to_string(dir.path().join("000102/auth.key")).unwrap();
-    let body = key.lines().nth(1).unwrap();
-    assert!(!stdout.contains(body));
+    let key = std::fs::read_to_string(dir.path().join("000102-ss1/auth.key")).unwrap();
+    assert!(!stdout.contains(key.lines().nth(1).unwrap()));
 }
