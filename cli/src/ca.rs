@@ -199,7 +199,15 @@ fn issue(a: IssueArgs) -> Result<()> {
 }
 
 fn inspect(path: &Path, ca: Option<&Path>) -> Result<()> {
-    let cert = pem::read_cert(path)?;
+    // A chain file (leaf first, as `server init` writes auth.pem) shows its leaf.
+    let chain = pem::read_certs(path)?;
+    let cert = chain
+        .first()
+        .cloned()
+        .ok_or_else(|| format!("{} holds no certificate", path.display()))?;
+    if chain.len() > 1 {
+        println!("chain of {} certificates; showing the first", chain.len());
+    }
     let info = verify::parse(&cert)?;
     let role = if info.is_ca {
         "certificate authority"

@@ -146,15 +146,20 @@ pub enum ClientsCommand {
         #[arg(long)]
         cert: PathBuf,
     },
-    /// Ask to serve SUBSYSTEM here and wait for the approval.
+    /// Ask to serve SUBSYSTEM here and wait for the approval (`--wait 0`:
+    /// submit only; `--resume ID` later to fetch the outcome).
     ///
     /// Example: lienthong server clients add --dir /var/lib/lienthong/ss1 VN/GOV/000102/population
     Add {
         #[arg(long)]
         dir: PathBuf,
         subsystem: String,
+        /// Seconds to wait for the approval.
         #[arg(long, default_value_t = 300)]
         wait: u64,
+        /// Wait for a request submitted before instead of submitting one.
+        #[arg(long)]
+        resume: Option<u64>,
     },
 }
 
@@ -260,18 +265,21 @@ fn rule(subject: &str, service: &str, method: Option<String>) -> Result<AccessRu
     })
 }
 
+/// Polls until approved (true), or until `wait` seconds passed (false:
+/// still pending; with `--wait 0` that is the expected outcome).
 async fn wait_for(
     what: &str,
     wait: u64,
+    resume: &str,
     mut poll: impl AsyncFnMut() -> std::result::Result<JoinState, String>,
-) -> Result<()> {
+) -> Result<bool> {
     let started = Instant::now();
     let mut told = false;
     loop {
         match poll().await? {
             JoinState::Approved => {
-                println!("{what} approved");
-                return Ok(());
+                println!("{what}: approved");
+                return Ok(true);
             }
             JoinState::Rejected { note } => {
                 return Err(format!("{what} was rejected: {note}").into());
@@ -282,6 +290,13 @@ async fn wait_for(
                         "{what} is request {request}, pending; ask the registration officer to approve it"
                     );
                     told = true;
+                }
+                if wait == 0 {
+                    println!(
+                        "not waiting (--wait 0); once request {request} is approved, run the command again with {}",
+                        resume.replace("{id}", &request.to_string())
+                    );
+                    return Ok(false);
                 }
                 if started.elapsed() >= Duration::from_secs(wait) {
                     return Err(format!(
@@ -317,10 +332,13 @@ async fn run_async(cmd: ServerCommand) -> Result<()> {
                 let id = join::submit_join(&dir, &anchor, &server, &address, &token).await?;
                 println!("registration request {id} submitted for {server}");
             }
-            wait_for("the registration", wait, async || {
+            let approved = wait_for("the registration", wait, "--resume", async || {
                 join::poll_join(&dir).await
             })
             .await?;
+            if !approved {
+                return Ok(());
+            }
             println!(
                 "certificates written to {}; start with `lienthong server serve --dir {}`",
                 dir.display(),
@@ -361,13 +379,21 @@ async fn run_async(cmd: ServerCommand) -> Result<()> {
             dir,
             subsystem,
             wait,
+            resume,
         }) => {
             let subsystem: SubsystemId = subsystem.parse()?;
-            let id = join::submit_client(&dir, &subsystem).await?;
-            wait_for(&format!("client {subsystem}"), wait, async || {
-                join::poll_client(&dir, id).await
-            })
+            let id = match resume {
+                Some(id) => id,
+                None => join::submit_client(&dir, &subsystem).await?,
+            };
+            wait_for(
+                &format!("client {subsystem}"),
+                wait,
+                "--resume {id}",
+                async || join::poll_client(&dir, id).await,
+            )
             .await
+            .map(|_| ())
         }
         ServerCommand::Clients(ClientsCommand::Pin {
             dir,
