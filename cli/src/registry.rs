@@ -133,6 +133,8 @@ pub enum RegistryCommand {
         op: OperatorArgs,
     },
     /// Name the instance's trace portal subsystem.
+    ///
+    /// Example: lienthong registry trace-portal VN/GOV/000001/portal
     TracePortal {
         subsystem: String,
         #[command(flatten)]
@@ -140,6 +142,8 @@ pub enum RegistryCommand {
     },
     /// Name the global group whose members may withhold exchanges from a
     /// data subject's trace until a date.
+    ///
+    /// Example: lienthong registry withholding-group VN/investigators
     WithholdingGroup {
         group: String,
         #[command(flatten)]
@@ -147,11 +151,15 @@ pub enum RegistryCommand {
     },
     /// List refused message-log checkpoints (a server's log went back or
     /// its history changed).
+    ///
+    /// Example: lienthong registry alarms
     Alarms {
         #[command(flatten)]
         op: OperatorArgs,
     },
     /// Trust an external CA (PEM certificate file).
+    ///
+    /// Example: lienthong registry trusted-ca partner-ca.pem
     TrustedCa {
         cert: PathBuf,
         #[command(flatten)]
@@ -169,6 +177,8 @@ pub enum RegistryCommand {
         op: OperatorArgs,
     },
     /// List registration requests.
+    ///
+    /// Example: lienthong registry requests --state pending
     Requests {
         #[arg(long, value_enum)]
         state: Option<StateArg>,
@@ -176,6 +186,8 @@ pub enum RegistryCommand {
         op: OperatorArgs,
     },
     /// Approve a pending request; its certificates are issued at once.
+    ///
+    /// Example: lienthong registry approve 7 --note "confirmed by phone"
     Approve {
         id: u64,
         #[arg(long, default_value = "")]
@@ -184,6 +196,8 @@ pub enum RegistryCommand {
         op: OperatorArgs,
     },
     /// Reject a pending request.
+    ///
+    /// Example: lienthong registry reject 7 --note "unknown server"
     Reject {
         id: u64,
         #[arg(long, default_value = "")]
@@ -192,6 +206,8 @@ pub enum RegistryCommand {
         op: OperatorArgs,
     },
     /// Revoke a certificate by its SHA-256 fingerprint (hex, colons allowed).
+    ///
+    /// Example: lienthong registry revoke 3fa2…c1 --reason "key compromised"
     Revoke {
         fingerprint: String,
         #[arg(long)]
@@ -200,6 +216,8 @@ pub enum RegistryCommand {
         op: OperatorArgs,
     },
     /// Read the audit log.
+    ///
+    /// Example: lienthong registry audit --since-hours 24 --actor alice
     Audit {
         /// Only the last N hours.
         #[arg(long)]
@@ -213,6 +231,8 @@ pub enum RegistryCommand {
         op: OperatorArgs,
     },
     /// Summarise the configuration currently published.
+    ///
+    /// Example: LIENTHONG_ANCHOR=anchor.bin LIENTHONG_TOKEN=lt_… lienthong registry conf
     Conf {
         #[command(flatten)]
         op: OperatorArgs,

@@ -105,6 +105,8 @@ pub enum ServerCommand {
     #[command(subcommand)]
     Backend(BackendCommand),
     /// Show the server's identity, certificates, configuration and log.
+    ///
+    /// Example: lienthong server status --dir /var/lib/lienthong/ss1 --check
     Status {
         #[arg(long)]
         dir: PathBuf,
@@ -139,6 +141,8 @@ pub enum ClientsCommand {
         off: bool,
     },
     /// Remove a pin.
+    ///
+    /// Example: lienthong server clients unpin --dir ss1 VN/GOV/000305/business --cert business-is.pem
     Unpin {
         #[arg(long)]
         dir: PathBuf,
@@ -184,6 +188,8 @@ pub enum AclCommand {
         method: Option<String>,
     },
     /// Remove a grant made with the same arguments.
+    ///
+    /// Example: lienthong server acl revoke --dir ss1 VN/GOV/000305/business VN/GOV/000102/population/population.v1.PersonRegistry --method GetPerson
     Revoke {
         #[arg(long)]
         dir: PathBuf,
@@ -193,6 +199,8 @@ pub enum AclCommand {
         method: Option<String>,
     },
     /// List the grants.
+    ///
+    /// Example: lienthong server acl list --dir /var/lib/lienthong/ss1
     List {
         #[arg(long)]
         dir: PathBuf,
@@ -215,6 +223,8 @@ pub enum BackendCommand {
         timeout_ms: u64,
     },
     /// List the backends.
+    ///
+    /// Example: lienthong server backend list --dir /var/lib/lienthong/ss1
     List {
         #[arg(long)]
         dir: PathBuf,
