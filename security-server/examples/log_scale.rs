@@ -26,7 +26,7 @@ fn record(i: u64) -> LogRecord {
         user_id: "officer-7".into(),
         purpose: "business registration 2026-114".into(),
         // Every thousandth record is about the traced citizen.
-        data_subject: if i % 1000 == 0 {
+        data_subject: if i.is_multiple_of(1000) {
             "001190012345".into()
         } else {
             format!("{:012}", 79_000_000_000 + i)
