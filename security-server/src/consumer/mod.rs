@@ -69,6 +69,17 @@ impl std::fmt::Debug for Consumer {
     }
 }
 
+/// Waits for a queued record to be durable.
+async fn durable(
+    queued: tokio::task::JoinHandle<Result<(), crate::message_log::LogError>>,
+) -> Result<(), FaultError> {
+    match queued.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Fault::ConsumerLogFailed.with(e.0)),
+        Err(e) => Err(Fault::ConsumerLogFailed.with(e.to_string())),
+    }
+}
+
 /// A new random message id: 128 bits, hex.
 pub fn new_message_id() -> String {
     let mut b = [0u8; 16];
@@ -268,7 +279,9 @@ impl Consumer {
         }
         .encode_to_vec();
 
-        // 5. Log the request before it leaves.
+        // 5. Queue the request record. It becomes durable while the request
+        //    travels; the answer waits for it (records become durable in the
+        //    order they were appended), so no answer leaves before it.
         let mut record = ex.record(Phase::Request);
         record.payload_digest = lienthong_proto::sha256(&payload).to_vec();
         record.payload_size = payload.len() as u64;
@@ -277,10 +290,7 @@ impl Consumer {
         if log_bodies {
             record.body = Some(payload.clone());
         }
-        self.log
-            .append(record)
-            .await
-            .map_err(|e| Fault::ConsumerLogFailed.with(e.0))?;
+        let request_durable = tokio::spawn(self.log.append(record));
 
         // 6. Forward, failing over between the provider's servers.
         let mut headers = parts.headers;
@@ -298,6 +308,7 @@ impl Consumer {
         if response.headers().contains_key("grpc-status") {
             // Trailers-only: a refusal by the provider's server, passed on
             // once it is logged.
+            durable(request_durable).await?;
             let mut r = ex.record(Phase::Fault);
             r.grpc_status = grpc_status(response.headers());
             r.fault = header_text(response.headers(), FAULT_HEADER);
@@ -309,7 +320,7 @@ impl Consumer {
         }
 
         // 7. Verify the response as it streams back.
-        Ok(self.answer(response, ex.clone(), view, log_bodies))
+        Ok(self.answer(response, ex.clone(), view, log_bodies, request_durable))
     }
 
     fn current_view(&self) -> Result<Arc<ConfView>, FaultError> {

@@ -24,12 +24,17 @@ impl Consumer {
         ex: Exchange,
         view: Arc<ConfView>,
         log_bodies: bool,
+        request_durable: tokio::task::JoinHandle<Result<(), crate::message_log::LogError>>,
     ) -> Response<Body> {
         let (parts, body) = response.into_parts();
         let this = self.clone();
         let finisher = Box::new(move |obs: Observation| {
-            Box::pin(async move { this.finish(ex, view, obs).await })
-                as std::pin::Pin<Box<dyn std::future::Future<Output = HeaderMap> + Send>>
+            Box::pin(async move {
+                if let Err(fault) = super::durable(request_durable).await {
+                    return fault.trailers();
+                }
+                this.finish(ex, view, obs).await
+            }) as std::pin::Pin<Box<dyn std::future::Future<Output = HeaderMap> + Send>>
         });
         let observed = Observed::new(body, finisher);
         let observed = if log_bodies {

@@ -120,12 +120,15 @@ impl LogKeys {
 
 /// A durable, append-only log of exchanges.
 pub trait MessageLog: Send + Sync + 'static {
-    /// Appends `record`; resolves once it is durable.
-    fn append(
-        &self,
-        record: LogRecord,
-    ) -> Pin<Box<dyn Future<Output = Result<(), LogError>> + Send + '_>>;
+    /// Appends `record`. The record is queued when `append` returns, and
+    /// records become durable in the order they were appended; the future
+    /// resolves once this one is durable (so a record that resolved also
+    /// vouches for every record appended before it, unless those failed).
+    fn append(&self, record: LogRecord) -> Appended;
 }
+
+/// The outcome of an append, once the record is durable.
+pub type Appended = Pin<Box<dyn Future<Output = Result<(), LogError>> + Send + 'static>>;
 
 /// A log that keeps nothing: only for measuring what logging costs
 /// (`serve --dangerous-disable-message-log`). Never for real traffic.
@@ -133,10 +136,7 @@ pub trait MessageLog: Send + Sync + 'static {
 pub struct DangerousDiscard;
 
 impl MessageLog for DangerousDiscard {
-    fn append(
-        &self,
-        _record: LogRecord,
-    ) -> Pin<Box<dyn Future<Output = Result<(), LogError>> + Send + '_>> {
+    fn append(&self, _record: LogRecord) -> Appended {
         Box::pin(std::future::ready(Ok(())))
     }
 }

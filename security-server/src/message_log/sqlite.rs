@@ -3,9 +3,7 @@
 //! record — leaf, tree nodes, sealed subject — in one transaction (group
 //! commit) and only then acknowledges them.
 
-use std::future::Future;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
@@ -17,7 +15,7 @@ use tokio::sync::oneshot;
 
 use super::leaf::leaf_bytes;
 use super::tree::{Frontier, store_nodes};
-use super::{LogError, LogKeys, LogRecord, MessageLog};
+use super::{Appended, LogError, LogKeys, LogRecord, MessageLog};
 
 /// Most records committed in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -246,10 +244,7 @@ fn commit(
 }
 
 impl MessageLog for SqliteLog {
-    fn append(
-        &self,
-        record: LogRecord,
-    ) -> Pin<Box<dyn Future<Output = Result<(), LogError>> + Send + '_>> {
+    fn append(&self, record: LogRecord) -> Appended {
         let (done, wait) = oneshot::channel();
         let sent = self.tx.send((record, done));
         Box::pin(async move {
