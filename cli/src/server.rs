@@ -231,9 +231,24 @@ pub enum BackendCommand {
     },
 }
 
+/// Worker threads of a security server (`LIENTHONG_WORKER_THREADS`).
+/// # Default
+/// the number of CPUs.
+pub const ENV_WORKER_THREADS: &str = "LIENTHONG_WORKER_THREADS";
+
 pub fn run(cmd: ServerCommand) -> Result<()> {
+    let workers = match std::env::var(ENV_WORKER_THREADS) {
+        Ok(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=256).contains(n))
+            .ok_or_else(|| {
+                format!("{ENV_WORKER_THREADS}={v:?} is not a number of threads (1..=256)")
+            })?,
+        Err(_) => std::thread::available_parallelism().map_or(2, |n| n.get()),
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .enable_all()
         .build()?;
     rt.block_on(run_async(cmd))

@@ -207,6 +207,9 @@ fn spawn(name: &str, dir: &Path, provider: std::net::TcpListener, logged: bool) 
     if !logged {
         cmd.arg("--dangerous-disable-message-log");
     }
+    if let Ok(w) = std::env::var("LIENTHONG_WORKER_THREADS") {
+        cmd.env("LIENTHONG_WORKER_THREADS", w);
+    }
     let child = cmd
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log)?)
