@@ -156,11 +156,31 @@ fn now_from(t: UnixTime) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(t.as_secs())
 }
 
+/// Says whether a certificate fingerprint is pinned.
+pub type PinCheck = Arc<dyn Fn(&Fingerprint) -> bool + Send + Sync>;
+
+/// How a connecting client's certificate is judged.
+enum ClientCheck {
+    /// Chains to a trusted CA and is pinned by the configuration.
+    Trust(TrustStore),
+    /// Is pinned, whoever issued it (information systems' certificates,
+    /// often self-signed, pinned by the server's operator).
+    PinnedOnly(PinCheck),
+}
+
 /// Verifies the certificates of connecting peers (server side).
-#[derive(Debug)]
 struct PinnedClientVerifier {
-    store: TrustStore,
+    check: ClientCheck,
     algs: WebPkiSupportedAlgorithms,
+}
+
+impl fmt::Debug for PinnedClientVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.check {
+            ClientCheck::Trust(_) => "PinnedClientVerifier(trust store)",
+            ClientCheck::PinnedOnly(_) => "PinnedClientVerifier(pins only)",
+        })
+    }
 }
 
 impl ClientCertVerifier for PinnedClientVerifier {
@@ -174,12 +194,22 @@ impl ClientCertVerifier for PinnedClientVerifier {
         _intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        match self
-            .store
-            .current()
-            .verify_peer(end_entity, Usage::TlsClient, now_from(now), None)
-        {
-            Ok(_) => Ok(ClientCertVerified::assertion()),
+        let verdict = match &self.check {
+            ClientCheck::Trust(store) => store
+                .current()
+                .verify_peer(end_entity, Usage::TlsClient, now_from(now), None)
+                .map(|_| ()),
+            ClientCheck::PinnedOnly(is_pinned) => {
+                let fp = Fingerprint::of(end_entity);
+                if is_pinned(&fp) {
+                    Ok(())
+                } else {
+                    Err(CertError::NotPinned(fp))
+                }
+            }
+        };
+        match verdict {
+            Ok(()) => Ok(ClientCertVerified::assertion()),
             Err(e) => {
                 tracing::warn!(peer = %Fingerprint::of(end_entity), error = %e, "refused TLS client");
                 Err(to_rustls(e))
@@ -270,7 +300,28 @@ impl ServerCertVerifier for PinnedServerVerifier {
 pub fn server_config(identity: &Identity, store: TrustStore) -> Result<ServerConfig, CertError> {
     let provider = provider();
     let verifier = PinnedClientVerifier {
-        store,
+        check: ClientCheck::Trust(store),
+        algs: provider.signature_verification_algorithms,
+    };
+    let mut cfg = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| CertError::Generate(e.to_string()))?
+        .with_client_cert_verifier(Arc::new(verifier))
+        .with_single_cert(identity.chain.clone(), identity.key_der())
+        .map_err(|e| CertError::BadKey(e.to_string()))?;
+    cfg.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(cfg)
+}
+
+/// A server config that admits only clients whose certificate `is_pinned`
+/// accepts, whoever issued it (a security server's information systems).
+pub fn server_config_pinned_clients(
+    identity: &Identity,
+    is_pinned: PinCheck,
+) -> Result<ServerConfig, CertError> {
+    let provider = provider();
+    let verifier = PinnedClientVerifier {
+        check: ClientCheck::PinnedOnly(is_pinned),
         algs: provider.signature_verification_algorithms,
     };
     let mut cfg = ServerConfig::builder_with_provider(provider)

@@ -6,13 +6,8 @@
 
 use std::sync::Arc;
 
-use lienthong_certs::Fingerprint;
-use lienthong_certs::tls::{ALPN_H2, Identity};
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
+use lienthong_certs::tls::{self, Identity};
+use rustls::ServerConfig;
 
 use crate::provider::Policies;
 
@@ -48,77 +43,20 @@ pub fn server_config(
     identity: &Identity,
     policies: &Policies,
 ) -> Result<Option<ServerConfig>, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(identity.key.to_pkcs8_der()));
-    let mut cfg = match transport {
-        ConsumerTransport::Plain => return Ok(None),
-        ConsumerTransport::Tls => builder
-            .with_no_client_auth()
-            .with_single_cert(identity.chain.clone(), key),
-        ConsumerTransport::MutualTls => builder
-            .with_client_cert_verifier(Arc::new(PinnedSystems {
-                policies: policies.clone(),
-                algs: provider.signature_verification_algorithms,
-            }))
-            .with_single_cert(identity.chain.clone(), key),
-    }
-    .map_err(|e| e.to_string())?;
-    cfg.alpn_protocols = vec![ALPN_H2.to_vec()];
-    Ok(Some(cfg))
-}
-
-/// Accepts an information system's certificate if some subsystem pins it.
-/// Which subsystem it may call as is checked per call.
-#[derive(Debug)]
-struct PinnedSystems {
-    policies: Policies,
-    algs: WebPkiSupportedAlgorithms,
-}
-
-impl ClientCertVerifier for PinnedSystems {
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        let fp = Fingerprint::of(end_entity);
-        if self.policies.current().is_pinned(&fp) {
-            Ok(ClientCertVerified::assertion())
-        } else {
-            tracing::warn!(certificate = %fp, "refused an information system: certificate not pinned");
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
-            ))
+    match transport {
+        ConsumerTransport::Plain => Ok(None),
+        ConsumerTransport::Tls => tls::server_config_no_client_auth(identity)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+        ConsumerTransport::MutualTls => {
+            // Which subsystem a certificate may call as is checked per call.
+            let policies = policies.clone();
+            tls::server_config_pinned_clients(
+                identity,
+                Arc::new(move |fp| policies.current().is_pinned(fp)),
+            )
+            .map(Some)
+            .map_err(|e| e.to_string())
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algs.supported_schemes()
     }
 }
