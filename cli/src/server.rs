@@ -92,6 +92,10 @@ pub enum ServerCommand {
         /// (`lienthong bench`); never for real traffic.
         #[arg(long, hide = true)]
         dangerous_disable_message_log: bool,
+        /// Seconds between configuration downloads, instead of the
+        /// instance's setting (60 s).
+        #[arg(long)]
+        poll_interval: Option<u64>,
     },
     /// Register another client subsystem on this server (a request the
     /// registration officer approves).
@@ -380,12 +384,14 @@ async fn run_async(cmd: ServerCommand) -> Result<()> {
             checkpoint_interval,
             retention_days,
             dangerous_disable_message_log,
+            poll_interval,
         } => {
             let mut opts = ServerOptions::new(dir);
             opts.consumer_transport = consumer_transport;
             opts.checkpoint_interval = Duration::from_secs(checkpoint_interval.max(1));
             opts.retention = Duration::from_secs(u64::from(retention_days.max(1)) * 86400);
             opts.dangerous_disable_message_log = dangerous_disable_message_log;
+            opts.poll_interval = poll_interval.map(|s| Duration::from_secs(s.max(1)));
             opts.consumer_listen = consumer_listen;
             opts.provider_listen = provider_listen;
             opts.max_message_bytes = max_message_bytes;

@@ -46,6 +46,10 @@ pub struct BenchArgs {
     /// `--sweep` alone skips it.
     #[arg(long, value_delimiter = ',', num_args = 0.., default_values_t = [1usize, 16, 256, 1000])]
     sweep: Vec<usize>,
+    /// Numbers of services in the configuration to measure the full bus
+    /// with (4 KiB); `--services` alone skips it.
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_values_t = [100usize, 10_000, 50_000])]
+    services: Vec<usize>,
     /// Also write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -216,10 +220,32 @@ async fn run_async(args: BenchArgs) -> Result<()> {
         }
     }
 
+    let mut by_services = Vec::new();
+    for &n in &args.services {
+        eprintln!("configuration with {n} services");
+        bus.grow_services(n).await?;
+        let mut row = measure(&bus, &channels, Mode::Bus, 4096, args.concurrency, duration).await;
+        row.concurrency = args.concurrency;
+        by_services.push((n, row));
+    }
+
     let rss = bus.peak_rss_kib();
     let batch = bus.log_batches();
     bus.stop();
     report(&args, &table, &latency, &sweep, rss.clone(), batch);
+    if !by_services.is_empty() {
+        println!(
+            "\nGrowth with the configuration (full bus, 4 KiB, {} callers)\n",
+            args.concurrency
+        );
+        println!(
+            "| services in the configuration | req/s | p50 µs | CPU µs/exchange (consumer + provider) |"
+        );
+        println!("|---|---|---|---|");
+        for (n, r) in &by_services {
+            println!("| {n} | {:.0} | {} | {} |", r.rps, r.p50, cpu(r));
+        }
+    }
     if let Some(path) = &args.json {
         std::fs::write(path, json(&table, &latency, &sweep, rss))?;
         eprintln!("wrote {}", path.display());

@@ -149,6 +149,41 @@ impl Bus {
             .join("; ")
     }
 
+    /// Publishes a configuration with `total` services (adding dummy
+    /// agencies' services through the store, as an import would) and gives
+    /// the servers time to download it.
+    pub async fn grow_services(&self, total: usize) -> Result<()> {
+        use lienthong_central_registry::model::Change;
+        let store = self.registry.store();
+        // The two echo services are the instance's own; the rest are filler.
+        let filler = store.snapshot()?.services.len().saturating_sub(2);
+        let wanted = total.saturating_sub(2);
+        let mut changes = Vec::new();
+        if filler == 0 && wanted > 0 {
+            changes.push(Change::AddMember {
+                id: member("9"),
+                name: "Filler agency".into(),
+            });
+        }
+        for j in filler..wanted {
+            let provider = member("9").subsystem(&format!("s{}", j / 50))?;
+            if j % 50 == 0 {
+                changes.push(Change::AddSubsystem {
+                    id: provider.clone(),
+                });
+            }
+            changes.push(Change::AddService {
+                id: provider.service(&format!("filler.v1.Service{j}"), None)?,
+                description: "filler".into(),
+            });
+        }
+        store.apply_all("bench", &changes)?;
+        let publisher = self.registry.publisher().clone();
+        tokio::task::spawn_blocking(move || publisher.publish_now()).await??;
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        Ok(())
+    }
+
     pub fn stop(mut self) {
         for p in &mut self.procs {
             let _ = p.child.kill();
@@ -203,6 +238,8 @@ fn spawn(name: &str, dir: &Path, provider: std::net::TcpListener, logged: bool) 
         &consumer.to_string(),
         "--provider-listen",
         &provider_addr.to_string(),
+        "--poll-interval",
+        "1",
     ]);
     if !logged {
         cmd.arg("--dangerous-disable-message-log");
