@@ -40,14 +40,25 @@ fn builder() -> http2::Builder<TokioExecutor> {
     b
 }
 
-/// Serves h2c on `listener`, each request through `handler`.
-pub fn serve_h2c<F, Fut>(
+/// A connection's byte stream, whatever carries it (TCP or TLS).
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// A connection ready for HTTP/2, and the peer certificate's fingerprint.
+type Upgraded = Option<(Box<dyn Io>, Option<Fingerprint>)>;
+
+/// Accepts connections on `listener` until `stop`; `upgrade` turns each
+/// into an HTTP/2 byte stream (or drops it), `handler` answers each request.
+fn serve<U, UFut, F, Fut>(
     listener: TcpListener,
     stop: watch::Receiver<bool>,
+    upgrade: U,
     handler: F,
 ) -> JoinHandle<()>
 where
-    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    U: Fn(tokio::net::TcpStream, std::net::SocketAddr) -> UFut + Clone + Send + Sync + 'static,
+    UFut: Future<Output = Upgraded> + Send + 'static,
+    F: Fn(Option<Fingerprint>, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     tokio::spawn(async move {
@@ -58,26 +69,47 @@ where
             let (tcp, peer) = match accepted {
                 Ok(a) => a,
                 Err(e) => {
+                    // Typically EMFILE: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             };
             let _ = tcp.set_nodelay(true);
-            let handler = handler.clone();
-            let stop = stop.clone();
+            let (upgrade, handler, stop) = (upgrade.clone(), handler.clone(), stop.clone());
             tokio::spawn(async move {
+                let Some((io, fp)) = upgrade(tcp, peer).await else {
+                    return;
+                };
                 let svc = service_fn(move |req| {
                     let handler = handler.clone();
-                    async move { Ok::<_, Infallible>(handler(req).await) }
+                    async move { Ok::<_, Infallible>(handler(fp, req).await) }
                 });
-                let conn = builder().serve_connection(TokioIo::new(tcp), svc);
+                let conn = builder().serve_connection(TokioIo::new(io), svc);
                 if let Err(e) = until_stopped(conn, stop).await {
                     tracing::debug!(%peer, error = %e, "connection ended");
                 }
             });
         }
     })
+}
+
+/// Serves h2c on `listener`, each request through `handler`.
+pub fn serve_h2c<F, Fut>(
+    listener: TcpListener,
+    stop: watch::Receiver<bool>,
+    handler: F,
+) -> JoinHandle<()>
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    serve(
+        listener,
+        stop,
+        |tcp, _| async move { Some((Box::new(tcp) as Box<dyn Io>, None)) },
+        move |_, req| handler(req),
+    )
 }
 
 /// Serves HTTP/2 over TLS on `listener`; `handler` also gets the
@@ -93,53 +125,30 @@ where
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     let acceptor = TlsAcceptor::from(config);
-    tokio::spawn(async move {
-        loop {
-            let Some(accepted) = accept(&listener, &stop).await else {
-                return;
-            };
-            let (tcp, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+    let handshake = move |tcp, peer: std::net::SocketAddr| {
+        let acceptor = acceptor.clone();
+        async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::info!(%peer, error = %e, "TLS handshake refused");
+                    return None;
+                }
+                Err(_) => {
+                    tracing::info!(%peer, "TLS handshake timed out");
+                    return None;
                 }
             };
-            let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            let handler = handler.clone();
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-                {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(e)) => {
-                        tracing::info!(%peer, error = %e, "TLS handshake refused");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::info!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
-                let fp = tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|c| c.first())
-                    .map(|c| Fingerprint::of(c));
-                let svc = service_fn(move |req| {
-                    let handler = handler.clone();
-                    async move { Ok::<_, Infallible>(handler(fp, req).await) }
-                });
-                let conn = builder().serve_connection(TokioIo::new(tls), svc);
-                if let Err(e) = until_stopped(conn, stop).await {
-                    tracing::debug!(%peer, error = %e, "connection ended");
-                }
-            });
+            let fp = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| Fingerprint::of(c));
+            Some((Box::new(tls) as Box<dyn Io>, fp))
         }
-    })
+    };
+    serve(listener, stop, handshake, handler)
 }
 
 /// Resolves once `stop` is true (or its sender is gone).
