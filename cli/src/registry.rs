@@ -353,7 +353,7 @@ async fn run_async(cmd: RegistryCommand) -> Result<()> {
             eprintln!("registry listening on {}", registry.local_addr());
             registry
                 .run_until(async {
-                    let _ = tokio::signal::ctrl_c().await;
+                    crate::shutdown_signal().await;
                 })
                 .await;
             Ok(())

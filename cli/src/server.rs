@@ -402,7 +402,7 @@ async fn run_async(cmd: ServerCommand) -> Result<()> {
                 server.consumer_addr(),
                 server.provider_addr()
             );
-            let _ = tokio::signal::ctrl_c().await;
+            crate::shutdown_signal().await;
             server.shutdown();
             Ok(())
         }

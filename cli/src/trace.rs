@@ -94,7 +94,7 @@ async fn run_async(args: TraceArgs) -> Result<()> {
         tonic::transport::Server::builder()
             .add_service(TracePortalServer::new(api))
             .serve_with_shutdown(addr, async {
-                let _ = tokio::signal::ctrl_c().await;
+                crate::shutdown_signal().await;
             })
             .await?;
         return Ok(());

@@ -363,3 +363,25 @@ async fn traffic_continues_during_a_registry_outage_until_expiry() {
         .await
         .expect("a fresh configuration lets traffic through again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_message_id_after_the_provider_restarts() {
+    let mut f = Federation::start().await;
+    let peer = RawPeer::new(&f.registry, &f.business, &f.population[0], None)
+        .await
+        .unwrap();
+    let header = peer.header(&business(), &request("1"));
+    let envelope = peer.sign(header, &member("000305"));
+    peer.send(Some(envelope.clone()), request("1"))
+        .await
+        .unwrap();
+    assert_eq!(f.backend_calls(), 1);
+    f.population[0].stop();
+    f.population[0].start().await;
+    let again = RawPeer::new(&f.registry, &f.business, &f.population[0], None)
+        .await
+        .unwrap();
+    let status = again.send(Some(envelope), request("1")).await.unwrap_err();
+    assert_eq!(fault_of(&status), "server.serverproxy.replay", "{status:?}");
+    assert_eq!(f.backend_calls(), 1, "the replay never reached the backend");
+}

@@ -195,6 +195,14 @@ impl SecurityServer {
                 max_skew_ms: opts.max_clock_skew.as_millis() as i64,
             },
         ));
+        if !opts.dangerous_disable_message_log {
+            let window = 2 * opts.max_clock_skew.as_millis() as i64;
+            let since = crate::conf_client::view::unix_ms(SystemTime::now()) - window;
+            let accepted = reader
+                .provider_requests_since(since)
+                .map_err(|e| e.to_string())?;
+            provider.remember_accepted(&accepted);
+        }
 
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)

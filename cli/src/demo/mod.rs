@@ -182,7 +182,7 @@ async fn play(dir: &Path, once: bool) -> Result<()> {
         };
     }
     print_try(&inst, dir)?;
-    let _ = tokio::signal::ctrl_c().await;
+    crate::shutdown_signal().await;
     Ok(())
 }
 

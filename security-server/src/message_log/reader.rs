@@ -161,6 +161,32 @@ impl LogReader {
             .collect::<Result<_, _>>()?)
     }
 
+    /// (client, message id, time) of the requests this server accepted as
+    /// provider since `since_ms`: what the replay protection must remember
+    /// across a restart.
+    pub fn provider_requests_since(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<(String, String, i64)>, LogError> {
+        use lienthong_proto::pb::trace::v1::{LogLeaf, Phase, Side};
+        use prost::Message;
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT leaf FROM records WHERE at >= ?1 AND leaf IS NOT NULL ORDER BY leaf_index",
+        )?;
+        let rows = stmt.query_map([since_ms], |r| r.get::<_, Vec<u8>>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let Ok(leaf) = LogLeaf::decode(row?.as_slice()) else {
+                continue;
+            };
+            if leaf.side == Side::Provider as i32 && leaf.phase == Phase::Request as i32 {
+                out.push((leaf.client, leaf.message_id, leaf.at_unix_ms));
+            }
+        }
+        Ok(out)
+    }
+
     /// The newest witnessed checkpoint.
     pub fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, LogError> {
         let conn = self.lock();

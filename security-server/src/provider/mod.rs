@@ -143,6 +143,15 @@ impl Provider {
         }
     }
 
+    /// Remembers message ids accepted before a restart (from the log), so a
+    /// replay within the window is refused across restarts too.
+    pub fn remember_accepted(&self, accepted: &[(String, String, i64)]) {
+        for (client, message_id, at) in accepted {
+            self.replay
+                .first_use(client, message_id, *at, 2 * self.max_skew_ms);
+        }
+    }
+
     /// Handles one request from the peer whose TLS certificate is `peer_cert`.
     pub async fn handle<B>(
         self: Arc<Self>,
