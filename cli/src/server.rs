@@ -96,6 +96,11 @@ pub enum ServerCommand {
         /// instance's setting (60 s).
         #[arg(long)]
         poll_interval: Option<u64>,
+        /// The admin port: GET /health, GET /metrics (Prometheus), POST
+        /// /maintenance (on|off). `off` for none. Keep it on loopback or a
+        /// management network.
+        #[arg(long, default_value = lienthong_security_server::admin::DEFAULT_ADMIN_LISTEN)]
+        admin_listen: String,
     },
     /// Register another client subsystem on this server (a request the
     /// registration officer approves).
@@ -385,6 +390,7 @@ async fn run_async(cmd: ServerCommand) -> Result<()> {
             retention_days,
             dangerous_disable_message_log,
             poll_interval,
+            admin_listen,
         } => {
             let mut opts = ServerOptions::new(dir);
             opts.consumer_transport = consumer_transport;
@@ -392,15 +398,25 @@ async fn run_async(cmd: ServerCommand) -> Result<()> {
             opts.retention = Duration::from_secs(u64::from(retention_days.max(1)) * 86400);
             opts.dangerous_disable_message_log = dangerous_disable_message_log;
             opts.poll_interval = poll_interval.map(|s| Duration::from_secs(s.max(1)));
+            opts.admin_listen = match admin_listen.as_str() {
+                "off" => None,
+                a => Some(
+                    a.parse()
+                        .map_err(|e| format!("--admin-listen {a:?}: {e}"))?,
+                ),
+            };
             opts.consumer_listen = consumer_listen;
             opts.provider_listen = provider_listen;
             opts.max_message_bytes = max_message_bytes;
             let server = SecurityServer::start(opts).await?;
             eprintln!(
-                "security server {} serving: information systems on {}, other servers on {}",
+                "security server {} serving: information systems on {}, other servers on {}, admin {}",
                 server.id,
                 server.consumer_addr(),
-                server.provider_addr()
+                server.provider_addr(),
+                server
+                    .admin_addr()
+                    .map_or("off".to_string(), |a| a.to_string())
             );
             crate::shutdown_signal().await;
             server.shutdown();

@@ -52,6 +52,7 @@ fn every_command_of_the_operator_guide_works() {
         .env("REGISTRY", free_addr())
         .env("SS1", free_addr())
         .env("SS1_SYSTEMS", free_addr())
+        .env("SS1_ADMIN", free_addr())
         .env_remove("LIENTHONG_TOKEN")
         .env_remove("LIENTHONG_ANCHOR")
         .output()
@@ -70,6 +71,9 @@ fn every_command_of_the_operator_guide_works() {
         "configuration version",
         "certificate revoked",
         "RevokeCertificate",
+        "\"status\":\"ok\"",
+        "lienthong_configuration_version",
+        "503",
     ] {
         assert!(
             stdout.contains(expected),

@@ -29,6 +29,8 @@ async fn sigkill_under_load_loses_no_acknowledged_exchange() {
             &consumer.to_string(),
             "--provider-listen",
             &f.business.provider_addr.to_string(),
+            "--admin-listen",
+            "127.0.0.1:0",
         ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())

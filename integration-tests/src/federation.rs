@@ -276,6 +276,7 @@ impl Agency {
         opts.consumer_listen = "127.0.0.1:0".parse().expect("valid");
         opts.provider_listen = self.provider_addr;
         opts.poll_interval = Some(Duration::from_millis(200));
+        opts.admin_listen = Some("127.0.0.1:0".parse().expect("valid"));
         let reserved = self
             .reserved
             .take()
@@ -766,4 +767,31 @@ impl RawPeer {
         grpc.unary(req, path, tonic_prost::ProstCodec::default())
             .await
     }
+}
+
+/// A plain HTTP/1.1 request to an admin port: (status, body).
+pub async fn admin_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("admin port reachable");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(req.as_bytes()).await.expect("request sent");
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).await.expect("response read");
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (status, body)
 }

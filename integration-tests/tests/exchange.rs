@@ -278,3 +278,60 @@ async fn bodies_are_logged_sealed_only_for_subsystems_that_opt_in() {
         assert!(reader.body_of(r).unwrap().is_none());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_port_reports_health_and_metrics_and_drains() {
+    let f = Federation::start().await;
+    let admin = f.business.server().admin_addr().expect("admin port");
+    let (status, body) = admin_request(admin, "GET", "/health", "").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("\"status\":\"ok\"") && body.contains("\"configuration\""),
+        "{body}"
+    );
+
+    let is = f.business.client().await;
+    is.unary("GetPerson", call_metadata(&business(), &population()), "1")
+        .await
+        .unwrap();
+    f.tax
+        .client()
+        .await
+        .unary("GetPerson", call_metadata(&tax(), &population()), "1")
+        .await
+        .unwrap_err();
+    let (_, metrics) = admin_request(admin, "GET", "/metrics", "").await;
+    assert!(
+        metrics.contains(&format!(
+            "lienthong_exchanges_total{{side=\"consumer\",client=\"{}\",service=\"{}/{PERSON_REGISTRY}\",fault=\"\"}} 1",
+            business(),
+            population()
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("lienthong_exchange_seconds_count{side=\"consumer\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("lienthong_configuration_expires_in_seconds"),
+        "{metrics}"
+    );
+    let provider_admin = f.population[0].server().admin_addr().unwrap();
+    let (_, denied) = admin_request(provider_admin, "GET", "/metrics", "").await;
+    let other = f.population[1].server().admin_addr().unwrap();
+    let (_, denied2) = admin_request(other, "GET", "/metrics", "").await;
+    assert!(
+        (denied + &denied2).contains("fault=\"server.serverproxy.access_denied\""),
+        "the provider counts its refusals"
+    );
+
+    let (status, _) = admin_request(admin, "POST", "/maintenance", "on").await;
+    assert_eq!(status, 200);
+    let (status, body) = admin_request(admin, "GET", "/health", "").await;
+    assert_eq!(status, 503);
+    assert!(body.contains("maintenance"), "{body}");
+    admin_request(admin, "POST", "/maintenance", "off").await;
+    assert_eq!(admin_request(admin, "GET", "/health", "").await.0, 200);
+    assert_eq!(admin_request(admin, "GET", "/nope", "").await.0, 404);
+}

@@ -54,6 +54,7 @@ fn serve<U, UFut, F, Fut>(
     stop: watch::Receiver<bool>,
     upgrade: U,
     handler: F,
+    open_connections: Option<Arc<std::sync::atomic::AtomicU64>>,
 ) -> JoinHandle<()>
 where
     U: Fn(tokio::net::TcpStream, std::net::SocketAddr) -> UFut + Clone + Send + Sync + 'static,
@@ -77,10 +78,12 @@ where
             };
             let _ = tcp.set_nodelay(true);
             let (upgrade, handler, stop) = (upgrade.clone(), handler.clone(), stop.clone());
+            let open = open_connections.clone();
             tokio::spawn(async move {
                 let Some((io, fp)) = upgrade(tcp, peer).await else {
                     return;
                 };
+                let _counted = open.map(Counted::new);
                 let svc = service_fn(move |req| {
                     let handler = handler.clone();
                     async move { Ok::<_, Infallible>(handler(fp, req).await) }
@@ -109,6 +112,7 @@ where
         stop,
         |tcp, _| async move { Some((Box::new(tcp) as Box<dyn Io>, None)) },
         move |_, req| handler(req),
+        None,
     )
 }
 
@@ -118,6 +122,7 @@ pub fn serve_tls<F, Fut>(
     listener: TcpListener,
     config: Arc<ServerConfig>,
     stop: watch::Receiver<bool>,
+    open_connections: Option<Arc<std::sync::atomic::AtomicU64>>,
     handler: F,
 ) -> JoinHandle<()>
 where
@@ -148,7 +153,23 @@ where
             Some((Box::new(tls) as Box<dyn Io>, fp))
         }
     };
-    serve(listener, stop, handshake, handler)
+    serve(listener, stop, handshake, handler, open_connections)
+}
+
+/// Counts an open connection while alive.
+struct Counted(Arc<std::sync::atomic::AtomicU64>);
+
+impl Counted {
+    fn new(c: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Counted(c)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Resolves once `stop` is true (or its sender is gone).

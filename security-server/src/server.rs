@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::access::AccessRule;
+use crate::admin::{Admin, MeteredLog, Metrics};
 use crate::batch::Signers;
 use crate::checkpoint::{Checkpointer, DEFAULT_CHECKPOINT_INTERVAL};
 use crate::conf_client::ConfClient;
@@ -68,6 +69,11 @@ pub struct ServerOptions {
     /// # Default
     /// 180 days ([`DEFAULT_RETENTION`]).
     pub retention: Duration,
+    /// The admin port: health, Prometheus metrics, maintenance mode.
+    /// # Default
+    /// `None` in the library (`lienthong server serve` listens on
+    /// `127.0.0.1:9095`, [`crate::admin::DEFAULT_ADMIN_LISTEN`]).
+    pub admin_listen: Option<SocketAddr>,
     /// Keep no message log (benchmarks of what logging costs only).
     /// # Default
     /// `false`.
@@ -89,6 +95,7 @@ impl ServerOptions {
             consumer_transport: ConsumerTransport::Plain,
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
             retention: DEFAULT_RETENTION,
+            admin_listen: None,
             dangerous_disable_message_log: false,
             poll_interval: None,
         }
@@ -101,6 +108,7 @@ pub struct SecurityServer {
     pub id: ServerId,
     consumer_addr: SocketAddr,
     provider_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     conf: Arc<ConfClient>,
     store: Arc<ServerStore>,
     policies: Policies,
@@ -161,15 +169,18 @@ impl SecurityServer {
         }
 
         let keys_for_log = log_keys(&dir)?;
-        let log: Arc<dyn MessageLog> = if opts.dangerous_disable_message_log {
-            tracing::warn!("the message log is DISABLED: exchanges leave no record");
-            Arc::new(DangerousDiscard)
-        } else {
-            Arc::new(
-                SqliteLog::open(&dir.message_log(), keys_for_log.clone())
-                    .map_err(|e| e.to_string())?,
-            )
-        };
+        let metrics = Arc::new(Metrics::default());
+        let (raw_log, commit_stats): (Arc<dyn MessageLog>, _) =
+            if opts.dangerous_disable_message_log {
+                tracing::warn!("the message log is DISABLED: exchanges leave no record");
+                (Arc::new(DangerousDiscard), None)
+            } else {
+                let l = SqliteLog::open(&dir.message_log(), keys_for_log.clone())
+                    .map_err(|e| e.to_string())?;
+                let stats = l.stats_handle();
+                (Arc::new(l), Some(stats))
+            };
+        let log: Arc<dyn MessageLog> = Arc::new(MeteredLog::new(raw_log, metrics.clone()));
         let reader =
             Arc::new(LogReader::open(&dir.message_log(), keys_for_log).map_err(|e| e.to_string())?);
         let policies = Policies::load(store.clone()).map_err(|e| e.to_string())?;
@@ -234,24 +245,52 @@ impl SecurityServer {
                 consumer_listener,
                 Arc::new(cfg),
                 stopping.clone(),
+                None,
                 move |system, req| consumer.clone().handle(system, req),
             ),
         };
-        let tasks = vec![
+        let mut tasks = vec![
             consumer_task,
-            crate::listen::serve_tls(provider_listener, tls_config, stopping, move |peer, req| {
-                provider.clone().handle(peer, req)
-            }),
+            crate::listen::serve_tls(
+                provider_listener,
+                tls_config,
+                stopping,
+                Some(metrics.peer_connections.clone()),
+                move |peer, req| provider.clone().handle(peer, req),
+            ),
             tokio::spawn(conf.clone().run()),
             tokio::spawn(policies.clone().watch()),
             tokio::spawn(checkpointer.clone().run(opts.checkpoint_interval)),
             tokio::spawn(prune(reader.clone(), opts.retention)),
         ];
-        tracing::info!(server = %id, consumer = %consumer_addr, provider = %provider_addr, "security server serving");
+        let admin_addr = match opts.admin_listen {
+            None => None,
+            Some(addr) => {
+                let listener = bind(addr).await?;
+                let bound = listener.local_addr().map_err(|e| e.to_string())?;
+                let auth_not_after = lienthong_certs::verify::parse(&keys.auth.chain[0])
+                    .map_err(|e| e.to_string())?
+                    .not_after;
+                let admin = Admin {
+                    metrics,
+                    conf: conf.clone(),
+                    store: store.clone(),
+                    reader: (!opts.dangerous_disable_message_log).then(|| reader.clone()),
+                    commit_stats,
+                    checkpoint_interval: opts.checkpoint_interval,
+                    auth_not_after,
+                    maintenance: Default::default(),
+                };
+                tasks.push(admin.serve(listener).await);
+                Some(bound)
+            }
+        };
+        tracing::info!(server = %id, consumer = %consumer_addr, provider = %provider_addr, admin = ?admin_addr, "security server serving");
         Ok(SecurityServer {
             id,
             consumer_addr,
             provider_addr,
+            admin_addr,
             conf,
             store,
             policies,
@@ -270,6 +309,11 @@ impl SecurityServer {
     /// Where other security servers call.
     pub fn provider_addr(&self) -> SocketAddr {
         self.provider_addr
+    }
+
+    /// The admin port (health, metrics, maintenance), if one was asked for.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     pub fn conf(&self) -> &Arc<ConfClient> {

@@ -240,6 +240,8 @@ fn spawn(name: &str, dir: &Path, provider: std::net::TcpListener, logged: bool) 
         &provider_addr.to_string(),
         "--poll-interval",
         "1",
+        "--admin-listen",
+        "127.0.0.1:0",
     ]);
     if !logged {
         cmd.arg("--dangerous-disable-message-log");

@@ -111,6 +111,11 @@ impl SqliteLog {
         &self.stats
     }
 
+    /// The statistics, shared (for the admin port).
+    pub fn stats_handle(&self) -> Arc<CommitStats> {
+        self.stats.clone()
+    }
+
     /// Number of records in the log at `path` (for status and tests).
     pub fn count(path: &Path) -> Result<u64, LogError> {
         tree_size(&open_conn(path)?)

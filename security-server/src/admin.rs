@@ -1,0 +1,385 @@
+//! The admin port: health (`GET /health`, 200 or 503 with the reasons as
+//! JSON), Prometheus metrics (`GET /metrics`), and maintenance mode
+//! (`POST /maintenance` with body `on` or `off`: health answers 503 so load
+//! balancers drain the server, while calls in flight finish).
+//!
+//! Metrics are counted where every exchange ends — its final log record
+//! ([`MeteredLog`]) — so they agree with the log by construction.
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::conf_client::ConfClient;
+use crate::conf_client::view::unix_ms;
+use crate::message_log::{Appended, CommitStats, LogReader, LogRecord, MessageLog, Phase, Role};
+use crate::store::ServerStore;
+
+/// Upper bounds of the latency histogram, seconds.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0,
+];
+
+#[derive(Debug, Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, secs: f64) {
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                self.counts[i] += 1;
+            }
+        }
+        self.sum += secs;
+        self.count += 1;
+    }
+}
+
+/// The labels of an exchange counter: side, client, service, fault.
+type ExchangeKey = (&'static str, String, String, String);
+
+/// Exchange counters and latencies.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// (side, client, service, fault) → exchanges ended.
+    exchanges: Mutex<HashMap<ExchangeKey, u64>>,
+    latency: Mutex<BTreeMap<&'static str, Histogram>>,
+    /// Open TLS connections from other security servers.
+    pub peer_connections: Arc<AtomicU64>,
+}
+
+impl Metrics {
+    fn observe(&self, r: &LogRecord) {
+        if r.phase == Phase::Request {
+            return;
+        }
+        let side = match r.role {
+            Role::Consumer => "consumer",
+            Role::Provider => "provider",
+        };
+        let key = (side, r.client.clone(), r.service.clone(), r.fault.clone());
+        *lock(&self.exchanges).entry(key).or_default() += 1;
+        lock(&self.latency)
+            .entry(side)
+            .or_default()
+            .observe(r.duration_us as f64 / 1e6);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// A message log that also counts exchanges.
+pub struct MeteredLog {
+    inner: Arc<dyn MessageLog>,
+    metrics: Arc<Metrics>,
+}
+
+impl MeteredLog {
+    pub fn new(inner: Arc<dyn MessageLog>, metrics: Arc<Metrics>) -> Self {
+        MeteredLog { inner, metrics }
+    }
+}
+
+impl MessageLog for MeteredLog {
+    fn append(&self, record: LogRecord) -> Appended {
+        self.metrics.observe(&record);
+        self.inner.append(record)
+    }
+}
+
+/// What the admin port reads.
+#[derive(Clone)]
+pub struct Admin {
+    pub metrics: Arc<Metrics>,
+    pub conf: Arc<ConfClient>,
+    pub store: Arc<ServerStore>,
+    pub reader: Option<Arc<LogReader>>,
+    pub commit_stats: Option<Arc<CommitStats>>,
+    pub checkpoint_interval: Duration,
+    /// Seconds until the auth certificate expires, from its not-after.
+    pub auth_not_after: i64,
+    pub maintenance: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Admin")
+    }
+}
+
+/// One health check's outcome.
+fn check(ok: bool, detail: String) -> (bool, String) {
+    (ok, detail)
+}
+
+impl Admin {
+    /// The health checks, each (ok, detail).
+    pub fn health(&self) -> BTreeMap<&'static str, (bool, String)> {
+        let now = SystemTime::now();
+        let mut checks = BTreeMap::new();
+        checks.insert(
+            "configuration",
+            match self.conf.view() {
+                None => check(false, "no configuration downloaded".into()),
+                Some(v) if v.is_expired(now) => {
+                    check(false, format!("version {} expired", v.version))
+                }
+                Some(v) => check(
+                    true,
+                    format!(
+                        "version {}, expires in {} s",
+                        v.version,
+                        (v.expires_at_ms - unix_ms(now)) / 1000
+                    ),
+                ),
+            },
+        );
+        let days = (self.auth_not_after - unix_ms(now) / 1000) / 86400;
+        checks.insert(
+            "keys",
+            check(
+                days >= 0,
+                format!("auth certificate valid for {days} more days"),
+            ),
+        );
+        checks.insert(
+            "store",
+            match self.store.rules_version() {
+                Ok(_) => check(true, "readable".into()),
+                Err(e) => check(false, e.to_string()),
+            },
+        );
+        if let Some(reader) = &self.reader {
+            let detail = match (reader.tree_size(), reader.latest_checkpoint()) {
+                (Ok(0), _) => check(true, "empty log".into()),
+                (Ok(size), Ok(Some(c))) => {
+                    let age = (unix_ms(now) - c.witnessed_at_ms) / 1000;
+                    let limit = 3 * self.checkpoint_interval.as_secs() as i64 + 60;
+                    check(
+                        c.tree_size == size || age <= limit,
+                        format!(
+                            "last witnessed {age} s ago at {} of {size} records",
+                            c.tree_size
+                        ),
+                    )
+                }
+                (Ok(size), Ok(None)) => {
+                    check(size < 10_000, format!("{size} records, none witnessed yet"))
+                }
+                (Err(e), _) | (_, Err(e)) => check(false, e.to_string()),
+            };
+            checks.insert("checkpoint", detail);
+        }
+        if self.maintenance.load(Ordering::Relaxed) {
+            checks.insert(
+                "maintenance",
+                check(false, "draining: maintenance mode".into()),
+            );
+        }
+        checks
+    }
+
+    fn health_response(&self) -> Response<Full<Bytes>> {
+        let checks = self.health();
+        let ok = checks.values().all(|(ok, _)| *ok);
+        let mut json = format!(
+            "{{\"status\":\"{}\",\"checks\":{{",
+            if ok { "ok" } else { "unhealthy" }
+        );
+        for (i, (name, (ok, detail))) in checks.iter().enumerate() {
+            if i > 0 {
+                json.push(',');
+            }
+            let _ = write!(
+                json,
+                "\"{name}\":{{\"ok\":{ok},\"detail\":\"{}\"}}",
+                detail.replace('\\', "\\\\").replace('"', "\\\"")
+            );
+        }
+        json.push_str("}}");
+        let mut r = Response::new(Full::new(Bytes::from(json)));
+        *r.status_mut() = if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        r
+    }
+
+    /// Prometheus text exposition.
+    pub fn metrics_text(&self) -> String {
+        let mut out = String::new();
+        let label = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+        out.push_str("# HELP lienthong_exchanges_total Exchanges ended, by side, client, service and fault (empty = success).\n# TYPE lienthong_exchanges_total counter\n");
+        for ((side, client, service, fault), n) in lock(&self.metrics.exchanges).iter() {
+            let _ = writeln!(
+                out,
+                "lienthong_exchanges_total{{side=\"{side}\",client=\"{}\",service=\"{}\",fault=\"{}\"}} {n}",
+                label(client),
+                label(service),
+                label(fault)
+            );
+        }
+        out.push_str("# HELP lienthong_exchange_seconds Time from a call's arrival to its end, per side.\n# TYPE lienthong_exchange_seconds histogram\n");
+        for (side, h) in lock(&self.metrics.latency).iter() {
+            for (i, b) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "lienthong_exchange_seconds_bucket{{side=\"{side}\",le=\"{b}\"}} {}",
+                    h.counts[i]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "lienthong_exchange_seconds_bucket{{side=\"{side}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "lienthong_exchange_seconds_sum{{side=\"{side}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "lienthong_exchange_seconds_count{{side=\"{side}\"}} {}",
+                h.count
+            );
+        }
+        if let Some(s) = &self.commit_stats {
+            let _ = writeln!(
+                out,
+                "# TYPE lienthong_log_commits_total counter\nlienthong_log_commits_total {}",
+                s.commits.load(Ordering::Relaxed)
+            );
+            let _ = writeln!(
+                out,
+                "# TYPE lienthong_log_records_total counter\nlienthong_log_records_total {}",
+                s.records.load(Ordering::Relaxed)
+            );
+            let _ = writeln!(
+                out,
+                "# TYPE lienthong_log_largest_batch gauge\nlienthong_log_largest_batch {}",
+                s.largest_batch.load(Ordering::Relaxed)
+            );
+        }
+        let now_ms = unix_ms(SystemTime::now());
+        if let Some(v) = self.conf.view() {
+            let _ = writeln!(
+                out,
+                "# TYPE lienthong_configuration_version gauge\nlienthong_configuration_version {}",
+                v.version
+            );
+            let _ = writeln!(
+                out,
+                "# TYPE lienthong_configuration_age_seconds gauge\nlienthong_configuration_age_seconds {}",
+                (now_ms - v.created_at_ms) / 1000
+            );
+            let _ = writeln!(
+                out,
+                "# TYPE lienthong_configuration_expires_in_seconds gauge\nlienthong_configuration_expires_in_seconds {}",
+                (v.expires_at_ms - now_ms) / 1000
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# TYPE lienthong_auth_certificate_expires_in_days gauge\nlienthong_auth_certificate_expires_in_days {}",
+            (self.auth_not_after - now_ms / 1000) / 86400
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE lienthong_peer_connections gauge\nlienthong_peer_connections {}",
+            self.metrics.peer_connections.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE lienthong_maintenance gauge\nlienthong_maintenance {}",
+            u8::from(self.maintenance.load(Ordering::Relaxed))
+        );
+        out
+    }
+
+    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let text = |status: StatusCode, body: String| {
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            *r.status_mut() = status;
+            r
+        };
+        match (req.method(), req.uri().path()) {
+            (&Method::GET, "/health") => self.health_response(),
+            (&Method::GET, "/metrics") => text(StatusCode::OK, self.metrics_text()),
+            (&Method::POST, "/maintenance") => {
+                let body = http_body_util::Limited::new(req.into_body(), 16)
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                match body.as_ref() {
+                    b"on" => {
+                        self.maintenance.store(true, Ordering::Relaxed);
+                        tracing::warn!("maintenance mode on: health answers 503");
+                        text(StatusCode::OK, "maintenance on\n".into())
+                    }
+                    b"off" => {
+                        self.maintenance.store(false, Ordering::Relaxed);
+                        tracing::info!("maintenance mode off");
+                        text(StatusCode::OK, "maintenance off\n".into())
+                    }
+                    _ => text(StatusCode::BAD_REQUEST, "send `on` or `off`\n".into()),
+                }
+            }
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "GET /health, GET /metrics, POST /maintenance (on|off)\n".into(),
+            ),
+        }
+    }
+
+    /// Serves the admin port (HTTP/1.1) until dropped.
+    pub async fn serve(self, listener: TcpListener) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let admin = self.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        let admin = admin.clone();
+                        async move { Ok::<_, Infallible>(admin.handle(req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        })
+    }
+}
+
+/// Where the admin port listens unless told otherwise.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9095";
