@@ -113,6 +113,26 @@ pub enum ServerCommand {
     /// Say where each provided service's backend is.
     #[command(subcommand)]
     Backend(BackendCommand),
+    /// Show this server's operational data: what each exchange it took
+    /// part in did — when, which side, client, service, method, peer,
+    /// sizes, status, fault, duration — from its message log. Payloads and
+    /// personal IDs are never shown.
+    ///
+    /// Example: lienthong server log --dir /var/lib/lienthong/ss1 --since-hours 24
+    /// Example: lienthong server log --dir /var/lib/lienthong/ss1 --message-id 3f2a…
+    Log {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Only the last N hours.
+        #[arg(long, default_value_t = 24)]
+        since_hours: u32,
+        /// Only the records of one exchange.
+        #[arg(long)]
+        message_id: Option<String>,
+        /// At most this many records.
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+    },
     /// Show the server's identity, certificates, configuration and log.
     ///
     /// Example: lienthong server status --dir /var/lib/lienthong/ss1 --check
@@ -485,6 +505,12 @@ async fn run_async(cmd: ServerCommand) -> Result<()> {
         ServerCommand::Acl(cmd) => acl(cmd),
         ServerCommand::Backend(cmd) => backend(cmd),
         ServerCommand::Status { dir, check } => status(&dir, check).await,
+        ServerCommand::Log {
+            dir,
+            since_hours,
+            message_id,
+            limit,
+        } => operational_data(&dir, since_hours, message_id.as_deref(), limit),
     }
 }
 
@@ -608,6 +634,75 @@ async fn status(dir: &std::path::Path, check: bool) -> Result<()> {
             ),
             None => println!("message log: {size} records; no witnessed checkpoint yet"),
         }
+    }
+    Ok(())
+}
+
+fn operational_data(
+    dir: &std::path::Path,
+    since_hours: u32,
+    message_id: Option<&str>,
+    limit: u64,
+) -> Result<()> {
+    use lienthong_proto::pb::trace::v1::{LogLeaf, Phase, Side};
+    use prost::Message;
+    let d = ServerDir(dir.to_owned());
+    open_store(dir)?;
+    let reader = LogReader::open(&d.message_log(), log_keys(&d)?)?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    let records: Vec<(u64, Vec<u8>)> = match message_id {
+        Some(id) => reader
+            .by_message(id)?
+            .into_iter()
+            .filter_map(|i| reader.leaf(i).ok().flatten().map(|l| (i, l)))
+            .collect(),
+        None => {
+            reader.records_between(now_ms - i64::from(since_hours) * 3_600_000, i64::MAX, limit)?
+        }
+    };
+    println!(
+        "{:>8}  {:<20}  {:<8}  {:<8}  {:<32}  {:<28}  {:<50}  {:<14}  {:>8}  {:>6}  {:>9}  fault",
+        "record",
+        "when (UTC)",
+        "side",
+        "phase",
+        "message id",
+        "client",
+        "service/method",
+        "peer",
+        "bytes",
+        "status",
+        "µs"
+    );
+    for (index, bytes) in records {
+        let Ok(l) = LogLeaf::decode(bytes.as_slice()) else {
+            continue;
+        };
+        let side = if l.side == Side::Consumer as i32 {
+            "consumer"
+        } else {
+            "provider"
+        };
+        let phase = match Phase::try_from(l.phase) {
+            Ok(Phase::Request) => "request",
+            Ok(Phase::Response) => "response",
+            Ok(Phase::Fault) => "fault",
+            _ => "?",
+        };
+        println!(
+            "{index:>8}  {:<20}  {side:<8}  {phase:<8}  {:<32}  {:<28}  {:<50}  {:<14}  {:>8}  {:>6}  {:>9}  {}",
+            verify::fmt_time(l.at_unix_ms / 1000),
+            l.message_id,
+            l.client,
+            format!("{}/{}", l.service, l.method),
+            l.peer,
+            l.payload_size,
+            l.grpc_status,
+            l.duration_us,
+            l.fault
+        );
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::process::Command;
 fn demo_plays_the_scenario_and_the_trace() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_lienthong"))
-        .args(["demo", "--once", "--dir"])
+        .args(["--log", "debug", "demo", "--once", "--dir"])
         .arg(dir.path())
         .output()
         .expect("binary runs");
@@ -58,7 +58,26 @@ fn demo_plays_the_scenario_and_the_trace() {
             assert!(home.join(f).exists(), "{code}-ss1/{f} missing");
         }
     }
-    // No private key material reaches the terminal.
-    let key = std::fs::read_to_string(dir.path().join("000102-ss1/auth.key")).unwrap();
-    assert!(!stdout.contains(key.lines().nth(1).unwrap()));
+    // No private key material reaches the terminal, and the logs (here at
+    // debug level) carry no personal ID and no key material either.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("DEBUG") || stderr.contains("INFO"), "logs were written");
+    for code in ["000102", "000305", "000201", "000001"] {
+        let home = dir.path().join(format!("{code}-ss1"));
+        let key = std::fs::read_to_string(home.join("auth.key")).unwrap();
+        let secret = key.lines().nth(1).unwrap();
+        assert!(!stdout.contains(secret) && !stderr.contains(secret), "{code} key leaked");
+    }
+    assert!(!stderr.contains("001190012345"), "a personal ID reached the logs");
+
+    // The business registry's operational data: every exchange, no personal ID.
+    let log = Command::new(env!("CARGO_BIN_EXE_lienthong"))
+        .args(["server", "log", "--dir"])
+        .arg(dir.path().join("000305-ss1"))
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&log.stdout);
+    assert!(log.contains("population.v1.PersonRegistry/GetPerson"), "{log}");
+    assert!(log.contains("tax.v1.TaxRegistry/GetTaxStatus"), "{log}");
+    assert!(!log.contains("001190012345"), "{log}");
 }

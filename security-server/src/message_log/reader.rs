@@ -187,6 +187,39 @@ impl LogReader {
         Ok(out)
     }
 
+    /// Operational data: the records written in `[since, until)`, newest
+    /// first, at most `limit` (leaf index and leaf bytes).
+    pub fn records_between(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+        limit: u64,
+    ) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT leaf_index, leaf FROM records
+             WHERE at >= ?1 AND at < ?2 AND leaf IS NOT NULL
+             ORDER BY leaf_index DESC LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![since_ms, until_ms, limit as i64], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The leaf bytes of record `index`.
+    pub fn leaf(&self, index: u64) -> Result<Option<Vec<u8>>, LogError> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT leaf FROM records WHERE leaf_index = ?1",
+                [index as i64],
+                |r| r.get::<_, Option<Vec<u8>>>(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
     /// The newest witnessed checkpoint.
     pub fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, LogError> {
         let conn = self.lock();
