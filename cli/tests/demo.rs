@@ -61,14 +61,23 @@ fn demo_plays_the_scenario_and_the_trace() {
     // No private key material reaches the terminal, and the logs (here at
     // debug level) carry no personal ID and no key material either.
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("DEBUG") || stderr.contains("INFO"), "logs were written");
+    assert!(
+        stderr.contains("DEBUG") || stderr.contains("INFO"),
+        "logs were written"
+    );
     for code in ["000102", "000305", "000201", "000001"] {
         let home = dir.path().join(format!("{code}-ss1"));
         let key = std::fs::read_to_string(home.join("auth.key")).unwrap();
         let secret = key.lines().nth(1).unwrap();
-        assert!(!stdout.contains(secret) && !stderr.contains(secret), "{code} key leaked");
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "{code} key leaked"
+        );
     }
-    assert!(!stderr.contains("001190012345"), "a personal ID reached the logs");
+    assert!(
+        !stderr.contains("001190012345"),
+        "a personal ID reached the logs"
+    );
 
     // The business registry's operational data: every exchange, no personal ID.
     let log = Command::new(env!("CARGO_BIN_EXE_lienthong"))
@@ -77,7 +86,10 @@ fn demo_plays_the_scenario_and_the_trace() {
         .output()
         .unwrap();
     let log = String::from_utf8_lossy(&log.stdout);
-    assert!(log.contains("population.v1.PersonRegistry/GetPerson"), "{log}");
+    assert!(
+        log.contains("population.v1.PersonRegistry/GetPerson"),
+        "{log}"
+    );
     assert!(log.contains("tax.v1.TaxRegistry/GetTaxStatus"), "{log}");
     assert!(!log.contains("001190012345"), "{log}");
 }
