@@ -25,8 +25,24 @@ struct Cli {
     #[arg(long, global = true, env = "RUST_LOG", default_value = "warn")]
     log: String,
 
+    /// Log format: `text` for people, `json` (one object per line) for log
+    /// collectors.
+    #[arg(
+        long,
+        global = true,
+        env = "LIENTHONG_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -81,10 +97,13 @@ pub async fn shutdown_signal() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let result = match cli.command {
         Command::Ca(cmd) => ca::run(cmd),
         Command::Demo(args) => demo::run(args),

@@ -183,3 +183,43 @@ fn init_serve_operate_restart() {
     assert!(after.contains("1 members"), "{after}");
     drop(server);
 }
+
+#[test]
+fn logs_can_be_json_for_collectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = lienthong(
+        &[
+            "--log",
+            "info",
+            "--log-format",
+            "json",
+            "registry",
+            "init",
+            "--dir",
+            "reg",
+            "--instance",
+            "VN",
+            "--address",
+            "127.0.0.1:4400",
+        ],
+        dir.path(),
+        &[],
+    );
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "init logs its migrations at info");
+    for l in lines {
+        assert!(
+            l.starts_with('{') && l.ends_with('}') && l.contains("\"level\""),
+            "{l}"
+        );
+    }
+    // The officer's token goes to stdout once, never to the logs.
+    let token = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .to_owned();
+    assert!(!stderr.contains(&token));
+}
