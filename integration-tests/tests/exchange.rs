@@ -326,6 +326,17 @@ async fn the_admin_port_reports_health_and_metrics_and_drains() {
         "the provider counts its refusals"
     );
 
+    let (status, ops) = admin_request(admin, "GET", "/operational-data?since_hours=1", "").await;
+    assert_eq!(status, 200, "{ops}");
+    assert!(ops.starts_with('[') && ops.ends_with(']'), "{ops}");
+    assert!(
+        ops.contains("\"side\":\"consumer\",\"phase\":\"response\"")
+            && ops.contains("\"method\":\"GetPerson\""),
+        "{ops}"
+    );
+    let (status, _) = admin_request(admin, "GET", "/operational-data?limit=x", "").await;
+    assert_eq!(status, 400);
+
     let (status, _) = admin_request(admin, "POST", "/maintenance", "on").await;
     assert_eq!(status, 200);
     let (status, body) = admin_request(admin, "GET", "/health", "").await;

@@ -1,7 +1,11 @@
 //! The admin port: health (`GET /health`, 200 or 503 with the reasons as
 //! JSON), Prometheus metrics (`GET /metrics`), and maintenance mode
 //! (`POST /maintenance` with body `on` or `off`: health answers 503 so load
-//! balancers drain the server, while calls in flight finish).
+//! balancers drain the server, while calls in flight finish), and the
+//! operational data (`GET /operational-data?since_hours=24&limit=100` or
+//! `?message_id=…`): per-exchange metadata from the message log as JSON,
+//! never payloads or personal IDs. The port answers whoever reaches it:
+//! keep it on loopback or a management network.
 //!
 //! Metrics are counted where every exchange ends — its final log record
 //! ([`MeteredLog`]) — so they agree with the log by construction.
@@ -230,6 +234,91 @@ impl Admin {
         r
     }
 
+    /// Operational data as a JSON array, for `?since_hours=&limit=` or
+    /// `?message_id=`.
+    pub fn operational_data(&self, query: &str) -> Result<String, String> {
+        use lienthong_proto::pb::trace::v1::{LogLeaf, Phase, Side};
+        use prost::Message;
+        let reader = self
+            .reader
+            .as_ref()
+            .ok_or("this server keeps no message log")?;
+        let mut since_hours = 24i64;
+        let mut limit = 100u64;
+        let mut message_id = None;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            match k {
+                "since_hours" => {
+                    since_hours = v.parse().map_err(|_| "since_hours must be a number")?
+                }
+                "limit" => {
+                    limit = v
+                        .parse::<u64>()
+                        .map_err(|_| "limit must be a number")?
+                        .min(1000)
+                }
+                "message_id" => {
+                    crate::metadata::check_message_id(v).map_err(|e| e.message)?;
+                    message_id = Some(v.to_owned());
+                }
+                other => return Err(format!("unknown parameter {other:?}")),
+            }
+        }
+        let records: Vec<(u64, Vec<u8>)> = match message_id {
+            Some(id) => reader
+                .by_message(&id)
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .filter_map(|i| reader.leaf(i).ok().flatten().map(|l| (i, l)))
+                .collect(),
+            None => reader
+                .records_between(
+                    unix_ms(SystemTime::now()) - since_hours * 3_600_000,
+                    i64::MAX,
+                    limit,
+                )
+                .map_err(|e| e.to_string())?,
+        };
+        let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+        let mut out = String::from("[");
+        for (index, bytes) in &records {
+            let Ok(l) = LogLeaf::decode(bytes.as_slice()) else {
+                continue;
+            };
+            if out.len() > 1 {
+                out.push(',');
+            }
+            let side = if l.side == Side::Consumer as i32 {
+                "consumer"
+            } else {
+                "provider"
+            };
+            let phase = match Phase::try_from(l.phase) {
+                Ok(Phase::Request) => "request",
+                Ok(Phase::Response) => "response",
+                Ok(Phase::Fault) => "fault",
+                _ => "unknown",
+            };
+            let _ = write!(
+                out,
+                "{{\"record\":{index},\"at_unix_ms\":{},\"side\":\"{side}\",\"phase\":\"{phase}\",\"message_id\":\"{}\",\"client\":\"{}\",\"service\":\"{}\",\"method\":\"{}\",\"peer\":\"{}\",\"payload_size\":{},\"grpc_status\":{},\"fault\":\"{}\",\"duration_us\":{}}}",
+                l.at_unix_ms,
+                esc(&l.message_id),
+                esc(&l.client),
+                esc(&l.service),
+                esc(&l.method),
+                esc(&l.peer),
+                l.payload_size,
+                l.grpc_status,
+                esc(&l.fault),
+                l.duration_us
+            );
+        }
+        out.push(']');
+        Ok(out)
+    }
+
     /// Prometheus text exposition.
     pub fn metrics_text(&self) -> String {
         let mut out = String::new();
@@ -331,6 +420,22 @@ impl Admin {
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/health") => self.health_response(),
             (&Method::GET, "/metrics") => text(StatusCode::OK, self.metrics_text()),
+            (&Method::GET, "/operational-data") => {
+                let query = req.uri().query().unwrap_or("").to_owned();
+                let this = self.clone();
+                match tokio::task::spawn_blocking(move || this.operational_data(&query)).await {
+                    Ok(Ok(json)) => {
+                        let mut r = text(StatusCode::OK, json);
+                        r.headers_mut().insert(
+                            http::header::CONTENT_TYPE,
+                            http::HeaderValue::from_static("application/json"),
+                        );
+                        r
+                    }
+                    Ok(Err(e)) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+                    Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+                }
+            }
             (&Method::POST, "/maintenance") => {
                 let body = http_body_util::Limited::new(req.into_body(), 16)
                     .collect()
@@ -353,7 +458,8 @@ impl Admin {
             }
             _ => text(
                 StatusCode::NOT_FOUND,
-                "GET /health, GET /metrics, POST /maintenance (on|off)\n".into(),
+                "GET /health, GET /metrics, GET /operational-data, POST /maintenance (on|off)\n"
+                    .into(),
             ),
         }
     }
