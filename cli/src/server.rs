@@ -644,24 +644,18 @@ fn operational_data(
     message_id: Option<&str>,
     limit: u64,
 ) -> Result<()> {
-    use lienthong_proto::pb::trace::v1::{LogLeaf, Phase, Side};
-    use prost::Message;
+    use lienthong_proto::pb::trace::v1::{Phase, Side};
     let d = ServerDir(dir.to_owned());
     open_store(dir)?;
     let reader = LogReader::open(&d.message_log(), log_keys(&d)?)?;
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis() as i64;
-    let records: Vec<(u64, Vec<u8>)> = match message_id {
-        Some(id) => reader
-            .by_message(id)?
-            .into_iter()
-            .filter_map(|i| reader.leaf(i).ok().flatten().map(|l| (i, l)))
-            .collect(),
-        None => {
-            reader.records_between(now_ms - i64::from(since_hours) * 3_600_000, i64::MAX, limit)?
-        }
-    };
+    let records = reader.operational(
+        now_ms - i64::from(since_hours) * 3_600_000,
+        message_id,
+        limit,
+    )?;
     println!(
         "{:>8}  {:<20}  {:<8}  {:<8}  {:<32}  {:<28}  {:<50}  {:<14}  {:>8}  {:>6}  {:>9}  fault",
         "record",
@@ -676,10 +670,7 @@ fn operational_data(
         "status",
         "µs"
     );
-    for (index, bytes) in records {
-        let Ok(l) = LogLeaf::decode(bytes.as_slice()) else {
-            continue;
-        };
+    for (index, l) in records {
         let side = if l.side == Side::Consumer as i32 {
             "consumer"
         } else {

@@ -237,8 +237,7 @@ impl Admin {
     /// Operational data as a JSON array, for `?since_hours=&limit=` or
     /// `?message_id=`.
     pub fn operational_data(&self, query: &str) -> Result<String, String> {
-        use lienthong_proto::pb::trace::v1::{LogLeaf, Phase, Side};
-        use prost::Message;
+        use lienthong_proto::pb::trace::v1::{Phase, Side};
         let reader = self
             .reader
             .as_ref()
@@ -265,27 +264,16 @@ impl Admin {
                 other => return Err(format!("unknown parameter {other:?}")),
             }
         }
-        let records: Vec<(u64, Vec<u8>)> = match message_id {
-            Some(id) => reader
-                .by_message(&id)
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .filter_map(|i| reader.leaf(i).ok().flatten().map(|l| (i, l)))
-                .collect(),
-            None => reader
-                .records_between(
-                    unix_ms(SystemTime::now()) - since_hours * 3_600_000,
-                    i64::MAX,
-                    limit,
-                )
-                .map_err(|e| e.to_string())?,
-        };
+        let records = reader
+            .operational(
+                unix_ms(SystemTime::now()) - since_hours * 3_600_000,
+                message_id.as_deref(),
+                limit,
+            )
+            .map_err(|e| e.to_string())?;
         let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
         let mut out = String::from("[");
-        for (index, bytes) in &records {
-            let Ok(l) = LogLeaf::decode(bytes.as_slice()) else {
-                continue;
-            };
+        for (index, l) in &records {
             if out.len() > 1 {
                 out.push(',');
             }

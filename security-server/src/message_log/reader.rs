@@ -207,6 +207,33 @@ impl LogReader {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Operational data: the decoded records of one exchange (by message
+    /// id), or the newest `limit` written since `since_ms`.
+    pub fn operational(
+        &self,
+        since_ms: i64,
+        message_id: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<(u64, lienthong_proto::pb::trace::v1::LogLeaf)>, LogError> {
+        use prost::Message;
+        let raw: Vec<(u64, Vec<u8>)> = match message_id {
+            Some(id) => self
+                .by_message(id)?
+                .into_iter()
+                .filter_map(|i| self.leaf(i).ok().flatten().map(|l| (i, l)))
+                .collect(),
+            None => self.records_between(since_ms, i64::MAX, limit)?,
+        };
+        Ok(raw
+            .into_iter()
+            .filter_map(|(i, b)| {
+                lienthong_proto::pb::trace::v1::LogLeaf::decode(b.as_slice())
+                    .ok()
+                    .map(|l| (i, l))
+            })
+            .collect())
+    }
+
     /// The leaf bytes of record `index`.
     pub fn leaf(&self, index: u64) -> Result<Option<Vec<u8>>, LogError> {
         Ok(self
