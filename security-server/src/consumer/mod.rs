@@ -242,6 +242,7 @@ impl Consumer {
                 call.client.member
             ))
         })?;
+        let payload_digest = lienthong_proto::sha256(&payload);
         let header = RequestHeader {
             message_id: ex.message_id.clone(),
             client: Some((&call.client).into()),
@@ -258,7 +259,7 @@ impl Consumer {
             purpose: call.purpose.clone(),
             data_subject: call.data_subject.clone(),
             created_at_unix_ms: unix_ms(SystemTime::now()),
-            payload_digest: lienthong_proto::sha256(&payload).to_vec(),
+            payload_digest: payload_digest.to_vec(),
             payload_size: payload.len() as u64,
             traceparent: call.traceparent.clone(),
             tracestate: call.tracestate.clone(),
@@ -283,7 +284,7 @@ impl Consumer {
         //    travels; the answer waits for it (records become durable in the
         //    order they were appended), so no answer leaves before it.
         let mut record = ex.record(Phase::Request);
-        record.payload_digest = lienthong_proto::sha256(&payload).to_vec();
+        record.payload_digest = payload_digest.to_vec();
         record.payload_size = payload.len() as u64;
         record.envelope = envelope_bytes.clone();
         let log_bodies = self.policies.current().logs_bodies(&call.client);
