@@ -108,7 +108,9 @@ pub async fn connect(anchor: &Anchor, identity: Option<&Identity>) -> Result<Cha
     })
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error with all its causes, `outer: inner: …` (transport errors hide
+/// the useful part in their sources).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

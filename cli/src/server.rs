@@ -644,7 +644,7 @@ fn operational_data(
     message_id: Option<&str>,
     limit: u64,
 ) -> Result<()> {
-    use lienthong_proto::pb::trace::v1::{Phase, Side};
+    use lienthong_security_server::message_log::leaf::{phase_name, side_name};
     let d = ServerDir(dir.to_owned());
     open_store(dir)?;
     let reader = LogReader::open(&d.message_log(), log_keys(&d)?)?;
@@ -671,17 +671,8 @@ fn operational_data(
         "µs"
     );
     for (index, l) in records {
-        let side = if l.side == Side::Consumer as i32 {
-            "consumer"
-        } else {
-            "provider"
-        };
-        let phase = match Phase::try_from(l.phase) {
-            Ok(Phase::Request) => "request",
-            Ok(Phase::Response) => "response",
-            Ok(Phase::Fault) => "fault",
-            _ => "?",
-        };
+        let side = side_name(l.side);
+        let phase = phase_name(l.phase);
         println!(
             "{index:>8}  {:<20}  {side:<8}  {phase:<8}  {:<32}  {:<28}  {:<50}  {:<14}  {:>8}  {:>6}  {:>9}  {}",
             verify::fmt_time(l.at_unix_ms / 1000),

@@ -237,7 +237,7 @@ impl Admin {
     /// Operational data as a JSON array, for `?since_hours=&limit=` or
     /// `?message_id=`.
     pub fn operational_data(&self, query: &str) -> Result<String, String> {
-        use lienthong_proto::pb::trace::v1::{Phase, Side};
+        use crate::message_log::leaf::{phase_name, side_name};
         let reader = self
             .reader
             .as_ref()
@@ -277,17 +277,8 @@ impl Admin {
             if out.len() > 1 {
                 out.push(',');
             }
-            let side = if l.side == Side::Consumer as i32 {
-                "consumer"
-            } else {
-                "provider"
-            };
-            let phase = match Phase::try_from(l.phase) {
-                Ok(Phase::Request) => "request",
-                Ok(Phase::Response) => "response",
-                Ok(Phase::Fault) => "fault",
-                _ => "unknown",
-            };
+            let side = side_name(l.side);
+            let phase = phase_name(l.phase);
             let _ = write!(
                 out,
                 "{{\"record\":{index},\"at_unix_ms\":{},\"side\":\"{side}\",\"phase\":\"{phase}\",\"message_id\":\"{}\",\"client\":\"{}\",\"service\":\"{}\",\"method\":\"{}\",\"peer\":\"{}\",\"payload_size\":{},\"grpc_status\":{},\"fault\":\"{}\",\"duration_us\":{}}}",

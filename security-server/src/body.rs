@@ -83,10 +83,12 @@ impl<B> Observed<B> {
         }
     }
 
-    /// Also keeps a copy of the body, up to `limit` bytes (beyond that,
-    /// none is kept).
-    pub fn capturing(mut self, limit: usize) -> Self {
-        self.captured = Some((bytes::BytesMut::new(), limit));
+    /// When `capture`, also keeps a copy of the body, up to `limit` bytes
+    /// (beyond that, none is kept).
+    pub fn capturing(mut self, capture: bool, limit: usize) -> Self {
+        if capture {
+            self.captured = Some((bytes::BytesMut::new(), limit));
+        }
         self
     }
 

@@ -75,20 +75,13 @@ pub async fn submit_join(
     pem::write_key(&dir.signing_key(&server.owner), &owner_key).map_err(|e| e.to_string())?;
     let req = client::first_request(server, address, token, &auth_key, &owner_key)
         .map_err(|e| e.to_string())?;
-    let channel = client::connect(anchor, None)
-        .await
-        .map_err(|e| e.to_string())?;
-    let reply = RegistrationClient::new(channel)
-        .submit(req)
-        .await
-        .map_err(|s| format!("the registry refused the request: {}", s.message()))?
-        .into_inner();
+    let id = submit(anchor, None, req).await?;
     let s = store(&dir)?;
     let set = |k: &str, v: &str| s.set_setting(k, v).map_err(|e| e.to_string());
     set(SETTING_SERVER_ID, &server.to_string())?;
-    set(SETTING_JOIN_REQUEST, &reply.id.to_string())?;
+    set(SETTING_JOIN_REQUEST, &id.to_string())?;
     set(SETTING_JOIN_TOKEN, token)?;
-    Ok(reply.id)
+    Ok(id)
 }
 
 /// Asks the registry about the first request; on approval writes the
@@ -110,17 +103,7 @@ pub async fn poll_join(home: &Path) -> Result<JoinState, String> {
         .map_err(|_| "stored request id is unreadable".to_string())?;
     let token = get(SETTING_JOIN_TOKEN)?;
     let anchor = client::read_anchor(&dir.anchor()).map_err(|e| e.to_string())?;
-    let channel = client::connect(&anchor, None)
-        .await
-        .map_err(|e| e.to_string())?;
-    let reply = RegistrationClient::new(channel)
-        .get_request(pb::GetRequestRequest {
-            id,
-            enrollment_token: token,
-        })
-        .await
-        .map_err(|e| format!("the registry refused: {}", e.message()))?
-        .into_inner();
+    let reply = ask(&anchor, None, id, token).await?;
     match pb::RequestState::try_from(reply.state) {
         Ok(pb::RequestState::Approved) => {
             let mut chain = vec![CertificateDer::from(reply.auth_certificate)];
@@ -182,20 +165,13 @@ pub async fn submit_client(home: &Path, subsystem: &SubsystemId) -> Result<u64, 
         &owner,
     )
     .map_err(|e| e.to_string())?;
-    let channel = client::connect(&anchor, Some(&keys.auth))
-        .await
-        .map_err(|e| e.to_string())?;
-    let reply = RegistrationClient::new(channel)
-        .submit(req)
-        .await
-        .map_err(|s| format!("the registry refused the request: {}", s.message()))?
-        .into_inner();
+    let id = submit(&anchor, Some(&keys.auth), req).await?;
     s.set_setting(
-        &format!("{SETTING_CLIENT_REQUEST_PREFIX}{}", reply.id),
+        &format!("{SETTING_CLIENT_REQUEST_PREFIX}{id}"),
         &subsystem.to_string(),
     )
     .map_err(|e| e.to_string())?;
-    Ok(reply.id)
+    Ok(id)
 }
 
 /// Asks about a client request; on approval writes any new signing
@@ -217,17 +193,7 @@ pub async fn poll_client(home: &Path, id: u64) -> Result<JoinState, String> {
         &anchor.instance_ca_certificate,
         SystemTime::now(),
     )?;
-    let channel = client::connect(&anchor, Some(&keys.auth))
-        .await
-        .map_err(|e| e.to_string())?;
-    let reply = RegistrationClient::new(channel)
-        .get_request(pb::GetRequestRequest {
-            id,
-            enrollment_token: String::new(),
-        })
-        .await
-        .map_err(|e| format!("the registry refused: {}", e.message()))?
-        .into_inner();
+    let reply = ask(&anchor, Some(&keys.auth), id, String::new()).await?;
     match pb::RequestState::try_from(reply.state) {
         Ok(pb::RequestState::Approved) => {
             if let Some(cert) = reply.signing_certificates.first() {
@@ -240,6 +206,45 @@ pub async fn poll_client(home: &Path, id: u64) -> Result<JoinState, String> {
         }),
         _ => Ok(JoinState::Pending { request: id }),
     }
+}
+
+/// Submits a registration request (anonymously on first contact, else as
+/// the server over mutual TLS); returns its id.
+async fn submit(
+    anchor: &Anchor,
+    identity: Option<&lienthong_certs::tls::Identity>,
+    req: pb::SubmitRequest,
+) -> Result<u64, String> {
+    let channel = client::connect(anchor, identity)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(RegistrationClient::new(channel)
+        .submit(req)
+        .await
+        .map_err(|s| format!("the registry refused the request: {}", s.message()))?
+        .into_inner()
+        .id)
+}
+
+/// Asks the registry about request `id` (with its enrollment token on first
+/// contact, else as the server over mutual TLS).
+async fn ask(
+    anchor: &Anchor,
+    identity: Option<&lienthong_certs::tls::Identity>,
+    id: u64,
+    enrollment_token: String,
+) -> Result<pb::GetRequestReply, String> {
+    let channel = client::connect(anchor, identity)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(RegistrationClient::new(channel)
+        .get_request(pb::GetRequestRequest {
+            id,
+            enrollment_token,
+        })
+        .await
+        .map_err(|e| format!("the registry refused: {}", e.message()))?
+        .into_inner())
 }
 
 fn write_member_cert(dir: &ServerDir, member: &MemberId, der: &[u8]) -> Result<(), String> {

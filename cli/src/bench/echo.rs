@@ -5,10 +5,9 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Response};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use lienthong_security_server::body::Complete;
+use lienthong_security_server::trace::unary_response;
 use tokio::net::TcpListener;
 
 /// The echo service's gRPC name.
@@ -40,12 +39,8 @@ pub async fn start() -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>
                             .await
                             .map(|b| b.to_bytes())
                             .unwrap_or_default();
-                        let mut trailers = HeaderMap::new();
-                        trailers.insert("grpc-status", HeaderValue::from_static("0"));
-                        let mut r = Response::new(Complete::new(Some(body), trailers));
-                        r.headers_mut()
-                            .insert("content-type", HeaderValue::from_static("application/grpc"));
-                        Ok::<_, Infallible>(r)
+                        // The request's framed message is the answer.
+                        Ok::<_, Infallible>(unary_response(Some(body), tonic::Code::Ok, ""))
                     },
                 );
                 let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())

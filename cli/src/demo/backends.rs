@@ -9,12 +9,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Response};
+use http::Response;
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use lienthong_security_server::body::Complete;
-use lienthong_security_server::faults::percent_encode;
-use lienthong_security_server::trace::{grpc_frame, unframe};
+use lienthong_security_server::trace::{grpc_frame, unary_response, unframe};
 use prost::Message;
 use tokio::net::TcpListener;
 
@@ -119,25 +117,11 @@ pub fn tax(citizens: &[Citizen]) -> Handler {
     })
 }
 
-fn respond(answer: Answer) -> Response<Complete> {
-    let mut trailers = HeaderMap::new();
-    let body = match answer {
-        Ok(msg) => {
-            trailers.insert("grpc-status", HeaderValue::from_static("0"));
-            Some(grpc_frame(&msg))
-        }
-        Err((code, message)) => {
-            trailers.insert("grpc-status", HeaderValue::from(code as i32));
-            if let Ok(v) = HeaderValue::from_str(&percent_encode(&message)) {
-                trailers.insert("grpc-message", v);
-            }
-            None
-        }
-    };
-    let mut r = Response::new(Complete::new(body, trailers));
-    r.headers_mut()
-        .insert("content-type", HeaderValue::from_static("application/grpc"));
-    r
+fn respond(answer: Answer) -> Response<tonic::body::Body> {
+    match answer {
+        Ok(msg) => unary_response(Some(grpc_frame(&msg)), tonic::Code::Ok, ""),
+        Err((code, message)) => unary_response(None, code, &message),
+    }
 }
 
 /// Serves `handler` on a loopback port.

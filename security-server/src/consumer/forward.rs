@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{Request, Response};
+use lienthong_central_registry::client::error_chain;
 use lienthong_certs::net::TlsConnectorService;
 use lienthong_certs::tls::{self, TrustStore};
 use lienthong_proto::id::ServerId;
@@ -127,15 +128,4 @@ impl ProviderPool {
             format!("tried {}", failures.join("; "))
         }))
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

@@ -36,12 +36,7 @@ impl Consumer {
                 this.finish(ex, view, obs).await
             }) as std::pin::Pin<Box<dyn std::future::Future<Output = HeaderMap> + Send>>
         });
-        let observed = Observed::new(body, finisher);
-        let observed = if log_bodies {
-            observed.capturing(self.max_message)
-        } else {
-            observed
-        };
+        let observed = Observed::new(body, finisher).capturing(log_bodies, self.max_message);
         Response::from_parts(parts, Body::new(observed))
     }
 

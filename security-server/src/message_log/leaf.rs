@@ -44,6 +44,25 @@ pub fn leaf_bytes(r: &LogRecord, subject_hash: Option<[u8; 32]>) -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// The side a leaf was written by, as a word.
+pub fn side_name(side: i32) -> &'static str {
+    match pb::Side::try_from(side) {
+        Ok(pb::Side::Consumer) => "consumer",
+        Ok(pb::Side::Provider) => "provider",
+        _ => "unknown",
+    }
+}
+
+/// A leaf's phase, as a word.
+pub fn phase_name(phase: i32) -> &'static str {
+    match pb::Phase::try_from(phase) {
+        Ok(pb::Phase::Request) => "request",
+        Ok(pb::Phase::Response) => "response",
+        Ok(pb::Phase::Fault) => "fault",
+        _ => "unknown",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,12 +39,7 @@ impl Provider {
             Box::pin(async move { this.finish(accepted, moved, obs).await })
                 as std::pin::Pin<Box<dyn std::future::Future<Output = HeaderMap> + Send>>
         });
-        let observed = Observed::new(body, finisher);
-        let observed = if log_bodies {
-            observed.capturing(self.max_message)
-        } else {
-            observed
-        };
+        let observed = Observed::new(body, finisher).capturing(log_bodies, self.max_message);
         Response::from_parts(parts, Body::new(observed))
     }
 
