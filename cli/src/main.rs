@@ -12,6 +12,7 @@ mod trace;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use lienthong_security_server::telemetry;
 
 /// Lienthong: a data exchange bus for government agencies.
 ///
@@ -79,6 +80,21 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
+impl Command {
+    /// The OpenTelemetry `service.name` of this process, unless
+    /// `OTEL_SERVICE_NAME` says otherwise.
+    fn service_name(&self) -> &'static str {
+        match self {
+            Command::Ca(_) => "lienthong-ca",
+            Command::Demo(_) => "lienthong-demo",
+            Command::Registry(_) => "lienthong-registry",
+            Command::Server(_) => "lienthong-security-server",
+            Command::Trace(_) => "lienthong-trace",
+            Command::Bench(_) => "lienthong-bench",
+        }
+    }
+}
+
 /// Resolves on Ctrl-C or SIGTERM (what service managers send to stop).
 pub async fn shutdown_signal() {
     #[cfg(unix)]
@@ -97,13 +113,20 @@ pub async fn shutdown_signal() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().init(),
-    }
+    let format = match cli.log_format {
+        LogFormat::Text => telemetry::LogFormat::Text,
+        LogFormat::Json => telemetry::LogFormat::Json,
+    };
+    // Spans are exported only when the standard OTEL_* variables ask.
+    let otlp = telemetry::otlp_requested(|k| std::env::var(k).ok(), cli.command.service_name());
+    // Held to the end: dropping it sends the spans still buffered.
+    let _telemetry = match telemetry::install(format, &cli.log, otlp) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
         Command::Ca(cmd) => ca::run(cmd),
         Command::Demo(args) => demo::run(args),

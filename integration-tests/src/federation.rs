@@ -81,6 +81,8 @@ pub fn investigators() -> lienthong_proto::id::GlobalGroupId {
 pub struct TestBackend {
     pub addr: SocketAddr,
     pub calls: Arc<AtomicUsize>,
+    /// The `traceparent` of every call, in order (empty when none came).
+    pub traceparents: Arc<std::sync::Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -107,8 +109,19 @@ fn ok_trailers() -> HeaderMap {
 
 type BackendBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
-async fn backend_call(calls: Arc<AtomicUsize>, req: Request<Incoming>) -> Response<BackendBody> {
+async fn backend_call(
+    calls: Arc<AtomicUsize>,
+    traceparents: Arc<std::sync::Mutex<Vec<String>>>,
+    req: Request<Incoming>,
+) -> Response<BackendBody> {
     calls.fetch_add(1, Ordering::SeqCst);
+    let traceparent = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    traceparents.lock().expect("not poisoned").push(traceparent);
     let method = req
         .uri()
         .path()
@@ -189,17 +202,18 @@ pub async fn start_backend() -> TestBackend {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let calls = Arc::new(AtomicUsize::new(0));
-    let counter = calls.clone();
+    let traceparents = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (counter, seen) = (calls.clone(), traceparents.clone());
     let task = tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 continue;
             };
-            let calls = counter.clone();
+            let (calls, seen) = (counter.clone(), seen.clone());
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
-                    let calls = calls.clone();
-                    async move { Ok::<_, Infallible>(backend_call(calls, req).await) }
+                    let (calls, seen) = (calls.clone(), seen.clone());
+                    async move { Ok::<_, Infallible>(backend_call(calls, seen, req).await) }
                 });
                 let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(tcp), svc)
@@ -207,7 +221,12 @@ pub async fn start_backend() -> TestBackend {
             });
         }
     });
-    TestBackend { addr, calls, task }
+    TestBackend {
+        addr,
+        calls,
+        traceparents,
+        task,
+    }
 }
 
 // === security servers ===

@@ -346,3 +346,38 @@ async fn the_admin_port_reports_health_and_metrics_and_drains() {
     assert_eq!(admin_request(admin, "GET", "/health", "").await.0, 200);
     assert_eq!(admin_request(admin, "GET", "/nope", "").await.0, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_context_reaches_the_backend_without_span_export() {
+    let f = Federation::start().await;
+    let is = f.business.client().await;
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let mut md = call_metadata(&business(), &population());
+    md.insert("traceparent", traceparent.parse().unwrap());
+    md.insert("tracestate", "agency=business".parse().unwrap());
+    let answer = is
+        .unary("GetPerson", md, "001099012345")
+        .await
+        .expect("the exchange succeeds");
+    assert_eq!(
+        f.backend.traceparents.lock().unwrap().as_slice(),
+        [traceparent],
+        "signed into the envelope and handed to the backend unchanged"
+    );
+    assert!(
+        answer.metadata().get("traceresponse").is_none(),
+        "no span of ours to name"
+    );
+    is.unary(
+        "GetPerson",
+        call_metadata(&business(), &population()),
+        "001099012345",
+    )
+    .await
+    .expect("the exchange succeeds");
+    assert_eq!(
+        f.backend.traceparents.lock().unwrap()[1],
+        "",
+        "no context is made up"
+    );
+}

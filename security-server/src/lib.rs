@@ -27,6 +27,7 @@ pub mod provider;
 pub mod replay;
 mod server;
 pub mod store;
+pub mod telemetry;
 pub mod trace;
 
 /// What both sides of a server share: its keys and signers, its view of

@@ -242,12 +242,16 @@ pub fn grpc_timeout(headers: &HeaderMap) -> Option<std::time::Duration> {
     })
 }
 
-/// Removes every `lt-*` header: nothing an information system or a peer
-/// says under our names passes on unchecked.
+/// Removes every `lt-*` header and the trace context: nothing an
+/// information system or a peer says under our names passes on unchecked
+/// (the trace context travels signed in the envelope instead).
 pub fn strip_lienthong(headers: &mut HeaderMap) {
     let names: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| k.as_str().starts_with("lt-"))
+        .filter(|k| {
+            let k = k.as_str();
+            k.starts_with("lt-") || k == TRACEPARENT || k == TRACESTATE
+        })
         .cloned()
         .collect();
     for n in names {

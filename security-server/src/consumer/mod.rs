@@ -40,6 +40,7 @@ use crate::faults::{FAULT_HEADER, Fault, FaultError};
 use crate::keys::Keys;
 use crate::message_log::{LogRecord, MessageLog, Phase, Role};
 use crate::metadata::{self, CallMetadata, GrpcPath, Target};
+use crate::telemetry::{self, Side};
 use response::{grpc_status, header_text};
 
 pub use forward::ProviderPool;
@@ -99,6 +100,9 @@ struct Exchange {
     message_id: String,
     request_digest: [u8; 32],
     peer: String,
+    /// This side's span; it ends when the last clone (held until the
+    /// response's end) drops.
+    span: tracing::Span,
 }
 
 impl Exchange {
@@ -179,11 +183,13 @@ impl Consumer {
             message_id: String::new(),
             request_digest: [0; 32],
             peer: String::new(),
+            span: telemetry::exchange_span(Side::Consumer, &self.keys.server),
         };
         match self.exchange(system_cert, request, &mut ex).await {
             Ok(response) => response,
             Err(fault) => {
                 tracing::info!(fault = %fault, message_id = %ex.message_id, "call refused");
+                telemetry::outcome(&ex.span, fault.fault.status() as i32, fault.fault.code());
                 // A refusal is logged too; if even that fails, say so.
                 match self.log.append(ex.fault_record(&fault)).await {
                     Ok(()) => fault.into_response(),
@@ -210,6 +216,9 @@ impl Consumer {
         ex.method = path.method.to_owned();
         let call = metadata::parse_call(&parts.headers)?;
         ex.message_id = call.message_id.clone().unwrap_or_else(new_message_id);
+        telemetry::adopt(&ex.span, &call.traceparent, &call.tracestate);
+        telemetry::describe(&ex.span, &call.client, path.service, path.method);
+        telemetry::message_id(&ex.span, &ex.message_id);
         ex.call = Some(call.clone());
         if self.require_pins {
             let policy = self.policies.current();
@@ -243,6 +252,10 @@ impl Consumer {
             ))
         })?;
         let payload_digest = lienthong_proto::sha256(&payload);
+        // The provider's span becomes a child of this one; without span
+        // export the caller's context travels on unchanged.
+        let (traceparent, tracestate) = telemetry::propagate(&ex.span)
+            .unwrap_or_else(|| (call.traceparent.clone(), call.tracestate.clone()));
         let header = RequestHeader {
             message_id: ex.message_id.clone(),
             client: Some((&call.client).into()),
@@ -261,8 +274,8 @@ impl Consumer {
             created_at_unix_ms: unix_ms(SystemTime::now()),
             payload_digest: payload_digest.to_vec(),
             payload_size: payload.len() as u64,
-            traceparent: call.traceparent.clone(),
-            tracestate: call.tracestate.clone(),
+            traceparent,
+            tracestate,
             withheld_until_unix_ms: call.withheld_until_ms,
             target_server: match &call.target {
                 Target::Server(s) => Some(s.into()),
@@ -313,6 +326,7 @@ impl Consumer {
             let mut r = ex.record(Phase::Fault);
             r.grpc_status = grpc_status(response.headers());
             r.fault = header_text(response.headers(), FAULT_HEADER);
+            telemetry::outcome(&ex.span, r.grpc_status, &r.fault);
             self.log
                 .append(r)
                 .await

@@ -26,7 +26,12 @@ impl Consumer {
         log_bodies: bool,
         request_durable: tokio::task::JoinHandle<Result<(), crate::message_log::LogError>>,
     ) -> Response<Body> {
-        let (parts, body) = response.into_parts();
+        let (mut parts, body) = response.into_parts();
+        if let Some((traceparent, _)) = crate::telemetry::propagate(&ex.span)
+            && let Ok(v) = http::HeaderValue::from_str(&traceparent)
+        {
+            parts.headers.insert(crate::telemetry::TRACERESPONSE, v);
+        }
         let this = self.clone();
         let finisher = Box::new(move |obs: Observation| {
             Box::pin(async move {
@@ -53,6 +58,7 @@ impl Consumer {
                 record.envelope = envelope;
                 record.body = obs.body.clone();
                 record.grpc_status = grpc_status(&trailers);
+                crate::telemetry::outcome(&ex.span, record.grpc_status, "");
                 trailers.remove(metadata::RESPONSE_ENVELOPE);
                 match self.log.append(record).await {
                     Ok(()) => trailers,
@@ -61,6 +67,11 @@ impl Consumer {
             }
             Err(fault) => {
                 tracing::warn!(fault = %fault, message_id = %ex.message_id, "response refused");
+                crate::telemetry::outcome(
+                    &ex.span,
+                    fault.fault.status() as i32,
+                    fault.fault.code(),
+                );
                 let _ = self.log.append(ex.fault_record(&fault)).await;
                 fault.trailers()
             }

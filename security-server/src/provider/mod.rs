@@ -46,6 +46,7 @@ use crate::keys::Keys;
 use crate::message_log::{LogRecord, MessageLog, Phase, Role};
 use crate::metadata;
 use crate::replay::{self, ReplayCache};
+use crate::telemetry::{self, Side};
 
 pub use policy::Policies;
 
@@ -94,6 +95,9 @@ struct Accepted {
     target: Target,
     request_digest: [u8; 32],
     envelope: Vec<u8>,
+    /// This side's span; it ends when the last clone (held until the
+    /// response's end) drops.
+    span: tracing::Span,
 }
 
 impl Accepted {
@@ -164,13 +168,15 @@ impl Provider {
     {
         let started = Instant::now();
         let mut partial: Option<LogRecord> = None;
+        let span = telemetry::exchange_span(Side::Provider, &self.keys.server);
         match self
-            .exchange(peer_cert, request, started, &mut partial)
+            .exchange(peer_cert, request, started, &mut partial, &span)
             .await
         {
             Ok(response) => response,
             Err(fault) => {
                 tracing::info!(fault = %fault, "request refused");
+                telemetry::outcome(&span, fault.fault.status() as i32, fault.fault.code());
                 let mut r = partial.unwrap_or_else(|| LogRecord {
                     role: Role::Provider,
                     at_ms: unix_ms(SystemTime::now()),
@@ -194,6 +200,7 @@ impl Provider {
         request: Request<B>,
         started: Instant,
         partial: &mut Option<LogRecord>,
+        span: &tracing::Span,
     ) -> Result<Response<Body>, FaultError>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -223,6 +230,9 @@ impl Provider {
         let envelope = RequestEnvelope::decode(envelope_bytes.as_slice())
             .map_err(|e| Fault::BadEnvelope.with(format!("the envelope does not decode: {e}")))?;
         let (header, client, target) = envelope_parts(&envelope, &path)?;
+        telemetry::adopt(span, &header.traceparent, &header.tracestate);
+        telemetry::describe(span, &client, path.service, path.method);
+        telemetry::message_id(span, &header.message_id);
         let mut accepted = Accepted {
             started,
             peer: peer.clone(),
@@ -231,6 +241,7 @@ impl Provider {
             target: target.clone(),
             request_digest: canonical::digest(&canonical::request_header(header)),
             envelope: envelope_bytes,
+            span: span.clone(),
         };
         *partial = Some(accepted.record(Phase::Fault));
 
@@ -300,8 +311,10 @@ impl Provider {
         // 8. Backend (or the built-in service).
         let response = match &target {
             Target::Provider(provider) => {
-                self.call_backend(&policy, provider, &path, parts, header, &client, payload)
-                    .await?
+                self.call_backend(
+                    &policy, provider, &path, parts, header, &client, payload, span,
+                )
+                .await?
             }
             Target::Server(_) => self.trace.serve(payload).await,
         };
@@ -348,6 +361,7 @@ impl Provider {
         header: &RequestHeader,
         client: &SubsystemId,
         payload: Bytes,
+        span: &tracing::Span,
     ) -> Result<Response<Body>, FaultError> {
         let backend = policy.backend(provider, path.service).ok_or_else(|| {
             Fault::ServiceUnavailable.with(format!(
@@ -361,6 +375,11 @@ impl Provider {
         let mut headers = parts.headers;
         metadata::strip_lienthong(&mut headers);
         add_verified(&mut headers, header, client);
+        // The backend's span becomes a child of this one; without span
+        // export it gets the consumer's signed context.
+        let (traceparent, tracestate) = telemetry::propagate(span)
+            .unwrap_or_else(|| (header.traceparent.clone(), header.tracestate.clone()));
+        add_trace_context(&mut headers, &traceparent, &tracestate);
         let mut req = Request::new(Body::new(Full::new(payload)));
         *req.method_mut() = http::Method::POST;
         *req.uri_mut() = parts.uri.path().parse().unwrap_or_default();
@@ -498,6 +517,20 @@ fn authorize(
             path.service
         ),
     }))
+}
+
+/// Tells the backend which trace its work belongs to.
+fn add_trace_context(headers: &mut HeaderMap, traceparent: &str, tracestate: &str) {
+    for (name, value) in [
+        (metadata::TRACEPARENT, traceparent),
+        (metadata::TRACESTATE, tracestate),
+    ] {
+        if !value.is_empty()
+            && let Ok(v) = HeaderValue::from_str(value)
+        {
+            headers.insert(name, v);
+        }
+    }
 }
 
 /// Tells the backend, from the verified envelope, who is calling and why.

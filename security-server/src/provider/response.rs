@@ -50,6 +50,7 @@ impl Provider {
                 Fault::ServiceUnavailable.with(format!("the backend's response broke off: {e}"));
             let mut r = accepted.record(Phase::Fault);
             r.fault = fault.fault.code().into();
+            crate::telemetry::outcome(&accepted.span, fault.fault.status() as i32, &r.fault);
             let _ = self.log.append(r).await;
             return fault.trailers();
         }
@@ -65,6 +66,7 @@ impl Provider {
                 trailers.insert("grpc-status", HeaderValue::from(2));
                 2
             });
+        crate::telemetry::outcome(&accepted.span, grpc_status, "");
         let header = ResponseHeader {
             message_id: accepted.header.message_id.clone(),
             request_digest: accepted.request_digest.to_vec(),

@@ -1,0 +1,235 @@
+//! One exchange is one distributed trace: the information system's span,
+//! the consumer server's, the provider server's and the backend's, linked
+//! parent to child across both servers, exported over OTLP to a real
+//! (in-process) collector.
+//!
+//! Its own test binary: span export is installed once per process.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lienthong_integration_tests::federation::*;
+use lienthong_security_server::telemetry::{self, LogFormat, Otlp};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::Span;
+
+/// An OTLP/gRPC collector keeping every span it receives.
+#[derive(Clone, Default)]
+struct Collector {
+    spans: Arc<Mutex<Vec<(String, Span)>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.spans.lock().unwrap();
+        for rs in request.into_inner().resource_spans {
+            let service = rs
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|a| a.key == "service.name")
+                .and_then(|a| text(a.value.as_ref()?.value.as_ref()?))
+                .unwrap_or_default();
+            for ss in rs.scope_spans {
+                for span in ss.spans {
+                    spans.push((service.clone(), span));
+                }
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::StringValue(s) => Some(s.clone()),
+        Value::IntValue(i) => Some(i.to_string()),
+        Value::BoolValue(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn attr(span: &Span, key: &str) -> Option<String> {
+    span.attributes
+        .iter()
+        .find(|a| a.key == key)
+        .and_then(|a| text(a.value.as_ref()?.value.as_ref()?))
+}
+
+/// (trace id, parent span id) of a `traceparent`.
+fn parse_traceparent(tp: &str) -> (String, String) {
+    let parts: Vec<&str> = tp.split('-').collect();
+    assert_eq!(parts.len(), 4, "a W3C traceparent: {tp}");
+    (parts[1].to_owned(), parts[2].to_owned())
+}
+
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const IS_SPAN_ID: &str = "00f067aa0ba902b7";
+
+#[test]
+fn one_exchange_is_one_trace_across_both_servers() {
+    // The collector runs on its own runtime, as a real one would.
+    let collector = Collector::default();
+    let collector_rt = tokio::runtime::Runtime::new().unwrap();
+    let listener = collector_rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let service = TraceServiceServer::new(collector.clone());
+    collector_rt.spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+
+    let telemetry = telemetry::install(
+        LogFormat::Text,
+        "warn",
+        Some(Otlp {
+            endpoint: Some(endpoint),
+            service_name: "lienthong-test".into(),
+        }),
+    )
+    .expect("telemetry installs");
+    assert!(telemetry.exporting());
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (traceresponse, backend_traceparent, refused_message, business_server) =
+        rt.block_on(async {
+            let f = Federation::start().await;
+            let is = f.business.client().await;
+            let mut md = call_metadata(&business(), &population());
+            md.insert(
+                "traceparent",
+                format!("00-{TRACE_ID}-{IS_SPAN_ID}-01").parse().unwrap(),
+            );
+            let answer = is
+                .unary("GetPerson", md, "001099012345")
+                .await
+                .expect("the exchange succeeds");
+            let traceresponse = answer
+                .metadata()
+                .get("traceresponse")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+                .expect("the consumer server answers with traceresponse");
+            let backend_traceparent = f.backend.traceparents.lock().unwrap()[0].clone();
+
+            // A refusal on the consumer side is a span with its fault code.
+            let refused = is
+                .unary(
+                    "GetPerson",
+                    call_metadata(&population(), &population()),
+                    "001099012345",
+                )
+                .await
+                .unwrap_err();
+            (
+                traceresponse,
+                backend_traceparent,
+                fault_of(&refused),
+                f.business.id.to_string(),
+            )
+        });
+    telemetry.flush();
+
+    // Spans arrive in batches; wait for the consumer's refusal too.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let spans = loop {
+        let spans = collector.spans.lock().unwrap().clone();
+        let done = spans.iter().filter(|(_, s)| s.trace_id.len() == 16).count() >= 3
+            && spans
+                .iter()
+                .any(|(_, s)| attr(s, "lt.fault").as_deref() == Some(refused_message.as_str()));
+        if done || std::time::Instant::now() > deadline {
+            break spans;
+        }
+        telemetry.flush();
+        std::thread::sleep(Duration::from_millis(100));
+    };
+
+    let in_trace: Vec<&Span> = spans
+        .iter()
+        .map(|(_, s)| s)
+        .filter(|s| hex::encode(&s.trace_id) == TRACE_ID)
+        .collect();
+    let named = |name: &str| -> &Span {
+        let found: Vec<&&Span> = in_trace.iter().filter(|s| s.name == name).collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "one {name} span in the trace: {in_trace:#?}"
+        );
+        found[0]
+    };
+    let consumer = named("lienthong consumer");
+    let provider = named("lienthong provider");
+
+    // Information system → consumer server → provider server → backend.
+    assert_eq!(hex::encode(&consumer.parent_span_id), IS_SPAN_ID);
+    assert_eq!(provider.parent_span_id, consumer.span_id);
+    let (backend_trace, backend_parent) = parse_traceparent(&backend_traceparent);
+    assert_eq!(backend_trace, TRACE_ID, "the backend is in the same trace");
+    assert_eq!(backend_parent, hex::encode(&provider.span_id));
+    let (answer_trace, answer_span) = parse_traceparent(&traceresponse);
+    assert_eq!(answer_trace, TRACE_ID);
+    assert_eq!(answer_span, hex::encode(&consumer.span_id));
+
+    // Each span says which server, client, service and method, and which
+    // message — and nothing about the person or the official.
+    assert_eq!(attr(consumer, "lt.server"), Some(business_server));
+    for span in [consumer, provider] {
+        assert_eq!(
+            attr(span, "lt.client").as_deref(),
+            Some(business().to_string().as_str())
+        );
+        assert_eq!(
+            attr(span, "rpc.method").as_deref(),
+            Some("GetPerson"),
+            "{span:#?}"
+        );
+        assert!(attr(span, "rpc.service").is_some_and(|s| s.ends_with("PersonRegistry")));
+        assert_eq!(attr(span, "rpc.grpc.status_code").as_deref(), Some("0"));
+        assert_eq!(attr(consumer, "lt.message_id"), attr(span, "lt.message_id"));
+        assert!(attr(span, "lt.message_id").is_some_and(|id| id.len() == 32));
+        assert_eq!(attr(span, "lt.fault"), None);
+    }
+    for (_, span) in &spans {
+        let all = format!("{span:?}");
+        for secret in ["001099012345", "officer-7", "business registration"] {
+            assert!(!all.contains(secret), "{secret} leaked into {span:#?}");
+        }
+    }
+    assert!(
+        spans.iter().all(|(service, _)| service == "lienthong-test"),
+        "service.name from the settings"
+    );
+
+    // The refusal: its own trace, the fault code, an error status.
+    let refusal = spans
+        .iter()
+        .map(|(_, s)| s)
+        .find(|s| attr(s, "lt.fault").is_some())
+        .expect("the refused call has a span");
+    assert_eq!(refusal.name, "lienthong consumer");
+    assert_eq!(
+        attr(refusal, "lt.fault").as_deref(),
+        Some(refused_message.as_str())
+    );
+    assert_eq!(refusal.status.as_ref().map(|s| s.code), Some(2), "error");
+    drop(rt);
+}
