@@ -7,6 +7,7 @@ const PROTOS: &[&str] = &[
     "proto/lienthong/globalconf/v1/globalconf.proto",
     "proto/lienthong/registry/v1/registry.proto",
     "proto/lienthong/trace/v1/trace.proto",
+    "proto/lienthong/operational/v1/operational.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -17,6 +17,7 @@ use lienthong_security_server::join::{self, JoinState};
 use lienthong_security_server::keys::ServerDir;
 use lienthong_security_server::keys::log_keys;
 use lienthong_security_server::message_log::LogReader;
+use lienthong_security_server::operational::DEFAULT_WINDOW as OPERATIONAL_WINDOW;
 use lienthong_security_server::store::{Backend, DEFAULT_BACKEND_TIMEOUT, ServerStore};
 use lienthong_security_server::{
     DEFAULT_CONSUMER_LISTEN, DEFAULT_PROVIDER_LISTEN, DEFAULT_RETENTION, SecurityServer,
@@ -88,6 +89,10 @@ pub enum ServerCommand {
         /// Days the message log keeps records' contents.
         #[arg(long, default_value_t = (DEFAULT_RETENTION.as_secs() / 86400) as u32)]
         retention_days: u32,
+        /// Days of operational data answered on the admin port and over
+        /// the bus (`lienthong.operational.v1.OperationalData`).
+        #[arg(long, default_value_t = (OPERATIONAL_WINDOW.as_secs() / 86400) as u32)]
+        operational_days: u32,
         /// Keep no message log. Only for measuring what logging costs
         /// (`lienthong bench`); never for real traffic.
         #[arg(long, hide = true)]
@@ -408,6 +413,7 @@ async fn run_async(cmd: ServerCommand) -> Result<()> {
             consumer_transport,
             checkpoint_interval,
             retention_days,
+            operational_days,
             dangerous_disable_message_log,
             poll_interval,
             admin_listen,
@@ -416,6 +422,8 @@ async fn run_async(cmd: ServerCommand) -> Result<()> {
             opts.consumer_transport = consumer_transport;
             opts.checkpoint_interval = Duration::from_secs(checkpoint_interval.max(1));
             opts.retention = Duration::from_secs(u64::from(retention_days.max(1)) * 86400);
+            opts.operational_window =
+                Duration::from_secs(u64::from(operational_days.max(1)) * 86400);
             opts.dangerous_disable_message_log = dangerous_disable_message_log;
             opts.poll_interval = poll_interval.map(|s| Duration::from_secs(s.max(1)));
             opts.admin_listen = match admin_listen.as_str() {
@@ -645,17 +653,23 @@ fn operational_data(
     limit: u64,
 ) -> Result<()> {
     use lienthong_security_server::message_log::leaf::{phase_name, side_name};
+    use lienthong_security_server::operational::{self, Selection, Viewer};
     let d = ServerDir(dir.to_owned());
     open_store(dir)?;
     let reader = LogReader::open(&d.message_log(), log_keys(&d)?)?;
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis() as i64;
-    let records = reader.operational(
+    // The owner at the server's files reads as far back as the log goes.
+    let selection = Selection::within_window(
         now_ms - i64::from(since_hours) * 3_600_000,
-        message_id,
+        0,
+        message_id.unwrap_or_default(),
         limit,
+        now_ms,
+        Duration::MAX,
     )?;
+    let (records, truncated) = operational::select(&reader, &selection, &Viewer::Owner)?;
     println!(
         "{:>8}  {:<20}  {:<8}  {:<8}  {:<32}  {:<28}  {:<50}  {:<14}  {:>8}  {:>6}  {:>9}  fault",
         "record",
@@ -670,11 +684,12 @@ fn operational_data(
         "status",
         "µs"
     );
-    for (index, l) in records {
+    for l in &records {
         let side = side_name(l.side);
         let phase = phase_name(l.phase);
         println!(
-            "{index:>8}  {:<20}  {side:<8}  {phase:<8}  {:<32}  {:<28}  {:<50}  {:<14}  {:>8}  {:>6}  {:>9}  {}",
+            "{:>8}  {:<20}  {side:<8}  {phase:<8}  {:<32}  {:<28}  {:<50}  {:<14}  {:>8}  {:>6}  {:>9}  {}",
+            l.record,
             verify::fmt_time(l.at_unix_ms / 1000),
             l.message_id,
             l.client,
@@ -685,6 +700,9 @@ fn operational_data(
             l.duration_us,
             l.fault
         );
+    }
+    if truncated {
+        println!("(more records match: raise --limit or narrow --since-hours)");
     }
     Ok(())
 }

@@ -381,3 +381,141 @@ async fn trace_context_reaches_the_backend_without_span_export() {
         "no context is made up"
     );
 }
+
+/// Asks `server` for its operational data, as `client`, through `is`.
+async fn operational_data(
+    is: &InformationSystem,
+    client: &lienthong_proto::id::SubsystemId,
+    server: &lienthong_proto::id::ServerId,
+    query: lienthong_proto::pb::operational::v1::OperationalQuery,
+) -> Result<lienthong_proto::pb::operational::v1::OperationalReport, tonic::Status> {
+    use lienthong_proto::pb::operational::v1::operational_data_client::OperationalDataClient;
+    let mut req = tonic::Request::new(query);
+    req.metadata_mut()
+        .insert("lt-client", client.to_string().parse().unwrap());
+    req.metadata_mut()
+        .insert("lt-server", server.to_string().parse().unwrap());
+    OperationalDataClient::new(is.channel.clone())
+        .query(req)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operational_data_over_the_bus_shows_each_member_its_own_exchanges() {
+    use lienthong_proto::pb::operational::v1::{OperationalQuery, OperationalRecord};
+    use lienthong_proto::pb::trace::v1::Phase;
+    let f = Federation::start().await;
+    let business_is = f.business.client().await;
+    let answer = business_is
+        .unary(
+            "GetPerson",
+            call_metadata(&business(), &population()),
+            "001099012345",
+        )
+        .await
+        .expect("the exchange succeeds");
+    let message_id = answer
+        .metadata()
+        .get("lt-message-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("the consumer names the message")
+        .to_owned();
+    // Tax may call nothing: the population servers refuse and log it.
+    let tax_is = f.tax.client().await;
+    let denied = tax_is
+        .unary("GetPerson", call_metadata(&tax(), &population()), "1")
+        .await
+        .unwrap_err();
+    assert_eq!(fault_of(&denied), "server.serverproxy.access_denied");
+
+    let everything = OperationalQuery::default();
+    let mut seen: Vec<OperationalRecord> = Vec::new();
+    for ss in &f.population {
+        let report = operational_data(&business_is, &business(), &ss.id, everything.clone())
+            .await
+            .expect("any member may ask");
+        assert!(!report.truncated);
+        seen.extend(report.records);
+    }
+    assert!(
+        seen.iter().any(|r| r.message_id == message_id
+            && r.phase == Phase::Response as i32
+            && r.method == "GetPerson"
+            && r.peer == f.business.id.to_string()
+            && r.payload_size > 0),
+        "business sees its exchange on the provider's side: {seen:#?}"
+    );
+    let business_member = format!("{}/", business().member);
+    assert!(
+        seen.iter()
+            .all(|r| r.client.starts_with(&business_member)
+                || r.service.starts_with(&business_member)),
+        "and nothing else: {seen:#?}"
+    );
+
+    // The owner (a subsystem of the member in the server's id) sees all.
+    let population_is = f.population[0].client().await;
+    let mut all: Vec<OperationalRecord> = Vec::new();
+    for ss in &f.population {
+        all.extend(
+            operational_data(&population_is, &population(), &ss.id, everything.clone())
+                .await
+                .expect("the owner may ask")
+                .records,
+        );
+    }
+    assert!(
+        all.iter().any(|r| r.client == tax().to_string()
+            && r.fault == "server.serverproxy.access_denied"
+            && r.phase == Phase::Fault as i32),
+        "{all:#?}"
+    );
+    assert!(all.len() > seen.len());
+
+    // One exchange by its message id; a bounded page; bad input refused.
+    let mut one = Vec::new();
+    for ss in &f.population {
+        one.extend(
+            operational_data(
+                &business_is,
+                &business(),
+                &ss.id,
+                OperationalQuery {
+                    message_id: message_id.clone(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+            .records,
+        );
+    }
+    assert_eq!(one.len(), 2, "request and response: {one:#?}");
+    assert!(one.iter().all(|r| r.message_id == message_id));
+    let page = operational_data(
+        &population_is,
+        &population(),
+        &f.population[0].id,
+        OperationalQuery {
+            limit: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(page.records.len(), 1);
+    assert!(page.truncated);
+    let bad = operational_data(
+        &business_is,
+        &business(),
+        &f.population[0].id,
+        OperationalQuery {
+            message_id: "'; DROP TABLE records".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
+}

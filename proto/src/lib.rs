@@ -41,6 +41,11 @@ pub mod pb {
             tonic::include_proto!("lienthong.trace.v1");
         }
     }
+    pub mod operational {
+        pub mod v1 {
+            tonic::include_proto!("lienthong.operational.v1");
+        }
+    }
 }
 
 /// SHA-256 of `data`.

@@ -120,6 +120,8 @@ pub struct Admin {
     pub reader: Option<Arc<LogReader>>,
     pub commit_stats: Option<Arc<CommitStats>>,
     pub checkpoint_interval: Duration,
+    /// How far back operational data is answered.
+    pub operational_window: Duration,
     /// Seconds until the auth certificate expires, from its not-after.
     pub auth_not_after: i64,
     pub maintenance: Arc<AtomicBool>,
@@ -235,45 +237,21 @@ impl Admin {
     }
 
     /// Operational data as a JSON array, for `?since_hours=&limit=` or
-    /// `?message_id=`.
+    /// `?message_id=` (the owner's view: every record in the window).
     pub fn operational_data(&self, query: &str) -> Result<String, String> {
         use crate::message_log::leaf::{phase_name, side_name};
+        use crate::operational::{Selection, Viewer};
         let reader = self
             .reader
             .as_ref()
             .ok_or("this server keeps no message log")?;
-        let mut since_hours = 24i64;
-        let mut limit = 100u64;
-        let mut message_id = None;
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            match k {
-                "since_hours" => {
-                    since_hours = v.parse().map_err(|_| "since_hours must be a number")?
-                }
-                "limit" => {
-                    limit = v
-                        .parse::<u64>()
-                        .map_err(|_| "limit must be a number")?
-                        .min(1000)
-                }
-                "message_id" => {
-                    crate::metadata::check_message_id(v).map_err(|e| e.message)?;
-                    message_id = Some(v.to_owned());
-                }
-                other => return Err(format!("unknown parameter {other:?}")),
-            }
-        }
-        let records = reader
-            .operational(
-                unix_ms(SystemTime::now()) - since_hours * 3_600_000,
-                message_id.as_deref(),
-                limit,
-            )
+        let selection =
+            Selection::from_query(query, unix_ms(SystemTime::now()), self.operational_window)?;
+        let (records, _) = crate::operational::select(reader, &selection, &Viewer::Owner)
             .map_err(|e| e.to_string())?;
         let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
         let mut out = String::from("[");
-        for (index, l) in &records {
+        for l in &records {
             if out.len() > 1 {
                 out.push(',');
             }
@@ -281,7 +259,8 @@ impl Admin {
             let phase = phase_name(l.phase);
             let _ = write!(
                 out,
-                "{{\"record\":{index},\"at_unix_ms\":{},\"side\":\"{side}\",\"phase\":\"{phase}\",\"message_id\":\"{}\",\"client\":\"{}\",\"service\":\"{}\",\"method\":\"{}\",\"peer\":\"{}\",\"payload_size\":{},\"grpc_status\":{},\"fault\":\"{}\",\"duration_us\":{}}}",
+                "{{\"record\":{},\"at_unix_ms\":{},\"side\":\"{side}\",\"phase\":\"{phase}\",\"message_id\":\"{}\",\"client\":\"{}\",\"service\":\"{}\",\"method\":\"{}\",\"peer\":\"{}\",\"payload_size\":{},\"grpc_status\":{},\"fault\":\"{}\",\"duration_us\":{}}}",
+                l.record,
                 l.at_unix_ms,
                 esc(&l.message_id),
                 esc(&l.client),

@@ -23,6 +23,7 @@ pub mod keys;
 mod listen;
 pub mod message_log;
 pub mod metadata;
+pub mod operational;
 pub mod provider;
 pub mod replay;
 mod server;

@@ -27,7 +27,10 @@ pub const SERVER: &str = "lt-server";
 /// only clients in the instance's withholding group may.
 pub const WITHHELD_UNTIL: &str = "lt-withheld-until";
 /// The services every security server offers itself.
-pub const BUILTIN_SERVICES: &[&str] = &["lienthong.trace.v1.AccessTrace"];
+pub const BUILTIN_SERVICES: &[&str] = &[
+    "lienthong.trace.v1.AccessTrace",
+    "lienthong.operational.v1.OperationalData",
+];
 pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";
 /// The signed request envelope, between security servers.

@@ -22,6 +22,7 @@ use crate::consumer::tls::{self as consumer_tls, ConsumerTransport};
 use crate::consumer::{Consumer, DEFAULT_MAX_MESSAGE_BYTES, ProviderPool};
 use crate::keys::{Keys, ServerDir, log_keys};
 use crate::message_log::{DangerousDiscard, LogReader, MessageLog, SqliteLog, StoredCheckpoint};
+use crate::operational::OperationalService;
 use crate::provider::{Limits, Policies, Provider};
 use crate::replay::DEFAULT_MAX_CLOCK_SKEW_MS;
 use crate::store::{Backend, ServerStore};
@@ -69,6 +70,11 @@ pub struct ServerOptions {
     /// # Default
     /// 180 days ([`DEFAULT_RETENTION`]).
     pub retention: Duration,
+    /// How far back operational data is answered (admin port and the
+    /// built-in `OperationalData` service).
+    /// # Default
+    /// 7 days ([`crate::operational::DEFAULT_WINDOW`]).
+    pub operational_window: Duration,
     /// The admin port: health, Prometheus metrics, maintenance mode.
     /// # Default
     /// `None` in the library (`lienthong server serve` listens on
@@ -95,6 +101,7 @@ impl ServerOptions {
             consumer_transport: ConsumerTransport::Plain,
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
             retention: DEFAULT_RETENTION,
+            operational_window: crate::operational::DEFAULT_WINDOW,
             admin_listen: None,
             dangerous_disable_message_log: false,
             poll_interval: None,
@@ -201,6 +208,7 @@ impl SecurityServer {
         let provider = Arc::new(Provider::new(
             shared,
             TraceService::new(id.clone(), reader.clone()),
+            OperationalService::new(id.owner.clone(), reader.clone(), opts.operational_window),
             Limits {
                 max_message: opts.max_message_bytes,
                 max_skew_ms: opts.max_clock_skew.as_millis() as i64,
@@ -278,6 +286,7 @@ impl SecurityServer {
                     reader: (!opts.dangerous_disable_message_log).then(|| reader.clone()),
                     commit_stats,
                     checkpoint_interval: opts.checkpoint_interval,
+                    operational_window: opts.operational_window,
                     auth_not_after,
                     maintenance: Default::default(),
                 };

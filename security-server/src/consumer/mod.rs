@@ -41,7 +41,7 @@ use crate::keys::Keys;
 use crate::message_log::{LogRecord, MessageLog, Phase, Role};
 use crate::metadata::{self, CallMetadata, GrpcPath, Target};
 use crate::telemetry::{self, Side};
-use response::{grpc_status, header_text};
+use response::{grpc_status, header_text, set_message_id};
 
 pub use forward::ProviderPool;
 
@@ -191,10 +191,14 @@ impl Consumer {
                 tracing::info!(fault = %fault, message_id = %ex.message_id, "call refused");
                 telemetry::outcome(&ex.span, fault.fault.status() as i32, fault.fault.code());
                 // A refusal is logged too; if even that fails, say so.
-                match self.log.append(ex.fault_record(&fault)).await {
+                let mut response = match self.log.append(ex.fault_record(&fault)).await {
                     Ok(()) => fault.into_response(),
                     Err(e) => Fault::ConsumerLogFailed.with(e.0).into_response(),
+                };
+                if !ex.message_id.is_empty() {
+                    set_message_id(response.headers_mut(), &ex.message_id);
                 }
+                response
             }
         }
     }
@@ -331,6 +335,8 @@ impl Consumer {
                 .append(r)
                 .await
                 .map_err(|e| Fault::ConsumerLogFailed.with(e.0))?;
+            let mut response = response;
+            set_message_id(response.headers_mut(), &ex.message_id);
             return Ok(response);
         }
 

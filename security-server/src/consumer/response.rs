@@ -27,6 +27,9 @@ impl Consumer {
         request_durable: tokio::task::JoinHandle<Result<(), crate::message_log::LogError>>,
     ) -> Response<Body> {
         let (mut parts, body) = response.into_parts();
+        // The information system learns the exchange's id (for operational
+        // data and the logs) and, with span export, its trace.
+        set_message_id(&mut parts.headers, &ex.message_id);
         if let Some((traceparent, _)) = crate::telemetry::propagate(&ex.span)
             && let Ok(v) = http::HeaderValue::from_str(&traceparent)
         {
@@ -76,6 +79,13 @@ impl Consumer {
                 fault.trailers()
             }
         }
+    }
+}
+
+/// Names the exchange in a response's headers (`lt-message-id`).
+pub(super) fn set_message_id(headers: &mut HeaderMap, message_id: &str) {
+    if let Ok(v) = http::HeaderValue::from_str(message_id) {
+        headers.insert(metadata::MESSAGE_ID, v);
     }
 }
 

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use lienthong_proto::merkle::{self, Hash};
+use lienthong_proto::pb::trace::v1::LogLeaf;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::sqlite::{open_conn, tree_size, unseal};
@@ -187,51 +188,62 @@ impl LogReader {
         Ok(out)
     }
 
-    /// Operational data: the records written in `[since, until)`, newest
-    /// first, at most `limit` (leaf index and leaf bytes).
-    pub fn records_between(
-        &self,
-        since_ms: i64,
-        until_ms: i64,
-        limit: u64,
-    ) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT leaf_index, leaf FROM records
-             WHERE at >= ?1 AND at < ?2 AND leaf IS NOT NULL
-             ORDER BY leaf_index DESC LIMIT ?3",
-        )?;
-        let rows = stmt.query_map(params![since_ms, until_ms, limit as i64], |r| {
-            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    /// Operational data: the decoded records of one exchange (by message
-    /// id), or the newest `limit` written since `since_ms`.
+    /// Operational data: the decoded records of `selection` that
+    /// `visible` lets through, newest first, and whether more matched than
+    /// its limit. Records are in time order, so the scan stops a minute
+    /// (concurrent writers' clock order) past the selection's start.
     pub fn operational(
         &self,
-        since_ms: i64,
-        message_id: Option<&str>,
-        limit: u64,
-    ) -> Result<Vec<(u64, lienthong_proto::pb::trace::v1::LogLeaf)>, LogError> {
+        selection: &crate::operational::Selection,
+        visible: impl Fn(&LogLeaf) -> bool,
+    ) -> Result<(Vec<(u64, LogLeaf)>, bool), LogError> {
         use prost::Message;
-        let raw: Vec<(u64, Vec<u8>)> = match message_id {
-            Some(id) => self
-                .by_message(id)?
-                .into_iter()
-                .filter_map(|i| self.leaf(i).ok().flatten().map(|l| (i, l)))
-                .collect(),
-            None => self.records_between(since_ms, i64::MAX, limit)?,
+        const SLACK_MS: i64 = 60_000;
+        let limit = selection.limit as usize;
+        let mut found = Vec::new();
+        let mut keep = |index: i64, at: i64, leaf: &[u8]| -> bool {
+            if at >= selection.since_ms
+                && at < selection.until_ms
+                && let Ok(l) = LogLeaf::decode(leaf)
+                && visible(&l)
+            {
+                found.push((index as u64, l));
+            }
+            found.len() <= limit
         };
-        Ok(raw
-            .into_iter()
-            .filter_map(|(i, b)| {
-                lienthong_proto::pb::trace::v1::LogLeaf::decode(b.as_slice())
-                    .ok()
-                    .map(|l| (i, l))
-            })
-            .collect())
+        let conn = self.lock();
+        match &selection.message_id {
+            Some(id) => {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT leaf_index, at, leaf FROM records
+                     WHERE message_id = ?1 AND leaf IS NOT NULL ORDER BY leaf_index DESC",
+                )?;
+                let mut rows = stmt.query([id])?;
+                while let Some(r) = rows.next()? {
+                    if !keep(r.get(0)?, r.get(1)?, &r.get::<_, Vec<u8>>(2)?) {
+                        break;
+                    }
+                }
+            }
+            None => {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT leaf_index, at, leaf FROM records
+                     WHERE leaf IS NOT NULL ORDER BY leaf_index DESC",
+                )?;
+                let mut rows = stmt.query([])?;
+                while let Some(r) = rows.next()? {
+                    let at: i64 = r.get(1)?;
+                    if at < selection.since_ms.saturating_sub(SLACK_MS)
+                        || !keep(r.get(0)?, at, &r.get::<_, Vec<u8>>(2)?)
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+        let truncated = found.len() > limit;
+        found.truncate(limit);
+        Ok((found, truncated))
     }
 
     /// The leaf bytes of record `index`.

@@ -61,6 +61,7 @@ pub struct Provider {
     log: Arc<dyn MessageLog>,
     policies: Policies,
     trace: crate::trace::TraceService,
+    operational: crate::operational::OperationalService,
     signers: Arc<crate::batch::Signers>,
     replay: ReplayCache,
     max_message: usize,
@@ -133,13 +134,19 @@ impl Accepted {
 }
 
 impl Provider {
-    pub fn new(shared: crate::Shared, trace: crate::trace::TraceService, limits: Limits) -> Self {
+    pub fn new(
+        shared: crate::Shared,
+        trace: crate::trace::TraceService,
+        operational: crate::operational::OperationalService,
+        limits: Limits,
+    ) -> Self {
         Provider {
             keys: shared.keys,
             conf: shared.conf,
             log: shared.log,
             policies: shared.policies,
             trace,
+            operational,
             signers: shared.signers,
             replay: ReplayCache::default(),
             max_message: limits.max_message,
@@ -315,6 +322,9 @@ impl Provider {
                     &policy, provider, &path, parts, header, &client, payload, span,
                 )
                 .await?
+            }
+            Target::Server(_) if path.service == crate::operational::SERVICE => {
+                self.operational.serve(&client, payload).await
             }
             Target::Server(_) => self.trace.serve(payload).await,
         };
@@ -502,6 +512,8 @@ fn authorize(
                 method: path.method,
             },
         ),
+        // Any member may ask for operational data; it sees its own only.
+        Target::Server(_) if path.service == crate::operational::SERVICE => true,
         Target::Server(_) => view.trace_portal.as_ref() == Some(client),
     };
     if allowed {
