@@ -317,6 +317,27 @@ async fn the_admin_port_reports_health_and_metrics_and_drains() {
         metrics.contains("lienthong_configuration_expires_in_seconds"),
         "{metrics}"
     );
+    // Group commit: batch sizes and commit times; every commit is counted
+    // in the +Inf bucket of both.
+    let commits = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("lienthong_log_commits_total "))
+        .and_then(|n| n.parse::<u64>().ok())
+        .expect("commits are counted");
+    assert!(commits >= 1);
+    for histogram in [
+        "lienthong_log_commit_seconds",
+        "lienthong_log_commit_records",
+    ] {
+        assert!(
+            metrics.contains(&format!("{histogram}_bucket{{le=\"+Inf\"}} {commits}\n")),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains(&format!("{histogram}_count {commits}\n")),
+            "{metrics}"
+        );
+    }
     let provider_admin = f.population[0].server().admin_addr().unwrap();
     let (_, denied) = admin_request(provider_admin, "GET", "/metrics", "").await;
     let other = f.population[1].server().admin_addr().unwrap();

@@ -28,6 +28,7 @@ use tokio::task::JoinHandle;
 use crate::conf_client::ConfClient;
 use crate::conf_client::view::unix_ms;
 use crate::message_log::{Appended, CommitStats, LogReader, LogRecord, MessageLog, Phase, Role};
+use crate::message_log::{BATCH_BUCKETS, COMMIT_BUCKETS_US};
 use crate::store::ServerStore;
 
 /// Upper bounds of the latency histogram, seconds.
@@ -331,6 +332,34 @@ impl Admin {
                 out,
                 "# TYPE lienthong_log_largest_batch gauge\nlienthong_log_largest_batch {}",
                 s.largest_batch.load(Ordering::Relaxed)
+            );
+            let commits = s.commits.load(Ordering::Relaxed);
+            out.push_str("# HELP lienthong_log_commit_seconds Time to write and fsync one group commit.\n# TYPE lienthong_log_commit_seconds histogram\n");
+            for (bound, n) in COMMIT_BUCKETS_US.iter().zip(&s.commit_buckets) {
+                let _ = writeln!(
+                    out,
+                    "lienthong_log_commit_seconds_bucket{{le=\"{}\"}} {}",
+                    *bound as f64 / 1e6,
+                    n.load(Ordering::Relaxed)
+                );
+            }
+            let _ = writeln!(
+                out,
+                "lienthong_log_commit_seconds_bucket{{le=\"+Inf\"}} {commits}\nlienthong_log_commit_seconds_sum {}\nlienthong_log_commit_seconds_count {commits}",
+                s.commit_micros.load(Ordering::Relaxed) as f64 / 1e6
+            );
+            out.push_str("# HELP lienthong_log_commit_records Records per group commit.\n# TYPE lienthong_log_commit_records histogram\n");
+            for (bound, n) in BATCH_BUCKETS.iter().zip(&s.batch_buckets) {
+                let _ = writeln!(
+                    out,
+                    "lienthong_log_commit_records_bucket{{le=\"{bound}\"}} {}",
+                    n.load(Ordering::Relaxed)
+                );
+            }
+            let _ = writeln!(
+                out,
+                "lienthong_log_commit_records_bucket{{le=\"+Inf\"}} {commits}\nlienthong_log_commit_records_sum {}\nlienthong_log_commit_records_count {commits}",
+                s.records.load(Ordering::Relaxed)
             );
         }
         let now_ms = unix_ms(SystemTime::now());

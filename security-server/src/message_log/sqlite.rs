@@ -61,6 +61,39 @@ pub struct CommitStats {
     pub commits: AtomicU64,
     pub records: AtomicU64,
     pub largest_batch: AtomicU64,
+    /// Time spent committing (writing and fsync), µs, summed.
+    pub commit_micros: AtomicU64,
+    /// Commits that took at most [`COMMIT_BUCKETS_US`]`[i]` µs.
+    pub commit_buckets: [AtomicU64; COMMIT_BUCKETS_US.len()],
+    /// Commits of at most [`BATCH_BUCKETS`]`[i]` records.
+    pub batch_buckets: [AtomicU64; BATCH_BUCKETS.len()],
+}
+
+/// Upper bounds of the commit-time histogram, µs.
+pub const COMMIT_BUCKETS_US: [u64; 10] = [
+    250, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 1_000_000,
+];
+/// Upper bounds of the batch-size histogram, records.
+pub const BATCH_BUCKETS: [u64; 9] = [1, 2, 4, 8, 16, 32, 64, 128, 256];
+
+impl CommitStats {
+    fn committed(&self, records: usize, took: std::time::Duration) {
+        let (records, micros) = (records as u64, took.as_micros() as u64);
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.records.fetch_add(records, Ordering::Relaxed);
+        self.largest_batch.fetch_max(records, Ordering::Relaxed);
+        self.commit_micros.fetch_add(micros, Ordering::Relaxed);
+        for (bound, n) in COMMIT_BUCKETS_US.iter().zip(&self.commit_buckets) {
+            if micros <= *bound {
+                n.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        for (bound, n) in BATCH_BUCKETS.iter().zip(&self.batch_buckets) {
+            if records <= *bound {
+                n.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 /// The message-log writer for one SQLite file.
@@ -149,6 +182,7 @@ fn writer(
             }
         }
         let before = frontier.clone();
+        let started = std::time::Instant::now();
         let result = commit(&mut conn, &keys, &mut frontier, &batch).map_err(|e| {
             // Nothing of the batch was written: the tree stays as it was.
             frontier = before;
@@ -156,13 +190,7 @@ fn writer(
             e
         });
         if result.is_ok() {
-            stats.commits.fetch_add(1, Ordering::Relaxed);
-            stats
-                .records
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            stats
-                .largest_batch
-                .fetch_max(batch.len() as u64, Ordering::Relaxed);
+            stats.committed(batch.len(), started.elapsed());
         }
         for (_, done) in batch {
             let _ = done.send(result.clone());
