@@ -5,66 +5,11 @@
 //!
 //! Its own test binary: span export is installed once per process.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lienthong_integration_tests::federation::*;
+use lienthong_integration_tests::otlp::{Collector, Span, attr};
 use lienthong_security_server::telemetry::{self, LogFormat, Otlp};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::trace::v1::Span;
-
-/// An OTLP/gRPC collector keeping every span it receives.
-#[derive(Clone, Default)]
-struct Collector {
-    spans: Arc<Mutex<Vec<(String, Span)>>>,
-}
-
-#[tonic::async_trait]
-impl TraceService for Collector {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut spans = self.spans.lock().unwrap();
-        for rs in request.into_inner().resource_spans {
-            let service = rs
-                .resource
-                .iter()
-                .flat_map(|r| &r.attributes)
-                .find(|a| a.key == "service.name")
-                .and_then(|a| text(a.value.as_ref()?.value.as_ref()?))
-                .unwrap_or_default();
-            for ss in rs.scope_spans {
-                for span in ss.spans {
-                    spans.push((service.clone(), span));
-                }
-            }
-        }
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::StringValue(s) => Some(s.clone()),
-        Value::IntValue(i) => Some(i.to_string()),
-        Value::BoolValue(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
-fn attr(span: &Span, key: &str) -> Option<String> {
-    span.attributes
-        .iter()
-        .find(|a| a.key == key)
-        .and_then(|a| text(a.value.as_ref()?.value.as_ref()?))
-}
 
 /// (trace id, parent span id) of a `traceparent`.
 fn parse_traceparent(tp: &str) -> (String, String) {
@@ -79,18 +24,8 @@ const IS_SPAN_ID: &str = "00f067aa0ba902b7";
 #[test]
 fn one_exchange_is_one_trace_across_both_servers() {
     // The collector runs on its own runtime, as a real one would.
-    let collector = Collector::default();
     let collector_rt = tokio::runtime::Runtime::new().unwrap();
-    let listener = collector_rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let service = TraceServiceServer::new(collector.clone());
-    collector_rt.spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    let (collector, endpoint) = Collector::start(&collector_rt);
 
     let telemetry = telemetry::install(
         LogFormat::Text,
@@ -150,7 +85,7 @@ fn one_exchange_is_one_trace_across_both_servers() {
     // Spans arrive in batches; wait for the consumer's refusal too.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let spans = loop {
-        let spans = collector.spans.lock().unwrap().clone();
+        let spans = collector.spans();
         let done = spans.iter().filter(|(_, s)| s.trace_id.len() == 16).count() >= 3
             && spans
                 .iter()
