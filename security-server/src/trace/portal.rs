@@ -249,13 +249,35 @@ pub async fn trace(
     timeout: Duration,
 ) -> Result<TraceReport, String> {
     super::check_subject(subject)?;
+    let (portal, subject) = (portal.clone(), subject.to_owned());
+    fan_out(view, anchor, timeout, move |server| {
+        let (consumer, portal, subject) = (consumer.clone(), portal.clone(), subject.clone());
+        async move { ask(consumer, &portal, &server, &subject).await }
+    })
+    .await
+}
+
+/// Asks every server of `view` at once with `ask`, each within `timeout`,
+/// then verifies every answer and merges them: what [`trace`] does over
+/// the bus, with the asking left to the caller (a benchmark simulates
+/// hundreds of servers with it).
+pub async fn fan_out<A, F>(
+    view: &ConfView,
+    anchor: &Anchor,
+    timeout: Duration,
+    ask: A,
+) -> Result<TraceReport, String>
+where
+    A: Fn(ServerId) -> F,
+    F: std::future::Future<Output = Result<Vec<pb::FindUsageReply>, String>> + Send + 'static,
+{
     let mut tasks = Vec::new();
     let mut servers: Vec<ServerId> = view.servers().map(|s| s.id.clone()).collect();
     servers.sort();
     for server in servers {
-        let (consumer, portal, subject) = (consumer.clone(), portal.clone(), subject.to_owned());
+        let asked = ask(server.clone());
         tasks.push(tokio::spawn(async move {
-            let answer = tokio::time::timeout(timeout, ask(consumer, &portal, &server, &subject))
+            let answer = tokio::time::timeout(timeout, asked)
                 .await
                 .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")));
             (server, answer)
