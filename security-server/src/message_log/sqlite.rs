@@ -96,6 +96,11 @@ impl CommitStats {
     }
 }
 
+/// WAL pages after which the writer copies them into the database file.
+/// Pages written again and again between two checkpoints (the tree's and
+/// the indexes' right edges) are copied once; SQLite's default is 1,000.
+const WAL_CHECKPOINT_PAGES: i64 = 8_000;
+
 /// The message-log writer for one SQLite file.
 pub struct SqliteLog {
     tx: mpsc::Sender<Job>,
@@ -129,6 +134,7 @@ impl SqliteLog {
     /// Opens (creating if needed) the log at `path` and starts its writer.
     pub fn open(path: &Path, keys: LogKeys) -> Result<Self, LogError> {
         let conn = open_conn(path)?;
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
         let frontier = Frontier::load(&conn, tree_size(&conn)?)?;
         let stats = Arc::new(CommitStats::default());
         let (tx, rx) = mpsc::channel::<Job>();
