@@ -217,7 +217,15 @@ pub fn install(format: LogFormat, filter: &str, otlp: Option<Otlp>) -> Result<Te
         LogFormat::Text => logs.boxed(),
         LogFormat::Json => logs.json().boxed(),
     }
-    .with_filter(tracing_subscriber::EnvFilter::new(filter));
+    // Exchange spans are for span export only: log lines would gain
+    // nothing from them, and formatting their fields costs every exchange.
+    .with_filter(
+        tracing_subscriber::EnvFilter::new(filter).add_directive(
+            "lienthong::exchange=off"
+                .parse()
+                .expect("a valid directive"),
+        ),
+    );
 
     let (spans, provider, runtime) = match otlp {
         None => (None, None, None),
