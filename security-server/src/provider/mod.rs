@@ -174,7 +174,8 @@ impl Provider {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let started = Instant::now();
-        let mut partial: Option<LogRecord> = None;
+        // As far as the request got: what a refusal's record says.
+        let mut partial: Option<Accepted> = None;
         let span = telemetry::exchange_span(Side::Provider, &self.keys.server);
         match self
             .exchange(peer_cert, request, started, &mut partial, &span)
@@ -184,11 +185,13 @@ impl Provider {
             Err(fault) => {
                 tracing::info!(fault = %fault, "request refused");
                 telemetry::outcome(&span, fault.fault.status() as i32, fault.fault.code());
-                let mut r = partial.unwrap_or_else(|| LogRecord {
-                    role: Role::Provider,
-                    at_ms: unix_ms(SystemTime::now()),
-                    ..Default::default()
-                });
+                let mut r = partial
+                    .map(|a| a.record(Phase::Fault))
+                    .unwrap_or_else(|| LogRecord {
+                        role: Role::Provider,
+                        at_ms: unix_ms(SystemTime::now()),
+                        ..Default::default()
+                    });
                 r.phase = Phase::Fault;
                 r.grpc_status = fault.fault.status() as i32;
                 r.fault = fault.fault.code().to_owned();
@@ -206,7 +209,7 @@ impl Provider {
         peer_cert: Option<Fingerprint>,
         request: Request<B>,
         started: Instant,
-        partial: &mut Option<LogRecord>,
+        partial: &mut Option<Accepted>,
         span: &tracing::Span,
     ) -> Result<Response<Body>, FaultError>
     where
@@ -240,7 +243,7 @@ impl Provider {
         telemetry::adopt(span, &header.traceparent, &header.tracestate);
         telemetry::describe(span, &client, path.service, path.method);
         telemetry::message_id(span, &header.message_id);
-        let mut accepted = Accepted {
+        let accepted = partial.insert(Accepted {
             started,
             peer: peer.clone(),
             header: header.clone(),
@@ -249,8 +252,7 @@ impl Provider {
             request_digest: canonical::digest(&canonical::request_header(header)),
             envelope: envelope_bytes,
             span: span.clone(),
-        };
-        *partial = Some(accepted.record(Phase::Fault));
+        });
 
         // 3. Who serves whom.
         if !view.serves(&peer, &client) {
@@ -330,7 +332,7 @@ impl Provider {
         };
 
         // 9. Sign the response at its end.
-        accepted.started = started;
+        let accepted = partial.take().expect("set above");
         Ok(self.answer(response, accepted, log_bodies))
     }
 
