@@ -306,13 +306,19 @@ impl Consumer {
         }
         .encode_to_vec();
 
+        // The envelope travels in a header (base64) and, as bytes, in the
+        // request record.
+        let mut headers = parts.headers;
+        metadata::strip_lienthong(&mut headers);
+        metadata::put_bin(&mut headers, metadata::ENVELOPE, &envelope_bytes);
+
         // 5. Queue the request record. It becomes durable while the request
         //    travels; the answer waits for it (records become durable in the
         //    order they were appended), so no answer leaves before it.
         let mut record = ex.record(Phase::Request);
         record.payload_digest = payload_digest.to_vec();
         record.payload_size = payload.len() as u64;
-        record.envelope = envelope_bytes.clone();
+        record.envelope = envelope_bytes;
         let log_bodies = self.policies.current().logs_bodies(&call.client);
         if log_bodies {
             record.body = Some(payload.clone());
@@ -320,9 +326,6 @@ impl Consumer {
         let request_durable = tokio::spawn(self.log.append(record));
 
         // 6. Forward, failing over between the provider's servers.
-        let mut headers = parts.headers;
-        metadata::strip_lienthong(&mut headers);
-        metadata::put_bin(&mut headers, metadata::ENVELOPE, &envelope_bytes);
         let make = || {
             let mut r = Request::new(Body::new(Full::new(payload.clone())));
             *r.method_mut() = http::Method::POST;
