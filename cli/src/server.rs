@@ -75,7 +75,7 @@ pub enum ServerCommand {
         /// The other security servers' side (mutual TLS).
         #[arg(long, default_value = DEFAULT_PROVIDER_LISTEN)]
         provider_listen: SocketAddr,
-        /// Largest request message, in bytes.
+        /// Largest request, and largest single message of a response, in bytes.
         #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
         max_message_bytes: usize,
         /// How information systems connect: h2c, tls (the server's auth

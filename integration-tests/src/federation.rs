@@ -77,7 +77,7 @@ pub fn investigators() -> lienthong_proto::id::GlobalGroupId {
 /// A population-registry backend speaking raw gRPC over h2c. Methods:
 /// `GetPerson` (unary), `ListRelatives` (3 streamed answers), `Missing`
 /// (NOT_FOUND with custom metadata, trailers-only), `Slow` (answers after
-/// 3 s). Counts every call it receives.
+/// 3 s), `Huge` (a name of as many bytes as the id says). Counts every call it receives.
 pub struct TestBackend {
     pub addr: SocketAddr,
     pub calls: Arc<AtomicUsize>,
@@ -170,6 +170,12 @@ async fn backend_call(
             .map(|i| Frame::data(grpc_frame(&person(i))))
             .chain([Frame::trailers(ok_trailers())])
             .collect(),
+        // A person whose name is as many bytes as the request's id says.
+        "Huge" => {
+            let mut p = person(0);
+            p.full_name = "x".repeat(personal_id.parse().unwrap_or(0));
+            vec![Frame::data(grpc_frame(&p)), Frame::trailers(ok_trailers())]
+        }
         "Slow" => {
             tokio::time::sleep(Duration::from_secs(3)).await;
             vec![
@@ -289,13 +295,20 @@ impl Agency {
         &mut self,
         transport: lienthong_security_server::consumer::tls::ConsumerTransport,
     ) {
+        self.restart_with(|o| o.consumer_transport = transport)
+            .await
+    }
+
+    /// (Re)starts the server with the fixture's options as `configure`
+    /// changes them.
+    pub async fn restart_with(&mut self, configure: impl FnOnce(&mut ServerOptions)) {
         self.server = None;
         let mut opts = ServerOptions::new(self.dir.path());
-        opts.consumer_transport = transport;
         opts.consumer_listen = "127.0.0.1:0".parse().expect("valid");
         opts.provider_listen = self.provider_addr;
         opts.poll_interval = Some(Duration::from_millis(200));
         opts.admin_listen = Some("127.0.0.1:0".parse().expect("valid"));
+        configure(&mut opts);
         let reserved = self
             .reserved
             .take()
@@ -390,7 +403,7 @@ pub struct Federation {
 
 impl Federation {
     /// Starts everything; `business` may call `GetPerson`, `ListRelatives`,
-    /// `Missing` and `Slow`; `tax` may call nothing.
+    /// `Missing`, `Slow` and `Huge`; `tax` may call nothing.
     pub async fn start() -> Self {
         Self::start_with(TestRegistry::start(true).await).await
     }

@@ -540,3 +540,64 @@ async fn operational_data_over_the_bus_shows_each_member_its_own_exchanges() {
     .unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
 }
+
+/// The refusal of a call expected to be refused (without printing a huge
+/// answer when it was not).
+fn refused(r: Result<tonic::Response<Person>, tonic::Status>) -> tonic::Status {
+    match r {
+        Ok(answer) => panic!(
+            "expected a refusal, got an answer of {} bytes",
+            answer.into_inner().full_name.len()
+        ),
+        Err(status) => status,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_messages_are_bounded_on_both_servers() {
+    let mut f = Federation::start().await;
+    let is = f.business.client().await;
+    let huge = |bytes: usize| {
+        let is = &is;
+        async move {
+            is.unary(
+                "Huge",
+                call_metadata(&business(), &population()),
+                &bytes.to_string(),
+            )
+            .await
+        }
+    };
+    let fine = huge(1_000_000).await.expect("1 MB is within 4 MiB");
+    assert_eq!(fine.into_inner().full_name.len(), 1_000_000);
+
+    // Over the provider's limit (4 MiB): its server cuts the response off.
+    let err = refused(huge(5_000_000).await);
+    assert_eq!(
+        fault_of(&err),
+        "server.serverproxy.message_too_large",
+        "{err:?}"
+    );
+    assert_eq!(err.code(), Code::ResourceExhausted);
+
+    // Over the consumer's own, smaller limit: the consumer's server cuts it.
+    f.business
+        .restart_with(|o| o.max_message_bytes = 512 * 1024)
+        .await;
+    let is = f.business.client().await;
+    let err = is
+        .unary("Huge", call_metadata(&business(), &population()), "1000000")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        fault_of(&err),
+        "server.clientproxy.response_too_large",
+        "{err:?}"
+    );
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    let small = is
+        .unary("Huge", call_metadata(&business(), &population()), "1000")
+        .await
+        .expect("small answers still pass");
+    assert_eq!(small.into_inner().full_name.len(), 1000);
+}

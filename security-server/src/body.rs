@@ -48,6 +48,69 @@ pub struct Observation {
     pub error: Option<String>,
     /// The whole body, when capturing was asked for and it fit.
     pub body: Option<Bytes>,
+    /// The announced size of a message over the limit, where the body was
+    /// cut off before it ([`Observed::bounded`]).
+    pub oversized: Option<u64>,
+}
+
+/// Follows the gRPC length-prefixed messages of a byte stream (a flag byte
+/// and a 4-byte big-endian length before each message) and stops at the
+/// first message announced larger than the limit.
+#[derive(Debug, Clone)]
+pub struct MessageBounds {
+    max: u64,
+    prefix: [u8; 5],
+    /// Bytes of the current prefix seen so far.
+    in_prefix: usize,
+    /// Bytes of the current message still to come.
+    left: u64,
+}
+
+impl MessageBounds {
+    pub fn new(max: usize) -> Self {
+        MessageBounds {
+            max: max as u64,
+            prefix: [0; 5],
+            in_prefix: 0,
+            left: 0,
+        }
+    }
+
+    /// Takes the next bytes. `Err((at, len))` when a message announces
+    /// `len` bytes, over the limit: its prefix starts at byte `at` of
+    /// `data` (0 when it began in an earlier chunk).
+    pub fn feed(&mut self, data: &[u8]) -> Result<(), (usize, u64)> {
+        let mut i = 0;
+        let mut prefix_at = 0;
+        while i < data.len() {
+            if self.left > 0 {
+                let take = self.left.min((data.len() - i) as u64);
+                self.left -= take;
+                i += take as usize;
+                continue;
+            }
+            if self.in_prefix == 0 {
+                prefix_at = i;
+            }
+            self.prefix[self.in_prefix] = data[i];
+            self.in_prefix += 1;
+            i += 1;
+            if self.in_prefix == self.prefix.len() {
+                self.in_prefix = 0;
+                let len = u64::from(u32::from_be_bytes([
+                    self.prefix[1],
+                    self.prefix[2],
+                    self.prefix[3],
+                    self.prefix[4],
+                ]));
+                if len > self.max {
+                    return Err((prefix_at, len));
+                }
+                self.left = len;
+            }
+        }
+        Ok(())
+    }
 }
 
 type FinishFuture = Pin<Box<dyn Future<Output = HeaderMap> + Send>>;
@@ -69,6 +132,9 @@ pub struct Observed<B> {
     state: State,
     /// Captured data and the most to capture (for opted-in body logging).
     captured: Option<(bytes::BytesMut, usize)>,
+    /// The per-message size limit, if any.
+    bounds: Option<MessageBounds>,
+    oversized: Option<u64>,
 }
 
 impl<B> Observed<B> {
@@ -80,7 +146,16 @@ impl<B> Observed<B> {
             finisher: Some(finisher),
             state: State::Streaming,
             captured: None,
+            bounds: None,
+            oversized: None,
         }
+    }
+
+    /// Cuts the body off before the first gRPC message larger than `max`
+    /// bytes; the finisher sees it in [`Observation::oversized`].
+    pub fn bounded(mut self, max: usize) -> Self {
+        self.bounds = Some(MessageBounds::new(max));
+        self
     }
 
     /// When `capture`, also keeps a copy of the body, up to `limit` bytes
@@ -106,6 +181,7 @@ impl<B> Observed<B> {
                 .take()
                 .filter(|(_, limit)| self.size as usize <= *limit)
                 .map(|(b, _)| b.freeze()),
+            oversized: self.oversized,
         }
     }
 
@@ -135,13 +211,25 @@ where
             match &mut this.state {
                 State::Streaming => match Pin::new(&mut this.inner).poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                        Ok(data) => {
+                        Ok(mut data) => {
+                            let cut = this.bounds.as_mut().and_then(|b| b.feed(&data).err());
+                            if let Some((at, len)) = cut {
+                                // Nothing of the oversized message passes on.
+                                data.truncate(at);
+                                this.oversized = Some(len);
+                            }
                             this.hasher.update(&data);
                             this.size += data.len() as u64;
                             if let Some((buf, limit)) = &mut this.captured
                                 && buf.len() + data.len() <= *limit
                             {
                                 buf.extend_from_slice(&data);
+                            }
+                            if cut.is_some() {
+                                this.finish(None, None);
+                                if data.is_empty() {
+                                    continue;
+                                }
                             }
                             return Poll::Ready(Some(Ok(Frame::data(data))));
                         }
@@ -294,5 +382,63 @@ mod tests {
         );
         let collected = body.collect().await.unwrap();
         assert_eq!(collected.trailers().unwrap()["x-had-trailers"], "false");
+    }
+
+    fn message(len: usize) -> Vec<u8> {
+        let mut m = vec![0u8];
+        m.extend_from_slice(&(len as u32).to_be_bytes());
+        m.extend(std::iter::repeat_n(7u8, len));
+        m
+    }
+
+    #[test]
+    fn message_bounds_follow_prefixes_across_chunks() {
+        let stream: Vec<u8> = [message(10), message(0), message(100), message(3)].concat();
+        // However the stream is cut into chunks, every message fits.
+        for chunk in 1..=stream.len() {
+            let mut b = MessageBounds::new(100);
+            for part in stream.chunks(chunk) {
+                assert_eq!(b.feed(part), Ok(()), "chunks of {chunk}");
+            }
+        }
+        // One byte over: found, and where its prefix starts.
+        let stream = [message(10), message(101), message(1)].concat();
+        let mut b = MessageBounds::new(100);
+        assert_eq!(b.feed(&stream), Err((15, 101)));
+        // A prefix split over chunks: it began before this chunk.
+        let mut b = MessageBounds::new(100);
+        assert_eq!(b.feed(&stream[..17]), Ok(()));
+        assert_eq!(b.feed(&stream[17..]), Err((0, 101)));
+        // The largest length a prefix can announce.
+        let mut b = MessageBounds::new(usize::MAX);
+        assert_eq!(b.feed(&[0, 0xff, 0xff, 0xff, 0xff, 1, 2]), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn an_oversized_message_is_cut_off_before_it() {
+        let first = message(4);
+        let inner = Frames(VecDeque::from([
+            Frame::data(Bytes::from(
+                [first.clone(), message(9)[..7].to_vec()].concat(),
+            )),
+            Frame::data(Bytes::from(message(9)[7..].to_vec())),
+        ]));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let body = Observed::new(
+            inner,
+            Box::new(move |obs: Observation| {
+                Box::pin(async move {
+                    let _ = tx.send(obs);
+                    HeaderMap::new()
+                })
+            }),
+        )
+        .bounded(8);
+        let collected = body.collect().await.unwrap();
+        assert_eq!(collected.to_bytes(), Bytes::from(first.clone()));
+        let obs = rx.await.unwrap();
+        assert_eq!(obs.oversized, Some(9));
+        assert_eq!(obs.size, first.len() as u64);
+        assert_eq!(obs.digest, lienthong_proto::sha256(&first));
     }
 }

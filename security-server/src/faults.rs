@@ -51,6 +51,11 @@ macro_rules! faults {
                 match self { $(Fault::$variant => Side::$side,)* }
             }
 
+            /// The fault with this code, if it is one of ours.
+            pub fn from_code(code: &str) -> Option<Fault> {
+                Fault::ALL.iter().copied().find(|f| f.code() == code)
+            }
+
             /// What the fault means, for the documentation.
             pub fn meaning(self) -> &'static str {
                 match self { $(Fault::$variant => $meaning,)* }
@@ -82,6 +87,8 @@ faults! {
         "No security server of the provider could be reached."),
     BadResponse => ("server.clientproxy.bad_response", DataLoss, ConsumerProxy,
         "The provider's response is not signed by the provider's member, is not bound to this request, or its payload does not match its signature."),
+    ResponseTooLarge => ("server.clientproxy.response_too_large", ResourceExhausted, ConsumerProxy,
+        "A message of the provider's response exceeds this security server's size limit; the response was cut off before it."),
     ConsumerLogFailed => ("server.clientproxy.log_failed", Unavailable, ConsumerProxy,
         "This security server could not write its message log; no exchange proceeds unlogged."),
     ConsumerInternal => ("server.clientproxy.internal", Internal, ConsumerProxy,
@@ -107,7 +114,7 @@ faults! {
     ProviderUnknownService => ("server.serverproxy.unknown_service", NotFound, ProviderProxy,
         "The provider's security server does not serve the called subsystem or service."),
     ProviderMessageTooLarge => ("server.serverproxy.message_too_large", ResourceExhausted, ProviderProxy,
-        "The request or response exceeds the provider security server's size limit."),
+        "The request, or a message of the backend's response, exceeds the provider security server's size limit."),
     ServiceUnavailable => ("server.serverproxy.service_unavailable", Unavailable, ProviderProxy,
         "The provider's backend is not configured or cannot be reached."),
     ServiceTimeout => ("server.serverproxy.service_timeout", DeadlineExceeded, ProviderProxy,

@@ -51,6 +51,8 @@ pub struct ServerOptions {
     /// # Default
     /// `0.0.0.0:5500` ([`DEFAULT_PROVIDER_LISTEN`]): mutual TLS.
     pub provider_listen: SocketAddr,
+    /// Largest request, and largest single gRPC message of a response
+    /// (a response is cut off before a larger one).
     /// # Default
     /// 4 MiB ([`DEFAULT_MAX_MESSAGE_BYTES`]).
     pub max_message_bytes: usize,

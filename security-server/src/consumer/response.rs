@@ -44,14 +44,16 @@ impl Consumer {
                 this.finish(ex, view, obs).await
             }) as std::pin::Pin<Box<dyn std::future::Future<Output = HeaderMap> + Send>>
         });
-        let observed = Observed::new(body, finisher).capturing(log_bodies, self.max_message);
+        let observed = Observed::new(body, finisher)
+            .capturing(log_bodies, self.max_message)
+            .bounded(self.max_message);
         Response::from_parts(parts, Body::new(observed))
     }
 
     /// Verifies the provider's signed response, logs, and returns the
     /// trailers the information system gets.
     async fn finish(&self, ex: Exchange, view: Arc<ConfView>, obs: Observation) -> HeaderMap {
-        let checked = check_response(&ex, &view, &obs);
+        let checked = check_response(&ex, &view, &obs, self.max_message);
         let mut record = ex.record(Phase::Response);
         record.payload_digest = obs.digest.to_vec();
         record.payload_size = obs.size;
@@ -112,7 +114,13 @@ fn check_response(
     ex: &Exchange,
     view: &ConfView,
     obs: &Observation,
+    max_message: usize,
 ) -> Result<Vec<u8>, FaultError> {
+    if let Some(len) = obs.oversized {
+        return Err(Fault::ResponseTooLarge.with(format!(
+            "the provider's response holds a message of {len} bytes; at most {max_message} are passed on"
+        )));
+    }
     if let Some(e) = &obs.error {
         return Err(
             Fault::ProviderUnreachable.with(format!("the provider's response broke off: {e}"))
@@ -124,10 +132,14 @@ fn check_response(
         .as_ref()
         .ok_or_else(|| bad("the response ended without trailers".into()))?;
     if trailers.contains_key(FAULT_HEADER) && !trailers.contains_key(metadata::RESPONSE_ENVELOPE) {
+        // The provider's server cut its response off (a refusal of its own,
+        // like a trailers-only one): its fault passes on.
         let code = header_text(trailers, FAULT_HEADER);
-        return Err(bad(format!(
-            "the provider's server failed the response: {code}"
-        )));
+        let why = format!("the provider's server failed the response: {code}");
+        return Err(match Fault::from_code(&code) {
+            Some(f) if f.side() == crate::faults::Side::ProviderProxy => f.with(why),
+            _ => bad(why),
+        });
     }
     let bytes = metadata::get_bin(
         trailers,

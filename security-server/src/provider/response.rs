@@ -39,17 +39,28 @@ impl Provider {
             Box::pin(async move { this.finish(accepted, moved, obs).await })
                 as std::pin::Pin<Box<dyn std::future::Future<Output = HeaderMap> + Send>>
         });
-        let observed = Observed::new(body, finisher).capturing(log_bodies, self.max_message);
+        let observed = Observed::new(body, finisher)
+            .capturing(log_bodies, self.max_message)
+            .bounded(self.max_message);
         Response::from_parts(parts, Body::new(observed))
     }
 
     /// Signs the response, logs it, and returns the trailers to send.
     async fn finish(&self, accepted: Accepted, moved: HeaderMap, obs: Observation) -> HeaderMap {
-        if let Some(e) = &obs.error {
-            let fault =
-                Fault::ServiceUnavailable.with(format!("the backend's response broke off: {e}"));
+        let failed = match (&obs.oversized, &obs.error) {
+            (Some(len), _) => Some(Fault::ProviderMessageTooLarge.with(format!(
+                "the backend's response holds a message of {len} bytes; at most {} are passed on",
+                self.max_message
+            ))),
+            (None, Some(e)) => Some(
+                Fault::ServiceUnavailable.with(format!("the backend's response broke off: {e}")),
+            ),
+            (None, None) => None,
+        };
+        if let Some(fault) = failed {
             let mut r = accepted.record(Phase::Fault);
             r.fault = fault.fault.code().into();
+            r.grpc_status = fault.fault.status() as i32;
             crate::telemetry::outcome(&accepted.span, fault.fault.status() as i32, &r.fault);
             let _ = self.log.append(r).await;
             return fault.trailers();
