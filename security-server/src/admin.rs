@@ -86,6 +86,32 @@ impl Metrics {
     }
 }
 
+/// Writes one Prometheus histogram: cumulative `buckets` (upper bound,
+/// count), then +Inf, sum and count; `labels` ends with a comma if any.
+fn histogram(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    buckets: impl Iterator<Item = (String, u64)>,
+    count: u64,
+    sum: f64,
+) {
+    for (le, n) in buckets {
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{le}\"}} {n}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {count}");
+    let plain = labels.trim_end_matches(',');
+    let braces = |l: &str| {
+        if l.is_empty() {
+            String::new()
+        } else {
+            format!("{{{l}}}")
+        }
+    };
+    let _ = writeln!(out, "{name}_sum{} {sum}", braces(plain));
+    let _ = writeln!(out, "{name}_count{} {count}", braces(plain));
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     match m.lock() {
         Ok(g) => g,
@@ -294,27 +320,13 @@ impl Admin {
         }
         out.push_str("# HELP lienthong_exchange_seconds Time from a call's arrival to its end, per side.\n# TYPE lienthong_exchange_seconds histogram\n");
         for (side, h) in lock(&self.metrics.latency).iter() {
-            for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "lienthong_exchange_seconds_bucket{{side=\"{side}\",le=\"{b}\"}} {}",
-                    h.counts[i]
-                );
-            }
-            let _ = writeln!(
-                out,
-                "lienthong_exchange_seconds_bucket{{side=\"{side}\",le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "lienthong_exchange_seconds_sum{{side=\"{side}\"}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "lienthong_exchange_seconds_count{{side=\"{side}\"}} {}",
-                h.count
+            histogram(
+                &mut out,
+                "lienthong_exchange_seconds",
+                &format!("side=\"{side}\","),
+                BUCKETS.iter().map(|b| b.to_string()).zip(h.counts),
+                h.count,
+                h.sum,
             );
         }
         if let Some(s) = &self.commit_stats {
@@ -335,31 +347,28 @@ impl Admin {
             );
             let commits = s.commits.load(Ordering::Relaxed);
             out.push_str("# HELP lienthong_log_commit_seconds Time to write and fsync one group commit.\n# TYPE lienthong_log_commit_seconds histogram\n");
-            for (bound, n) in COMMIT_BUCKETS_US.iter().zip(&s.commit_buckets) {
-                let _ = writeln!(
-                    out,
-                    "lienthong_log_commit_seconds_bucket{{le=\"{}\"}} {}",
-                    *bound as f64 / 1e6,
-                    n.load(Ordering::Relaxed)
-                );
-            }
-            let _ = writeln!(
-                out,
-                "lienthong_log_commit_seconds_bucket{{le=\"+Inf\"}} {commits}\nlienthong_log_commit_seconds_sum {}\nlienthong_log_commit_seconds_count {commits}",
-                s.commit_micros.load(Ordering::Relaxed) as f64 / 1e6
+            histogram(
+                &mut out,
+                "lienthong_log_commit_seconds",
+                "",
+                COMMIT_BUCKETS_US
+                    .iter()
+                    .map(|us| (*us as f64 / 1e6).to_string())
+                    .zip(s.commit_buckets.iter().map(|n| n.load(Ordering::Relaxed))),
+                commits,
+                s.commit_micros.load(Ordering::Relaxed) as f64 / 1e6,
             );
             out.push_str("# HELP lienthong_log_commit_records Records per group commit.\n# TYPE lienthong_log_commit_records histogram\n");
-            for (bound, n) in BATCH_BUCKETS.iter().zip(&s.batch_buckets) {
-                let _ = writeln!(
-                    out,
-                    "lienthong_log_commit_records_bucket{{le=\"{bound}\"}} {}",
-                    n.load(Ordering::Relaxed)
-                );
-            }
-            let _ = writeln!(
-                out,
-                "lienthong_log_commit_records_bucket{{le=\"+Inf\"}} {commits}\nlienthong_log_commit_records_sum {}\nlienthong_log_commit_records_count {commits}",
-                s.records.load(Ordering::Relaxed)
+            histogram(
+                &mut out,
+                "lienthong_log_commit_records",
+                "",
+                BATCH_BUCKETS
+                    .iter()
+                    .map(u64::to_string)
+                    .zip(s.batch_buckets.iter().map(|n| n.load(Ordering::Relaxed))),
+                commits,
+                s.records.load(Ordering::Relaxed) as f64,
             );
         }
         let now_ms = unix_ms(SystemTime::now());

@@ -29,7 +29,7 @@ use tonic::body::Body;
 
 use crate::conf_client::view::unix_ms;
 use crate::message_log::{LogError, LogReader};
-use crate::trace::{grpc_frame, unary_response, unframe};
+use crate::trace::{blocking_unary, unframe};
 
 /// The built-in service every server offers.
 pub const SERVICE: &str = "lienthong.operational.v1.OperationalData";
@@ -217,15 +217,7 @@ impl OperationalService {
     pub async fn serve(&self, client: &SubsystemId, payload: Bytes) -> Response<Body> {
         let this = self.clone();
         let viewer = Viewer::of(client, &self.owner);
-        match tokio::task::spawn_blocking(move || this.query(&viewer, payload)).await {
-            Ok(Ok(report)) => unary_response(
-                Some(grpc_frame(&report.encode_to_vec())),
-                tonic::Code::Ok,
-                "",
-            ),
-            Ok(Err((code, msg))) => unary_response(None, code, &msg),
-            Err(e) => unary_response(None, tonic::Code::Internal, &e.to_string()),
-        }
+        blocking_unary(move || this.query(&viewer, payload)).await
     }
 
     fn query(

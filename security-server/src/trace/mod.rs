@@ -76,6 +76,25 @@ pub fn unframe(mut body: Bytes) -> Result<Bytes, String> {
 }
 
 /// A unary gRPC answer: one message (or none) and the status in trailers.
+/// Answers a built-in unary call with what `answer` (store reads: run off
+/// the async workers) returns: the reply, or a status and message.
+pub async fn blocking_unary<M, F>(answer: F) -> Response<Body>
+where
+    M: Message,
+    F: FnOnce() -> Result<M, (tonic::Code, String)> + Send + 'static,
+    M: Send + 'static,
+{
+    match tokio::task::spawn_blocking(answer).await {
+        Ok(Ok(reply)) => unary_response(
+            Some(grpc_frame(&reply.encode_to_vec())),
+            tonic::Code::Ok,
+            "",
+        ),
+        Ok(Err((code, msg))) => unary_response(None, code, &msg),
+        Err(e) => unary_response(None, tonic::Code::Internal, &e.to_string()),
+    }
+}
+
 pub fn unary_response(message: Option<Bytes>, code: tonic::Code, msg: &str) -> Response<Body> {
     let mut trailers = HeaderMap::new();
     trailers.insert("grpc-status", HeaderValue::from(code as i32));
@@ -108,16 +127,7 @@ impl TraceService {
     /// Answers one call (the bus has checked who is asking).
     pub async fn serve(&self, payload: Bytes) -> Response<Body> {
         let this = self.clone();
-        let answer = tokio::task::spawn_blocking(move || this.find_usage(payload)).await;
-        match answer {
-            Ok(Ok(reply)) => unary_response(
-                Some(grpc_frame(&reply.encode_to_vec())),
-                tonic::Code::Ok,
-                "",
-            ),
-            Ok(Err((code, msg))) => unary_response(None, code, &msg),
-            Err(e) => unary_response(None, tonic::Code::Internal, &e.to_string()),
-        }
+        blocking_unary(move || this.find_usage(payload)).await
     }
 
     fn find_usage(&self, payload: Bytes) -> Result<pb::FindUsageReply, (tonic::Code, String)> {
