@@ -154,12 +154,13 @@ impl Provider {
         }
     }
 
-    /// Remembers message ids accepted before a restart (from the log), so a
-    /// replay within the window is refused across restarts too.
+    /// Remembers message ids accepted before a restart (from the log, with
+    /// their arrival times), so a replay within the window is refused across
+    /// restarts too.
     pub fn remember_accepted(&self, accepted: &[(String, String, i64)]) {
         for (client, message_id, at) in accepted {
             self.replay
-                .first_use(client, message_id, *at, 2 * self.max_skew_ms);
+                .first_use(client, message_id, *at, at + 2 * self.max_skew_ms);
         }
     }
 
@@ -272,11 +273,12 @@ impl Provider {
                 self.max_skew_ms / 1000
             )));
         }
+        // Remembered while a request with this id could still be fresh.
         if !self.replay.first_use(
             &client.to_string(),
             &header.message_id,
             now_ms,
-            2 * self.max_skew_ms,
+            header.created_at_unix_ms + self.max_skew_ms,
         ) {
             return Err(Fault::Replay.with(format!(
                 "message id {} was already used by {client}",
