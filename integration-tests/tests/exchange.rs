@@ -601,3 +601,56 @@ async fn response_messages_are_bounded_on_both_servers() {
         .expect("small answers still pass");
     assert_eq!(small.into_inner().full_name.len(), 1000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_self_audit_reports_a_record_edited_in_place() {
+    let f = Federation::start().await;
+    let is = f.business.client().await;
+    for _ in 0..4 {
+        is.unary(
+            "GetPerson",
+            call_metadata(&business(), &population()),
+            "001099012345",
+        )
+        .await
+        .expect("the exchange succeeds");
+    }
+    let server = f.business.server();
+    let clean = server.audit_now().await.expect("the audit runs");
+    assert!(clean.mismatches.is_empty(), "{clean:?}");
+    assert!(clean.checked >= 8, "two records per exchange: {clean:?}");
+    let admin = server.admin_addr().unwrap();
+    let (status, _) = admin_request(admin, "GET", "/health", "").await;
+    assert_eq!(status, 200);
+
+    // Someone with the database file edits a record's bytes in place.
+    let path =
+        lienthong_security_server::keys::ServerDir(f.business.dir.path().to_owned()).message_log();
+    let db = rusqlite::Connection::open(&path).unwrap();
+    let mut leaf: Vec<u8> = db
+        .query_row("SELECT leaf FROM records WHERE leaf_index = 2", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let last = leaf.len() - 1;
+    leaf[last] ^= 0x20;
+    db.execute("UPDATE records SET leaf = ?1 WHERE leaf_index = 2", [&leaf])
+        .unwrap();
+
+    let found = server.audit_now().await.expect("the audit runs");
+    assert_eq!(found.found, 1, "{found:?}");
+    let again = server.audit_now().await.expect("the audit runs");
+    assert_eq!(again.found, 1, "found again, counted once: {again:?}");
+    assert!(found.mismatches[0].starts_with("record 2:"), "{found:?}");
+    let (status, body) = admin_request(admin, "GET", "/health", "").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("log_audit") && body.contains("record 2"),
+        "{body}"
+    );
+    let (_, metrics) = admin_request(admin, "GET", "/metrics", "").await;
+    assert!(
+        metrics.contains("lienthong_log_audit_mismatches 1\n"),
+        "{metrics}"
+    );
+}

@@ -145,6 +145,8 @@ pub struct Admin {
     pub conf: Arc<ConfClient>,
     pub store: Arc<ServerStore>,
     pub reader: Option<Arc<LogReader>>,
+    /// The message log's self-audit (none without a log).
+    pub audit: Option<Arc<crate::message_log::audit::AuditStatus>>,
     pub commit_stats: Option<Arc<CommitStats>>,
     pub checkpoint_interval: Duration,
     /// How far back operational data is answered.
@@ -222,6 +224,28 @@ impl Admin {
                 (Err(e), _) | (_, Err(e)) => check(false, e.to_string()),
             };
             checks.insert("checkpoint", detail);
+        }
+        if let Some(audit) = &self.audit {
+            let r = audit.report();
+            checks.insert(
+                "log_audit",
+                match r.mismatches.first() {
+                    None => check(
+                        true,
+                        format!(
+                            "{} records checked against the tree, no mismatch",
+                            r.checked
+                        ),
+                    ),
+                    Some(first) => check(
+                        false,
+                        format!(
+                            "{} mismatches between stored records and the tree, first: {first}",
+                            r.found
+                        ),
+                    ),
+                },
+            );
         }
         if self.maintenance.load(Ordering::Relaxed) {
             checks.insert(
@@ -369,6 +393,19 @@ impl Admin {
                     .zip(s.batch_buckets.iter().map(|n| n.load(Ordering::Relaxed))),
                 commits,
                 s.records.load(Ordering::Relaxed) as f64,
+            );
+        }
+        if let Some(a) = &self.audit {
+            let r = a.report();
+            let _ = writeln!(
+                out,
+                "# HELP lienthong_log_audit_records_total Records checked against the tree by the self-audit.\n# TYPE lienthong_log_audit_records_total counter\nlienthong_log_audit_records_total {}",
+                r.checked
+            );
+            let _ = writeln!(
+                out,
+                "# HELP lienthong_log_audit_mismatches Distinct stored records or tree nodes found not to match.\n# TYPE lienthong_log_audit_mismatches gauge\nlienthong_log_audit_mismatches {}",
+                r.found
             );
         }
         let now_ms = unix_ms(SystemTime::now());

@@ -21,6 +21,7 @@ use crate::conf_client::ConfClient;
 use crate::consumer::tls::{self as consumer_tls, ConsumerTransport};
 use crate::consumer::{Consumer, DEFAULT_MAX_MESSAGE_BYTES, ProviderPool};
 use crate::keys::{Keys, ServerDir, log_keys};
+use crate::message_log::audit::{AUDIT_INTERVAL, AuditReport, AuditStatus};
 use crate::message_log::{DangerousDiscard, LogReader, MessageLog, SqliteLog, StoredCheckpoint};
 use crate::operational::OperationalService;
 use crate::provider::{Limits, Policies, Provider};
@@ -123,6 +124,7 @@ pub struct SecurityServer {
     policies: Policies,
     checkpointer: Checkpointer,
     reader: Arc<LogReader>,
+    audit: Arc<AuditStatus>,
     tasks: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
 }
@@ -273,6 +275,14 @@ impl SecurityServer {
             tokio::spawn(checkpointer.clone().run(opts.checkpoint_interval)),
             tokio::spawn(prune(reader.clone(), opts.retention)),
         ];
+        let audit = Arc::new(AuditStatus::default());
+        if !opts.dangerous_disable_message_log {
+            tasks.push(tokio::spawn(crate::message_log::audit::run(
+                audit.clone(),
+                reader.clone(),
+                AUDIT_INTERVAL,
+            )));
+        }
         let admin_addr = match opts.admin_listen {
             None => None,
             Some(addr) => {
@@ -286,6 +296,7 @@ impl SecurityServer {
                     conf: conf.clone(),
                     store: store.clone(),
                     reader: (!opts.dangerous_disable_message_log).then(|| reader.clone()),
+                    audit: (!opts.dangerous_disable_message_log).then(|| audit.clone()),
                     commit_stats,
                     checkpoint_interval: opts.checkpoint_interval,
                     operational_window: opts.operational_window,
@@ -307,6 +318,7 @@ impl SecurityServer {
             policies,
             checkpointer,
             reader,
+            audit,
             tasks,
             stop,
         })
@@ -337,6 +349,20 @@ impl SecurityServer {
     }
 
     /// The message log's reader.
+    /// Audits the whole message log now (it is also audited in batches
+    /// every minute) and reports what the audit has found so far.
+    pub async fn audit_now(&self) -> Result<AuditReport, String> {
+        let (audit, reader) = (self.audit.clone(), self.reader.clone());
+        tokio::task::spawn_blocking(move || {
+            audit.restart();
+            audit.step(&reader, u64::MAX)?;
+            Ok(audit.report())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e: crate::message_log::LogError| e.to_string())
+    }
+
     pub fn log_reader(&self) -> &Arc<LogReader> {
         &self.reader
     }

@@ -19,6 +19,7 @@
 //! lookup) and sealed with AEAD (for the server's own investigations); the
 //! two keys live in the server's directory, 0600.
 
+pub mod audit;
 pub mod leaf;
 mod reader;
 mod sqlite;
