@@ -350,7 +350,7 @@ impl SecurityServer {
 
     /// The message log's reader.
     /// Audits the whole message log now (it is also audited in batches
-    /// every minute) and reports what the audit has found so far.
+    /// every few seconds) and reports what the audit has found so far.
     pub async fn audit_now(&self) -> Result<AuditReport, String> {
         let (audit, reader) = (self.audit.clone(), self.reader.clone());
         tokio::task::spawn_blocking(move || {
