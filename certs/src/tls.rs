@@ -298,19 +298,7 @@ impl ServerCertVerifier for PinnedServerVerifier {
 /// A server config for mutual TLS: presents `identity`, requires a client
 /// certificate that `store` accepts, speaks only HTTP/2, TLS 1.3 and 1.2.
 pub fn server_config(identity: &Identity, store: TrustStore) -> Result<ServerConfig, CertError> {
-    let provider = provider();
-    let verifier = PinnedClientVerifier {
-        check: ClientCheck::Trust(store),
-        algs: provider.signature_verification_algorithms,
-    };
-    let mut cfg = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| CertError::Generate(e.to_string()))?
-        .with_client_cert_verifier(Arc::new(verifier))
-        .with_single_cert(identity.chain.clone(), identity.key_der())
-        .map_err(|e| CertError::BadKey(e.to_string()))?;
-    cfg.alpn_protocols = vec![ALPN_H2.to_vec()];
-    Ok(cfg)
+    client_checking_server_config(identity, ClientCheck::Trust(store))
 }
 
 /// A server config that admits only clients whose certificate `is_pinned`
@@ -319,9 +307,18 @@ pub fn server_config_pinned_clients(
     identity: &Identity,
     is_pinned: PinCheck,
 ) -> Result<ServerConfig, CertError> {
+    client_checking_server_config(identity, ClientCheck::PinnedOnly(is_pinned))
+}
+
+/// A server config presenting `identity` that requires a client
+/// certificate passing `check`; HTTP/2 only, TLS 1.3 and 1.2.
+fn client_checking_server_config(
+    identity: &Identity,
+    check: ClientCheck,
+) -> Result<ServerConfig, CertError> {
     let provider = provider();
     let verifier = PinnedClientVerifier {
-        check: ClientCheck::PinnedOnly(is_pinned),
+        check,
         algs: provider.signature_verification_algorithms,
     };
     let mut cfg = ServerConfig::builder_with_provider(provider)
