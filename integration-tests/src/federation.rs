@@ -609,6 +609,18 @@ impl InformationSystem {
             .await
     }
 
+    /// The fixture's standard call: the business registry asks the
+    /// population registry for the person 001099012345 with
+    /// [`call_metadata`].
+    pub async fn business_gets_person(&self) -> Result<tonic::Response<Person>, tonic::Status> {
+        self.unary(
+            "GetPerson",
+            call_metadata(&business(), &population()),
+            "001099012345",
+        )
+        .await
+    }
+
     /// As [`unary`](Self::unary), with a deadline (`grpc-timeout`).
     pub async fn unary_with_deadline(
         &self,

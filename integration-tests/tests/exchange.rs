@@ -12,11 +12,7 @@ async fn unary_and_streaming_exchanges_succeed() {
     let is = f.business.client().await;
 
     let person = is
-        .unary(
-            "GetPerson",
-            call_metadata(&business(), &population()),
-            "001099012345",
-        )
+        .business_gets_person()
         .await
         .expect("the exchange succeeds")
         .into_inner();
@@ -389,13 +385,9 @@ async fn trace_context_reaches_the_backend_without_span_export() {
         answer.metadata().get("traceresponse").is_none(),
         "no span of ours to name"
     );
-    is.unary(
-        "GetPerson",
-        call_metadata(&business(), &population()),
-        "001099012345",
-    )
-    .await
-    .expect("the exchange succeeds");
+    is.business_gets_person()
+        .await
+        .expect("the exchange succeeds");
     assert_eq!(
         f.backend.traceparents.lock().unwrap()[1],
         "",
@@ -429,11 +421,7 @@ async fn operational_data_over_the_bus_shows_each_member_its_own_exchanges() {
     let f = Federation::start().await;
     let business_is = f.business.client().await;
     let answer = business_is
-        .unary(
-            "GetPerson",
-            call_metadata(&business(), &population()),
-            "001099012345",
-        )
+        .business_gets_person()
         .await
         .expect("the exchange succeeds");
     let message_id = answer
@@ -607,13 +595,9 @@ async fn the_self_audit_reports_a_record_edited_in_place() {
     let f = Federation::start().await;
     let is = f.business.client().await;
     for _ in 0..4 {
-        is.unary(
-            "GetPerson",
-            call_metadata(&business(), &population()),
-            "001099012345",
-        )
-        .await
-        .expect("the exchange succeeds");
+        is.business_gets_person()
+            .await
+            .expect("the exchange succeeds");
     }
     let server = f.business.server();
     let clean = server.audit_now().await.expect("the audit runs");
