@@ -454,7 +454,9 @@ impl Provider {
 }
 
 /// The header, client and target of an envelope, checked against the path.
-fn envelope_parts<'e>(
+/// Public only for the fuzz targets (`fuzz/`).
+#[doc(hidden)]
+pub fn envelope_parts<'e>(
     envelope: &'e RequestEnvelope,
     path: &metadata::GrpcPath<'_>,
 ) -> Result<(&'e RequestHeader, SubsystemId, Target), FaultError> {
