@@ -7,6 +7,7 @@
 use rcgen::{CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType};
 use rustls_pki_types::CertificateSigningRequestDer;
 
+use crate::key_policy::{self, KeyPurpose};
 use crate::{CertError, PrivateKey};
 
 /// Largest CSR accepted, in bytes (a P-256 CSR is about 250 bytes).
@@ -45,14 +46,27 @@ impl VerifiedCsr {
     }
 }
 
-/// Parses a DER CSR and checks its self-signature (proof of possession).
-pub fn verify(der: &[u8]) -> Result<VerifiedCsr, CertError> {
+/// Checks the CSR's key against the key policy for `purpose`
+/// ([`crate::key_policy`]), then its self-signature (proof of possession).
+pub fn verify_for(der: &[u8], purpose: KeyPurpose) -> Result<VerifiedCsr, CertError> {
+    check_len(der)?;
+    key_policy::check_csr(der, purpose)?;
+    verify(der)
+}
+
+fn check_len(der: &[u8]) -> Result<(), CertError> {
     if der.len() > MAX_CSR_LEN {
         return Err(CertError::BadCsr(format!(
             "{} bytes; at most {MAX_CSR_LEN} are accepted",
             der.len()
         )));
     }
+    Ok(())
+}
+
+/// Parses a DER CSR and checks its self-signature (proof of possession).
+pub fn verify(der: &[u8]) -> Result<VerifiedCsr, CertError> {
+    check_len(der)?;
     let csr = CertificateSigningRequestDer::from(der);
     let params = CertificateSigningRequestParams::from_der(&csr).map_err(|e| match e {
         rcgen::Error::InvalidCertificationRequestSignature => CertError::CsrProofOfPossession,

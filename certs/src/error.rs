@@ -20,6 +20,14 @@ pub enum CertError {
     #[error("certificate signing request is malformed: {0}")]
     BadCsr(String),
     #[error(
+        "{purpose} key {found} is refused by the key policy: {purpose} keys must be {accepted}"
+    )]
+    KeyPolicy {
+        purpose: String,
+        found: String,
+        accepted: &'static str,
+    },
+    #[error(
         "certificate signing request signature does not verify: no proof of possession of the key"
     )]
     CsrProofOfPossession,

@@ -24,6 +24,7 @@ pub mod conf;
 pub mod csr;
 mod error;
 mod fingerprint;
+pub mod key_policy;
 mod keys;
 pub mod net;
 pub mod pem;
