@@ -168,6 +168,22 @@ enum ClientCheck {
     PinnedOnly(PinCheck),
 }
 
+std::thread_local! {
+    /// The client certificate this thread's verifier last refused.
+    static REFUSED: std::cell::Cell<Option<Fingerprint>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` — one poll of a server-side handshake — and returns with its
+/// result the fingerprint of a client certificate the verifier refused
+/// during it. rustls verifies synchronously inside the poll that reads the
+/// certificate, so a listener learns what the peer it refused presented,
+/// connection by connection, from one shared server config.
+pub fn refused_during<R>(f: impl FnOnce() -> R) -> (R, Option<Fingerprint>) {
+    REFUSED.with(|r| r.set(None));
+    let out = f();
+    (out, REFUSED.with(std::cell::Cell::take))
+}
+
 /// Verifies the certificates of connecting peers (server side).
 struct PinnedClientVerifier {
     check: ClientCheck,
@@ -211,7 +227,9 @@ impl ClientCertVerifier for PinnedClientVerifier {
         match verdict {
             Ok(()) => Ok(ClientCertVerified::assertion()),
             Err(e) => {
-                tracing::warn!(peer = %Fingerprint::of(end_entity), error = %e, "refused TLS client");
+                let fp = Fingerprint::of(end_entity);
+                REFUSED.with(|r| r.set(Some(fp)));
+                tracing::warn!(peer = %fp, error = %e, "refused TLS client");
                 Err(to_rustls(e))
             }
         }

@@ -64,8 +64,16 @@ pub struct Metrics {
     /// (side, client, service, fault) → exchanges ended.
     exchanges: Mutex<HashMap<ExchangeKey, u64>>,
     latency: Mutex<BTreeMap<&'static str, Histogram>>,
-    /// Open TLS connections from other security servers.
-    pub peer_connections: Arc<AtomicU64>,
+    /// The consumer port's connections and refusals.
+    pub consumer_listener: Arc<crate::limits::ListenerStats>,
+    /// The provider port's connections and refusals.
+    pub provider_listener: Arc<crate::limits::ListenerStats>,
+    /// Provider calls shed for their peer's concurrency limit.
+    pub calls_shed: Arc<AtomicU64>,
+    /// Whether the last append to the message log failed.
+    log_failing: AtomicBool,
+    /// When (unix ms) and why the last append failed.
+    log_failure: Mutex<Option<(i64, String)>>,
 }
 
 impl Metrics {
@@ -83,6 +91,30 @@ impl Metrics {
             .entry(side)
             .or_default()
             .observe(r.duration_us as f64 / 1e6);
+    }
+
+    /// Notes an append's outcome: a failure stands until an append succeeds.
+    fn appended(&self, outcome: &Result<(), crate::message_log::LogError>) {
+        match outcome {
+            Ok(()) => {
+                if self.log_failing.swap(false, Ordering::Relaxed) {
+                    *lock(&self.log_failure) = None;
+                    tracing::info!("message log appends again");
+                }
+            }
+            Err(e) => {
+                *lock(&self.log_failure) = Some((unix_ms(SystemTime::now()), e.0.clone()));
+                self.log_failing.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// When (unix ms) and why the last append failed, if it did.
+    pub fn log_failure(&self) -> Option<(i64, String)> {
+        if !self.log_failing.load(Ordering::Relaxed) {
+            return None;
+        }
+        lock(&self.log_failure).clone()
     }
 }
 
@@ -134,7 +166,12 @@ impl MeteredLog {
 impl MessageLog for MeteredLog {
     fn append(&self, record: LogRecord) -> Appended {
         self.metrics.observe(&record);
-        self.inner.append(record)
+        let (appended, metrics) = (self.inner.append(record), self.metrics.clone());
+        Box::pin(async move {
+            let outcome = appended.await;
+            metrics.appended(&outcome);
+            outcome
+        })
     }
 }
 
@@ -202,6 +239,19 @@ impl Admin {
             match self.store.rules_version() {
                 Ok(_) => check(true, "readable".into()),
                 Err(e) => check(false, e.to_string()),
+            },
+        );
+        checks.insert(
+            "message_log",
+            match self.metrics.log_failure() {
+                None => check(true, "appending".into()),
+                Some((at, e)) => check(
+                    false,
+                    format!(
+                        "the last append failed {} s ago ({e}); exchanges are refused with *.log_failed until one succeeds",
+                        (unix_ms(now) - at) / 1000
+                    ),
+                ),
             },
         );
         if let Some(reader) = &self.reader {
@@ -433,8 +483,20 @@ impl Admin {
         );
         let _ = writeln!(
             out,
-            "# TYPE lienthong_peer_connections gauge\nlienthong_peer_connections {}",
-            self.metrics.peer_connections.load(Ordering::Relaxed)
+            "# HELP lienthong_peer_connections Open TLS connections from other security servers.\n# TYPE lienthong_peer_connections gauge\nlienthong_peer_connections {}",
+            self.metrics.provider_listener.open()
+        );
+        crate::limits::write_metrics(
+            &mut out,
+            &[
+                ("consumer", &self.metrics.consumer_listener),
+                ("provider", &self.metrics.provider_listener),
+            ],
+        );
+        let _ = writeln!(
+            out,
+            "# HELP lienthong_calls_shed_total Provider calls shed because their peer had its most calls in progress (server.serverproxy.too_many_calls).\n# TYPE lienthong_calls_shed_total counter\nlienthong_calls_shed_total {}",
+            self.metrics.calls_shed.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             out,

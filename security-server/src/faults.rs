@@ -123,6 +123,17 @@ faults! {
         "The provider's security server could not write its message log; no exchange proceeds unlogged."),
     ProviderInternal => ("server.serverproxy.internal", Internal, ProviderProxy,
         "An internal error of the provider's security server; its log has the details."),
+    // Listeners: connections and calls past a server's bounds.
+    HeadersTooLarge => ("client.headers_too_large", ResourceExhausted, Client,
+        "The call's header list (metadata) is larger than the security server accepts (64 KiB); send less metadata."),
+    ClientTlsRefused => ("client.tls_handshake_failed", Unauthenticated, Client,
+        "The information system's TLS handshake with the consumer port failed for a reason other than an unpinned certificate (no common protocol, no certificate where one is required); the connection was closed and counted in /metrics."),
+    ProviderHeadersTooLarge => ("server.serverproxy.headers_too_large", ResourceExhausted, ProviderProxy,
+        "The request's header list is larger than the provider's security server accepts (64 KiB)."),
+    PeerTlsRefused => ("server.serverproxy.tls_handshake_failed", Unauthenticated, ProviderProxy,
+        "A peer's TLS handshake with the provider port failed for a reason other than an unregistered certificate (no certificate, no common protocol); the connection was closed and counted in /metrics."),
+    TooManyCalls => ("server.serverproxy.too_many_calls", ResourceExhausted, ProviderProxy,
+        "The calling security server already has as many calls in progress on this provider as one peer may (--max-calls-per-peer); the call was shed before any work. Retry with back-off."),
 }
 
 impl fmt::Display for Fault {

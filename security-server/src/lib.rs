@@ -20,6 +20,7 @@ pub mod consumer;
 pub mod faults;
 pub mod join;
 pub mod keys;
+pub mod limits;
 mod listen;
 pub mod message_log;
 pub mod metadata;

@@ -1,8 +1,9 @@
-//! Starting a security server: its store, keys, configuration, message
-//! log, and the two listeners.
+//! Starting a security server: its lock on its directory, its store,
+//! keys, configuration, message log, and the two listeners.
 
+use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -20,7 +21,10 @@ use crate::checkpoint::{Checkpointer, DEFAULT_CHECKPOINT_INTERVAL};
 use crate::conf_client::ConfClient;
 use crate::consumer::tls::{self as consumer_tls, ConsumerTransport};
 use crate::consumer::{Consumer, DEFAULT_MAX_MESSAGE_BYTES, ProviderPool};
+use crate::faults::Fault;
 use crate::keys::{Keys, ServerDir, log_keys};
+use crate::limits::{DEFAULT_MAX_CALLS_PER_PEER, ListenerLimits, PerPeerCalls};
+use crate::listen::Listener;
 use crate::message_log::audit::{AUDIT_INTERVAL, AuditReport, AuditStatus};
 use crate::message_log::{DangerousDiscard, LogReader, MessageLog, SqliteLog, StoredCheckpoint};
 use crate::operational::OperationalService;
@@ -40,6 +44,10 @@ const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// Settings key of the server's identity.
 pub const SETTING_SERVER_ID: &str = "server_id";
+/// The file in a server's home that a running server holds an exclusive
+/// OS lock on, and writes its process id into: one process per directory
+/// (two would write one message log and corrupt it).
+pub const LOCK_FILE: &str = "serve.lock";
 
 /// How to run a security server.
 #[derive(Debug, Clone)]
@@ -91,6 +99,17 @@ pub struct ServerOptions {
     /// # Default
     /// `None`: the configuration's `poll_interval_seconds` (60 s).
     pub poll_interval: Option<Duration>,
+    /// Bounds of each listener: open connections (per listener and per
+    /// peer address), time to the first request, keep-alive pings.
+    /// # Default
+    /// [`ListenerLimits::default`]: 1,000 connections, 100 per address,
+    /// 10 s to the first request, a ping after 30 s idle answered in 20 s.
+    pub listener_limits: ListenerLimits,
+    /// Most calls in progress per calling security server on the provider
+    /// side; more are shed with `server.serverproxy.too_many_calls`.
+    /// # Default
+    /// 2,048 ([`DEFAULT_MAX_CALLS_PER_PEER`]).
+    pub max_calls_per_peer: usize,
 }
 
 impl ServerOptions {
@@ -108,6 +127,8 @@ impl ServerOptions {
             admin_listen: None,
             dangerous_disable_message_log: false,
             poll_interval: None,
+            listener_limits: ListenerLimits::default(),
+            max_calls_per_peer: DEFAULT_MAX_CALLS_PER_PEER,
         }
     }
 }
@@ -127,6 +148,52 @@ pub struct SecurityServer {
     audit: Arc<AuditStatus>,
     tasks: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
+    /// Held while the server runs; released when it drops.
+    _lock: DirLock,
+}
+
+/// An exclusive OS lock on a server's home ([`LOCK_FILE`]).
+#[derive(Debug)]
+struct DirLock {
+    _held: std::fs::File,
+}
+
+impl DirLock {
+    /// Locks `dir` for this process and writes its id into the lock file,
+    /// or says which process holds it.
+    fn take(dir: &Path) -> Result<Self, String> {
+        let path = dir.join(LOCK_FILE);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = match holder.trim() {
+                    "" => "another process".to_owned(),
+                    pid => format!("process {pid}"),
+                };
+                return Err(format!(
+                    "{} is already served by {holder} (it holds the lock on {}); stop it first: two servers on one directory corrupt its message log",
+                    dir.display(),
+                    path.display()
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(format!("cannot lock {}: {e}", path.display()));
+            }
+        }
+        file.set_len(0)
+            .and_then(|()| writeln!(file, "{}", std::process::id()))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        Ok(DirLock { _held: file })
+    }
 }
 
 /// Reads the server id a home directory was initialised for.
@@ -161,6 +228,7 @@ impl SecurityServer {
                 opts.dir.display()
             ));
         }
+        let lock = DirLock::take(&opts.dir)?;
         let store = Arc::new(ServerStore::open(&dir.store()).map_err(|e| e.to_string())?);
         let id = server_id(&store)?;
         let anchor = client::read_anchor(&dir.anchor()).map_err(|e| e.to_string())?;
@@ -249,26 +317,54 @@ impl SecurityServer {
         let consumer_tls =
             consumer_tls::server_config(opts.consumer_transport, &keys.auth, &policies)?;
         let (stop, stopping) = watch::channel(false);
+        let consumer_side = Listener::new(
+            "consumer",
+            opts.listener_limits,
+            metrics.consumer_listener.clone(),
+            Fault::HeadersTooLarge,
+            (Fault::ClientUnauthenticated, Fault::ClientTlsRefused),
+        );
         let consumer_task = match consumer_tls {
-            None => crate::listen::serve_h2c(consumer_listener, stopping.clone(), move |req| {
-                consumer.clone().handle(None, req)
-            }),
+            None => crate::listen::serve_h2c(
+                consumer_listener,
+                stopping.clone(),
+                consumer_side,
+                move |req| consumer.clone().handle(None, req),
+            ),
             Some(cfg) => crate::listen::serve_tls(
                 consumer_listener,
                 Arc::new(cfg),
                 stopping.clone(),
-                None,
+                consumer_side,
                 move |system, req| consumer.clone().handle(system, req),
             ),
         };
+        let provider_side = Listener::new(
+            "provider",
+            opts.listener_limits,
+            metrics.provider_listener.clone(),
+            Fault::ProviderHeadersTooLarge,
+            (Fault::UnknownPeer, Fault::PeerTlsRefused),
+        );
+        let provider_calls = Arc::new(PerPeerCalls::new(
+            opts.max_calls_per_peer,
+            tower::service_fn(move |(peer, req)| {
+                let provider = provider.clone();
+                async move { Ok::<_, std::convert::Infallible>(provider.handle(peer, req).await) }
+            }),
+            metrics.calls_shed.clone(),
+        ));
         let mut tasks = vec![
             consumer_task,
             crate::listen::serve_tls(
                 provider_listener,
                 tls_config,
                 stopping,
-                Some(metrics.peer_connections.clone()),
-                move |peer, req| provider.clone().handle(peer, req),
+                provider_side,
+                move |peer, req| {
+                    let calls = provider_calls.clone();
+                    async move { calls.call((peer, req)).await }
+                },
             ),
             tokio::spawn(conf.clone().run()),
             tokio::spawn(policies.clone().watch()),
@@ -321,6 +417,7 @@ impl SecurityServer {
             audit,
             tasks,
             stop,
+            _lock: lock,
         })
     }
 
