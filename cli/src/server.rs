@@ -16,6 +16,7 @@ use lienthong_security_server::consumer::tls::ConsumerTransport;
 use lienthong_security_server::join::{self, JoinState};
 use lienthong_security_server::keys::ServerDir;
 use lienthong_security_server::keys::log_keys;
+use lienthong_security_server::limits;
 use lienthong_security_server::message_log::LogReader;
 use lienthong_security_server::operational::DEFAULT_WINDOW as OPERATIONAL_WINDOW;
 use lienthong_security_server::store::{Backend, DEFAULT_BACKEND_TIMEOUT, ServerStore};
@@ -106,6 +107,21 @@ pub enum ServerCommand {
         /// management network.
         #[arg(long, default_value = lienthong_security_server::admin::DEFAULT_ADMIN_LISTEN)]
         admin_listen: String,
+        /// Most open connections on each listener; more are closed at once.
+        #[arg(long, default_value_t = limits::DEFAULT_MAX_CONNECTIONS)]
+        max_connections: usize,
+        /// Most open connections on each listener from one IP address.
+        #[arg(long, default_value_t = limits::DEFAULT_MAX_CONNECTIONS_PER_PEER)]
+        max_connections_per_peer: usize,
+        /// Seconds a new connection has to send its first request's headers
+        /// (TLS handshake and HTTP/2 preface included) before it is closed.
+        #[arg(long, default_value_t = limits::DEFAULT_HEADER_TIMEOUT.as_secs())]
+        header_timeout: u64,
+        /// Most calls one calling security server may have in progress on
+        /// the provider side; more are shed with
+        /// server.serverproxy.too_many_calls.
+        #[arg(long, default_value_t = limits::DEFAULT_MAX_CALLS_PER_PEER)]
+        max_calls_per_peer: usize,
     },
     /// Register another client subsystem on this server (a request the
     /// registration officer approves).
@@ -417,8 +433,16 @@ async fn run_async(cmd: ServerCommand) -> Result<()> {
             dangerous_disable_message_log,
             poll_interval,
             admin_listen,
+            max_connections,
+            max_connections_per_peer,
+            header_timeout,
+            max_calls_per_peer,
         } => {
             let mut opts = ServerOptions::new(dir);
+            opts.listener_limits.max_connections = max_connections.max(1);
+            opts.listener_limits.max_connections_per_peer = max_connections_per_peer.max(1);
+            opts.listener_limits.header_timeout = Duration::from_secs(header_timeout.max(1));
+            opts.max_calls_per_peer = max_calls_per_peer.max(1);
             opts.consumer_transport = consumer_transport;
             opts.checkpoint_interval = Duration::from_secs(checkpoint_interval.max(1));
             opts.retention = Duration::from_secs(u64::from(retention_days.max(1)) * 86400);
