@@ -91,6 +91,7 @@ fn populate(store: &SqliteStore, ca: &InstanceCa, s: &Scale) {
                 .service(&format!("registry.v1.Service{j}"), Some("v1"))
                 .unwrap(),
             description: format!("Service number {j} of its agency"),
+            personal_data: false,
         });
     }
     store.apply_all("bench", &changes).unwrap();

@@ -122,6 +122,9 @@ pub struct CsrFor {
     pub public_key: PublicKey,
     /// The member a signing key signs for; `None` for the auth key.
     pub member: Option<MemberId>,
+    /// The signing certificate of `member` that consented to this CSR
+    /// (signing CSRs for a member other than the server's owner only).
+    pub consent: Option<Fingerprint>,
 }
 
 /// A checked registration request, ready to be stored.
@@ -164,6 +167,9 @@ pub struct Issued {
     pub signing: Vec<(MemberId, IssuedCert)>,
 }
 
+/// The longest a withholding grant may let one exchange be withheld.
+pub const MAX_WITHHOLDING_MS: i64 = 50 * 365 * 24 * 3600 * 1000;
+
 /// Every write the registry knows. Each is applied in one transaction
 /// together with its audit record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,6 +188,7 @@ pub enum Change {
     AddService {
         id: ServiceId,
         description: String,
+        personal_data: bool,
     },
     RemoveService {
         id: ServiceId,
@@ -201,8 +208,16 @@ pub enum Change {
     SetTracePortal {
         portal: SubsystemId,
     },
+    /// Starts a withholding grant now, ending the one in force.
     SetWithholdingGroup {
         group: GlobalGroupId,
+        max_duration_ms: i64,
+        /// `None`: until replaced.
+        valid_until_ms: Option<i64>,
+    },
+    /// `(name, mask)` pairs, checked by [`lienthong_proto::fields::DataSubjectFormat::new`].
+    SetDataSubjectFormats {
+        formats: Vec<(String, String)>,
     },
     AddTrustedCa {
         der: Vec<u8>,
@@ -247,6 +262,7 @@ impl Change {
             Change::RemoveGroupMember { .. } => "RemoveGroupMember",
             Change::SetTracePortal { .. } => "SetTracePortal",
             Change::SetWithholdingGroup { .. } => "SetWithholdingGroup",
+            Change::SetDataSubjectFormats { .. } => "SetDataSubjectFormats",
             Change::AddTrustedCa { .. } => "AddTrustedCa",
             Change::CreateEnrollmentToken { .. } => "CreateEnrollmentToken",
             Change::Revoke { .. } => "RevokeCertificate",
@@ -266,13 +282,35 @@ impl fmt::Display for Change {
             Change::AddMemberClass { code, description } => write!(f, "{code} {description:?}"),
             Change::AddMember { id, name } => write!(f, "{id} {name:?}"),
             Change::AddSubsystem { id } => write!(f, "{id}"),
-            Change::AddService { id, description } => write!(f, "{id} {description:?}"),
+            Change::AddService {
+                id,
+                description,
+                personal_data,
+            } => write!(
+                f,
+                "{id} {description:?}{}",
+                if *personal_data { " personal-data" } else { "" }
+            ),
             Change::RemoveService { id } => write!(f, "{id}"),
             Change::AddGlobalGroup { id, description } => write!(f, "{id} {description:?}"),
             Change::AddGroupMember { group, subsystem }
             | Change::RemoveGroupMember { group, subsystem } => write!(f, "{group} {subsystem}"),
             Change::SetTracePortal { portal } => write!(f, "{portal}"),
-            Change::SetWithholdingGroup { group } => write!(f, "{group}"),
+            Change::SetWithholdingGroup {
+                group,
+                max_duration_ms,
+                valid_until_ms,
+            } => {
+                write!(f, "{group} max {} s", max_duration_ms / 1000)?;
+                match valid_until_ms {
+                    Some(t) => write!(f, " until {}", lienthong_certs::verify::fmt_time(t / 1000)),
+                    None => Ok(()),
+                }
+            }
+            Change::SetDataSubjectFormats { formats } => {
+                let list: Vec<String> = formats.iter().map(|(n, m)| format!("{n}={m}")).collect();
+                write!(f, "{}", list.join(" "))
+            }
             Change::AddTrustedCa { der } => write!(f, "CA {}", Fingerprint::of(der)),
             Change::CreateEnrollmentToken {
                 server,
@@ -377,12 +415,32 @@ pub struct Snapshot {
     pub seq: u64,
     pub members: Vec<SnapshotMember>,
     pub servers: Vec<SnapshotServer>,
-    pub services: Vec<(ServiceId, String)>,
+    pub services: Vec<SnapshotService>,
     pub groups: Vec<SnapshotGroup>,
     pub trusted_cas: Vec<Vec<u8>>,
     pub revoked: Vec<Fingerprint>,
     pub trace_portal: Option<SubsystemId>,
-    pub withholding_group: Option<GlobalGroupId>,
+    /// Every withholding grant ever in force, oldest first.
+    pub withholding_grants: Vec<WithholdingGrant>,
+    /// `(name, mask)`; empty = the default format.
+    pub data_subject_formats: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotService {
+    pub id: ServiceId,
+    pub description: String,
+    pub personal_data: bool,
+}
+
+/// Members of `group` may withhold exchanges made in `[valid_from_ms,
+/// valid_until_ms)` for at most `max_duration_ms` each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WithholdingGrant {
+    pub group: GlobalGroupId,
+    pub max_duration_ms: i64,
+    pub valid_from_ms: i64,
+    pub valid_until_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone)]

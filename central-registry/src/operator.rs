@@ -279,8 +279,28 @@ impl OperatorApi {
     }
 }
 
+fn csr_summary(c: &CsrFor) -> pb::CsrSummary {
+    pb::CsrSummary {
+        auth: c.member.is_none(),
+        member: c.member.as_ref().map(Into::into),
+        public_key_sha256: lienthong_proto::sha256(&c.public_key).to_vec(),
+        key_type: lienthong_certs::key_policy::spki_key_type(&c.public_key)
+            .map(|k| k.to_string())
+            .unwrap_or_else(|e| format!("unreadable key: {e}")),
+        consent_certificate_sha256: c.consent.map(|f| f.0.to_vec()).unwrap_or_default(),
+    }
+}
+
 fn summary(r: StoredRequest) -> pb::RequestSummary {
+    let csrs = r
+        .request
+        .auth_csr
+        .iter()
+        .chain(&r.request.signing_csrs)
+        .map(csr_summary)
+        .collect();
     pb::RequestSummary {
+        csrs,
         id: r.id,
         kind: r.request.kind.code() as i32,
         server: Some((&r.request.server).into()),
@@ -327,6 +347,7 @@ impl RegistryOperator for OperatorApi {
             Ok(Change::AddService {
                 id: this.service(&r.id)?,
                 description: check_text("description", &r.description, 0, MAX_DESCRIPTION_CHARS)?,
+                personal_data: r.personal_data,
             })
         })
         .await
@@ -385,9 +406,55 @@ impl RegistryOperator for OperatorApi {
         request: Request<pb::SetWithholdingGroupRequest>,
     ) -> Reply {
         self.write(request, "SetWithholdingGroup", |this, r| {
+            let max_duration_ms = i64::try_from(r.max_duration_seconds)
+                .ok()
+                .and_then(|s| s.checked_mul(1000))
+                .filter(|ms| (1..=crate::model::MAX_WITHHOLDING_MS).contains(ms))
+                .ok_or_else(|| {
+                    RegistryError::invalid(
+                        "max_duration_seconds must be 1 s to 50 years: how long one exchange may stay withheld",
+                    )
+                })?;
+            let valid_until_ms = match r.valid_until_unix_ms {
+                0 => None,
+                t if t
+                    > std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as i64) =>
+                {
+                    Some(t)
+                }
+                _ => {
+                    return Err(RegistryError::invalid(
+                        "valid_until_unix_ms must be in the future (or 0: until replaced)",
+                    ));
+                }
+            };
             Ok(Change::SetWithholdingGroup {
                 group: this.group(&r.group)?,
+                max_duration_ms,
+                valid_until_ms,
             })
+        })
+        .await
+    }
+
+    async fn set_data_subject_formats(
+        &self,
+        request: Request<pb::SetDataSubjectFormatsRequest>,
+    ) -> Reply {
+        self.write(request, "SetDataSubjectFormats", |_, r| {
+            let formats: Vec<(String, String)> =
+                r.formats.iter().map(|f| (f.name.clone(), f.mask.clone())).collect();
+            lienthong_proto::fields::DataSubjectFormats::new(
+                formats
+                    .iter()
+                    .map(|(n, m)| lienthong_proto::fields::DataSubjectFormat::new(n, m))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| RegistryError::invalid(e.to_string()))?,
+            )
+            .map_err(|e| RegistryError::invalid(e.to_string()))?;
+            Ok(Change::SetDataSubjectFormats { formats })
         })
         .await
     }

@@ -76,9 +76,10 @@ pub fn build_configuration(
         services: snapshot
             .services
             .iter()
-            .map(|(id, description)| pb::Service {
-                id: Some(id.into()),
-                description: description.clone(),
+            .map(|s| pb::Service {
+                id: Some((&s.id).into()),
+                description: s.description.clone(),
+                personal_data: s.personal_data,
             })
             .collect(),
         global_groups: snapshot
@@ -96,7 +97,24 @@ pub fn build_configuration(
         settings: Some(pb::InstanceSettings {
             configuration_validity_seconds: settings.configuration_validity_secs,
             poll_interval_seconds: settings.poll_interval_secs,
-            withholding_group: snapshot.withholding_group.as_ref().map(Into::into),
+            withholding_grants: snapshot
+                .withholding_grants
+                .iter()
+                .map(|g| pb::WithholdingGrant {
+                    group: Some((&g.group).into()),
+                    max_duration_seconds: (g.max_duration_ms / 1000) as u64,
+                    valid_from_unix_ms: g.valid_from_ms,
+                    valid_until_unix_ms: g.valid_until_ms.unwrap_or(0),
+                })
+                .collect(),
+            data_subject_formats: snapshot
+                .data_subject_formats
+                .iter()
+                .map(|(name, mask)| pb::DataSubjectFormat {
+                    name: name.clone(),
+                    mask: mask.clone(),
+                })
+                .collect(),
         }),
         registry_addresses: settings.addresses.clone(),
     }

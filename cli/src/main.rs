@@ -132,7 +132,8 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Registry(cmd) => registry::run(cmd),
         Command::Server(cmd) => server::run(cmd),
-        Command::Trace(args) => trace::run(args),
+        // Its exit code says whether the trace is complete and verified.
+        Command::Trace(args) => return trace::run(args),
         Command::Bench(args) => bench::run(args),
     };
     match result {

@@ -17,6 +17,7 @@ use lienthong_central_registry::publisher::DEFAULT_CONFIGURATION_VALIDITY_SECS;
 use lienthong_central_registry::{DEFAULT_PORT, Registry, RegistryOptions};
 use lienthong_certs::{Fingerprint, pem};
 use lienthong_proto::id::{GlobalGroupId, MemberClass, MemberId, ServerId, ServiceId, SubsystemId};
+use lienthong_proto::pb::globalconf::v1 as pbconf;
 use lienthong_proto::pb::registry::v1 as pb;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -113,6 +114,10 @@ pub enum RegistryCommand {
         id: String,
         #[arg(long, default_value = "")]
         description: String,
+        /// The service handles personal data: every call must name its
+        /// data subject (lt-data-subject), or both servers refuse it.
+        #[arg(long)]
+        personal_data: bool,
         #[command(flatten)]
         op: OperatorArgs,
     },
@@ -140,12 +145,31 @@ pub enum RegistryCommand {
         #[command(flatten)]
         op: OperatorArgs,
     },
-    /// Name the global group whose members may withhold exchanges from a
-    /// data subject's trace until a date.
+    /// Grant a global group's members the right to withhold exchanges from
+    /// a data subject's trace, each for at most --max-days from the
+    /// exchange. The grant starts now and ends the one in force; providers
+    /// refuse a withholding that no grant covers.
     ///
-    /// Example: lienthong registry withholding-group VN/investigators
+    /// Example: lienthong registry withholding-group VN/investigators --max-days 365
     WithholdingGroup {
         group: String,
+        /// Longest one exchange may stay withheld, in days.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=18250))]
+        max_days: u32,
+        /// The grant ends this many days from now; default: when another
+        /// grant replaces it.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=36500))]
+        valid_days: Option<u32>,
+        #[command(flatten)]
+        op: OperatorArgs,
+    },
+    /// Set the accepted forms of a data subject's personal id, as
+    /// NAME=MASK (# a digit, @ a capital letter, A-Z 0-9 - themselves).
+    /// With none, the default applies: VN-CCCD=############.
+    ///
+    /// Example: lienthong registry subject-formats VN-CCCD=############ passport=@#######
+    SubjectFormats {
+        formats: Vec<String>,
         #[command(flatten)]
         op: OperatorArgs,
     },
@@ -422,6 +446,7 @@ async fn operate(cmd: RegistryCommand) -> Result<()> {
             action,
             id,
             description,
+            personal_data,
             op,
         } => {
             let id: ServiceId = id.parse()?;
@@ -431,6 +456,7 @@ async fn operate(cmd: RegistryCommand) -> Result<()> {
                     .add_service(pb::AddServiceRequest {
                         id: Some((&id).into()),
                         description,
+                        personal_data,
                     })
                     .await
                     .map_err(refused)?,
@@ -466,17 +492,53 @@ async fn operate(cmd: RegistryCommand) -> Result<()> {
                 .map_err(refused)?;
             done(&format!("trace portal set to {portal}"), r.into_inner());
         }
-        RegistryCommand::WithholdingGroup { group, op } => {
+        RegistryCommand::WithholdingGroup {
+            group,
+            max_days,
+            valid_days,
+            op,
+        } => {
             let group: GlobalGroupId = group.parse()?;
+            let valid_until_unix_ms = valid_days.map_or(0, |days| {
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64);
+                now + i64::from(days) * 86_400_000
+            });
             let r = op
                 .client()
                 .await?
                 .set_withholding_group(pb::SetWithholdingGroupRequest {
                     group: Some((&group).into()),
+                    max_duration_seconds: u64::from(max_days) * 86_400,
+                    valid_until_unix_ms,
                 })
                 .await
                 .map_err(refused)?;
-            done(&format!("withholding group set to {group}"), r.into_inner());
+            done(
+                &format!("{group} may withhold exchanges for up to {max_days} days"),
+                r.into_inner(),
+            );
+        }
+        RegistryCommand::SubjectFormats { formats, op } => {
+            let formats = formats
+                .iter()
+                .map(|f| {
+                    f.split_once('=')
+                        .map(|(name, mask)| pbconf::DataSubjectFormat {
+                            name: name.into(),
+                            mask: mask.into(),
+                        })
+                        .ok_or_else(|| format!("{f:?} is not NAME=MASK"))
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let r = op
+                .client()
+                .await?
+                .set_data_subject_formats(pb::SetDataSubjectFormatsRequest { formats })
+                .await
+                .map_err(refused)?;
+            done("data-subject formats set", r.into_inner());
         }
         RegistryCommand::Alarms { op } => {
             let alarms = op
@@ -684,8 +746,34 @@ async fn requests(state: Option<StateArg>, op: &OperatorArgs) -> Result<()> {
                 format!("  note: {}", r.decision_note)
             },
         );
+        for c in &r.csrs {
+            println!("       {}", csr_line(c));
+        }
     }
     Ok(())
+}
+
+/// One CSR of a request: what it is for, its key, and any consent.
+fn csr_line(c: &pb::CsrSummary) -> String {
+    let purpose = if c.auth {
+        "auth key".to_owned()
+    } else {
+        let member = c
+            .member
+            .as_ref()
+            .and_then(|m| MemberId::try_from(m).ok())
+            .map(|m| m.to_string())
+            .unwrap_or_else(|| "?".into());
+        format!("signing key for {member}")
+    };
+    let consent = Fingerprint::from_slice(&c.consent_certificate_sha256)
+        .map(|f| format!(", consented by certificate {f}"))
+        .unwrap_or_default();
+    format!(
+        "{purpose}: {} sha256:{}{consent}",
+        c.key_type,
+        hex::encode(&c.public_key_sha256)
+    )
 }
 
 async fn audit(

@@ -79,6 +79,12 @@ pub enum ServerCommand {
         /// Largest request, and largest single message of a response, in bytes.
         #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
         max_message_bytes: usize,
+        /// Most message ids the provider side remembers against replay
+        /// (about 56 bytes each; each is held for about the clock skew,
+        /// 300 s). When full, new requests are refused with
+        /// server.serverproxy.replay_capacity rather than an id forgotten.
+        #[arg(long, default_value_t = lienthong_security_server::replay::DEFAULT_CAPACITY)]
+        replay_capacity: usize,
         /// How information systems connect: h2c, tls (the server's auth
         /// certificate) or mtls (each system's certificate pinned with
         /// `server clients pin`).
@@ -426,6 +432,7 @@ async fn run_async(cmd: ServerCommand) -> Result<()> {
             consumer_listen,
             provider_listen,
             max_message_bytes,
+            replay_capacity,
             consumer_transport,
             checkpoint_interval,
             retention_days,
@@ -460,6 +467,7 @@ async fn run_async(cmd: ServerCommand) -> Result<()> {
             opts.consumer_listen = consumer_listen;
             opts.provider_listen = provider_listen;
             opts.max_message_bytes = max_message_bytes;
+            opts.replay_capacity = replay_capacity.max(1);
             let server = SecurityServer::start(opts).await?;
             eprintln!(
                 "security server {} serving: information systems on {}, other servers on {}, admin {}",

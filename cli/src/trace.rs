@@ -8,13 +8,16 @@ use std::time::Duration;
 use clap::Args;
 use lienthong_central_registry::client;
 use lienthong_certs::verify::fmt_time;
+use lienthong_proto::fields::printable;
 use lienthong_proto::id::SubsystemId;
 use lienthong_proto::pb::trace::v1::Side;
 use lienthong_proto::pb::trace::v1::trace_portal_server::TracePortalServer;
 use lienthong_security_server::conf_client::ConfClient;
 use lienthong_security_server::keys::ServerDir;
-use lienthong_security_server::trace::portal;
+use lienthong_security_server::trace::pairing::Status;
+use lienthong_security_server::trace::portal::{self, Outcome};
 use lienthong_security_server::trace::portal_api::PortalApi;
+use std::process::ExitCode;
 use std::sync::Arc;
 use tonic::transport::Endpoint;
 
@@ -27,6 +30,12 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 /// against the checkpoints the registry witnessed, and prints both sides of
 /// every exchange, servers that did not answer, records that failed
 /// verification, and how many records are withheld until when.
+///
+/// Exit status: 0 when every server answered and every exchange is
+/// verified at both ends; 1 when a record failed verification or the ends
+/// disagree (a discrepancy: one end has no record, or they differ); 2 when
+/// the answer is incomplete (a server did not answer, an exchange is
+/// unconfirmed or waits for a checkpoint) or could not be had at all.
 ///
 /// With `--serve ADDR` it instead offers the same query as the gRPC
 /// service `lienthong.trace.v1.TracePortal` for the portal's web page (bind
@@ -55,17 +64,41 @@ pub struct TraceArgs {
     /// How long to wait for each server, in milliseconds.
     #[arg(long, default_value_t = 5000)]
     timeout_ms: u64,
+    /// Print the report as JSON (for programs) instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
-pub fn run(args: TraceArgs) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+/// Exit status when the trace is verified and complete.
+const EXIT_COMPLETE: u8 = 0;
+/// Exit status on a discrepancy or a failed verification.
+const EXIT_FAILED: u8 = 1;
+/// Exit status when the answer is incomplete (or none could be had).
+const EXIT_INCOMPLETE: u8 = 2;
+
+pub fn run(args: TraceArgs) -> ExitCode {
+    let outcome = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
-        .build()?;
-    rt.block_on(run_async(args))
+        .build()
+        .map_err(Into::into)
+        .and_then(|rt| rt.block_on(run_async(args)));
+    match outcome {
+        Ok(None) => ExitCode::SUCCESS,
+        Ok(Some(outcome)) => ExitCode::from(match outcome {
+            Outcome::Complete => EXIT_COMPLETE,
+            Outcome::Failed => EXIT_FAILED,
+            Outcome::Incomplete => EXIT_INCOMPLETE,
+        }),
+        Err(e) => {
+            eprintln!("error: {}", printable(&e.to_string()));
+            ExitCode::from(EXIT_INCOMPLETE)
+        }
+    }
 }
 
-async fn run_async(args: TraceArgs) -> Result<()> {
+/// The trace's outcome, or `None` after serving.
+async fn run_async(args: TraceArgs) -> Result<Option<Outcome>> {
     let portal_id: SubsystemId = args.portal.parse()?;
     let dir = ServerDir(args.dir.clone());
     let anchor = client::read_anchor(&dir.anchor())?;
@@ -97,7 +130,7 @@ async fn run_async(args: TraceArgs) -> Result<()> {
                 crate::shutdown_signal().await;
             })
             .await?;
-        return Ok(());
+        return Ok(None);
     }
     let subject = args.personal_id.unwrap_or_default();
     let view = conf
@@ -111,13 +144,72 @@ async fn run_async(args: TraceArgs) -> Result<()> {
                 args.consumer
             )
         })?;
-    print(&subject, &report);
-    Ok(())
+    if args.json {
+        println!("{}", json(&subject, &report));
+    } else {
+        print(&subject, &report);
+    }
+    Ok(Some(report.outcome()))
+}
+
+fn status_name(s: &Status) -> &'static str {
+    match s {
+        Status::Verified => "verified",
+        Status::NotDelivered(_) => "not_delivered",
+        Status::PendingCheckpoint => "pending_checkpoint",
+        Status::Unconfirmed(_) => "unconfirmed",
+        Status::Discrepancy(_) => "discrepancy",
+        Status::Failed(_) => "failed",
+    }
+}
+
+/// The report for programs. JSON strings escape every control character.
+fn json(subject: &str, r: &portal::TraceReport) -> serde_json::Value {
+    use serde_json::json;
+    let problems = |list: &[(lienthong_proto::id::ServerId, String)]| {
+        list.iter()
+            .map(|(s, why)| json!({"server": s.to_string(), "reason": why}))
+            .collect::<Vec<_>>()
+    };
+    json!({
+        "data_subject": subject,
+        "outcome": match r.outcome() {
+            Outcome::Complete => "complete",
+            Outcome::Incomplete => "incomplete",
+            Outcome::Failed => "failed",
+        },
+        "exchanges": r.exchanges.iter().map(|e| json!({
+            "message_id": e.message_id,
+            "at_unix_ms": e.at_ms,
+            "client": e.client,
+            "service": e.service,
+            "method": e.method,
+            "purpose": e.purpose,
+            "official": e.user_id,
+            "grpc_status": e.grpc_status,
+            "fault": e.fault,
+            "logged_by": e.logged_by.iter().map(|(s, side)| json!({
+                "server": s.to_string(),
+                "side": side.as_str_name(),
+            })).collect::<Vec<_>>(),
+            "status": status_name(&e.status),
+            "problem": e.status.problem(),
+            "verified": e.verified,
+        })).collect::<Vec<_>>(),
+        "withheld": r.withheld.iter().map(|(until, n)| json!({
+            "until_unix_ms": until,
+            "count": n,
+        })).collect::<Vec<_>>(),
+        "unwitnessed": r.unwitnessed,
+        "unanswered": problems(&r.unanswered),
+        "failures": problems(&r.failures),
+    })
 }
 
 fn print(subject: &str, r: &portal::TraceReport) {
     println!(
-        "Access trace for {subject}: {} exchanges",
+        "Access trace for {}: {} exchanges",
+        printable(subject),
         r.exchanges.len()
     );
     if !r.exchanges.is_empty() {
@@ -143,17 +235,27 @@ fn print(subject: &str, r: &portal::TraceReport) {
                 Side::Unspecified => "?",
             })
             .collect();
+        let verdict = match &e.status {
+            Status::Verified => "yes".to_string(),
+            Status::NotDelivered(_) => "yes (not delivered)".to_string(),
+            other => format!(
+                "NO: {}",
+                status_name(other).replace('_', " ").to_uppercase()
+            ),
+        };
         println!(
-            "{:<20}  {:<28}  {:<52}  {:<18}  {:<12}  {:<24}  {} ({})",
+            "{:<20}  {:<28}  {:<52}  {:<18}  {:<12}  {:<24}  {verdict} ({})",
             fmt_time(e.at_ms / 1000),
-            e.client,
-            format!("{}/{}", e.service, e.method),
-            e.user_id,
-            result,
-            e.purpose,
-            if e.verified { "yes" } else { "NO" },
+            printable(&e.client),
+            printable(&format!("{}/{}", e.service, e.method)),
+            printable(&e.user_id),
+            printable(&result),
+            printable(&e.purpose),
             sides.join("+")
         );
+        if !e.status.problem().is_empty() {
+            println!("{:<20}  {}", "", printable(e.status.problem()));
+        }
     }
     for (until, n) in &r.withheld {
         println!("{n} records withheld until {}", fmt_time(until / 1000));
@@ -165,9 +267,17 @@ fn print(subject: &str, r: &portal::TraceReport) {
         );
     }
     for (server, why) in &r.unanswered {
-        println!("no answer from {server}: {why}");
+        println!("no answer from {server}: {}", printable(why));
     }
     for (server, why) in &r.failures {
-        println!("VERIFICATION FAILED at {server}: {why}");
+        println!("VERIFICATION FAILED at {server}: {}", printable(why));
+    }
+    let discrepancies = r
+        .exchanges
+        .iter()
+        .filter(|e| matches!(e.status, Status::Discrepancy(_)))
+        .count();
+    if discrepancies > 0 {
+        println!("{discrepancies} exchanges are a DISCREPANCY between their two ends (see above)");
     }
 }

@@ -67,6 +67,9 @@ pub fn tax() -> SubsystemId {
 pub fn portal() -> SubsystemId {
     member("000001").subsystem("portal").expect("valid")
 }
+/// How long the fixture's withholding grant lets one exchange be withheld.
+pub const WITHHOLDING_MAX_SECS: u64 = 365 * 86_400;
+
 /// The withholding group; `tax` is in it.
 pub fn investigators() -> lienthong_proto::id::GlobalGroupId {
     "VN/investigators".parse().expect("valid")
@@ -455,12 +458,15 @@ impl Federation {
         .expect("group member");
         op.set_withholding_group(pb::SetWithholdingGroupRequest {
             group: Some((&investigators()).into()),
+            max_duration_seconds: WITHHOLDING_MAX_SECS,
+            valid_until_unix_ms: 0,
         })
         .await
         .expect("withholding group");
         op.add_service(pb::AddServiceRequest {
             id: Some((&population().service(PERSON_REGISTRY, None).expect("valid")).into()),
             description: "Persons by personal ID".into(),
+            personal_data: false,
         })
         .await
         .expect("service");

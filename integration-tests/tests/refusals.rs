@@ -126,11 +126,11 @@ async fn server_claiming_a_client_it_does_not_serve() {
     let peer = RawPeer::new(&f.registry, &f.tax, &f.population[0], None)
         .await
         .unwrap();
-    let header = peer.header(&business(), &request("1"));
+    let header = peer.header(&business(), &request("001099012345"));
     let envelope = peer.sign(header, &member("000201"));
     refused(
         &f,
-        peer.send(Some(envelope), request("1")).await,
+        peer.send(Some(envelope), request("001099012345")).await,
         "server.serverproxy.client_not_owned",
     );
 }
@@ -145,9 +145,9 @@ async fn certificate_from_another_ca() {
     let result = match peer {
         Err(e) => Err(tonic::Status::unavailable(e)),
         Ok(p) => {
-            let header = p.header(&business(), &request("1"));
+            let header = p.header(&business(), &request("001099012345"));
             let env = p.sign(header, &member("000305"));
-            p.send(Some(env), request("1")).await
+            p.send(Some(env), request("001099012345")).await
         }
     };
     let status = result.expect_err("the handshake must fail");
@@ -203,13 +203,13 @@ async fn header_altered_after_signing() {
     let peer = RawPeer::new(&f.registry, &f.business, &f.population[0], None)
         .await
         .unwrap();
-    let header = peer.header(&business(), &request("1"));
+    let header = peer.header(&business(), &request("001099012345"));
     let signed = peer.sign(header, &member("000305"));
     let mut env = RequestEnvelope::decode(signed.as_slice()).unwrap();
     env.header.as_mut().unwrap().purpose = "something else entirely".into();
     refused(
         &f,
-        peer.send(Some(env.encode_to_vec()), request("1")).await,
+        peer.send(Some(env.encode_to_vec()), request("001099012345")).await,
         "server.serverproxy.bad_signature",
     );
 }
@@ -220,12 +220,12 @@ async fn replayed_message_id() {
     let peer = RawPeer::new(&f.registry, &f.business, &f.population[0], None)
         .await
         .unwrap();
-    let header = peer.header(&business(), &request("1"));
+    let header = peer.header(&business(), &request("001099012345"));
     let envelope = peer.sign(header, &member("000305"));
-    let first = peer.send(Some(envelope.clone()), request("1")).await;
+    let first = peer.send(Some(envelope.clone()), request("001099012345")).await;
     assert!(first.is_ok(), "{first:?}");
     assert_eq!(f.backend_calls(), 1);
-    let again = peer.send(Some(envelope), request("1")).await.unwrap_err();
+    let again = peer.send(Some(envelope), request("001099012345")).await.unwrap_err();
     assert_eq!(fault_of(&again), "server.serverproxy.replay");
     assert_eq!(f.backend_calls(), 1, "the replay never reached the backend");
 }
@@ -236,12 +236,12 @@ async fn stale_timestamp() {
     let peer = RawPeer::new(&f.registry, &f.business, &f.population[0], None)
         .await
         .unwrap();
-    let mut header = peer.header(&business(), &request("1"));
+    let mut header = peer.header(&business(), &request("001099012345"));
     header.created_at_unix_ms -= 10 * 60 * 1000;
     let envelope = peer.sign(header, &member("000305"));
     refused(
         &f,
-        peer.send(Some(envelope), request("1")).await,
+        peer.send(Some(envelope), request("001099012345")).await,
         "server.serverproxy.stale_timestamp",
     );
 }
@@ -254,22 +254,22 @@ async fn malformed_envelope() {
         .unwrap();
     refused(
         &f,
-        peer.send(None, request("1")).await,
+        peer.send(None, request("001099012345")).await,
         "server.serverproxy.bad_envelope",
     );
     refused(
         &f,
-        peer.send(Some(b"\xff\xffnot protobuf".to_vec()), request("1"))
+        peer.send(Some(b"\xff\xffnot protobuf".to_vec()), request("001099012345"))
             .await,
         "server.serverproxy.bad_envelope",
     );
     // An envelope for another method than the path's.
-    let mut header = peer.header(&business(), &request("1"));
+    let mut header = peer.header(&business(), &request("001099012345"));
     header.method = "DeletePerson".into();
     let envelope = peer.sign(header, &member("000305"));
     refused(
         &f,
-        peer.send(Some(envelope), request("1")).await,
+        peer.send(Some(envelope), request("001099012345")).await,
         "server.serverproxy.bad_envelope",
     );
 }
@@ -370,9 +370,9 @@ async fn replayed_message_id_after_the_provider_restarts() {
     let peer = RawPeer::new(&f.registry, &f.business, &f.population[0], None)
         .await
         .unwrap();
-    let header = peer.header(&business(), &request("1"));
+    let header = peer.header(&business(), &request("001099012345"));
     let envelope = peer.sign(header, &member("000305"));
-    peer.send(Some(envelope.clone()), request("1"))
+    peer.send(Some(envelope.clone()), request("001099012345"))
         .await
         .unwrap();
     assert_eq!(f.backend_calls(), 1);
@@ -381,7 +381,7 @@ async fn replayed_message_id_after_the_provider_restarts() {
     let again = RawPeer::new(&f.registry, &f.business, &f.population[0], None)
         .await
         .unwrap();
-    let status = again.send(Some(envelope), request("1")).await.unwrap_err();
+    let status = again.send(Some(envelope), request("001099012345")).await.unwrap_err();
     assert_eq!(fault_of(&status), "server.serverproxy.replay", "{status:?}");
     assert_eq!(f.backend_calls(), 1, "the replay never reached the backend");
 }

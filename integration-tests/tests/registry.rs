@@ -233,6 +233,7 @@ async fn whole_registration_workflow_shows_in_signed_configurations() {
     op.add_service(pb::AddServiceRequest {
         id: Some((&service).into()),
         description: "Look up a person by personal ID".into(),
+        personal_data: true,
     })
     .await
     .unwrap();

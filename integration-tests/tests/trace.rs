@@ -6,9 +6,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lienthong_integration_tests::federation::*;
 use lienthong_proto::pb::registry::v1 as pb;
+use lienthong_proto::pb::trace::v1::ExchangeStatus;
 use lienthong_proto::pb::trace::v1::{LogLeaf, Side};
 use lienthong_security_server::access::{AccessRule, Subject};
 use lienthong_security_server::keys::ServerDir;
+use lienthong_security_server::trace::pairing::Status;
+use lienthong_security_server::trace::portal::Outcome;
 use prost::Message;
 
 const CITIZEN: &str = "001099012345";
@@ -100,13 +103,22 @@ async fn a_citizen_sees_exactly_who_read_their_data() {
             "{e:?}"
         );
     }
-    // One withheld exchange, seen by its two servers.
+    // One withheld exchange, logged by its two servers, counted once.
     assert_eq!(
         report.withheld.values().sum::<u32>(),
-        2,
+        1,
         "{:?}",
         report.withheld
     );
+    assert!(
+        report
+            .exchanges
+            .iter()
+            .all(|e| e.status == Status::Verified),
+        "{:#?}",
+        report.exchanges
+    );
+    assert_eq!(report.outcome(), Outcome::Complete);
 
     // Someone else's trace shows only their exchange.
     let other = f.trace(SOMEONE_ELSE).await.unwrap();
@@ -218,7 +230,9 @@ async fn only_the_portal_may_ask_and_personal_ids_are_checked() {
     );
 
     let bad = f.trace("not a personal id!").await.unwrap_err();
-    assert!(bad.contains("personal ID"), "{bad}");
+    assert!(bad.contains("VN-CCCD"), "{bad}");
+    let spaced = f.trace(" 001099012345").await.unwrap_err();
+    assert!(spaced.contains("matches none"), "{spaced}");
 
     // A server that is down is reported, not waited for forever.
     let mut f = f;
@@ -232,6 +246,73 @@ async fn only_the_portal_may_ask_and_personal_ids_are_checked() {
         3,
         "the provider side still shows every exchange"
     );
+    // Tax's exchange is not confirmed by its consumer end; never verified.
+    let unconfirmed: Vec<_> = report
+        .exchanges
+        .iter()
+        .filter(|e| matches!(e.status, Status::Unconfirmed(_)))
+        .collect();
+    assert_eq!(unconfirmed.len(), 1, "{:#?}", report.exchanges);
+    assert_eq!(unconfirmed[0].client, tax().to_string());
+    assert!(!unconfirmed[0].verified);
+    assert_eq!(report.outcome(), Outcome::Incomplete);
+}
+
+/// Deletes every row of one exchange from a server's message log.
+fn delete_exchange(agency: &Agency, message_id: &str) -> usize {
+    let dir = ServerDir(agency.dir.path().to_owned());
+    let db = rusqlite::Connection::open(dir.message_log()).unwrap();
+    db.execute("DELETE FROM records WHERE message_id = ?1", [message_id])
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_end_whose_records_vanished_is_a_discrepancy() {
+    let f = scenario().await;
+    let before = f.trace(CITIZEN).await.unwrap();
+    let business_reads: Vec<_> = before
+        .exchanges
+        .iter()
+        .filter(|e| e.client == business().to_string())
+        .collect();
+    let (first, second) = (&business_reads[0].message_id, &business_reads[1].message_id);
+    // The provider's rows of one exchange deleted, the consumer's of another.
+    let provider = f
+        .population
+        .iter()
+        .find(|p| business_reads[0].logged_by.iter().any(|(s, _)| *s == p.id))
+        .unwrap();
+    assert!(delete_exchange(provider, first) > 0);
+    assert!(delete_exchange(&f.business, second) > 0);
+
+    let report = f.trace(CITIZEN).await.unwrap();
+    let status_of = |id: &str| {
+        report
+            .exchanges
+            .iter()
+            .find(|e| e.message_id == id)
+            .map(|e| (e.status.clone(), e.verified))
+            .unwrap()
+    };
+    let (s, verified) = status_of(first);
+    assert!(!verified);
+    match s {
+        Status::Discrepancy(why) => assert!(
+            why.contains(&format!("provider's server {}", provider.id)),
+            "{why}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    let (s, verified) = status_of(second);
+    assert!(!verified);
+    match s {
+        Status::Discrepancy(why) => assert!(
+            why.contains(&format!("consumer's server {}", f.business.id)),
+            "{why}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(report.outcome(), Outcome::Failed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,7 +354,14 @@ async fn the_portals_grpc_api_answers_a_web_page() {
             .iter()
             .all(|e| e.verified && e.logged_by.len() >= 2)
     );
-    assert_eq!(report.withheld.iter().map(|w| w.count).sum::<u32>(), 2);
+    assert_eq!(report.withheld.iter().map(|w| w.count).sum::<u32>(), 1);
+    assert!(report.withheld.iter().all(|w| w.message_ids.is_empty()));
+    assert!(
+        report
+            .exchanges
+            .iter()
+            .all(|e| e.status == ExchangeStatus::Verified as i32 && e.problem.is_empty())
+    );
     let bad = web
         .trace(lienthong_proto::pb::trace::v1::TraceRequest {
             data_subject: "'; drop table".into(),

@@ -7,9 +7,12 @@
 //! * [`id`] — identifier newtypes (`MemberId`, `SubsystemId`, `ServerId`,
 //!   `ServiceId`, `GlobalGroupId`), parsed once at the edge.
 //! * [`canonical`] — the bytes every signature covers, defined in one place.
+//! * [`fields`] — the canonical form of an exchange's free-form fields
+//!   (official, purpose, data subject), enforced alike at both ends.
 //! * [`merkle`] — RFC 6962 hashing for signature batches and the message log.
 
 pub mod canonical;
+pub mod fields;
 pub mod id;
 pub mod merkle;
 

@@ -18,6 +18,7 @@ pub mod checkpoint;
 pub mod conf_client;
 pub mod consumer;
 pub mod faults;
+pub mod fields;
 pub mod join;
 pub mod keys;
 pub mod limits;
@@ -30,6 +31,7 @@ pub mod replay;
 mod server;
 pub mod store;
 pub mod telemetry;
+pub mod withholding;
 pub mod trace;
 
 /// What both sides of a server share: its keys and signers, its view of
@@ -44,6 +46,6 @@ pub struct Shared {
 }
 
 pub use server::{
-    DEFAULT_CONSUMER_LISTEN, DEFAULT_PROVIDER_LISTEN, DEFAULT_RETENTION, SecurityServer,
-    ServerOptions, server_id,
+    DEFAULT_CONSUMER_LISTEN, DEFAULT_PROVIDER_LISTEN, DEFAULT_RETENTION, LOCK_FILE,
+    SecurityServer, ServerOptions, server_id,
 };

@@ -38,12 +38,7 @@ pub const ENVELOPE: &str = "lt-envelope-bin";
 /// The signed response envelope, in the provider's trailers.
 pub const RESPONSE_ENVELOPE: &str = "lt-response-bin";
 
-/// Longest official id (`lt-user-id`), in characters.
-pub const MAX_USER_ID: usize = 255;
-/// Longest purpose (`lt-purpose`), in characters.
-pub const MAX_PURPOSE: usize = 1000;
-/// Longest data-subject id (`lt-data-subject`), in characters.
-pub const MAX_DATA_SUBJECT: usize = 64;
+pub use lienthong_proto::fields::{MAX_DATA_SUBJECT, MAX_PURPOSE, MAX_USER_ID};
 /// Longest message id, in bytes.
 pub const MAX_MESSAGE_ID: usize = 128;
 /// Longest W3C trace-context value kept.
@@ -128,7 +123,8 @@ fn excerpt(s: &str) -> String {
 }
 
 /// One text metadata value: UTF-8, no control characters, at most `max`
-/// characters. Absent is `None`.
+/// characters. Absent is `None`. (Free text is brought into canonical
+/// form by [`free_text`].)
 pub fn text(headers: &HeaderMap, name: &str, max: usize) -> Result<Option<String>, FaultError> {
     let Some(v) = headers.get(name) else {
         return Ok(None);
@@ -205,23 +201,42 @@ pub fn parse_call(headers: &HeaderMap) -> Result<CallMetadata, FaultError> {
         check_message_id(id)?;
     }
     let trace = |name| -> Result<String, FaultError> {
-        // Trace context is advisory: drop a malformed value instead of refusing.
+        // Trace context is advisory: drop a malformed value instead of
+        // refusing (what the provider would refuse never leaves).
         Ok(text(headers, name, MAX_TRACE_CONTEXT)
             .ok()
             .flatten()
+            .filter(|v| crate::fields::trace_context_ok(v))
             .unwrap_or_default())
     };
     Ok(CallMetadata {
         client,
         target,
-        user_id: text(headers, USER_ID, MAX_USER_ID)?.unwrap_or_default(),
-        purpose: text(headers, PURPOSE, MAX_PURPOSE)?.unwrap_or_default(),
+        user_id: free_text(headers, USER_ID, MAX_USER_ID)?,
+        purpose: free_text(headers, PURPOSE, MAX_PURPOSE)?,
         data_subject: text(headers, DATA_SUBJECT, MAX_DATA_SUBJECT)?.unwrap_or_default(),
         message_id,
         traceparent: trace(TRACEPARENT)?,
         tracestate: trace(TRACESTATE)?,
         withheld_until_ms,
     })
+}
+
+/// A free-text value (official, purpose) in canonical form: NFC, no
+/// invisible, private-use or unassigned characters, at most `max`
+/// characters ([`lienthong_proto::fields::canonical_text`]); absent is empty.
+pub fn free_text(
+    headers: &HeaderMap,
+    name: &'static str,
+    max: usize,
+) -> Result<String, FaultError> {
+    let Some(v) = headers.get(name) else {
+        return Ok(String::new());
+    };
+    let s = std::str::from_utf8(v.as_bytes())
+        .map_err(|_| Fault::BadRequest.with(format!("{name} is not UTF-8")))?;
+    lienthong_proto::fields::canonical_text(name, s, max)
+        .map_err(|e| Fault::BadRequest.with(e.to_string()))
 }
 
 /// The caller's deadline (`grpc-timeout`: up to 8 digits and a unit of

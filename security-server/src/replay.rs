@@ -8,10 +8,23 @@ use std::sync::Mutex;
 
 /// How far a request's creation time may differ from this server's clock.
 pub const DEFAULT_MAX_CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
-/// Most ids held (about 50 MiB); above this the oldest are dropped early,
-/// which a sustained rate of over 3,000 new ids a second at the default
-/// skew would need.
-pub const MAX_ENTRIES: usize = 1_000_000;
+/// Most ids held by default: about 56 MiB, enough for a sustained 3,300
+/// new requests a second at the default skew (each id is held for about
+/// the skew, 300 s). When it is full the provider refuses new requests
+/// (`server.serverproxy.replay_capacity`) instead of forgetting an id
+/// that could still be replayed.
+pub const DEFAULT_CAPACITY: usize = 1_000_000;
+
+/// What the cache says of a message id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// First use: now remembered.
+    First,
+    /// Already used within its window.
+    Replay,
+    /// Not seen, but the cache is full of ids still in their window.
+    Full,
+}
 
 /// Whether a request created at `created_ms` is acceptable at `now_ms`.
 pub fn fresh(created_ms: i64, now_ms: i64, max_skew_ms: i64) -> bool {
@@ -25,9 +38,16 @@ pub fn fresh(created_ms: i64, now_ms: i64, max_skew_ms: i64) -> bool {
 /// of (client, message id) rather than the strings: about 50 bytes an id
 /// and no allocation per request, so a server taking 1,000 requests a
 /// second holds about 15 MiB of ids at the default skew.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ReplayCache {
     inner: Mutex<Inner>,
+    capacity: usize,
+}
+
+impl Default for ReplayCache {
+    fn default() -> Self {
+        Self::with_capacity(DEFAULT_CAPACITY)
+    }
 }
 
 /// SHA-256 of (client, message id), truncated: 128 bits keep accidental
@@ -55,15 +75,24 @@ fn key(client: &str, message_id: &str) -> Key {
 }
 
 impl ReplayCache {
+    /// A cache that holds at most `capacity` ids.
+    pub fn with_capacity(capacity: usize) -> Self {
+        ReplayCache {
+            inner: Mutex::default(),
+            capacity: capacity.max(1),
+        }
+    }
+
     /// Records `(client, message_id)` at `now_ms`, to be remembered until
-    /// `expires_ms`; false if it is already remembered.
-    pub fn first_use(&self, client: &str, message_id: &str, now_ms: i64, expires_ms: i64) -> bool {
+    /// `expires_ms`, unless it is already remembered or the cache is full.
+    /// Nothing is forgotten before its expiry.
+    pub fn first_use(&self, client: &str, message_id: &str, now_ms: i64, expires_ms: i64) -> Use {
         let mut g = match self.inner.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
         while let Some((expiry, _)) = g.order.front() {
-            if *expiry >= now_ms && g.order.len() < MAX_ENTRIES {
+            if *expiry >= now_ms {
                 break;
             }
             if let Some((expiry, k)) = g.order.pop_front()
@@ -74,11 +103,14 @@ impl ReplayCache {
         }
         let k = key(client, message_id);
         if g.seen.contains_key(&k) {
-            return false;
+            return Use::Replay;
+        }
+        if g.seen.len() >= self.capacity {
+            return Use::Full;
         }
         g.seen.insert(k, expires_ms);
         g.order.push_back((expires_ms, k));
-        true
+        Use::First
     }
 
     /// Ids remembered now.
@@ -102,25 +134,57 @@ mod tests {
     #[test]
     fn ids_are_single_use_until_they_expire() {
         let c = ReplayCache::default();
-        assert!(c.first_use("a", "m1", 1000, 1600));
-        assert!(!c.first_use("a", "m1", 1100, 1700));
-        assert!(
-            !c.first_use("a", "m1", 1600, 2200),
+        assert_eq!(c.first_use("a", "m1", 1000, 1600), Use::First);
+        assert_eq!(c.first_use("a", "m1", 1100, 1700), Use::Replay);
+        assert_eq!(
+            c.first_use("a", "m1", 1600, 2200),
+            Use::Replay,
             "still remembered at expiry"
         );
-        assert!(c.first_use("b", "m1", 1100, 1700), "per client");
-        assert!(c.first_use("a", "m2", 1100, 1700), "per id");
-        assert!(c.first_use("a", "m1", 1601, 2201), "forgotten after expiry");
+        assert_eq!(c.first_use("b", "m1", 1100, 1700), Use::First, "per client");
+        assert_eq!(c.first_use("a", "m2", 1100, 1700), Use::First, "per id");
+        assert_eq!(
+            c.first_use("a", "m1", 1601, 2201),
+            Use::First,
+            "forgotten after expiry"
+        );
         // (client, id) pairs that concatenate alike are different keys.
-        assert!(c.first_use("ab", "c", 1700, 2000));
-        assert!(c.first_use("a", "bc", 1700, 2000));
+        assert_eq!(c.first_use("ab", "c", 1700, 2000), Use::First);
+        assert_eq!(c.first_use("a", "bc", 1700, 2000), Use::First);
+    }
+
+    #[test]
+    fn a_full_cache_sheds_instead_of_forgetting() {
+        // The first request, then 1,100,000 others within the window,
+        // against a capacity of a million: the replay is still refused,
+        // and the requests over capacity are shed, not accepted.
+        let c = ReplayCache::with_capacity(1_000_000);
+        let window = 300_000;
+        assert_eq!(c.first_use("a", "first", 0, window), Use::First);
+        let mut shed = 0;
+        for i in 0..1_100_000i64 {
+            let now = i / 10; // 10 per ms: all within the window
+            match c.first_use("a", &format!("m{i}"), now, now + window) {
+                Use::First => {}
+                Use::Full => shed += 1,
+                Use::Replay => panic!("m{i} is new"),
+            }
+        }
+        assert_eq!(shed, 100_001);
+        assert_eq!(c.first_use("a", "first", 110_000, window), Use::Replay);
+        // Once the window has passed, ids expire and room returns.
+        assert_eq!(
+            c.first_use("a", "later", 2 * window, 3 * window),
+            Use::First
+        );
+        assert!(c.len() < 1000, "{} ids held", c.len());
     }
 
     #[test]
     fn expired_ids_are_dropped() {
         let c = ReplayCache::default();
         for i in 0..1000 {
-            assert!(c.first_use("a", &format!("m{i}"), i, i + 100));
+            assert_eq!(c.first_use("a", &format!("m{i}"), i, i + 100), Use::First);
         }
         assert!(c.len() <= 101, "{} ids held", c.len());
         assert!(!c.is_empty());

@@ -68,6 +68,11 @@ pub struct ServerOptions {
     /// # Default
     /// 5 minutes ([`DEFAULT_MAX_CLOCK_SKEW_MS`]).
     pub max_clock_skew: Duration,
+    /// Most message ids the provider remembers against replay; beyond it
+    /// new requests are shed (`server.serverproxy.replay_capacity`).
+    /// # Default
+    /// 1,000,000 ([`crate::replay::DEFAULT_CAPACITY`], about 56 MiB).
+    pub replay_capacity: usize,
     /// How information systems connect.
     /// # Default
     /// plain h2c ([`ConsumerTransport::Plain`]).
@@ -120,6 +125,7 @@ impl ServerOptions {
             provider_listen: DEFAULT_PROVIDER_LISTEN.parse().expect("valid default"),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_clock_skew: Duration::from_millis(DEFAULT_MAX_CLOCK_SKEW_MS as u64),
+            replay_capacity: crate::replay::DEFAULT_CAPACITY,
             consumer_transport: ConsumerTransport::Plain,
             checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
             retention: DEFAULT_RETENTION,
@@ -284,6 +290,7 @@ impl SecurityServer {
             Limits {
                 max_message: opts.max_message_bytes,
                 max_skew_ms: opts.max_clock_skew.as_millis() as i64,
+                replay_capacity: opts.replay_capacity,
             },
         ));
         if !opts.dangerous_disable_message_log {

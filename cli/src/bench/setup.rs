@@ -175,6 +175,7 @@ impl Bus {
             changes.push(Change::AddService {
                 id: provider.service(&format!("filler.v1.Service{j}"), None)?,
                 description: "filler".into(),
+                personal_data: false,
             });
         }
         store.apply_all("bench", &changes)?;
@@ -309,6 +310,7 @@ pub async fn start(dir: &Path) -> Result<Bus> {
         op.add_service(pb::AddServiceRequest {
             id: Some((&sub("2", &format!("echo-{tag}")).service(echo::SERVICE, None)?).into()),
             description: "Echo".into(),
+            personal_data: false,
         })
         .await?;
     }

@@ -132,6 +132,7 @@ pub async fn registry(dir: &Path) -> Result<(Registry, Anchor, String, OperatorC
             .add_service(pb::AddServiceRequest {
                 id: Some((&member(code).subsystem(subsystem)?.service(service, None)?).into()),
                 description: about.into(),
+                personal_data: true,
             })
             .await?;
     }

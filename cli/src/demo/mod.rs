@@ -372,8 +372,15 @@ async fn trace(inst: &Instance) -> Result<()> {
     for (server, why) in &report.failures {
         println!("  VERIFICATION FAILED at {server}: {why}");
     }
-    if !report.failures.is_empty() || !report.unanswered.is_empty() {
-        return Err("the trace is incomplete".into());
+    for e in report.exchanges.iter().filter(|e| !e.verified) {
+        println!(
+            "  NOT VERIFIED {}: {}",
+            e.message_id,
+            lienthong_proto::fields::printable(e.status.problem())
+        );
+    }
+    if report.outcome() != portal::Outcome::Complete {
+        return Err("the trace is incomplete or failed verification".into());
     }
     println!(
         "  {} exchanges touched her data; every record is proven in a checkpoint the registry witnessed",

@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use lienthong_certs::signing::VerifyingKey;
 use lienthong_certs::tls::Trust;
 use lienthong_certs::{Fingerprint, verify};
+use lienthong_proto::fields::{DataSubjectFormat, DataSubjectFormats};
 use lienthong_proto::id::{GlobalGroupId, Instance, MemberId, ServerId, SubsystemId};
 use lienthong_proto::pb::globalconf::v1::GlobalConfiguration;
 use rustls_pki_types::CertificateDer;
@@ -42,7 +43,10 @@ pub struct ConfView {
     pub poll_interval_secs: u32,
     pub registry_addresses: Vec<String>,
     pub trace_portal: Option<SubsystemId>,
-    withholding_group: Option<GlobalGroupId>,
+    withholding: Vec<crate::withholding::Grant>,
+    subject_formats: DataSubjectFormats,
+    /// Services whose calls must name a data subject.
+    personal_data: HashSet<(SubsystemId, String)>,
     servers: HashMap<ServerId, ServerEntry>,
     server_by_cert: HashMap<Fingerprint, ServerId>,
     /// Which servers serve each subsystem, in configuration order.
@@ -159,15 +163,40 @@ impl ConfView {
             );
         }
 
-        let services = conf
-            .services
+        let mut services = HashSet::new();
+        let mut personal_data = HashSet::new();
+        for s in &conf.services {
+            let Some((p, provider)) =
+                s.id.as_ref()
+                    .and_then(|p| Some((p, SubsystemId::try_from(p.provider.as_ref()?).ok()?)))
+            else {
+                skipped.push("a service with an unreadable id".into());
+                continue;
+            };
+            let key = (provider, p.service_code.clone());
+            if s.personal_data {
+                personal_data.insert(key.clone());
+            }
+            services.insert(key);
+        }
+
+        let settings = conf.settings.clone().unwrap_or_default();
+        let mut withholding = Vec::new();
+        for g in &settings.withholding_grants {
+            match crate::withholding::Grant::try_from(g) {
+                Ok(g) => withholding.push(g),
+                Err(e) => skipped.push(format!("a withholding grant: {e}")),
+            }
+        }
+        // An instance's formats are all or nothing: a partial list would
+        // refuse ids the registry meant to accept.
+        let subject_formats = settings
+            .data_subject_formats
             .iter()
-            .filter_map(|s| {
-                let p = s.id.as_ref()?;
-                let provider = SubsystemId::try_from(p.provider.as_ref()?).ok()?;
-                Some((provider, p.service_code.clone()))
-            })
-            .collect();
+            .map(|f| DataSubjectFormat::new(&f.name, &f.mask))
+            .collect::<Result<Vec<_>, _>>()
+            .and_then(DataSubjectFormats::new)
+            .map_err(|e| format!("data-subject formats: {e}"))?;
 
         let mut groups_of: HashMap<SubsystemId, HashSet<GlobalGroupId>> = HashMap::new();
         for g in &conf.global_groups {
@@ -196,11 +225,9 @@ impl ConfView {
                 .trace_portal
                 .as_ref()
                 .and_then(|p| SubsystemId::try_from(p).ok()),
-            withholding_group: conf
-                .settings
-                .as_ref()
-                .and_then(|s| s.withholding_group.as_ref())
-                .and_then(|g| GlobalGroupId::try_from(g).ok()),
+            withholding,
+            subject_formats,
+            personal_data,
             servers,
             server_by_cert,
             servers_of,
@@ -218,9 +245,20 @@ impl ConfView {
         unix_ms(now) >= self.expires_at_ms
     }
 
-    /// The group whose members may withhold exchanges from data subjects.
-    pub fn withholding_group(&self) -> Option<&GlobalGroupId> {
-        self.withholding_group.as_ref()
+    /// Every withholding grant the instance has had, oldest first.
+    pub fn withholding_grants(&self) -> &[crate::withholding::Grant] {
+        &self.withholding
+    }
+
+    /// The accepted forms of a data subject's personal id.
+    pub fn subject_formats(&self) -> &DataSubjectFormats {
+        &self.subject_formats
+    }
+
+    /// Whether calls to `provider`'s `service` must name a data subject.
+    pub fn handles_personal_data(&self, provider: &SubsystemId, service: &str) -> bool {
+        self.personal_data
+            .contains(&(provider.clone(), service.to_owned()))
     }
 
     /// Every security server of the instance.

@@ -388,17 +388,16 @@ impl Consumer {
                 call.client
             )));
         }
-        if call.withheld_until_ms > 0 {
-            let allowed = view.withholding_group().is_some_and(|g| {
-                view.groups_of(&call.client)
-                    .is_some_and(|groups| groups.contains(g))
-            });
-            if !allowed {
-                return Err(Fault::WithholdingNotAllowed.with(format!(
-                    "{} is not in the instance's withholding group, so it may not hide exchanges from the data subject",
-                    call.client
-                )));
-            }
+        if let Err(refusal) = crate::withholding::check(
+            view.withholding_grants(),
+            view.groups_of(&call.client),
+            unix_ms(SystemTime::now()),
+            call.withheld_until_ms,
+        ) {
+            return Err(Fault::WithholdingNotAllowed.with(format!(
+                "{} may not withhold this exchange until unix ms {}: {refusal}",
+                call.client, call.withheld_until_ms
+            )));
         }
         let offered = match &call.target {
             Target::Provider(p) => view.offers(p, path.service) && !view.servers_of(p).is_empty(),
@@ -412,7 +411,7 @@ impl Consumer {
                 call.target, path.service
             )));
         }
-        Ok(())
+        crate::fields::check_call(view, call, path.service)
     }
 }
 

@@ -84,6 +84,9 @@ pub struct Limits {
     /// Largest difference between a request's creation time and this
     /// server's clock, ms.
     pub max_skew_ms: i64,
+    /// Most message ids remembered against replay
+    /// ([`replay::DEFAULT_CAPACITY`]); beyond it new requests are shed.
+    pub replay_capacity: usize,
 }
 
 /// A request that passed every check.
@@ -148,7 +151,7 @@ impl Provider {
             trace,
             operational,
             signers: shared.signers,
-            replay: ReplayCache::default(),
+            replay: ReplayCache::with_capacity(limits.replay_capacity),
             max_message: limits.max_message,
             max_skew_ms: limits.max_skew_ms,
         }
@@ -159,7 +162,10 @@ impl Provider {
     /// restarts too.
     pub fn remember_accepted(&self, accepted: &[(String, String, i64)]) {
         for (client, message_id, at) in accepted {
-            self.replay
+            // A full cache at start-up means more ids in the window than
+            // capacity: new requests are shed until they expire.
+            let _ = self
+                .replay
                 .first_use(client, message_id, *at, at + 2 * self.max_skew_ms);
         }
     }
@@ -241,6 +247,10 @@ impl Provider {
         let envelope = RequestEnvelope::decode(envelope_bytes.as_slice())
             .map_err(|e| Fault::BadEnvelope.with(format!("the envelope does not decode: {e}")))?;
         let (header, client, target) = envelope_parts(&envelope, &path)?;
+        // Before anything is logged or passed on: a field the consumer's
+        // server would not have sent is refused, and its value never
+        // reaches the log, the backend or a trace.
+        crate::fields::check_header(&view, header, &target, path.service)?;
         telemetry::adopt(span, &header.traceparent, &header.tracestate);
         telemetry::describe(span, &client, path.service, path.method);
         telemetry::message_id(span, &header.message_id);
@@ -273,18 +283,44 @@ impl Provider {
                 self.max_skew_ms / 1000
             )));
         }
-        // Remembered while a request with this id could still be fresh.
-        if !self.replay.first_use(
+        // Remembered while a request with this id could still be fresh;
+        // when full, shed rather than forget.
+        match self.replay.first_use(
             &client.to_string(),
             &header.message_id,
             now_ms,
             header.created_at_unix_ms + self.max_skew_ms,
         ) {
-            return Err(Fault::Replay.with(format!(
-                "message id {} was already used by {client}",
-                header.message_id
-            )));
+            replay::Use::First => {}
+            replay::Use::Replay => {
+                return Err(Fault::Replay.with(format!(
+                    "message id {} was already used by {client}",
+                    header.message_id
+                )));
+            }
+            replay::Use::Full => {
+                return Err(Fault::ReplayCapacity.with(format!(
+                    "this server remembers {} message ids still inside the {} s replay window and takes no more until some expire",
+                    self.replay.len(),
+                    self.max_skew_ms / 1000
+                )));
+            }
         }
+
+        // The client's member signed its own withholding: the grant in force
+        // now must cover it, whatever its consumer side checked.
+        crate::withholding::check(
+            view.withholding_grants(),
+            view.groups_of(&client),
+            now_ms,
+            header.withheld_until_unix_ms,
+        )
+        .map_err(|refusal| {
+            Fault::WithholdingRefused.with(format!(
+                "{client} may not withhold this exchange until unix ms {}: {refusal}",
+                header.withheld_until_unix_ms
+            ))
+        })?;
 
         // 5. Payload.
         let payload = read_bounded(

@@ -10,6 +10,7 @@
 //!   proof, checkpoint and countersignature, merge both sides of each
 //!   exchange.
 
+pub mod pairing;
 pub mod portal;
 pub mod portal_api;
 
@@ -212,15 +213,16 @@ impl TraceService {
         Ok(pb::FindUsageReply {
             records,
             withheld: {
-                let mut per_date: std::collections::BTreeMap<i64, u32> = Default::default();
-                for (until, _) in withheld {
-                    *per_date.entry(until).or_default() += 1;
+                let mut per_date: std::collections::BTreeMap<i64, Vec<String>> = Default::default();
+                for (until, message_id) in withheld {
+                    per_date.entry(until).or_default().push(message_id);
                 }
                 per_date
                     .into_iter()
-                    .map(|(until_unix_ms, count)| pb::WithheldCount {
+                    .map(|(until_unix_ms, message_ids)| pb::WithheldCount {
                         until_unix_ms,
-                        count,
+                        count: message_ids.len() as u32,
+                        message_ids,
                     })
                     .collect()
             },

@@ -22,6 +22,7 @@ use prost::Message;
 use tonic::transport::Channel;
 
 use super::SERVICE;
+use super::pairing::{self, Proof, Record, Status};
 use crate::conf_client::ConfView;
 use crate::metadata;
 
@@ -42,7 +43,10 @@ pub struct TracedExchange {
     pub fault: String,
     /// Which servers logged it, and as which side.
     pub logged_by: Vec<(ServerId, pb::Side)>,
-    /// Whether every record of it is proven in a witnessed checkpoint.
+    /// What pairing both ends' records showed.
+    pub status: Status,
+    /// Whether every record of it is proven and both ends agree
+    /// ([`Status::is_verified`]).
     pub verified: bool,
 }
 
@@ -55,19 +59,51 @@ pub struct TraceReport {
     pub unanswered: Vec<(ServerId, String)>,
     /// Records or checkpoints that failed verification, and why.
     pub failures: Vec<(ServerId, String)>,
-    /// Withheld records per release date (Unix ms).
+    /// Withheld exchanges per release date (Unix ms), each counted once
+    /// however many ends withhold it.
     pub withheld: BTreeMap<i64, u32>,
     /// Records newer than their server's last witnessed checkpoint.
     pub unwitnessed: u32,
 }
 
-/// A record that passed verification (or is merely not yet witnessed).
-#[derive(Debug, Clone)]
-struct Checked {
-    server: ServerId,
-    leaf: pb::LogLeaf,
-    verified: bool,
+/// How the whole answer stands, for a program's exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Outcome {
+    /// Every server answered and every exchange is verified.
+    Complete,
+    /// Nothing failed, but something is not yet known: a server did not
+    /// answer, an exchange is unconfirmed or waits for a checkpoint.
+    Incomplete,
+    /// A record failed verification, or the ends disagree.
+    Failed,
 }
+
+impl TraceReport {
+    pub fn outcome(&self) -> Outcome {
+        let failed = !self.failures.is_empty()
+            || self
+                .exchanges
+                .iter()
+                .any(|e| matches!(e.status, Status::Discrepancy(_) | Status::Failed(_)));
+        if failed {
+            return Outcome::Failed;
+        }
+        let incomplete = !self.unanswered.is_empty()
+            || self.unwitnessed > 0
+            || self.exchanges.iter().any(|e| !e.status.is_verified());
+        if incomplete {
+            Outcome::Incomplete
+        } else {
+            Outcome::Complete
+        }
+    }
+}
+
+/// How long a record may wait for a witnessed checkpoint before its
+/// absence from one is a failure: two checkpoint intervals at the default
+/// interval ([`crate::checkpoint::DEFAULT_CHECKPOINT_INTERVAL`]).
+pub const PENDING_WINDOW_MS: i64 =
+    2 * crate::checkpoint::DEFAULT_CHECKPOINT_INTERVAL.as_millis() as i64;
 
 /// Verifies one server's answer: checkpoint signature and countersignature,
 /// then every record's inclusion. Returns the records and the failures.
@@ -77,25 +113,31 @@ fn verify_reply(
     server: &ServerId,
     reply: &pb::FindUsageReply,
     now: SystemTime,
-) -> (Vec<Checked>, Vec<String>, u32) {
+) -> (Vec<Record>, Vec<String>, u32) {
     let mut failures = Vec::new();
     let mut out = Vec::new();
     let mut unwitnessed = 0;
+    let now_ms = crate::conf_client::view::unix_ms(now);
     let head = checked_head(view, anchor, server, reply, now);
-    if let Err(e) = &head
-        && !reply.records.is_empty()
-    {
-        failures.push(e.clone());
-    }
     for r in &reply.records {
         let Ok(leaf) = pb::LogLeaf::decode(r.leaf.as_slice()) else {
             failures.push(format!("record {} is not a log leaf", r.leaf_index));
             continue;
         };
-        let verified = match &head {
-            Ok((size, _)) if r.leaf_index >= *size => {
+        let young = now_ms - leaf.at_unix_ms < PENDING_WINDOW_MS;
+        let proof = match &head {
+            Ok((size, _)) if r.leaf_index >= *size && young => {
                 unwitnessed += 1;
-                false
+                Proof::Pending
+            }
+            Ok((size, _)) if r.leaf_index >= *size => {
+                failures.push(format!(
+                    "record {} (message {}) is older than {} s and still in no witnessed checkpoint",
+                    r.leaf_index,
+                    leaf.message_id,
+                    PENDING_WINDOW_MS / 1000
+                ));
+                Proof::Failed
             }
             Ok((size, root)) => {
                 let proof: Option<Vec<Hash>> = r
@@ -112,20 +154,32 @@ fn verify_reply(
                         root,
                     )
                 });
-                if !ok {
+                if ok {
+                    Proof::Proven
+                } else {
                     failures.push(format!(
                         "record {} (message {}) does not match the witnessed log: it was changed after it was written",
                         r.leaf_index, leaf.message_id
                     ));
+                    Proof::Failed
                 }
-                ok
             }
-            Err(_) => false,
+            // A server new enough to have no witnessed checkpoint yet.
+            Err(_) if young => {
+                unwitnessed += 1;
+                Proof::Pending
+            }
+            Err(e) => {
+                if !failures.contains(e) {
+                    failures.push(e.clone());
+                }
+                Proof::Failed
+            }
         };
-        out.push(Checked {
+        out.push(Record {
             server: server.clone(),
             leaf,
-            verified,
+            proof,
         });
     }
     (out, failures, unwitnessed)
@@ -248,7 +302,10 @@ pub async fn trace(
     subject: &str,
     timeout: Duration,
 ) -> Result<TraceReport, String> {
-    super::check_subject(subject)?;
+    // Records are logged under the canonical spelling only.
+    view.subject_formats()
+        .canonical(subject)
+        .map_err(|e| e.to_string())?;
     let (portal, subject) = (portal.clone(), subject.to_owned());
     fan_out(view, anchor, timeout, move |server| {
         let (consumer, portal, subject) = (consumer.clone(), portal.clone(), subject.clone());
@@ -285,11 +342,17 @@ where
     }
     let mut report = TraceReport::default();
     let mut checked = Vec::new();
+    let mut cx = pairing::Context::default();
+    // Release date per withheld message id (the latest any end names).
+    let mut withheld: HashMap<String, i64> = HashMap::new();
     let now = SystemTime::now();
     for t in tasks {
         let (server, answer) = t.await.map_err(|e| e.to_string())?;
         match answer {
-            Err(e) => report.unanswered.push((server, e)),
+            Err(e) => {
+                cx.unanswered.insert(server.clone());
+                report.unanswered.push((server, e));
+            }
             Ok(replies) => {
                 for reply in &replies {
                     let (records, failures, unwitnessed) =
@@ -300,27 +363,49 @@ where
                         .extend(failures.into_iter().map(|f| (server.clone(), f)));
                     report.unwitnessed += unwitnessed;
                     for w in &reply.withheld {
-                        *report.withheld.entry(w.until_unix_ms).or_default() += w.count;
+                        if w.message_ids.len() != w.count as usize {
+                            report.failures.push((
+                                server.clone(),
+                                format!(
+                                    "counts {} withheld records until {} but names {}",
+                                    w.count,
+                                    w.until_unix_ms,
+                                    w.message_ids.len()
+                                ),
+                            ));
+                        }
+                        for id in &w.message_ids {
+                            cx.withheld.insert((server.clone(), id.clone()));
+                            let until = withheld.entry(id.clone()).or_default();
+                            if *until != 0 && *until != w.until_unix_ms {
+                                report.failures.push((
+                                    server.clone(),
+                                    format!(
+                                        "withholds exchange {id} until {}, the other end until {}",
+                                        w.until_unix_ms, until
+                                    ),
+                                ));
+                            }
+                            *until = (*until).max(w.until_unix_ms);
+                        }
                     }
                 }
             }
         }
     }
-    report.exchanges = merge(checked);
+    for until in withheld.into_values() {
+        *report.withheld.entry(until).or_default() += 1;
+    }
+    report.exchanges = merge(checked, &cx);
     Ok(report)
 }
 
-/// Groups records by message id: one exchange, seen by up to two servers,
-/// each logging a request and a response (or fault).
-fn merge(records: Vec<Checked>) -> Vec<TracedExchange> {
-    let mut by_id: HashMap<String, Vec<Checked>> = HashMap::new();
-    for r in records {
-        by_id.entry(r.leaf.message_id.clone()).or_default().push(r);
-    }
-    let mut out: Vec<TracedExchange> = by_id
+/// Groups records by exchange and pairs both ends' records of each.
+fn merge(records: Vec<Record>, cx: &pairing::Context) -> Vec<TracedExchange> {
+    let mut out: Vec<TracedExchange> = pairing::group(records)
         .into_iter()
-        .map(|(message_id, mut recs)| {
-            recs.sort_by_key(|r| r.leaf.at_unix_ms);
+        .map(|((_, message_id), recs)| {
+            let status = pairing::status(&recs, cx);
             // The consumer's request record says best who asked and why.
             let first = recs
                 .iter()
@@ -355,7 +440,8 @@ fn merge(records: Vec<Checked>) -> Vec<TracedExchange> {
                 grpc_status: last.as_ref().map_or(-1, |l| l.grpc_status),
                 fault: last.map(|l| l.fault).unwrap_or_default(),
                 logged_by,
-                verified: recs.iter().all(|r| r.verified),
+                verified: status.is_verified(),
+                status,
             }
         })
         .collect();

@@ -82,6 +82,8 @@ pub fn to_proto(r: &TraceReport) -> pb::TraceReport {
                     })
                     .collect(),
                 verified: e.verified,
+                status: e.status.to_proto() as i32,
+                problem: e.status.problem().to_owned(),
             })
             .collect(),
         unanswered: r.unanswered.iter().map(problem).collect(),
@@ -92,6 +94,8 @@ pub fn to_proto(r: &TraceReport) -> pb::TraceReport {
             .map(|(until, count)| pb::WithheldCount {
                 until_unix_ms: *until,
                 count: *count,
+                // The citizen sees counts, never which exchanges.
+                message_ids: Vec::new(),
             })
             .collect(),
         unwitnessed: r.unwitnessed,

@@ -43,12 +43,22 @@ pub(super) fn apply_one(tx: &Transaction<'_>, change: &Change) -> Result<Option<
                 params![id.to_string(), id.member.to_string(), id.code.as_str()],
             )?;
         }
-        Change::AddService { id, description } => {
+        Change::AddService {
+            id,
+            description,
+            personal_data,
+        } => {
             require_subsystem(tx, &id.provider)?;
             require_absent(tx, "services", &id.to_string(), "service")?;
             tx.execute(
-                "INSERT INTO services (id, provider, description) VALUES (?1, ?2, ?3)",
-                params![id.to_string(), id.provider.to_string(), description],
+                "INSERT INTO services (id, provider, description, personal_data)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    id.to_string(),
+                    id.provider.to_string(),
+                    description,
+                    personal_data
+                ],
             )?;
         }
         Change::RemoveService { id } => {
@@ -96,12 +106,53 @@ pub(super) fn apply_one(tx: &Transaction<'_>, change: &Change) -> Result<Option<
                 [portal.to_string()],
             )?;
         }
-        Change::SetWithholdingGroup { group } => {
+        Change::SetWithholdingGroup {
+            group,
+            max_duration_ms,
+            valid_until_ms,
+        } => {
             require_group(tx, &group.to_string())?;
+            let now = now_ms();
+            if *max_duration_ms <= 0 || *max_duration_ms > MAX_WITHHOLDING_MS {
+                return Err(StoreError::Conflict(format!(
+                    "the maximum withholding must be 1 s to 50 years, not {} s",
+                    max_duration_ms / 1000
+                )));
+            }
+            if valid_until_ms.is_some_and(|t| t <= now) {
+                return Err(StoreError::Conflict(
+                    "a withholding grant must end in the future".into(),
+                ));
+            }
+            // The grant in force ends where this one starts: grants never
+            // overlap, so each exchange falls under at most one.
             tx.execute(
-                "INSERT INTO settings (key, value) VALUES ('withholding_group', ?1)
+                "UPDATE withholding_grants SET valid_until = ?1
+                 WHERE valid_until IS NULL OR valid_until > ?1",
+                [now],
+            )?;
+            tx.execute(
+                "INSERT INTO withholding_grants (grp, max_duration_ms, valid_from, valid_until)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![group.to_string(), max_duration_ms, now, valid_until_ms],
+            )?;
+        }
+        Change::SetDataSubjectFormats { formats } => {
+            if formats.len() > lienthong_proto::fields::MAX_FORMATS {
+                return Err(StoreError::Conflict(format!(
+                    "at most {} data-subject formats",
+                    lienthong_proto::fields::MAX_FORMATS
+                )));
+            }
+            for (name, mask) in formats {
+                lienthong_proto::fields::DataSubjectFormat::new(name, mask)
+                    .map_err(|e| StoreError::Conflict(e.to_string()))?;
+            }
+            let value: Vec<String> = formats.iter().map(|(n, m)| format!("{n}={m}")).collect();
+            tx.execute(
+                "INSERT INTO settings (key, value) VALUES ('data_subject_formats', ?1)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                [group.to_string()],
+                [value.join("\n")],
             )?;
         }
         Change::AddTrustedCa { der } => {
@@ -233,8 +284,28 @@ fn revoke(tx: &Transaction<'_>, fp: &Fingerprint, reason: &str) -> Result<(), St
     }
 }
 
-/// Refuses a key that already has (or had) a certificate: a revoked key
-/// must never come back, and one key per certificate keeps revocation exact.
+/// Refuses a key that already has (or had) a certificate, or that a pending
+/// request already asks a certificate for: a revoked key must never come
+/// back, and one key per certificate keeps revocation exact.
+fn require_unrequested_key(tx: &Connection, public_key: &[u8]) -> Result<(), StoreError> {
+    require_fresh_key(tx, public_key)?;
+    let pending: Option<i64> = tx
+        .query_row(
+            "SELECT r.id FROM request_csrs c JOIN requests r ON r.id = c.request_id
+             WHERE c.public_key = ?1 AND r.state = ?2 LIMIT 1",
+            params![public_key, RequestState::Pending.code()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match pending {
+        Some(id) => Err(StoreError::Conflict(format!(
+            "the key of this CSR is already in pending request {id}; one key, one certificate: generate a new key"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Refuses a key that already has (or had) a certificate.
 fn require_fresh_key(tx: &Connection, public_key: &[u8]) -> Result<(), StoreError> {
     let revoked: Option<Option<i64>> = tx
         .query_row(
@@ -255,8 +326,19 @@ fn require_fresh_key(tx: &Connection, public_key: &[u8]) -> Result<(), StoreErro
 }
 
 fn submit(tx: &Transaction<'_>, req: &NewRequest) -> Result<u64, StoreError> {
-    for csr in req.auth_csr.iter().chain(&req.signing_csrs) {
-        require_fresh_key(tx, &csr.public_key)?;
+    let keys: Vec<&[u8]> = req
+        .auth_csr
+        .iter()
+        .chain(&req.signing_csrs)
+        .map(|c| c.public_key.as_slice())
+        .collect();
+    for (i, key) in keys.iter().enumerate() {
+        if keys[..i].contains(key) {
+            return Err(StoreError::Conflict(
+                "the request uses one key for two certificates; one key, one certificate: generate a key for each".into(),
+            ));
+        }
+        require_unrequested_key(tx, key)?;
     }
     match req.kind {
         RequestKind::AuthCertificate => require_member(tx, &req.server.owner)?,
@@ -303,8 +385,8 @@ fn submit(tx: &Transaction<'_>, req: &NewRequest) -> Result<u64, StoreError> {
     let csrs = req.auth_csr.iter().chain(&req.signing_csrs);
     for (pos, csr) in csrs.enumerate() {
         tx.execute(
-            "INSERT INTO request_csrs (request_id, position, is_auth, member, csr, public_key)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO request_csrs (request_id, position, is_auth, member, csr, public_key, consent_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 id as i64,
                 pos as i64,
@@ -312,6 +394,7 @@ fn submit(tx: &Transaction<'_>, req: &NewRequest) -> Result<u64, StoreError> {
                 csr.member.as_ref().map(|m| m.to_string()),
                 csr.csr,
                 csr.public_key,
+                csr.consent.as_ref().map(|f| f.0.to_vec()),
             ],
         )?;
     }
@@ -421,6 +504,8 @@ fn insert_cert(
     request: u64,
     position: i64,
 ) -> Result<(), StoreError> {
+    // The unique index on the key enforces this too; the check names it.
+    require_fresh_key(tx, &cert.public_key)?;
     tx.execute(
         "INSERT INTO certificates (fingerprint, der, public_key, auth_server, signing_member, request_id, position)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",

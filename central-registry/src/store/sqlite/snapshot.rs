@@ -81,10 +81,20 @@ pub(super) fn read_snapshot(tx: &Connection) -> Result<Snapshot, StoreError> {
     }
 
     let mut services = Vec::new();
-    let mut stmt = tx.prepare("SELECT id, description FROM services ORDER BY id")?;
-    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
-        let (id, description) = row?;
-        services.push((parse("service id", &id)?, description));
+    let mut stmt = tx.prepare("SELECT id, description, personal_data FROM services ORDER BY id")?;
+    for row in stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, bool>(2)?,
+        ))
+    })? {
+        let (id, description, personal_data) = row?;
+        services.push(SnapshotService {
+            id: parse("service id", &id)?,
+            description,
+            personal_data,
+        });
     }
 
     let mut groups = Vec::new();
@@ -126,9 +136,35 @@ pub(super) fn read_snapshot(tx: &Connection) -> Result<Snapshot, StoreError> {
         .map(|p| parse("trace portal", &p))
         .transpose()?;
 
-    let withholding_group = setting(tx, "withholding_group")?
-        .map(|g| parse("withholding group", &g))
-        .transpose()?;
+    let mut withholding_grants = Vec::new();
+    let mut stmt = tx.prepare(
+        "SELECT grp, max_duration_ms, valid_from, valid_until FROM withholding_grants ORDER BY id",
+    )?;
+    for row in stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, Option<i64>>(3)?,
+        ))
+    })? {
+        let (group, max_duration_ms, valid_from_ms, valid_until_ms) = row?;
+        withholding_grants.push(WithholdingGrant {
+            group: parse("withholding group", &group)?,
+            max_duration_ms,
+            valid_from_ms,
+            valid_until_ms,
+        });
+    }
+
+    let data_subject_formats = setting(tx, "data_subject_formats")?
+        .map(|v| {
+            v.lines()
+                .filter_map(|l| l.split_once('='))
+                .map(|(n, m)| (n.to_owned(), m.to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
 
     Ok(Snapshot {
         seq,
@@ -139,6 +175,7 @@ pub(super) fn read_snapshot(tx: &Connection) -> Result<Snapshot, StoreError> {
         trusted_cas,
         revoked,
         trace_portal,
-        withholding_group,
+        withholding_grants,
+        data_subject_formats,
     })
 }
