@@ -139,7 +139,11 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // An error may quote what a peer or a file said.
+            eprintln!(
+                "error: {}",
+                lienthong_proto::fields::printable(&e.to_string())
+            );
             ExitCode::FAILURE
         }
     }

@@ -16,6 +16,7 @@ use lienthong_central_registry::model::Role;
 use lienthong_central_registry::publisher::DEFAULT_CONFIGURATION_VALIDITY_SECS;
 use lienthong_central_registry::{DEFAULT_PORT, Registry, RegistryOptions};
 use lienthong_certs::{Fingerprint, pem};
+use lienthong_proto::fields::printable;
 use lienthong_proto::id::{GlobalGroupId, MemberClass, MemberId, ServerId, ServiceId, SubsystemId};
 use lienthong_proto::pb::globalconf::v1 as pbconf;
 use lienthong_proto::pb::registry::v1 as pb;
@@ -559,7 +560,11 @@ async fn operate(cmd: RegistryCommand) -> Result<()> {
                     .and_then(|s| ServerId::try_from(s).ok())
                     .map(|s| s.to_string())
                     .unwrap_or_default();
-                println!("{}  {server}  {}", fmt_ms(a.at_unix_ms), a.reason);
+                println!(
+                    "{}  {server}  {}",
+                    fmt_ms(a.at_unix_ms),
+                    printable(&a.reason)
+                );
             }
         }
         RegistryCommand::TrustedCa { cert, op } => {
@@ -743,7 +748,7 @@ async fn requests(state: Option<StateArg>, op: &OperatorArgs) -> Result<()> {
             if r.decision_note.is_empty() {
                 String::new()
             } else {
-                format!("  note: {}", r.decision_note)
+                format!("  note: {}", printable(&r.decision_note))
             },
         );
         for c in &r.csrs {
@@ -803,10 +808,10 @@ async fn audit(
             "{:>6}  {}  {:<14} {:<22} {}  => {}",
             a.id,
             fmt_ms(a.at_unix_ms),
-            a.actor,
-            a.action,
-            a.detail,
-            a.result
+            printable(&a.actor),
+            printable(&a.action),
+            printable(&a.detail),
+            printable(&a.result)
         );
     }
     Ok(())
@@ -822,7 +827,8 @@ async fn conf(op: &OperatorArgs) -> Result<()> {
         .into_inner();
     println!(
         "instance {} configuration version {}",
-        c.instance, c.version
+        printable(&c.instance),
+        c.version
     );
     println!(
         "created {}, expires {}",
@@ -842,7 +848,7 @@ async fn conf(op: &OperatorArgs) -> Result<()> {
         if let Some(id) = s.id.as_ref().and_then(|i| ServerId::try_from(i).ok()) {
             println!(
                 "  server {id} at {} ({} auth certificates, {} clients)",
-                s.address,
+                printable(&s.address),
                 s.auth_certificate_sha256.len(),
                 s.clients.len()
             );

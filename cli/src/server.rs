@@ -1,6 +1,7 @@
 //! `lienthong server …`: join an instance, run a security server, and
 //! manage its clients, access rights and backends.
 
+use lienthong_proto::fields::printable;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
@@ -646,7 +647,7 @@ async fn status(dir: &std::path::Path, check: bool) -> Result<()> {
         match conf.refresh().await {
             Ok(true) => println!("downloaded a newer configuration"),
             Ok(false) => println!("the registry has nothing newer"),
-            Err(e) => println!("the registry is unreachable: {e}"),
+            Err(e) => println!("the registry is unreachable: {}", printable(&e.to_string())),
         }
     }
     match conf.view() {
@@ -723,14 +724,14 @@ fn operational_data(
             "{:>8}  {:<20}  {side:<8}  {phase:<8}  {:<32}  {:<28}  {:<50}  {:<14}  {:>8}  {:>6}  {:>9}  {}",
             l.record,
             verify::fmt_time(l.at_unix_ms / 1000),
-            l.message_id,
-            l.client,
-            format!("{}/{}", l.service, l.method),
-            l.peer,
+            printable(&l.message_id),
+            printable(&l.client),
+            printable(&format!("{}/{}", l.service, l.method)),
+            printable(&l.peer),
             l.payload_size,
             l.grpc_status,
             l.duration_us,
-            l.fault
+            printable(&l.fault)
         );
     }
     if truncated {
