@@ -194,10 +194,12 @@ pub fn first_request(
         auth_csr: Some(CertificateRequest {
             csr: auth_csr,
             member: None,
+            consent: None,
         }),
         signing_csrs: vec![CertificateRequest {
             csr: signing_csr,
             member: Some((&server.owner).into()),
+            consent: None,
         }],
         ..Default::default()
     };
@@ -217,6 +219,7 @@ pub fn client_request(
         Some((member, key)) => vec![CertificateRequest {
             csr: csr::create(key, &member.to_string())?,
             member: Some(member.into()),
+            consent: None,
         }],
         None => Vec::new(),
     };
@@ -225,6 +228,34 @@ pub fn client_request(
         server: Some(server.into()),
         subsystem: Some(client.into()),
         signing_csrs,
+        ..Default::default()
+    };
+    sign_submission(req, owner)
+}
+
+/// A request to serve `client` on `server` with a new signing key of the
+/// client's member, another member than the owner: the member consents with
+/// its registered signing certificate (`member_signer`), as the registry
+/// requires ([`crate::consent`]). Signed by the owner's registered key.
+pub fn client_request_with_consent(
+    server: &ServerId,
+    client: &SubsystemId,
+    member_key: &PrivateKey,
+    member_signer: &Signer,
+    owner: &Signer,
+) -> Result<SubmitRequest, CertError> {
+    let member = &client.member;
+    let csr = csr::create(member_key, &member.to_string())?;
+    let consent = crate::consent::sign(server, member, &csr, member_signer)?;
+    let req = SubmitRequest {
+        kind: RequestKind::Client as i32,
+        server: Some(server.into()),
+        subsystem: Some(client.into()),
+        signing_csrs: vec![CertificateRequest {
+            csr,
+            member: Some(member.into()),
+            consent: Some(consent),
+        }],
         ..Default::default()
     };
     sign_submission(req, owner)

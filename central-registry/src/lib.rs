@@ -21,6 +21,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod consent;
 pub mod distribution;
 pub mod error;
 pub mod init;

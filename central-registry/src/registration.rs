@@ -16,6 +16,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use lienthong_certs::key_policy::KeyPurpose;
 use lienthong_certs::signing::VerifyingKey;
 use lienthong_certs::{Fingerprint, InstanceCa, Validity, csr};
 use lienthong_proto::canonical;
@@ -26,10 +27,11 @@ use rustls_pki_types::CertificateDer;
 use tonic::{Request, Response, Status};
 
 use crate::auth::hash_token;
+use crate::consent;
 use crate::error::{RegistryError, blocking};
 use crate::model::{
-    Applied, Change, CsrFor, Issued, IssuedCert, MAX_ADDRESS_LEN, NewRequest, RequestKind,
-    RequestState, StoredRequest,
+    Applied, Change, CsrFor, Issued, IssuedCert, MAX_ADDRESS_LEN, NewRequest, PublicKey,
+    RequestKind, RequestState, StoredRequest,
 };
 use crate::publisher::Publisher;
 use crate::store::Store;
@@ -77,7 +79,12 @@ fn parse_kind(code: i32) -> Result<RequestKind, RegistryError> {
 }
 
 fn check_csr(c: &pb::CertificateRequest, auth: bool) -> Result<CsrFor, RegistryError> {
-    let verified = csr::verify(&c.csr)?;
+    let purpose = if auth {
+        KeyPurpose::Auth
+    } else {
+        KeyPurpose::Signing
+    };
+    let verified = csr::verify_for(&c.csr, purpose)?;
     let member = match (&c.member, auth) {
         (_, true) => None,
         (Some(m), false) => Some(MemberId::try_from(m)?),
@@ -91,7 +98,26 @@ fn check_csr(c: &pb::CertificateRequest, auth: bool) -> Result<CsrFor, RegistryE
         csr: c.csr.clone(),
         public_key: verified.public_key_der(),
         member,
+        consent: None,
     })
+}
+
+/// Refuses a request that uses one key for two certificates.
+fn check_distinct_keys(req: &NewRequest) -> Result<(), RegistryError> {
+    let keys: Vec<&PublicKey> = req
+        .auth_csr
+        .iter()
+        .chain(&req.signing_csrs)
+        .map(|c| &c.public_key)
+        .collect();
+    for (i, k) in keys.iter().enumerate() {
+        if keys[..i].contains(k) {
+            return Err(RegistryError::invalid(
+                "the request uses one key for two certificates; one key, one certificate: generate a key for each",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Parses and bounds a submission (pure: no store, no clock).
@@ -197,6 +223,7 @@ pub fn check_submission(
             "only auth-certificate requests carry an auth CSR",
         ));
     }
+    check_distinct_keys(&out)?;
     Ok(out)
 }
 
@@ -341,7 +368,7 @@ impl Registration {
                 "the enrollment token is malformed".into(),
             ));
         }
-        let req = check_submission(&wire, &self.instance)?;
+        let mut req = check_submission(&wire, &self.instance)?;
         let store = self.store.as_ref();
         if req.kind != RequestKind::AuthCertificate
             && !peer_is_server(store, peer.as_ref(), &req.server)?
@@ -359,6 +386,22 @@ impl Registration {
         key.verify(signature, &digest).map_err(|e| {
             RegistryError::Unauthenticated(format!("the owner signature does not verify: {e}"))
         })?;
+        // A signing certificate for another member needs that member's consent.
+        for (c, on_wire) in req.signing_csrs.iter_mut().zip(&wire.signing_csrs) {
+            let member = c
+                .member
+                .as_ref()
+                .ok_or_else(|| RegistryError::invalid("a signing CSR names no member"))?;
+            if member != &req.server.owner {
+                c.consent = Some(consent::verify(
+                    store,
+                    &req.server,
+                    member,
+                    &c.csr,
+                    on_wire.consent.as_ref(),
+                )?);
+            }
+        }
         let actor = format!("server {}", req.server);
         let applied = store.apply(&actor, &Change::Submit(Box::new(req)))?;
         let id = applied

@@ -24,7 +24,7 @@ use crate::operator::OperatorApi;
 use crate::publisher::{DEFAULT_PUBLISH_INTERVAL, Publisher};
 use crate::registration::Registration;
 use crate::store::{SqliteStore, Store};
-use crate::witness::Witness;
+use crate::witness::{DEFAULT_MAX_CHECKPOINT_AGE, Witness};
 
 /// Default port of a registry.
 pub const DEFAULT_PORT: u16 = 4400;
@@ -45,6 +45,10 @@ pub struct RegistryOptions {
     /// # Default
     /// one year ([`DEFAULT_CERT_VALIDITY`]).
     pub cert_validity: Duration,
+    /// How far in the past a submitted checkpoint may be dated.
+    /// # Default
+    /// 120 s ([`DEFAULT_MAX_CHECKPOINT_AGE`]: two checkpoint intervals).
+    pub checkpoint_max_age: Duration,
 }
 
 impl RegistryOptions {
@@ -54,6 +58,7 @@ impl RegistryOptions {
             listen,
             publish_interval: DEFAULT_PUBLISH_INTERVAL,
             cert_validity: DEFAULT_CERT_VALIDITY,
+            checkpoint_max_age: DEFAULT_MAX_CHECKPOINT_AGE,
         }
     }
 }
@@ -128,7 +133,7 @@ impl Registry {
             opts.cert_validity,
         );
         let distribution = Distribution::new(publisher.clone());
-        let witness = Witness::new(store.clone(), publisher.clone());
+        let witness = Witness::new(store.clone(), publisher.clone(), opts.checkpoint_max_age);
         let (tx, rx) = oneshot::channel::<()>();
         let serving = tokio::spawn(
             tonic::transport::Server::builder()

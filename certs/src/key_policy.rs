@@ -125,6 +125,13 @@ pub fn key_type(spki: &SubjectPublicKeyInfo<'_>) -> KeyType {
     }
 }
 
+/// The type of a DER SubjectPublicKeyInfo.
+pub fn spki_key_type(der: &[u8]) -> Result<KeyType, CertError> {
+    let (_, spki) =
+        SubjectPublicKeyInfo::from_der(der).map_err(|e| CertError::Malformed(e.to_string()))?;
+    Ok(key_type(&spki))
+}
+
 /// Refuses `key` unless the policy accepts it for `purpose`.
 pub fn check(purpose: KeyPurpose, key: &KeyType) -> Result<(), CertError> {
     if allows(purpose, key) {

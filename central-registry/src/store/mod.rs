@@ -19,6 +19,8 @@ use crate::model::{
     RequestState, Snapshot, StoredCert, StoredRequest, WitnessedCheckpoint,
 };
 
+use crate::witness::{History, Submitted, Verdict};
+
 pub use sqlite::SqliteStore;
 pub(crate) use sqlite::now_ms;
 
@@ -107,13 +109,19 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     /// The last checkpoint witnessed for `server`.
     fn last_checkpoint(&self, server: &ServerId)
     -> Result<Option<WitnessedCheckpoint>, StoreError>;
-    /// Keeps a witnessed checkpoint and the server's signature over it.
-    fn record_checkpoint(
+    /// Judges and records a submitted checkpoint in one transaction: reads
+    /// the server's [`History`] (its latest witnessed checkpoint, and the
+    /// one the proof starts from when older), asks `judge`, then keeps the
+    /// checkpoint with the server's `signature` ([`Verdict::Accept`]) or
+    /// raises an alarm ([`Verdict::Alarm`]). Returns the verdict and the
+    /// history it was made on.
+    fn witness(
         &self,
         server: &ServerId,
-        checkpoint: &WitnessedCheckpoint,
+        submitted: &Submitted,
         signature: &[u8],
-    ) -> Result<(), StoreError>;
+        judge: &mut dyn FnMut(&History) -> Verdict,
+    ) -> Result<(Verdict, History), StoreError>;
     /// Raises an alarm about a refused checkpoint.
     fn record_alarm(&self, server: &ServerId, reason: &str) -> Result<(), StoreError>;
     /// Every alarm, newest first.

@@ -49,6 +49,7 @@ fn csr_for(member: Option<MemberId>) -> CsrFor {
         public_key: csr::verify(&der).unwrap().public_key_der(),
         csr: der,
         member,
+        consent: None,
     }
 }
 
@@ -440,5 +441,128 @@ fn tokens_of_another_server_or_expired_are_refused() {
             );
         }
         assert_eq!(state(s.as_ref()), before);
+    }
+}
+
+#[test]
+fn one_key_one_certificate() {
+    for s in stores() {
+        s.apply_all("officer", &base()).unwrap();
+        // One key for the auth and the signing certificate of one request.
+        token(s.as_ref(), [1; 32]);
+        let mut twice = auth_request([1; 32]);
+        twice.signing_csrs[0].public_key = twice.auth_csr.as_ref().unwrap().public_key.clone();
+        let before = state(s.as_ref());
+        let err = s
+            .apply("server", &Change::Submit(Box::new(twice)))
+            .unwrap_err();
+        assert!(err.to_string().contains("one key"), "{err}");
+        assert_eq!(state(s.as_ref()), before);
+
+        // A key already in a pending request, asked for again.
+        let first = auth_request([1; 32]);
+        let id = s
+            .apply("server", &Change::Submit(Box::new(first.clone())))
+            .unwrap()
+            .request_id
+            .unwrap();
+        s.apply(
+            "officer",
+            &Change::CreateEnrollmentToken {
+                server: member("000102").server("ss2").unwrap(),
+                token_hash: [2; 32],
+                expires_at_ms: now_ms() + 60_000,
+            },
+        )
+        .unwrap();
+        let mut other = auth_request([2; 32]);
+        other.server = member("000102").server("ss2").unwrap();
+        other.auth_csr = first.auth_csr.clone();
+        let before = state(s.as_ref());
+        let err = s
+            .apply("server", &Change::Submit(Box::new(other)))
+            .unwrap_err();
+        assert!(err.to_string().contains("pending request"), "{err}");
+        assert_eq!(state(s.as_ref()), before);
+
+        // Certificates: the store refuses a second certificate on one key
+        // even when a caller skips the checks above.
+        let mut issued = issue(&first);
+        issued.signing[0].1.public_key = issued.auth.as_ref().unwrap().public_key.clone();
+        let before = state(s.as_ref());
+        let err = s
+            .apply(
+                "officer",
+                &Change::Approve {
+                    id,
+                    note: String::new(),
+                    issued,
+                },
+            )
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("already has a certificate"),
+            "{err}"
+        );
+        assert_eq!(state(s.as_ref()), before);
+    }
+}
+
+#[test]
+fn witness_judges_and_records_in_one_transaction() {
+    use crate::witness::{History, Submitted, Verdict};
+    for s in stores() {
+        let cp = |size: u64, root: u8, at: i64| Submitted {
+            checkpoint: WitnessedCheckpoint {
+                tree_size: size,
+                root: [root; 32],
+                created_at_ms: at,
+            },
+            proof_from: 0,
+            proof: Vec::new(),
+        };
+        let mut seen = Vec::new();
+        let (v, _) = s
+            .witness(&server(), &cp(5, 1, 10), b"sig", &mut |h: &History| {
+                seen.push(h.clone());
+                Verdict::Accept
+            })
+            .unwrap();
+        assert_eq!(v, Verdict::Accept);
+        assert_eq!(seen[0], History::default());
+        // The judge sees what was recorded, with its signature, and the
+        // checkpoint the proof starts from.
+        let (_, h) = s
+            .witness(&server(), &cp(9, 2, 20), b"sig2", &mut |_| Verdict::Accept)
+            .unwrap();
+        assert_eq!(h.last.as_ref().unwrap().1, b"sig".to_vec());
+        let mut stale = cp(12, 3, 30);
+        stale.proof_from = 5;
+        let (v, h) = s
+            .witness(&server(), &stale, b"sig3", &mut |_| Verdict::Stale)
+            .unwrap();
+        assert_eq!(v, Verdict::Stale);
+        assert_eq!(h.last.as_ref().unwrap().0.tree_size, 9);
+        assert_eq!(h.base.as_ref().unwrap().tree_size, 5);
+        assert_eq!(s.last_checkpoint(&server()).unwrap().unwrap().tree_size, 9);
+        // An alarm is recorded with the refusal, and nothing else.
+        s.witness(&server(), &cp(12, 4, 40), b"x", &mut |_| {
+            Verdict::Alarm("rewritten".into())
+        })
+        .unwrap();
+        assert_eq!(s.alarms().unwrap()[0].reason, "rewritten");
+        assert_eq!(s.last_checkpoint(&server()).unwrap().unwrap().tree_size, 9);
+        // The same size with another root is never recorded, whatever a
+        // judge says; the same tree later moves the date forward.
+        assert!(
+            s.witness(&server(), &cp(9, 7, 50), b"x", &mut |_| Verdict::Accept)
+                .is_err()
+        );
+        s.witness(&server(), &cp(9, 2, 60), b"x", &mut |_| Verdict::Accept)
+            .unwrap();
+        assert_eq!(
+            s.last_checkpoint(&server()).unwrap().unwrap().created_at_ms,
+            60
+        );
     }
 }

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use lienthong_certs::Fingerprint;
 use lienthong_proto::id::{MemberId, ServerId};
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 mod changes;
 mod requests;
@@ -17,6 +17,7 @@ mod snapshot;
 use super::schema::MIGRATIONS;
 use super::{PublicationRecord, Store, StoreError};
 use crate::model::*;
+use crate::witness::{History, Submitted, Verdict};
 use changes::apply_one;
 use requests::load_request;
 use snapshot::read_snapshot;
@@ -181,6 +182,58 @@ fn insert_audit(
         params![now_ms(), actor, action, detail, result],
     )?;
     Ok(conn.last_insert_rowid() as u64)
+}
+
+fn insert_alarm(conn: &Connection, server: &str, reason: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO alarms (server, at, reason) VALUES (?1, ?2, ?3)",
+        params![server, now_ms(), reason],
+    )?;
+    Ok(())
+}
+
+/// A server's witnessed checkpoint of `size` (the latest when `None`), with
+/// the server's signature over it.
+fn read_checkpoint(
+    conn: &Connection,
+    server: &str,
+    size: Option<u64>,
+) -> Result<Option<(WitnessedCheckpoint, Vec<u8>)>, StoreError> {
+    let size = match size.map(i64::try_from) {
+        Some(Ok(s)) => Some(s),
+        Some(Err(_)) => return Ok(None),
+        None => None,
+    };
+    let row = conn
+        .query_row(
+            "SELECT tree_size, root, created_at, signature FROM checkpoints
+             WHERE server = ?1 AND (?2 IS NULL OR tree_size = ?2)
+             ORDER BY tree_size DESC LIMIT 1",
+            params![server, size],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Vec<u8>>(3)?,
+                ))
+            },
+        )
+        .optional()?;
+    row.map(|(size, root, created, signature)| {
+        Ok((
+            WitnessedCheckpoint {
+                tree_size: u64::try_from(size)
+                    .map_err(|_| StoreError::Internal("stored tree size is negative".into()))?,
+                root: root
+                    .try_into()
+                    .map_err(|_| StoreError::Internal("stored root is not 32 bytes".into()))?,
+                created_at_ms: created,
+            },
+            signature,
+        ))
+    })
+    .transpose()
 }
 
 // === impl Store ===
@@ -432,61 +485,60 @@ impl Store for SqliteStore {
         &self,
         server: &ServerId,
     ) -> Result<Option<WitnessedCheckpoint>, StoreError> {
-        let row = self
-            .lock()
-            .query_row(
-                "SELECT tree_size, root, created_at FROM checkpoints WHERE server = ?1
-                 ORDER BY tree_size DESC LIMIT 1",
-                [server.to_string()],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, Vec<u8>>(1)?,
-                        r.get::<_, i64>(2)?,
-                    ))
-                },
-            )
-            .optional()?;
-        row.map(|(size, root, created)| {
-            Ok(WitnessedCheckpoint {
-                tree_size: size as u64,
-                root: root
-                    .try_into()
-                    .map_err(|_| StoreError::Internal("stored root is not 32 bytes".into()))?,
-                created_at_ms: created,
-            })
-        })
-        .transpose()
+        Ok(read_checkpoint(&self.lock(), &server.to_string(), None)?.map(|(c, _)| c))
     }
 
-    fn record_checkpoint(
+    fn witness(
         &self,
         server: &ServerId,
-        c: &WitnessedCheckpoint,
+        submitted: &Submitted,
         signature: &[u8],
-    ) -> Result<(), StoreError> {
-        self.lock().execute(
-            "INSERT INTO checkpoints (server, tree_size, root, created_at, signature, witnessed_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (server, tree_size) DO NOTHING",
-            params![
-                server.to_string(),
-                c.tree_size as i64,
-                c.root.as_slice(),
-                c.created_at_ms,
-                signature,
-                now_ms()
-            ],
-        )?;
-        Ok(())
+        judge: &mut dyn FnMut(&History) -> Verdict,
+    ) -> Result<(Verdict, History), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let key = server.to_string();
+        let last = read_checkpoint(&tx, &key, None)?;
+        let base = match &last {
+            Some((l, _)) if l.tree_size != submitted.proof_from => {
+                read_checkpoint(&tx, &key, Some(submitted.proof_from))?.map(|(c, _)| c)
+            }
+            _ => None,
+        };
+        let history = History { last, base };
+        let verdict = judge(&history);
+        match &verdict {
+            Verdict::Accept => {
+                let c = &submitted.checkpoint;
+                let size = i64::try_from(c.tree_size).map_err(|_| {
+                    StoreError::Conflict(format!("tree size {} is beyond the store", c.tree_size))
+                })?;
+                // The same tree again, later: its date moves forward.
+                let n = tx.execute(
+                    "INSERT INTO checkpoints (server, tree_size, root, created_at, signature, witnessed_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (server, tree_size) DO UPDATE SET
+                        created_at = excluded.created_at, signature = excluded.signature,
+                        witnessed_at = excluded.witnessed_at
+                     WHERE root = excluded.root AND created_at < excluded.created_at",
+                    params![key, size, c.root.as_slice(), c.created_at_ms, signature, now_ms()],
+                )?;
+                if n != 1 {
+                    return Err(StoreError::Conflict(format!(
+                        "a different checkpoint of {} records is already witnessed",
+                        c.tree_size
+                    )));
+                }
+            }
+            Verdict::Alarm(reason) => insert_alarm(&tx, &key, reason)?,
+            Verdict::Repeat | Verdict::Stale => {}
+        }
+        tx.commit()?;
+        Ok((verdict, history))
     }
 
     fn record_alarm(&self, server: &ServerId, reason: &str) -> Result<(), StoreError> {
-        self.lock().execute(
-            "INSERT INTO alarms (server, at, reason) VALUES (?1, ?2, ?3)",
-            params![server.to_string(), now_ms(), reason],
-        )?;
-        Ok(())
+        insert_alarm(&self.lock(), &server.to_string(), reason)
     }
 
     fn alarms(&self) -> Result<Vec<Alarm>, StoreError> {

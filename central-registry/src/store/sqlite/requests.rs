@@ -36,7 +36,7 @@ pub(super) fn load_request(
     let mut auth_csr = None;
     let mut signing_csrs = Vec::new();
     let mut stmt = conn.prepare_cached(
-        "SELECT is_auth, member, csr, public_key FROM request_csrs
+        "SELECT is_auth, member, csr, public_key, consent_by FROM request_csrs
          WHERE request_id = ?1 ORDER BY position",
     )?;
     let rows = stmt.query_map([id as i64], |r| {
@@ -45,15 +45,18 @@ pub(super) fn load_request(
             r.get::<_, Option<String>>(1)?,
             r.get::<_, Vec<u8>>(2)?,
             r.get::<_, Vec<u8>>(3)?,
+            r.get::<_, Option<Vec<u8>>>(4)?,
         ))
     })?;
     for row in rows {
-        let (is_auth, member, csr, public_key) = row?;
+        let (is_auth, member, csr, public_key, consent) = row?;
         let member = member.map(|m| parse("member id", &m)).transpose()?;
+        let consent = consent.as_deref().map(super::fingerprint).transpose()?;
         let c = CsrFor {
             csr,
             public_key,
             member,
+            consent,
         };
         if is_auth {
             auth_csr = Some(c);
