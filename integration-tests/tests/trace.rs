@@ -370,3 +370,20 @@ async fn the_portals_grpc_api_answers_a_web_page() {
         .unwrap_err();
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_column_edited_to_withhold_hides_nothing() {
+    let f = scenario().await;
+    let dir = ServerDir(f.business.dir.path().to_owned());
+    let db = rusqlite::Connection::open(dir.message_log()).unwrap();
+    let year_2100 = 4_102_444_800_000i64;
+    assert!(
+        db.execute("UPDATE records SET withheld_until = ?1", [year_2100])
+            .unwrap()
+            > 0
+    );
+    let report = f.trace(CITIZEN).await.unwrap();
+    assert_eq!(report.exchanges.len(), 3, "{:#?}", report.exchanges);
+    assert!(report.exchanges.iter().all(|e| e.verified));
+    assert_eq!(report.withheld.values().sum::<u32>(), 1);
+}

@@ -174,8 +174,10 @@ impl TraceService {
             let Ok(leaf) = pb::LogLeaf::decode(rec.leaf.as_slice()) else {
                 continue;
             };
-            if rec.withheld_until_ms > now {
-                withheld.insert((rec.withheld_until_ms, leaf.message_id));
+            // The leaf, which the tree binds, says until when; an index
+            // column edited to hide a record changes nothing.
+            if leaf.withheld_until_unix_ms > now {
+                withheld.insert((leaf.withheld_until_unix_ms, leaf.message_id));
                 continue;
             }
             if leaf.service.ends_with(SERVICE) {
