@@ -102,22 +102,23 @@ impl Listener {
         b
     }
 
-    /// Refuses a call whose header list is over [`MAX_HEADER_LIST`].
-    fn check_headers(&self, headers: &HeaderMap) -> Result<(), Response<Body>> {
+    /// The refusal of a call whose header list is over [`MAX_HEADER_LIST`].
+    fn check_headers(&self, headers: &HeaderMap) -> Option<Response<Body>> {
         // As HTTP/2 counts it (RFC 9113 §6.5.2): name, value and 32 per field.
         let size: usize = headers
             .iter()
             .map(|(n, v)| n.as_str().len() + v.len() + 32)
             .sum();
         if size <= MAX_HEADER_LIST {
-            return Ok(());
+            return None;
         }
-        Err(self
-            .headers_too_large
-            .with(format!(
-                "the call's header list is {size} bytes; at most {MAX_HEADER_LIST} are accepted"
-            ))
-            .into_response())
+        Some(
+            self.headers_too_large
+                .with(format!(
+                    "the call's header list is {size} bytes; at most {MAX_HEADER_LIST} are accepted"
+                ))
+                .into_response(),
+        )
     }
 }
 
@@ -209,8 +210,8 @@ async fn connection<U, UFut, F, Fut>(
         let (handler, listener) = (handler.clone(), listener.clone());
         async move {
             Ok::<_, Infallible>(match listener.check_headers(req.headers()) {
-                Ok(()) => handler(fp, req).await,
-                Err(refusal) => refusal,
+                None => handler(fp, req).await,
+                Some(refusal) => refusal,
             })
         }
     });
