@@ -114,6 +114,15 @@ mod tests {
 
     const DAY: i64 = 86_400_000;
 
+    /// What, the client's groups, exchange time, release date, decision.
+    type Case<'a> = (
+        &'a str,
+        Option<&'a HashSet<GlobalGroupId>>,
+        i64,
+        i64,
+        Result<(), Refusal>,
+    );
+
     fn group(s: &str) -> GlobalGroupId {
         s.parse().unwrap()
     }
@@ -139,13 +148,7 @@ mod tests {
         let old: HashSet<_> = [group("VN/old-investigators")].into();
         let other: HashSet<_> = [group("VN/other")].into();
         let max = 365 * DAY;
-        let table: &[(
-            &str,
-            Option<&HashSet<GlobalGroupId>>,
-            i64,
-            i64,
-            Result<(), Refusal>,
-        )] = &[
+        let table: &[Case<'_>] = &[
             ("not withheld", None, now, 0, Ok(())),
             ("a day", Some(&inv), now, now + DAY, Ok(())),
             ("exactly the maximum", Some(&inv), now, now + max, Ok(())),

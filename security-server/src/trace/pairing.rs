@@ -196,12 +196,12 @@ fn pair(consumer: &[&Record], provider: &[&Record], cx: &Context) -> Status {
                     } else {
                         // Forwarded, then failed: the provider may or may
                         // not have served it, and must say which.
-                        missing("provider", peer_of(&consumer), &c.server)
+                        missing("provider", peer_of(consumer), &c.server)
                     }
                 }
                 // Answered, or sent with no outcome logged: the provider
                 // must have a record.
-                _ => missing("provider", peer_of(&consumer), &c.server),
+                _ => missing("provider", peer_of(consumer), &c.server),
             }
         }
         (Some(c), Some(p)) => {
