@@ -221,6 +221,23 @@ fn pair(consumer: &[&Record], provider: &[&Record], cx: &Context) -> Status {
                     c.server, p.server
                 ));
             }
+            // The consumer signs and logs its request before forwarding,
+            // and a refusal before forwarding never reaches a provider.
+            if !consumer.iter().any(|r| phase(r) == pb::Phase::Request) {
+                return Status::Discrepancy(format!(
+                    "{} served this exchange, but the consumer's server {} logged no request for it",
+                    p.server, c.server
+                ));
+            }
+            if let Some(r) = consumer
+                .iter()
+                .find(|r| phase(r) == pb::Phase::Fault && r.leaf.peer.is_empty())
+            {
+                return Status::Discrepancy(format!(
+                    "the consumer's server {} says it refused this exchange before forwarding it ({}), but {} logged it",
+                    c.server, r.leaf.fault, p.server
+                ));
+            }
             let want = agreed(&c.leaf);
             for r in consumer.iter().chain(provider) {
                 for ((name, a), (_, b)) in want.iter().zip(agreed(&r.leaf)) {
@@ -451,6 +468,30 @@ mod tests {
         lost.leaf.fault = "server.clientproxy.bad_response".into();
         let s = status(&[rec(C, Consumer, Request, ""), lost], &Context::default());
         assert_eq!(kind(&s), pb::ExchangeStatus::Discrepancy, "{s:?}");
+    }
+
+    #[test]
+    fn a_consumer_cannot_disown_what_the_provider_served() {
+        use pb::{Phase::*, Side::*};
+        // It claims a refusal before forwarding; the provider served it.
+        let mut claimed = rec(C, Consumer, Fault, "");
+        claimed.leaf.fault = "client.access_denied".into();
+        let recs = vec![
+            rec(C, Consumer, Request, ""),
+            rec(P, Provider, Request, C),
+            rec(P, Provider, Response, C),
+            claimed.clone(),
+        ];
+        let s = status(&recs, &Context::default());
+        assert!(s.problem().contains("before forwarding"), "{s:?}");
+        // It kept only a fault record, no request.
+        let recs = vec![
+            rec(P, Provider, Request, C),
+            rec(P, Provider, Response, C),
+            claimed,
+        ];
+        let s = status(&recs, &Context::default());
+        assert!(s.problem().contains("logged no request"), "{s:?}");
     }
 
     #[test]
