@@ -1,0 +1,139 @@
+//! Log records: the `LogLeaf` protobuf a trace portal or an auditor
+//! decodes (round trip through `leaf_bytes`, visibility and operational
+//! records), and the built-in services' requests read from the log's
+//! callers (`FindUsageRequest`, `OperationalQuery` and the admin port's
+//! query string into a `Selection`). Input: `mode: u8`, then the bytes.
+
+#![no_main]
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+use lienthong_fuzz::Input;
+use lienthong_proto::pb::operational::v1::OperationalQuery;
+use lienthong_proto::pb::trace::v1::{FindUsageRequest, LogLeaf, Phase as PbPhase, Side};
+use lienthong_security_server::conf_client::view::unix_ms;
+use lienthong_security_server::message_log::leaf::{leaf_bytes, phase_name, side_name};
+use lienthong_security_server::message_log::{LogRecord, Phase, Role};
+use lienthong_security_server::operational::{self, Selection, Viewer};
+use lienthong_security_server::trace;
+use prost::Message;
+
+const WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
+
+fn selection_in_window(s: &Selection, now: i64) {
+    assert!(s.since_ms >= now - WINDOW.as_millis() as i64);
+    assert!((1..=operational::MAX_LIMIT).contains(&s.limit));
+    if let Some(id) = &s.message_id {
+        assert!(lienthong_security_server::metadata::check_message_id(id).is_ok());
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut input = Input(data);
+    let mode = input.byte() % 3;
+    let bytes = input.rest();
+    let now = unix_ms(SystemTime::now());
+    match mode {
+        0 => {
+            let Ok(leaf) = LogLeaf::decode(bytes) else {
+                return;
+            };
+            assert_eq!(
+                LogLeaf::decode(leaf.encode_to_vec().as_slice()).as_ref(),
+                Ok(&leaf)
+            );
+            let _ = (side_name(leaf.side), phase_name(leaf.phase));
+            let member = leaf
+                .client
+                .parse::<lienthong_proto::id::SubsystemId>()
+                .map(|c| c.member);
+            if let Ok(m) = member {
+                assert!(operational::visible(&Viewer::Member(m), &leaf));
+            }
+            assert!(operational::visible(&Viewer::Owner, &leaf));
+            let r = operational::record(1, &leaf);
+            assert_eq!(
+                (r.message_id.as_str(), r.at_unix_ms),
+                (leaf.message_id.as_str(), leaf.at_unix_ms)
+            );
+
+            // The record a server would write for this leaf writes this leaf.
+            let role = match Side::try_from(leaf.side) {
+                Ok(Side::Consumer) => Role::Consumer,
+                Ok(Side::Provider) => Role::Provider,
+                _ => return,
+            };
+            let phase = match PbPhase::try_from(leaf.phase) {
+                Ok(PbPhase::Request) => Phase::Request,
+                Ok(PbPhase::Response) => Phase::Response,
+                Ok(PbPhase::Fault) => Phase::Fault,
+                _ => return,
+            };
+            let subject_hash: Option<[u8; 32]> = match leaf.data_subject_hash.len() {
+                0 => None,
+                _ => match leaf.data_subject_hash.as_slice().try_into() {
+                    Ok(h) => Some(h),
+                    Err(_) => return,
+                },
+            };
+            let record = LogRecord {
+                role,
+                phase,
+                at_ms: leaf.at_unix_ms,
+                message_id: leaf.message_id.clone(),
+                client: leaf.client.clone(),
+                service: leaf.service.clone(),
+                method: leaf.method.clone(),
+                user_id: leaf.user_id.clone(),
+                purpose: leaf.purpose.clone(),
+                peer: leaf.peer.clone(),
+                request_digest: leaf.request_digest.clone(),
+                payload_digest: leaf.payload_digest.clone(),
+                payload_size: leaf.payload_size,
+                grpc_status: leaf.grpc_status,
+                fault: leaf.fault.clone(),
+                withheld_until_ms: leaf.withheld_until_unix_ms,
+                duration_us: leaf.duration_us,
+                ..Default::default()
+            };
+            let written = LogLeaf::decode(leaf_bytes(&record, subject_hash).as_slice())
+                .expect("own leaf decodes");
+            let mut want = leaf.clone();
+            want.envelope_digest.clear();
+            assert_eq!(written, want);
+        }
+        1 => {
+            let body = Bytes::copy_from_slice(bytes);
+            let Ok(message) = trace::unframe(body) else {
+                return;
+            };
+            if let Ok(q) = FindUsageRequest::decode(message.clone())
+                && trace::check_subject(&q.data_subject).is_ok()
+            {
+                assert!(!q.data_subject.is_empty() && q.data_subject.len() <= 64);
+            }
+            if let Ok(q) = OperationalQuery::decode(message)
+                && let Ok(s) = Selection::within_window(
+                    q.since_unix_ms,
+                    q.until_unix_ms,
+                    &q.message_id,
+                    q.limit.into(),
+                    now,
+                    WINDOW,
+                )
+            {
+                selection_in_window(&s, now);
+            }
+        }
+        _ => {
+            let Ok(query) = std::str::from_utf8(bytes) else {
+                return;
+            };
+            if let Ok(s) = Selection::from_query(query, now, WINDOW) {
+                selection_in_window(&s, now);
+            }
+        }
+    }
+});
