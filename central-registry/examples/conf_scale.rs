@@ -65,6 +65,7 @@ fn fresh_csr() -> CsrFor {
         public_key: csr::verify(&der).unwrap().public_key_der(),
         csr: der,
         member: None,
+        consent: None,
     }
 }
 

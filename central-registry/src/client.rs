@@ -41,6 +41,10 @@ pub enum ClientError {
     Certificate(#[from] CertError),
     #[error("operator token is not a valid header value")]
     BadToken,
+    #[error(
+        "the registry at {address} is not the one your anchor names: its TLS certificate is not issued by the anchor's instance CA ({detail}); check that the anchor file is this instance's"
+    )]
+    NotThisRegistry { address: String, detail: String },
 }
 
 /// Reads an anchor file (the protobuf `Anchor`, as `registry anchor` writes it).
@@ -85,6 +89,7 @@ pub async fn connect(anchor: &Anchor, identity: Option<&Identity>) -> Result<Cha
     let ca = CertificateDer::from(anchor.instance_ca_certificate.clone());
     let config = Arc::new(tls::registry_client_config(&ca, identity)?);
     let mut last = String::from("no address");
+    let mut mismatch = None;
     for address in &anchor.registry_addresses {
         let endpoint = match Endpoint::from_shared(format!("http://{address}")) {
             Ok(e) => e.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true),
@@ -97,15 +102,31 @@ pub async fn connect(anchor: &Anchor, identity: Option<&Identity>) -> Result<Cha
         match endpoint.connect_with_connector(connector).await {
             Ok(channel) => return Ok(channel),
             Err(e) => {
-                last = format!("{address}: {}", error_chain(&e));
+                let chain = error_chain(&e);
+                if is_foreign_certificate(&chain) {
+                    mismatch = Some((address.clone(), chain.clone()));
+                }
+                last = format!("{address}: {chain}");
                 tracing::warn!(%address, error = %last, "registry address unreachable");
             }
         }
+    }
+    if let Some((address, detail)) = mismatch {
+        return Err(ClientError::NotThisRegistry { address, detail });
     }
     Err(ClientError::Unreachable {
         addresses: anchor.registry_addresses.clone(),
         last,
     })
+}
+
+/// Whether a connection failed because the server's certificate does not
+/// chain to the anchor's CA (rustls names it so), not for lack of a server.
+fn is_foreign_certificate(chain: &str) -> bool {
+    chain.contains("invalid peer certificate")
+        && ["BadSignature", "UnknownIssuer", "NotValidForName"]
+            .iter()
+            .any(|r| chain.contains(r))
 }
 
 /// An error with all its causes, `outer: inner: …` (transport errors hide

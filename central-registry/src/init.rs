@@ -64,6 +64,59 @@ impl RegistryDir {
     }
 }
 
+fn set_mode(path: &Path, mode: u32) -> Result<(), RegistryError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| {
+        RegistryError::invalid(format!(
+            "cannot set mode {mode:o} on {}: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// Why a file's mode is refused, if it is (pure): `mode` may grant nothing
+/// to group or others.
+pub fn private_mode_problem(path: &Path, mode: u32, wanted: u32) -> Option<String> {
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "{} has mode {:o}: the registry's store and home must be readable by its user alone; run `chmod {wanted:o} {}`",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        )
+    })
+}
+
+/// Refuses a home directory or store that group or others can read
+/// (0700 and 0600 are expected); checked by [`crate::Registry::start`].
+pub fn check_permissions(dir: &Path) -> Result<(), RegistryError> {
+    use std::os::unix::fs::PermissionsExt;
+    let d = RegistryDir(dir.to_owned());
+    let db = d.database();
+    let wal = dir.join("registry.db-wal");
+    let shm = dir.join("registry.db-shm");
+    for (path, wanted) in [
+        (dir, 0o700),
+        (db.as_path(), 0o600),
+        (wal.as_path(), 0o600),
+        (shm.as_path(), 0o600),
+    ] {
+        let mode = match std::fs::metadata(path) {
+            Ok(m) => m.permissions().mode(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && path != dir && path != db => {
+                continue;
+            }
+            Err(e) => {
+                return Err(RegistryError::invalid(format!("{}: {e}", path.display())));
+            }
+        };
+        if let Some(problem) = private_mode_problem(path, mode, wanted) {
+            return Err(RegistryError::invalid(problem));
+        }
+    }
+    Ok(())
+}
+
 /// What `registry init` is asked for.
 #[derive(Debug, Clone)]
 pub struct InitOptions {
@@ -128,6 +181,8 @@ pub fn initialise(dir: &Path, opts: &InitOptions) -> Result<Initialised, Registr
     }
     std::fs::create_dir_all(dir)
         .map_err(|e| RegistryError::invalid(format!("cannot create {}: {e}", dir.display())))?;
+    // The registry's user alone reads its home (keys and store).
+    set_mode(dir, 0o700)?;
 
     let ca_key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).map_err(cert_err)?;
     pem::write_key(&d.ca_key(), &ca_key).map_err(cert_err)?;
@@ -166,6 +221,7 @@ pub fn initialise(dir: &Path, opts: &InitOptions) -> Result<Initialised, Registr
         auto_approve: opts.auto_approve,
     };
     let store = SqliteStore::create(&d.database(), &settings)?;
+    set_mode(&d.database(), 0o600)?;
     let (officer_token, token_hash) = auth::new_token();
     store.apply(
         "registry init",

@@ -28,9 +28,11 @@ pub mod init;
 pub mod model;
 pub mod operator;
 pub mod publisher;
+pub mod refusals;
 pub mod registration;
 mod server;
 pub mod store;
+pub mod throttle;
 pub mod witness;
 
 pub use server::{DEFAULT_PORT, Registry, RegistryOptions};

@@ -24,6 +24,7 @@ use crate::auth::{self, Access};
 use crate::error::{RegistryError, blocking};
 use crate::model::*;
 use crate::publisher::Publisher;
+use crate::refusals::Refusals;
 use crate::registration::{self, expiry_ms};
 use crate::store::Store;
 
@@ -83,6 +84,7 @@ pub struct OperatorApi {
     publisher: Arc<Publisher>,
     instance: Instance,
     cert_validity: std::time::Duration,
+    refusals: Refusals,
 }
 
 impl std::fmt::Debug for OperatorApi {
@@ -104,6 +106,7 @@ impl OperatorApi {
         cert_validity: std::time::Duration,
     ) -> Self {
         OperatorApi {
+            refusals: Refusals::new(store.clone()),
             store,
             ca,
             publisher,
@@ -119,16 +122,30 @@ impl OperatorApi {
         action: &'static str,
         access: Access,
     ) -> Result<Operator, Status> {
-        let token = auth::bearer(request.metadata()).ok_or_else(|| {
-            Status::unauthenticated(
-                "operator calls need `authorization: Bearer <token>` (see `lienthong registry operator add`)",
-            )
-        })?;
+        let source = request.remote_addr();
+        let Some(token) = auth::bearer(request.metadata()) else {
+            let msg = "operator calls need `authorization: Bearer <token>` (see `lienthong registry operator add`)";
+            self.refusals
+                .record(source, None, None, action, "no operator token", msg)
+                .await;
+            return Err(Status::unauthenticated(msg));
+        };
         let hash = auth::hash_token(token);
         let store = self.store.clone();
-        let op = blocking(move || Ok(store.operator_by_token(&hash)?))
-            .await?
-            .ok_or_else(|| Status::unauthenticated("unknown operator token"))?;
+        let Some(op) = blocking(move || Ok(store.operator_by_token(&hash)?)).await? else {
+            let msg = "unknown operator token";
+            self.refusals
+                .record(
+                    source,
+                    None,
+                    Some(("operator", token.to_owned())),
+                    action,
+                    "",
+                    msg,
+                )
+                .await;
+            return Err(Status::unauthenticated(msg));
+        };
         if !auth::allows(op.role, access) {
             let msg = format!(
                 "operator {} has the {} role, which may not call {action}",
@@ -468,6 +485,10 @@ impl RegistryOperator for OperatorApi {
                     info.common_name
                 )));
             }
+            lienthong_certs::key_policy::check_certificate(
+                &r.certificate,
+                lienthong_certs::key_policy::KeyPurpose::Ca,
+            )?;
             Ok(Change::AddTrustedCa { der: r.certificate })
         })
         .await

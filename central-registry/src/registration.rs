@@ -34,6 +34,7 @@ use crate::model::{
     RequestKind, RequestState, StoredRequest,
 };
 use crate::publisher::Publisher;
+use crate::refusals::Refusals;
 use crate::store::Store;
 
 /// Most signing CSRs one request may carry.
@@ -328,6 +329,7 @@ pub struct Registration {
     instance: Instance,
     auto_approve: bool,
     cert_validity: std::time::Duration,
+    refusals: Refusals,
 }
 
 impl std::fmt::Debug for Registration {
@@ -349,6 +351,7 @@ impl Registration {
         cert_validity: std::time::Duration,
     ) -> Self {
         Registration {
+            refusals: Refusals::new(store.clone()),
             store,
             ca,
             publisher,
@@ -437,6 +440,23 @@ impl Registration {
     }
 }
 
+/// What a submission asks for, for the audit log (no token, no key).
+fn describe(r: &pb::SubmitRequest) -> String {
+    let server = r
+        .server
+        .as_ref()
+        .and_then(|s| ServerId::try_from(s).ok())
+        .map_or_else(|| "no valid server".to_owned(), |s| s.to_string());
+    let kind = pb::RequestKind::try_from(r.kind)
+        .map(|k| {
+            k.as_str_name()
+                .trim_start_matches("REQUEST_KIND_")
+                .to_lowercase()
+        })
+        .unwrap_or_else(|_| format!("kind {}", r.kind));
+    format!("{kind} for {server}")
+}
+
 fn state_code(s: RequestState) -> i32 {
     s.code() as i32
 }
@@ -454,9 +474,28 @@ impl RegistrationApi for Registration {
         request: Request<pb::SubmitRequest>,
     ) -> Result<Response<pb::SubmitReply>, Status> {
         let peer = first_peer_cert(&request);
+        let source = request.remote_addr();
         let wire = request.into_inner();
+        let (token, what) = (wire.enrollment_token.clone(), describe(&wire));
         let this = self.clone();
-        let (id, state, seq) = blocking(move || this.submit_blocking(wire, peer)).await?;
+        let peer2 = peer.clone();
+        let (id, state, seq) = match blocking(move || this.submit_blocking(wire, peer2)).await {
+            Ok(done) => done,
+            Err(e) => {
+                let status = Status::from(e);
+                self.refusals
+                    .record(
+                        source,
+                        peer,
+                        Some(("enrollment", token)),
+                        "Submit",
+                        &what,
+                        status.message(),
+                    )
+                    .await;
+                return Err(status);
+            }
+        };
         if state == RequestState::Approved {
             self.publisher.version_including(seq).await;
         }
@@ -471,9 +510,31 @@ impl RegistrationApi for Registration {
         request: Request<pb::GetRequestRequest>,
     ) -> Result<Response<pb::GetRequestReply>, Status> {
         let peer = first_peer_cert(&request);
+        let source = request.remote_addr();
         let wire = request.into_inner();
+        let (token, what) = (
+            wire.enrollment_token.clone(),
+            format!("request {}", wire.id),
+        );
         let this = self.clone();
-        let stored = blocking(move || this.get_blocking(wire, peer)).await?;
+        let peer2 = peer.clone();
+        let stored = match blocking(move || this.get_blocking(wire, peer2)).await {
+            Ok(s) => s,
+            Err(e) => {
+                let status = Status::from(e);
+                self.refusals
+                    .record(
+                        source,
+                        peer,
+                        Some(("enrollment", token)),
+                        "GetRequest",
+                        &what,
+                        status.message(),
+                    )
+                    .await;
+                return Err(status);
+            }
+        };
         Ok(Response::new(pb::GetRequestReply {
             state: state_code(stored.state),
             auth_certificate: stored.issued_auth.unwrap_or_default(),

@@ -19,11 +19,13 @@ use tokio::task::JoinHandle;
 
 use crate::distribution::Distribution;
 use crate::error::{RegistryError, blocking};
-use crate::init::{RegistryDir, load};
+use crate::init::{RegistryDir, check_permissions, load};
 use crate::operator::OperatorApi;
 use crate::publisher::{DEFAULT_PUBLISH_INTERVAL, Publisher};
+use crate::refusals::Refusals;
 use crate::registration::Registration;
 use crate::store::{SqliteStore, Store};
+use crate::throttle::{RefusalCounts, Throttle, ThrottleConfig, ThrottleLayer};
 use crate::witness::{DEFAULT_MAX_CHECKPOINT_AGE, Witness};
 
 /// Default port of a registry.
@@ -49,6 +51,8 @@ pub struct RegistryOptions {
     /// # Default
     /// 120 s ([`DEFAULT_MAX_CHECKPOINT_AGE`]: two checkpoint intervals).
     pub checkpoint_max_age: Duration,
+    /// How sources that keep failing are slowed down and refused.
+    pub throttle: ThrottleConfig,
 }
 
 impl RegistryOptions {
@@ -59,6 +63,7 @@ impl RegistryOptions {
             publish_interval: DEFAULT_PUBLISH_INTERVAL,
             cert_validity: DEFAULT_CERT_VALIDITY,
             checkpoint_max_age: DEFAULT_MAX_CHECKPOINT_AGE,
+            throttle: ThrottleConfig::default(),
         }
     }
 }
@@ -67,6 +72,7 @@ impl RegistryOptions {
 #[derive(Debug)]
 pub struct Registry {
     addr: SocketAddr,
+    refusals: Arc<RefusalCounts>,
     store: Arc<dyn Store>,
     publisher: Arc<Publisher>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -79,6 +85,7 @@ impl Registry {
     /// published before) and starts serving.
     pub async fn start(opts: RegistryOptions) -> Result<Self, RegistryError> {
         let dir = RegistryDir(opts.dir.clone());
+        check_permissions(&opts.dir)?;
         let loaded = load(&opts.dir)?;
         let db = dir.database();
         let store: Arc<dyn Store> = Arc::new(blocking(move || Ok(SqliteStore::open(&db)?)).await?);
@@ -134,10 +141,17 @@ impl Registry {
         );
         let distribution = Distribution::new(publisher.clone());
         let witness = Witness::new(store.clone(), publisher.clone(), opts.checkpoint_max_age);
+        let refusals = Arc::new(RefusalCounts::default());
+        let throttle = ThrottleLayer(Arc::new(Throttle::new(
+            opts.throttle,
+            refusals.clone(),
+            Arc::new(Refusals::new(store.clone())),
+        )));
         let (tx, rx) = oneshot::channel::<()>();
         let serving = tokio::spawn(
             tonic::transport::Server::builder()
                 .timeout(REQUEST_TIMEOUT)
+                .layer(throttle)
                 .add_service(RegistryOperatorServer::new(operator))
                 .add_service(RegistrationServer::new(registration))
                 .add_service(ConfigurationDistributionServer::new(distribution))
@@ -149,6 +163,7 @@ impl Registry {
         tracing::info!(%addr, instance = %settings.instance, auto_approve = settings.auto_approve, "registry serving");
         Ok(Registry {
             addr,
+            refusals,
             store,
             publisher,
             shutdown: Some(tx),
@@ -165,6 +180,11 @@ impl Registry {
     /// The store (for inspection by tests and tools on the registry host).
     pub fn store(&self) -> Arc<dyn Store> {
         self.store.clone()
+    }
+
+    /// Refused calls by method and code (the registry's refusal metrics).
+    pub fn refusals(&self) -> &Arc<RefusalCounts> {
+        &self.refusals
     }
 
     /// The publisher.

@@ -28,6 +28,7 @@ use tonic::{Request, Response, Status};
 use crate::error::{RegistryError, blocking};
 use crate::model::WitnessedCheckpoint;
 use crate::publisher::Publisher;
+use crate::refusals::Refusals;
 use crate::store::{Store, StoreError};
 
 /// Longest consistency proof accepted (a tree of 2^64 leaves needs 128).
@@ -186,6 +187,7 @@ pub struct Witness {
     store: Arc<dyn Store>,
     publisher: Arc<Publisher>,
     max_age: Duration,
+    refusals: Refusals,
 }
 
 impl std::fmt::Debug for Witness {
@@ -214,6 +216,7 @@ fn fault(code: tonic::Code, fault: &'static str, message: String, details: Vec<u
 impl Witness {
     pub fn new(store: Arc<dyn Store>, publisher: Arc<Publisher>, max_age: Duration) -> Self {
         Witness {
+            refusals: Refusals::new(store.clone()),
             store,
             publisher,
             max_age,
@@ -361,13 +364,28 @@ impl CheckpointWitness for Witness {
         &self,
         request: Request<pb::WitnessRequest>,
     ) -> Result<Response<pb::WitnessReply>, Status> {
-        let peer = request
+        let cert = request
             .peer_certs()
-            .and_then(|c| c.first().map(|c| Fingerprint::of(c)));
+            .and_then(|c| c.first().map(|c| c.clone().into_owned()));
+        let peer = cert.as_ref().map(|c| Fingerprint::of(c));
+        let source = request.remote_addr();
         let req = request.into_inner();
+        let what = req
+            .checkpoint
+            .as_ref()
+            .map(|c| format!("checkpoint of {} records", c.tree_size))
+            .unwrap_or_default();
         let this = self.clone();
-        let reply = blocking(move || this.witness_blocking(req, peer)).await??;
-        Ok(Response::new(reply))
+        let result = match blocking(move || this.witness_blocking(req, peer)).await {
+            Ok(r) => r,
+            Err(e) => Err(Status::from(e)),
+        };
+        if let Err(status) = &result {
+            self.refusals
+                .record(source, cert, None, "Witness", &what, status.message())
+                .await;
+        }
+        Ok(Response::new(result?))
     }
 }
 
@@ -429,7 +447,8 @@ mod tests {
         };
         let later = t0 + 1_000;
         let none = History::default();
-        let cases: Vec<(&str, &History, Submitted, fn(&Verdict) -> bool)> = vec![
+        type Case<'a> = (&'a str, &'a History, Submitted, fn(&Verdict) -> bool);
+        let cases: Vec<Case> = vec![
             ("first", &none, sub(&l[..6], t0, &[], &l), |v| {
                 *v == Verdict::Accept
             }),

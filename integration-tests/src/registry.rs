@@ -94,6 +94,36 @@ impl TestRegistry {
             .expect("registry reachable")
     }
 
+    /// An anonymous TLS channel from the local address `local` (any of
+    /// 127.0.0.0/8 on Linux): calls from several sources.
+    pub async fn channel_from(&self, local: std::net::IpAddr) -> Channel {
+        let ca =
+            rustls_pki_types::CertificateDer::from(self.anchor.instance_ca_certificate.clone());
+        let config = std::sync::Arc::new(
+            lienthong_certs::tls::registry_client_config(&ca, None).expect("client config"),
+        );
+        let registry = self.addr;
+        let connector = tower::service_fn(move |_uri: http::Uri| {
+            let config = config.clone();
+            async move {
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                socket.bind(std::net::SocketAddr::new(local, 0))?;
+                let tcp = socket.connect(registry).await?;
+                tcp.set_nodelay(true)?;
+                let name = rustls_pki_types::ServerName::IpAddress(registry.ip().into());
+                let tls = tokio_rustls::TlsConnector::from(config)
+                    .connect(name, tcp)
+                    .await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+            }
+        });
+        tonic::transport::Endpoint::from_shared(format!("http://{registry}"))
+            .expect("endpoint")
+            .connect_with_connector(connector)
+            .await
+            .expect("registry reachable")
+    }
+
     /// The operator client of the first officer.
     pub async fn officer(&self) -> OperatorClient {
         self.operator(&self.officer_token).await

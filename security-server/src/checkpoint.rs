@@ -28,7 +28,7 @@ enum Submitted {
     /// The latest witnessed checkpoint (the new one, or none yet).
     Witnessed(Option<StoredCheckpoint>),
     /// The registry witnessed a later checkpoint than the proof's base.
-    StaleBase(WitnessedCheckpoint),
+    StaleBase(Box<WitnessedCheckpoint>),
 }
 
 /// Makes and submits checkpoints.
@@ -57,7 +57,7 @@ impl Checkpointer {
         match self.submit().await? {
             Submitted::Witnessed(stored) => Ok(stored),
             Submitted::StaleBase(latest) => {
-                self.record_latest(latest).await?;
+                self.record_latest(*latest).await?;
                 match self.submit().await? {
                     Submitted::Witnessed(stored) => Ok(stored),
                     Submitted::StaleBase(_) => {
@@ -163,7 +163,7 @@ impl Checkpointer {
             {
                 let latest = WitnessedCheckpoint::decode(s.details())
                     .map_err(|e| format!("the registry's latest witnessed checkpoint: {e}"))?;
-                return Ok(Submitted::StaleBase(latest));
+                return Ok(Submitted::StaleBase(Box::new(latest)));
             }
             Err(s) => {
                 return Err(format!(

@@ -145,6 +145,7 @@ fn refused_changes_leave_the_store_unchanged() {
                 id: member("999").subsystem("x").unwrap(),
             }, // unknown owner
             Change::AddService {
+                personal_data: false,
                 id: member("000102")
                     .subsystem("nope")
                     .unwrap()
