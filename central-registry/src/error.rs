@@ -5,6 +5,15 @@ use tonic::{Code, Status};
 
 use crate::store::StoreError;
 
+/// The registry's fault codes (`lt-fault`) and their statuses;
+/// `docs/faults.md` lists them for people.
+pub const REGISTRY_FAULTS: &[(&str, Code)] = &[
+    (crate::throttle::FAULT_THROTTLED, Code::ResourceExhausted),
+    (crate::throttle::FAULT_BAD_BODY, Code::InvalidArgument),
+    (crate::witness::FAULT_ALARM, Code::FailedPrecondition),
+    (crate::witness::FAULT_STALE_BASE, Code::FailedPrecondition),
+];
+
 /// Why a registry call was refused or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -80,6 +89,15 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fault_table_matches_the_documentation() {
+        let doc = include_str!("../../docs/faults.md");
+        for (code, status) in REGISTRY_FAULTS {
+            let row = format!("| `{code}` | {status:?} |");
+            assert!(doc.contains(&row), "docs/faults.md lacks {row}");
+        }
+    }
 
     #[test]
     fn status_table() {
