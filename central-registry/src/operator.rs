@@ -361,8 +361,17 @@ impl RegistryOperator for OperatorApi {
 
     async fn add_service(&self, request: Request<pb::AddServiceRequest>) -> Reply {
         self.write(request, "AddService", |this, r| {
+            let id = this.service(&r.id)?;
+            // The bus's own services: a provider's service of the same name
+            // could pass for them (e.g. be left out of citizens' traces).
+            if id.service.to_string().starts_with("lienthong.") {
+                return Err(RegistryError::invalid(format!(
+                    "service names under lienthong.* are reserved for the bus itself: {}",
+                    id.service
+                )));
+            }
             Ok(Change::AddService {
-                id: this.service(&r.id)?,
+                id,
                 description: check_text("description", &r.description, 0, MAX_DESCRIPTION_CHARS)?,
                 personal_data: r.personal_data,
             })
@@ -461,8 +470,11 @@ impl RegistryOperator for OperatorApi {
         request: Request<pb::SetDataSubjectFormatsRequest>,
     ) -> Reply {
         self.write(request, "SetDataSubjectFormats", |_, r| {
-            let formats: Vec<(String, String)> =
-                r.formats.iter().map(|f| (f.name.clone(), f.mask.clone())).collect();
+            let formats: Vec<(String, String)> = r
+                .formats
+                .iter()
+                .map(|f| (f.name.clone(), f.mask.clone()))
+                .collect();
             lienthong_proto::fields::DataSubjectFormats::new(
                 formats
                     .iter()

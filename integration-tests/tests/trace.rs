@@ -387,3 +387,82 @@ async fn an_index_column_edited_to_withhold_hides_nothing() {
     assert!(report.exchanges.iter().all(|e| e.verified));
     assert_eq!(report.withheld.values().sum::<u32>(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_member_can_put_words_in_another_members_trace() {
+    let f = scenario().await;
+    let before = f.trace(CITIZEN).await.unwrap();
+    // Tax's information system claims to be business on tax's server.
+    let mut forged = with_subject(&business(), CITIZEN);
+    forged.insert("lt-purpose", "forged-by-tax".parse().unwrap());
+    let status = f
+        .tax
+        .client()
+        .await
+        .unary("GetPerson", forged, CITIZEN)
+        .await
+        .unwrap_err();
+    assert_eq!(fault_of(&status), "client.client_not_on_this_server");
+    // Tax's server signs an envelope naming business as the client, hiding
+    // it for ten years, straight to the provider.
+    let peer = RawPeer::new(&f.registry, &f.tax, &f.population[0], None)
+        .await
+        .unwrap();
+    let mut header = peer.header(
+        &business(),
+        &PersonRequest {
+            personal_id: CITIZEN.into(),
+        },
+    );
+    header.purpose = "forged-by-tax".into();
+    header.withheld_until_unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        + 10 * 365 * 86_400_000;
+    let envelope = peer.sign(header, &member("000201"));
+    let status = peer
+        .send(
+            Some(envelope),
+            PersonRequest {
+                personal_id: CITIZEN.into(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(fault_of(&status), "server.serverproxy.client_not_owned");
+    f.checkpoint_all().await;
+
+    let after = f.trace(CITIZEN).await.unwrap();
+    assert!(
+        after.exchanges.iter().all(|e| e.purpose != "forged-by-tax"),
+        "{:#?}",
+        after.exchanges
+    );
+    assert_eq!(after.exchanges.len(), before.exchanges.len());
+    assert_eq!(after.withheld, before.withheld);
+    assert_eq!(after.outcome(), Outcome::Complete, "{:#?}", after.exchanges);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_reserves_the_bus_s_own_service_names() {
+    let f = Federation::start().await;
+    let e = f
+        .registry
+        .officer()
+        .await
+        .add_service(pb::AddServiceRequest {
+            id: Some(
+                (&population()
+                    .service("lienthong.trace.v1.AccessTrace", None)
+                    .unwrap())
+                    .into(),
+            ),
+            description: "a look-alike".into(),
+            personal_data: true,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("reserved"), "{e:?}");
+}

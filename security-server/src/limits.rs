@@ -19,7 +19,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -205,37 +204,29 @@ impl ListenerStats {
     }
 }
 
-/// Writes the Prometheus families of `listeners` (name, stats).
-pub(crate) fn write_metrics(out: &mut String, listeners: &[(&str, &ListenerStats)]) {
-    out.push_str("# HELP lienthong_open_connections Connections open on each listener.\n# TYPE lienthong_open_connections gauge\n");
+/// Records the listeners' figures (run under the server's recorder, see
+/// `admin`).
+pub(crate) fn record_metrics(listeners: &[(&'static str, &ListenerStats)]) {
+    use metrics::{counter, gauge};
     for (name, s) in listeners {
-        let _ = writeln!(
-            out,
-            "lienthong_open_connections{{listener=\"{name}\"}} {}",
-            s.open()
-        );
-    }
-    out.push_str("# HELP lienthong_connections_refused_total Connections closed unserved: the listener or the peer address held its most connections, or no request came within the header timeout.\n# TYPE lienthong_connections_refused_total counter\n");
-    for (name, s) in listeners {
+        gauge!("lienthong_open_connections", "listener" => *name).set(s.open() as f64);
         for (reason, n) in [
             ("listener_full", &s.listener_full),
             ("peer_full", &s.peer_full),
             ("header_timeout", &s.timed_out),
         ] {
-            let _ = writeln!(
-                out,
-                "lienthong_connections_refused_total{{listener=\"{name}\",reason=\"{reason}\"}} {}",
-                n.load(Ordering::Relaxed)
-            );
+            counter!("lienthong_connections_refused_total", "listener" => *name, "reason" => reason)
+                .absolute(n.load(Ordering::Relaxed));
         }
-    }
-    out.push_str("# HELP lienthong_tls_refused_total TLS peers refused in the handshake, by fault, SHA-256 fingerprint of the certificate presented (none if none) and address.\n# TYPE lienthong_tls_refused_total counter\n");
-    for (name, s) in listeners {
         for ((fault, cert, peer), n) in s.tls_refusals() {
-            let _ = writeln!(
-                out,
-                "lienthong_tls_refused_total{{listener=\"{name}\",fault=\"{fault}\",certificate=\"{cert}\",peer=\"{peer}\"}} {n}"
-            );
+            counter!(
+                "lienthong_tls_refused_total",
+                "listener" => *name,
+                "fault" => fault,
+                "certificate" => cert,
+                "peer" => peer,
+            )
+            .absolute(n);
         }
     }
 }
@@ -338,8 +329,9 @@ mod tests {
         let _a3 = stats
             .admit(a, &limits)
             .expect("a closed connection frees its place");
-        let mut text = String::new();
-        write_metrics(&mut text, &[("provider", &stats)]);
+        let metrics = crate::admin::Metrics::default();
+        metrics.record(|| record_metrics(&[("provider", &stats)]));
+        let text = metrics.render();
         assert!(text.contains("lienthong_open_connections{listener=\"provider\"} 3"));
         assert!(text.contains("reason=\"peer_full\"} 1"), "{text}");
         assert!(text.contains("reason=\"listener_full\"} 1"), "{text}");

@@ -83,40 +83,36 @@ impl Selection {
         })
     }
 
-    /// From the admin port's query string: `since_hours=` (24),
-    /// `message_id=`, `limit=` (100, at most 1000).
-    pub fn from_query(query: &str, now_ms: i64, window: Duration) -> Result<Self, String> {
-        let mut since_hours = 24i64;
-        let mut limit = DEFAULT_LIMIT;
-        let mut message_id = String::new();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            match k {
-                "since_hours" => {
-                    since_hours = v
-                        .parse::<u32>()
-                        .map_err(|_| "since_hours must be a whole number of hours")?
-                        .into()
-                }
-                "limit" => limit = v.parse().map_err(|_| "limit must be a number")?,
-                "message_id" => message_id = v.to_owned(),
-                other => {
-                    return Err(format!(
-                        "unknown parameter {:?}; use since_hours, message_id or limit",
-                        other.chars().take(40).collect::<String>()
-                    ));
-                }
-            }
-        }
+    /// From the admin port's query (parsed and percent-decoded by its
+    /// router): `since_hours=` (24), `message_id=`, `limit=` (100, at
+    /// most 1000).
+    pub fn from_query(
+        query: &OperationalQuery,
+        now_ms: i64,
+        window: Duration,
+    ) -> Result<Self, String> {
+        let since_hours = i64::from(query.since_hours.unwrap_or(24));
         Self::within_window(
             now_ms - since_hours * 3_600_000,
             0,
-            &message_id,
-            limit,
+            query.message_id.as_deref().unwrap_or(""),
+            query.limit.unwrap_or(DEFAULT_LIMIT),
             now_ms,
             window,
         )
     }
+}
+
+/// The admin port's operational-data query string.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperationalQuery {
+    /// How many hours back (24).
+    pub since_hours: Option<u32>,
+    /// One exchange's records.
+    pub message_id: Option<String>,
+    /// At most this many records (100, at most 1000).
+    pub limit: Option<u64>,
 }
 
 fn millis(d: Duration) -> i64 {
@@ -305,12 +301,26 @@ mod tests {
             (now - 1000, now - 10, MAX_LIMIT)
         );
         assert!(Selection::within_window(0, 0, "not an id!", 0, now, week).is_err());
-        let s = Selection::from_query("since_hours=1000&limit=3", now, week).unwrap();
+        let parse = |q: &str| {
+            serde_urlencoded::from_str::<OperationalQuery>(q)
+                .map_err(|e| e.to_string())
+                .and_then(|q| Selection::from_query(&q, now, week))
+        };
+        let s = parse("since_hours=1000&limit=3").unwrap();
         assert_eq!((s.since_ms, s.limit), (now - 7 * 86_400_000, 3));
-        let s = Selection::from_query("", now, week).unwrap();
+        let s = parse("").unwrap();
         assert_eq!(s.since_ms, now - 24 * 3_600_000);
-        for bad in ["since_hours=-1", "limit=x", "drop=1", "message_id=a;b"] {
-            assert!(Selection::from_query(bad, now, week).is_err(), "{bad}");
+        // Percent-encoding is decoded before the id is checked.
+        let s = parse("message_id=order%2D1").unwrap();
+        assert_eq!(s.message_id.as_deref(), Some("order-1"));
+        for bad in [
+            "since_hours=-1",
+            "limit=x",
+            "drop=1",
+            "message_id=a;b",
+            "message_id=a%3Bb",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
         }
     }
 }

@@ -3,7 +3,8 @@
 //! clock skew from this server's clock are refused by their timestamp, so
 //! the cache only holds ids until their creation time plus the skew.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Mutex;
 
 /// How far a request's creation time may differ from this server's clock.
@@ -58,10 +59,9 @@ type Key = [u8; 16];
 struct Inner {
     /// Key → when it may be forgotten (Unix ms).
     seen: HashMap<Key, i64>,
-    /// (expiry, key), in arrival order: expiries follow it closely, and an
-    /// entry kept a little longer behind a later one only errs on the
-    /// safe side.
-    order: VecDeque<(i64, Key)>,
+    /// (expiry, key), soonest first: an id created far ahead of the clock
+    /// must not hold back the expiry of those behind it.
+    order: BinaryHeap<Reverse<(i64, Key)>>,
 }
 
 fn key(client: &str, message_id: &str) -> Key {
@@ -91,11 +91,11 @@ impl ReplayCache {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        while let Some((expiry, _)) = g.order.front() {
+        while let Some(Reverse((expiry, _))) = g.order.peek() {
             if *expiry >= now_ms {
                 break;
             }
-            if let Some((expiry, k)) = g.order.pop_front()
+            if let Some(Reverse((expiry, k))) = g.order.pop()
                 && g.seen.get(&k) == Some(&expiry)
             {
                 g.seen.remove(&k);
@@ -109,7 +109,7 @@ impl ReplayCache {
             return Use::Full;
         }
         g.seen.insert(k, expires_ms);
-        g.order.push_back((expires_ms, k));
+        g.order.push(Reverse((expires_ms, k)));
         Use::First
     }
 
@@ -178,6 +178,19 @@ mod tests {
             Use::First
         );
         assert!(c.len() < 1000, "{} ids held", c.len());
+    }
+
+    #[test]
+    fn an_id_from_the_future_does_not_hold_back_expiry() {
+        let c = ReplayCache::with_capacity(3);
+        // Created a full skew ahead: kept until far later.
+        assert_eq!(c.first_use("a", "future", 0, 600_000), Use::First);
+        assert_eq!(c.first_use("a", "m1", 0, 100), Use::First);
+        assert_eq!(c.first_use("a", "m2", 0, 100), Use::First);
+        assert_eq!(c.first_use("a", "m3", 50, 150), Use::Full);
+        // m1 and m2 expire at 100 although "future" arrived before them.
+        assert_eq!(c.first_use("a", "m3", 101, 200), Use::First);
+        assert_eq!(c.first_use("a", "future", 101, 600_000), Use::Replay);
     }
 
     #[test]

@@ -263,6 +263,7 @@ impl SecurityServer {
                 let l = SqliteLog::open(&dir.message_log(), keys_for_log.clone())
                     .map_err(|e| e.to_string())?;
                 let stats = l.stats_handle();
+                stats.report_to(metrics.commit_histograms());
                 (Arc::new(l), Some(stats))
             };
         let log: Arc<dyn MessageLog> = Arc::new(MeteredLog::new(raw_log, metrics.clone()));

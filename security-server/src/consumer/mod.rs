@@ -232,7 +232,6 @@ impl Consumer {
         telemetry::adopt(&ex.span, &call.traceparent, &call.tracestate);
         telemetry::describe(&ex.span, &call.client, path.service, path.method);
         telemetry::message_id(&ex.span, &ex.message_id);
-        ex.call = Some(call.clone());
         if self.require_pins {
             let policy = self.policies.current();
             let pinned = system_cert.is_some_and(|fp| policy.pinned_for(&fp, &call.client));
@@ -247,6 +246,11 @@ impl Consumer {
         // 2. Configuration, client and service.
         let view = self.current_view()?;
         self.check_call(&view, &call, &path)?;
+        // Only a call this server may make, with fields the instance
+        // accepts, goes into its records: a refusal before this point is
+        // logged without client, subject, purpose or official, so no one
+        // can put words into a citizen's trace in another client's name.
+        ex.call = Some(call.clone());
 
         // 3. The request, bounded.
         let payload = read_bounded(

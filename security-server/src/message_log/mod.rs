@@ -29,7 +29,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub use reader::{LogReader, StoredCheckpoint, SubjectRecord};
-pub use sqlite::{BATCH_BUCKETS, COMMIT_BUCKETS_US, CommitStats, SqliteLog};
+pub use sqlite::{CommitHistograms, CommitStats, SqliteLog};
 
 /// Which side of the exchange this server was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

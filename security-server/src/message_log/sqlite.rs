@@ -61,37 +61,32 @@ pub struct CommitStats {
     pub commits: AtomicU64,
     pub records: AtomicU64,
     pub largest_batch: AtomicU64,
-    /// Time spent committing (writing and fsync), µs, summed.
-    pub commit_micros: AtomicU64,
-    /// Commits that took at most [`COMMIT_BUCKETS_US`]`[i]` µs.
-    pub commit_buckets: [AtomicU64; COMMIT_BUCKETS_US.len()],
-    /// Commits of at most [`BATCH_BUCKETS`]`[i]` records.
-    pub batch_buckets: [AtomicU64; BATCH_BUCKETS.len()],
+    /// Where each commit's time and size are also reported, once the
+    /// server's metrics are attached ([`CommitStats::report_to`]).
+    histograms: std::sync::OnceLock<CommitHistograms>,
 }
 
-/// Upper bounds of the commit-time histogram, µs.
-pub const COMMIT_BUCKETS_US: [u64; 10] = [
-    250, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 1_000_000,
-];
-/// Upper bounds of the batch-size histogram, records.
-pub const BATCH_BUCKETS: [u64; 9] = [1, 2, 4, 8, 16, 32, 64, 128, 256];
+/// The histograms a commit's time (seconds) and size (records) go to.
+#[derive(Debug)]
+pub struct CommitHistograms {
+    pub seconds: metrics::Histogram,
+    pub records: metrics::Histogram,
+}
 
 impl CommitStats {
+    /// Reports every later commit to `histograms` too (the first call wins).
+    pub fn report_to(&self, histograms: CommitHistograms) {
+        let _ = self.histograms.set(histograms);
+    }
+
     fn committed(&self, records: usize, took: std::time::Duration) {
-        let (records, micros) = (records as u64, took.as_micros() as u64);
+        let n = records as u64;
         self.commits.fetch_add(1, Ordering::Relaxed);
-        self.records.fetch_add(records, Ordering::Relaxed);
-        self.largest_batch.fetch_max(records, Ordering::Relaxed);
-        self.commit_micros.fetch_add(micros, Ordering::Relaxed);
-        for (bound, n) in COMMIT_BUCKETS_US.iter().zip(&self.commit_buckets) {
-            if micros <= *bound {
-                n.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        for (bound, n) in BATCH_BUCKETS.iter().zip(&self.batch_buckets) {
-            if records <= *bound {
-                n.fetch_add(1, Ordering::Relaxed);
-            }
+        self.records.fetch_add(n, Ordering::Relaxed);
+        self.largest_batch.fetch_max(n, Ordering::Relaxed);
+        if let Some(h) = self.histograms.get() {
+            h.seconds.record(took.as_secs_f64());
+            h.records.record(records as f64);
         }
     }
 }

@@ -254,17 +254,6 @@ impl Provider {
         telemetry::adopt(span, &header.traceparent, &header.tracestate);
         telemetry::describe(span, &client, path.service, path.method);
         telemetry::message_id(span, &header.message_id);
-        let accepted = partial.insert(Accepted {
-            started,
-            peer: peer.clone(),
-            header: header.clone(),
-            client: client.clone(),
-            target: target.clone(),
-            request_digest: canonical::digest(&canonical::request_header(header)),
-            envelope: envelope_bytes,
-            span: span.clone(),
-        });
-
         // 3. Who serves whom.
         if !view.serves(&peer, &client) {
             return Err(Fault::ClientNotOwned.with(format!(
@@ -276,6 +265,36 @@ impl Provider {
         // 4. Signature, time, replay.
         self.check_signature(&view, &envelope, &client, now)?;
         let now_ms = unix_ms(now);
+        // The client's member signed its own withholding: the grant in force
+        // now must cover it, whatever its consumer side checked.
+        crate::withholding::check(
+            view.withholding_grants(),
+            view.groups_of(&client),
+            now_ms,
+            header.withheld_until_unix_ms,
+        )
+        .map_err(|refusal| {
+            Fault::WithholdingRefused.with(format!(
+                "{client} may not withhold this exchange until unix ms {}: {refusal}",
+                header.withheld_until_unix_ms
+            ))
+        })?;
+
+        // Only now, signed by the client's member and within its rights to
+        // withhold, does what the envelope says go into a refusal's record:
+        // before, a refusal is logged bare, so no one can put words into a
+        // citizen's trace in another member's name.
+        let accepted = &*partial.insert(Accepted {
+            started,
+            peer: peer.clone(),
+            header: header.clone(),
+            client: client.clone(),
+            target: target.clone(),
+            request_digest: canonical::digest(&canonical::request_header(header)),
+            envelope: envelope_bytes,
+            span: span.clone(),
+        });
+
         if !replay::fresh(header.created_at_unix_ms, now_ms, self.max_skew_ms) {
             return Err(Fault::StaleTimestamp.with(format!(
                 "the request was created at unix ms {}, this server's clock says {now_ms}; at most {} s apart are accepted",
@@ -283,8 +302,28 @@ impl Provider {
                 self.max_skew_ms / 1000
             )));
         }
+        // 5. Payload.
+        let payload = read_bounded(
+            body,
+            self.max_message,
+            Fault::ProviderMessageTooLarge,
+            Fault::BadEnvelope,
+        )
+        .await?;
+        if lienthong_proto::sha256(&payload).as_slice() != header.payload_digest
+            || payload.len() as u64 != header.payload_size
+        {
+            return Err(Fault::PayloadMismatch
+                .with("the payload is not the one the client signed (altered in transit?)"));
+        }
+
+        // 6. Access rights.
+        let policy = self.policies.current();
+        authorize(&view, &policy, &client, &target, &path)?;
+
         // Remembered while a request with this id could still be fresh;
-        // when full, shed rather than forget.
+        // when full, shed rather than forget. Checked after the access
+        // rights, so a member without any cannot fill the cache.
         match self.replay.first_use(
             &client.to_string(),
             &header.message_id,
@@ -306,40 +345,6 @@ impl Provider {
                 )));
             }
         }
-
-        // The client's member signed its own withholding: the grant in force
-        // now must cover it, whatever its consumer side checked.
-        crate::withholding::check(
-            view.withholding_grants(),
-            view.groups_of(&client),
-            now_ms,
-            header.withheld_until_unix_ms,
-        )
-        .map_err(|refusal| {
-            Fault::WithholdingRefused.with(format!(
-                "{client} may not withhold this exchange until unix ms {}: {refusal}",
-                header.withheld_until_unix_ms
-            ))
-        })?;
-
-        // 5. Payload.
-        let payload = read_bounded(
-            body,
-            self.max_message,
-            Fault::ProviderMessageTooLarge,
-            Fault::BadEnvelope,
-        )
-        .await?;
-        if lienthong_proto::sha256(&payload).as_slice() != header.payload_digest
-            || payload.len() as u64 != header.payload_size
-        {
-            return Err(Fault::PayloadMismatch
-                .with("the payload is not the one the client signed (altered in transit?)"));
-        }
-
-        // 6. Access rights.
-        let policy = self.policies.current();
-        authorize(&view, &policy, &client, &target, &path)?;
 
         // 7. Log (with the body if the provider subsystem opted in).
         let log_bodies = match &target {

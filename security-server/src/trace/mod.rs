@@ -180,7 +180,15 @@ impl TraceService {
                 withheld.insert((leaf.withheld_until_unix_ms, leaf.message_id));
                 continue;
             }
-            if leaf.service.ends_with(SERVICE) {
+            // Only the portal's own trace queries (the built-in service,
+            // exactly); a provider's service cannot borrow the name, the
+            // registry reserves `lienthong.*`.
+            if leaf.method == "FindUsage"
+                && leaf
+                    .service
+                    .rsplit_once('/')
+                    .is_some_and(|(_, code)| code == SERVICE)
+            {
                 // Trace queries are logged, but not shown as uses of the data.
                 continue;
             }

@@ -93,6 +93,8 @@ pub struct Context {
     pub unanswered: HashSet<ServerId>,
     /// (server, message id) of the records each server withholds.
     pub withheld: HashSet<(ServerId, String)>,
+    /// The portal's clock, Unix ms.
+    pub now_ms: i64,
 }
 
 fn side(r: &Record) -> pb::Side {
@@ -140,10 +142,41 @@ pub fn status(records: &[Record], cx: &Context) -> Status {
     let paired = pair(&consumer, &provider, cx);
     match paired {
         Status::Verified if records.iter().any(|r| r.proof == Proof::Pending) => {
-            Status::PendingCheckpoint
+            // An end may wait for its checkpoint only while the exchange is
+            // young: once the other end's proven record is older than the
+            // window, the waiting end should have been witnessed.
+            let oldest_proven = records
+                .iter()
+                .filter(|r| r.proof == Proof::Proven)
+                .map(|r| r.leaf.at_unix_ms)
+                .min();
+            match oldest_proven {
+                Some(at) if cx.now_ms - at >= super::portal::PENDING_WINDOW_MS => {
+                    let late = records
+                        .iter()
+                        .find(|r| r.proof == Proof::Pending)
+                        .map(|r| r.server.to_string())
+                        .unwrap_or_default();
+                    Status::Failed(format!(
+                        "{late}'s record is in no witnessed checkpoint, though the other end's was witnessed over {} s ago",
+                        super::portal::PENDING_WINDOW_MS / 1000
+                    ))
+                }
+                _ => Status::PendingCheckpoint,
+            }
         }
         other => other,
     }
+}
+
+/// How one end says an exchange ended: its last record that is not the
+/// request.
+fn outcome<'r>(records: &[&'r Record]) -> Option<&'r Record> {
+    records
+        .iter()
+        .rev()
+        .find(|r| phase(r) != pb::Phase::Request)
+        .copied()
 }
 
 fn pair(consumer: &[&Record], provider: &[&Record], cx: &Context) -> Status {
@@ -261,17 +294,32 @@ fn pair(consumer: &[&Record], provider: &[&Record], cx: &Context) -> Status {
                     "the ends logged different signed requests under one message id".into(),
                 );
             }
-            // The consumer saw success only if the provider answered it.
-            let consumer_ok = consumer
-                .iter()
-                .any(|r| phase(r) == pb::Phase::Response && r.leaf.grpc_status == 0);
-            let provider_answered = provider
-                .iter()
-                .any(|r| phase(r) == pb::Phase::Response && r.leaf.grpc_status == 0);
-            if consumer_ok && !provider_answered {
+            // Both ends must tell the same ending. The consumer may only
+            // differ when it failed on its own side after forwarding (a
+            // response it could not verify, a broken connection).
+            let (c_end, p_end) = (outcome(consumer), outcome(provider));
+            let agree = match (c_end, p_end) {
+                (None, _) => true,
+                (Some(c), _) if c.leaf.fault.starts_with("server.clientproxy.") => true,
+                (Some(c), Some(p)) => {
+                    phase(c) == phase(p)
+                        && c.leaf.grpc_status == p.leaf.grpc_status
+                        && c.leaf.fault == p.leaf.fault
+                }
+                (Some(_), None) => false,
+            };
+            if !agree {
+                let tell = |r: Option<&Record>| match r {
+                    None => "nothing".to_string(),
+                    Some(r) if r.leaf.fault.is_empty() => format!("status {}", r.leaf.grpc_status),
+                    Some(r) => r.leaf.fault.clone(),
+                };
                 return Status::Discrepancy(format!(
-                    "{} logged a successful answer that {} never logged giving",
-                    c.server, p.server
+                    "the ends disagree on how it ended: {} logged {}, {} logged {}",
+                    c.server,
+                    tell(c_end),
+                    p.server,
+                    tell(p_end)
                 ));
             }
             Status::Verified
@@ -442,7 +490,21 @@ mod tests {
         recs[2].leaf.phase = pb::Phase::Fault as i32;
         recs[2].leaf.grpc_status = 7;
         let s = status(&recs, &Context::default());
-        assert!(s.problem().contains("never logged giving"), "{s:?}");
+        assert!(s.problem().contains("how it ended"), "{s:?}");
+        // The consumer shows a refusal the provider never gave: a real
+        // read passed off as refused.
+        let mut recs = full();
+        recs[3].leaf.phase = pb::Phase::Fault as i32;
+        recs[3].leaf.fault = "server.serverproxy.access_denied".into();
+        recs[3].leaf.grpc_status = 7;
+        let s = status(&recs, &Context::default());
+        assert!(s.problem().contains("how it ended"), "{s:?}");
+        // The consumer failed on its own side after forwarding: allowed.
+        let mut recs = full();
+        recs[3].leaf.phase = pb::Phase::Fault as i32;
+        recs[3].leaf.fault = "server.clientproxy.bad_response".into();
+        recs[3].leaf.grpc_status = 15;
+        assert_eq!(status(&recs, &Context::default()), Status::Verified);
     }
 
     #[test]
@@ -498,9 +560,20 @@ mod tests {
     fn proofs() {
         let mut recs = full();
         recs[3].proof = Proof::Pending;
-        let s = status(&recs, &Context::default());
+        let young = Context {
+            now_ms: 1000,
+            ..Default::default()
+        };
+        let s = status(&recs, &young);
         assert_eq!(s, Status::PendingCheckpoint);
         assert!(!s.is_verified());
+        // The other end was witnessed long ago: no longer waiting.
+        let late = Context {
+            now_ms: super::super::portal::PENDING_WINDOW_MS + 1,
+            ..Default::default()
+        };
+        let s = status(&recs, &late);
+        assert_eq!(kind(&s), pb::ExchangeStatus::Failed, "{s:?}");
         recs[1].proof = Proof::Failed;
         let s = status(&recs, &Context::default());
         assert_eq!(kind(&s), pb::ExchangeStatus::Failed);

@@ -124,7 +124,20 @@ fn verify_reply(
             failures.push(format!("record {} is not a log leaf", r.leaf_index));
             continue;
         };
-        let young = now_ms - leaf.at_unix_ms < PENDING_WINDOW_MS;
+        // A record dated ahead of the clock skew is made up: it would
+        // otherwise stay "young" for ever.
+        let young = (0..PENDING_WINDOW_MS).contains(&(now_ms - leaf.at_unix_ms))
+            || (leaf.at_unix_ms > now_ms
+                && leaf.at_unix_ms - now_ms <= crate::replay::DEFAULT_MAX_CLOCK_SKEW_MS);
+        if let Err(why) = logged_by_rightful_end(view, server, &leaf) {
+            failures.push(why);
+            out.push(Record {
+                server: server.clone(),
+                leaf,
+                proof: Proof::Failed,
+            });
+            continue;
+        }
         let proof = match &head {
             Ok((size, _)) if r.leaf_index >= *size && young => {
                 unwitnessed += 1;
@@ -183,6 +196,48 @@ fn verify_reply(
         });
     }
     (out, failures, unwitnessed)
+}
+
+/// Whether `server` is an end that may log `leaf`: a consumer's record
+/// only on a server the configuration lists for its client, a provider's
+/// only on a server that serves the called subsystem (or is the server
+/// whose built-in service was called). Anything else is a record put into
+/// the trace in another member's name.
+fn logged_by_rightful_end(
+    view: &ConfView,
+    server: &ServerId,
+    leaf: &pb::LogLeaf,
+) -> Result<(), String> {
+    let side = pb::Side::try_from(leaf.side).unwrap_or(pb::Side::Unspecified);
+    let rightful = match side {
+        pb::Side::Consumer => leaf
+            .client
+            .parse::<SubsystemId>()
+            .is_ok_and(|c| view.serves(server, &c)),
+        pb::Side::Provider => leaf.service.rsplit_once('/').is_some_and(|(target, _)| {
+            target == server.to_string()
+                || target
+                    .parse::<SubsystemId>()
+                    .is_ok_and(|p| view.serves(server, &p))
+        }),
+        pb::Side::Unspecified => false,
+    };
+    if rightful {
+        Ok(())
+    } else {
+        Err(format!(
+            "{server} returned a {} record of message {} for {} that it does not serve",
+            side.as_str_name()
+                .trim_start_matches("SIDE_")
+                .to_lowercase(),
+            leaf.message_id,
+            if side == pb::Side::Consumer {
+                &leaf.client
+            } else {
+                &leaf.service
+            }
+        ))
+    }
 }
 
 /// The verified (tree size, root) of an answer's checkpoint.
@@ -286,10 +341,14 @@ async fn ask(
         token = reply.next_page_token.clone();
         replies.push(reply);
         if token.is_empty() {
-            break;
+            return Ok(replies);
         }
     }
-    Ok(replies)
+    // An answer cut short is no answer: what was left out could be the
+    // exchange the citizen asks about.
+    Err(format!(
+        "the answer has more than {MAX_PAGES} pages; the trace is incomplete"
+    ))
 }
 
 /// Asks every server of `view` about `subject` through the portal's
@@ -396,6 +455,7 @@ where
     for until in withheld.into_values() {
         *report.withheld.entry(until).or_default() += 1;
     }
+    cx.now_ms = crate::conf_client::view::unix_ms(now);
     report.exchanges = merge(checked, &cx);
     Ok(report)
 }

@@ -1,0 +1,358 @@
+//! The admin port: health (`GET /health`, 200 or 503 with the reasons as
+//! JSON), Prometheus metrics (`GET /metrics`), and maintenance mode
+//! (`POST /maintenance` with body `on` or `off`: health answers 503 so load
+//! balancers drain the server, while calls in flight finish), and the
+//! operational data (`GET /operational-data?since_hours=24&limit=100` or
+//! `?message_id=…`): per-exchange metadata from the message log as JSON,
+//! never payloads or personal IDs. The port answers whoever reaches it:
+//! keep it on loopback or a management network.
+//!
+//! `GET` routes answer `HEAD` too; `/metrics` is the Prometheus text
+//! format (see [`metrics`] for the families).
+
+mod metrics;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::conf_client::ConfClient;
+use crate::conf_client::view::unix_ms;
+use crate::message_log::{CommitStats, LogReader};
+use crate::operational::OperationalQuery;
+use crate::store::ServerStore;
+
+pub use metrics::{CONTENT_TYPE, MeteredLog, Metrics};
+
+/// What the admin port reads.
+#[derive(Clone)]
+pub struct Admin {
+    pub metrics: Arc<Metrics>,
+    pub conf: Arc<ConfClient>,
+    pub store: Arc<ServerStore>,
+    pub reader: Option<Arc<LogReader>>,
+    /// The message log's self-audit (none without a log).
+    pub audit: Option<Arc<crate::message_log::audit::AuditStatus>>,
+    pub commit_stats: Option<Arc<CommitStats>>,
+    pub checkpoint_interval: Duration,
+    /// How far back operational data is answered.
+    pub operational_window: Duration,
+    /// Seconds until the auth certificate expires, from its not-after.
+    pub auth_not_after: i64,
+    pub maintenance: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Admin")
+    }
+}
+
+/// One health check's outcome.
+fn check(ok: bool, detail: String) -> (bool, String) {
+    (ok, detail)
+}
+
+impl Admin {
+    /// The health checks, each (ok, detail).
+    pub fn health(&self) -> BTreeMap<&'static str, (bool, String)> {
+        let now = SystemTime::now();
+        let mut checks = BTreeMap::new();
+        checks.insert(
+            "configuration",
+            match self.conf.view() {
+                None => check(false, "no configuration downloaded".into()),
+                Some(v) if v.is_expired(now) => {
+                    check(false, format!("version {} expired", v.version))
+                }
+                Some(v) => check(
+                    true,
+                    format!(
+                        "version {}, expires in {} s",
+                        v.version,
+                        (v.expires_at_ms - unix_ms(now)) / 1000
+                    ),
+                ),
+            },
+        );
+        let days = (self.auth_not_after - unix_ms(now) / 1000) / 86400;
+        checks.insert(
+            "keys",
+            check(
+                days >= 0,
+                format!("auth certificate valid for {days} more days"),
+            ),
+        );
+        checks.insert(
+            "store",
+            match self.store.rules_version() {
+                Ok(_) => check(true, "readable".into()),
+                Err(e) => check(false, e.to_string()),
+            },
+        );
+        checks.insert(
+            "message_log",
+            match self.metrics.log_failure() {
+                None => check(true, "appending".into()),
+                Some((at, e)) => check(
+                    false,
+                    format!(
+                        "the last append failed {} s ago ({e}); exchanges are refused with *.log_failed until one succeeds",
+                        (unix_ms(now) - at) / 1000
+                    ),
+                ),
+            },
+        );
+        if let Some(reader) = &self.reader {
+            let detail = match (reader.tree_size(), reader.latest_checkpoint()) {
+                (Ok(0), _) => check(true, "empty log".into()),
+                (Ok(size), Ok(Some(c))) => {
+                    let age = (unix_ms(now) - c.witnessed_at_ms) / 1000;
+                    let limit = 3 * self.checkpoint_interval.as_secs() as i64 + 60;
+                    check(
+                        c.tree_size == size || age <= limit,
+                        format!(
+                            "last witnessed {age} s ago at {} of {size} records",
+                            c.tree_size
+                        ),
+                    )
+                }
+                (Ok(size), Ok(None)) => {
+                    check(size < 10_000, format!("{size} records, none witnessed yet"))
+                }
+                (Err(e), _) | (_, Err(e)) => check(false, e.to_string()),
+            };
+            checks.insert("checkpoint", detail);
+        }
+        if let Some(audit) = &self.audit {
+            let r = audit.report();
+            checks.insert(
+                "log_audit",
+                match r.mismatches.first() {
+                    None => check(
+                        true,
+                        format!(
+                            "{} records checked against the tree, no mismatch",
+                            r.checked
+                        ),
+                    ),
+                    Some(first) => check(
+                        false,
+                        format!(
+                            "{} mismatches between stored records and the tree, first: {first}",
+                            r.found
+                        ),
+                    ),
+                },
+            );
+        }
+        if self.maintenance.load(Ordering::Relaxed) {
+            checks.insert(
+                "maintenance",
+                check(false, "draining: maintenance mode".into()),
+            );
+        }
+        checks
+    }
+
+    /// The health checks as JSON, 200 when all pass and 503 otherwise.
+    fn health_response(&self) -> Response {
+        let checks = self.health();
+        let ok = checks.values().all(|(ok, _)| *ok);
+        let checks: BTreeMap<_, _> = checks
+            .into_iter()
+            .map(|(name, (ok, detail))| (name, serde_json::json!({"ok": ok, "detail": detail})))
+            .collect();
+        let body = serde_json::json!({
+            "status": if ok { "ok" } else { "unhealthy" },
+            "checks": checks,
+        });
+        let status = if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        (status, axum::Json(body)).into_response()
+    }
+
+    /// Operational data as a JSON array, for `?since_hours=&limit=` or
+    /// `?message_id=` (the owner's view: every record in the window).
+    pub fn operational_data(&self, query: &OperationalQuery) -> Result<String, String> {
+        use crate::message_log::leaf::{phase_name, side_name};
+        use crate::operational::{Selection, Viewer};
+        let reader = self
+            .reader
+            .as_ref()
+            .ok_or("this server keeps no message log")?;
+        let selection =
+            Selection::from_query(query, unix_ms(SystemTime::now()), self.operational_window)?;
+        let (records, _) = crate::operational::select(reader, &selection, &Viewer::Owner)
+            .map_err(|e| e.to_string())?;
+        let rows: Vec<OperationalRow<'_>> = records
+            .iter()
+            .map(|l| OperationalRow {
+                record: l.record,
+                at_unix_ms: l.at_unix_ms,
+                side: side_name(l.side),
+                phase: phase_name(l.phase),
+                message_id: &l.message_id,
+                client: &l.client,
+                service: &l.service,
+                method: &l.method,
+                peer: &l.peer,
+                payload_size: l.payload_size,
+                grpc_status: l.grpc_status,
+                fault: &l.fault,
+                duration_us: l.duration_us,
+            })
+            .collect();
+        serde_json::to_string(&rows).map_err(|e| e.to_string())
+    }
+
+    /// Prometheus text exposition: the figures other parts keep are read
+    /// now, then every family is rendered.
+    pub fn metrics_text(&self) -> String {
+        let m = &self.metrics;
+        m.record(|| self.record_current());
+        m.render()
+    }
+
+    /// Sets the gauges and counters that are read rather than counted.
+    fn record_current(&self) {
+        use ::metrics::{counter, gauge};
+        if let Some(s) = &self.commit_stats {
+            counter!("lienthong_log_commits_total").absolute(s.commits.load(Ordering::Relaxed));
+            counter!("lienthong_log_records_total").absolute(s.records.load(Ordering::Relaxed));
+            gauge!("lienthong_log_largest_batch")
+                .set(s.largest_batch.load(Ordering::Relaxed) as f64);
+        }
+        if let Some(a) = &self.audit {
+            let r = a.report();
+            counter!("lienthong_log_audit_records_total").absolute(r.checked);
+            gauge!("lienthong_log_audit_mismatches").set(r.found as f64);
+        }
+        gauge!("lienthong_log_append_failing")
+            .set(f64::from(u8::from(self.metrics.log_failure().is_some())));
+        let now_ms = unix_ms(SystemTime::now());
+        if let Some(v) = self.conf.view() {
+            gauge!("lienthong_configuration_version").set(v.version as f64);
+            gauge!("lienthong_configuration_age_seconds")
+                .set((now_ms - v.created_at_ms) as f64 / 1e3);
+            gauge!("lienthong_configuration_expires_in_seconds")
+                .set((v.expires_at_ms - now_ms) as f64 / 1e3);
+        }
+        gauge!("lienthong_auth_certificate_expires_in_seconds")
+            .set((self.auth_not_after - now_ms / 1000) as f64);
+        gauge!("lienthong_peer_connections").set(self.metrics.provider_listener.open() as f64);
+        crate::limits::record_metrics(&[
+            ("consumer", &self.metrics.consumer_listener),
+            ("provider", &self.metrics.provider_listener),
+        ]);
+        counter!("lienthong_calls_shed_total")
+            .absolute(self.metrics.calls_shed.load(Ordering::Relaxed));
+        gauge!("lienthong_maintenance").set(f64::from(u8::from(
+            self.maintenance.load(Ordering::Relaxed),
+        )));
+    }
+
+    /// The admin routes. `GET` routes answer `HEAD` too.
+    fn router(self) -> Router {
+        Router::new()
+            .route("/health", get(|State(a): State<Self>| async move { a.health_response() }))
+            .route("/metrics", get(metrics_route))
+            .route("/operational-data", get(operational_route))
+            .route(
+                "/maintenance",
+                post(maintenance_route).layer(DefaultBodyLimit::max(16)),
+            )
+            .fallback(|| async {
+                (
+                    StatusCode::NOT_FOUND,
+                    "GET /health, GET /metrics, GET /operational-data, POST /maintenance (on|off)\n",
+                )
+            })
+            .with_state(self)
+    }
+
+    /// Serves the admin port (HTTP/1.1) until dropped.
+    pub async fn serve(self, listener: TcpListener) -> JoinHandle<()> {
+        let router = self.router();
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, "the admin port stopped");
+            }
+        })
+    }
+}
+
+/// One operational-data record as the admin port shows it.
+#[derive(Serialize)]
+struct OperationalRow<'a> {
+    record: u64,
+    at_unix_ms: i64,
+    side: &'a str,
+    phase: &'a str,
+    message_id: &'a str,
+    client: &'a str,
+    service: &'a str,
+    method: &'a str,
+    peer: &'a str,
+    payload_size: u64,
+    grpc_status: i32,
+    fault: &'a str,
+    duration_us: u64,
+}
+
+async fn metrics_route(State(admin): State<Admin>) -> Response {
+    let text = tokio::task::spawn_blocking(move || admin.metrics_text()).await;
+    match text {
+        Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn operational_route(
+    State(admin): State<Admin>,
+    query: Result<Query<OperationalQuery>, QueryRejection>,
+) -> Response {
+    let Query(query) = match query {
+        Ok(q) => q,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{}\n", e.body_text())).into_response(),
+    };
+    match tokio::task::spawn_blocking(move || admin.operational_data(&query)).await {
+        Ok(Ok(json)) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Ok(Err(e)) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn maintenance_route(State(admin): State<Admin>, body: Bytes) -> (StatusCode, &'static str) {
+    match body.as_ref() {
+        b"on" => {
+            admin.maintenance.store(true, Ordering::Relaxed);
+            tracing::warn!("maintenance mode on: health answers 503");
+            (StatusCode::OK, "maintenance on\n")
+        }
+        b"off" => {
+            admin.maintenance.store(false, Ordering::Relaxed);
+            tracing::info!("maintenance mode off");
+            (StatusCode::OK, "maintenance off\n")
+        }
+        _ => (StatusCode::BAD_REQUEST, "send `on` or `off`\n"),
+    }
+}
+
+/// Where the admin port listens unless told otherwise.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9095";
