@@ -105,6 +105,17 @@ impl TraceReport {
 pub const PENDING_WINDOW_MS: i64 =
     2 * crate::checkpoint::DEFAULT_CHECKPOINT_INTERVAL.as_millis() as i64;
 
+/// Whether a record dated `at_ms` may still wait for its checkpoint at
+/// `now_ms`: younger than [`PENDING_WINDOW_MS`], or ahead of the clock by
+/// at most the clock skew (a record dated further ahead is made up: it
+/// would otherwise stay "young" for ever). The date is a peer's: any
+/// `i64`, so the age saturates.
+fn young(now_ms: i64, at_ms: i64) -> bool {
+    let age = now_ms.saturating_sub(at_ms);
+    (0..PENDING_WINDOW_MS).contains(&age)
+        || (age < 0 && age >= -crate::replay::DEFAULT_MAX_CLOCK_SKEW_MS)
+}
+
 /// Verifies one server's answer: checkpoint signature and countersignature,
 /// then every record's inclusion. Returns the records and the failures.
 fn verify_reply(
@@ -124,11 +135,7 @@ fn verify_reply(
             failures.push(format!("record {} is not a log leaf", r.leaf_index));
             continue;
         };
-        // A record dated ahead of the clock skew is made up: it would
-        // otherwise stay "young" for ever.
-        let young = (0..PENDING_WINDOW_MS).contains(&(now_ms - leaf.at_unix_ms))
-            || (leaf.at_unix_ms > now_ms
-                && leaf.at_unix_ms - now_ms <= crate::replay::DEFAULT_MAX_CLOCK_SKEW_MS);
+        let young = young(now_ms, leaf.at_unix_ms);
         if let Err(why) = logged_by_rightful_end(view, server, &leaf) {
             failures.push(why);
             out.push(Record {
@@ -507,4 +514,27 @@ fn merge(records: Vec<Record>, cx: &pairing::Context) -> Vec<TracedExchange> {
         .collect();
     out.sort_by_key(|e| std::cmp::Reverse(e.at_ms));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn youth_of_any_record_date() {
+        let now = 1_780_000_000_000;
+        assert!(young(now, now));
+        assert!(young(now, now - PENDING_WINDOW_MS + 1));
+        assert!(!young(now, now - PENDING_WINDOW_MS));
+        assert!(young(now, now + crate::replay::DEFAULT_MAX_CLOCK_SKEW_MS));
+        assert!(!young(
+            now,
+            now + crate::replay::DEFAULT_MAX_CLOCK_SKEW_MS + 1
+        ));
+        // A peer's extreme dates: no overflow, never young.
+        assert!(!young(now, i64::MIN));
+        assert!(!young(now, i64::MAX));
+        assert!(!young(i64::MIN, i64::MAX));
+        assert!(!young(i64::MAX, i64::MIN));
+    }
 }
