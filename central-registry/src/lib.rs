@@ -25,6 +25,7 @@ pub mod consent;
 pub mod distribution;
 pub mod error;
 pub mod init;
+pub mod metrics;
 pub mod model;
 pub mod operator;
 pub mod publisher;

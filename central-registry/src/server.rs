@@ -53,6 +53,8 @@ pub struct RegistryOptions {
     pub checkpoint_max_age: Duration,
     /// How sources that keep failing are slowed down and refused.
     pub throttle: ThrottleConfig,
+    /// Where to serve `GET /metrics` (refusal counts); none by default.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl RegistryOptions {
@@ -64,6 +66,7 @@ impl RegistryOptions {
             cert_validity: DEFAULT_CERT_VALIDITY,
             checkpoint_max_age: DEFAULT_MAX_CHECKPOINT_AGE,
             throttle: ThrottleConfig::default(),
+            metrics_listen: None,
         }
     }
 }
@@ -73,6 +76,7 @@ impl RegistryOptions {
 pub struct Registry {
     addr: SocketAddr,
     refusals: Arc<RefusalCounts>,
+    metrics: Option<(SocketAddr, JoinHandle<()>)>,
     store: Arc<dyn Store>,
     publisher: Arc<Publisher>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -147,6 +151,16 @@ impl Registry {
             refusals.clone(),
             Arc::new(Refusals::new(store.clone())),
         )));
+        let metrics = match opts.metrics_listen {
+            Some(a) => Some(
+                crate::metrics::start(a, refusals.clone())
+                    .await
+                    .map_err(|e| {
+                        RegistryError::Unavailable(format!("cannot serve metrics on {a}: {e}"))
+                    })?,
+            ),
+            None => None,
+        };
         let (tx, rx) = oneshot::channel::<()>();
         let serving = tokio::spawn(
             tonic::transport::Server::builder()
@@ -164,6 +178,7 @@ impl Registry {
         Ok(Registry {
             addr,
             refusals,
+            metrics,
             store,
             publisher,
             shutdown: Some(tx),
@@ -187,6 +202,11 @@ impl Registry {
         &self.refusals
     }
 
+    /// Where `GET /metrics` is served, if anywhere.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(a, _)| *a)
+    }
+
     /// The publisher.
     pub fn publisher(&self) -> &Arc<Publisher> {
         &self.publisher
@@ -199,6 +219,9 @@ impl Registry {
         }
         let _ = (&mut self.serving).await;
         self.publishing.abort();
+        if let Some((_, m)) = self.metrics.take() {
+            m.abort();
+        }
     }
 
     /// Serves until the server fails or `signal` resolves.

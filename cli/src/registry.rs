@@ -64,6 +64,10 @@ pub enum RegistryCommand {
         /// Seconds between configuration publications when nothing changes.
         #[arg(long, default_value_t = 60)]
         publish_interval: u64,
+        /// Where to serve `GET /metrics` (refused calls by method and code);
+        /// keep it on loopback or a management network.
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
     },
     /// Write the anchor file security servers and operators start from.
     ///
@@ -371,9 +375,11 @@ async fn run_async(cmd: RegistryCommand) -> Result<()> {
             dir,
             listen,
             publish_interval,
+            metrics_listen,
         } => {
             let mut opts = RegistryOptions::new(dir, listen);
             opts.publish_interval = Duration::from_secs(publish_interval.max(1));
+            opts.metrics_listen = metrics_listen;
             let registry = Registry::start(opts).await?;
             eprintln!("registry listening on {}", registry.local_addr());
             registry
