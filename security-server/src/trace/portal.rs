@@ -113,7 +113,7 @@ pub const PENDING_WINDOW_MS: i64 =
 fn young(now_ms: i64, at_ms: i64) -> bool {
     let age = now_ms.saturating_sub(at_ms);
     (0..PENDING_WINDOW_MS).contains(&age)
-        || (age < 0 && age >= -crate::replay::DEFAULT_MAX_CLOCK_SKEW_MS)
+        || (-crate::replay::DEFAULT_MAX_CLOCK_SKEW_MS..0).contains(&age)
 }
 
 /// Verifies one server's answer: checkpoint signature and countersignature,
