@@ -89,11 +89,16 @@ async fn sigkill_under_load_loses_no_acknowledged_exchange() {
     );
 
     let dir = ServerDir(f.business.dir.path().to_owned());
-    let db = rusqlite::Connection::open(dir.message_log()).unwrap();
-    let mut stmt = db.prepare("SELECT leaf FROM records").unwrap();
+    // The records are sealed at rest: read them as the server does.
+    let reader = lienthong_security_server::message_log::LogReader::open(
+        &dir.message_log(),
+        lienthong_security_server::keys::log_keys(&dir).unwrap(),
+    )
+    .unwrap();
     let mut responded = HashSet::new();
-    for leaf in stmt.query_map([], |r| r.get::<_, Vec<u8>>(0)).unwrap() {
-        let leaf = LogLeaf::decode(leaf.unwrap().as_slice()).unwrap();
+    for i in 0..reader.tree_size().unwrap() {
+        let leaf = reader.leaf(i).unwrap().unwrap();
+        let leaf = LogLeaf::decode(leaf.as_slice()).unwrap();
         if leaf.side == Side::Consumer as i32 && leaf.phase == Phase::Response as i32 {
             responded.insert(leaf.message_id);
         }

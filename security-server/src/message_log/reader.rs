@@ -9,7 +9,7 @@ use lienthong_proto::merkle::{self, Hash};
 use lienthong_proto::pb::trace::v1::LogLeaf;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::sqlite::{open_conn, tree_size, unseal};
+use super::sqlite::{open_conn, open_leaf, tree_size, unseal};
 use super::tree::Nodes;
 use super::{LogError, LogKeys};
 
@@ -70,7 +70,9 @@ impl LogReader {
     /// Checks records `[from, to)` against the stored tree
     /// ([`super::tree::audit`]).
     pub fn audit(&self, from: u64, to: u64) -> Result<super::tree::Audit, LogError> {
-        super::tree::audit(&self.lock(), from, to)
+        super::tree::audit(&self.lock(), from, to, |index, stored| {
+            open_leaf(&self.keys, index, stored)
+        })
     }
 
     /// The root of the first `size` records.
@@ -116,9 +118,10 @@ impl LogReader {
                 offset as i64
             ],
             |r| {
+                let leaf_index = r.get::<_, i64>(0)? as u64;
                 Ok(SubjectRecord {
-                    leaf_index: r.get::<_, i64>(0)? as u64,
-                    leaf: r.get(1)?,
+                    leaf_index,
+                    leaf: open_leaf(&self.keys, leaf_index, r.get(1)?),
                     withheld_until_ms: r.get(2)?,
                 })
             },
@@ -179,9 +182,16 @@ impl LogReader {
         use prost::Message;
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
-            "SELECT leaf FROM records WHERE at >= ?1 AND leaf IS NOT NULL ORDER BY leaf_index",
+            "SELECT leaf_index, leaf FROM records WHERE at >= ?1 AND leaf IS NOT NULL
+             ORDER BY leaf_index",
         )?;
-        let rows = stmt.query_map([since_ms], |r| r.get::<_, Vec<u8>>(0))?;
+        let rows = stmt.query_map([since_ms], |r| {
+            Ok(open_leaf(
+                &self.keys,
+                r.get::<_, i64>(0)? as u64,
+                r.get::<_, Vec<u8>>(1)?,
+            ))
+        })?;
         let mut out = Vec::new();
         for row in rows {
             let Ok(leaf) = LogLeaf::decode(row?.as_slice()) else {
@@ -207,10 +217,11 @@ impl LogReader {
         const SLACK_MS: i64 = 60_000;
         let limit = selection.limit as usize;
         let mut found = Vec::new();
-        let mut keep = |index: i64, at: i64, leaf: &[u8]| -> bool {
+        let keys = &self.keys;
+        let mut keep = |index: i64, at: i64, stored: Vec<u8>| -> bool {
             if at >= selection.since_ms
                 && at < selection.until_ms
-                && let Ok(l) = LogLeaf::decode(leaf)
+                && let Ok(l) = LogLeaf::decode(open_leaf(keys, index as u64, stored).as_slice())
                 && visible(&l)
             {
                 found.push((index as u64, l));
@@ -226,7 +237,7 @@ impl LogReader {
                 )?;
                 let mut rows = stmt.query([id])?;
                 while let Some(r) = rows.next()? {
-                    if !keep(r.get(0)?, r.get(1)?, &r.get::<_, Vec<u8>>(2)?) {
+                    if !keep(r.get(0)?, r.get(1)?, r.get::<_, Vec<u8>>(2)?) {
                         break;
                     }
                 }
@@ -240,7 +251,7 @@ impl LogReader {
                 while let Some(r) = rows.next()? {
                     let at: i64 = r.get(1)?;
                     if at < selection.since_ms.saturating_sub(SLACK_MS)
-                        || !keep(r.get(0)?, at, &r.get::<_, Vec<u8>>(2)?)
+                        || !keep(r.get(0)?, at, r.get::<_, Vec<u8>>(2)?)
                     {
                         break;
                     }
@@ -252,7 +263,7 @@ impl LogReader {
         Ok((found, truncated))
     }
 
-    /// The leaf bytes of record `index`.
+    /// The leaf bytes of record `index` (opened).
     pub fn leaf(&self, index: u64) -> Result<Option<Vec<u8>>, LogError> {
         Ok(self
             .lock()
@@ -262,7 +273,8 @@ impl LogReader {
                 |r| r.get::<_, Option<Vec<u8>>>(0),
             )
             .optional()?
-            .flatten())
+            .flatten()
+            .map(|stored| open_leaf(&self.keys, index, stored)))
     }
 
     /// The newest witnessed checkpoint.
@@ -527,5 +539,104 @@ mod tests {
                 &root
             ));
         }
+    }
+
+    /// Every file of a log (the database and its write-ahead log).
+    fn files_of(path: &Path) -> Vec<u8> {
+        let mut all = Vec::new();
+        for suffix in ["", "-wal"] {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            if let Ok(bytes) = std::fs::read(&p) {
+                all.extend(bytes);
+            }
+        }
+        all
+    }
+
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nothing_personal_is_stored_in_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.db");
+        let log = SqliteLog::open(&path, keys()).unwrap();
+        for i in 0..20 {
+            let mut r = record(i, "001099012345");
+            r.purpose = "hồ sơ điều tra 2026/114".into();
+            r.user_id = "officer-nguyen-van-a".into();
+            r.envelope = b"envelope naming 001099012345".to_vec();
+            log.append(r).await.unwrap();
+        }
+        let bytes = files_of(&path);
+        for secret in [
+            "001099012345",
+            "hồ sơ điều tra",
+            "officer-nguyen-van-a",
+            "envelope naming",
+        ] {
+            assert!(
+                !contains(&bytes, secret.as_bytes()),
+                "{secret:?} is in the log's files in clear"
+            );
+        }
+        // ... and every record still reads and proves.
+        let r = LogReader::open(&path, keys()).unwrap();
+        let found = r.about("001099012345", 0, i64::MAX, 0, 100).unwrap();
+        assert_eq!(found.len(), 20);
+        let leaf = LogLeaf::decode(found[0].leaf.as_slice()).unwrap();
+        assert_eq!(leaf.purpose, "hồ sơ điều tra 2026/114");
+        assert!(r.audit(0, 20).unwrap().mismatches.is_empty());
+        drop(log);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_log_written_in_clear_is_sealed_in_place_with_the_same_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.db");
+        let log = SqliteLog::open(&path, keys()).unwrap();
+        for i in 0..30 {
+            let mut r = record(i, "001099012345");
+            r.purpose = "legacy purpose".into();
+            log.append(r).await.unwrap();
+        }
+        drop(log);
+        // Turn it into a log as an earlier version wrote it: leaves in clear.
+        let reader = LogReader::open(&path, keys()).unwrap();
+        let root = reader.root(30).unwrap();
+        let clear: Vec<Vec<u8>> = (0..30).map(|i| reader.leaf(i).unwrap().unwrap()).collect();
+        drop(reader);
+        {
+            let db = rusqlite::Connection::open(&path).unwrap();
+            for (i, leaf) in clear.iter().enumerate() {
+                db.execute(
+                    "UPDATE records SET leaf = ?1 WHERE leaf_index = ?2",
+                    params![leaf, i as i64],
+                )
+                .unwrap();
+            }
+            db.pragma_update(None, "user_version", 0).unwrap();
+        }
+        assert!(contains(&files_of(&path), b"legacy purpose"));
+
+        let log = SqliteLog::open(&path, keys()).unwrap();
+        log.append(record(30, "001099012345")).await.unwrap();
+        drop(log);
+        {
+            // Checkpoint the WAL so the old pages are gone from the files.
+            let db = rusqlite::Connection::open(&path).unwrap();
+            db.pragma_update(None, "wal_checkpoint", "TRUNCATE")
+                .unwrap();
+            db.execute_batch("VACUUM").unwrap();
+        }
+        assert!(!contains(&files_of(&path), b"legacy purpose"));
+        let r = LogReader::open(&path, keys()).unwrap();
+        assert_eq!(r.root(30).unwrap(), root, "positions and leaf bytes kept");
+        for (i, leaf) in clear.iter().enumerate() {
+            assert_eq!(&r.leaf(i as u64).unwrap().unwrap(), leaf);
+        }
+        assert!(r.audit(0, 31).unwrap().mismatches.is_empty());
     }
 }

@@ -128,8 +128,17 @@ pub(super) fn tree_size(conn: &Connection) -> Result<u64, LogError> {
 impl SqliteLog {
     /// Opens (creating if needed) the log at `path` and starts its writer.
     pub fn open(path: &Path, keys: LogKeys) -> Result<Self, LogError> {
-        let conn = open_conn(path)?;
+        let mut conn = open_conn(path)?;
         conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
+        let sealed = seal_legacy(&mut conn, &keys)?;
+        if sealed > 0 {
+            // The pages that held them in clear go too.
+            conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); VACUUM;")?;
+            tracing::info!(
+                records = sealed,
+                "message log: records written in clear are now sealed"
+            );
+        }
         let frontier = Frontier::load(&conn, tree_size(&conn)?)?;
         let stats = Arc::new(CommitStats::default());
         let (tx, rx) = mpsc::channel::<Job>();
@@ -217,6 +226,56 @@ fn seal(keys: &LogKeys, leaf_index: u64, plain: &[u8]) -> Result<Vec<u8>, LogErr
     Ok([nonce.as_slice(), &data].concat())
 }
 
+/// A record's leaf as stored: sealed since schema version 1. A leaf that
+/// does not open is returned as stored — its hash then fails against the
+/// tree, which is how an edit shows (and how a leaf written before sealing
+/// reads, if one were left).
+pub(super) fn open_leaf(keys: &LogKeys, leaf_index: u64, stored: Vec<u8>) -> Vec<u8> {
+    if stored.is_empty() {
+        return stored;
+    }
+    unseal(keys, leaf_index, &stored).unwrap_or(stored)
+}
+
+/// The schema version whose leaves and envelopes are sealed.
+const SEALED_VERSION: i64 = 1;
+
+/// Seals, in one transaction, the leaves and envelopes a log written before
+/// sealing holds in clear, and marks the log sealed. Positions and leaf
+/// bytes stay exactly as they were, so every proof and the registry's
+/// witnessed checkpoints stay valid.
+fn seal_legacy(conn: &mut Connection, keys: &LogKeys) -> Result<u64, LogError> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version >= SEALED_VERSION {
+        return Ok(0);
+    }
+    let tx = conn.transaction()?;
+    let mut sealed = 0;
+    {
+        let mut read = tx.prepare(
+            "SELECT leaf_index, leaf, envelope FROM records
+             WHERE leaf IS NOT NULL OR envelope IS NOT NULL",
+        )?;
+        let mut write =
+            tx.prepare("UPDATE records SET leaf = ?2, envelope = ?3 WHERE leaf_index = ?1")?;
+        let rows: Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>)> = read
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?;
+        for (index, leaf, envelope) in rows {
+            let seal_opt = |v: Option<Vec<u8>>| -> Result<Option<Vec<u8>>, LogError> {
+                v.filter(|v| !v.is_empty())
+                    .map(|v| seal(keys, index as u64, &v))
+                    .transpose()
+            };
+            write.execute(params![index, seal_opt(leaf)?, seal_opt(envelope)?])?;
+            sealed += 1;
+        }
+    }
+    tx.pragma_update(None, "user_version", SEALED_VERSION)?;
+    tx.commit()?;
+    Ok(sealed)
+}
+
 /// Opens a sealed field (for the server's own operator).
 pub(super) fn unseal(keys: &LogKeys, leaf_index: u64, sealed: &[u8]) -> Option<Vec<u8>> {
     let key =
@@ -259,6 +318,13 @@ fn commit(
             };
             let leaf = leaf_bytes(r, subject);
             let nodes = frontier.push(merkle::leaf_hash(&leaf));
+            // At rest nothing is in clear: the leaf names the official and
+            // the purpose, the envelope the data subject too.
+            let leaf = seal(keys, index, &leaf)?;
+            let envelope = match r.envelope.is_empty() {
+                true => None,
+                false => Some(seal(keys, index, &r.envelope)?),
+            };
             insert.execute(params![
                 index as i64,
                 r.at_ms,
@@ -266,7 +332,7 @@ fn commit(
                 subject.as_ref().map(|s| s.as_slice()),
                 r.withheld_until_ms,
                 leaf,
-                r.envelope,
+                envelope,
                 sealed,
                 body,
             ])?;

@@ -108,7 +108,13 @@ pub struct Audit {
 /// range is the hash of its two children. Together with the witnessed
 /// checkpoints (which fix the top of the tree) this finds a record edited
 /// in place, however many nodes above it were rewritten to match.
-pub fn audit(conn: &Connection, from: u64, to: u64) -> Result<Audit, LogError> {
+/// `open` turns a stored leaf into its bytes (sealed logs decrypt it).
+pub fn audit(
+    conn: &Connection,
+    from: u64,
+    to: u64,
+    open: impl Fn(u64, Vec<u8>) -> Vec<u8>,
+) -> Result<Audit, LogError> {
     let mut out = Audit::default();
     if from >= to {
         return Ok(out);
@@ -135,7 +141,7 @@ pub fn audit(conn: &Connection, from: u64, to: u64) -> Result<Audit, LogError> {
     let mut rows = stmt.query(params![from as i64, to as i64])?;
     while let Some(r) = rows.next()? {
         let index = r.get::<_, i64>(0)? as u64;
-        let leaf: Vec<u8> = r.get(1)?;
+        let leaf = open(index, r.get(1)?);
         out.leaves += 1;
         match leaves_at.get(&index) {
             Some(h) if h.as_slice() == merkle::leaf_hash(&leaf) => {}
