@@ -1,4 +1,5 @@
-//! The registry's store: one trait, an embedded SQLite backend.
+//! The registry's store: one trait, an embedded SQLite backend and a
+//! PostgreSQL backend that several registry nodes can share.
 //!
 //! Every write is a [`Change`] applied in one transaction together with its
 //! audit record, so a refused change leaves nothing half-written. Reads
@@ -6,6 +7,7 @@
 //! calls it from `spawn_blocking`. Its contract tests (`store/tests.rs`) are
 //! written against the trait so another backend can run them unchanged.
 
+mod postgres;
 mod schema;
 mod sqlite;
 #[cfg(test)]
@@ -21,6 +23,8 @@ use crate::model::{
 
 use crate::witness::{History, Submitted, Verdict};
 
+pub use postgres::{PgStore, PgTarget};
+pub use schema::MIGRATIONS;
 pub use sqlite::SqliteStore;
 pub(crate) use sqlite::now_ms;
 

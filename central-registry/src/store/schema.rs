@@ -1,179 +1,72 @@
-//! Versioned schema migrations. `PRAGMA user_version` holds the number of
-//! migrations applied; each runs once, in order, in its own transaction.
-//! Never edit a released migration: append a new one.
+//! Versioned schema migrations, one numbered list for both backends.
+//!
+//! Migration `n` is `migrations/sqlite/000n_*.sql` and
+//! `migrations/postgres/000n_*.sql`: the same schema change in each
+//! dialect, so a schema version means the same tables in either store.
+//! Each runs once, in order, in its own transaction that also records the
+//! new version (SQLite: `PRAGMA user_version`; PostgreSQL: the
+//! `schema_version` table, under an advisory lock so nodes starting at once
+//! migrate once). A store whose version is above [`MIGRATIONS`]'s length is
+//! refused, naming both versions. Never edit a released migration: append
+//! a new one.
 
-/// The migrations, oldest first.
-pub const MIGRATIONS: &[&str] = &[
-    // 1: the initial schema.
-    r#"
-    CREATE TABLE settings (
-        key   TEXT PRIMARY KEY,
-        value TEXT NOT NULL
-    ) STRICT;
-    CREATE TABLE meta (
-        key   TEXT PRIMARY KEY,
-        value INTEGER NOT NULL
-    ) STRICT;
-    INSERT INTO meta (key, value) VALUES ('change_seq', 0);
+/// One schema change, in each backend's dialect.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub name: &'static str,
+    pub sqlite: &'static str,
+    pub postgres: &'static str,
+}
 
-    CREATE TABLE operators (
-        name       TEXT PRIMARY KEY,
-        role       TEXT NOT NULL,
-        token_hash BLOB NOT NULL UNIQUE
-    ) STRICT;
+macro_rules! migration {
+    ($file:literal) => {
+        Migration {
+            name: $file,
+            sqlite: include_str!(concat!("../../migrations/sqlite/", $file, ".sql")),
+            postgres: include_str!(concat!("../../migrations/postgres/", $file, ".sql")),
+        }
+    };
+}
 
-    CREATE TABLE member_classes (
-        code        TEXT PRIMARY KEY,
-        description TEXT NOT NULL
-    ) STRICT;
-    CREATE TABLE members (
-        id    TEXT PRIMARY KEY,
-        class TEXT NOT NULL REFERENCES member_classes (code),
-        name  TEXT NOT NULL
-    ) STRICT;
-    CREATE TABLE subsystems (
-        id     TEXT PRIMARY KEY,
-        member TEXT NOT NULL REFERENCES members (id),
-        code   TEXT NOT NULL
-    ) STRICT;
-    CREATE INDEX subsystems_member ON subsystems (member);
-    CREATE TABLE servers (
-        id      TEXT PRIMARY KEY,
-        owner   TEXT NOT NULL REFERENCES members (id),
-        address TEXT NOT NULL
-    ) STRICT;
-    CREATE TABLE server_clients (
-        server    TEXT NOT NULL REFERENCES servers (id) ON DELETE CASCADE,
-        subsystem TEXT NOT NULL REFERENCES subsystems (id),
-        PRIMARY KEY (server, subsystem)
-    ) STRICT;
-    CREATE TABLE services (
-        id          TEXT PRIMARY KEY,
-        provider    TEXT NOT NULL REFERENCES subsystems (id),
-        description TEXT NOT NULL
-    ) STRICT;
-    CREATE TABLE global_groups (
-        id          TEXT PRIMARY KEY,
-        description TEXT NOT NULL
-    ) STRICT;
-    CREATE TABLE group_members (
-        grp       TEXT NOT NULL REFERENCES global_groups (id),
-        subsystem TEXT NOT NULL REFERENCES subsystems (id),
-        PRIMARY KEY (grp, subsystem)
-    ) STRICT;
-    CREATE TABLE trusted_cas (
-        fingerprint BLOB PRIMARY KEY,
-        der         BLOB NOT NULL
-    ) STRICT;
-
-    CREATE TABLE requests (
-        id           INTEGER PRIMARY KEY,
-        kind         INTEGER NOT NULL,
-        server       TEXT NOT NULL,
-        subsystem    TEXT,
-        address      TEXT,
-        token_hash   BLOB,
-        state        INTEGER NOT NULL,
-        submitted_at INTEGER NOT NULL,
-        decided_at   INTEGER,
-        note         TEXT NOT NULL DEFAULT ''
-    ) STRICT;
-    CREATE INDEX requests_state ON requests (state);
-    CREATE TABLE request_csrs (
-        request_id INTEGER NOT NULL REFERENCES requests (id),
-        position   INTEGER NOT NULL,
-        is_auth    INTEGER NOT NULL,
-        member     TEXT,
-        csr        BLOB NOT NULL,
-        public_key BLOB NOT NULL,
-        PRIMARY KEY (request_id, position)
-    ) STRICT;
-    CREATE INDEX request_csrs_key ON request_csrs (public_key);
-
-    CREATE TABLE certificates (
-        fingerprint   BLOB PRIMARY KEY,
-        der           BLOB NOT NULL,
-        public_key    BLOB NOT NULL,
-        auth_server   TEXT,
-        signing_member TEXT,
-        request_id    INTEGER NOT NULL,
-        position      INTEGER NOT NULL,
-        revoked_at    INTEGER,
-        revoke_reason TEXT
-    ) STRICT;
-    CREATE INDEX certificates_key ON certificates (public_key);
-    CREATE INDEX certificates_server ON certificates (auth_server);
-    CREATE INDEX certificates_member ON certificates (signing_member);
-    CREATE INDEX certificates_request ON certificates (request_id, position);
-    -- Fingerprints revoked that this registry did not issue (external CAs).
-    CREATE TABLE revoked_external (
-        fingerprint BLOB PRIMARY KEY,
-        reason      TEXT NOT NULL
-    ) STRICT;
-
-    CREATE TABLE enrollment_tokens (
-        hash            BLOB PRIMARY KEY,
-        server          TEXT NOT NULL,
-        expires_at      INTEGER NOT NULL,
-        used_by_request INTEGER
-    ) STRICT;
-
-    CREATE TABLE audit (
-        id     INTEGER PRIMARY KEY,
-        at     INTEGER NOT NULL,
-        actor  TEXT NOT NULL,
-        action TEXT NOT NULL,
-        detail TEXT NOT NULL,
-        result TEXT NOT NULL
-    ) STRICT;
-    CREATE INDEX audit_at ON audit (at);
-    CREATE INDEX audit_actor ON audit (actor, at);
-
-    CREATE TABLE publications (
-        version    INTEGER PRIMARY KEY,
-        created_at INTEGER NOT NULL,
-        seq        INTEGER NOT NULL
-    ) STRICT;
-    "#,
-    // 2: witnessed message-log checkpoints and the alarms of refused ones.
-    r#"
-    CREATE TABLE checkpoints (
-        server       TEXT NOT NULL,
-        tree_size    INTEGER NOT NULL,
-        root         BLOB NOT NULL,
-        created_at   INTEGER NOT NULL,
-        signature    BLOB NOT NULL,
-        witnessed_at INTEGER NOT NULL,
-        PRIMARY KEY (server, tree_size)
-    ) STRICT;
-    CREATE TABLE alarms (
-        id     INTEGER PRIMARY KEY,
-        server TEXT NOT NULL,
-        at     INTEGER NOT NULL,
-        reason TEXT NOT NULL
-    ) STRICT;
-    "#,
-    // 3: services handling personal data; withholding grants bounded in
-    // time and duration (the single group becomes an open-ended grant of
-    // five years' maximum, in force since the beginning); data-subject
-    // formats live in `settings`.
-    r#"
-    ALTER TABLE services ADD COLUMN personal_data INTEGER NOT NULL DEFAULT 0;
-    CREATE TABLE withholding_grants (
-        id              INTEGER PRIMARY KEY,
-        grp             TEXT NOT NULL REFERENCES global_groups (id),
-        max_duration_ms INTEGER NOT NULL,
-        valid_from      INTEGER NOT NULL,
-        valid_until     INTEGER
-    ) STRICT;
-    INSERT INTO withholding_grants (grp, max_duration_ms, valid_from, valid_until)
-        SELECT value, 157680000000, 0, NULL FROM settings WHERE key = 'withholding_group';
-    DELETE FROM settings WHERE key = 'withholding_group';
-    "#,
-    // 4: one key, one certificate, enforced by the store; the consent of
-    // the member a foreign signing CSR is for.
-    r#"
-    CREATE UNIQUE INDEX certificates_one_per_key ON certificates (public_key);
-    ALTER TABLE request_csrs ADD COLUMN consent_by BLOB;
-    "#,
+/// The migrations, oldest first; migration `i + 1` is `MIGRATIONS[i]`.
+pub const MIGRATIONS: &[Migration] = &[
+    migration!("0001_initial"),
+    migration!("0002_checkpoints"),
+    migration!("0003_personal_data_withholding"),
+    migration!("0004_one_key_one_certificate"),
 ];
+
+/// The refusal of a store written by a newer program.
+pub fn too_new(found: i64) -> String {
+    format!(
+        "the registry store has schema version {found}, newer than this program's {}; upgrade lienthong on this node (every node sharing a store must run a version that knows its schema)",
+        MIGRATIONS.len()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MIGRATIONS;
+
+    #[test]
+    fn migrations_are_numbered_in_order_in_both_dialects() {
+        for dialect in ["sqlite", "postgres"] {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("migrations")
+                .join(dialect);
+            let mut files: Vec<String> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            files.sort();
+            let listed: Vec<String> = MIGRATIONS
+                .iter()
+                .map(|m| format!("{}.sql", m.name))
+                .collect();
+            assert_eq!(files, listed, "{dialect}: every file listed, in order");
+        }
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert!(m.name.starts_with(&format!("{:04}_", i + 1)), "{}", m.name);
+        }
+    }
+}

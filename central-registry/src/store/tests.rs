@@ -17,9 +17,66 @@ fn settings() -> InstanceSettings {
     }
 }
 
-/// Every backend under test, fresh.
+/// The test database, when `LIENTHONG_TEST_DATABASE_URL` names one
+/// (`.ci/run` starts a PostgreSQL cluster and sets it).
+fn pg_target() -> Option<PgTarget> {
+    let url = std::env::var("LIENTHONG_TEST_DATABASE_URL").ok()?;
+    Some(PgTarget::parse(&url).expect("LIENTHONG_TEST_DATABASE_URL"))
+}
+
+/// Every backend under test, fresh: SQLite always, PostgreSQL (in a schema
+/// of its own) when a test database is set.
 fn stores() -> Vec<Box<dyn Store>> {
-    vec![Box::new(SqliteStore::in_memory(&settings()).unwrap())]
+    let mut v: Vec<Box<dyn Store>> = vec![Box::new(SqliteStore::in_memory(&settings()).unwrap())];
+    if let Some(t) = pg_target() {
+        v.push(Box::new(
+            PgStore::create(&t.scratch().unwrap(), &settings()).unwrap(),
+        ));
+    }
+    v
+}
+
+/// Two nodes on one fresh store of each backend: two SQLite connections
+/// to one file, two PostgreSQL pools on one schema.
+struct Nodes {
+    a: Box<dyn Store>,
+    b: Box<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn node_pairs() -> Vec<Nodes> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("registry.db");
+    let mut v = vec![Nodes {
+        a: Box::new(SqliteStore::create(&path, &settings()).unwrap()),
+        b: Box::new(SqliteStore::open(&path).unwrap()),
+        _dir: Some(dir),
+    }];
+    if let Some(t) = pg_target() {
+        let t = t.scratch().unwrap();
+        v.push(Nodes {
+            a: Box::new(PgStore::create(&t, &settings()).unwrap()),
+            b: Box::new(PgStore::open(&t).unwrap()),
+            _dir: None,
+        });
+    }
+    v
+}
+
+/// Runs `a` and `b` at the same instant on two threads.
+fn at_once<A: Send, B: Send>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B + Send) -> (A, B) {
+    let start = std::sync::Barrier::new(2);
+    std::thread::scope(|s| {
+        let ha = s.spawn(|| {
+            start.wait();
+            a()
+        });
+        let hb = s.spawn(|| {
+            start.wait();
+            b()
+        });
+        (ha.join().unwrap(), hb.join().unwrap())
+    })
 }
 
 fn member(code: &str) -> MemberId {
@@ -566,4 +623,225 @@ fn witness_judges_and_records_in_one_transaction() {
             60
         );
     }
+}
+
+#[test]
+fn one_token_redeemed_twice_at_once_serves_one_request() {
+    for n in node_pairs() {
+        n.a.apply_all("officer", &base()).unwrap();
+        for round in 0..5u8 {
+            let t = [100 + round; 32];
+            token(n.a.as_ref(), t);
+            let (ra, rb) = at_once(
+                || {
+                    n.a.apply("server", &Change::Submit(Box::new(auth_request(t))))
+                },
+                || {
+                    n.b.apply("server", &Change::Submit(Box::new(auth_request(t))))
+                },
+            );
+            let (won, lost) = match (ra, rb) {
+                (Ok(w), Err(l)) | (Err(l), Ok(w)) => (w, l),
+                other => panic!("exactly one redemption must win: {other:?}"),
+            };
+            assert!(matches!(lost, StoreError::Conflict(_)), "{lost}");
+            let id = won.request_id.unwrap();
+            assert_eq!(
+                n.b.enrollment(&t).unwrap().unwrap().used_by_request,
+                Some(id)
+            );
+            let with_token: Vec<_> =
+                n.a.requests(None)
+                    .unwrap()
+                    .into_iter()
+                    .filter(|r| r.request.enrollment_token == Some(t))
+                    .collect();
+            assert_eq!(with_token.len(), 1, "one request holds the token");
+        }
+    }
+}
+
+#[test]
+fn conflicting_checkpoints_witnessed_on_two_nodes_at_once_one_wins() {
+    use crate::witness::{History, Submitted, Verdict};
+    let cp = |size: u64, root: u8| Submitted {
+        checkpoint: WitnessedCheckpoint {
+            tree_size: size,
+            root: [root; 32],
+            created_at_ms: 10,
+        },
+        proof_from: 0,
+        proof: Vec::new(),
+    };
+    // A judge that accepts only a first checkpoint, as the real one does
+    // for a proof from an empty log: whichever node records second must
+    // see the other's checkpoint and raise an alarm, never record a fork.
+    let first_only = |h: &History| match &h.last {
+        None => Verdict::Accept,
+        Some(_) => Verdict::Alarm("fork".into()),
+    };
+    for n in node_pairs() {
+        for round in 0..5u64 {
+            let who = member("000102").server(&format!("w{round}")).unwrap();
+            let (ra, rb) = at_once(
+                || {
+                    n.a.witness(&who, &cp(10, 1), b"a", &mut |h: &History| first_only(h))
+                },
+                || {
+                    n.b.witness(&who, &cp(12, 2), b"b", &mut |h: &History| first_only(h))
+                },
+            );
+            let (va, vb) = (ra.unwrap().0, rb.unwrap().0);
+            let winner = match (&va, &vb) {
+                (Verdict::Accept, Verdict::Alarm(_)) => 10,
+                (Verdict::Alarm(_), Verdict::Accept) => 12,
+                other => panic!("exactly one checkpoint must be accepted: {other:?}"),
+            };
+            let last = n.b.last_checkpoint(&who).unwrap().unwrap();
+            assert_eq!(last.tree_size, winner);
+            let alarms = n.a.alarms().unwrap();
+            assert_eq!(alarms.iter().filter(|a| a.server == who).count(), 1);
+        }
+    }
+}
+
+#[test]
+fn two_officers_approving_one_request_at_once_approve_it_once() {
+    for n in node_pairs() {
+        n.a.apply_all("officer", &base()).unwrap();
+        for round in 0..3u8 {
+            let t = [200 + round; 32];
+            token(n.a.as_ref(), t);
+            let mut req = auth_request(t);
+            req.signing_csrs.clear();
+            let id =
+                n.a.apply("server", &Change::Submit(Box::new(req.clone())))
+                    .unwrap()
+                    .request_id
+                    .unwrap();
+            let approve = |who: &str, s: &dyn Store| {
+                s.apply(
+                    who,
+                    &Change::Approve {
+                        id,
+                        note: who.into(),
+                        issued: issue(&req),
+                    },
+                )
+            };
+            let (ra, rb) = at_once(
+                || approve("alice", n.a.as_ref()),
+                || approve("bob", n.b.as_ref()),
+            );
+            let lost = match (ra, rb) {
+                (Ok(_), Err(l)) | (Err(l), Ok(_)) => l,
+                other => panic!("exactly one approval must win: {other:?}"),
+            };
+            assert!(matches!(lost, StoreError::Conflict(_)), "{lost}");
+            let stored = n.b.request(id).unwrap().unwrap();
+            assert_eq!(stored.state, RequestState::Approved);
+            assert!(stored.issued_auth.is_some());
+            let approvals =
+                n.a.audit(&AuditFilter {
+                    limit: 1000,
+                    ..Default::default()
+                })
+                .unwrap()
+                .into_iter()
+                .filter(|e| {
+                    e.action == "ApproveRequest" && e.detail.starts_with(&format!("request {id} "))
+                })
+                .count();
+            assert_eq!(approvals, 1, "one approval audited");
+        }
+    }
+}
+
+#[test]
+fn postgres_store_keeps_state_refuses_overwrite_and_newer_schemas() {
+    let Some(t) = pg_target() else { return };
+    let t = t.scratch().unwrap();
+    assert!(
+        PgStore::open(&t)
+            .unwrap_err()
+            .to_string()
+            .contains("registry init"),
+        "an empty database holds no registry"
+    );
+    {
+        let s = PgStore::create(&t, &settings()).unwrap();
+        s.apply_all("officer", &base()).unwrap();
+        s.record_publication(&PublicationRecord {
+            version: 7,
+            created_at_ms: 1,
+            seq: 3,
+        })
+        .unwrap();
+        assert!(
+            s.record_publication(&PublicationRecord {
+                version: 7,
+                created_at_ms: 2,
+                seq: 3
+            })
+            .is_err()
+        );
+    }
+    assert!(
+        PgStore::create(&t, &settings()).is_err(),
+        "never overwrites"
+    );
+    let s = PgStore::open(&t).unwrap();
+    assert_eq!(s.settings().unwrap(), settings());
+    assert_eq!(s.snapshot().unwrap().members.len(), 1);
+    assert_eq!(s.last_publication().unwrap().unwrap().version, 7);
+    drop(s);
+    t.execute("UPDATE schema_version SET version = 99").unwrap();
+    let err = PgStore::open(&t).unwrap_err().to_string();
+    assert!(
+        err.contains("99") && err.contains(&MIGRATIONS.len().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_store_of_a_newer_schema_is_refused_naming_both_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("registry.db");
+    drop(SqliteStore::create(&path, &settings()).unwrap());
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    let err = SqliteStore::open(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("99") && err.contains(&MIGRATIONS.len().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn database_urls_are_parsed_and_never_shown_with_their_password() {
+    let t = PgTarget::parse(
+        "postgres://reg:s3cret@db1:5432,db2:5433/registry?target_session_attrs=read-write",
+    )
+    .unwrap();
+    let shown = format!("{} {:?}", t.shown(), t);
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(shown.contains("db1:5432,db2:5433/registry"), "{shown}");
+    for bad in [
+        "mysql://x@h/db",
+        "postgres://h/db",
+        "postgres://u@h/db?sslmode=require",
+        "postgres://u@h/db?no_such_option=1",
+    ] {
+        let err = PgTarget::parse(bad).unwrap_err().to_string();
+        assert!(!err.contains("s3cret"), "{err}");
+    }
+    let missing = PgTarget::parse("postgres://u@h/db?sslmode=require&sslrootcert=/nonexistent.pem")
+        .unwrap()
+        .tls()
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(missing.contains("/nonexistent.pem"), "{missing}");
 }

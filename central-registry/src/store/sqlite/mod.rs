@@ -136,17 +136,14 @@ impl SqliteStore {
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let applied = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))?;
-    let applied = usize::try_from(applied).unwrap_or(usize::MAX);
+    let found = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))?;
+    let applied = usize::try_from(found).unwrap_or(usize::MAX);
     if applied > MIGRATIONS.len() {
-        return Err(StoreError::Internal(format!(
-            "store schema version {applied} is newer than this program knows ({}); upgrade lienthong",
-            MIGRATIONS.len()
-        )));
+        return Err(StoreError::Internal(super::schema::too_new(found)));
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+    for (i, m) in MIGRATIONS.iter().enumerate().skip(applied) {
         let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
+        tx.execute_batch(m.sqlite)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
         tracing::info!(version = i + 1, "registry store migrated");
@@ -266,7 +263,10 @@ impl Store for SqliteStore {
 
     fn apply_all(&self, actor: &str, changes: &[Change]) -> Result<Vec<Applied>, StoreError> {
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
+        // Immediate: another process on the same file (`registry operator
+        // add` beside a serving registry) waits for the write lock instead
+        // of failing when a read transaction would have to become a write.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut out = Vec::with_capacity(changes.len());
         for change in changes {
             let request_id = apply_one(&tx, change)?;

@@ -1,0 +1,530 @@
+//! Each [`Change`], applied inside the caller's transaction (which holds
+//! the write lock): checks that name what is wrong, then the writes. The
+//! same rules as the SQLite backend's `changes.rs`, in PostgreSQL's SQL.
+
+use lienthong_certs::Fingerprint;
+use lienthong_proto::id::{MemberId, ServerId, SubsystemId};
+
+use super::requests::load_request;
+use super::{Tx, exists, now_ms};
+use crate::model::*;
+use crate::store::StoreError;
+
+pub(super) fn apply_one(tx: &mut Tx<'_>, change: &Change) -> Result<Option<u64>, StoreError> {
+    match change {
+        Change::AddMemberClass { code, description } => {
+            let code = code.as_str();
+            if exists(tx, "SELECT 1 FROM member_classes WHERE code = $1", code)? {
+                return Err(StoreError::Duplicate(format!("member class {code}")));
+            }
+            tx.execute(
+                "INSERT INTO member_classes (code, description) VALUES ($1, $2)",
+                &[&code, description],
+            )?;
+        }
+        Change::AddMember { id, name } => {
+            let class = id.class.as_str();
+            if !exists(tx, "SELECT 1 FROM member_classes WHERE code = $1", class)? {
+                return Err(StoreError::Missing(format!(
+                    "member class {class} does not exist; add it first"
+                )));
+            }
+            require_absent(tx, "members", &id.to_string(), "member")?;
+            tx.execute(
+                "INSERT INTO members (id, class, name) VALUES ($1, $2, $3)",
+                &[&id.to_string(), &class, name],
+            )?;
+        }
+        Change::AddSubsystem { id } => {
+            require_member(tx, &id.member)?;
+            require_absent(tx, "subsystems", &id.to_string(), "subsystem")?;
+            tx.execute(
+                "INSERT INTO subsystems (id, member, code) VALUES ($1, $2, $3)",
+                &[&id.to_string(), &id.member.to_string(), &id.code.as_str()],
+            )?;
+        }
+        Change::AddService {
+            id,
+            description,
+            personal_data,
+        } => {
+            require_subsystem(tx, &id.provider)?;
+            require_absent(tx, "services", &id.to_string(), "service")?;
+            tx.execute(
+                "INSERT INTO services (id, provider, description, personal_data)
+                 VALUES ($1, $2, $3, $4)",
+                &[
+                    &id.to_string(),
+                    &id.provider.to_string(),
+                    description,
+                    personal_data,
+                ],
+            )?;
+        }
+        Change::RemoveService { id } => {
+            let n = tx.execute("DELETE FROM services WHERE id = $1", &[&id.to_string()])?;
+            if n == 0 {
+                return Err(StoreError::Missing(format!("service {id} does not exist")));
+            }
+        }
+        Change::AddGlobalGroup { id, description } => {
+            require_absent(tx, "global_groups", &id.to_string(), "global group")?;
+            tx.execute(
+                "INSERT INTO global_groups (id, description) VALUES ($1, $2)",
+                &[&id.to_string(), description],
+            )?;
+        }
+        Change::AddGroupMember { group, subsystem } => {
+            require_group(tx, &group.to_string())?;
+            require_subsystem(tx, subsystem)?;
+            let n = tx.execute(
+                "INSERT INTO group_members (grp, subsystem) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&group.to_string(), &subsystem.to_string()],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Duplicate(format!(
+                    "{subsystem} in global group {group}"
+                )));
+            }
+        }
+        Change::RemoveGroupMember { group, subsystem } => {
+            let n = tx.execute(
+                "DELETE FROM group_members WHERE grp = $1 AND subsystem = $2",
+                &[&group.to_string(), &subsystem.to_string()],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Missing(format!(
+                    "{subsystem} is not in global group {group}"
+                )));
+            }
+        }
+        Change::SetTracePortal { portal } => {
+            require_subsystem(tx, portal)?;
+            tx.execute(
+                "INSERT INTO settings (key, value) VALUES ('trace_portal', $1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                &[&portal.to_string()],
+            )?;
+        }
+        Change::SetWithholdingGroup {
+            group,
+            max_duration_ms,
+            valid_until_ms,
+        } => {
+            require_group(tx, &group.to_string())?;
+            let now = now_ms();
+            if *max_duration_ms <= 0 || *max_duration_ms > MAX_WITHHOLDING_MS {
+                return Err(StoreError::Conflict(format!(
+                    "the maximum withholding must be 1 s to 50 years, not {} s",
+                    max_duration_ms / 1000
+                )));
+            }
+            if valid_until_ms.is_some_and(|t| t <= now) {
+                return Err(StoreError::Conflict(
+                    "a withholding grant must end in the future".into(),
+                ));
+            }
+            // The grant in force ends where this one starts.
+            tx.execute(
+                "UPDATE withholding_grants SET valid_until = $1
+                 WHERE valid_until IS NULL OR valid_until > $1",
+                &[&now],
+            )?;
+            tx.execute(
+                "INSERT INTO withholding_grants (grp, max_duration_ms, valid_from, valid_until)
+                 VALUES ($1, $2, $3, $4)",
+                &[&group.to_string(), max_duration_ms, &now, valid_until_ms],
+            )?;
+        }
+        Change::SetDataSubjectFormats { formats } => {
+            if formats.len() > lienthong_proto::fields::MAX_FORMATS {
+                return Err(StoreError::Conflict(format!(
+                    "at most {} data-subject formats",
+                    lienthong_proto::fields::MAX_FORMATS
+                )));
+            }
+            for (name, mask) in formats {
+                lienthong_proto::fields::DataSubjectFormat::new(name, mask)
+                    .map_err(|e| StoreError::Conflict(e.to_string()))?;
+            }
+            let value: Vec<String> = formats.iter().map(|(n, m)| format!("{n}={m}")).collect();
+            tx.execute(
+                "INSERT INTO settings (key, value) VALUES ('data_subject_formats', $1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                &[&value.join("\n")],
+            )?;
+        }
+        Change::AddTrustedCa { der } => {
+            let fp = Fingerprint::of(der);
+            let n = tx.execute(
+                "INSERT INTO trusted_cas (fingerprint, der) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&fp.0.as_slice(), der],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Duplicate(format!("trusted CA {fp}")));
+            }
+        }
+        Change::CreateEnrollmentToken {
+            server,
+            token_hash,
+            expires_at_ms,
+        } => {
+            require_member(tx, &server.owner)?;
+            tx.execute(
+                "INSERT INTO enrollment_tokens (hash, server, expires_at) VALUES ($1, $2, $3)",
+                &[&token_hash.as_slice(), &server.to_string(), expires_at_ms],
+            )?;
+        }
+        Change::Revoke {
+            fingerprint,
+            reason,
+        } => revoke(tx, fingerprint, reason)?,
+        Change::Submit(req) => return submit(tx, req).map(Some),
+        Change::Approve { id, note, issued } => approve(tx, *id, note, issued)?,
+        Change::Reject { id, note } => {
+            let req = pending_request(tx, *id)?;
+            tx.execute(
+                "UPDATE requests SET state = $2, decided_at = $3, note = $4 WHERE id = $1",
+                &[
+                    &(req.id as i64),
+                    &RequestState::Rejected.code(),
+                    &now_ms(),
+                    note,
+                ],
+            )?;
+        }
+        Change::AddOperator {
+            name,
+            role,
+            token_hash,
+        } => {
+            require_absent(tx, "operators", name, "operator")?;
+            tx.execute(
+                "INSERT INTO operators (name, role, token_hash) VALUES ($1, $2, $3)",
+                &[name, &role.as_str(), &token_hash.as_slice()],
+            )?;
+        }
+    }
+    Ok(None)
+}
+
+fn require_absent(tx: &mut Tx<'_>, table: &str, key: &str, what: &str) -> Result<(), StoreError> {
+    let col = if table == "operators" { "name" } else { "id" };
+    if exists(tx, &format!("SELECT 1 FROM {table} WHERE {col} = $1"), key)? {
+        return Err(StoreError::Duplicate(format!("{what} {key}")));
+    }
+    Ok(())
+}
+
+fn require_member(tx: &mut Tx<'_>, id: &MemberId) -> Result<(), StoreError> {
+    let key = id.to_string();
+    if !exists(tx, "SELECT 1 FROM members WHERE id = $1", &key)? {
+        return Err(StoreError::Missing(format!("member {key} does not exist")));
+    }
+    Ok(())
+}
+
+fn require_subsystem(tx: &mut Tx<'_>, id: &SubsystemId) -> Result<(), StoreError> {
+    let key = id.to_string();
+    if !exists(tx, "SELECT 1 FROM subsystems WHERE id = $1", &key)? {
+        return Err(StoreError::Missing(format!(
+            "subsystem {key} does not exist"
+        )));
+    }
+    Ok(())
+}
+
+fn require_server(tx: &mut Tx<'_>, id: &ServerId) -> Result<(), StoreError> {
+    let key = id.to_string();
+    if !exists(tx, "SELECT 1 FROM servers WHERE id = $1", &key)? {
+        return Err(StoreError::Missing(format!(
+            "security server {key} is not registered"
+        )));
+    }
+    Ok(())
+}
+
+fn require_group(tx: &mut Tx<'_>, key: &str) -> Result<(), StoreError> {
+    if !exists(tx, "SELECT 1 FROM global_groups WHERE id = $1", key)? {
+        return Err(StoreError::Missing(format!(
+            "global group {key} does not exist"
+        )));
+    }
+    Ok(())
+}
+
+fn revoke(tx: &mut Tx<'_>, fp: &Fingerprint, reason: &str) -> Result<(), StoreError> {
+    let revoked: Option<Option<i64>> = tx
+        .query_opt(
+            "SELECT revoked_at FROM certificates WHERE fingerprint = $1",
+            &[&fp.0.as_slice()],
+        )?
+        .map(|r| r.get(0));
+    match revoked {
+        Some(Some(_)) => Err(StoreError::Conflict(format!(
+            "certificate {fp} is already revoked"
+        ))),
+        Some(None) => {
+            tx.execute(
+                "UPDATE certificates SET revoked_at = $2, revoke_reason = $3 WHERE fingerprint = $1",
+                &[&fp.0.as_slice(), &now_ms(), &reason],
+            )?;
+            Ok(())
+        }
+        None => {
+            // Not issued here: a certificate of an external CA.
+            let n = tx.execute(
+                "INSERT INTO revoked_external (fingerprint, reason) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&fp.0.as_slice(), &reason],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "certificate {fp} is already revoked"
+                )));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Refuses a key that already has (or had) a certificate, or that a pending
+/// request already asks a certificate for.
+fn require_unrequested_key(tx: &mut Tx<'_>, public_key: &[u8]) -> Result<(), StoreError> {
+    require_fresh_key(tx, public_key)?;
+    let pending: Option<i64> = tx
+        .query_opt(
+            "SELECT r.id FROM request_csrs c JOIN requests r ON r.id = c.request_id
+             WHERE c.public_key = $1 AND r.state = $2 LIMIT 1",
+            &[&public_key, &RequestState::Pending.code()],
+        )?
+        .map(|r| r.get(0));
+    match pending {
+        Some(id) => Err(StoreError::Conflict(format!(
+            "the key of this CSR is already in pending request {id}; one key, one certificate: generate a new key"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Refuses a key that already has (or had) a certificate.
+fn require_fresh_key(tx: &mut Tx<'_>, public_key: &[u8]) -> Result<(), StoreError> {
+    let revoked: Option<Option<i64>> = tx
+        .query_opt(
+            "SELECT revoked_at FROM certificates WHERE public_key = $1
+             ORDER BY revoked_at IS NULL LIMIT 1",
+            &[&public_key],
+        )?
+        .map(|r| r.get(0));
+    match revoked {
+        Some(Some(_)) => Err(StoreError::Conflict(
+            "the key of this CSR belongs to a revoked certificate; generate a new key".into(),
+        )),
+        Some(None) => Err(StoreError::Conflict(
+            "the key of this CSR already has a certificate; generate a new key".into(),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn submit(tx: &mut Tx<'_>, req: &NewRequest) -> Result<u64, StoreError> {
+    let keys: Vec<&[u8]> = req
+        .auth_csr
+        .iter()
+        .chain(&req.signing_csrs)
+        .map(|c| c.public_key.as_slice())
+        .collect();
+    for (i, key) in keys.iter().enumerate() {
+        if keys[..i].contains(key) {
+            return Err(StoreError::Conflict(
+                "the request uses one key for two certificates; one key, one certificate: generate a key for each".into(),
+            ));
+        }
+        require_unrequested_key(tx, key)?;
+    }
+    match req.kind {
+        RequestKind::AuthCertificate => require_member(tx, &req.server.owner)?,
+        RequestKind::Client => {
+            require_server(tx, &req.server)?;
+            let sub = req
+                .subsystem
+                .as_ref()
+                .ok_or_else(|| StoreError::Missing("a client request names a subsystem".into()))?;
+            require_subsystem(tx, sub)?;
+            let taken = tx.query_opt(
+                "SELECT 1 FROM server_clients WHERE server = $1 AND subsystem = $2",
+                &[&req.server.to_string(), &sub.to_string()],
+            )?;
+            if taken.is_some() {
+                return Err(StoreError::Duplicate(format!(
+                    "client {sub} on server {}",
+                    req.server
+                )));
+            }
+        }
+        RequestKind::AddressChange | RequestKind::ServerRemoval => require_server(tx, &req.server)?,
+    }
+    let id: i64 = tx
+        .query_one(
+            "INSERT INTO requests (kind, server, subsystem, address, token_hash, state, submitted_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            &[
+                &req.kind.code(),
+                &req.server.to_string(),
+                &req.subsystem.as_ref().map(|s| s.to_string()),
+                &req.address,
+                &req.enrollment_token.as_ref().map(|t| t.as_slice()),
+                &RequestState::Pending.code(),
+                &now_ms(),
+            ],
+        )?
+        .get(0);
+    let id = id as u64;
+    if let Some(token) = &req.enrollment_token {
+        consume_token(tx, token, &req.server, id)?;
+    }
+    let csrs = req.auth_csr.iter().chain(&req.signing_csrs);
+    for (pos, csr) in csrs.enumerate() {
+        tx.execute(
+            "INSERT INTO request_csrs (request_id, position, is_auth, member, csr, public_key, consent_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &(id as i64),
+                &(pos as i64),
+                &csr.member.is_none(),
+                &csr.member.as_ref().map(|m| m.to_string()),
+                &csr.csr,
+                &csr.public_key,
+                &csr.consent.as_ref().map(|f| f.0.to_vec()),
+            ],
+        )?;
+    }
+    Ok(id)
+}
+
+fn consume_token(
+    tx: &mut Tx<'_>,
+    hash: &[u8; 32],
+    server: &ServerId,
+    request: u64,
+) -> Result<(), StoreError> {
+    let n = tx.execute(
+        "UPDATE enrollment_tokens SET used_by_request = $4
+         WHERE hash = $1 AND server = $2 AND expires_at > $3 AND used_by_request IS NULL",
+        &[
+            &hash.as_slice(),
+            &server.to_string(),
+            &now_ms(),
+            &(request as i64),
+        ],
+    )?;
+    if n == 0 {
+        return Err(StoreError::Conflict(format!(
+            "the enrollment token is not valid for {server} (unknown, expired, already used, or issued for another server)"
+        )));
+    }
+    Ok(())
+}
+
+fn pending_request(tx: &mut Tx<'_>, id: u64) -> Result<StoredRequest, StoreError> {
+    let req = load_request(tx, id)?
+        .ok_or_else(|| StoreError::Missing(format!("request {id} does not exist")))?;
+    if req.state != RequestState::Pending {
+        return Err(StoreError::Conflict(format!(
+            "request {id} is {:?}, not pending",
+            req.state
+        )));
+    }
+    Ok(req)
+}
+
+fn approve(tx: &mut Tx<'_>, id: u64, note: &str, issued: &Issued) -> Result<(), StoreError> {
+    let stored = pending_request(tx, id)?;
+    let req = &stored.request;
+    let server = req.server.to_string();
+    match req.kind {
+        RequestKind::AuthCertificate => {
+            let address = req.address.clone().unwrap_or_default();
+            tx.execute(
+                "INSERT INTO servers (id, owner, address) VALUES ($1, $2, $3)
+                 ON CONFLICT (id) DO UPDATE SET address = excluded.address",
+                &[&server, &req.server.owner.to_string(), &address],
+            )?;
+        }
+        RequestKind::Client => {
+            require_server(tx, &req.server)?;
+            let sub = req.subsystem.as_ref().map(|s| s.to_string());
+            let n = tx.execute(
+                "INSERT INTO server_clients (server, subsystem) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&server, &sub],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "the client is already registered on {server}"
+                )));
+            }
+        }
+        RequestKind::AddressChange => {
+            require_server(tx, &req.server)?;
+            tx.execute(
+                "UPDATE servers SET address = $2 WHERE id = $1",
+                &[&server, &req.address],
+            )?;
+        }
+        RequestKind::ServerRemoval => {
+            require_server(tx, &req.server)?;
+            let reason = format!("server removed by request {id}");
+            tx.execute(
+                "UPDATE certificates SET revoked_at = $2, revoke_reason = $3
+                 WHERE revoked_at IS NULL AND (auth_server = $1 OR request_id IN
+                    (SELECT id FROM requests WHERE server = $1))",
+                &[&server, &now_ms(), &reason],
+            )?;
+            tx.execute("DELETE FROM servers WHERE id = $1", &[&server])?;
+        }
+    }
+    let mut pos = 0i64;
+    if let Some(auth) = &issued.auth {
+        insert_cert(tx, auth, Some(&server), None, id, pos)?;
+        pos += 1;
+    }
+    for (member, cert) in &issued.signing {
+        insert_cert(tx, cert, None, Some(&member.to_string()), id, pos)?;
+        pos += 1;
+    }
+    tx.execute(
+        "UPDATE requests SET state = $2, decided_at = $3, note = $4 WHERE id = $1",
+        &[
+            &(id as i64),
+            &RequestState::Approved.code(),
+            &now_ms(),
+            &note,
+        ],
+    )?;
+    Ok(())
+}
+
+fn insert_cert(
+    tx: &mut Tx<'_>,
+    cert: &IssuedCert,
+    auth_server: Option<&str>,
+    signing_member: Option<&str>,
+    request: u64,
+    position: i64,
+) -> Result<(), StoreError> {
+    // The unique index on the key enforces this too; the check names it.
+    require_fresh_key(tx, &cert.public_key)?;
+    tx.execute(
+        "INSERT INTO certificates (fingerprint, der, public_key, auth_server, signing_member, request_id, position)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &[
+            &Fingerprint::of(&cert.der).0.as_slice(),
+            &cert.der,
+            &cert.public_key,
+            &auth_server,
+            &signing_member,
+            &(request as i64),
+            &position,
+        ],
+    )?;
+    Ok(())
+}
