@@ -118,7 +118,10 @@ fn main() -> ExitCode {
         LogFormat::Json => telemetry::LogFormat::Json,
     };
     // Spans are exported only when the standard OTEL_* variables ask.
-    let otlp = telemetry::otlp_requested(|k| std::env::var(k).ok(), cli.command.service_name());
+    let mut otlp = telemetry::otlp_requested(|k| std::env::var(k).ok(), cli.command.service_name());
+    if let (Some(otlp), Command::Server(cmd)) = (&mut otlp, &cli.command) {
+        otlp.instance_id = server::instance_id(cmd);
+    }
     // Held to the end: dropping it sends the spans still buffered.
     let _telemetry = match telemetry::install(format, &cli.log, otlp) {
         Ok(t) => t,

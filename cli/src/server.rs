@@ -293,6 +293,22 @@ pub enum BackendCommand {
 /// the number of CPUs.
 pub const ENV_WORKER_THREADS: &str = "LIENTHONG_WORKER_THREADS";
 
+/// The server a command runs, for spans' `service.instance.id`: `serve`'s
+/// server, read from its directory (none if it holds no server yet).
+pub fn instance_id(cmd: &ServerCommand) -> Option<String> {
+    let ServerCommand::Serve { dir, .. } = cmd else {
+        return None;
+    };
+    let store = ServerDir(dir.clone()).store();
+    if !store.exists() {
+        return None;
+    }
+    let store = ServerStore::open(&store).ok()?;
+    lienthong_security_server::server_id(&store)
+        .ok()
+        .map(|id| id.to_string())
+}
+
 pub fn run(cmd: ServerCommand) -> Result<()> {
     let workers = match std::env::var(ENV_WORKER_THREADS) {
         Ok(v) => v

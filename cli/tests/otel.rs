@@ -5,7 +5,11 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use lienthong_integration_tests::otlp::{Collector, attr};
+use lienthong_integration_tests::otlp::{Collector, Span, attr};
+
+/// OTLP span kinds.
+const SERVER: i32 = 2;
+const CLIENT: i32 = 3;
 
 #[test]
 fn the_demo_exports_linked_spans_to_the_collector_named_by_otel_variables() {
@@ -13,7 +17,7 @@ fn the_demo_exports_linked_spans_to_the_collector_named_by_otel_variables() {
     let (collector, endpoint) = Collector::start(&rt);
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_lienthong"))
-        .args(["demo", "--once", "--dir"])
+        .args(["demo", "--once", "--log", "debug", "--dir"])
         .arg(dir.path())
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
         .env_remove("OTEL_SERVICE_NAME")
@@ -34,7 +38,7 @@ fn the_demo_exports_linked_spans_to_the_collector_named_by_otel_variables() {
         let spans = collector.spans();
         let providers = spans
             .iter()
-            .filter(|(_, s)| s.name == "lienthong provider")
+            .filter(|(_, s)| attr(s, "lt.side").as_deref() == Some("provider"))
             .count();
         if providers >= 2 || Instant::now() > deadline {
             break spans;
@@ -45,22 +49,53 @@ fn the_demo_exports_linked_spans_to_the_collector_named_by_otel_variables() {
         spans.iter().all(|(service, _)| service == "lienthong-demo"),
         "service.name defaults to the command"
     );
-    // Every provider span has a consumer span of the same trace as parent.
+    // Every provider SERVER span's parent is the consumer's CLIENT span,
+    // whose parent is the consumer's SERVER span, all of one trace and
+    // named after the method.
+    let parent_of = |child: &Span| -> Span {
+        spans
+            .iter()
+            .map(|(_, s)| s)
+            .find(|s| s.span_id == child.parent_span_id)
+            .unwrap_or_else(|| panic!("the parent of {child:#?} arrived"))
+            .clone()
+    };
     let providers: Vec<_> = spans
         .iter()
         .map(|(_, s)| s)
-        .filter(|s| s.name == "lienthong provider")
+        .filter(|s| attr(s, "lt.side").as_deref() == Some("provider"))
         .collect();
     assert!(providers.len() >= 2, "the scenario's exchanges: {spans:#?}");
     for p in &providers {
-        let parent = spans
-            .iter()
-            .map(|(_, s)| s)
-            .find(|s| s.span_id == p.parent_span_id)
-            .unwrap_or_else(|| panic!("the parent of {p:#?} arrived"));
-        assert_eq!(parent.name, "lienthong consumer");
-        assert_eq!(parent.trace_id, p.trace_id);
-        assert_eq!(attr(parent, "lt.message_id"), attr(p, "lt.message_id"));
+        let client = parent_of(p);
+        let consumer = parent_of(&client);
+        assert_eq!(
+            (p.kind, client.kind, consumer.kind),
+            (SERVER, CLIENT, SERVER)
+        );
+        assert_eq!(attr(&client, "lt.side").as_deref(), Some("consumer"));
+        assert_eq!(attr(&consumer, "lt.side").as_deref(), Some("consumer"));
+        for s in [*p, &client, &consumer] {
+            assert_eq!(s.trace_id, p.trace_id);
+            assert_eq!(s.name, p.name);
+            assert!(p.name.contains('.') && p.name.contains('/'), "{}", p.name);
+        }
+        assert_eq!(attr(&consumer, "lt.message_id"), attr(p, "lt.message_id"));
+    }
+    // Neither spans nor log lines (at debug) name the data subject, the
+    // purpose or the official the demo's calls carry.
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(logs.lines().count() > 5, "debug logging is on: {logs}");
+    for secret in [
+        "001190012345",
+        "chuyenvien.hoa",
+        "Dang ky doanh nghiep",
+        "curiosity",
+    ] {
+        assert!(!logs.contains(secret), "{secret} in the logs: {logs}");
+        for (_, s) in &spans {
+            assert!(!format!("{s:?}").contains(secret), "{secret} in {s:#?}");
+        }
     }
     // The refused, ungranted call is marked with its fault.
     assert!(

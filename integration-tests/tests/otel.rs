@@ -21,6 +21,10 @@ fn parse_traceparent(tp: &str) -> (String, String) {
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const IS_SPAN_ID: &str = "00f067aa0ba902b7";
 
+/// OTLP span kinds.
+const SERVER: i32 = 2;
+const CLIENT: i32 = 3;
+
 #[test]
 fn one_exchange_is_one_trace_across_both_servers() {
     // The collector runs on its own runtime, as a real one would.
@@ -33,6 +37,7 @@ fn one_exchange_is_one_trace_across_both_servers() {
         Some(Otlp {
             endpoint: Some(endpoint),
             service_name: "lienthong-test".into(),
+            instance_id: None,
         }),
     )
     .expect("telemetry installs");
@@ -43,8 +48,8 @@ fn one_exchange_is_one_trace_across_both_servers() {
         .enable_all()
         .build()
         .unwrap();
-    let (traceresponse, backend_traceparent, refused_message, business_server) =
-        rt.block_on(async {
+    let (traceresponse, backend_traceparent, refused_message, business_server, provider_ports) = rt
+        .block_on(async {
             let f = Federation::start().await;
             let is = f.business.client().await;
             let mut md = call_metadata(&business(), &population());
@@ -73,11 +78,17 @@ fn one_exchange_is_one_trace_across_both_servers() {
                 )
                 .await
                 .unwrap_err();
+            let provider_ports: Vec<String> = f
+                .population
+                .iter()
+                .map(|a| a.provider_addr.port().to_string())
+                .collect();
             (
                 traceresponse,
                 backend_traceparent,
                 fault_of(&refused),
                 f.business.id.to_string(),
+                provider_ports,
             )
         });
     telemetry.flush();
@@ -86,7 +97,7 @@ fn one_exchange_is_one_trace_across_both_servers() {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let spans = loop {
         let spans = collector.spans();
-        let done = spans.iter().filter(|(_, s)| s.trace_id.len() == 16).count() >= 3
+        let done = spans.iter().filter(|(_, s)| s.trace_id.len() == 16).count() >= 4
             && spans
                 .iter()
                 .any(|(_, s)| attr(s, "lt.fault").as_deref() == Some(refused_message.as_str()));
@@ -102,21 +113,58 @@ fn one_exchange_is_one_trace_across_both_servers() {
         .map(|(_, s)| s)
         .filter(|s| hex::encode(&s.trace_id) == TRACE_ID)
         .collect();
-    let named = |name: &str| -> &Span {
-        let found: Vec<&&Span> = in_trace.iter().filter(|s| s.name == name).collect();
+    let one = |side: &str, kind: i32| -> &Span {
+        let found: Vec<&&Span> = in_trace
+            .iter()
+            .filter(|s| s.kind == kind && attr(s, "lt.side").as_deref() == Some(side))
+            .collect();
         assert_eq!(
             found.len(),
             1,
-            "one {name} span in the trace: {in_trace:#?}"
+            "one {side} span of kind {kind} in the trace: {in_trace:#?}"
         );
         found[0]
     };
-    let consumer = named("lienthong consumer");
-    let provider = named("lienthong provider");
+    let consumer = one("consumer", SERVER);
+    let client = one("consumer", CLIENT);
+    let provider = one("provider", SERVER);
 
-    // Information system → consumer server → provider server → backend.
+    // Information system → consumer server → its call → provider server →
+    // backend.
     assert_eq!(hex::encode(&consumer.parent_span_id), IS_SPAN_ID);
-    assert_eq!(provider.parent_span_id, consumer.span_id);
+    assert_eq!(client.parent_span_id, consumer.span_id);
+    assert_eq!(provider.parent_span_id, client.span_id);
+
+    // The RPC conventions: `package.Service/Method`, rpc.*, the provider
+    // server called, and nothing of the exporter's own.
+    let service = attr(provider, "rpc.service").expect("rpc.service");
+    assert!(
+        service.contains('.') && service.ends_with("PersonRegistry"),
+        "{service}"
+    );
+    for span in [consumer, client, provider] {
+        assert_eq!(span.name, format!("{service}/GetPerson"), "{span:#?}");
+        assert_eq!(attr(span, "rpc.system").as_deref(), Some("grpc"));
+        assert_eq!(attr(span, "rpc.service").as_deref(), Some(service.as_str()));
+        assert_eq!(attr(span, "rpc.grpc.status_code").as_deref(), Some("0"));
+    }
+    assert_eq!(attr(client, "server.address").as_deref(), Some("127.0.0.1"));
+    let port = attr(client, "server.port").expect("server.port");
+    assert!(
+        provider_ports.contains(&port),
+        "{port} of {provider_ports:?}"
+    );
+    for (_, span) in &spans {
+        for a in &span.attributes {
+            assert!(
+                ["rpc.", "server.", "lt."]
+                    .iter()
+                    .any(|p| a.key.starts_with(p)),
+                "{} is not a convention's attribute: {span:#?}",
+                a.key
+            );
+        }
+    }
     let (backend_trace, backend_parent) = parse_traceparent(&backend_traceparent);
     assert_eq!(backend_trace, TRACE_ID, "the backend is in the same trace");
     assert_eq!(backend_parent, hex::encode(&provider.span_id));
@@ -160,7 +208,8 @@ fn one_exchange_is_one_trace_across_both_servers() {
         .map(|(_, s)| s)
         .find(|s| attr(s, "lt.fault").is_some())
         .expect("the refused call has a span");
-    assert_eq!(refusal.name, "lienthong consumer");
+    assert_eq!(refusal.name, format!("{service}/GetPerson"));
+    assert_eq!(attr(refusal, "lt.side").as_deref(), Some("consumer"));
     assert_eq!(
         attr(refusal, "lt.fault").as_deref(),
         Some(refused_message.as_str())

@@ -1,10 +1,18 @@
 //! Logs and distributed traces.
 //!
 //! Every exchange is one trace: the information system's span (if it sent
-//! a W3C `traceparent`), the consumer server's span, the provider server's
-//! span and the backend's. The consumer puts its own span's context into
-//! the signed envelope; the provider adopts it as parent and hands its own
-//! span's context to the backend in `traceparent`. The consumer answers the
+//! a W3C `traceparent`), the consumer server's SERVER span, its CLIENT span
+//! for the call to the provider server, the provider server's SERVER span
+//! and the backend's. The consumer puts its CLIENT span's context into the
+//! signed envelope; the provider adopts it as parent and hands its own
+//! span's context to the backend in `traceparent`.
+//!
+//! Spans follow the OpenTelemetry semantic conventions for RPC: named
+//! `package.Service/Method`, with `rpc.system`, `rpc.service`,
+//! `rpc.method`, `rpc.grpc.status_code`, `server.address` and
+//! `server.port` (the provider server called, on the CLIENT span), the side
+//! as `lt.side`, and `service.instance.id` = the server's id in the
+//! resource when one server runs in the process. The consumer answers the
 //! information system with `traceresponse` (W3C Trace Context Level 2) so
 //! it can find the trace of a call it did not trace itself.
 //!
@@ -41,8 +49,19 @@ pub enum Side {
     Provider,
 }
 
-/// A new span for one exchange on one side. Disabled (and free) unless
-/// spans are exported.
+impl Side {
+    /// The side's name, as `lt.side` says it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Consumer => "consumer",
+            Side::Provider => "provider",
+        }
+    }
+}
+
+/// A new SERVER span for one exchange on one side, named after the side
+/// until [`describe`] names it after the method. Disabled (and free)
+/// unless spans are exported.
 pub fn exchange_span(side: Side, server: &dyn std::fmt::Display) -> Span {
     let name = match side {
         Side::Consumer => "lienthong consumer",
@@ -53,6 +72,7 @@ pub fn exchange_span(side: Side, server: &dyn std::fmt::Display) -> Span {
         "exchange",
         otel.name = name,
         otel.kind = "server",
+        lt.side = side.name(),
         otel.status_code = tracing::field::Empty,
         rpc.system = "grpc",
         rpc.service = tracing::field::Empty,
@@ -65,14 +85,59 @@ pub fn exchange_span(side: Side, server: &dyn std::fmt::Display) -> Span {
     )
 }
 
-/// Records what the exchange is (never who it is about).
+/// Records what the exchange is (never who it is about), and names the
+/// span `package.Service/Method`.
 pub fn describe(span: &Span, client: &dyn std::fmt::Display, service: &str, method: &str) {
     if span.is_disabled() {
         return;
     }
+    span.record("otel.name", format!("{service}/{method}"));
     span.record("lt.client", tracing::field::display(client));
     span.record("rpc.service", service);
     span.record("rpc.method", method);
+}
+
+/// The consumer's CLIENT span for its call to a provider server, a child
+/// of the consumer's SERVER span `parent`; its context is what the
+/// envelope carries. Disabled when `parent` is.
+pub fn client_span(parent: &Span, service: &str, method: &str) -> Span {
+    if parent.is_disabled() {
+        return Span::none();
+    }
+    tracing::info_span!(
+        target: "lienthong::exchange",
+        parent: parent,
+        "forward",
+        otel.name = %format_args!("{service}/{method}"),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        lt.side = Side::Consumer.name(),
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+        rpc.grpc.status_code = tracing::field::Empty,
+        server.address = tracing::field::Empty,
+        server.port = tracing::field::Empty,
+        lt.fault = tracing::field::Empty,
+    )
+}
+
+/// Records the provider server called (`host:port`) on a CLIENT span.
+pub fn server_address(span: &Span, address: &str) {
+    if span.is_disabled() {
+        return;
+    }
+    let (host, port) = match address.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() => (h, p.parse::<u16>().ok()),
+        _ => (address, None),
+    };
+    span.record(
+        "server.address",
+        host.trim_start_matches('[').trim_end_matches(']'),
+    );
+    if let Some(port) = port {
+        span.record("server.port", i64::from(port));
+    }
 }
 
 /// Records the message id.
@@ -148,6 +213,9 @@ pub struct Otlp {
     pub endpoint: Option<String>,
     /// `service.name` of every span.
     pub service_name: String,
+    /// `service.instance.id`: the security server's id when the process
+    /// runs one server.
+    pub instance_id: Option<String>,
 }
 
 /// Whether the standard OpenTelemetry variables ask for span export: an
@@ -166,6 +234,7 @@ pub fn otlp_requested(var: impl Fn(&str) -> Option<String>, default_service: &st
     Some(Otlp {
         endpoint: None,
         service_name: set("OTEL_SERVICE_NAME").unwrap_or_else(|| default_service.to_owned()),
+        instance_id: None,
     })
 }
 
@@ -232,8 +301,15 @@ pub fn install(format: LogFormat, filter: &str, otlp: Option<Otlp>) -> Result<Te
         Some(otlp) => {
             let (provider, runtime) = otlp_provider(&otlp)?;
             let tracer = provider.tracer("lienthong");
+            // Only the conventions' attributes: no code location, thread,
+            // target or busy/idle times.
             let layer = tracing_opentelemetry::layer()
                 .with_tracer(tracer)
+                .with_location(false)
+                .with_threads(false)
+                .with_target(false)
+                .with_level(false)
+                .with_tracked_inactivity(false)
                 .with_filter(
                     tracing_subscriber::filter::Targets::new()
                         .with_target("lienthong::exchange", tracing::Level::INFO),
@@ -265,9 +341,15 @@ fn otlp_provider(otlp: &Otlp) -> Result<(SdkTracerProvider, tokio::runtime::Runt
         builder.build()
     });
     let exporter = exporter.map_err(|e| format!("invalid OTLP exporter settings: {e}"))?;
-    let resource = opentelemetry_sdk::Resource::builder()
-        .with_service_name(otlp.service_name.clone())
-        .build();
+    let mut resource =
+        opentelemetry_sdk::Resource::builder().with_service_name(otlp.service_name.clone());
+    if let Some(id) = &otlp.instance_id {
+        resource = resource.with_attribute(opentelemetry::KeyValue::new(
+            "service.instance.id",
+            id.clone(),
+        ));
+    }
+    let resource = resource.build();
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_resource(resource)
@@ -311,7 +393,8 @@ mod tests {
             on,
             Some(Otlp {
                 endpoint: None,
-                service_name: "lienthong-server".into()
+                service_name: "lienthong-server".into(),
+                instance_id: None,
             })
         );
         let traces_only = otlp_requested(

@@ -112,6 +112,8 @@ struct Exchange {
     /// This side's span; it ends when the last clone (held until the
     /// response's end) drops.
     span: tracing::Span,
+    /// The CLIENT span of the call to the provider server (none before it).
+    forward: tracing::Span,
 }
 
 impl Exchange {
@@ -193,12 +195,14 @@ impl Consumer {
             request_digest: [0; 32],
             peer: String::new(),
             span: telemetry::exchange_span(Side::Consumer, &self.keys.server),
+            forward: tracing::Span::none(),
         };
         match self.exchange(system_cert, request, &mut ex).await {
             Ok(response) => response,
             Err(fault) => {
                 tracing::info!(fault = %fault, message_id = %ex.message_id, "call refused");
                 telemetry::outcome(&ex.span, fault.fault.status() as i32, fault.fault.code());
+                telemetry::outcome(&ex.forward, fault.fault.status() as i32, fault.fault.code());
                 // A refusal is logged too; if even that fails, say so.
                 let mut response = match self.log.append(ex.fault_record(&fault)).await {
                     Ok(()) => fault.into_response(),
@@ -269,9 +273,10 @@ impl Consumer {
             ))
         })?;
         let payload_digest = lienthong_proto::sha256(&payload);
-        // The provider's span becomes a child of this one; without span
-        // export the caller's context travels on unchanged.
-        let (traceparent, tracestate) = telemetry::propagate(&ex.span)
+        // The provider's span becomes a child of the call's CLIENT span;
+        // without span export the caller's context travels on unchanged.
+        ex.forward = telemetry::client_span(&ex.span, path.service, path.method);
+        let (traceparent, tracestate) = telemetry::propagate(&ex.forward)
             .unwrap_or_else(|| (call.traceparent.clone(), call.tracestate.clone()));
         let header = RequestHeader {
             message_id: ex.message_id.clone(),
@@ -339,6 +344,9 @@ impl Consumer {
         };
         let (server, response) = self.pool.send(&view, &call.target, make).await?;
         ex.peer = server.to_string();
+        if let Some(entry) = view.server(&server) {
+            telemetry::server_address(&ex.forward, &entry.address);
+        }
         if response.headers().contains_key("grpc-status") {
             // Trailers-only: a refusal by the provider's server, passed on
             // once it is logged.
@@ -347,6 +355,7 @@ impl Consumer {
             r.grpc_status = grpc_status(response.headers());
             r.fault = header_text(response.headers(), FAULT_HEADER);
             telemetry::outcome(&ex.span, r.grpc_status, &r.fault);
+            telemetry::outcome(&ex.forward, r.grpc_status, &r.fault);
             self.log
                 .append(r)
                 .await

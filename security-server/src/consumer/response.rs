@@ -58,6 +58,8 @@ impl Consumer {
         record.payload_digest = obs.digest.to_vec();
         record.payload_size = obs.size;
         let mut trailers = obs.trailers.unwrap_or_default();
+        // The call to the provider ended with the provider's status.
+        crate::telemetry::outcome(&ex.forward, grpc_status(&trailers), "");
         match checked {
             Ok(envelope) => {
                 record.envelope = envelope;
