@@ -2,7 +2,7 @@
 //! decodes (round trip through `leaf_bytes`, visibility and operational
 //! records), and the built-in services' requests read from the log's
 //! callers (`FindUsageRequest`, `OperationalQuery` and the admin port's
-//! query string into a `Selection`). Input: `mode: u8`, then the bytes.
+//! query into a `Selection`). Input: `mode: u8`, then the bytes.
 
 #![no_main]
 
@@ -128,10 +128,18 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         _ => {
-            let Ok(query) = std::str::from_utf8(bytes) else {
-                return;
+            // The admin port's query, as its parameters arrive.
+            let mut input = Input(bytes);
+            let flags = input.byte();
+            let since_hours = u32::from_be_bytes([input.byte(), input.byte(), 0, 0]);
+            let limit = u64::from(input.u16());
+            let query = operational::OperationalQuery {
+                since_hours: (flags & 1 != 0).then_some(since_hours),
+                message_id: (flags & 2 != 0)
+                    .then(|| String::from_utf8_lossy(input.rest()).into_owned()),
+                limit: (flags & 4 != 0).then_some(limit),
             };
-            if let Ok(s) = Selection::from_query(query, now, WINDOW) {
+            if let Ok(s) = Selection::from_query(&query, now, WINDOW) {
                 selection_in_window(&s, now);
             }
         }
