@@ -51,7 +51,7 @@ enum Command {
     /// Manage the instance certificate authority and certificates on files.
     #[command(subcommand)]
     Ca(ca::CaCommand),
-    /// Set up a local demo instance with three agencies and show mutual TLS
+    /// Set up a local demo instance with four agencies and show mutual TLS
     /// and signed exchanges between them.
     ///
     /// Example: lienthong demo --dir /tmp/lienthong-demo

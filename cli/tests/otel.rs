@@ -86,6 +86,8 @@ fn the_demo_exports_linked_spans_to_the_collector_named_by_otel_variables() {
     // purpose or the official the demo's calls carry.
     let logs = String::from_utf8_lossy(&out.stderr);
     assert!(logs.lines().count() > 5, "debug logging is on: {logs}");
+    // Written to a pipe, not a terminal: no colour codes.
+    assert!(!logs.contains('\x1b'), "ANSI escapes in piped logs: {logs}");
     for secret in [
         "001190012345",
         "chuyenvien.hoa",

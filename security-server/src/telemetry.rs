@@ -278,10 +278,15 @@ impl Drop for Telemetry {
     }
 }
 
-/// Installs the process's logging (`filter` as in `RUST_LOG`, to stderr)
-/// and, with `otlp`, span export for exchanges. Once per process.
+/// Installs the process's logging (`filter` as in `RUST_LOG`, to stderr,
+/// in colour only when stderr is a terminal) and, with `otlp`, span export for exchanges. Once per process.
 pub fn install(format: LogFormat, filter: &str, otlp: Option<Otlp>) -> Result<Telemetry, String> {
-    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colour only for a person at a terminal: a file or a journal gets
+    // plain text, not escape codes.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let logs = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(colour);
     let logs = match format {
         LogFormat::Text => logs.boxed(),
         LogFormat::Json => logs.json().boxed(),
