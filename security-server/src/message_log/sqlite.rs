@@ -237,6 +237,9 @@ pub(super) fn open_leaf(keys: &LogKeys, leaf_index: u64, stored: Vec<u8>) -> Vec
     unseal(keys, leaf_index, &stored).unwrap_or(stored)
 }
 
+/// (position, leaf, envelope) as a log written before sealing holds them.
+type LegacyRow = (i64, Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// The schema version whose leaves and envelopes are sealed.
 const SEALED_VERSION: i64 = 1;
 
@@ -258,7 +261,7 @@ fn seal_legacy(conn: &mut Connection, keys: &LogKeys) -> Result<u64, LogError> {
         )?;
         let mut write =
             tx.prepare("UPDATE records SET leaf = ?2, envelope = ?3 WHERE leaf_index = ?1")?;
-        let rows: Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>)> = read
+        let rows: Vec<LegacyRow> = read
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<Result<_, _>>()?;
         for (index, leaf, envelope) in rows {
