@@ -32,8 +32,9 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 pub enum ServerCommand {
     /// Join the instance: make the auth key and the owner's signing key,
     /// send their CSRs with the enrollment token, and wait for the
-    /// registration officer's approval. Run it again on the same directory
-    /// to keep waiting.
+    /// registration officer's approval. A refused request (a bad or
+    /// expired token) keeps nothing: run the same command with a new
+    /// token. `--resume` keeps waiting for a request submitted before.
     ///
     /// Example: lienthong server init --dir /var/lib/lienthong/ss1 --anchor anchor.bin --server VN/GOV/000102/ss1 --address ss1.bocongan.gov.vn:5500 --token lt_…
     Init {
@@ -57,7 +58,8 @@ pub enum ServerCommand {
             required_unless_present = "resume"
         )]
         token: Option<String>,
-        /// Keep waiting for an approval requested before.
+        /// Keep waiting for an approval requested before (by an `init`
+        /// that stopped waiting); fetches the certificates once approved.
         #[arg(long)]
         resume: bool,
         /// How long to wait for the approval, in seconds.
@@ -71,12 +73,14 @@ pub enum ServerCommand {
         #[arg(long)]
         dir: PathBuf,
         /// The information systems' side (h2c; keep it on loopback or a
-        /// trusted network).
+        /// trusted network): ADDRESS:PORT or HOST:PORT (a host name is
+        /// resolved at start; the address bound is printed).
         #[arg(long, default_value = DEFAULT_CONSUMER_LISTEN)]
-        consumer_listen: SocketAddr,
-        /// The other security servers' side (mutual TLS).
+        consumer_listen: String,
+        /// The other security servers' side (mutual TLS): ADDRESS:PORT or
+        /// HOST:PORT.
         #[arg(long, default_value = DEFAULT_PROVIDER_LISTEN)]
-        provider_listen: SocketAddr,
+        provider_listen: String,
         /// Largest request, and largest single message of a response, in bytes.
         #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
         max_message_bytes: usize,
@@ -111,7 +115,7 @@ pub enum ServerCommand {
         poll_interval: Option<u64>,
         /// The admin port: GET /health, GET /metrics (Prometheus), POST
         /// /maintenance (on|off). `off` for none. Keep it on loopback or a
-        /// management network.
+        /// management network. ADDRESS:PORT or HOST:PORT.
         #[arg(long, default_value = lienthong_security_server::admin::DEFAULT_ADMIN_LISTEN)]
         admin_listen: String,
         /// Most open connections on each listener; more are closed at once.
@@ -236,6 +240,11 @@ pub enum AclCommand {
     /// (PROVIDER_SUBSYSTEM/grpc.Service), or only --method of it.
     ///
     /// Example: lienthong server acl grant --dir ss1 VN/GOV/000305/business VN/GOV/000102/population/population.v1.PersonRegistry --method GetPerson
+    ///
+    /// The service must be one this server provides by the global
+    /// configuration: its provider subsystem a client of this server and
+    /// the service registered for it (a newer configuration is downloaded
+    /// when the cached one does not say so).
     Grant {
         #[arg(long)]
         dir: PathBuf,
@@ -243,6 +252,12 @@ pub enum AclCommand {
         service: String,
         #[arg(long)]
         method: Option<String>,
+        /// Grant even when the configuration does not list SERVICE as
+        /// provided by this server: to prepare access rights before the
+        /// registry publishes the service or this server's client
+        /// registration (the grant is inert until it does).
+        #[arg(long)]
+        force: bool,
     },
     /// Remove a grant made with the same arguments.
     ///
@@ -363,6 +378,26 @@ fn rule(subject: &str, service: &str, method: Option<String>) -> Result<AccessRu
     })
 }
 
+/// A listen flag's value: an address, or a host name resolved now (the
+/// first address it resolves to is taken, and said).
+pub async fn resolve_listen(flag: &str, value: &str) -> Result<SocketAddr> {
+    if let Ok(addr) = value.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let hint = "give ADDRESS:PORT or HOST:PORT, e.g. 127.0.0.1:5500 or localhost:5500";
+    let mut addrs = tokio::net::lookup_host(value)
+        .await
+        .map_err(|e| format!("{flag} {value:?}: {e} ({hint})"))?;
+    let addr = addrs
+        .next()
+        .ok_or_else(|| format!("{flag} {value:?}: the name resolves to no address ({hint})"))?;
+    eprintln!(
+        "{flag} {}: the name resolves to {addr}; listening there",
+        printable(value)
+    );
+    Ok(addr)
+}
+
 /// Polls until approved (true), or until `wait` seconds passed (false:
 /// still pending; with `--wait 0` that is the expected outcome).
 async fn wait_for(
@@ -476,13 +511,10 @@ async fn run_async(cmd: ServerCommand) -> Result<()> {
             opts.poll_interval = poll_interval.map(|s| Duration::from_secs(s.max(1)));
             opts.admin_listen = match admin_listen.as_str() {
                 "off" => None,
-                a => Some(
-                    a.parse()
-                        .map_err(|e| format!("--admin-listen {a:?}: {e}"))?,
-                ),
+                a => Some(resolve_listen("--admin-listen", a).await?),
             };
-            opts.consumer_listen = consumer_listen;
-            opts.provider_listen = provider_listen;
+            opts.consumer_listen = resolve_listen("--consumer-listen", &consumer_listen).await?;
+            opts.provider_listen = resolve_listen("--provider-listen", &provider_listen).await?;
             opts.max_message_bytes = max_message_bytes;
             opts.replay_capacity = replay_capacity.max(1);
             let server = SecurityServer::start(opts).await?;
@@ -559,7 +591,7 @@ async fn run_async(cmd: ServerCommand) -> Result<()> {
             );
             Ok(())
         }
-        ServerCommand::Acl(cmd) => acl(cmd),
+        ServerCommand::Acl(cmd) => acl(cmd).await,
         ServerCommand::Backend(cmd) => backend(cmd),
         ServerCommand::Status { dir, check } => status(&dir, check).await,
         ServerCommand::Log {
@@ -571,15 +603,74 @@ async fn run_async(cmd: ServerCommand) -> Result<()> {
     }
 }
 
-fn acl(cmd: AclCommand) -> Result<()> {
+/// Why this server does not provide `r`'s service by the configuration
+/// (cached, or downloaded when the cached one does not list it); `None`
+/// when it does.
+async fn not_provided(dir: &std::path::Path, r: &AccessRule) -> Result<Option<String>> {
+    let store = open_store(dir)?;
+    let d = ServerDir(dir.to_owned());
+    let server = server_id(&store)?;
+    let conf = ConfClient::new(
+        client::read_anchor(&d.anchor())?,
+        d.configuration(),
+        ConfClient::empty_trust(),
+    );
+    let why = |conf: &ConfClient| match conf.view() {
+        None => Some("no global configuration is at hand to check it".to_string()),
+        Some(v) if !v.serves(&server, &r.provider) => Some(format!(
+            "{} is not a client of this server ({server}) in configuration version {}; add it with `lienthong server clients add --dir {} {}`",
+            r.provider,
+            v.version,
+            dir.display(),
+            r.provider
+        )),
+        Some(v) if !v.offers(&r.provider, &r.service) => Some(format!(
+            "{} offers no service {} in configuration version {}; the registry operator registers it with `lienthong registry service add {}/{}`",
+            r.provider, r.service, v.version, r.provider, r.service
+        )),
+        Some(_) => None,
+    };
+    // A damaged or missing cache is only a reason to ask the registry.
+    let _ = conf.load_cached();
+    if why(&conf).is_none() {
+        return Ok(None);
+    }
+    if let Err(e) = conf.refresh().await {
+        if conf.view().is_none() {
+            return Ok(Some(format!(
+                "no global configuration is cached and the registry is unreachable ({}), so whether this server provides the service cannot be checked",
+                printable(&e)
+            )));
+        }
+    }
+    Ok(why(&conf))
+}
+
+async fn acl(cmd: AclCommand) -> Result<()> {
     match cmd {
         AclCommand::Grant {
             dir,
             subject,
             service,
             method,
+            force,
         } => {
             let r = rule(&subject, &service, method)?;
+            match not_provided(&dir, &r).await? {
+                None => {}
+                Some(why) if force => {
+                    eprintln!(
+                        "warning: granting anyway (--force): {why}; the grant takes effect once the configuration lists the service as provided here"
+                    );
+                }
+                Some(why) => {
+                    return Err(format!(
+                        "this server does not provide {}/{}: {why}. To prepare the grant before the configuration lists it, add --force",
+                        r.provider, r.service
+                    )
+                    .into());
+                }
+            }
             let new = open_store(&dir)?.grant(&r)?;
             println!("{}: {r}", if new { "granted" } else { "already granted" });
         }

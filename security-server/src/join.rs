@@ -44,8 +44,39 @@ fn store(dir: &ServerDir) -> Result<ServerStore, String> {
     ServerStore::open(&dir.store()).map_err(|e| e.to_string())
 }
 
-/// Creates the home directory, the auth key and the owner's signing key,
-/// and submits the first registration request with `token`.
+/// The command that submits a first registration request for `home`.
+fn init_command(home: &Path, anchor: &str, server: &str, address: &str) -> String {
+    format!(
+        "lienthong server init --dir {} --anchor {anchor} --server {server} --address {address} --token NEW_TOKEN",
+        home.display()
+    )
+}
+
+/// The first registration request submitted from `home` and not yet
+/// approved, if any.
+pub fn pending_join(home: &Path) -> Result<Option<u64>, String> {
+    let dir = ServerDir(home.to_owned());
+    if !dir.store().exists() || dir.auth_cert().exists() {
+        return Ok(None);
+    }
+    store(&dir)?
+        .setting(SETTING_JOIN_REQUEST)
+        .map_err(|e| e.to_string())?
+        .map(|v| {
+            v.parse()
+                .map_err(|_| "stored request id is unreadable".to_string())
+        })
+        .transpose()
+}
+
+/// Makes the auth key and the owner's signing key, submits the first
+/// registration request with `token`, and only once the registry took it
+/// writes the keys, the anchor and the request into the home directory
+/// (created if missing). A refused request (a bad or expired token, an
+/// unreachable registry) leaves the directory as it was, so the same
+/// command with a new token is the retry. A new request replaces one
+/// submitted before and not yet approved (a new token means the officer
+/// expects a new request).
 pub async fn submit_join(
     home: &Path,
     anchor: &Anchor,
@@ -54,9 +85,9 @@ pub async fn submit_join(
     token: &str,
 ) -> Result<u64, String> {
     let dir = ServerDir(home.to_owned());
-    if dir.auth_key().exists() {
+    if dir.auth_cert().exists() {
         return Err(format!(
-            "{} already holds a server's keys; continue with `lienthong server init --dir {}` to wait for approval",
+            "{} already holds a joined server; start it with `lienthong server serve --dir {}`",
             home.display(),
             home.display()
         ));
@@ -67,15 +98,35 @@ pub async fn submit_join(
             anchor.instance
         ));
     }
-    std::fs::create_dir_all(dir.signing_dir()).map_err(|e| e.to_string())?;
-    client::write_anchor(&dir.anchor(), anchor).map_err(|e| e.to_string())?;
+    let before = pending_join(home)?;
+    if before.is_none() {
+        // Kept even if the request is refused, so the retry can name it.
+        std::fs::create_dir_all(home).map_err(|e| e.to_string())?;
+        client::write_anchor(&dir.anchor(), anchor).map_err(|e| e.to_string())?;
+    }
     let auth_key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).map_err(|e| e.to_string())?;
     let owner_key = PrivateKey::generate(SIGNING_KEY_ALGORITHM).map_err(|e| e.to_string())?;
-    pem::write_key(&dir.auth_key(), &auth_key).map_err(|e| e.to_string())?;
-    pem::write_key(&dir.signing_key(&server.owner), &owner_key).map_err(|e| e.to_string())?;
     let req = client::first_request(server, address, token, &auth_key, &owner_key)
         .map_err(|e| e.to_string())?;
-    let id = submit(anchor, None, req).await?;
+    let id = submit(anchor, None, req).await.map_err(|e| {
+        let anchor_arg = dir.anchor().display().to_string();
+        let retry = init_command(home, &anchor_arg, &server.to_string(), address);
+        match before {
+            Some(earlier) => format!(
+                "{e}; nothing changed in {}: request {earlier} submitted before is still the one on record (wait for it with `lienthong server init --dir {} --resume`); with a new enrollment token from the registration officer, run `{retry}`",
+                home.display(),
+                home.display()
+            ),
+            None => format!(
+                "{e}; nothing was registered and {} holds no request (only the anchor); with a new enrollment token from the registration officer, run `{retry}`",
+                home.display()
+            ),
+        }
+    })?;
+    std::fs::create_dir_all(dir.signing_dir()).map_err(|e| e.to_string())?;
+    client::write_anchor(&dir.anchor(), anchor).map_err(|e| e.to_string())?;
+    pem::write_key(&dir.auth_key(), &auth_key).map_err(|e| e.to_string())?;
+    pem::write_key(&dir.signing_key(&server.owner), &owner_key).map_err(|e| e.to_string())?;
     let s = store(&dir)?;
     let set = |k: &str, v: &str| s.set_setting(k, v).map_err(|e| e.to_string());
     set(SETTING_SERVER_ID, &server.to_string())?;
@@ -88,6 +139,18 @@ pub async fn submit_join(
 /// certificates.
 pub async fn poll_join(home: &Path) -> Result<JoinState, String> {
     let dir = ServerDir(home.to_owned());
+    if !dir.auth_cert().exists() && pending_join(home)?.is_none() {
+        let anchor = if dir.anchor().exists() {
+            dir.anchor().display().to_string()
+        } else {
+            "ANCHOR_FILE".to_string()
+        };
+        return Err(format!(
+            "no registration request was submitted from {} (none was made, or it was refused), so there is nothing to resume; with an enrollment token from the registration officer, run `{}`",
+            home.display(),
+            init_command(home, &anchor, "SERVER", "HOST:PORT")
+        ));
+    }
     let s = store(&dir)?;
     let server = crate::server::server_id(&s)?;
     let get = |k: &str| -> Result<String, String> {

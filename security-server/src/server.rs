@@ -247,10 +247,29 @@ impl SecurityServer {
             ConfClient::new(anchor, dir.configuration(), trust.clone())
                 .with_poll_interval(opts.poll_interval),
         );
-        if conf.load_cached()?.is_none() {
-            conf.refresh().await.map_err(|e| {
-                format!("no global configuration is cached and the download failed: {e}")
-            })?;
+        match conf.load_cached() {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                conf.refresh().await.map_err(|e| {
+                    format!("no global configuration is cached and the download failed: {e}")
+                })?;
+            }
+            // A damaged copy is only a cache: the registry has the original.
+            Err(damaged) => {
+                tracing::warn!(
+                    error = %damaged,
+                    "the cached global configuration is unusable; downloading a fresh one"
+                );
+                conf.refresh().await.map_err(|e| {
+                    format!(
+                        "the cached global configuration is unusable ({damaged}) and the download failed: {e}"
+                    )
+                })?;
+                tracing::warn!(
+                    version = ?conf.view().map(|v| v.version),
+                    "the unusable cached configuration was replaced by a fresh download"
+                );
+            }
         }
 
         let keys_for_log = log_keys(&dir)?;
@@ -316,6 +335,20 @@ impl SecurityServer {
             }
             None => bind(opts.provider_listen).await?,
         };
+        // Every listener is bound, and everything that can fail is done,
+        // before the first background task starts: a refused start leaves
+        // no task behind to fail on its own as the runtime goes away.
+        let admin_listener = match opts.admin_listen {
+            None => None,
+            Some(addr) => Some(bind(addr).await?),
+        };
+        let admin_addr = match &admin_listener {
+            None => None,
+            Some(l) => Some(l.local_addr().map_err(|e| e.to_string())?),
+        };
+        let auth_not_after = lienthong_certs::verify::parse(&keys.auth.chain[0])
+            .map_err(|e| e.to_string())?
+            .not_after;
         let consumer_addr = consumer_listener.local_addr().map_err(|e| e.to_string())?;
         let provider_addr = provider_listener.local_addr().map_err(|e| e.to_string())?;
         let tls_config =
@@ -387,30 +420,21 @@ impl SecurityServer {
                 AUDIT_INTERVAL,
             )));
         }
-        let admin_addr = match opts.admin_listen {
-            None => None,
-            Some(addr) => {
-                let listener = bind(addr).await?;
-                let bound = listener.local_addr().map_err(|e| e.to_string())?;
-                let auth_not_after = lienthong_certs::verify::parse(&keys.auth.chain[0])
-                    .map_err(|e| e.to_string())?
-                    .not_after;
-                let admin = Admin {
-                    metrics,
-                    conf: conf.clone(),
-                    store: store.clone(),
-                    reader: (!opts.dangerous_disable_message_log).then(|| reader.clone()),
-                    audit: (!opts.dangerous_disable_message_log).then(|| audit.clone()),
-                    commit_stats,
-                    checkpoint_interval: opts.checkpoint_interval,
-                    operational_window: opts.operational_window,
-                    auth_not_after,
-                    maintenance: Default::default(),
-                };
-                tasks.push(admin.serve(listener).await);
-                Some(bound)
-            }
-        };
+        if let Some(listener) = admin_listener {
+            let admin = Admin {
+                metrics,
+                conf: conf.clone(),
+                store: store.clone(),
+                reader: (!opts.dangerous_disable_message_log).then(|| reader.clone()),
+                audit: (!opts.dangerous_disable_message_log).then(|| audit.clone()),
+                commit_stats,
+                checkpoint_interval: opts.checkpoint_interval,
+                operational_window: opts.operational_window,
+                auth_not_after,
+                maintenance: Default::default(),
+            };
+            tasks.push(admin.serve(listener).await);
+        }
         tracing::info!(server = %id, consumer = %consumer_addr, provider = %provider_addr, admin = ?admin_addr, "security server serving");
         Ok(SecurityServer {
             id,
@@ -537,6 +561,8 @@ async fn prune(reader: Arc<LogReader>, retention: Duration) {
             Ok(Ok(0)) => {}
             Ok(Ok(n)) => tracing::info!(records = n, "message log retention: contents forgotten"),
             Ok(Err(e)) => tracing::error!(error = %e, "message log retention failed"),
+            // The runtime is going away (the server stops): nothing failed.
+            Err(e) if e.is_cancelled() => return,
             Err(e) => tracing::error!(error = %e, "retention task failed"),
         }
         tokio::time::sleep(PRUNE_INTERVAL).await;
