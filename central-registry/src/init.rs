@@ -4,7 +4,8 @@
 //! <dir>/ca.key, ca.pem                     the instance CA
 //! <dir>/configuration-signing.key, .pem    the configuration signing key
 //! <dir>/tls.key, tls.pem                   the registry's TLS identity
-//! <dir>/registry.db                        the store (SQLite)
+//! <dir>/registry.db                        the store (SQLite; none when the
+//!                                          store is in PostgreSQL)
 //! ```
 //!
 //! Keys are written 0600 and never overwritten; `initialise` refuses a
@@ -23,7 +24,7 @@ use crate::auth;
 use crate::error::RegistryError;
 use crate::model::{Change, InstanceSettings, Role};
 use crate::publisher::{DEFAULT_CONFIGURATION_VALIDITY_SECS, DEFAULT_POLL_INTERVAL_SECS};
-use crate::store::{SqliteStore, Store};
+use crate::store::{Database, Store};
 
 /// Shortest configuration validity accepted. Production instances want
 /// well over the servers' poll interval (the CLI asks for at least 120 s);
@@ -90,17 +91,28 @@ pub fn private_mode_problem(path: &Path, mode: u32, wanted: u32) -> Option<Strin
 /// Refuses a home directory or store that group or others can read
 /// (0700 and 0600 are expected); checked by [`crate::Registry::start`].
 pub fn check_permissions(dir: &Path) -> Result<(), RegistryError> {
+    check_permissions_for(dir, &Database::Home)
+}
+
+/// [`check_permissions`] for a registry whose store is `database` (the
+/// SQLite files are checked only when the store is in them).
+pub fn check_permissions_for(dir: &Path, database: &Database) -> Result<(), RegistryError> {
     use std::os::unix::fs::PermissionsExt;
     let d = RegistryDir(dir.to_owned());
     let db = d.database();
     let wal = dir.join("registry.db-wal");
     let shm = dir.join("registry.db-shm");
-    for (path, wanted) in [
+    let files = [
         (dir, 0o700),
         (db.as_path(), 0o600),
         (wal.as_path(), 0o600),
         (shm.as_path(), 0o600),
-    ] {
+    ];
+    let checked = match database {
+        Database::Home => &files[..],
+        Database::Postgres(_) => &files[..1],
+    };
+    for &(path, wanted) in checked {
         let mode = match std::fs::metadata(path) {
             Ok(m) => m.permissions().mode(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && path != dir && path != db => {
@@ -130,6 +142,10 @@ pub struct InitOptions {
     /// Approve registration requests without an officer. Off by default;
     /// for test instances only.
     pub auto_approve: bool,
+    /// Where the store is.
+    /// # Default
+    /// `registry.db` (SQLite) in the home directory.
+    pub database: Database,
 }
 
 impl InitOptions {
@@ -139,6 +155,7 @@ impl InitOptions {
             addresses: vec![address.to_owned()],
             configuration_validity_secs: DEFAULT_CONFIGURATION_VALIDITY_SECS,
             auto_approve: false,
+            database: Database::Home,
         }
     }
 }
@@ -183,6 +200,19 @@ pub fn initialise(dir: &Path, opts: &InitOptions) -> Result<Initialised, Registr
         .map_err(|e| RegistryError::invalid(format!("cannot create {}: {e}", dir.display())))?;
     // The registry's user alone reads its home (keys and store).
     set_mode(dir, 0o700)?;
+    let settings = InstanceSettings {
+        instance: instance.clone(),
+        addresses: opts.addresses.clone(),
+        configuration_validity_secs: opts.configuration_validity_secs,
+        poll_interval_secs: DEFAULT_POLL_INTERVAL_SECS,
+        auto_approve: opts.auto_approve,
+    };
+    // A shared database is reached (and refused if it holds a registry)
+    // before any key is written, so a failed init leaves nothing behind.
+    let store = match &opts.database {
+        Database::Home => None,
+        Database::Postgres(_) => Some(opts.database.create(dir, &settings)?),
+    };
 
     let ca_key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).map_err(cert_err)?;
     pem::write_key(&d.ca_key(), &ca_key).map_err(cert_err)?;
@@ -213,15 +243,14 @@ pub fn initialise(dir: &Path, opts: &InitOptions) -> Result<Initialised, Registr
     pem::write_key(&d.tls_key(), &tls_key).map_err(cert_err)?;
     pem::write_certs(&d.tls_cert(), &[tls_cert, ca.certificate().clone()]).map_err(cert_err)?;
 
-    let settings = InstanceSettings {
-        instance,
-        addresses: opts.addresses.clone(),
-        configuration_validity_secs: opts.configuration_validity_secs,
-        poll_interval_secs: DEFAULT_POLL_INTERVAL_SECS,
-        auto_approve: opts.auto_approve,
+    let store = match store {
+        Some(s) => s,
+        None => {
+            let s = opts.database.create(dir, &settings)?;
+            set_mode(&d.database(), 0o600)?;
+            s
+        }
     };
-    let store = SqliteStore::create(&d.database(), &settings)?;
-    set_mode(&d.database(), 0o600)?;
     let (officer_token, token_hash) = auth::new_token();
     store.apply(
         "registry init",
@@ -231,7 +260,7 @@ pub fn initialise(dir: &Path, opts: &InitOptions) -> Result<Initialised, Registr
             token_hash,
         },
     )?;
-    let anchor = anchor(dir)?;
+    let anchor = anchor_with(dir, store.as_ref())?;
     Ok(Initialised {
         officer_token,
         anchor,
@@ -242,8 +271,16 @@ pub fn initialise(dir: &Path, opts: &InitOptions) -> Result<Initialised, Registr
 /// configuration-signing certificate and the CA that issued the registry's
 /// TLS certificate.
 pub fn anchor(dir: &Path) -> Result<Anchor, RegistryError> {
+    anchor_in(dir, &Database::Home)
+}
+
+/// [`anchor`] of a registry whose store is `database`.
+pub fn anchor_in(dir: &Path, database: &Database) -> Result<Anchor, RegistryError> {
+    anchor_with(dir, database.open(dir)?.as_ref())
+}
+
+fn anchor_with(dir: &Path, store: &dyn Store) -> Result<Anchor, RegistryError> {
     let d = RegistryDir(dir.to_owned());
-    let store = SqliteStore::open(&d.database())?;
     let settings = store.settings()?;
     let conf_cert = pem::read_cert(&d.conf_cert()).map_err(cert_err)?;
     let ca_cert = pem::read_cert(&d.ca_cert()).map_err(cert_err)?;
@@ -262,8 +299,18 @@ pub fn anchor(dir: &Path) -> Result<Anchor, RegistryError> {
 /// Adds an operator directly in the store (run on the registry host by its
 /// administrator); returns the token, shown once.
 pub fn add_operator(dir: &Path, name: &str, role: Role) -> Result<String, RegistryError> {
+    add_operator_in(dir, &Database::Home, name, role)
+}
+
+/// [`add_operator`] for a registry whose store is `database`.
+pub fn add_operator_in(
+    dir: &Path,
+    database: &Database,
+    name: &str,
+    role: Role,
+) -> Result<String, RegistryError> {
     let name = crate::operator::check_text("operator name", name, 1, 64)?;
-    let store = SqliteStore::open(&RegistryDir(dir.to_owned()).database())?;
+    let store = database.open(dir)?;
     let (token, token_hash) = auth::new_token();
     store.apply(
         "registry host administrator",

@@ -19,12 +19,12 @@ use tokio::task::JoinHandle;
 
 use crate::distribution::Distribution;
 use crate::error::{RegistryError, blocking};
-use crate::init::{RegistryDir, check_permissions, load};
+use crate::init::{check_permissions_for, load};
 use crate::operator::OperatorApi;
 use crate::publisher::{DEFAULT_PUBLISH_INTERVAL, Publisher};
 use crate::refusals::Refusals;
 use crate::registration::Registration;
-use crate::store::{SqliteStore, Store};
+use crate::store::{Database, Store};
 use crate::throttle::{RefusalCounts, Throttle, ThrottleConfig, ThrottleLayer};
 use crate::witness::{DEFAULT_MAX_CHECKPOINT_AGE, Witness};
 
@@ -55,6 +55,10 @@ pub struct RegistryOptions {
     pub throttle: ThrottleConfig,
     /// Where to serve `GET /metrics` (refusal counts); none by default.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where the store is.
+    /// # Default
+    /// `registry.db` (SQLite) in `dir`.
+    pub database: Database,
 }
 
 impl RegistryOptions {
@@ -67,6 +71,7 @@ impl RegistryOptions {
             checkpoint_max_age: DEFAULT_MAX_CHECKPOINT_AGE,
             throttle: ThrottleConfig::default(),
             metrics_listen: None,
+            database: Database::Home,
         }
     }
 }
@@ -88,11 +93,10 @@ impl Registry {
     /// Opens the store, publishes a first configuration (a version above any
     /// published before) and starts serving.
     pub async fn start(opts: RegistryOptions) -> Result<Self, RegistryError> {
-        let dir = RegistryDir(opts.dir.clone());
-        check_permissions(&opts.dir)?;
+        check_permissions_for(&opts.dir, &opts.database)?;
         let loaded = load(&opts.dir)?;
-        let db = dir.database();
-        let store: Arc<dyn Store> = Arc::new(blocking(move || Ok(SqliteStore::open(&db)?)).await?);
+        let (db, dir) = (opts.database.clone(), opts.dir.clone());
+        let store: Arc<dyn Store> = Arc::from(blocking(move || Ok(db.open(&dir)?)).await?);
         let settings = {
             let s = store.clone();
             blocking(move || Ok(s.settings()?)).await?

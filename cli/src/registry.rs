@@ -14,6 +14,7 @@ use lienthong_central_registry::client::{self, OperatorClient};
 use lienthong_central_registry::init::{self, InitOptions};
 use lienthong_central_registry::model::Role;
 use lienthong_central_registry::publisher::DEFAULT_CONFIGURATION_VALIDITY_SECS;
+use lienthong_central_registry::store::Database;
 use lienthong_central_registry::{DEFAULT_PORT, Registry, RegistryOptions};
 use lienthong_certs::{Fingerprint, pem};
 use lienthong_proto::fields::printable;
@@ -22,6 +23,35 @@ use lienthong_proto::pb::globalconf::v1 as pbconf;
 use lienthong_proto::pb::registry::v1 as pb;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// Where the registry's store is: `registry.db` in `--dir` unless a
+/// PostgreSQL database is named.
+#[derive(Args, Debug, Clone)]
+pub struct DatabaseArgs {
+    /// Keep the store in PostgreSQL instead of `registry.db` in --dir:
+    /// postgres://USER@HOST[:PORT][,HOST2[:PORT]...]/DATABASE[?OPTIONS],
+    /// e.g. `?sslmode=require&sslrootcert=/etc/lienthong/db-ca.pem&target_session_attrs=read-write`.
+    /// Put no password in it: use --database-password-file or
+    /// LIENTHONG_DATABASE_PASSWORD.
+    #[arg(long, env = "LIENTHONG_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// A file holding the database password (its first line).
+    #[arg(
+        long,
+        env = "LIENTHONG_DATABASE_PASSWORD_FILE",
+        requires = "database_url"
+    )]
+    database_password_file: Option<PathBuf>,
+}
+
+impl DatabaseArgs {
+    fn database(&self) -> Result<Database> {
+        Ok(match &self.database_url {
+            None => Database::Home,
+            Some(url) => Database::postgres(url, self.database_password_file.as_deref())?,
+        })
+    }
+}
 
 #[derive(Subcommand, Debug)]
 pub enum RegistryCommand {
@@ -50,6 +80,8 @@ pub enum RegistryCommand {
         /// instances only.
         #[arg(long)]
         dangerous_auto_approve: bool,
+        #[command(flatten)]
+        db: DatabaseArgs,
     },
     /// Serve the operator, registration and configuration APIs.
     ///
@@ -68,6 +100,8 @@ pub enum RegistryCommand {
         /// keep it on loopback or a management network.
         #[arg(long)]
         metrics_listen: Option<SocketAddr>,
+        #[command(flatten)]
+        db: DatabaseArgs,
     },
     /// Write the anchor file security servers and operators start from.
     ///
@@ -78,6 +112,8 @@ pub enum RegistryCommand {
         /// Where to write the anchor.
         #[arg(long)]
         out: PathBuf,
+        #[command(flatten)]
+        db: DatabaseArgs,
     },
     /// Manage operators (on the registry host).
     #[command(subcommand)]
@@ -279,6 +315,8 @@ pub enum OperatorCommand {
         name: String,
         #[arg(long, value_enum)]
         role: RoleArg,
+        #[command(flatten)]
+        db: DatabaseArgs,
     },
 }
 
@@ -351,12 +389,19 @@ async fn run_async(cmd: RegistryCommand) -> Result<()> {
             addresses,
             configuration_validity,
             dangerous_auto_approve,
+            db,
         } => {
             let mut opts = InitOptions::new(&instance, &addresses[0]);
             opts.addresses = addresses;
             opts.configuration_validity_secs = configuration_validity;
             opts.auto_approve = dangerous_auto_approve;
-            let done = init::initialise(&dir, &opts)?;
+            opts.database = db.database()?;
+            // The store is reached synchronously (PostgreSQL's client must
+            // not block a runtime thread).
+            let done = {
+                let dir = dir.clone();
+                tokio::task::spawn_blocking(move || init::initialise(&dir, &opts)).await??
+            };
             let anchor_path = dir.join("anchor.bin");
             client::write_anchor(&anchor_path, &done.anchor)?;
             println!(
@@ -376,10 +421,12 @@ async fn run_async(cmd: RegistryCommand) -> Result<()> {
             listen,
             publish_interval,
             metrics_listen,
+            db,
         } => {
             let mut opts = RegistryOptions::new(dir, listen);
             opts.publish_interval = Duration::from_secs(publish_interval.max(1));
             opts.metrics_listen = metrics_listen;
+            opts.database = db.database()?;
             let registry = Registry::start(opts).await?;
             eprintln!("registry listening on {}", registry.local_addr());
             registry
@@ -389,17 +436,27 @@ async fn run_async(cmd: RegistryCommand) -> Result<()> {
                 .await;
             Ok(())
         }
-        RegistryCommand::Anchor { dir, out } => {
-            client::write_anchor(&out, &init::anchor(&dir)?)?;
+        RegistryCommand::Anchor { dir, out, db } => {
+            let db = db.database()?;
+            let anchor = tokio::task::spawn_blocking(move || init::anchor_in(&dir, &db)).await??;
+            client::write_anchor(&out, &anchor)?;
             println!("anchor written to {}", out.display());
             Ok(())
         }
-        RegistryCommand::Operator(OperatorCommand::Add { dir, name, role }) => {
+        RegistryCommand::Operator(OperatorCommand::Add {
+            dir,
+            name,
+            role,
+            db,
+        }) => {
             let role = match role {
                 RoleArg::Officer => Role::Officer,
                 RoleArg::Observer => Role::Observer,
             };
-            let token = init::add_operator(&dir, &name, role)?;
+            let (db, who) = (db.database()?, name.clone());
+            let token =
+                tokio::task::spawn_blocking(move || init::add_operator_in(&dir, &db, &who, role))
+                    .await??;
             println!("operator `{name}` ({}) token (shown once):", role.as_str());
             println!("{token}");
             Ok(())

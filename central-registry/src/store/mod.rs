@@ -13,6 +13,8 @@ mod sqlite;
 #[cfg(test)]
 mod tests;
 
+use std::path::Path;
+
 use lienthong_certs::Fingerprint;
 use lienthong_proto::id::{MemberId, ServerId};
 
@@ -27,6 +29,61 @@ pub use postgres::{PgStore, PgTarget};
 pub use schema::MIGRATIONS;
 pub use sqlite::SqliteStore;
 pub(crate) use sqlite::now_ms;
+
+/// Where a registry keeps its store.
+#[derive(Debug, Clone, Default)]
+pub enum Database {
+    /// `registry.db` (SQLite) in the registry's home directory: one node.
+    #[default]
+    Home,
+    /// A PostgreSQL database, which several registry nodes can share.
+    Postgres(Box<PgTarget>),
+}
+
+impl Database {
+    /// The store for `url` (`postgres://...`), with the password from
+    /// `password_file` when given, else from `LIENTHONG_DATABASE_PASSWORD`
+    /// when set, else from the URL (or none: peer or certificate
+    /// authentication, or a `.pgpass`-less trust setup).
+    pub fn postgres(url: &str, password_file: Option<&Path>) -> Result<Self, StoreError> {
+        let target = PgTarget::parse(url)?;
+        let password = match password_file {
+            Some(f) => Some(
+                std::fs::read_to_string(f)
+                    .map_err(|e| {
+                        StoreError::Internal(format!("database password file {}: {e}", f.display()))
+                    })?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_owned(),
+            ),
+            None => std::env::var("LIENTHONG_DATABASE_PASSWORD").ok(),
+        };
+        Ok(Database::Postgres(Box::new(match password {
+            Some(p) => target.with_password(&p),
+            None => target,
+        })))
+    }
+
+    /// Creates the store (SQLite: `registry.db` in `dir`).
+    pub fn create(
+        &self,
+        dir: &Path,
+        settings: &InstanceSettings,
+    ) -> Result<Box<dyn Store>, StoreError> {
+        Ok(match self {
+            Database::Home => Box::new(SqliteStore::create(&dir.join("registry.db"), settings)?),
+            Database::Postgres(t) => Box::new(PgStore::create(t, settings)?),
+        })
+    }
+
+    /// Opens the store, applying any pending migrations.
+    pub fn open(&self, dir: &Path) -> Result<Box<dyn Store>, StoreError> {
+        Ok(match self {
+            Database::Home => Box::new(SqliteStore::open(&dir.join("registry.db"))?),
+            Database::Postgres(t) => Box::new(PgStore::open(t)?),
+        })
+    }
+}
 
 /// Why the store refused or failed.
 #[derive(Debug, thiserror::Error)]

@@ -44,7 +44,10 @@ type Tx<'a> = Transaction<'a>;
 
 impl From<postgres::Error> for StoreError {
     fn from(e: postgres::Error) -> Self {
-        StoreError::Internal(e.to_string())
+        StoreError::Internal(match e.as_db_error() {
+            Some(db) => format!("database: {}: {}", db.severity(), db.message()),
+            None => e.to_string(),
+        })
     }
 }
 
@@ -183,8 +186,22 @@ impl PgTarget {
 /// The registry store in a PostgreSQL database, shared by any number of
 /// registry nodes.
 pub struct PgStore {
-    pool: r2d2::Pool<Manager>,
+    /// `None` only while dropped.
+    pool: Option<r2d2::Pool<Manager>>,
     shown: String,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        // Closing a `postgres` client blocks on its own runtime, which
+        // panics on an async runtime's thread (where a registry shutting
+        // down drops its store): close the pool on a thread of its own.
+        if let Some(pool) = self.pool.take()
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            std::thread::spawn(move || drop(pool));
+        }
+    }
 }
 
 impl std::fmt::Debug for PgStore {
@@ -255,9 +272,20 @@ impl PgStore {
             .connection_timeout(CONNECT_TIMEOUT)
             .build(manager)
             .map_err(|e| {
-                StoreError::Internal(format!("cannot reach the registry database {shown}: {e}"))
+                // The pool's error says only "db error": ask once more for
+                // the server's words (a wrong password, a missing database).
+                let direct = target.tls().and_then(|tls| Ok(target.config.connect(tls)?));
+                let why = match direct {
+                    Err(StoreError::Internal(m)) => m,
+                    Err(other) => other.to_string(),
+                    Ok(_) => e.to_string(),
+                };
+                StoreError::Internal(format!("cannot reach the registry database {shown}: {why}"))
             })?;
-        let store = PgStore { pool, shown };
+        let store = PgStore {
+            pool: Some(pool),
+            shown,
+        };
         store.migrate()?;
         Ok(store)
     }
@@ -302,7 +330,11 @@ impl PgStore {
         mode: Mode,
         f: impl FnOnce(&mut Tx<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.pool.get().map_err(|e| {
+        let pool = self
+            .pool
+            .as_ref()
+            .expect("the pool lives as long as the store");
+        let mut conn = pool.get().map_err(|e| {
             StoreError::Internal(format!(
                 "cannot reach the registry database {}: {e}",
                 self.shown
