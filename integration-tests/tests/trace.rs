@@ -466,3 +466,75 @@ async fn the_registry_reserves_the_bus_s_own_service_names() {
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
     assert!(e.message().contains("reserved"), "{e:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withheld_exchange_is_proven_while_hidden_and_revealed_on_release() {
+    let f = scenario().await;
+    let soon = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        + 2_000;
+    let mut hidden = with_subject(&tax(), CITIZEN);
+    hidden.insert("lt-withheld-until", soon.to_string().parse().unwrap());
+    hidden.insert("lt-purpose", "điều tra vụ án 2026/7".parse().unwrap());
+    f.tax
+        .client()
+        .await
+        .unary("GetPerson", hidden, CITIZEN)
+        .await
+        .unwrap();
+    f.checkpoint_all().await;
+
+    // Withheld: counted, proven and judged against the grant, never shown;
+    // no file of either server holds its purpose in clear.
+    let report = f.trace(CITIZEN).await.unwrap();
+    assert_eq!(
+        report.withheld.values().sum::<u32>(),
+        2,
+        "{:?}",
+        report.withheld
+    );
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert!(
+        report
+            .exchanges
+            .iter()
+            .all(|e| e.purpose != "điều tra vụ án 2026/7")
+    );
+    for agency in [&f.tax, &f.population[0], &f.population[1]] {
+        let path = ServerDir(agency.dir.path().to_owned()).message_log();
+        for suffix in ["", "-wal"] {
+            let mut p = path.clone().into_os_string();
+            p.push(suffix);
+            if let Ok(bytes) = std::fs::read(&p) {
+                let needle = "điều tra vụ án".as_bytes();
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle),
+                    "{p:?} holds the purpose in clear"
+                );
+            }
+        }
+    }
+
+    // Released: shown with its purpose, verified at both ends.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let released = loop {
+        let report = f.trace(CITIZEN).await.unwrap();
+        if let Some(e) = report
+            .exchanges
+            .iter()
+            .find(|e| e.purpose == "điều tra vụ án 2026/7")
+        {
+            break (e.clone(), report);
+        }
+        assert!(std::time::Instant::now() < deadline, "never released");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (exchange, report) = released;
+    assert!(exchange.verified, "{exchange:#?}");
+    assert_eq!(exchange.status, Status::Verified);
+    assert_eq!(exchange.user_id, "officer-7");
+    assert_eq!(report.withheld.values().sum::<u32>(), 1, "the other one");
+    assert_eq!(report.outcome(), Outcome::Complete, "{:?}", report.failures);
+}

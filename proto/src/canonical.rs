@@ -159,6 +159,19 @@ pub fn checkpoint(cp: &Checkpoint) -> Vec<u8> {
     c.finish()
 }
 
+/// The commitment a withheld exchange's leaf carries instead of the
+/// official and the purpose: SHA-256 over a random salt and both fields.
+/// The salt and the fields (a [`HiddenOpening`]) stay sealed on the
+/// server; once the exchange is released, the trace reveals them and the
+/// portal checks them against the leaf the tree binds.
+///
+/// [`HiddenOpening`]: crate::pb::trace::v1::HiddenOpening
+pub fn hidden_commitment(salt: &[u8], user_id: &str, purpose: &str) -> [u8; 32] {
+    let mut c = Canon::new("lienthong.trace.v1.HiddenOpening");
+    c.bytes(salt).str(user_id).str(purpose);
+    sha256(&c.finish())
+}
+
 /// Canonical bytes of a registration request (its owner signature excluded).
 pub fn registration_request(r: &SubmitRequest) -> Vec<u8> {
     let mut c = Canon::new("lienthong.registry.v1.SubmitRequest");

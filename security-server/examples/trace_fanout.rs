@@ -155,6 +155,7 @@ fn answer(
             witnessed_at_unix_ms: now_ms - 500,
         }),
         next_page_token: String::new(),
+        withheld_records: Vec::new(),
     }
 }
 

@@ -108,6 +108,16 @@ pub fn check(
     Ok(())
 }
 
+/// Whether an exchange recorded at `at_ms` as withheld until `until_ms`
+/// fell under some grant in force at its time, within that grant's maximum:
+/// what the trace portal checks of each withheld record. Which groups the
+/// client was in then is not in the configuration (the provider checked
+/// it at the time), so any grant's group counts here.
+pub fn check_recorded(grants: &[Grant], at_ms: i64, until_ms: i64) -> Result<(), Refusal> {
+    let all: HashSet<GlobalGroupId> = grants.iter().map(|g| g.group.clone()).collect();
+    check(grants, Some(&all), at_ms, until_ms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,6 +221,30 @@ mod tests {
         for (what, groups, at, until, want) in table {
             assert_eq!(&check(&grants, *groups, *at, *until), want, "{what}");
         }
+    }
+
+    #[test]
+    fn recorded_withholdings_are_judged_by_the_grant_of_their_time() {
+        let grants = vec![Grant {
+            group: group("VN/investigators"),
+            max_duration_ms: 30 * DAY,
+            valid_from_ms: 1000 * DAY,
+            valid_until_ms: Some(2000 * DAY),
+        }];
+        let at = 1500 * DAY;
+        assert_eq!(check_recorded(&grants, at, at + 30 * DAY), Ok(()));
+        assert_eq!(
+            check_recorded(&grants, at, at + 30 * DAY + 1),
+            Err(Refusal::TooLong {
+                max_duration_ms: 30 * DAY
+            })
+        );
+        assert_eq!(
+            check_recorded(&grants, 2500 * DAY, 2501 * DAY),
+            Err(Refusal::NoGrant),
+            "after the grant ended"
+        );
+        assert_eq!(check_recorded(&[], at, at + DAY), Err(Refusal::NoGrant));
     }
 
     #[test]

@@ -8,7 +8,17 @@ use prost::Message;
 use super::{LogRecord, Phase, Role};
 
 /// The leaf bytes of `r`, with the data subject already keyed-hashed.
-pub fn leaf_bytes(r: &LogRecord, subject_hash: Option<[u8; 32]>) -> Vec<u8> {
+/// With `hidden` (the commitment of a withheld exchange), the official and
+/// the purpose are left out of the leaf and the commitment stands in.
+pub fn leaf_bytes(
+    r: &LogRecord,
+    subject_hash: Option<[u8; 32]>,
+    hidden: Option<[u8; 32]>,
+) -> Vec<u8> {
+    let (user_id, purpose) = match hidden {
+        Some(_) => (String::new(), String::new()),
+        None => (r.user_id.clone(), r.purpose.clone()),
+    };
     pb::LogLeaf {
         side: match r.role {
             Role::Consumer => pb::Side::Consumer,
@@ -24,8 +34,8 @@ pub fn leaf_bytes(r: &LogRecord, subject_hash: Option<[u8; 32]>) -> Vec<u8> {
         client: r.client.clone(),
         service: r.service.clone(),
         method: r.method.clone(),
-        user_id: r.user_id.clone(),
-        purpose: r.purpose.clone(),
+        user_id,
+        purpose,
         data_subject_hash: subject_hash.map(|h| h.to_vec()).unwrap_or_default(),
         peer: r.peer.clone(),
         request_digest: r.request_digest.clone(),
@@ -40,6 +50,7 @@ pub fn leaf_bytes(r: &LogRecord, subject_hash: Option<[u8; 32]>) -> Vec<u8> {
         fault: r.fault.clone(),
         withheld_until_unix_ms: r.withheld_until_ms,
         duration_us: r.duration_us,
+        hidden_commitment: hidden.map(|h| h.to_vec()).unwrap_or_default(),
     }
     .encode_to_vec()
 }
@@ -73,7 +84,7 @@ mod tests {
             message_id: "m".into(),
             ..Default::default()
         };
-        let b = leaf_bytes(&base, None);
+        let b = leaf_bytes(&base, None, None);
         type Edit = Box<dyn Fn(&mut LogRecord)>;
         let edits: Vec<Edit> = vec![
             Box::new(|r| r.role = Role::Provider),
@@ -96,12 +107,12 @@ mod tests {
         for (i, e) in edits.iter().enumerate() {
             let mut r = base.clone();
             e(&mut r);
-            assert_ne!(leaf_bytes(&r, None), b, "edit {i}");
+            assert_ne!(leaf_bytes(&r, None, None), b, "edit {i}");
         }
-        assert_ne!(leaf_bytes(&base, Some([1; 32])), b);
+        assert_ne!(leaf_bytes(&base, Some([1; 32]), None), b);
         // The plain data subject never enters the leaf.
         let mut r = base.clone();
         r.data_subject = "001099012345".into();
-        assert_eq!(leaf_bytes(&r, None), b);
+        assert_eq!(leaf_bytes(&r, None, None), b);
     }
 }

@@ -20,6 +20,9 @@ pub struct SubjectRecord {
     /// The leaf bytes (`LogLeaf`); empty once past retention.
     pub leaf: Vec<u8>,
     pub withheld_until_ms: i64,
+    /// For a withheld exchange: the encoded `HiddenOpening` its leaf
+    /// commits to (official and purpose), unsealed.
+    pub hidden: Option<Vec<u8>>,
 }
 
 /// A checkpoint the registry witnessed.
@@ -105,7 +108,7 @@ impl LogReader {
         let hash = self.keys.subject_hash(subject);
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(
-            "SELECT leaf_index, coalesce(leaf, x''), withheld_until FROM records
+            "SELECT leaf_index, coalesce(leaf, x''), withheld_until, hidden_sealed FROM records
              WHERE subject_hash = ?1 AND at >= ?2 AND at < ?3
              ORDER BY leaf_index DESC LIMIT ?4 OFFSET ?5",
         )?;
@@ -119,10 +122,12 @@ impl LogReader {
             ],
             |r| {
                 let leaf_index = r.get::<_, i64>(0)? as u64;
+                let hidden: Option<Vec<u8>> = r.get(3)?;
                 Ok(SubjectRecord {
                     leaf_index,
                     leaf: open_leaf(&self.keys, leaf_index, r.get(1)?),
                     withheld_until_ms: r.get(2)?,
+                    hidden: hidden.and_then(|h| unseal(&self.keys, leaf_index, &h)),
                 })
             },
         )?;
@@ -338,7 +343,7 @@ impl LogReader {
     pub fn prune_before(&self, before_ms: i64) -> Result<u64, LogError> {
         let n = self.lock().execute(
             "UPDATE records SET leaf = NULL, envelope = NULL, subject_sealed = NULL,
-                subject_hash = NULL, body_sealed = NULL
+                subject_hash = NULL, body_sealed = NULL, hidden_sealed = NULL
              WHERE at < ?1 AND leaf IS NOT NULL",
             [before_ms],
         )?;

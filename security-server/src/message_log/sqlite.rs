@@ -33,7 +33,8 @@ pub(super) const SCHEMA: &str = r#"
         leaf           BLOB,
         envelope       BLOB,
         subject_sealed BLOB,
-        body_sealed    BLOB
+        body_sealed    BLOB,
+        hidden_sealed  BLOB
     ) STRICT;
     CREATE INDEX IF NOT EXISTS records_subject ON records (subject_hash, leaf_index);
     CREATE INDEX IF NOT EXISTS records_message ON records (message_id);
@@ -114,6 +115,18 @@ pub(super) fn open_conn(path: &Path) -> Result<Connection, LogError> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.execute_batch(SCHEMA)?;
+    // Logs created before withheld exchanges' fields were hidden.
+    let has_hidden: bool = conn.query_row(
+        "SELECT count(*) FROM pragma_table_info('records') WHERE name = 'hidden_sealed'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has_hidden
+        && let Err(e) = conn.execute_batch("ALTER TABLE records ADD COLUMN hidden_sealed BLOB")
+        && !e.to_string().contains("duplicate column")
+    {
+        return Err(e.into());
+    }
     Ok(conn)
 }
 
@@ -305,8 +318,8 @@ fn commit(
     {
         let mut insert = tx.prepare_cached(
             "INSERT INTO records (leaf_index, at, message_id, subject_hash, withheld_until, leaf,
-                envelope, subject_sealed, body_sealed)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                envelope, subject_sealed, body_sealed, hidden_sealed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )?;
         for (r, _) in batch {
             let index = frontier.size();
@@ -319,7 +332,28 @@ fn commit(
                 Some(b) => Some(seal(keys, index, b)?),
                 None => None,
             };
-            let leaf = leaf_bytes(r, subject);
+            // A withheld exchange's official and purpose stay out of the
+            // leaf until its release: a salted commitment stands in, and
+            // its opening is kept sealed beside it.
+            let hidden = if r.withheld_until_ms > 0 {
+                let mut salt = [0u8; 32];
+                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt)
+                    .map_err(|_| LogError("no randomness for a commitment".into()))?;
+                let opening = lienthong_proto::pb::trace::v1::HiddenOpening {
+                    salt: salt.to_vec(),
+                    user_id: r.user_id.clone(),
+                    purpose: r.purpose.clone(),
+                };
+                let commitment =
+                    lienthong_proto::canonical::hidden_commitment(&salt, &r.user_id, &r.purpose);
+                Some((
+                    commitment,
+                    seal(keys, index, &prost::Message::encode_to_vec(&opening))?,
+                ))
+            } else {
+                None
+            };
+            let leaf = leaf_bytes(r, subject, hidden.as_ref().map(|(c, _)| *c));
             let nodes = frontier.push(merkle::leaf_hash(&leaf));
             // At rest nothing is in clear: the leaf names the official and
             // the purpose, the envelope the data subject too.
@@ -338,6 +372,7 @@ fn commit(
                 envelope,
                 sealed,
                 body,
+                hidden.map(|(_, sealed)| sealed),
             ])?;
             store_nodes(&tx, &nodes)?;
         }

@@ -168,15 +168,33 @@ impl TraceService {
             .map_err(internal)?;
         let more = found.len() as u64 > page;
         let mut records = Vec::new();
+        let mut withheld_records = Vec::new();
         // Withheld exchanges are counted once per message id and release date.
         let mut withheld: std::collections::BTreeSet<(i64, String)> = Default::default();
+        let proof_of = |index: u64| -> Result<Vec<Vec<u8>>, (tonic::Code, String)> {
+            Ok(if index < size {
+                self.reader
+                    .inclusion_proof(index, size)
+                    .map_err(internal)?
+                    .iter()
+                    .map(|h| h.to_vec())
+                    .collect()
+            } else {
+                Vec::new()
+            })
+        };
         for rec in found.into_iter().take(page as usize) {
             let Ok(leaf) = pb::LogLeaf::decode(rec.leaf.as_slice()) else {
                 continue;
             };
             // The leaf, which the tree binds, says until when; an index
-            // column edited to hide a record changes nothing.
+            // column edited to hide a record changes nothing. The portal
+            // gets the withheld leaf (official and purpose behind its
+            // commitment) and its proof, to check it against the grant of
+            // its time; the citizen only a count.
             if leaf.withheld_until_unix_ms > now {
+                let proof = proof_of(rec.leaf_index)?;
+                withheld_records.push(usage_record(&leaf, rec.leaf_index, rec.leaf, proof, None));
                 withheld.insert((leaf.withheld_until_unix_ms, leaf.message_id));
                 continue;
             }
@@ -192,17 +210,19 @@ impl TraceService {
                 // Trace queries are logged, but not shown as uses of the data.
                 continue;
             }
-            let proof = if rec.leaf_index < size {
-                self.reader
-                    .inclusion_proof(rec.leaf_index, size)
-                    .map_err(internal)?
-                    .iter()
-                    .map(|h| h.to_vec())
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            records.push(usage_record(&leaf, rec.leaf_index, rec.leaf, proof));
+            let proof = proof_of(rec.leaf_index)?;
+            // Released: what the leaf committed to is revealed.
+            let opening = rec
+                .hidden
+                .as_deref()
+                .and_then(|h| pb::HiddenOpening::decode(h).ok());
+            records.push(usage_record(
+                &leaf,
+                rec.leaf_index,
+                rec.leaf,
+                proof,
+                opening,
+            ));
         }
         let (checkpoint, witness) = match checkpoint {
             Some(c) => (
@@ -243,6 +263,7 @@ impl TraceService {
             } else {
                 String::new()
             },
+            withheld_records,
         })
     }
 }
@@ -252,6 +273,7 @@ fn usage_record(
     index: u64,
     bytes: Vec<u8>,
     proof: Vec<Vec<u8>>,
+    opening: Option<pb::HiddenOpening>,
 ) -> pb::UsageRecord {
     pb::UsageRecord {
         message_id: leaf.message_id.clone(),
@@ -275,5 +297,6 @@ fn usage_record(
         leaf_index: index,
         leaf: bytes,
         inclusion_proof: proof,
+        opening,
     }
 }

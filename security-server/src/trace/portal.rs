@@ -116,25 +116,59 @@ fn young(now_ms: i64, at_ms: i64) -> bool {
         || (-crate::replay::DEFAULT_MAX_CLOCK_SKEW_MS..0).contains(&age)
 }
 
+/// One server's answer, verified.
+#[derive(Debug, Default)]
+struct Verified {
+    /// The visible records.
+    records: Vec<Record>,
+    /// The withheld records (official and purpose behind commitments).
+    withheld: Vec<Record>,
+    failures: Vec<String>,
+    unwitnessed: u32,
+}
+
 /// Verifies one server's answer: checkpoint signature and countersignature,
-/// then every record's inclusion. Returns the records and the failures.
+/// then every record's inclusion, and what a released record's leaf
+/// committed to.
 fn verify_reply(
     view: &ConfView,
     anchor: &Anchor,
     server: &ServerId,
     reply: &pb::FindUsageReply,
     now: SystemTime,
-) -> (Vec<Record>, Vec<String>, u32) {
+) -> Verified {
     let mut failures = Vec::new();
-    let mut out = Vec::new();
+    let (mut out, mut withheld_out) = (Vec::new(), Vec::new());
     let mut unwitnessed = 0;
     let now_ms = crate::conf_client::view::unix_ms(now);
     let head = checked_head(view, anchor, server, reply, now);
-    for r in &reply.records {
-        let Ok(leaf) = pb::LogLeaf::decode(r.leaf.as_slice()) else {
+    let all = reply
+        .records
+        .iter()
+        .map(|r| (r, false))
+        .chain(reply.withheld_records.iter().map(|r| (r, true)));
+    for (r, is_withheld) in all {
+        let Ok(mut leaf) = pb::LogLeaf::decode(r.leaf.as_slice()) else {
             failures.push(format!("record {} is not a log leaf", r.leaf_index));
             continue;
         };
+        let out = if is_withheld {
+            &mut withheld_out
+        } else {
+            &mut out
+        };
+        if let Err(why) = open_hidden(&mut leaf, r.opening.as_ref(), is_withheld) {
+            failures.push(format!(
+                "record {} (message {}): {why}",
+                r.leaf_index, leaf.message_id
+            ));
+            out.push(Record {
+                server: server.clone(),
+                leaf,
+                proof: Proof::Failed,
+            });
+            continue;
+        }
         let young = young(now_ms, leaf.at_unix_ms);
         if let Err(why) = logged_by_rightful_end(view, server, &leaf) {
             failures.push(why);
@@ -202,7 +236,43 @@ fn verify_reply(
             proof,
         });
     }
-    (out, failures, unwitnessed)
+    Verified {
+        records: out,
+        withheld: withheld_out,
+        failures,
+        unwitnessed,
+    }
+}
+
+/// Fills a released withheld record's official and purpose from their
+/// opening, checked against the commitment its leaf carries. A withheld
+/// record stays closed; a record with no commitment needs no opening.
+fn open_hidden(
+    leaf: &mut pb::LogLeaf,
+    opening: Option<&pb::HiddenOpening>,
+    still_withheld: bool,
+) -> Result<(), String> {
+    if leaf.hidden_commitment.is_empty() {
+        // Never withheld, or withheld before leaves carried commitments.
+        return match opening {
+            None => Ok(()),
+            Some(_) => Err("an opening for a leaf that commits to nothing".into()),
+        };
+    }
+    if !leaf.user_id.is_empty() || !leaf.purpose.is_empty() {
+        return Err("the leaf shows what it should commit to".into());
+    }
+    if still_withheld {
+        return Ok(());
+    }
+    let o = opening.ok_or("released, but what its leaf commits to was not revealed")?;
+    let expected = lienthong_proto::canonical::hidden_commitment(&o.salt, &o.user_id, &o.purpose);
+    if o.salt.len() != 32 || expected.as_slice() != leaf.hidden_commitment.as_slice() {
+        return Err("the revealed official and purpose are not what its leaf commits to".into());
+    }
+    leaf.user_id = o.user_id.clone();
+    leaf.purpose = o.purpose.clone();
+    Ok(())
 }
 
 /// Whether `server` is an end that may log `leaf`: a consumer's record
@@ -421,39 +491,41 @@ where
             }
             Ok(replies) => {
                 for reply in &replies {
-                    let (records, failures, unwitnessed) =
-                        verify_reply(view, anchor, &server, reply, now);
-                    checked.extend(records);
+                    let v = verify_reply(view, anchor, &server, reply, now);
+                    checked.extend(v.records);
                     report
                         .failures
-                        .extend(failures.into_iter().map(|f| (server.clone(), f)));
-                    report.unwitnessed += unwitnessed;
-                    for w in &reply.withheld {
-                        if w.message_ids.len() != w.count as usize {
+                        .extend(v.failures.into_iter().map(|f| (server.clone(), f)));
+                    report.unwitnessed += v.unwitnessed;
+                    // Each withheld record, proven, is checked against the
+                    // grant of its time, and counted once per exchange.
+                    for w in v.withheld {
+                        let l = &w.leaf;
+                        if let Err(refusal) = crate::withholding::check_recorded(
+                            view.withholding_grants(),
+                            l.at_unix_ms,
+                            l.withheld_until_unix_ms,
+                        ) {
                             report.failures.push((
                                 server.clone(),
                                 format!(
-                                    "counts {} withheld records until {} but names {}",
-                                    w.count,
-                                    w.until_unix_ms,
-                                    w.message_ids.len()
+                                    "DISCREPANCY: record of message {} is withheld until {} by {} without a grant: {refusal}",
+                                    l.message_id, l.withheld_until_unix_ms, l.client
                                 ),
                             ));
                         }
-                        for id in &w.message_ids {
-                            cx.withheld.insert((server.clone(), id.clone()));
-                            let until = withheld.entry(id.clone()).or_default();
-                            if *until != 0 && *until != w.until_unix_ms {
-                                report.failures.push((
-                                    server.clone(),
-                                    format!(
-                                        "withholds exchange {id} until {}, the other end until {}",
-                                        w.until_unix_ms, until
-                                    ),
-                                ));
-                            }
-                            *until = (*until).max(w.until_unix_ms);
+                        cx.withheld.insert((server.clone(), l.message_id.clone()));
+                        let until = withheld.entry(l.message_id.clone()).or_default();
+                        if *until != 0 && *until != l.withheld_until_unix_ms {
+                            report.failures.push((
+                                server.clone(),
+                                format!(
+                                    "withholds exchange {} until {}, the other end until {}",
+                                    l.message_id, l.withheld_until_unix_ms, until
+                                ),
+                            ));
                         }
+                        *until = (*until).max(l.withheld_until_unix_ms);
                     }
                 }
             }
