@@ -635,13 +635,13 @@ async fn not_provided(dir: &std::path::Path, r: &AccessRule) -> Result<Option<St
     if why(&conf).is_none() {
         return Ok(None);
     }
-    if let Err(e) = conf.refresh().await {
-        if conf.view().is_none() {
-            return Ok(Some(format!(
-                "no global configuration is cached and the registry is unreachable ({}), so whether this server provides the service cannot be checked",
-                printable(&e)
-            )));
-        }
+    if let Err(e) = conf.refresh().await
+        && conf.view().is_none()
+    {
+        return Ok(Some(format!(
+            "no global configuration is cached and the registry is unreachable ({}), so whether this server provides the service cannot be checked",
+            printable(&e)
+        )));
     }
     Ok(why(&conf))
 }
