@@ -231,6 +231,44 @@ async fn replayed_message_id() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_replay_cache_sheds_and_forgets_nothing() {
+    let mut f = Federation::start().await;
+    f.population[0]
+        .restart_with(|o| o.replay_capacity = 3)
+        .await;
+    let peer = RawPeer::new(&f.registry, &f.business, &f.population[0], None)
+        .await
+        .unwrap();
+    let signed = |peer: &RawPeer| {
+        let header = peer.header(&business(), &request("001099012345"));
+        peer.sign(header, &member("000305"))
+    };
+    let first = signed(&peer);
+    peer.send(Some(first.clone()), request("001099012345"))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        peer.send(Some(signed(&peer)), request("001099012345"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(f.backend_calls(), 3);
+    // Full: a new request is shed, not let in by forgetting an old id.
+    let shed = peer
+        .send(Some(signed(&peer)), request("001099012345"))
+        .await
+        .unwrap_err();
+    assert_eq!(fault_of(&shed), "server.serverproxy.replay_capacity");
+    // ... and the first is still remembered.
+    let again = peer
+        .send(Some(first), request("001099012345"))
+        .await
+        .unwrap_err();
+    assert_eq!(fault_of(&again), "server.serverproxy.replay");
+    assert_eq!(f.backend_calls(), 3, "neither reached the backend");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_timestamp() {
     let f = Federation::start().await;
     let peer = RawPeer::new(&f.registry, &f.business, &f.population[0], None)
