@@ -358,8 +358,63 @@ impl Witness {
     }
 }
 
+/// Most servers one `LatestCheckpoints` call may ask about.
+pub const MAX_LATEST: usize = 10_000;
+
+impl Witness {
+    fn latest_blocking(
+        &self,
+        req: pb::LatestCheckpointsRequest,
+        peer: Option<Fingerprint>,
+    ) -> Result<pb::LatestCheckpointsReply, RegistryError> {
+        let caller = match peer {
+            Some(fp) => self.store.certificate(&fp)?,
+            None => None,
+        };
+        if !caller.is_some_and(|c| !c.revoked && c.auth_server.is_some()) {
+            return Err(RegistryError::Unauthenticated(
+                "latest checkpoints are answered to registered security servers over mutual TLS"
+                    .into(),
+            ));
+        }
+        if req.servers.len() > MAX_LATEST {
+            return Err(RegistryError::invalid(format!(
+                "at most {MAX_LATEST} servers per call"
+            )));
+        }
+        let mut checkpoints = Vec::new();
+        for s in &req.servers {
+            let server = ServerId::try_from(s)?;
+            if let Some(c) = self.store.last_checkpoint(&server)? {
+                checkpoints.push(pb::LatestCheckpoint {
+                    server: Some((&server).into()),
+                    tree_size: c.tree_size,
+                    root_hash: c.root.to_vec(),
+                    created_at_unix_ms: c.created_at_ms,
+                });
+            }
+        }
+        Ok(pb::LatestCheckpointsReply { checkpoints })
+    }
+}
+
 #[tonic::async_trait]
 impl CheckpointWitness for Witness {
+    async fn latest_checkpoints(
+        &self,
+        request: Request<pb::LatestCheckpointsRequest>,
+    ) -> Result<Response<pb::LatestCheckpointsReply>, Status> {
+        let peer = request
+            .peer_certs()
+            .and_then(|c| c.first().map(|c| Fingerprint::of(c)));
+        let req = request.into_inner();
+        let this = self.clone();
+        let reply = blocking(move || this.latest_blocking(req, peer))
+            .await
+            .map_err(Status::from)?;
+        Ok(Response::new(reply))
+    }
+
     async fn witness(
         &self,
         request: Request<pb::WitnessRequest>,

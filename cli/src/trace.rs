@@ -120,9 +120,18 @@ async fn run_async(args: TraceArgs) -> Result<Option<Outcome>> {
     }
     let channel = Endpoint::from_shared(format!("http://{}", args.consumer))?.connect_lazy();
     let timeout = Duration::from_millis(args.timeout_ms);
+    // As the portal's server, the registry tells which checkpoints it
+    // witnessed last (without it, unwitnessed records stay pending).
+    let identity = match lienthong_security_server::keys::auth_identity(&dir) {
+        Ok(i) => Some(Arc::new(i)),
+        Err(e) => {
+            eprintln!("warning: {}", printable(&e));
+            None
+        }
+    };
     if let Some(addr) = args.serve {
         tokio::spawn(conf.clone().run());
-        let api = PortalApi::new(channel, portal_id, conf, anchor, timeout);
+        let api = PortalApi::new(channel, portal_id, conf, anchor, timeout, identity);
         eprintln!("trace portal API (lienthong.trace.v1.TracePortal) on {addr}");
         tonic::transport::Server::builder()
             .add_service(TracePortalServer::new(api))
@@ -136,14 +145,20 @@ async fn run_async(args: TraceArgs) -> Result<Option<Outcome>> {
     let view = conf
         .view()
         .ok_or("the portal's security server holds no configuration; is it joined and running?")?;
-    let report = portal::trace(channel, &portal_id, &view, &anchor, &subject, timeout)
-        .await
-        .map_err(|e| {
-            format!(
-                "{e} (is the portal's security server running at {}?)",
-                args.consumer
-            )
-        })?;
+    let witnessed = match &identity {
+        Some(i) => portal::Witnessed::ask(&anchor, i, &view).await,
+        None => portal::Witnessed::unknown(),
+    };
+    let report = portal::trace(
+        channel, &portal_id, &view, &anchor, &subject, timeout, &witnessed,
+    )
+    .await
+    .map_err(|e| {
+        format!(
+            "{e} (is the portal's security server running at {}?)",
+            args.consumer
+        )
+    })?;
     if args.json {
         println!("{}", json(&subject, &report));
     } else {

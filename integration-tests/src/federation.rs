@@ -564,6 +564,15 @@ impl Federation {
         let portal_server = self.portal.server();
         let view = portal_server.conf().view().expect("configuration");
         let is = self.portal.client().await;
+        let identity = lienthong_security_server::keys::auth_identity(
+            &lienthong_security_server::keys::ServerDir(self.portal.dir.path().to_owned()),
+        )?;
+        let witnessed = lienthong_security_server::trace::portal::Witnessed::ask(
+            &self.registry.anchor,
+            &identity,
+            &view,
+        )
+        .await;
         lienthong_security_server::trace::portal::trace(
             is.channel,
             &portal(),
@@ -571,6 +580,7 @@ impl Federation {
             &self.registry.anchor,
             subject,
             Duration::from_secs(5),
+            &witnessed,
         )
         .await
     }

@@ -329,6 +329,12 @@ async fn the_portals_grpc_api_answers_a_web_page() {
         f.portal.server().conf().clone(),
         f.registry.anchor.clone(),
         Duration::from_secs(5),
+        Some(std::sync::Arc::new(
+            lienthong_security_server::keys::auth_identity(&ServerDir(
+                f.portal.dir.path().to_owned(),
+            ))
+            .unwrap(),
+        )),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -537,4 +543,40 @@ async fn a_withheld_exchange_is_proven_while_hidden_and_revealed_on_release() {
     assert_eq!(exchange.user_id, "officer-7");
     assert_eq!(report.withheld.values().sum::<u32>(), 1, "the other one");
     assert_eq!(report.outcome(), Outcome::Complete, "{:?}", report.failures);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_showing_an_older_checkpoint_cannot_keep_records_pending() {
+    let f = scenario().await;
+    f.business
+        .client()
+        .await
+        .unary("GetPerson", with_subject(&business(), CITIZEN), CITIZEN)
+        .await
+        .unwrap();
+    f.checkpoint_all().await;
+    assert_eq!(f.trace(CITIZEN).await.unwrap().outcome(), Outcome::Complete);
+    // The business server forgets its newest checkpoint: it now answers
+    // with the one before, and the newest exchange's records are beyond it.
+    let dir = ServerDir(f.business.dir.path().to_owned());
+    let db = rusqlite::Connection::open(dir.message_log()).unwrap();
+    assert_eq!(
+        db.execute(
+            "DELETE FROM checkpoints WHERE tree_size = (SELECT max(tree_size) FROM checkpoints)",
+            [],
+        )
+        .unwrap(),
+        1
+    );
+    let report = f.trace(CITIZEN).await.unwrap();
+    assert!(
+        report
+            .failures
+            .iter()
+            .any(|(s, why)| *s == f.business.id && why.contains("older checkpoint")),
+        "{:?}",
+        report.failures
+    );
+    assert_eq!(report.unwitnessed, 0, "nothing is left pending");
+    assert_eq!(report.outcome(), Outcome::Failed);
 }

@@ -145,6 +145,18 @@ impl Keys {
 }
 
 /// The message log's keys, created (0600) on first use.
+/// The TLS identity of the server at `dir`, for what its operator asks
+/// the registry as that server (the trace portal asking which checkpoints
+/// were witnessed last). The registry checks it; nothing is checked here.
+pub fn auth_identity(dir: &ServerDir) -> Result<Identity, String> {
+    Ok(Identity {
+        chain: pem::read_certs(&dir.auth_cert()).map_err(|e| {
+            format!("no auth certificate ({e}); finish `lienthong server init` first")
+        })?,
+        key: pem::read_key(&dir.auth_key()).map_err(|e| e.to_string())?,
+    })
+}
+
 pub fn log_keys(dir: &ServerDir) -> Result<crate::message_log::LogKeys, String> {
     let seal = secret_key(&dir.seal_key())?;
     Ok(crate::message_log::LogKeys {

@@ -321,6 +321,10 @@ async fn trace(inst: &Instance) -> Result<()> {
         .conf()
         .view()
         .ok_or("the portal has no configuration")?;
+    let identity = lienthong_security_server::keys::auth_identity(
+        &lienthong_security_server::keys::ServerDir(portal_agency.dir.clone()),
+    )?;
+    let witnessed = portal::Witnessed::ask(&inst.anchor, &identity, &view).await;
     let report = portal::trace(
         channel(inst, "portal").await?,
         &portal_agency.subsystem,
@@ -328,6 +332,7 @@ async fn trace(inst: &Instance) -> Result<()> {
         &inst.anchor,
         FOUNDER_ID,
         Duration::from_secs(5),
+        &witnessed,
     )
     .await?;
     println!(

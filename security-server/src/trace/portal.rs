@@ -136,12 +136,20 @@ fn verify_reply(
     server: &ServerId,
     reply: &pb::FindUsageReply,
     now: SystemTime,
+    latest_witnessed: Option<u64>,
 ) -> Verified {
     let mut failures = Vec::new();
     let (mut out, mut withheld_out) = (Vec::new(), Vec::new());
     let mut unwitnessed = 0;
     let now_ms = crate::conf_client::view::unix_ms(now);
     let head = checked_head(view, anchor, server, reply, now);
+    // A record may wait for the next checkpoint only if the one answered
+    // with is the latest the registry witnessed.
+    let behind = match (&head, latest_witnessed) {
+        (Ok((size, _)), Some(latest)) if latest > *size => Some(latest),
+        (Err(_), Some(latest)) if latest > 0 => Some(latest),
+        _ => None,
+    };
     let all = reply
         .records
         .iter()
@@ -180,6 +188,19 @@ fn verify_reply(
             continue;
         }
         let proof = match &head {
+            _ if behind.is_some()
+                && head
+                    .as_ref()
+                    .map_or(true, |(size, _)| r.leaf_index >= *size) =>
+            {
+                failures.push(format!(
+                    "record {} (message {}) is in no checkpoint {server} showed, though the registry witnessed one of {} records: it answered with an older checkpoint",
+                    r.leaf_index,
+                    leaf.message_id,
+                    behind.unwrap_or_default()
+                ));
+                Proof::Failed
+            }
             Ok((size, _)) if r.leaf_index >= *size && young => {
                 unwitnessed += 1;
                 Proof::Pending
@@ -437,17 +458,82 @@ pub async fn trace(
     anchor: &Anchor,
     subject: &str,
     timeout: Duration,
+    witnessed: &Witnessed,
 ) -> Result<TraceReport, String> {
     // Records are logged under the canonical spelling only.
     view.subject_formats()
         .canonical(subject)
         .map_err(|e| e.to_string())?;
     let (portal, subject) = (portal.clone(), subject.to_owned());
-    fan_out(view, anchor, timeout, move |server| {
+    fan_out_witnessed(view, anchor, timeout, witnessed, move |server| {
         let (consumer, portal, subject) = (consumer.clone(), portal.clone(), subject.clone());
         async move { ask(consumer, &portal, &server, &subject).await }
     })
     .await
+}
+
+/// The tree size of each server's latest checkpoint the registry witnessed,
+/// when the registry could be asked: a record newer than the checkpoint a
+/// server answers with may wait for the next one only if that checkpoint is
+/// the latest witnessed; a server showing an older one hides its newer
+/// records.
+#[derive(Debug, Clone, Default)]
+pub struct Witnessed(Option<HashMap<ServerId, u64>>);
+
+impl Witnessed {
+    /// Not asked (records newer than a server's checkpoint stay pending).
+    pub fn unknown() -> Self {
+        Witnessed(None)
+    }
+
+    /// Known latest sizes.
+    pub fn of(sizes: HashMap<ServerId, u64>) -> Self {
+        Witnessed(Some(sizes))
+    }
+
+    /// Asks the registry, over mutual TLS as the portal's security server
+    /// (`identity`), about every server of `view`. An unreachable registry
+    /// leaves them unknown, and says so in the log.
+    pub async fn ask(
+        anchor: &Anchor,
+        identity: &lienthong_certs::tls::Identity,
+        view: &ConfView,
+    ) -> Self {
+        use lienthong_proto::pb::registry::v1 as reg;
+        let servers: Vec<_> = view.servers().map(|s| (&s.id).into()).collect();
+        let asked = async {
+            let channel = lienthong_central_registry::client::connect(anchor, Some(identity))
+                .await
+                .map_err(|e| e.to_string())?;
+            reg::checkpoint_witness_client::CheckpointWitnessClient::new(channel)
+                .latest_checkpoints(reg::LatestCheckpointsRequest { servers })
+                .await
+                .map_err(|s| s.message().to_owned())
+        };
+        match asked.await {
+            Ok(reply) => Witnessed::of(
+                reply
+                    .into_inner()
+                    .checkpoints
+                    .iter()
+                    .filter_map(|c| {
+                        let id = ServerId::try_from(c.server.as_ref()?).ok()?;
+                        Some((id, c.tree_size))
+                    })
+                    .collect(),
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot ask the registry for the latest witnessed checkpoints; records newer than a server's checkpoint stay pending");
+                Witnessed::unknown()
+            }
+        }
+    }
+
+    /// The latest witnessed size of `server`: `None` when unknown, `Some(0)`
+    /// when the registry witnessed none.
+    fn of_server(&self, server: &ServerId) -> Option<u64> {
+        self.0.as_ref().map(|m| m.get(server).copied().unwrap_or(0))
+    }
 }
 
 /// Asks every server of `view` at once with `ask`, each within `timeout`,
@@ -458,6 +544,21 @@ pub async fn fan_out<A, F>(
     view: &ConfView,
     anchor: &Anchor,
     timeout: Duration,
+    ask: A,
+) -> Result<TraceReport, String>
+where
+    A: Fn(ServerId) -> F,
+    F: std::future::Future<Output = Result<Vec<pb::FindUsageReply>, String>> + Send + 'static,
+{
+    fan_out_witnessed(view, anchor, timeout, &Witnessed::unknown(), ask).await
+}
+
+/// [`fan_out`], judging unwitnessed records by what the registry witnessed.
+pub async fn fan_out_witnessed<A, F>(
+    view: &ConfView,
+    anchor: &Anchor,
+    timeout: Duration,
+    witnessed: &Witnessed,
     ask: A,
 ) -> Result<TraceReport, String>
 where
@@ -491,7 +592,14 @@ where
             }
             Ok(replies) => {
                 for reply in &replies {
-                    let v = verify_reply(view, anchor, &server, reply, now);
+                    let v = verify_reply(
+                        view,
+                        anchor,
+                        &server,
+                        reply,
+                        now,
+                        witnessed.of_server(&server),
+                    );
                     checked.extend(v.records);
                     report
                         .failures

@@ -23,6 +23,9 @@ pub struct PortalApi {
     conf: Arc<ConfClient>,
     anchor: Anchor,
     timeout: Duration,
+    /// The portal's security server's TLS identity, to ask the registry
+    /// which checkpoints it witnessed last.
+    identity: Option<Arc<lienthong_certs::tls::Identity>>,
 }
 
 impl std::fmt::Debug for PortalApi {
@@ -42,6 +45,7 @@ impl PortalApi {
         conf: Arc<ConfClient>,
         anchor: Anchor,
         timeout: Duration,
+        identity: Option<Arc<lienthong_certs::tls::Identity>>,
     ) -> Self {
         PortalApi {
             consumer,
@@ -49,6 +53,7 @@ impl PortalApi {
             conf,
             anchor,
             timeout,
+            identity,
         }
     }
 }
@@ -113,6 +118,10 @@ impl TracePortal for PortalApi {
         let view = self.conf.view().ok_or_else(|| {
             Status::unavailable("the portal's security server has no configuration yet")
         })?;
+        let witnessed = match &self.identity {
+            Some(identity) => portal::Witnessed::ask(&self.anchor, identity, &view).await,
+            None => portal::Witnessed::unknown(),
+        };
         let report = portal::trace(
             self.consumer.clone(),
             &self.portal,
@@ -120,6 +129,7 @@ impl TracePortal for PortalApi {
             &self.anchor,
             &subject,
             self.timeout,
+            &witnessed,
         )
         .await
         .map_err(Status::unavailable)?;
