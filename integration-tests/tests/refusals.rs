@@ -209,7 +209,8 @@ async fn header_altered_after_signing() {
     env.header.as_mut().unwrap().purpose = "something else entirely".into();
     refused(
         &f,
-        peer.send(Some(env.encode_to_vec()), request("001099012345")).await,
+        peer.send(Some(env.encode_to_vec()), request("001099012345"))
+            .await,
         "server.serverproxy.bad_signature",
     );
 }
@@ -222,10 +223,15 @@ async fn replayed_message_id() {
         .unwrap();
     let header = peer.header(&business(), &request("001099012345"));
     let envelope = peer.sign(header, &member("000305"));
-    let first = peer.send(Some(envelope.clone()), request("001099012345")).await;
+    let first = peer
+        .send(Some(envelope.clone()), request("001099012345"))
+        .await;
     assert!(first.is_ok(), "{first:?}");
     assert_eq!(f.backend_calls(), 1);
-    let again = peer.send(Some(envelope), request("001099012345")).await.unwrap_err();
+    let again = peer
+        .send(Some(envelope), request("001099012345"))
+        .await
+        .unwrap_err();
     assert_eq!(fault_of(&again), "server.serverproxy.replay");
     assert_eq!(f.backend_calls(), 1, "the replay never reached the backend");
 }
@@ -297,8 +303,11 @@ async fn malformed_envelope() {
     );
     refused(
         &f,
-        peer.send(Some(b"\xff\xffnot protobuf".to_vec()), request("001099012345"))
-            .await,
+        peer.send(
+            Some(b"\xff\xffnot protobuf".to_vec()),
+            request("001099012345"),
+        )
+        .await,
         "server.serverproxy.bad_envelope",
     );
     // An envelope for another method than the path's.
@@ -419,7 +428,10 @@ async fn replayed_message_id_after_the_provider_restarts() {
     let again = RawPeer::new(&f.registry, &f.business, &f.population[0], None)
         .await
         .unwrap();
-    let status = again.send(Some(envelope), request("001099012345")).await.unwrap_err();
+    let status = again
+        .send(Some(envelope), request("001099012345"))
+        .await
+        .unwrap_err();
     assert_eq!(fault_of(&status), "server.serverproxy.replay", "{status:?}");
     assert_eq!(f.backend_calls(), 1, "the replay never reached the backend");
 }

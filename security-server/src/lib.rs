@@ -31,8 +31,8 @@ pub mod replay;
 mod server;
 pub mod store;
 pub mod telemetry;
-pub mod withholding;
 pub mod trace;
+pub mod withholding;
 
 /// What both sides of a server share: its keys and signers, its view of
 /// the configuration, its message log and its operator's decisions.
@@ -46,6 +46,6 @@ pub struct Shared {
 }
 
 pub use server::{
-    DEFAULT_CONSUMER_LISTEN, DEFAULT_PROVIDER_LISTEN, DEFAULT_RETENTION, LOCK_FILE,
-    SecurityServer, ServerOptions, server_id,
+    DEFAULT_CONSUMER_LISTEN, DEFAULT_PROVIDER_LISTEN, DEFAULT_RETENTION, LOCK_FILE, SecurityServer,
+    ServerOptions, server_id,
 };

@@ -383,6 +383,14 @@ mod tests {
         ]
     }
 
+    /// The records of [`full`] that the server `at` wrote.
+    fn only(at: &str) -> Vec<Record> {
+        full()
+            .into_iter()
+            .filter(|r| r.server == server(at))
+            .collect()
+    }
+
     fn kind(s: &Status) -> pb::ExchangeStatus {
         s.to_proto()
     }
@@ -398,10 +406,7 @@ mod tests {
     fn a_missing_end_is_a_discrepancy_naming_it() {
         let cx = Context::default();
         // The consumer's rows deleted (or never written).
-        let provider_only: Vec<Record> = full()
-            .into_iter()
-            .filter(|r| r.server == server(P))
-            .collect();
+        let provider_only: Vec<Record> = only(P);
         let s = status(&provider_only, &cx);
         assert_eq!(kind(&s), pb::ExchangeStatus::Discrepancy, "{s:?}");
         assert!(
@@ -410,10 +415,7 @@ mod tests {
         );
         assert!(!s.is_verified());
         // The provider's rows deleted.
-        let consumer_only: Vec<Record> = full()
-            .into_iter()
-            .filter(|r| r.server == server(C))
-            .collect();
+        let consumer_only: Vec<Record> = only(C);
         let s = status(&consumer_only, &cx);
         assert_eq!(kind(&s), pb::ExchangeStatus::Discrepancy, "{s:?}");
         assert!(
@@ -431,10 +433,7 @@ mod tests {
             unanswered: [server(C)].into(),
             ..Default::default()
         };
-        let provider_only: Vec<Record> = full()
-            .into_iter()
-            .filter(|r| r.server == server(P))
-            .collect();
+        let provider_only: Vec<Record> = only(P);
         let s = status(&provider_only, &cx);
         assert_eq!(kind(&s), pb::ExchangeStatus::Unconfirmed, "{s:?}");
         assert!(!s.is_verified());
@@ -446,10 +445,7 @@ mod tests {
             withheld: [(server(C), "m1".to_string())].into(),
             ..Default::default()
         };
-        let provider_only: Vec<Record> = full()
-            .into_iter()
-            .filter(|r| r.server == server(P))
-            .collect();
+        let provider_only: Vec<Record> = only(P);
         let s = status(&provider_only, &cx);
         assert!(s.problem().contains("withholds"), "{s:?}");
     }
@@ -578,10 +574,7 @@ mod tests {
         let s = status(&recs, &Context::default());
         assert_eq!(kind(&s), pb::ExchangeStatus::Failed);
         // A discrepancy is not hidden behind a pending proof.
-        let mut recs: Vec<Record> = full()
-            .into_iter()
-            .filter(|r| r.server == server(P))
-            .collect();
+        let mut recs: Vec<Record> = only(P);
         recs[0].proof = Proof::Pending;
         assert_eq!(
             kind(&status(&recs, &Context::default())),
