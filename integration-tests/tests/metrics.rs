@@ -45,10 +45,10 @@ fn promtool() -> Option<Command> {
 fn family<'a>(sample: &'a str, types: &std::collections::HashMap<&str, &str>) -> &'a str {
     let name = sample.split(['{', ' ']).next().unwrap_or(sample);
     for suffix in ["_bucket", "_sum", "_count"] {
-        if let Some(base) = name.strip_suffix(suffix) {
-            if matches!(types.get(base), Some(&"histogram") | Some(&"summary")) {
-                return base;
-            }
+        if let Some(base) = name.strip_suffix(suffix)
+            && matches!(types.get(base), Some(&"histogram") | Some(&"summary"))
+        {
+            return base;
         }
     }
     name
