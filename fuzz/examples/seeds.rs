@@ -356,11 +356,13 @@ fn leaf_seeds() {
     let leaf = leaf_bytes(
         &record(Role::Provider, Phase::Request, 1_780_000_000_000),
         Some([9; 32]),
+        None,
     );
     c.put("leaf", &with_mode(0, &leaf));
     let leaf = leaf_bytes(
         &record(Role::Consumer, Phase::Fault, 1_780_000_000_000),
         None,
+        Some([4; 32]),
     );
     c.put("leaf-fault", &with_mode(0, &leaf));
     let q = FindUsageRequest {
@@ -399,7 +401,7 @@ fn trace_seeds(f: &Fixture) {
     .map(|(i, r)| {
         let mut r = r.clone();
         r.message_id = format!("m-{}", i / 2);
-        leaf_bytes(&r, Some([5; 32]))
+        leaf_bytes(&r, Some([5; 32]), None)
     })
     .collect();
     let hashes: Vec<merkle::Hash> = leaves.iter().map(|l| merkle::leaf_hash(l)).collect();
