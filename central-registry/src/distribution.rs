@@ -2,6 +2,9 @@
 //!
 //! Open to anyone who reaches the registry: the document is verified with
 //! the anchor, not by the transport. An idle poll costs one comparison.
+//! Every node serves the bytes it last read from the store (the publisher
+//! reads its own versions back too), so all nodes hand out the same
+//! document for a version, whichever node signed it.
 
 use std::sync::Arc;
 

@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use lienthong_certs::ca::DEFAULT_CA_VALIDITY;
 use lienthong_certs::tls::Identity;
-use lienthong_certs::{InstanceCa, KeyAlgorithm, PrivateKey, Validity, csr, pem};
+use lienthong_certs::{Fingerprint, InstanceCa, KeyAlgorithm, PrivateKey, Validity, csr, pem};
 use lienthong_proto::id::Instance;
 use lienthong_proto::pb::globalconf::v1::Anchor;
 
@@ -24,7 +24,7 @@ use crate::auth;
 use crate::error::RegistryError;
 use crate::model::{Change, InstanceSettings, Role};
 use crate::publisher::{DEFAULT_CONFIGURATION_VALIDITY_SECS, DEFAULT_POLL_INTERVAL_SECS};
-use crate::store::{Database, Store};
+use crate::store::{Database, KeyFingerprint, Store};
 
 /// Shortest configuration validity accepted. Production instances want
 /// well over the servers' poll interval (the CLI asks for at least 120 s);
@@ -260,6 +260,8 @@ pub fn initialise(dir: &Path, opts: &InitOptions) -> Result<Initialised, Registr
             token_hash,
         },
     )?;
+    // Recorded now, so a node started later with other keys is refused.
+    store.check_keys(&key_fingerprints(dir)?)?;
     let anchor = anchor_with(dir, store.as_ref())?;
     Ok(Initialised {
         officer_token,
@@ -321,6 +323,27 @@ pub fn add_operator_in(
         },
     )?;
     Ok(token)
+}
+
+/// The fingerprints of the keys every node of a registry holds: the
+/// instance CA and the configuration-signing key (which also countersigns
+/// the servers' checkpoints). Each node's TLS identity is its own.
+pub fn key_fingerprints(dir: &Path) -> Result<Vec<KeyFingerprint>, RegistryError> {
+    let d = RegistryDir(dir.to_owned());
+    let ca = pem::read_cert(&d.ca_cert()).map_err(cert_err)?;
+    let conf = pem::read_cert(&d.conf_cert()).map_err(cert_err)?;
+    Ok(vec![
+        KeyFingerprint {
+            purpose: "instance CA",
+            file: "ca.pem",
+            sha256: Fingerprint::of(&ca),
+        },
+        KeyFingerprint {
+            purpose: "configuration signing and countersigning",
+            file: "configuration-signing.pem",
+            sha256: Fingerprint::of(&conf),
+        },
+    ])
 }
 
 /// The registry's keys and certificates, loaded from `dir`.

@@ -19,9 +19,11 @@ use tokio::task::JoinHandle;
 
 use crate::distribution::Distribution;
 use crate::error::{RegistryError, blocking};
-use crate::init::{check_permissions_for, load};
+use crate::init::{check_permissions_for, key_fingerprints, load};
 use crate::operator::OperatorApi;
-use crate::publisher::{DEFAULT_PUBLISH_INTERVAL, Publisher};
+use crate::publisher::{
+    DEFAULT_FOLLOW_INTERVAL, DEFAULT_LEASE, DEFAULT_PUBLISH_INTERVAL, Publisher, Timing, node_name,
+};
 use crate::refusals::Refusals;
 use crate::registration::Registration;
 use crate::store::{Database, Store};
@@ -43,6 +45,20 @@ pub struct RegistryOptions {
     /// # Default
     /// 60 s ([`DEFAULT_PUBLISH_INTERVAL`]).
     pub publish_interval: Duration,
+    /// How often this node reads the store for new versions, the publisher
+    /// lease and changes made on other nodes.
+    /// # Default
+    /// 1 s ([`DEFAULT_FOLLOW_INTERVAL`]).
+    pub follow_interval: Duration,
+    /// How long the publisher lease lasts unless renewed: how long new
+    /// versions stop when the publishing node dies.
+    /// # Default
+    /// 15 s ([`DEFAULT_LEASE`]).
+    pub lease: Duration,
+    /// This node's name in the lease and the logs.
+    /// # Default
+    /// the host name and `dir` ([`node_name`]).
+    pub node: Option<String>,
     /// Lifetime of issued auth and signing certificates.
     /// # Default
     /// one year ([`DEFAULT_CERT_VALIDITY`]).
@@ -67,6 +83,9 @@ impl RegistryOptions {
             dir: dir.into(),
             listen,
             publish_interval: DEFAULT_PUBLISH_INTERVAL,
+            follow_interval: DEFAULT_FOLLOW_INTERVAL,
+            lease: DEFAULT_LEASE,
+            node: None,
             cert_validity: DEFAULT_CERT_VALIDITY,
             checkpoint_max_age: DEFAULT_MAX_CHECKPOINT_AGE,
             throttle: ThrottleConfig::default(),
@@ -90,8 +109,10 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Opens the store, publishes a first configuration (a version above any
-    /// published before) and starts serving.
+    /// Opens the store, checks that this node holds the keys the store
+    /// records, publishes a first configuration (a version above any
+    /// published before) when this node holds the publisher lease — else
+    /// distributes the newest version in the store — and starts serving.
     pub async fn start(opts: RegistryOptions) -> Result<Self, RegistryError> {
         check_permissions_for(&opts.dir, &opts.database)?;
         let loaded = load(&opts.dir)?;
@@ -108,17 +129,27 @@ impl Registry {
                 loaded.ca.instance()
             )));
         }
+        let keys = key_fingerprints(&opts.dir)?;
+        {
+            let s = store.clone();
+            blocking(move || Ok(s.check_keys(&keys)?)).await?;
+        }
         let ca = Arc::new(loaded.ca);
         let publisher = Arc::new(Publisher::new(
             store.clone(),
             loaded.conf_signer,
             ca.certificate().to_vec(),
             settings.clone(),
-            opts.publish_interval,
+            Timing {
+                interval: opts.publish_interval,
+                follow: opts.follow_interval,
+                lease: opts.lease,
+            },
+            opts.node.clone().unwrap_or_else(|| node_name(&opts.dir)),
         ));
         {
             let p = publisher.clone();
-            blocking(move || p.publish_now()).await?;
+            blocking(move || p.start_up()).await?;
         }
         let publishing = tokio::spawn(publisher.clone().run());
 
@@ -223,6 +254,12 @@ impl Registry {
         }
         let _ = (&mut self.serving).await;
         self.publishing.abort();
+        // Another node takes over at its next look at the store, not when
+        // the lease expires.
+        let p = self.publisher.clone();
+        if let Err(e) = blocking(move || p.release()).await {
+            tracing::warn!(error = %e, "the publisher lease was not given up; it expires on its own");
+        }
         if let Some((_, m)) = self.metrics.take() {
             m.abort();
         }

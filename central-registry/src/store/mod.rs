@@ -117,6 +117,63 @@ pub struct PublicationRecord {
     pub seq: u64,
 }
 
+/// A publication with the bytes every registry node distributes: the
+/// encoded `SignedConfiguration`, exactly as the publishing node signed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPublication {
+    pub record: PublicationRecord,
+    pub signed: Vec<u8>,
+}
+
+/// One of the registry's keys, named by what it is for, with the SHA-256
+/// of its certificate. Every node sharing a store holds the same ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyFingerprint {
+    /// What the key does, e.g. `"instance CA"` (also the row's key).
+    pub purpose: &'static str,
+    /// The file an operator installs it from, for the refusal's message.
+    pub file: &'static str,
+    pub sha256: Fingerprint,
+}
+
+/// The refusal of a node whose key differs from the one recorded.
+pub(crate) fn key_mismatch(key: &KeyFingerprint, recorded: &Fingerprint) -> StoreError {
+    StoreError::Conflict(format!(
+        "this node's {} certificate ({}) has SHA-256 {}, but the registry store records {}: every node of a registry holds the keys of the node that initialised it; install its {} (and the key beside it) on this node",
+        key.purpose, key.file, key.sha256, recorded, key.file
+    ))
+}
+
+/// The refusal of a publication by a node without the lease, or of a
+/// version that does not follow the last one.
+pub(crate) fn publication_refused(
+    node: &str,
+    version: u64,
+    leads: bool,
+    last: Option<u64>,
+) -> Option<StoreError> {
+    if !leads {
+        return Some(StoreError::Conflict(format!(
+            "node {node} does not hold the publisher lease; configuration version {version} is not recorded"
+        )));
+    }
+    match last {
+        Some(l) if version != l + 1 => Some(StoreError::Conflict(format!(
+            "configuration version {version} does not follow the last one published ({l})"
+        ))),
+        None if version == 0 => Some(StoreError::Conflict(
+            "configuration versions start at 1".into(),
+        )),
+        _ => None,
+    }
+}
+
+/// Publications kept with their bytes below the newest (the newest is the
+/// one distributed; a few more help an investigation).
+pub(crate) const KEPT_WITH_BYTES: i64 = 3;
+/// Publications kept at all below the newest.
+pub(crate) const KEPT: i64 = 100;
+
 /// The registry's persistent state.
 pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     /// The per-instance settings written at initialisation.
@@ -163,9 +220,34 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
 
     /// The last configuration version published (none on a new registry).
     fn last_publication(&self) -> Result<Option<PublicationRecord>, StoreError>;
-    /// Persists a publication before it is distributed, so versions keep
-    /// increasing across restarts.
-    fn record_publication(&self, record: &PublicationRecord) -> Result<(), StoreError>;
+    /// The newest publication, with its signed bytes, when its version is
+    /// above `version` (none when nothing newer was published, or the
+    /// newest was published before the store kept bytes).
+    fn publication_after(&self, version: u64) -> Result<Option<StoredPublication>, StoreError>;
+    /// Records a publication and its signed bytes before any node
+    /// distributes it, in one transaction that checks that `node` holds
+    /// the publisher lease and that `record.version` follows the last
+    /// version published. Refused with [`StoreError::Conflict`] otherwise
+    /// (nothing is recorded): versions never repeat, skip or go back,
+    /// whichever node publishes.
+    fn record_publication(
+        &self,
+        node: &str,
+        record: &PublicationRecord,
+        signed: &[u8],
+    ) -> Result<(), StoreError>;
+    /// Takes the publisher lease for `node` until `ttl` from now when it is
+    /// free or expired, or renews it when `node` holds it; returns whether
+    /// `node` holds it now. Expiry is judged on the store's clock
+    /// (PostgreSQL's, not each node's).
+    fn take_lease(&self, node: &str, ttl: std::time::Duration) -> Result<bool, StoreError>;
+    /// Gives the lease up if `node` holds it (a node stopping), so another
+    /// node publishes without waiting for it to expire.
+    fn release_lease(&self, node: &str) -> Result<(), StoreError>;
+    /// Records the fingerprints of the registry's keys that the store does
+    /// not hold yet, and refuses (with [`StoreError::Conflict`], naming
+    /// both fingerprints and the file) any that differ from those recorded.
+    fn check_keys(&self, keys: &[KeyFingerprint]) -> Result<(), StoreError>;
 
     /// The last checkpoint witnessed for `server`.
     fn last_checkpoint(&self, server: &ServerId)

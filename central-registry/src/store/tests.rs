@@ -7,6 +7,9 @@ use lienthong_proto::id::{MemberClass, MemberId, ServerId};
 use super::*;
 use crate::model::*;
 
+mod publication;
+use publication::{LONG, record};
+
 fn settings() -> InstanceSettings {
     InstanceSettings {
         instance: "VN".parse().unwrap(),
@@ -443,19 +446,12 @@ fn reopening_keeps_state_and_publication_versions() {
     {
         let s = SqliteStore::create(&path, &settings()).unwrap();
         s.apply_all("officer", &base()).unwrap();
-        s.record_publication(&PublicationRecord {
-            version: 7,
-            created_at_ms: 1,
-            seq: 3,
-        })
-        .unwrap();
+        assert!(s.take_lease("node-a", LONG).unwrap());
+        s.record_publication("node-a", &record(7), b"seven")
+            .unwrap();
         assert!(
-            s.record_publication(&PublicationRecord {
-                version: 7,
-                created_at_ms: 2,
-                seq: 3
-            })
-            .is_err()
+            s.record_publication("node-a", &record(7), b"seven again")
+                .is_err()
         );
     }
     assert!(
@@ -466,6 +462,7 @@ fn reopening_keeps_state_and_publication_versions() {
     assert_eq!(s.settings().unwrap(), settings());
     assert_eq!(s.snapshot().unwrap().members.len(), 1);
     assert_eq!(s.last_publication().unwrap().unwrap().version, 7);
+    assert_eq!(s.publication_after(6).unwrap().unwrap().signed, b"seven");
     assert!(SqliteStore::open(&dir.path().join("missing.db")).is_err());
 }
 
@@ -771,19 +768,12 @@ fn postgres_store_keeps_state_refuses_overwrite_and_newer_schemas() {
     {
         let s = PgStore::create(&t, &settings()).unwrap();
         s.apply_all("officer", &base()).unwrap();
-        s.record_publication(&PublicationRecord {
-            version: 7,
-            created_at_ms: 1,
-            seq: 3,
-        })
-        .unwrap();
+        assert!(s.take_lease("node-a", LONG).unwrap());
+        s.record_publication("node-a", &record(7), b"seven")
+            .unwrap();
         assert!(
-            s.record_publication(&PublicationRecord {
-                version: 7,
-                created_at_ms: 2,
-                seq: 3
-            })
-            .is_err()
+            s.record_publication("node-a", &record(7), b"seven again")
+                .is_err()
         );
     }
     assert!(
@@ -794,6 +784,7 @@ fn postgres_store_keeps_state_refuses_overwrite_and_newer_schemas() {
     assert_eq!(s.settings().unwrap(), settings());
     assert_eq!(s.snapshot().unwrap().members.len(), 1);
     assert_eq!(s.last_publication().unwrap().unwrap().version, 7);
+    assert_eq!(s.publication_after(6).unwrap().unwrap().signed, b"seven");
     drop(s);
     t.execute("UPDATE schema_version SET version = 99").unwrap();
     let err = PgStore::open(&t).unwrap_err().to_string();

@@ -29,8 +29,8 @@ mod requests;
 mod snapshot;
 
 use super::schema::{MIGRATIONS, too_new};
-use super::sqlite::{now_ms, parse};
-use super::{PublicationRecord, Store, StoreError};
+use super::sqlite::{fingerprint, now_ms, parse};
+use super::{KeyFingerprint, PublicationRecord, Store, StoreError, StoredPublication};
 use crate::model::*;
 use crate::witness::{History, Submitted, Verdict};
 
@@ -38,6 +38,9 @@ use crate::witness::{History, Submitted, Verdict};
 pub const WRITE_LOCK: i64 = 0x4c69_656e_7468_6f6e;
 /// The advisory lock held while the schema is migrated.
 pub const MIGRATION_LOCK: i64 = WRITE_LOCK + 1;
+/// The database's clock in milliseconds since the epoch: the publisher
+/// lease is judged on it, so nodes' clocks need not agree.
+const DB_NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::BIGINT";
 
 type Manager = PostgresConnectionManager<MakeRustlsConnect>;
 type Tx<'a> = Transaction<'a>;
@@ -666,24 +669,123 @@ impl Store for PgStore {
         })
     }
 
-    fn record_publication(&self, p: &PublicationRecord) -> Result<(), StoreError> {
+    fn publication_after(&self, version: u64) -> Result<Option<StoredPublication>, StoreError> {
+        let version = i64::try_from(version).unwrap_or(i64::MAX);
+        self.with_tx(Mode::Read, |tx| {
+            // The newest only: a node that fell behind skips to it.
+            Ok(tx
+                .query_opt(
+                    "SELECT version, created_at, seq, signed FROM publications
+                     WHERE version = (SELECT max(version) FROM publications)
+                       AND version > $1 AND signed IS NOT NULL",
+                    &[&version],
+                )?
+                .map(|r| StoredPublication {
+                    record: PublicationRecord {
+                        version: r.get::<_, i64>(0) as u64,
+                        created_at_ms: r.get(1),
+                        seq: r.get::<_, i64>(2) as u64,
+                    },
+                    signed: r.get(3),
+                }))
+        })
+    }
+
+    fn record_publication(
+        &self,
+        node: &str,
+        p: &PublicationRecord,
+        signed: &[u8],
+    ) -> Result<(), StoreError> {
         self.with_tx(Mode::Locked, |tx| {
-            let n = tx.execute(
-                "INSERT INTO publications (version, created_at, seq) VALUES ($1, $2, $3)
-                 ON CONFLICT (version) DO NOTHING",
-                &[&(p.version as i64), &p.created_at_ms, &(p.seq as i64)],
-            )?;
-            if n == 0 {
-                return Err(StoreError::Conflict(format!(
-                    "configuration version {} was already published",
-                    p.version
-                )));
+            // The lease row stays locked until the version is committed: no
+            // node takes the lease over in between.
+            let leads = tx
+                .query_opt(
+                    &format!(
+                        "SELECT 1 FROM publisher_lease
+                         WHERE id = 1 AND node = $1 AND expires_at > {DB_NOW_MS} FOR UPDATE"
+                    ),
+                    &[&node],
+                )?
+                .is_some();
+            let last: Option<i64> = tx
+                .query_one("SELECT max(version) FROM publications", &[])?
+                .get(0);
+            if let Some(refused) =
+                super::publication_refused(node, p.version, leads, last.map(|l| l as u64))
+            {
+                return Err(refused);
             }
-            // Only the newest publications are worth keeping.
+            let version = i64::try_from(p.version).map_err(|_| {
+                StoreError::Conflict(format!("version {} is beyond the store", p.version))
+            })?;
+            tx.execute(
+                "INSERT INTO publications (version, created_at, seq, signed) VALUES ($1, $2, $3, $4)",
+                &[&version, &p.created_at_ms, &(p.seq as i64), &signed],
+            )?;
+            tx.execute(
+                "UPDATE publications SET signed = NULL WHERE version < $1 AND signed IS NOT NULL",
+                &[&(version - super::KEPT_WITH_BYTES)],
+            )?;
             tx.execute(
                 "DELETE FROM publications WHERE version < $1",
-                &[&(p.version as i64 - 100)],
+                &[&(version - super::KEPT)],
             )?;
+            Ok(())
+        })
+    }
+
+    fn take_lease(&self, node: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let ttl = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+        self.with_tx(Mode::Append, |tx| {
+            Ok(tx
+                .query_opt(
+                    &format!(
+                        "INSERT INTO publisher_lease (id, node, expires_at)
+                         VALUES (1, $1, {DB_NOW_MS} + $2::BIGINT)
+                         ON CONFLICT (id) DO UPDATE
+                            SET node = excluded.node, expires_at = excluded.expires_at
+                         WHERE publisher_lease.node = excluded.node
+                            OR publisher_lease.expires_at <= {DB_NOW_MS}
+                         RETURNING node"
+                    ),
+                    &[&node, &ttl],
+                )?
+                .is_some())
+        })
+    }
+
+    fn release_lease(&self, node: &str) -> Result<(), StoreError> {
+        self.with_tx(Mode::Append, |tx| {
+            tx.execute("DELETE FROM publisher_lease WHERE node = $1", &[&node])?;
+            Ok(())
+        })
+    }
+
+    fn check_keys(&self, keys: &[KeyFingerprint]) -> Result<(), StoreError> {
+        self.with_tx(Mode::Locked, |tx| {
+            for key in keys {
+                let recorded: Option<Vec<u8>> = tx
+                    .query_opt(
+                        "SELECT sha256 FROM registry_keys WHERE purpose = $1",
+                        &[&key.purpose],
+                    )?
+                    .map(|r| r.get(0));
+                match recorded {
+                    Some(r) if r != key.sha256.0 => {
+                        return Err(super::key_mismatch(key, &fingerprint(&r)?));
+                    }
+                    Some(_) => {}
+                    None => {
+                        tx.execute(
+                            "INSERT INTO registry_keys (purpose, sha256, recorded_at)
+                             VALUES ($1, $2, $3)",
+                            &[&key.purpose, &key.sha256.0.as_slice(), &now_ms()],
+                        )?;
+                    }
+                }
+            }
             Ok(())
         })
     }

@@ -15,7 +15,7 @@ mod requests;
 mod snapshot;
 
 use super::schema::MIGRATIONS;
-use super::{PublicationRecord, Store, StoreError};
+use super::{KeyFingerprint, PublicationRecord, Store, StoreError, StoredPublication};
 use crate::model::*;
 use crate::witness::{History, Submitted, Verdict};
 use changes::apply_one;
@@ -459,24 +459,120 @@ impl Store for SqliteStore {
             .optional()?)
     }
 
-    fn record_publication(&self, p: &PublicationRecord) -> Result<(), StoreError> {
+    fn publication_after(&self, version: u64) -> Result<Option<StoredPublication>, StoreError> {
+        let row = self
+            .lock()
+            .query_row(
+                "SELECT version, created_at, seq, signed FROM publications
+                 ORDER BY version DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok((
+                        PublicationRecord {
+                            version: r.get::<_, i64>(0)? as u64,
+                            created_at_ms: r.get(1)?,
+                            seq: r.get::<_, i64>(2)? as u64,
+                        },
+                        r.get::<_, Option<Vec<u8>>>(3)?,
+                    ))
+                },
+            )
+            .optional()?;
+        Ok(match row {
+            Some((record, Some(signed))) if record.version > version => {
+                Some(StoredPublication { record, signed })
+            }
+            _ => None,
+        })
+    }
+
+    fn record_publication(
+        &self,
+        node: &str,
+        p: &PublicationRecord,
+        signed: &[u8],
+    ) -> Result<(), StoreError> {
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let leads = tx
+            .query_row(
+                "SELECT 1 FROM publisher_lease WHERE id = 1 AND node = ?1 AND expires_at > ?2",
+                params![node, now_ms()],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some();
+        let last: Option<i64> =
+            tx.query_row("SELECT max(version) FROM publications", [], |r| r.get(0))?;
+        if let Some(refused) =
+            super::publication_refused(node, p.version, leads, last.map(|l| l as u64))
+        {
+            return Err(refused);
+        }
+        let version = p.version as i64;
         tx.execute(
-            "INSERT INTO publications (version, created_at, seq) VALUES (?1, ?2, ?3)",
-            params![p.version as i64, p.created_at_ms, p.seq as i64],
-        )
-        .map_err(|_| {
-            StoreError::Conflict(format!(
-                "configuration version {} was already published",
-                p.version
-            ))
-        })?;
-        // Only the newest publications are worth keeping.
+            "INSERT INTO publications (version, created_at, seq, signed) VALUES (?1, ?2, ?3, ?4)",
+            params![version, p.created_at_ms, p.seq as i64, signed],
+        )?;
+        tx.execute(
+            "UPDATE publications SET signed = NULL WHERE version < ?1 AND signed IS NOT NULL",
+            [version - super::KEPT_WITH_BYTES],
+        )?;
         tx.execute(
             "DELETE FROM publications WHERE version < ?1",
-            [p.version as i64 - 100],
+            [version - super::KEPT],
         )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn take_lease(&self, node: &str, ttl: std::time::Duration) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let until = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        Ok(self
+            .lock()
+            .query_row(
+                "INSERT INTO publisher_lease (id, node, expires_at) VALUES (1, ?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET node = excluded.node, expires_at = excluded.expires_at
+                 WHERE publisher_lease.node = excluded.node OR publisher_lease.expires_at <= ?3
+                 RETURNING node",
+                params![node, until, now],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    fn release_lease(&self, node: &str) -> Result<(), StoreError> {
+        self.lock()
+            .execute("DELETE FROM publisher_lease WHERE node = ?1", [node])?;
+        Ok(())
+    }
+
+    fn check_keys(&self, keys: &[KeyFingerprint]) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for key in keys {
+            let recorded: Option<Vec<u8>> = tx
+                .query_row(
+                    "SELECT sha256 FROM registry_keys WHERE purpose = ?1",
+                    [key.purpose],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match recorded {
+                Some(r) if r != key.sha256.0 => {
+                    return Err(super::key_mismatch(key, &fingerprint(&r)?));
+                }
+                Some(_) => {}
+                None => {
+                    tx.execute(
+                        "INSERT INTO registry_keys (purpose, sha256, recorded_at) VALUES (?1, ?2, ?3)",
+                        params![key.purpose, key.sha256.0.as_slice(), now_ms()],
+                    )?;
+                }
+            }
+        }
         tx.commit()?;
         Ok(())
     }
