@@ -13,7 +13,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use lienthong_central_registry::client;
+use lienthong_registry_client as client;
 use lienthong_central_registry::init::{self, InitOptions};
 use lienthong_central_registry::model::*;
 use lienthong_central_registry::store::{SqliteStore, Store};

@@ -17,10 +17,11 @@
 //! * [`publisher`] — builds, signs and versions the global configuration;
 //!   [`distribution`] serves it.
 //! * [`witness`] — countersigns the servers' message-log checkpoints.
-//! * [`client`] — what operators and security servers use to talk to it.
+//!
+//! What operators and security servers use to talk to it is the
+//! `lienthong-registry-client` crate.
 
 pub mod auth;
-pub mod client;
 pub mod consent;
 pub mod distribution;
 pub mod error;

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Subcommand, ValueEnum};
-use lienthong_central_registry::client::{self, OperatorClient};
+use lienthong_registry_client::{self as client, OperatorClient};
 use lienthong_central_registry::init::{self, InitOptions};
 use lienthong_central_registry::model::Role;
 use lienthong_central_registry::publisher::DEFAULT_CONFIGURATION_VALIDITY_SECS;

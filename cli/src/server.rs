@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::{Subcommand, ValueEnum};
-use lienthong_central_registry::client;
+use lienthong_registry_client as client;
 use lienthong_certs::{Fingerprint, pem, verify};
 use lienthong_proto::id::{ServerId, ServiceId, SubsystemId};
 use lienthong_security_server::access::{AccessRule, Subject};

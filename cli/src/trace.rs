@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use lienthong_central_registry::client;
+use lienthong_registry_client as client;
 use lienthong_certs::verify::fmt_time;
 use lienthong_proto::fields::printable;
 use lienthong_proto::id::SubsystemId;

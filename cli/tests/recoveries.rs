@@ -42,7 +42,7 @@ async fn a_refused_init_is_retried_with_a_new_token_as_the_error_says() {
     let home = tempfile::tempdir().unwrap();
     let dir = home.path().join("ss9");
     let anchor = home.path().join("given-anchor.bin");
-    lienthong_central_registry::client::write_anchor(&anchor, &f.registry.anchor).unwrap();
+    lienthong_registry_client::write_anchor(&anchor, &f.registry.anchor).unwrap();
     let server = "VN/GOV/000102/ss9";
     let init = |token: &str| {
         lienthong(&[

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use lienthong_central_registry::client::{self, OperatorClient};
+use lienthong_registry_client::{self as client, OperatorClient};
 use lienthong_central_registry::init::{self, InitOptions};
 use lienthong_central_registry::{Registry, RegistryOptions};
 use lienthong_certs::tls::Identity;

@@ -174,7 +174,7 @@ async fn servers_restart_from_their_cached_configuration_during_an_outage() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_address_change_takes_effect_without_restarting_consumers() {
-    use lienthong_central_registry::client;
+    use lienthong_registry_client as client;
     use lienthong_proto::pb::registry::v1::registration_client::RegistrationClient;
 
     let mut f = Federation::start().await;

@@ -6,7 +6,7 @@
 
 use std::time::SystemTime;
 
-use lienthong_central_registry::client;
+use lienthong_registry_client as client;
 use lienthong_central_registry::init;
 use lienthong_central_registry::model::Role;
 use lienthong_certs::signing::Signer;

@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use lienthong_central_registry::client::{self, ClientError};
+use lienthong_registry_client::{self as client, ClientError};
 use lienthong_central_registry::init::{self, InitOptions};
 use lienthong_central_registry::{Registry, RegistryOptions};
 use lienthong_certs::signing::Signer;

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use lienthong_central_registry::client;
+use lienthong_registry_client as client;
 use lienthong_proto::canonical;
 use lienthong_proto::pb::globalconf::v1::Anchor;
 use lienthong_proto::pb::registry::v1::checkpoint_witness_client::CheckpointWitnessClient;

@@ -7,13 +7,12 @@
 use std::path::Path;
 use std::time::SystemTime;
 
-use lienthong_central_registry::client;
 use lienthong_certs::signing::Signer;
 use lienthong_certs::{KeyAlgorithm, PrivateKey, pem};
 use lienthong_proto::id::{MemberId, ServerId, SubsystemId};
 use lienthong_proto::pb::globalconf::v1::Anchor;
 use lienthong_proto::pb::registry::v1 as pb;
-use lienthong_proto::pb::registry::v1::registration_client::RegistrationClient;
+use lienthong_registry_client::{self as client, registration};
 use rustls_pki_types::CertificateDer;
 
 use crate::keys::{Keys, ServerDir};
@@ -271,43 +270,27 @@ pub async fn poll_client(home: &Path, id: u64) -> Result<JoinState, String> {
     }
 }
 
-/// Submits a registration request (anonymously on first contact, else as
-/// the server over mutual TLS); returns its id.
+/// Submits a registration request; returns its id.
 async fn submit(
     anchor: &Anchor,
     identity: Option<&lienthong_certs::tls::Identity>,
     req: pb::SubmitRequest,
 ) -> Result<u64, String> {
-    let channel = client::connect(anchor, identity)
+    registration::submit(anchor, identity, req)
         .await
-        .map_err(|e| e.to_string())?;
-    Ok(RegistrationClient::new(channel)
-        .submit(req)
-        .await
-        .map_err(|s| format!("the registry refused the request: {}", s.message()))?
-        .into_inner()
-        .id)
+        .map_err(|e| e.to_string())
 }
 
-/// Asks the registry about request `id` (with its enrollment token on first
-/// contact, else as the server over mutual TLS).
+/// Asks the registry about request `id`.
 async fn ask(
     anchor: &Anchor,
     identity: Option<&lienthong_certs::tls::Identity>,
     id: u64,
     enrollment_token: String,
 ) -> Result<pb::GetRequestReply, String> {
-    let channel = client::connect(anchor, identity)
+    registration::request_state(anchor, identity, id, enrollment_token)
         .await
-        .map_err(|e| e.to_string())?;
-    Ok(RegistrationClient::new(channel)
-        .get_request(pb::GetRequestRequest {
-            id,
-            enrollment_token,
-        })
-        .await
-        .map_err(|e| format!("the registry refused: {}", e.message()))?
-        .into_inner())
+        .map_err(|e| e.to_string())
 }
 
 fn write_member_cert(dir: &ServerDir, member: &MemberId, der: &[u8]) -> Result<(), String> {

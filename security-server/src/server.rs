@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use lienthong_central_registry::client;
+use lienthong_registry_client as client;
 use lienthong_certs::tls;
 use lienthong_proto::id::ServerId;
 use tokio::net::TcpListener;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lienthong_central_registry::client;
+use lienthong_registry_client as client;
 use lienthong_central_registry::init::{self, InitOptions};
 use lienthong_central_registry::{Registry, RegistryOptions};
 use lienthong_proto::id::{MemberId, ServerId, SubsystemId};

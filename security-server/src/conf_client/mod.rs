@@ -15,12 +15,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use lienthong_central_registry::client;
-use lienthong_certs::conf::{self, ConfError};
 use lienthong_certs::tls::{Trust, TrustStore};
 use lienthong_proto::pb::globalconf::v1::{Anchor, SignedConfiguration};
-use lienthong_proto::pb::registry::v1::GetConfigurationRequest;
-use prost::Message;
+use lienthong_registry_client::configuration;
 use tokio::sync::watch;
 
 pub use view::ConfView;
@@ -111,16 +108,8 @@ impl ConfClient {
         let now = SystemTime::now();
         // A cached copy may have expired: it is still loaded (so `status`
         // can say so and exchanges fail with conf_expired), never used.
-        let decoded = match held {
-            None => conf::verify_signature_and_decode(&self.anchor, signed).and_then(|c| {
-                match conf::check_current(&self.anchor, &c, None, now) {
-                    Ok(()) | Err(ConfError::Expired { .. }) => Ok(c),
-                    Err(e) => Err(e),
-                }
-            }),
-            Some(v) => conf::verify_configuration(&self.anchor, signed, Some(v), now),
-        }
-        .map_err(|e| e.to_string())?;
+        let decoded =
+            configuration::verify(&self.anchor, signed, held, now).map_err(|e| e.to_string())?;
         let view = ConfView::build(&decoded, now)?;
         for s in &view.skipped {
             tracing::warn!(version = view.version, entry = %s, "configuration entry skipped");
@@ -156,39 +145,28 @@ impl ConfClient {
     /// Loads the cached copy, if there is one (signature and instance
     /// checked; an expired copy is loaded but refuses every exchange).
     pub fn load_cached(&self) -> Result<Option<u64>, String> {
-        let bytes = match std::fs::read(&self.cache) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("{}: {e}", self.cache.display())),
-        };
-        let signed = SignedConfiguration::decode(bytes.as_slice())
-            .map_err(|e| format!("{}: not a configuration: {e}", self.cache.display()))?;
-        self.install(&signed, None).map(Some)
+        match configuration::read_cached(&self.cache).map_err(|e| e.to_string())? {
+            Some(signed) => self.install(&signed, None).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Downloads a newer configuration if there is one; returns whether
     /// one was installed.
     pub async fn refresh(&self) -> Result<bool, String> {
         let held = self.view().map(|v| v.version);
-        let channel = client::connect(&self.anchor, None)
+        let reply = configuration::download(&self.anchor, None, held)
             .await
             .map_err(|e| e.to_string())?;
-        let reply = client::distribution_client(channel)
-            .get_configuration(GetConfigurationRequest {
-                if_newer_than: held.unwrap_or(0),
-            })
-            .await
-            .map_err(|s| format!("registry refused the download: {}", s.message()))?
-            .into_inner();
         self.set_status(|s| {
             s.last_success = Some(SystemTime::now());
             s.last_error = None;
         });
-        let Some(signed) = reply.configuration else {
+        let Some(signed) = reply else {
             return Ok(false);
         };
         let version = self.install(&signed, held)?;
-        lienthong_certs::pem::write_atomic(&self.cache, &signed.encode_to_vec(), 0o644)
+        configuration::write_cached(&self.cache, &signed)
             .map_err(|e| format!("cannot keep the configuration on disk: {e}"))?;
         tracing::info!(version, "global configuration installed");
         Ok(true)

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{Request, Response};
-use lienthong_central_registry::client::error_chain;
+use lienthong_registry_client::error_chain;
 use lienthong_certs::net::TlsConnectorService;
 use lienthong_certs::tls::{self, TrustStore};
 use lienthong_proto::id::ServerId;

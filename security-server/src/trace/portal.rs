@@ -502,7 +502,7 @@ impl Witnessed {
         use lienthong_proto::pb::registry::v1 as reg;
         let servers: Vec<_> = view.servers().map(|s| (&s.id).into()).collect();
         let asked = async {
-            let channel = lienthong_central_registry::client::connect(anchor, Some(identity))
+            let channel = lienthong_registry_client::connect(anchor, Some(identity))
                 .await
                 .map_err(|e| e.to_string())?;
             reg::checkpoint_witness_client::CheckpointWitnessClient::new(channel)
