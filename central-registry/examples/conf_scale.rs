@@ -13,7 +13,6 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use lienthong_registry_client as client;
 use lienthong_central_registry::init::{self, InitOptions};
 use lienthong_central_registry::model::*;
 use lienthong_central_registry::store::{SqliteStore, Store};
@@ -21,6 +20,7 @@ use lienthong_central_registry::{Registry, RegistryOptions};
 use lienthong_certs::{InstanceCa, KeyAlgorithm, PrivateKey, Validity, conf, csr, pem};
 use lienthong_proto::id::{MemberClass, MemberId};
 use lienthong_proto::pb::registry::v1::GetConfigurationRequest;
+use lienthong_registry_client as client;
 
 struct Scale {
     members: usize,

@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Subcommand, ValueEnum};
-use lienthong_registry_client::{self as client, OperatorClient};
 use lienthong_central_registry::init::{self, InitOptions};
 use lienthong_central_registry::model::Role;
 use lienthong_central_registry::publisher::DEFAULT_CONFIGURATION_VALIDITY_SECS;
@@ -21,6 +20,7 @@ use lienthong_proto::fields::printable;
 use lienthong_proto::id::{GlobalGroupId, MemberClass, MemberId, ServerId, ServiceId, SubsystemId};
 use lienthong_proto::pb::globalconf::v1 as pbconf;
 use lienthong_proto::pb::registry::v1 as pb;
+use lienthong_registry_client::{self as client, OperatorClient};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 

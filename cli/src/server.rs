@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::{Subcommand, ValueEnum};
-use lienthong_registry_client as client;
 use lienthong_certs::{Fingerprint, pem, verify};
 use lienthong_proto::id::{ServerId, ServiceId, SubsystemId};
+use lienthong_registry_client as client;
 use lienthong_security_server::access::{AccessRule, Subject};
 use lienthong_security_server::conf_client::ConfClient;
 use lienthong_security_server::consumer::DEFAULT_MAX_MESSAGE_BYTES;

@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use lienthong_registry_client as client;
 use lienthong_certs::verify::fmt_time;
 use lienthong_proto::fields::printable;
 use lienthong_proto::id::SubsystemId;
 use lienthong_proto::pb::trace::v1::Side;
 use lienthong_proto::pb::trace::v1::trace_portal_server::TracePortalServer;
+use lienthong_registry_client as client;
 use lienthong_security_server::conf_client::ConfClient;
 use lienthong_security_server::keys::ServerDir;
 use lienthong_security_server::trace::pairing::Status;

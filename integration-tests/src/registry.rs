@@ -3,11 +3,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use lienthong_registry_client::{self as client, OperatorClient};
 use lienthong_central_registry::init::{self, InitOptions};
 use lienthong_central_registry::{Registry, RegistryOptions};
 use lienthong_certs::tls::Identity;
 use lienthong_proto::pb::globalconf::v1::Anchor;
+use lienthong_registry_client::{self as client, OperatorClient};
 use tonic::transport::Channel;
 
 /// A running registry, its anchor and its first officer's token.

@@ -174,8 +174,8 @@ async fn servers_restart_from_their_cached_configuration_during_an_outage() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_address_change_takes_effect_without_restarting_consumers() {
-    use lienthong_registry_client as client;
     use lienthong_proto::pb::registry::v1::registration_client::RegistrationClient;
+    use lienthong_registry_client as client;
 
     let mut f = Federation::start().await;
     let is = f.business.client().await;

@@ -6,7 +6,6 @@
 
 use std::time::SystemTime;
 
-use lienthong_registry_client as client;
 use lienthong_central_registry::init;
 use lienthong_central_registry::model::Role;
 use lienthong_certs::signing::Signer;
@@ -19,6 +18,7 @@ use lienthong_proto::pb::globalconf::v1::GlobalConfiguration;
 use lienthong_proto::pb::identifiers::v1 as idpb;
 use lienthong_proto::pb::registry::v1 as pb;
 use lienthong_proto::pb::registry::v1::registration_client::RegistrationClient;
+use lienthong_registry_client as client;
 use rustls_pki_types::CertificateDer;
 use tonic::Code;
 

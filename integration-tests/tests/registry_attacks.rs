@@ -6,7 +6,6 @@
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use lienthong_registry_client::{self as client, ClientError};
 use lienthong_central_registry::init::{self, InitOptions};
 use lienthong_central_registry::{Registry, RegistryOptions};
 use lienthong_certs::signing::Signer;
@@ -19,6 +18,7 @@ use lienthong_proto::merkle::{self, Hash};
 use lienthong_proto::pb::registry::v1 as pb;
 use lienthong_proto::pb::registry::v1::checkpoint_witness_client::CheckpointWitnessClient;
 use lienthong_proto::pb::registry::v1::registration_client::RegistrationClient;
+use lienthong_registry_client::{self as client, ClientError};
 use prost::Message;
 use rustls_pki_types::CertificateDer;
 use tonic::Code;

@@ -6,11 +6,11 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use lienthong_registry_client as client;
 use lienthong_proto::canonical;
 use lienthong_proto::pb::globalconf::v1::Anchor;
 use lienthong_proto::pb::registry::v1::checkpoint_witness_client::CheckpointWitnessClient;
 use lienthong_proto::pb::registry::v1::{Checkpoint, WitnessRequest, WitnessedCheckpoint};
+use lienthong_registry_client as client;
 use prost::Message;
 
 use crate::conf_client::view::unix_ms;

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use lienthong_registry_client as client;
 use lienthong_certs::tls;
 use lienthong_proto::id::ServerId;
+use lienthong_registry_client as client;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;

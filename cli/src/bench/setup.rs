@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lienthong_registry_client as client;
 use lienthong_central_registry::init::{self, InitOptions};
 use lienthong_central_registry::{Registry, RegistryOptions};
 use lienthong_proto::id::{MemberId, ServerId, SubsystemId};
 use lienthong_proto::pb::registry::v1 as pb;
+use lienthong_registry_client as client;
 use lienthong_security_server::access::{AccessRule, Subject};
 use lienthong_security_server::join::{self, JoinState};
 use lienthong_security_server::keys::ServerDir;

@@ -7,12 +7,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lienthong_registry_client::{self as client, OperatorClient};
 use lienthong_central_registry::init::{self, InitOptions};
 use lienthong_central_registry::{Registry, RegistryOptions};
 use lienthong_proto::id::{MemberId, SubsystemId};
 use lienthong_proto::pb::globalconf::v1::Anchor;
 use lienthong_proto::pb::registry::v1 as pb;
+use lienthong_registry_client::{self as client, OperatorClient};
 use lienthong_security_server::access::{AccessRule, Subject};
 use lienthong_security_server::join::{self, JoinState};
 use lienthong_security_server::keys::ServerDir;

@@ -12,10 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{Request, Response};
-use lienthong_registry_client::error_chain;
 use lienthong_certs::net::TlsConnectorService;
 use lienthong_certs::tls::{self, TrustStore};
 use lienthong_proto::id::ServerId;
+use lienthong_registry_client::error_chain;
 use tonic::body::Body;
 use tonic::transport::{Channel, Endpoint};
 use tower::ServiceExt;
