@@ -58,6 +58,14 @@ fn demo_plays_the_scenario_and_the_trace() {
             assert!(home.join(f).exists(), "{code}-ss1/{f} missing");
         }
     }
+    // The services' .proto files and descriptor set, for clients.
+    for f in [
+        "population/v1/population.proto",
+        "tax/v1/tax.proto",
+        "demo.binpb",
+    ] {
+        assert!(dir.path().join("proto").join(f).exists(), "proto/{f} missing");
+    }
     // No private key material reaches the terminal, and the logs (here at
     // debug level) carry no personal ID and no key material either.
     let stderr = String::from_utf8_lossy(&out.stderr);

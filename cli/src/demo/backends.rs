@@ -1,163 +1,237 @@
 //! The agencies' own backend services, reached only through their security
 //! servers: the population registry (`population.v1.PersonRegistry`) and
-//! the tax registry (`tax.v1.TaxRegistry`), over h2c on loopback, speaking
-//! plain gRPC with the messages below.
+//! the tax registry (`tax.v1.TaxRegistry`), plain gRPC over h2c on
+//! loopback, generated from the `.proto` files in `cli/proto/` — the files
+//! the demo writes out for anyone calling them ([`write_protos`]).
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::Response;
-use http_body_util::BodyExt;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use lienthong_security_server::trace::{grpc_frame, unary_response, unframe};
-use prost::Message;
 use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status};
 
 use super::data::Citizen;
+
+/// The generated code of `population/v1/population.proto`.
+pub mod population {
+    tonic::include_proto!("population.v1");
+}
+
+/// The generated code of `tax/v1/tax.proto`.
+pub mod tax {
+    tonic::include_proto!("tax.v1");
+}
+
+use population::person_registry_server::{PersonRegistry, PersonRegistryServer};
+use population::{Person, PersonRequest};
+use tax::tax_registry_server::{TaxRegistry, TaxRegistryServer};
+use tax::{TaxStatus, TaxStatusRequest};
 
 pub const PERSON_REGISTRY: &str = "population.v1.PersonRegistry";
 pub const TAX_REGISTRY: &str = "tax.v1.TaxRegistry";
 
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct PersonRequest {
-    #[prost(string, tag = "1")]
-    pub personal_id: String,
-}
+/// The `.proto` files of the demo's services, by path under an import root.
+pub const PROTOS: &[(&str, &str)] = &[
+    (
+        "population/v1/population.proto",
+        include_str!("../../proto/population/v1/population.proto"),
+    ),
+    (
+        "tax/v1/tax.proto",
+        include_str!("../../proto/tax/v1/tax.proto"),
+    ),
+];
 
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Person {
-    #[prost(string, tag = "1")]
-    pub personal_id: String,
-    #[prost(string, tag = "2")]
-    pub full_name: String,
-    #[prost(string, tag = "3")]
-    pub date_of_birth: String,
-    #[prost(string, tag = "4")]
-    pub gender: String,
-    #[prost(string, tag = "5")]
-    pub permanent_address: String,
-}
+/// The services' descriptor set (a `FileDescriptorSet`, as `protoc
+/// --descriptor_set_out` writes it), for tools that take one instead of
+/// the `.proto` files.
+pub const DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/demo_descriptor.binpb"));
 
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct TaxStatusRequest {
-    #[prost(string, tag = "1")]
-    pub personal_id: String,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct TaxStatus {
-    #[prost(string, tag = "1")]
-    pub personal_id: String,
-    #[prost(string, tag = "2")]
-    pub tax_code: String,
-    #[prost(uint64, tag = "3")]
-    pub outstanding_vnd: u64,
-    #[prost(bool, tag = "4")]
-    pub in_good_standing: bool,
-}
-
-type Answer = Result<Vec<u8>, (tonic::Code, String)>;
-type Handler = Arc<dyn Fn(&str, Bytes) -> Answer + Send + Sync>;
-
-fn not_found(id: &str) -> (tonic::Code, String) {
-    (tonic::Code::NotFound, format!("no record for {id}"))
-}
-
-/// The population registry's `GetPerson`.
-pub fn population(citizens: &[Citizen]) -> Handler {
-    let by_id: HashMap<String, Citizen> = citizens
-        .iter()
-        .map(|c| (c.personal_id.clone(), c.clone()))
-        .collect();
-    Arc::new(move |method, msg| {
-        if method != "GetPerson" {
-            return Err((tonic::Code::Unimplemented, format!("no method {method}")));
+/// Writes the `.proto` files under `root` (for `grpcurl -import-path`,
+/// or a client's code generator) and the descriptor set beside them as
+/// `demo.binpb` (for `grpcurl -protoset`); returns the descriptor set's
+/// path.
+pub fn write_protos(root: &Path) -> std::io::Result<PathBuf> {
+    for (path, text) in PROTOS {
+        let file = root.join(path);
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent)?;
         }
-        let req = PersonRequest::decode(msg)
-            .map_err(|e| (tonic::Code::InvalidArgument, e.to_string()))?;
-        let c = by_id
-            .get(&req.personal_id)
-            .ok_or_else(|| not_found(&req.personal_id))?;
-        Ok(Person {
+        std::fs::write(file, text)?;
+    }
+    let set = root.join("demo.binpb");
+    std::fs::write(&set, DESCRIPTOR_SET)?;
+    Ok(set)
+}
+
+/// Citizens by personal ID.
+type Records = Arc<HashMap<String, Citizen>>;
+
+fn records(citizens: &[Citizen]) -> Records {
+    Arc::new(
+        citizens
+            .iter()
+            .map(|c| (c.personal_id.clone(), c.clone()))
+            .collect(),
+    )
+}
+
+fn lookup<'a>(records: &'a Records, id: &str) -> Result<&'a Citizen, Status> {
+    records
+        .get(id)
+        .ok_or_else(|| Status::not_found(format!("no record for {id}")))
+}
+
+/// The population registry.
+#[derive(Debug, Clone)]
+pub struct Population(Records);
+
+impl Population {
+    pub fn new(citizens: &[Citizen]) -> Self {
+        Population(records(citizens))
+    }
+}
+
+#[tonic::async_trait]
+impl PersonRegistry for Population {
+    async fn get_person(&self, req: Request<PersonRequest>) -> Result<Response<Person>, Status> {
+        let c = lookup(&self.0, &req.get_ref().personal_id)?;
+        Ok(Response::new(Person {
             personal_id: c.personal_id.clone(),
             full_name: c.full_name.clone(),
             date_of_birth: c.date_of_birth.clone(),
             gender: c.gender.into(),
             permanent_address: c.permanent_address.clone(),
-        }
-        .encode_to_vec())
-    })
+        }))
+    }
 }
 
-/// The tax registry's `GetTaxStatus`.
-pub fn tax(citizens: &[Citizen]) -> Handler {
-    let by_id: HashMap<String, Citizen> = citizens
-        .iter()
-        .map(|c| (c.personal_id.clone(), c.clone()))
-        .collect();
-    Arc::new(move |method, msg| {
-        if method != "GetTaxStatus" {
-            return Err((tonic::Code::Unimplemented, format!("no method {method}")));
-        }
-        let req = TaxStatusRequest::decode(msg)
-            .map_err(|e| (tonic::Code::InvalidArgument, e.to_string()))?;
-        let c = by_id
-            .get(&req.personal_id)
-            .ok_or_else(|| not_found(&req.personal_id))?;
-        Ok(TaxStatus {
+/// The tax registry.
+#[derive(Debug, Clone)]
+pub struct Tax(Records);
+
+impl Tax {
+    pub fn new(citizens: &[Citizen]) -> Self {
+        Tax(records(citizens))
+    }
+}
+
+#[tonic::async_trait]
+impl TaxRegistry for Tax {
+    async fn get_tax_status(
+        &self,
+        req: Request<TaxStatusRequest>,
+    ) -> Result<Response<TaxStatus>, Status> {
+        let c = lookup(&self.0, &req.get_ref().personal_id)?;
+        Ok(Response::new(TaxStatus {
             personal_id: c.personal_id.clone(),
             tax_code: c.tax_code.clone(),
             outstanding_vnd: c.outstanding_tax_vnd,
             in_good_standing: c.outstanding_tax_vnd == 0,
-        }
-        .encode_to_vec())
-    })
-}
-
-fn respond(answer: Answer) -> Response<tonic::body::Body> {
-    match answer {
-        Ok(msg) => unary_response(Some(grpc_frame(&msg)), tonic::Code::Ok, ""),
-        Err((code, message)) => unary_response(None, code, &message),
+        }))
     }
 }
 
-/// Serves `handler` on a loopback port.
-pub async fn serve(handler: Handler) -> std::io::Result<SocketAddr> {
+/// Serves the population registry on a loopback port.
+pub async fn serve_population(citizens: &[Citizen]) -> std::io::Result<SocketAddr> {
+    let router = tonic::transport::Server::builder()
+        .add_service(PersonRegistryServer::new(Population::new(citizens)));
+    serve(router).await
+}
+
+/// Serves the tax registry on a loopback port.
+pub async fn serve_tax(citizens: &[Citizen]) -> std::io::Result<SocketAddr> {
+    let router =
+        tonic::transport::Server::builder().add_service(TaxRegistryServer::new(Tax::new(citizens)));
+    serve(router).await
+}
+
+async fn serve(router: tonic::transport::server::Router) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
+    // `serve_with_incoming` ignores the builder's nodelay: set it here.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            let handler = handler.clone();
-            tokio::spawn(async move {
-                let svc =
-                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let handler = handler.clone();
-                        async move {
-                            let method =
-                                req.uri().path().rsplit('/').next().unwrap_or("").to_owned();
-                            let body = req
-                                .into_body()
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
-                            let answer = unframe(body)
-                                .map_err(|e| (tonic::Code::InvalidArgument, e))
-                                .and_then(|msg| handler(&method, msg));
-                            Ok::<_, Infallible>(respond(answer))
-                        }
-                    });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .await;
-            });
+        if let Err(e) = router.serve_with_incoming(incoming).await {
+            tracing::error!(error = %e, "demo backend stopped");
         }
     });
     Ok(addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    /// The fields of `google.protobuf.FileDescriptorSet` this test reads.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct FileSet {
+        #[prost(message, repeated, tag = "1")]
+        file: Vec<File>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct File {
+        #[prost(string, tag = "2")]
+        package: String,
+        #[prost(message, repeated, tag = "6")]
+        service: Vec<Service>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Service {
+        #[prost(string, tag = "1")]
+        name: String,
+        #[prost(message, repeated, tag = "2")]
+        method: Vec<Method>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Method {
+        #[prost(string, tag = "1")]
+        name: String,
+    }
+
+    #[test]
+    fn the_descriptor_set_describes_the_services_the_demo_registers() {
+        let set = FileSet::decode(DESCRIPTOR_SET).unwrap();
+        let mut services = Vec::new();
+        for file in &set.file {
+            for s in &file.service {
+                let methods: Vec<&str> = s.method.iter().map(|m| m.name.as_str()).collect();
+                services.push(format!("{}.{} {methods:?}", file.package, s.name));
+            }
+        }
+        services.sort();
+        assert_eq!(
+            services,
+            [
+                format!("{PERSON_REGISTRY} [\"GetPerson\"]"),
+                format!("{TAX_REGISTRY} [\"GetTaxStatus\"]"),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_written_files_are_the_ones_compiled() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = write_protos(dir.path()).unwrap();
+        assert_eq!(std::fs::read(set).unwrap(), DESCRIPTOR_SET);
+        for (path, _) in PROTOS {
+            let written = std::fs::read_to_string(dir.path().join(path)).unwrap();
+            let source = std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("proto")
+                    .join(path),
+            )
+            .unwrap();
+            assert_eq!(written, source, "{path}");
+        }
+    }
 }

@@ -21,11 +21,14 @@ use clap::Args;
 use lienthong_proto::id::SubsystemId;
 use lienthong_proto::pb::trace::v1::Side;
 use lienthong_security_server::trace::portal;
-use prost::Message;
 use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, Endpoint};
 
-use backends::{PERSON_REGISTRY, Person, PersonRequest, TAX_REGISTRY, TaxStatus, TaxStatusRequest};
+use backends::population::PersonRequest;
+use backends::population::person_registry_client::PersonRegistryClient;
+use backends::tax::TaxStatusRequest;
+use backends::tax::tax_registry_client::TaxRegistryClient;
+use backends::{PERSON_REGISTRY, TAX_REGISTRY};
 use data::FOUNDER_ID;
 use instance::Instance;
 
@@ -95,8 +98,10 @@ async fn play(dir: &Path, once: bool) -> Result<()> {
         started,
     );
 
-    let population_backend = backends::serve(backends::population(&citizens)).await?;
-    let tax_backend = backends::serve(backends::tax(&citizens)).await?;
+    let population_backend = backends::serve_population(&citizens).await?;
+    let tax_backend = backends::serve_tax(&citizens).await?;
+    let protos = dir.join("proto");
+    let descriptor_set = backends::write_protos(&protos)?;
     let business: SubsystemId = "VN/GOV/000305/business".parse()?;
     instance::provide(
         &agencies[0].3,
@@ -116,8 +121,9 @@ async fn play(dir: &Path, once: bool) -> Result<()> {
         3,
         6,
         &format!(
-            "backends up with {} citizens; the population registry and the tax department granted the business registry access",
-            citizens.len()
+            "backends up with {} citizens (their .proto files and descriptor set in {}); the population registry and the tax department granted the business registry access",
+            citizens.len(),
+            protos.display()
         ),
         started,
     );
@@ -181,7 +187,7 @@ async fn play(dir: &Path, once: bool) -> Result<()> {
             Err("the scenario did not succeed".into())
         };
     }
-    print_try(&inst, dir)?;
+    print_try(&inst, &protos, &descriptor_set);
     crate::shutdown_signal().await;
     Ok(())
 }
@@ -204,29 +210,19 @@ async fn channel(inst: &Instance, subsystem: &str) -> Result<Channel> {
         .await?)
 }
 
-/// Calls a unary method through a security server; returns the reply and the time.
-async fn call<Req: Message + 'static, Resp: Message + Default + 'static>(
-    channel: Channel,
-    path: &str,
-    metadata: MetadataMap,
-    req: Req,
-) -> (std::result::Result<Resp, tonic::Status>, Duration) {
+/// A request carrying the Lienthong metadata.
+fn request<T>(metadata: MetadataMap, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    *request.metadata_mut() = metadata;
+    request
+}
+
+/// Times a call; returns its reply and how long it took.
+async fn timed<T>(
+    call: impl std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+) -> (std::result::Result<T, tonic::Status>, Duration) {
     let started = Instant::now();
-    let mut grpc = tonic::client::Grpc::new(channel);
-    let result = async {
-        grpc.ready()
-            .await
-            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-        let mut request = tonic::Request::new(req);
-        *request.metadata_mut() = metadata;
-        let path = path
-            .parse()
-            .map_err(|_| tonic::Status::internal("bad path"))?;
-        grpc.unary(request, path, tonic_prost::ProstCodec::default())
-            .await
-            .map(|r| r.into_inner())
-    }
-    .await;
+    let result = call.await.map(tonic::Response::into_inner);
     (result, started.elapsed())
 }
 
@@ -243,17 +239,17 @@ async fn scenario(inst: &Instance) -> Result<()> {
         "  → VN/GOV/000305/business asks VN/GOV/000102/population: {PERSON_REGISTRY}/GetPerson"
     );
     println!("    purpose \"{purpose}\", official chuyenvien.hoa");
-    let (person, took) = call::<_, Person>(
-        business.clone(),
-        &format!("/{PERSON_REGISTRY}/GetPerson"),
-        metadata(
-            "VN/GOV/000305/business",
-            "VN/GOV/000102/population",
-            purpose,
-        ),
-        PersonRequest {
-            personal_id: FOUNDER_ID.into(),
-        },
+    let (person, took) = timed(
+        PersonRegistryClient::new(business.clone()).get_person(request(
+            metadata(
+                "VN/GOV/000305/business",
+                "VN/GOV/000102/population",
+                purpose,
+            ),
+            PersonRequest {
+                personal_id: FOUNDER_ID.into(),
+            },
+        )),
     )
     .await;
     let person = person.map_err(|s| fault(&s))?;
@@ -268,13 +264,13 @@ async fn scenario(inst: &Instance) -> Result<()> {
     println!("      signed by VN/GOV/000102, verified and logged by both security servers");
 
     println!("  → VN/GOV/000305/business asks VN/GOV/000201/tax: {TAX_REGISTRY}/GetTaxStatus");
-    let (tax, took) = call::<_, TaxStatus>(
-        business.clone(),
-        &format!("/{TAX_REGISTRY}/GetTaxStatus"),
-        metadata("VN/GOV/000305/business", "VN/GOV/000201/tax", purpose),
-        TaxStatusRequest {
-            personal_id: FOUNDER_ID.into(),
-        },
+    let (tax, took) = timed(
+        TaxRegistryClient::new(business.clone()).get_tax_status(request(
+            metadata("VN/GOV/000305/business", "VN/GOV/000201/tax", purpose),
+            TaxStatusRequest {
+                personal_id: FOUNDER_ID.into(),
+            },
+        )),
     )
     .await;
     let tax = tax.map_err(|s| fault(&s))?;
@@ -295,14 +291,12 @@ async fn scenario(inst: &Instance) -> Result<()> {
 
     println!("\n  For contrast, the tax department asks the population registry without a grant:");
     let tax_channel = channel(inst, "tax").await?;
-    let (denied, _) = call::<_, Person>(
-        tax_channel,
-        &format!("/{PERSON_REGISTRY}/GetPerson"),
+    let (denied, _) = timed(PersonRegistryClient::new(tax_channel).get_person(request(
         metadata("VN/GOV/000201/tax", "VN/GOV/000102/population", "curiosity"),
         PersonRequest {
             personal_id: FOUNDER_ID.into(),
         },
-    )
+    )))
     .await;
     match denied {
         Err(s) => println!("    ← refused: {}", fault(&s)),
@@ -394,16 +388,18 @@ async fn trace(inst: &Instance) -> Result<()> {
     Ok(())
 }
 
-fn print_try(inst: &Instance, dir: &Path) -> Result<()> {
-    let proto = dir.join("demo.proto");
-    std::fs::write(&proto, DEMO_PROTO)?;
+fn print_try(inst: &Instance, protos: &Path, descriptor_set: &Path) {
     let business = inst.agency("business").server().consumer_addr();
     let portal = inst.agency("portal");
     println!("\nThe federation stays up until Ctrl-C. Try:\n");
     println!("  # ask the population registry as the business registry (grpcurl)");
     println!(
-        "  grpcurl -plaintext -import-path {} -proto demo.proto -H 'lt-client: VN/GOV/000305/business' -H 'lt-service: VN/GOV/000102/population' -H 'lt-purpose: demo' -H 'lt-data-subject: {FOUNDER_ID}' -d '{{\"personal_id\":\"{FOUNDER_ID}\"}}' {business} {PERSON_REGISTRY}/GetPerson",
-        dir.display()
+        "  grpcurl -plaintext -import-path {} -proto population/v1/population.proto -H 'lt-client: VN/GOV/000305/business' -H 'lt-service: VN/GOV/000102/population' -H 'lt-purpose: demo' -H 'lt-data-subject: {FOUNDER_ID}' -d '{{\"personal_id\":\"{FOUNDER_ID}\"}}' {business} {PERSON_REGISTRY}/GetPerson",
+        protos.display()
+    );
+    println!(
+        "  # or, with the descriptor set instead of the .proto files: grpcurl -protoset {} …",
+        descriptor_set.display()
     );
     println!("\n  # the founder's access trace again");
     println!(
@@ -423,19 +419,4 @@ fn print_try(inst: &Instance, dir: &Path) -> Result<()> {
         "  lienthong server status --dir {}",
         inst.agency("population").dir.display()
     );
-    Ok(())
 }
-
-/// The demo services' proto, for grpcurl.
-const DEMO_PROTO: &str = r#"syntax = "proto3";
-package population.v1;
-service PersonRegistry { rpc GetPerson(PersonRequest) returns (Person); }
-message PersonRequest { string personal_id = 1; }
-message Person {
-  string personal_id = 1;
-  string full_name = 2;
-  string date_of_birth = 3;
-  string gender = 4;
-  string permanent_address = 5;
-}
-"#;
