@@ -1,0 +1,258 @@
+//! Where the page's answers come from: the trace portal's fan-out over the
+//! bus ([`BusSource`]), keeping every server's raw answer so the citizen can
+//! download the trace with its proofs ([`crate::bundle`]).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use lienthong_proto::fields::DataSubjectFormats;
+use lienthong_proto::id::{ServerId, SubsystemId};
+use lienthong_proto::pb::globalconf::v1::{Anchor, GlobalConfiguration, SignedConfiguration};
+use lienthong_proto::pb::trace::v1 as pb;
+use lienthong_security_server::conf_client::ConfView;
+use lienthong_security_server::metadata;
+use lienthong_security_server::trace::portal::{self, MAX_PAGES, TraceReport, Witnessed};
+use prost::Message;
+use tonic::transport::Channel;
+
+use crate::bundle::{Bundle, ServerAnswer};
+
+/// A boxed future, as the trait's methods return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One citizen's answer: the verified report, what each server said (for
+/// the download), and the member names the configuration gives.
+#[derive(Debug, Clone)]
+pub struct Traced {
+    pub report: TraceReport,
+    pub bundle: Bundle,
+    /// Legal names by member id (`VN/GOV/000102`), from the configuration.
+    pub member_names: BTreeMap<String, String>,
+    /// When the answer was gathered (Unix ms).
+    pub at_ms: i64,
+}
+
+/// What the page asks of the bus.
+pub trait TraceSource: Send + Sync + 'static {
+    /// The canonical form of a personal id the login gave, by the instance's
+    /// data-subject formats; an error says why it is none.
+    fn canonical_subject(&self, claimed: &str) -> Result<String, String>;
+    /// Asks every server about `subject` (canonical) and verifies the answers.
+    fn trace<'a>(&'a self, subject: &'a str) -> BoxFuture<'a, Result<Traced, String>>;
+}
+
+/// The trace portal over the bus: asks through the portal's own security
+/// server, as the portal subsystem the configuration names.
+pub struct BusSource {
+    consumer: Channel,
+    portal: SubsystemId,
+    anchor: Anchor,
+    identity: Option<Arc<lienthong_certs::tls::Identity>>,
+    timeout: Duration,
+    /// Signed configuration files to read, newest version wins (the
+    /// portal's own cache, kept current by its configuration client, and the
+    /// server's copy).
+    configurations: Vec<PathBuf>,
+}
+
+impl std::fmt::Debug for BusSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BusSource")
+            .field("portal", &self.portal)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BusSource {
+    pub fn new(
+        consumer: Channel,
+        portal: SubsystemId,
+        anchor: Anchor,
+        identity: Option<Arc<lienthong_certs::tls::Identity>>,
+        timeout: Duration,
+        configurations: Vec<PathBuf>,
+    ) -> Self {
+        BusSource {
+            consumer,
+            portal,
+            anchor,
+            identity,
+            timeout,
+            configurations,
+        }
+    }
+
+    /// The newest signed configuration on disk that the anchor's key signed,
+    /// with its verified contents.
+    fn configuration(&self) -> Result<(SignedConfiguration, GlobalConfiguration), String> {
+        let mut best: Option<(SignedConfiguration, GlobalConfiguration)> = None;
+        let mut why = Vec::new();
+        for path in &self.configurations {
+            let checked = std::fs::read(path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| SignedConfiguration::decode(b.as_slice()).map_err(|e| e.to_string()))
+                .and_then(|s| {
+                    let c = lienthong_certs::conf::verify_signature_and_decode(&self.anchor, &s)
+                        .map_err(|e| e.to_string())?;
+                    Ok((s, c))
+                });
+            match checked {
+                Ok((s, c)) if best.as_ref().is_none_or(|(_, b)| c.version > b.version) => {
+                    best = Some((s, c))
+                }
+                Ok(_) => {}
+                Err(e) => why.push(format!("{}: {e}", path.display())),
+            }
+        }
+        best.ok_or_else(|| {
+            format!(
+                "the portal's security server holds no configuration ({})",
+                why.join("; ")
+            )
+        })
+    }
+}
+
+/// Legal names by member id.
+pub fn member_names(conf: &GlobalConfiguration) -> BTreeMap<String, String> {
+    conf.members
+        .iter()
+        .filter_map(|m| {
+            let id = lienthong_proto::id::MemberId::try_from(m.id.as_ref()?).ok()?;
+            Some((id.to_string(), m.name.clone()))
+        })
+        .collect()
+}
+
+impl TraceSource for BusSource {
+    fn canonical_subject(&self, claimed: &str) -> Result<String, String> {
+        let formats = match self.configuration() {
+            Ok((_, conf)) => ConfView::build(&conf, SystemTime::now())?
+                .subject_formats()
+                .clone(),
+            Err(_) => DataSubjectFormats::default(),
+        };
+        formats
+            .canonical(claimed)
+            .map(str::to_owned)
+            .map_err(|e| e.to_string())
+    }
+
+    fn trace<'a>(&'a self, subject: &'a str) -> BoxFuture<'a, Result<Traced, String>> {
+        Box::pin(async move {
+            let (signed, conf) = self.configuration()?;
+            let now = SystemTime::now();
+            let view = ConfView::build(&conf, now)?;
+            if view.is_expired(now) {
+                return Err("the portal's configuration has expired; is its security server running and in touch with the registry?".into());
+            }
+            view.subject_formats()
+                .canonical(subject)
+                .map_err(|e| e.to_string())?;
+            let witnessed = match &self.identity {
+                Some(i) => Witnessed::ask(&self.anchor, i, &view).await,
+                None => Witnessed::unknown(),
+            };
+            let answers: Arc<Mutex<BTreeMap<ServerId, ServerAnswer>>> = Default::default();
+            let report = {
+                let answers = answers.clone();
+                let (consumer, portal_id) = (self.consumer.clone(), self.portal.clone());
+                let subject = subject.to_owned();
+                portal::fan_out_witnessed(
+                    &view,
+                    &self.anchor,
+                    self.timeout,
+                    &witnessed,
+                    move |server| {
+                        let (consumer, portal_id, subject) =
+                            (consumer.clone(), portal_id.clone(), subject.clone());
+                        let answers = answers.clone();
+                        async move {
+                            let got = ask(consumer, &portal_id, &server, &subject).await;
+                            let kept = match &got {
+                                Ok(replies) => ServerAnswer::Replies(
+                                    replies.iter().map(Message::encode_to_vec).collect(),
+                                ),
+                                Err(e) => ServerAnswer::Unanswered(e.clone()),
+                            };
+                            if let Ok(mut a) = answers.lock() {
+                                a.insert(server, kept);
+                            }
+                            got
+                        }
+                    },
+                )
+                .await?
+            };
+            let at_ms = lienthong_security_server::conf_client::view::unix_ms(now);
+            let servers = answers.lock().map(|a| a.clone()).unwrap_or_default();
+            Ok(Traced {
+                report,
+                bundle: Bundle::new(subject, at_ms, signed.encode_to_vec(), servers),
+                member_names: member_names(&conf),
+                at_ms,
+            })
+        })
+    }
+}
+
+/// Asks one server, page by page, through the portal's security server
+/// (as `lienthong trace` does), keeping the replies as they came.
+async fn ask(
+    consumer: Channel,
+    portal: &SubsystemId,
+    server: &ServerId,
+    subject: &str,
+) -> Result<Vec<pb::FindUsageReply>, String> {
+    let mut replies = Vec::new();
+    let mut token = String::new();
+    let path: http::uri::PathAndQuery =
+        format!("/{}/FindUsage", lienthong_security_server::trace::SERVICE)
+            .parse()
+            .map_err(|_| "invalid path")?;
+    for _ in 0..MAX_PAGES {
+        let mut grpc = tonic::client::Grpc::new(consumer.clone());
+        grpc.ready().await.map_err(|e| e.to_string())?;
+        let mut req = tonic::Request::new(pb::FindUsageRequest {
+            data_subject: subject.to_owned(),
+            page_token: token.clone(),
+            ..Default::default()
+        });
+        let ascii = |v: &str| {
+            v.parse::<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>()
+                .map_err(|_| "identifier is not ASCII".to_string())
+        };
+        let m = req.metadata_mut();
+        m.insert(metadata::CLIENT, ascii(&portal.to_string())?);
+        m.insert(metadata::SERVER, ascii(&server.to_string())?);
+        m.insert(metadata::DATA_SUBJECT, ascii(subject)?);
+        m.insert(
+            metadata::PURPOSE,
+            ascii("access trace requested by the data subject")?,
+        );
+        let reply: pb::FindUsageReply = grpc
+            .unary(req, path.clone(), tonic_prost::ProstCodec::default())
+            .await
+            .map_err(|s| {
+                let fault = s
+                    .metadata()
+                    .get("lt-fault")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                format!("{fault} {}", s.message()).trim().to_owned()
+            })?
+            .into_inner();
+        token = reply.next_page_token.clone();
+        replies.push(reply);
+        if token.is_empty() {
+            return Ok(replies);
+        }
+    }
+    Err(format!(
+        "the answer has more than {MAX_PAGES} pages; the trace is incomplete"
+    ))
+}
