@@ -2,6 +2,7 @@
 //! `certs` crate, real sockets on `127.0.0.1:0`.
 
 pub mod federation;
+pub mod nodes;
 pub mod otlp;
 pub mod registry;
 

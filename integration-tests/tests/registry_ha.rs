@@ -1,0 +1,324 @@
+//! Registry nodes sharing one PostgreSQL store, over real sockets: one node
+//! publishes, every node serves the bytes the store holds, and when the
+//! publisher dies (or stops) another takes over without a version repeated
+//! or skipped — while security servers keep exchanging. Needs
+//! `LIENTHONG_TEST_DATABASE_URL` (`.ci/run` sets it); without it each test
+//! says why it skips.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use lienthong_integration_tests::federation::{Federation, InformationSystem, member};
+use lienthong_integration_tests::nodes::{RegistryNode, SharedStore, database_url, second_home};
+use lienthong_integration_tests::registry::TestRegistry;
+use lienthong_proto::pb::globalconf::v1::Anchor;
+use lienthong_proto::pb::registry::v1 as pb;
+use lienthong_registry_client as client;
+use tokio::sync::watch;
+
+/// The nodes' publisher lease: short, so a dead publisher is replaced soon.
+const LEASE: Duration = Duration::from_secs(2);
+/// Longest wait for anything these tests expect to happen.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("no panic")
+}
+
+/// `anchor` naming only the node at `addr`.
+fn only(anchor: &Anchor, addr: SocketAddr) -> Anchor {
+    Anchor {
+        registry_addresses: vec![addr.to_string()],
+        ..anchor.clone()
+    }
+}
+
+/// The version a node hands out, verified with the anchor.
+async fn served(anchor: &Anchor, addr: SocketAddr) -> (u64, Vec<u8>) {
+    let anchor = only(anchor, addr);
+    let signed = client::configuration::download(&anchor, None, None)
+        .await
+        .expect("the node serves a configuration")
+        .expect("a configuration is published");
+    let conf = client::configuration::verify(&anchor, &signed, None, SystemTime::now())
+        .expect("verifies with the anchor");
+    (conf.version, signed.configuration)
+}
+
+/// An officer adds a member class on the node at `addr`; returns the
+/// version that includes it, as the reply names it.
+async fn change_on(anchor: &Anchor, token: &str, addr: SocketAddr, class: &str) -> u64 {
+    let channel = client::connect(&only(anchor, addr), None)
+        .await
+        .expect("node reachable");
+    client::operator_client(channel, token)
+        .expect("token")
+        .add_member_class(pb::AddMemberClassRequest {
+            code: class.into(),
+            description: format!("class {class}"),
+        })
+        .await
+        .expect("the change is applied")
+        .into_inner()
+        .configuration_version
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_nodes_publish_one_sequence_of_versions_across_failover() {
+    let Some(url) = database_url() else { return };
+    let store = blocking(move || SharedStore::new(&url, "failover")).await;
+    let home_a = tempfile::tempdir().unwrap();
+    let done = {
+        let (s, h) = (store.clone(), home_a.path().to_owned());
+        blocking(move || s.init(&h, false)).await
+    };
+    let home_b = second_home(home_a.path());
+    let start = |home: &std::path::Path| {
+        let (s, h) = (store.clone(), home.to_owned());
+        blocking(move || RegistryNode::start(&h, &s, LEASE).expect("node starts"))
+    };
+    let (anchor, token) = (done.anchor, done.officer_token);
+
+    let a = start(home_a.path()).await;
+    let b = start(home_b.path()).await;
+    assert!(a.leads() && !b.leads(), "the first node started publishes");
+    let (v0, bytes) = served(&anchor, a.addr).await;
+    assert_eq!(served(&anchor, b.addr).await, (v0, bytes), "the same bytes");
+
+    // A change made on the follower is published by the publisher and
+    // served by the follower.
+    let v1 = change_on(&anchor, &token, b.addr, "GOV").await;
+    assert_eq!(v1, v0 + 1);
+    assert_eq!(served(&anchor, b.addr).await.0, v1);
+
+    a.kill();
+    // The survivor keeps serving what the store holds at once...
+    assert_eq!(served(&anchor, b.addr).await.0, v1);
+    // ...and publishes a change made on it once the dead node's lease
+    // expires (the reply waits for the version that includes it).
+    let v2 = change_on(&anchor, &token, b.addr, "COM").await;
+    assert_eq!(v2, v1 + 1, "no version skipped or repeated");
+    assert!(b.leads());
+
+    // The dead node comes back and follows; the survivor stops as an
+    // operator stops it (giving the lease up) and the other publishes.
+    let a = start(home_a.path()).await;
+    assert!(!a.leads(), "the lease is the survivor's");
+    assert_eq!(served(&anchor, a.addr).await.0, v2);
+    blocking(move || b.stop()).await;
+    let v3 = change_on(&anchor, &token, a.addr, "NGO").await;
+    assert_eq!(v3, v2 + 1);
+    assert!(a.leads());
+    assert_eq!(served(&anchor, a.addr).await.0, v3);
+    blocking(move || store.assert_versions_contiguous_to(v3)).await;
+    drop(a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_node_holding_other_keys_is_refused() {
+    let Some(url) = database_url() else { return };
+    let store = blocking(move || SharedStore::new(&url, "keys")).await;
+    let home = tempfile::tempdir().unwrap();
+    let stranger = tempfile::tempdir().unwrap();
+    let (s, h, x) = (
+        store.clone(),
+        home.path().to_owned(),
+        stranger.path().to_owned(),
+    );
+    blocking(move || {
+        s.init(&h, false);
+        // A registry of the same instance name, with keys of its own.
+        lienthong_central_registry::init::initialise(
+            &x,
+            &lienthong_central_registry::init::InitOptions::new("VN", "127.0.0.1:4400"),
+        )
+        .unwrap();
+        let err = match RegistryNode::start(&x, &s, LEASE) {
+            Ok(_) => panic!("a node with other keys must not start"),
+            Err(e) => e,
+        };
+        for part in ["instance CA", "ca.pem", "records"] {
+            assert!(err.contains(part), "{part} in: {err}");
+        }
+        // The registry's own keys start.
+        drop(RegistryNode::start(&h, &s, LEASE).expect("node starts"));
+    })
+    .await;
+}
+
+/// Business asking population for a person on several tasks at once,
+/// until [`finish`](Load::finish).
+struct Load {
+    progress: watch::Receiver<usize>,
+    failures: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(f: &Federation, workers: usize) -> Self {
+        let (done, progress) = watch::channel(0usize);
+        let done = Arc::new(done);
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let addr = f.business.server().consumer_addr();
+        let tasks = (0..workers)
+            .map(|_| {
+                let (done, failures, stop) = (done.clone(), failures.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                        .expect("valid")
+                        .connect()
+                        .await
+                        .expect("consumer side reachable");
+                    let is = InformationSystem { channel };
+                    while !stop.load(Ordering::SeqCst) {
+                        match is.business_gets_person().await {
+                            Ok(_) => done.send_modify(|n| *n += 1),
+                            Err(s) => failures.lock().unwrap().push(format!("{s:?}")),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            progress,
+            failures,
+            stop,
+            tasks,
+        }
+    }
+
+    /// Waits until `n` more exchanges succeeded.
+    async fn exchanges(&mut self, n: usize) {
+        let target = *self.progress.borrow() + n;
+        tokio::time::timeout(PATIENCE, self.progress.wait_for(|done| *done >= target))
+            .await
+            .expect("exchanges keep succeeding")
+            .expect("load running");
+    }
+
+    /// Stops the load; returns the failed exchanges.
+    async fn finish(self) -> Vec<String> {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.tasks {
+            t.await.expect("load task ends");
+        }
+        std::mem::take(&mut *self.failures.lock().unwrap())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_keep_exchanging_and_updating_when_the_publishing_registry_node_dies() {
+    let Some(url) = database_url() else { return };
+    let store = blocking(move || SharedStore::new(&url, "federation")).await;
+    let home_a = tempfile::tempdir().unwrap();
+    let done = {
+        let (s, h) = (store.clone(), home_a.path().to_owned());
+        blocking(move || s.init(&h, true)).await
+    };
+    let home_b = second_home(home_a.path());
+    let start = |home: &std::path::Path| {
+        let (s, h) = (store.clone(), home.to_owned());
+        blocking(move || RegistryNode::start(&h, &s, LEASE).expect("node starts"))
+    };
+    let a = start(home_a.path()).await;
+    let b = start(home_b.path()).await;
+    assert!(a.leads());
+    // Servers know both nodes from their anchor; the first is the publisher.
+    let mut anchor = done.anchor;
+    anchor.registry_addresses = vec![a.addr.to_string(), b.addr.to_string()];
+    let f = Federation::start_with(TestRegistry {
+        registry: None,
+        publish_interval: lienthong_central_registry::publisher::DEFAULT_PUBLISH_INTERVAL,
+        dir: home_a,
+        anchor,
+        officer_token: done.officer_token,
+        addr: a.addr,
+    })
+    .await;
+
+    // Every version each server installs, in order.
+    let installed: Vec<_> = f
+        .all()
+        .map(|agency| {
+            let mut rx = agency.server().conf().subscribe();
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let keep = seen.clone();
+            tokio::spawn(async move {
+                while rx.changed().await.is_ok() {
+                    if let Some(v) = rx.borrow_and_update().as_ref() {
+                        keep.lock().unwrap().push(v.version);
+                    }
+                }
+            });
+            seen
+        })
+        .collect();
+
+    let mut load = Load::start(&f, 4);
+    load.exchanges(50).await;
+
+    let (before, _) = served(&f.registry.anchor, b.addr).await;
+    a.kill();
+    // Configurations keep coming: every server's next poll reaches the
+    // survivor (the dead node's address refuses at once).
+    for agency in f.all() {
+        agency
+            .server()
+            .conf()
+            .refresh()
+            .await
+            .expect("the surviving node serves the configuration");
+    }
+    load.exchanges(50).await;
+
+    // An officer's change made on the survivor (the anchor's first address
+    // is dead) is published by it, the next version, and reaches every
+    // server within a few polls.
+    let version = f
+        .registry
+        .officer()
+        .await
+        .add_member(pb::AddMemberRequest {
+            id: Some((&member("000777")).into()),
+            name: "Bộ Y tế".into(),
+        })
+        .await
+        .expect("the survivor applies the change")
+        .into_inner()
+        .configuration_version;
+    assert_eq!(version, before + 1, "no version skipped or repeated");
+    assert!(b.leads(), "the survivor publishes");
+    for agency in f.all() {
+        let mut rx = agency.server().conf().subscribe();
+        tokio::time::timeout(
+            PATIENCE,
+            rx.wait_for(|v| v.as_ref().is_some_and(|v| v.version >= version)),
+        )
+        .await
+        .expect("the new version reaches every server")
+        .expect("configuration client running");
+    }
+    load.exchanges(50).await;
+
+    let failures = load.finish().await;
+    assert!(
+        failures.is_empty(),
+        "{} exchanges failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    for seen in &installed {
+        let seen = seen.lock().unwrap();
+        assert!(
+            seen.windows(2).all(|w| w[0] < w[1]),
+            "a server's versions only increase: {seen:?}"
+        );
+        assert!(seen.last().is_some_and(|v| *v >= version), "{seen:?}");
+    }
+    blocking(move || store.assert_versions_contiguous_to(version)).await;
+    drop(b);
+}
