@@ -96,6 +96,11 @@ pub enum RegistryCommand {
         /// Seconds between configuration publications when nothing changes.
         #[arg(long, default_value_t = 60)]
         publish_interval: u64,
+        /// Seconds the publisher lease lasts unless renewed: with several
+        /// nodes on one PostgreSQL store, how long new versions stop when
+        /// the publishing node dies (the others keep serving the last).
+        #[arg(long, default_value_t = 15)]
+        lease: u64,
         /// Where to serve `GET /metrics` (refused calls by method and code);
         /// keep it on loopback or a management network.
         #[arg(long)]
@@ -420,11 +425,14 @@ async fn run_async(cmd: RegistryCommand) -> Result<()> {
             dir,
             listen,
             publish_interval,
+            lease,
             metrics_listen,
             db,
         } => {
             let mut opts = RegistryOptions::new(dir, listen);
             opts.publish_interval = Duration::from_secs(publish_interval.max(1));
+            // Renewed every third of it, read every second: at least 3 s.
+            opts.lease = Duration::from_secs(lease.max(3));
             opts.metrics_listen = metrics_listen;
             opts.database = db.database()?;
             let registry = Registry::start(opts).await?;
