@@ -133,6 +133,12 @@ pub enum ServerCommand {
         /// server.serverproxy.too_many_calls.
         #[arg(long, default_value_t = limits::DEFAULT_MAX_CALLS_PER_PEER)]
         max_calls_per_peer: usize,
+        /// Where the message log's keys are (log-subject.key,
+        /// log-seal.key, log-seal-N.key): default the server's directory,
+        /// never inside the log's own (DIR/messagelog). Back it up apart
+        /// from the log; without it the log cannot be read.
+        #[arg(long, env = "LIENTHONG_LOG_KEY_DIR")]
+        log_key_dir: Option<PathBuf>,
     },
     /// Register another client subsystem on this server (a request the
     /// registration officer approves).
@@ -152,9 +158,17 @@ pub enum ServerCommand {
     ///
     /// Example: lienthong server log --dir /var/lib/lienthong/ss1 --since-hours 24
     /// Example: lienthong server log --dir /var/lib/lienthong/ss1 --message-id 3f2a…
+    /// Example: lienthong server log rotate-key --dir /var/lib/lienthong/ss1
+    #[command(args_conflicts_with_subcommands = true)]
     Log {
+        #[command(subcommand)]
+        action: Option<LogAction>,
+        /// The server's home directory.
         #[arg(long)]
-        dir: PathBuf,
+        dir: Option<PathBuf>,
+        /// Where the message log's keys are (as for `serve`).
+        #[arg(long, env = "LIENTHONG_LOG_KEY_DIR")]
+        log_key_dir: Option<PathBuf>,
         /// Only the last N hours.
         #[arg(long, default_value_t = 24)]
         since_hours: u32,
@@ -174,6 +188,24 @@ pub enum ServerCommand {
         /// Also try to download a newer configuration now.
         #[arg(long)]
         check: bool,
+    },
+}
+
+/// Maintenance of the message log.
+#[derive(Subcommand, Debug)]
+pub enum LogAction {
+    /// Start a new log sealing key (log-seal-N.key beside the others).
+    /// Segments the server starts from its next start on are sealed under
+    /// it; the older keys stay, for reading what they sealed — keep them
+    /// (and back them up) for as long as the log holds such records.
+    ///
+    /// Example: lienthong server log rotate-key --dir /var/lib/lienthong/ss1
+    RotateKey {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Where the message log's keys are (as for `serve`).
+        #[arg(long, env = "LIENTHONG_LOG_KEY_DIR")]
+        log_key_dir: Option<PathBuf>,
     },
 }
 
@@ -496,8 +528,10 @@ async fn run_async(cmd: ServerCommand) -> Result<()> {
             max_connections_per_peer,
             header_timeout,
             max_calls_per_peer,
+            log_key_dir,
         } => {
             let mut opts = ServerOptions::new(dir);
+            opts.log_key_dir = log_key_dir;
             opts.listener_limits.max_connections = max_connections.max(1);
             opts.listener_limits.max_connections_per_peer = max_connections_per_peer.max(1);
             opts.listener_limits.header_timeout = Duration::from_secs(header_timeout.max(1));
@@ -595,11 +629,31 @@ async fn run_async(cmd: ServerCommand) -> Result<()> {
         ServerCommand::Backend(cmd) => backend(cmd),
         ServerCommand::Status { dir, check } => status(&dir, check).await,
         ServerCommand::Log {
+            action: Some(LogAction::RotateKey { dir, log_key_dir }),
+            ..
+        } => {
+            let d = ServerDir(dir.clone());
+            open_store(&dir)?;
+            let n = lienthong_security_server::keys::rotate_log_key(&d, log_key_dir.as_deref())?;
+            println!(
+                "log key {n} started; segments are sealed under it from the server's next start (restart it); keep the older keys for reading"
+            );
+            Ok(())
+        }
+        ServerCommand::Log {
+            action: None,
             dir,
+            log_key_dir,
             since_hours,
             message_id,
             limit,
-        } => operational_data(&dir, since_hours, message_id.as_deref(), limit),
+        } => operational_data(
+            &dir.ok_or("the server's directory is missing: --dir DIR")?,
+            log_key_dir.as_deref(),
+            since_hours,
+            message_id.as_deref(),
+            limit,
+        ),
     }
 }
 
@@ -772,7 +826,9 @@ async fn status(dir: &std::path::Path, check: bool) -> Result<()> {
         }
     }
     if d.message_log().exists() {
-        let reader = LogReader::open(&d.message_log(), log_keys(&d)?)?;
+        let owner = server_id(&open_store(dir)?)?.to_string();
+        let key_dir = std::env::var_os("LIENTHONG_LOG_KEY_DIR").map(PathBuf::from);
+        let reader = LogReader::open(&d.message_log(), log_keys(&d, key_dir.as_deref(), &owner)?)?;
         let size = reader.tree_size()?;
         match reader.latest_checkpoint()? {
             Some(c) => println!(
@@ -788,6 +844,7 @@ async fn status(dir: &std::path::Path, check: bool) -> Result<()> {
 
 fn operational_data(
     dir: &std::path::Path,
+    log_key_dir: Option<&std::path::Path>,
     since_hours: u32,
     message_id: Option<&str>,
     limit: u64,
@@ -795,8 +852,8 @@ fn operational_data(
     use lienthong_security_server::message_log::leaf::{phase_name, side_name};
     use lienthong_security_server::operational::{self, Selection, Viewer};
     let d = ServerDir(dir.to_owned());
-    open_store(dir)?;
-    let reader = LogReader::open(&d.message_log(), log_keys(&d)?)?;
+    let owner = server_id(&open_store(dir)?)?.to_string();
+    let reader = LogReader::open(&d.message_log(), log_keys(&d, log_key_dir, &owner)?)?;
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis() as i64;

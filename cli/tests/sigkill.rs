@@ -90,9 +90,10 @@ async fn sigkill_under_load_loses_no_acknowledged_exchange() {
 
     let dir = ServerDir(f.business.dir.path().to_owned());
     // The records are sealed at rest: read them as the server does.
+    let owner = f.business.id.to_string();
     let reader = lienthong_security_server::message_log::LogReader::open(
         &dir.message_log(),
-        lienthong_security_server::keys::log_keys(&dir).unwrap(),
+        lienthong_security_server::keys::log_keys(&dir, None, &owner).unwrap(),
     )
     .unwrap();
     let mut responded = HashSet::new();

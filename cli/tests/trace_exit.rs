@@ -60,8 +60,13 @@ async fn the_exit_status_tells_complete_from_discrepancy_from_incomplete() {
                 .is_ok_and(|r| !r.is_empty())
         })
         .expect("a provider logged it");
-    let db = rusqlite::Connection::open(ServerDir(provider.dir.path().to_owned()).message_log())
-        .unwrap();
+    // Its records deleted from the provider's index.
+    let db = rusqlite::Connection::open(
+        ServerDir(provider.dir.path().to_owned())
+            .message_log()
+            .join("index.db"),
+    )
+    .unwrap();
     assert!(
         db.execute("DELETE FROM records WHERE message_id = ?1", [&message_id])
             .unwrap()

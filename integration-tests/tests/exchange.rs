@@ -1,6 +1,9 @@
 //! Exchanges through the bus: a registry and three agencies on loopback,
 //! real mutual TLS, real signatures, real logs.
 
+#[path = "support/tamper.rs"]
+mod tamper;
+
 use std::time::Duration;
 
 use lienthong_integration_tests::federation::*;
@@ -248,13 +251,9 @@ async fn bodies_are_logged_sealed_only_for_subsystems_that_opt_in() {
             .any(|w| w == "Nguyễn Văn An".as_bytes())
     );
 
-    // Sealed at rest: the name is nowhere in the log file in plain text.
-    let dir = lienthong_security_server::keys::ServerDir(f.business.dir.path().to_owned());
-    for path in [
-        dir.message_log(),
-        dir.message_log().with_extension("db-wal"),
-    ] {
-        let bytes = std::fs::read(&path).unwrap_or_default();
+    // Sealed at rest: the name is nowhere in the log's files in plain text.
+    for entry in std::fs::read_dir(tamper::log_dir(&f.business)).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap_or_default();
         assert!(
             !bytes
                 .windows("Nguyễn Văn An".len())
@@ -607,19 +606,8 @@ async fn the_self_audit_reports_a_record_edited_in_place() {
     let (status, _) = admin_request(admin, "GET", "/health", "").await;
     assert_eq!(status, 200);
 
-    // Someone with the database file edits a record's bytes in place.
-    let path =
-        lienthong_security_server::keys::ServerDir(f.business.dir.path().to_owned()).message_log();
-    let db = rusqlite::Connection::open(&path).unwrap();
-    let mut leaf: Vec<u8> = db
-        .query_row("SELECT leaf FROM records WHERE leaf_index = 2", [], |r| {
-            r.get(0)
-        })
-        .unwrap();
-    let last = leaf.len() - 1;
-    leaf[last] ^= 0x20;
-    db.execute("UPDATE records SET leaf = ?1 WHERE leaf_index = 2", [&leaf])
-        .unwrap();
+    // Someone with the log's files edits a record's bytes in place.
+    tamper::flip_record_byte(&f.business, 2);
 
     let found = server.audit_now().await.expect("the audit runs");
     assert_eq!(found.found, 1, "{found:?}");

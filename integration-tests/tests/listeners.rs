@@ -466,30 +466,27 @@ async fn a_refused_tls_peer_is_counted_with_its_certificate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_fails_while_the_message_log_cannot_append() {
-    let f = Federation::start().await;
+    let mut f = Federation::start().await;
     let is = f.business.client().await;
     is.business_gets_person().await.expect("first call");
     let (_, health) = admin_request(admin(&f.business), "GET", "/health", "").await;
     assert!(health.contains("\"message_log\":{\"ok\":true"), "{health}");
 
-    // What a second process on the directory did: took the next leaves.
-    let db = rusqlite::Connection::open(ServerDir(f.business.dir.path().to_owned()).message_log())
-        .unwrap();
-    db.busy_timeout(Duration::from_secs(5)).unwrap();
-    let next: i64 = db
-        .query_row(
-            "SELECT COALESCE(MAX(leaf_index), -1) + 1 FROM records",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    for i in next..next + 100 {
-        db.execute(
-            "INSERT INTO records (leaf_index, at, message_id, withheld_until) VALUES (?1, 0, 'x', 0)",
-            [i],
-        )
-        .unwrap();
-    }
+    // Each commit in a segment of its own; the next one's name taken by a
+    // directory, as a full disk or a broken one would refuse it.
+    f.business.restart_with(|o| o.log_segment_bytes = 1).await;
+    let is = f.business.client().await;
+    is.business_gets_person()
+        .await
+        .expect("a call after the restart");
+    let log_dir = ServerDir(f.business.dir.path().to_owned()).message_log();
+    let size = lienthong_security_server::message_log::segment::recover_tail(&log_dir, false)
+        .unwrap()
+        .size;
+    let blocker = log_dir.join(lienthong_security_server::message_log::segment::file_name(
+        size,
+    ));
+    std::fs::create_dir(&blocker).unwrap();
     let refused = is.business_gets_person().await.unwrap_err();
     assert_eq!(
         fault_of(&refused),
@@ -501,8 +498,7 @@ async fn health_fails_while_the_message_log_cannot_append() {
     assert!(health.contains("\"message_log\":{\"ok\":false"), "{health}");
 
     // Once appends succeed again, so does the check.
-    db.execute("DELETE FROM records WHERE message_id = 'x'", [])
-        .unwrap();
+    std::fs::remove_dir(&blocker).unwrap();
     is.business_gets_person()
         .await
         .expect("the log appends again");

@@ -2,6 +2,9 @@
 //! verifies every record against witnessed checkpoints, and shows both
 //! sides of each exchange; tampering is flagged, withheld records counted.
 
+#[path = "support/tamper.rs"]
+mod tamper;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lienthong_integration_tests::federation::*;
@@ -135,15 +138,15 @@ async fn a_record_edited_in_a_servers_store_is_flagged() {
         .about(CITIZEN, 0, i64::MAX, 0, 10)
         .unwrap();
     let victim = &found[0];
-    let mut leaf = LogLeaf::decode(victim.leaf.as_slice()).unwrap();
-    leaf.purpose = "routine check".into();
-    let dir = ServerDir(f.business.dir.path().to_owned());
-    let db = rusqlite::Connection::open(dir.message_log()).unwrap();
-    db.execute(
-        "UPDATE records SET leaf = ?1 WHERE leaf_index = ?2",
-        rusqlite::params![leaf.encode_to_vec(), victim.leaf_index as i64],
-    )
-    .unwrap();
+    // The operator, with the server's own keys, rewrites it in place.
+    let index = victim.leaf_index;
+    tamper::reseal(&f.business, index, |stored| {
+        let mut leaf = LogLeaf::decode(stored.leaf.as_slice()).unwrap();
+        let len = leaf.purpose.len();
+        leaf.purpose = format!("{:<len$}", "routine check");
+        leaf.purpose.truncate(len);
+        stored.leaf = leaf.encode_to_vec();
+    });
 
     let report = f.trace(CITIZEN).await.unwrap();
     assert_eq!(report.failures.len(), 1, "{:?}", report.failures);
@@ -160,19 +163,9 @@ async fn a_record_edited_in_a_servers_store_is_flagged() {
 async fn a_rewritten_history_is_refused_by_the_registry_and_raised() {
     let mut f = scenario().await;
     let size = f.business.server().log_reader().tree_size().unwrap();
-    // Cut the last two records (and their tree nodes) and write new ones.
-    let keep = size - 2;
+    // Cut the last commits and write new ones in their place.
     f.business.stop();
-    let dir = ServerDir(f.business.dir.path().to_owned());
-    let db = rusqlite::Connection::open(dir.message_log()).unwrap();
-    db.execute("DELETE FROM records WHERE leaf_index >= ?1", [keep as i64])
-        .unwrap();
-    db.execute(
-        "DELETE FROM nodes WHERE (idx + 1) * (1 << level) > ?1",
-        [keep as i64],
-    )
-    .unwrap();
-    drop(db);
+    assert!(tamper::cut_tail(&f.business, size - 2) < size);
     f.business.start().await;
     let business_is = f.business.client().await;
     for _ in 0..2 {
@@ -259,10 +252,10 @@ async fn only_the_portal_may_ask_and_personal_ids_are_checked() {
 }
 
 /// Deletes every row of one exchange from a server's message log.
+/// An exchange's records deleted from a server's index.
 fn delete_exchange(agency: &Agency, message_id: &str) -> usize {
-    let dir = ServerDir(agency.dir.path().to_owned());
-    let db = rusqlite::Connection::open(dir.message_log()).unwrap();
-    db.execute("DELETE FROM records WHERE message_id = ?1", [message_id])
+    tamper::index_db(agency)
+        .execute("DELETE FROM records WHERE message_id = ?1", [message_id])
         .unwrap()
 }
 
@@ -380,8 +373,7 @@ async fn the_portals_grpc_api_answers_a_web_page() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_index_column_edited_to_withhold_hides_nothing() {
     let f = scenario().await;
-    let dir = ServerDir(f.business.dir.path().to_owned());
-    let db = rusqlite::Connection::open(dir.message_log()).unwrap();
+    let db = tamper::index_db(&f.business);
     let year_2100 = 4_102_444_800_000i64;
     assert!(
         db.execute("UPDATE records SET withheld_until = ?1", [year_2100])
@@ -509,10 +501,8 @@ async fn a_withheld_exchange_is_proven_while_hidden_and_revealed_on_release() {
             .all(|e| e.purpose != "điều tra vụ án 2026/7")
     );
     for agency in [&f.tax, &f.population[0], &f.population[1]] {
-        let path = ServerDir(agency.dir.path().to_owned()).message_log();
-        for suffix in ["", "-wal"] {
-            let mut p = path.clone().into_os_string();
-            p.push(suffix);
+        for entry in std::fs::read_dir(tamper::log_dir(agency)).unwrap() {
+            let p = entry.unwrap().path();
             if let Ok(bytes) = std::fs::read(&p) {
                 let needle = "điều tra vụ án".as_bytes();
                 assert!(
@@ -558,8 +548,8 @@ async fn a_server_showing_an_older_checkpoint_cannot_keep_records_pending() {
     assert_eq!(f.trace(CITIZEN).await.unwrap().outcome(), Outcome::Complete);
     // The business server forgets its newest checkpoint: it now answers
     // with the one before, and the newest exchange's records are beyond it.
-    let dir = ServerDir(f.business.dir.path().to_owned());
-    let db = rusqlite::Connection::open(dir.message_log()).unwrap();
+    let db =
+        rusqlite::Connection::open(tamper::log_dir(&f.business).join("checkpoints.db")).unwrap();
     assert_eq!(
         db.execute(
             "DELETE FROM checkpoints WHERE tree_size = (SELECT max(tree_size) FROM checkpoints)",

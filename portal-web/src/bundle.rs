@@ -198,22 +198,28 @@ pub async fn verify(
     }
     let view = ConfView::build(&conf, now).map_err(BundleError::Configuration)?;
     let answers = bundle.servers.clone();
-    portal::fan_out(&view, anchor, Duration::from_secs(60), move |server| {
-        let answer = answers.get(&server).cloned();
-        async move {
-            match answer {
-                None => Err("the file holds no answer from this server".to_string()),
-                Some(ServerAnswer::Unanswered(why)) => Err(why),
-                Some(ServerAnswer::Replies(pages)) => pages
-                    .iter()
-                    .map(|p| {
-                        pb::FindUsageReply::decode(p.as_slice())
-                            .map_err(|e| format!("an answer that is not a FindUsageReply: {e}"))
-                    })
-                    .collect(),
+    portal::fan_out(
+        &view,
+        anchor,
+        &bundle.data_subject,
+        Duration::from_secs(60),
+        move |server| {
+            let answer = answers.get(&server).cloned();
+            async move {
+                match answer {
+                    None => Err("the file holds no answer from this server".to_string()),
+                    Some(ServerAnswer::Unanswered(why)) => Err(why),
+                    Some(ServerAnswer::Replies(pages)) => pages
+                        .iter()
+                        .map(|p| {
+                            pb::FindUsageReply::decode(p.as_slice())
+                                .map_err(|e| format!("an answer that is not a FindUsageReply: {e}"))
+                        })
+                        .collect(),
+                }
             }
-        }
-    })
+        },
+    )
     .await
     .map_err(BundleError::Verify)
 }

@@ -165,6 +165,7 @@ impl TraceSource for BusSource {
                 portal::fan_out_witnessed(
                     &view,
                     &self.anchor,
+                    &subject.clone(),
                     self.timeout,
                     &witnessed,
                     move |server| {

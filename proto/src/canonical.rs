@@ -172,6 +172,16 @@ pub fn hidden_commitment(salt: &[u8], user_id: &str, purpose: &str) -> [u8; 32] 
     sha256(&c.finish())
 }
 
+/// The commitment a log leaf carries to its data subject: SHA-256 over the
+/// canonical (salt, subject). The salt (32 random bytes) is kept sealed on
+/// the server and revealed only with the record, so the subject cannot be
+/// guessed from the leaf, and a portal that knows the subject checks it.
+pub fn subject_commitment(salt: &[u8], subject: &str) -> [u8; 32] {
+    let mut c = Canon::new("lienthong.trace.v1.SubjectCommitment");
+    c.bytes(salt).str(subject);
+    sha256(&c.finish())
+}
+
 /// Canonical bytes of a registration request (its owner signature excluded).
 pub fn registration_request(r: &SubmitRequest) -> Vec<u8> {
     let mut c = Canon::new("lienthong.registry.v1.SubmitRequest");

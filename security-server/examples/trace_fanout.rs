@@ -249,13 +249,19 @@ async fn main() {
             let (cpu0, t0) = (cpu_time(), Instant::now());
             let answers = replies.clone();
             let latency = a.latency;
-            let report = portal::fan_out(&view, &anchor, Duration::from_secs(60), move |server| {
-                let answers = answers.clone();
-                async move {
-                    tokio::time::sleep(latency).await;
-                    Ok(vec![answers[&server].clone()])
-                }
-            })
+            let report = portal::fan_out(
+                &view,
+                &anchor,
+                "001099012345",
+                Duration::from_secs(60),
+                move |server| {
+                    let answers = answers.clone();
+                    async move {
+                        tokio::time::sleep(latency).await;
+                        Ok(vec![answers[&server].clone()])
+                    }
+                },
+            )
             .await
             .expect("fan-out");
             walls.push(t0.elapsed());

@@ -6,9 +6,12 @@
 //! <dir>/auth.key, auth.pem        the TLS identity (certificate + CA)
 //! <dir>/signing/<member>.key|pem  one signing key per member served
 //! <dir>/configuration.bin         the last good global configuration
-//! <dir>/messagelog.db             the message log
+//! <dir>/messagelog/               the message log (segments, index,
+//!                                 checkpoints, retention markers)
 //! <dir>/log-subject.key           the key data subjects are hashed under
-//! <dir>/log-seal.key              the key data subjects are sealed with
+//! <dir>/log-seal.key, log-seal-N.key  the log's sealing keys (or in
+//!                                 `serve --log-key-dir`, never inside the
+//!                                 log's directory)
 //! ```
 //!
 //! Keys are made here and never leave; files are 0600 and never overwritten.
@@ -55,14 +58,14 @@ impl ServerDir {
     pub fn configuration(&self) -> PathBuf {
         self.0.join("configuration.bin")
     }
+    /// The message log's directory (segments, index, checkpoints).
     pub fn message_log(&self) -> PathBuf {
+        self.0.join("messagelog")
+    }
+    /// The message log of the SQLite era, moved into [`Self::message_log`]
+    /// when the server starts.
+    pub fn legacy_message_log(&self) -> PathBuf {
         self.0.join("messagelog.db")
-    }
-    pub fn subject_key(&self) -> PathBuf {
-        self.0.join("log-subject.key")
-    }
-    pub fn seal_key(&self) -> PathBuf {
-        self.0.join("log-seal.key")
     }
 }
 
@@ -157,14 +160,58 @@ pub fn auth_identity(dir: &ServerDir) -> Result<Identity, String> {
     })
 }
 
-pub fn log_keys(dir: &ServerDir) -> Result<crate::message_log::LogKeys, String> {
-    let seal = secret_key(&dir.seal_key())?;
+/// The message log's keys for the server `owner` at `dir`, from
+/// `key_dir` (default: the server's directory, never the log's own):
+/// `log-subject.key`, `log-seal.key` (key 1) and `log-seal-N.key` for each
+/// key started since by [`rotate_log_key`]. Created (0600) on first use.
+pub fn log_keys(
+    dir: &ServerDir,
+    key_dir: Option<&Path>,
+    owner: &str,
+) -> Result<crate::message_log::LogKeys, String> {
+    let key_dir = key_dir.unwrap_or(&dir.0);
+    if key_dir.starts_with(dir.message_log()) {
+        return Err(format!(
+            "the log key directory {} is inside the message log's directory; keep the keys apart from the log",
+            key_dir.display()
+        ));
+    }
+    std::fs::create_dir_all(key_dir).map_err(|e| format!("{}: {e}", key_dir.display()))?;
+    let as_key = |k: Vec<u8>| -> Result<[u8; 32], String> {
+        k.try_into()
+            .map_err(|_| "a log sealing key is not 32 bytes".to_string())
+    };
+    let mut seal = vec![(1, as_key(secret_key(&key_dir.join("log-seal.key"))?)?)];
+    for n in 2u32.. {
+        let path = key_dir.join(format!("log-seal-{n}.key"));
+        if !path.exists() {
+            break;
+        }
+        seal.push((n, as_key(secret_key(&path)?)?));
+    }
     Ok(crate::message_log::LogKeys {
-        subject_hash: secret_key(&dir.subject_key())?,
-        seal: seal
-            .try_into()
-            .map_err(|_| "the sealing key is not 32 bytes".to_string())?,
+        owner: owner.to_string(),
+        subject_hash: secret_key(&key_dir.join("log-subject.key"))?,
+        seal,
     })
+}
+
+/// Starts a new log sealing key in `key_dir` (default: the server's
+/// directory): segments started from the next server start on are sealed
+/// under it; the older keys stay for reading. Returns the new key's id.
+pub fn rotate_log_key(dir: &ServerDir, key_dir: Option<&Path>) -> Result<u32, String> {
+    let key_dir = key_dir.unwrap_or(&dir.0);
+    if !key_dir.join("log-seal.key").exists() {
+        return Err(format!(
+            "{} holds no log key yet; start the server once first",
+            key_dir.display()
+        ));
+    }
+    let n = (2u32..)
+        .find(|n| !key_dir.join(format!("log-seal-{n}.key")).exists())
+        .expect("a free key number");
+    secret_key(&key_dir.join(format!("log-seal-{n}.key")))?;
+    Ok(n)
 }
 
 /// Reads (or creates, 0600) a 32-byte secret key.

@@ -23,7 +23,7 @@ pub mod join;
 pub mod keys;
 pub mod limits;
 mod listen;
-pub mod message_log;
+pub use lienthong_message_log as message_log;
 pub mod metadata;
 pub mod operational;
 pub mod provider;

@@ -185,7 +185,13 @@ pub fn select(
     selection: &Selection,
     viewer: &Viewer,
 ) -> Result<(Vec<pb::OperationalRecord>, bool), LogError> {
-    let (found, truncated) = reader.operational(selection, |l| visible(viewer, l))?;
+    let (found, truncated) = reader.operational(
+        selection.since_ms,
+        selection.until_ms,
+        selection.message_id.as_deref(),
+        selection.limit,
+        |l| visible(viewer, l),
+    )?;
     Ok((
         found.iter().map(|(i, l)| record(*i, l)).collect(),
         truncated,

@@ -26,7 +26,9 @@ use crate::keys::{Keys, ServerDir, log_keys};
 use crate::limits::{DEFAULT_MAX_CALLS_PER_PEER, ListenerLimits, PerPeerCalls};
 use crate::listen::Listener;
 use crate::message_log::audit::{AUDIT_INTERVAL, AuditReport, AuditStatus};
-use crate::message_log::{DangerousDiscard, LogReader, MessageLog, SqliteLog, StoredCheckpoint};
+use crate::message_log::{
+    DangerousDiscard, LogReader, LogRecord, MessageLog, Phase, SegmentLog, StoredCheckpoint,
+};
 use crate::operational::OperationalService;
 use crate::provider::{Limits, Policies, Provider};
 use crate::replay::DEFAULT_MAX_CLOCK_SKEW_MS;
@@ -115,6 +117,16 @@ pub struct ServerOptions {
     /// # Default
     /// 2,048 ([`DEFAULT_MAX_CALLS_PER_PEER`]).
     pub max_calls_per_peer: usize,
+    /// Where the message log's keys are (`log-subject.key`,
+    /// `log-seal.key`, `log-seal-N.key`); never inside the log's directory.
+    /// # Default
+    /// `None`: the server's directory.
+    pub log_key_dir: Option<PathBuf>,
+    /// Size at which the message log closes a segment and starts the next
+    /// (retention deletes whole segments).
+    /// # Default
+    /// 64 MiB.
+    pub log_segment_bytes: u64,
 }
 
 impl ServerOptions {
@@ -135,6 +147,8 @@ impl ServerOptions {
             poll_interval: None,
             listener_limits: ListenerLimits::default(),
             max_calls_per_peer: DEFAULT_MAX_CALLS_PER_PEER,
+            log_key_dir: None,
+            log_segment_bytes: crate::message_log::writer::Options::default().segment_bytes,
         }
     }
 }
@@ -272,20 +286,34 @@ impl SecurityServer {
             }
         }
 
-        let keys_for_log = log_keys(&dir)?;
+        let keys_for_log = log_keys(&dir, opts.log_key_dir.as_deref(), &id.to_string())?;
         let metrics = Arc::new(Metrics::default());
-        let (raw_log, commit_stats): (Arc<dyn MessageLog>, _) =
+        let (raw_log, commit_stats, index_lag): (Arc<dyn MessageLog>, _, _) =
             if opts.dangerous_disable_message_log {
                 tracing::warn!("the message log is DISABLED: exchanges leave no record");
-                (Arc::new(DangerousDiscard), None)
+                (Arc::new(DangerousDiscard), None, None)
             } else {
-                let l = SqliteLog::open(&dir.message_log(), keys_for_log.clone())
-                    .map_err(|e| e.to_string())?;
+                crate::message_log::legacy::migrate(
+                    &dir.legacy_message_log(),
+                    &dir.message_log(),
+                    &keys_for_log,
+                )
+                .map_err(|e| format!("moving the message log into segments failed: {e}"))?;
+                let l = SegmentLog::open_with(
+                    &dir.message_log(),
+                    keys_for_log.clone(),
+                    crate::message_log::writer::Options {
+                        segment_bytes: opts.log_segment_bytes,
+                    },
+                )
+                .map_err(|e| e.to_string())?;
                 let stats = l.stats_handle();
                 stats.report_to(metrics.commit_histograms());
-                (Arc::new(l), Some(stats))
+                let lag = l.lag_handle();
+                (Arc::new(l), Some(stats), Some(lag))
             };
         let log: Arc<dyn MessageLog> = Arc::new(MeteredLog::new(raw_log, metrics.clone()));
+        let retention_log = log.clone();
         let reader =
             Arc::new(LogReader::open(&dir.message_log(), keys_for_log).map_err(|e| e.to_string())?);
         let policies = Policies::load(store.clone()).map_err(|e| e.to_string())?;
@@ -410,7 +438,7 @@ impl SecurityServer {
             tokio::spawn(conf.clone().run()),
             tokio::spawn(policies.clone().watch()),
             tokio::spawn(checkpointer.clone().run(opts.checkpoint_interval)),
-            tokio::spawn(prune(reader.clone(), opts.retention)),
+            tokio::spawn(prune(reader.clone(), retention_log, opts.retention)),
         ];
         let audit = Arc::new(AuditStatus::default());
         if !opts.dangerous_disable_message_log {
@@ -428,6 +456,7 @@ impl SecurityServer {
                 reader: (!opts.dangerous_disable_message_log).then(|| reader.clone()),
                 audit: (!opts.dangerous_disable_message_log).then(|| audit.clone()),
                 commit_stats,
+                index_lag,
                 checkpoint_interval: opts.checkpoint_interval,
                 operational_window: opts.operational_window,
                 auth_not_after,
@@ -551,21 +580,55 @@ impl SecurityServer {
     }
 }
 
-/// Forgets the contents of records older than `retention`, hourly.
-async fn prune(reader: Arc<LogReader>, retention: Duration) {
+/// Retention, hourly: deletes the oldest segments whose records are all
+/// older than `retention` and released at least `retention` ago, each
+/// after its marker is durable and a retention record naming it is in the
+/// log ([`crate::message_log::retention`]).
+async fn prune(reader: Arc<LogReader>, log: Arc<dyn MessageLog>, retention: Duration) {
     loop {
-        let cutoff =
-            crate::conf_client::view::unix_ms(SystemTime::now()) - retention.as_millis() as i64;
-        let r = reader.clone();
-        match tokio::task::spawn_blocking(move || r.prune_before(cutoff)).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::info!(records = n, "message log retention: contents forgotten"),
-            Ok(Err(e)) => tracing::error!(error = %e, "message log retention failed"),
+        match prune_once(&reader, log.as_ref(), retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(records = n, "message log retention: segments pruned"),
+            Err(Some(e)) => tracing::error!(error = %e, "message log retention failed"),
             // The runtime is going away (the server stops): nothing failed.
-            Err(e) if e.is_cancelled() => return,
-            Err(e) => tracing::error!(error = %e, "retention task failed"),
+            Err(None) => return,
         }
         tokio::time::sleep(PRUNE_INTERVAL).await;
+    }
+}
+
+async fn prune_once(
+    reader: &Arc<LogReader>,
+    log: &dyn MessageLog,
+    retention: Duration,
+) -> Result<u64, Option<String>> {
+    let joined = |e: tokio::task::JoinError| (!e.is_cancelled()).then(|| e.to_string());
+    let mut pruned = 0;
+    loop {
+        let now = crate::conf_client::view::unix_ms(SystemTime::now());
+        let cutoff = now - retention.as_millis() as i64;
+        let r = reader.clone();
+        let Some(marker) = tokio::task::spawn_blocking(move || r.plan_prune(cutoff, now))
+            .await
+            .map_err(joined)?
+            .map_err(|e| Some(e.to_string()))?
+        else {
+            return Ok(pruned);
+        };
+        log.append(LogRecord {
+            phase: Phase::Retention,
+            at_ms: now,
+            message_id: format!("retention-{}-{}", marker.from, marker.to),
+            pruned: Some((marker.from, marker.to, marker.digest())),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| Some(e.to_string()))?;
+        let r = reader.clone();
+        pruned += tokio::task::spawn_blocking(move || r.prune(&marker))
+            .await
+            .map_err(joined)?
+            .map_err(|e| Some(e.to_string()))?;
     }
 }
 

@@ -86,6 +86,12 @@ const FAMILIES: &[(&str, Kind, Option<Unit>, &str)] = &[
         "The most records one group commit has held.",
     ),
     (
+        "lienthong_log_index_lag_records",
+        Kind::Gauge,
+        None,
+        "Durable message-log records not yet in its index (built behind the writer).",
+    ),
+    (
         "lienthong_log_commit_seconds",
         Kind::Histogram,
         Some(Unit::Seconds),

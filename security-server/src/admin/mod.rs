@@ -46,6 +46,8 @@ pub struct Admin {
     /// The message log's self-audit (none without a log).
     pub audit: Option<Arc<crate::message_log::audit::AuditStatus>>,
     pub commit_stats: Option<Arc<CommitStats>>,
+    /// How far the message log's index is behind its durable records.
+    pub index_lag: Option<crate::message_log::writer::IndexLag>,
     pub checkpoint_interval: Duration,
     /// How far back operational data is answered.
     pub operational_window: Duration,
@@ -115,6 +117,16 @@ impl Admin {
                 ),
             },
         );
+        if let Some(lag) = &self.index_lag {
+            let behind = lag.records();
+            checks.insert(
+                "message_log_index",
+                check(
+                    behind < INDEX_LAG_ALARM,
+                    format!("{behind} durable records not yet indexed"),
+                ),
+            );
+        }
         if let Some(reader) = &self.reader {
             let detail = match (reader.tree_size(), reader.latest_checkpoint()) {
                 (Ok(0), _) => check(true, "empty log".into()),
@@ -236,6 +248,9 @@ impl Admin {
             counter!("lienthong_log_records_total").absolute(s.records.load(Ordering::Relaxed));
             gauge!("lienthong_log_largest_batch")
                 .set(s.largest_batch.load(Ordering::Relaxed) as f64);
+        }
+        if let Some(lag) = &self.index_lag {
+            gauge!("lienthong_log_index_lag_records").set(lag.records() as f64);
         }
         if let Some(a) = &self.audit {
             let r = a.report();
@@ -368,3 +383,8 @@ async fn maintenance_route(State(admin): State<Admin>, body: Bytes) -> (StatusCo
 
 /// Where the admin port listens unless told otherwise.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9095";
+
+/// Durable records not yet in the message log's index at which health
+/// fails: the indexer follows within a second at full load, so a lag this
+/// large means it stopped (a record that does not open, a full disk).
+pub const INDEX_LAG_ALARM: u64 = 100_000;

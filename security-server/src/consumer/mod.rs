@@ -143,6 +143,7 @@ impl Exchange {
             withheld_until_ms: c.map_or(0, |c| c.withheld_until_ms),
             duration_us: self.started.elapsed().as_micros() as u64,
             body: None,
+            pruned: None,
         }
     }
 

@@ -132,6 +132,7 @@ impl Accepted {
             withheld_until_ms: h.withheld_until_unix_ms,
             duration_us: self.started.elapsed().as_micros() as u64,
             body: None,
+            pruned: None,
         }
     }
 }

@@ -194,7 +194,14 @@ impl TraceService {
             // its time; the citizen only a count.
             if leaf.withheld_until_unix_ms > now {
                 let proof = proof_of(rec.leaf_index)?;
-                withheld_records.push(usage_record(&leaf, rec.leaf_index, rec.leaf, proof, None));
+                withheld_records.push(usage_record(
+                    &leaf,
+                    rec.leaf_index,
+                    rec.leaf,
+                    proof,
+                    None,
+                    rec.subject_salt,
+                ));
                 withheld.insert((leaf.withheld_until_unix_ms, leaf.message_id));
                 continue;
             }
@@ -222,6 +229,7 @@ impl TraceService {
                 rec.leaf,
                 proof,
                 opening,
+                rec.subject_salt,
             ));
         }
         let (checkpoint, witness) = match checkpoint {
@@ -274,6 +282,7 @@ fn usage_record(
     bytes: Vec<u8>,
     proof: Vec<Vec<u8>>,
     opening: Option<pb::HiddenOpening>,
+    subject_salt: Vec<u8>,
 ) -> pb::UsageRecord {
     pb::UsageRecord {
         message_id: leaf.message_id.clone(),
@@ -298,5 +307,6 @@ fn usage_record(
         leaf: bytes,
         inclusion_proof: proof,
         opening,
+        subject_salt,
     }
 }

@@ -134,6 +134,7 @@ fn verify_reply(
     view: &ConfView,
     anchor: &Anchor,
     server: &ServerId,
+    subject: &str,
     reply: &pb::FindUsageReply,
     now: SystemTime,
     latest_witnessed: Option<u64>,
@@ -165,7 +166,9 @@ fn verify_reply(
         } else {
             &mut out
         };
-        if let Err(why) = open_hidden(&mut leaf, r.opening.as_ref(), is_withheld) {
+        if let Err(why) = about_subject(&leaf, &r.subject_salt, subject)
+            .and_then(|()| open_hidden(&mut leaf, r.opening.as_ref(), is_withheld))
+        {
             failures.push(format!(
                 "record {} (message {}): {why}",
                 r.leaf_index, leaf.message_id
@@ -263,6 +266,23 @@ fn verify_reply(
         failures,
         unwitnessed,
     }
+}
+
+/// Whether a record's leaf is about `subject`: its commitment opens with
+/// the salt the server revealed. Leaves written before commitments carry
+/// the server's keyed hash instead, which only that server can check.
+fn about_subject(leaf: &pb::LogLeaf, salt: &[u8], subject: &str) -> Result<(), String> {
+    if leaf.data_subject_commitment.is_empty() {
+        return match leaf.data_subject_hash.len() {
+            32 => Ok(()),
+            _ => Err("the leaf names no data subject".into()),
+        };
+    }
+    let expected = lienthong_proto::canonical::subject_commitment(salt, subject);
+    if salt.len() != 32 || expected.as_slice() != leaf.data_subject_commitment.as_slice() {
+        return Err("the record is not about the data subject asked about".into());
+    }
+    Ok(())
 }
 
 /// Fills a released withheld record's official and purpose from their
@@ -465,10 +485,17 @@ pub async fn trace(
         .canonical(subject)
         .map_err(|e| e.to_string())?;
     let (portal, subject) = (portal.clone(), subject.to_owned());
-    fan_out_witnessed(view, anchor, timeout, witnessed, move |server| {
-        let (consumer, portal, subject) = (consumer.clone(), portal.clone(), subject.clone());
-        async move { ask(consumer, &portal, &server, &subject).await }
-    })
+    fan_out_witnessed(
+        view,
+        anchor,
+        &subject.clone(),
+        timeout,
+        witnessed,
+        move |server| {
+            let (consumer, portal, subject) = (consumer.clone(), portal.clone(), subject.clone());
+            async move { ask(consumer, &portal, &server, &subject).await }
+        },
+    )
     .await
 }
 
@@ -543,6 +570,7 @@ impl Witnessed {
 pub async fn fan_out<A, F>(
     view: &ConfView,
     anchor: &Anchor,
+    subject: &str,
     timeout: Duration,
     ask: A,
 ) -> Result<TraceReport, String>
@@ -550,13 +578,16 @@ where
     A: Fn(ServerId) -> F,
     F: std::future::Future<Output = Result<Vec<pb::FindUsageReply>, String>> + Send + 'static,
 {
-    fan_out_witnessed(view, anchor, timeout, &Witnessed::unknown(), ask).await
+    fan_out_witnessed(view, anchor, subject, timeout, &Witnessed::unknown(), ask).await
 }
 
 /// [`fan_out`], judging unwitnessed records by what the registry witnessed.
+/// Every record must open its leaf's commitment to `subject` (the
+/// canonical id asked about) with the salt the server revealed.
 pub async fn fan_out_witnessed<A, F>(
     view: &ConfView,
     anchor: &Anchor,
+    subject: &str,
     timeout: Duration,
     witnessed: &Witnessed,
     ask: A,
@@ -596,6 +627,7 @@ where
                         view,
                         anchor,
                         &server,
+                        subject,
                         reply,
                         now,
                         witnessed.of_server(&server),

@@ -1,0 +1,105 @@
+//! What an operator holding a server's files — and its log keys — could do
+//! to its message log behind its back: the edits the self-audit and the
+//! citizens' trace must show. (Each test file uses some of them.)
+#![allow(dead_code)]
+
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+use lienthong_integration_tests::federation::Agency;
+use lienthong_security_server::keys::{ServerDir, log_keys};
+use lienthong_security_server::message_log::record::Stored;
+use lienthong_security_server::message_log::{index, segment};
+
+pub fn log_dir(agency: &Agency) -> PathBuf {
+    ServerDir(agency.dir.path().to_owned()).message_log()
+}
+
+/// The log's index, opened as `sqlite3` would.
+pub fn index_db(agency: &Agency) -> rusqlite::Connection {
+    let db = rusqlite::Connection::open(index::path(&log_dir(agency))).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    db
+}
+
+fn row(agency: &Agency, leaf_index: u64) -> index::Row {
+    index::row(&index_db(agency), leaf_index).unwrap().unwrap()
+}
+
+/// Flips one bit of record `leaf_index` as it lies in its segment.
+pub fn flip_record_byte(agency: &Agency, leaf_index: u64) {
+    let r = row(agency, leaf_index);
+    let path = log_dir(agency).join(segment::file_name(r.segment as u64));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    let at = r.offset + r.len - 1;
+    f.read_exact_at(&mut b, at).unwrap();
+    f.write_all_at(&[b[0] ^ 0x20], at).unwrap();
+}
+
+/// Rewrites record `leaf_index` in place with the server's own keys, as
+/// `edit` changes it (an edit that keeps its length, so it fits).
+pub fn reseal(agency: &Agency, leaf_index: u64, edit: impl FnOnce(&mut Stored)) {
+    let dir = ServerDir(agency.dir.path().to_owned());
+    let keys = log_keys(&dir, None, &agency.id.to_string()).unwrap();
+    let r = row(agency, leaf_index);
+    let path = log_dir(agency).join(segment::file_name(r.segment as u64));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut segments = index::Segments::default();
+    let (_, key, _) = segments
+        .get(&log_dir(agency), &keys, r.segment as u64)
+        .unwrap();
+    let mut sealed = vec![0u8; r.len as usize];
+    f.read_exact_at(&mut sealed, r.offset).unwrap();
+    let mut stored = key.open(leaf_index, &sealed).unwrap();
+    edit(&mut stored);
+    let mut out = Vec::new();
+    key.seal_into(leaf_index, &stored, &mut out).unwrap();
+    assert_eq!(
+        out.len(),
+        sealed.len(),
+        "the edit must keep the record's length"
+    );
+    f.write_all_at(&out, r.offset).unwrap();
+}
+
+/// Cuts the log of a stopped server back to the start of the commit that
+/// holds record `keep` (and drops its index, which is rebuilt): history
+/// rewritten from there. Returns the records left.
+pub fn cut_tail(agency: &Agency, keep: u64) -> u64 {
+    let dir = log_dir(agency);
+    let mut left = keep;
+    for (first, path) in segment::list(&dir).unwrap() {
+        if first >= keep {
+            std::fs::remove_file(&path).unwrap();
+            continue;
+        }
+        let f = std::fs::File::open(&path).unwrap();
+        let len = f.metadata().unwrap().len();
+        let (_, mut at) = segment::Header::read(&f).unwrap();
+        while let Some(frame) = segment::read_frame(&f, at, len).unwrap() {
+            if frame.first + frame.entries.len() as u64 > keep {
+                left = frame.first;
+                drop(f);
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .unwrap()
+                    .set_len(frame.offset)
+                    .unwrap();
+                break;
+            }
+            at = frame.end;
+        }
+    }
+    index::remove(&dir).unwrap();
+    left
+}

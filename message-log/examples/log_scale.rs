@@ -1,0 +1,171 @@
+//! How the message log grows: append rate with group commit while the
+//! indexer and the self-audit run, the log's CPU per record, the index lag
+//! at the end, bytes on disk per record (segments, and the index apart),
+//! subject lookup with inclusion proof, and the time to open again (tail
+//! recovery) — at 10⁴, 10⁵ and 10⁶ records (more with
+//! `-- --sizes 10000,10000000`; `--appenders N` concurrent appenders, each
+//! waiting for its own durable record, default 256).
+//!
+//! Run: `cargo run --release -p lienthong-message-log --example log_scale`
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use lienthong_message_log::audit::AuditStatus;
+use lienthong_message_log::{LogKeys, LogReader, LogRecord, MessageLog, SegmentLog};
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn record(i: u64) -> LogRecord {
+    LogRecord {
+        at_ms: 1_700_000_000_000 + i as i64,
+        message_id: format!("{i:016x}{:016x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+        client: "VN/GOV/000305/business".into(),
+        service: "VN/GOV/000102/population/population.v1.PersonRegistry".into(),
+        method: "GetPerson".into(),
+        user_id: "officer-7".into(),
+        purpose: "business registration 2026-114".into(),
+        // Every thousandth record is about the traced citizen.
+        data_subject: if i.is_multiple_of(1000) {
+            "001190012345".into()
+        } else {
+            format!("{:012}", 79_000_000_000 + i)
+        },
+        peer: "VN/GOV/000102/ss1".into(),
+        request_digest: vec![1; 32],
+        payload_digest: vec![2; 32],
+        payload_size: 4096,
+        envelope: vec![3; 300],
+        ..Default::default()
+    }
+}
+
+/// This process's CPU time (user + system), from /proc.
+fn cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 (11 and 12 after the name).
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+fn dir_bytes(dir: &std::path::Path, suffix: &str) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(suffix))
+        .map(|e| e.metadata().map_or(0, |m| m.len()))
+        .sum()
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let arg = |name: &str| std::env::args().skip_while(|a| a != name).nth(1);
+    let sizes: Vec<u64> = arg("--sizes")
+        .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_else(|| vec![10_000, 100_000, 1_000_000]);
+    let appenders: usize = arg("--appenders")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(256);
+    let keys = LogKeys::new("VN/GOV/000102/ss1", vec![7; 32], [9; 32]);
+    println!(
+        "| records | appenders | append rate (records/s) | log CPU per record | index lag at the end | segment bytes per record | index bytes per record | lookup of 10 records by subject, with proofs (median) | open again (tail recovery) | self-audit |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for n in sizes {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let log = Arc::new(SegmentLog::open(&path, keys.clone()).unwrap());
+        let reader = Arc::new(LogReader::open(&path, keys.clone()).unwrap());
+        // The self-audit runs all along, as on a server.
+        let stop = Arc::new(AtomicBool::new(false));
+        let status = Arc::new(AuditStatus::default());
+        let auditor = {
+            let (stop, status, reader) = (stop.clone(), status.clone(), reader.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    status
+                        .step(&reader, lienthong_message_log::audit::AUDIT_BATCH)
+                        .unwrap();
+                    std::thread::sleep(lienthong_message_log::audit::AUDIT_INTERVAL);
+                }
+            })
+        };
+        let cpu_before = cpu();
+        let started = Instant::now();
+        let mut next = 0u64;
+        let mut inflight = tokio::task::JoinSet::new();
+        while next < n || !inflight.is_empty() {
+            while next < n && inflight.len() < appenders {
+                let log = log.clone();
+                let r = record(next);
+                inflight.spawn(async move { log.append(r).await });
+                next += 1;
+            }
+            if let Some(done) = inflight.join_next().await {
+                done.unwrap().unwrap();
+            }
+        }
+        let rate = n as f64 / started.elapsed().as_secs_f64();
+        let lag_records = log.index_lag();
+        let lag_started = Instant::now();
+        while log.index_lag() > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let lag = lag_started.elapsed();
+        let cpu_per_record = (cpu() - cpu_before) / n as u32;
+        stop.store(true, Ordering::Relaxed);
+        auditor.join().unwrap();
+        let audited = status.report();
+        assert_eq!(audited.found, 0, "{:?}", audited.mismatches);
+        assert_eq!(reader.tree_size().unwrap(), n);
+
+        let root = reader.root(n).unwrap();
+        let mut lookups = Vec::new();
+        for _ in 0..50 {
+            let t = Instant::now();
+            let found = reader.about("001190012345", 0, i64::MAX, 0, 10).unwrap();
+            for f in &found {
+                let proof = reader.inclusion_proof(f.leaf_index, n).unwrap();
+                assert!(lienthong_proto::merkle::verify_inclusion(
+                    &lienthong_proto::merkle::leaf_hash(&f.leaf),
+                    f.leaf_index,
+                    n,
+                    &proof,
+                    &root
+                ));
+            }
+            lookups.push(t.elapsed());
+            assert_eq!(found.len() as u64, 10.min(n / 1000));
+        }
+        drop(log);
+        let t = Instant::now();
+        let reopened = SegmentLog::open(&path, keys.clone()).unwrap();
+        let reopen = t.elapsed();
+        let read = reopened.recovered().bytes_read;
+        drop(reopened);
+        println!(
+            "| {n} | {appenders} | {rate:.0} | {:.1} µs | {lag_records} records, caught up in {:.0?} | {} | {} | {:.0?} | {:.0?} ({} KiB read) | {} records checked |",
+            cpu_per_record.as_secs_f64() * 1e6,
+            lag,
+            dir_bytes(&path, ".seg") / n,
+            dir_bytes(&path, "index.db") / n,
+            median(lookups),
+            reopen,
+            read / 1024,
+            audited.checked,
+        );
+    }
+}

@@ -1,0 +1,130 @@
+//! The checkpoints the registry witnessed, kept in their own small SQLite
+//! file (`checkpoints.db`, `synchronous=FULL`): unlike the index they are
+//! not derived from the segments, and they are written once a minute.
+
+use std::path::Path;
+
+use lienthong_proto::merkle::Hash;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::LogError;
+
+/// A checkpoint the registry witnessed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub tree_size: u64,
+    pub root: Hash,
+    pub created_at_ms: i64,
+    /// The server's signature (encoded `exchange.v1.Signature`).
+    pub signature: Vec<u8>,
+    /// The registry's countersignature (encoded `exchange.v1.Signature`).
+    pub countersignature: Vec<u8>,
+    pub witnessed_at_ms: i64,
+}
+
+const SCHEMA: &str = r#"
+    CREATE TABLE IF NOT EXISTS checkpoints (
+        tree_size        INTEGER PRIMARY KEY,
+        root             BLOB NOT NULL,
+        created_at       INTEGER NOT NULL,
+        signature        BLOB NOT NULL,
+        countersignature BLOB NOT NULL,
+        witnessed_at     INTEGER NOT NULL
+    ) STRICT;
+"#;
+
+/// Opens (creating) the checkpoint file of the log in `dir`.
+pub fn open(dir: &Path) -> Result<Connection, LogError> {
+    let conn = Connection::open(dir.join("checkpoints.db"))?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch(SCHEMA)?;
+    Ok(conn)
+}
+
+/// The newest witnessed checkpoint.
+pub fn latest(conn: &Connection) -> Result<Option<StoredCheckpoint>, LogError> {
+    let row = conn
+        .query_row(
+            "SELECT tree_size, root, created_at, signature, countersignature, witnessed_at
+             FROM checkpoints ORDER BY tree_size DESC LIMIT 1",
+            [],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Vec<u8>>(3)?,
+                    r.get::<_, Vec<u8>>(4)?,
+                    r.get::<_, i64>(5)?,
+                ))
+            },
+        )
+        .optional()?;
+    row.map(|(size, root, created, sig, counter, witnessed)| {
+        Ok(StoredCheckpoint {
+            tree_size: size as u64,
+            root: root
+                .try_into()
+                .map_err(|_| LogError("stored root is not 32 bytes".into()))?,
+            created_at_ms: created,
+            signature: sig,
+            countersignature: counter,
+            witnessed_at_ms: witnessed,
+        })
+    })
+    .transpose()
+}
+
+/// Keeps a witnessed checkpoint.
+pub fn record(conn: &Connection, c: &StoredCheckpoint) -> Result<(), LogError> {
+    conn.execute(
+        "INSERT INTO checkpoints (tree_size, root, created_at, signature, countersignature, witnessed_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (tree_size) DO UPDATE SET witnessed_at = excluded.witnessed_at,
+            countersignature = excluded.countersignature",
+        params![
+            c.tree_size as i64,
+            c.root.as_slice(),
+            c.created_at_ms,
+            c.signature,
+            c.countersignature,
+            c.witnessed_at_ms
+        ],
+    )?;
+    Ok(())
+}
+
+/// Every checkpoint, oldest first (for migration).
+pub fn all(conn: &Connection) -> Result<Vec<StoredCheckpoint>, LogError> {
+    let mut stmt = conn.prepare(
+        "SELECT tree_size, root, created_at, signature, countersignature, witnessed_at
+         FROM checkpoints ORDER BY tree_size",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, Vec<u8>>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, Vec<u8>>(3)?,
+            r.get::<_, Vec<u8>>(4)?,
+            r.get::<_, i64>(5)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (size, root, created, sig, counter, witnessed) = row?;
+        out.push(StoredCheckpoint {
+            tree_size: size as u64,
+            root: root
+                .try_into()
+                .map_err(|_| LogError("stored root is not 32 bytes".into()))?,
+            created_at_ms: created,
+            signature: sig,
+            countersignature: counter,
+            witnessed_at_ms: witnessed,
+        });
+    }
+    Ok(out)
+}

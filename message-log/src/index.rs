@@ -1,0 +1,443 @@
+//! The index: everything derived from the segments that readers need fast —
+//! the tree's nodes, and each record's position, time, message id, keyed
+//! subject hash and withheld-until date — in one SQLite file
+//! (`index.db`, WAL, `synchronous=NORMAL`: it is rebuilt, never trusted).
+//!
+//! [`catch_up`] reads the frames written since the index's position and
+//! adds them, in transactions of at most [`BATCH`] records. The writer's
+//! indexer thread calls it after every commit, and every reader before it
+//! answers, so the index is never on an exchange's path and readers never
+//! miss a durable record. A deleted or unreadable index is rebuilt from the
+//! segments (and the retention markers of pruned ones) when the log opens.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use lienthong_proto::merkle::{self, Hash};
+use lienthong_proto::pb::trace::v1::LogLeaf;
+use prost::Message;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::record::SegmentKey;
+use crate::retention::Marker;
+use crate::segment::{self, Header, KIND_PRUNED, KIND_SEALED};
+use crate::tree::{Frontier, store_nodes};
+use crate::{LogError, LogKeys};
+
+/// Most records added in one transaction.
+pub const BATCH: u64 = 20_000;
+
+const SCHEMA: &str = r#"
+    CREATE TABLE IF NOT EXISTS records (
+        leaf_index     INTEGER PRIMARY KEY,
+        at             INTEGER NOT NULL,
+        message_id     TEXT NOT NULL,
+        subject_key    BLOB,
+        withheld_until INTEGER NOT NULL,
+        -- The segment (its first position) and where the sealed record
+        -- lies in it; -1 once retention pruned it.
+        segment        INTEGER NOT NULL,
+        offset         INTEGER NOT NULL,
+        len            INTEGER NOT NULL,
+        -- 1: only the leaf hash is kept (pruned before migration).
+        hash_only      INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX IF NOT EXISTS records_subject ON records (subject_key, leaf_index)
+        WHERE subject_key IS NOT NULL;
+    CREATE INDEX IF NOT EXISTS records_message ON records (message_id);
+    CREATE TABLE IF NOT EXISTS nodes (
+        level INTEGER NOT NULL,
+        idx   INTEGER NOT NULL,
+        hash  BLOB NOT NULL,
+        PRIMARY KEY (level, idx)
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS position (
+        id      INTEGER PRIMARY KEY CHECK (id = 0),
+        size    INTEGER NOT NULL,
+        segment INTEGER NOT NULL,
+        offset  INTEGER NOT NULL
+    ) STRICT;
+    INSERT OR IGNORE INTO position (id, size, segment, offset) VALUES (0, 0, -1, 0);
+"#;
+
+/// The index file of the log in `dir`.
+pub fn path(dir: &Path) -> PathBuf {
+    dir.join("index.db")
+}
+
+/// Opens the index of the log in `dir`, rebuilding it from scratch when it
+/// is unreadable.
+pub fn open(dir: &Path) -> Result<Connection, LogError> {
+    match try_open(dir) {
+        Ok(c) => Ok(c),
+        Err(e) => {
+            tracing::warn!(error = %e, "message log index unreadable; rebuilding it from the segments");
+            remove(dir)?;
+            try_open(dir)
+        }
+    }
+}
+
+/// Deletes the index of the log in `dir` (it is rebuilt on the next open).
+pub fn remove(dir: &Path) -> Result<(), LogError> {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path(dir).into_os_string();
+        p.push(suffix);
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+fn try_open(dir: &Path) -> Result<Connection, LogError> {
+    let conn = Connection::open(path(dir))?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.execute_batch(SCHEMA)?;
+    let ok: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+    if ok != "ok" {
+        return Err(LogError(format!("index integrity: {ok}")));
+    }
+    Ok(conn)
+}
+
+/// Records the index holds (its position).
+pub fn size(conn: &Connection) -> Result<u64, LogError> {
+    Ok(conn.query_row("SELECT size FROM position", [], |r| r.get::<_, i64>(0))? as u64)
+}
+
+/// Forgets what the index holds at and after `size` (records the tail
+/// recovery cut off after the index had seen them).
+pub fn cut_back(conn: &mut Connection, size: u64) -> Result<(), LogError> {
+    if self::size(conn)? <= size {
+        return Ok(());
+    }
+    let tx = conn.transaction()?;
+    tx.execute("DELETE FROM records WHERE leaf_index >= ?1", [size as i64])?;
+    // A node goes when its last leaf, (idx + 1) · 2^level − 1, is cut.
+    tx.execute(
+        "DELETE FROM nodes WHERE ((idx + 1) << level) > ?1",
+        [size as i64],
+    )?;
+    tx.execute(
+        "UPDATE position SET size = ?1, segment = -1, offset = 0",
+        [size as i64],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// What a record contributes to the index, derived from its leaf.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    pub at: i64,
+    pub message_id: String,
+    pub subject_key: Option<Vec<u8>>,
+    pub withheld_until: i64,
+}
+
+impl Keys {
+    /// The index keys of a record: from its leaf, and its sealed subject.
+    pub fn of(leaf: &LogLeaf, data_subject: &str, keys: &LogKeys) -> Keys {
+        let subject_key = if !data_subject.is_empty() {
+            Some(keys.subject_hash(data_subject).to_vec())
+        } else if leaf.data_subject_hash.len() == 32 {
+            // A leaf of the SQLite era carries the keyed hash itself.
+            Some(leaf.data_subject_hash.clone())
+        } else {
+            None
+        };
+        Keys {
+            at: leaf.at_unix_ms,
+            message_id: leaf.message_id.clone(),
+            subject_key,
+            withheld_until: leaf.withheld_until_unix_ms,
+        }
+    }
+}
+
+/// Segment files and their keys, opened once.
+#[derive(Default)]
+pub struct Segments {
+    open: HashMap<u64, (File, SegmentKey, u64)>,
+}
+
+impl Segments {
+    /// The segment starting at `first`: (file, key, header length).
+    pub fn get(
+        &mut self,
+        dir: &Path,
+        keys: &LogKeys,
+        first: u64,
+    ) -> Result<&(File, SegmentKey, u64), LogError> {
+        use std::collections::hash_map::Entry;
+        if let Entry::Vacant(slot) = self.open.entry(first) {
+            let path = dir.join(segment::file_name(first));
+            let file = File::open(&path).map_err(|e| {
+                LogError(format!(
+                    "segment {} is missing or unreadable: {e}",
+                    path.display()
+                ))
+            })?;
+            let (header, len) =
+                Header::read(&file).map_err(|e| LogError(format!("{}: {e}", path.display())))?;
+            if header.first_index != first || header.owner != keys.owner {
+                return Err(LogError(format!(
+                    "{}: its header names another log (owner {}, first record {})",
+                    path.display(),
+                    header.owner,
+                    header.first_index
+                )));
+            }
+            let key = SegmentKey::derive(keys, header.key_id, &header.salt)?;
+            slot.insert((file, key, len));
+        }
+        Ok(&self.open[&first])
+    }
+
+    /// Forgets open files (after retention removed some).
+    pub fn clear(&mut self) {
+        self.open.clear();
+    }
+}
+
+/// Adds every complete frame written since the index's position; returns
+/// the index's new size. Safe to call from any number of threads and
+/// processes at once: each batch re-reads the position inside its write
+/// transaction.
+pub fn catch_up(
+    conn: &mut Connection,
+    dir: &Path,
+    keys: &LogKeys,
+    segments: &mut Segments,
+) -> Result<u64, LogError> {
+    loop {
+        let (added, size) = catch_up_batch(conn, dir, keys, segments)?;
+        if added == 0 {
+            return Ok(size);
+        }
+    }
+}
+
+/// Where the frame holding record `size` starts: the position's hint when
+/// it is one, else found by walking the segment's frames.
+fn locate(
+    dir: &Path,
+    keys: &LogKeys,
+    segments: &mut Segments,
+    size: u64,
+    hint: (i64, u64),
+    list: &[(u64, PathBuf)],
+) -> Result<Option<(u64, u64)>, LogError> {
+    let Some(&(first, _)) = list.iter().rev().find(|(f, _)| *f <= size) else {
+        return Ok(None);
+    };
+    let (file, _, header_len) = segments.get(dir, keys, first)?;
+    let len = file.metadata()?.len();
+    if hint.0 == first as i64 && hint.1 <= len {
+        return Ok(Some((first, hint.1)));
+    }
+    let mut at = *header_len;
+    while let Some(frame) = segment::read_frame(file, at, len)? {
+        if frame.first + frame.entries.len() as u64 > size {
+            break;
+        }
+        at = frame.end;
+    }
+    Ok(Some((first, at)))
+}
+
+fn catch_up_batch(
+    conn: &mut Connection,
+    dir: &Path,
+    keys: &LogKeys,
+    segments: &mut Segments,
+) -> Result<(u64, u64), LogError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let (size, seg, off): (i64, i64, i64) =
+        tx.query_row("SELECT size, segment, offset FROM position", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+    let start = size as u64;
+    let mut size = start;
+    let list = segment::list(dir)?;
+    let mut frontier = Frontier::load(&tx, size)?;
+    let mut pos: Option<(u64, u64)> = None;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO records (leaf_index, at, message_id, subject_key, withheld_until,
+                segment, offset, len, hash_only)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        // Records pruned by retention are known by their markers only.
+        if !list.iter().any(|(f, _)| *f <= size)
+            && let Some(marker) = Marker::starting_at(dir, size)?
+        {
+            for (i, leaf_hash) in marker.leaf_hashes.iter().enumerate() {
+                let index = marker.from + i as u64;
+                insert.execute(params![
+                    index as i64,
+                    0,
+                    "",
+                    None::<Vec<u8>>,
+                    0,
+                    -1,
+                    0,
+                    0,
+                    1
+                ])?;
+                store_nodes(&tx, &frontier.push(*leaf_hash))?;
+            }
+            size = marker.to;
+        }
+        'segments: while size - start < BATCH {
+            let hint = match pos {
+                Some((f, o)) => (f as i64, o),
+                None => (seg, off as u64),
+            };
+            let Some((first, mut at)) = locate(dir, keys, segments, size, hint, &list)? else {
+                break;
+            };
+            let (file, key, _) = segments.get(dir, keys, first)?;
+            let len = file.metadata()?.len();
+            loop {
+                let Some(frame) = segment::read_frame(file, at, len)? else {
+                    pos = Some((first, at));
+                    // The next segment, if this one was closed.
+                    match list.iter().find(|(f, _)| *f == size) {
+                        Some(_) if first != size => {
+                            pos = None;
+                            continue 'segments;
+                        }
+                        _ => break 'segments,
+                    }
+                };
+                if frame.first != size {
+                    return Err(LogError(format!(
+                        "segment {first}: a commit at byte {} starts at record {}, expected {size}",
+                        frame.offset, frame.first
+                    )));
+                }
+                for e in &frame.entries {
+                    let (leaf_hash, k) = match e.kind {
+                        KIND_SEALED => {
+                            let stored = key.open(e.index, &e.bytes).ok_or_else(|| {
+                                LogError(format!(
+                                    "record {} in segment {first} does not open (edited, or sealed under another key or server)",
+                                    e.index
+                                ))
+                            })?;
+                            let leaf = LogLeaf::decode(stored.leaf.as_slice()).map_err(|err| {
+                                LogError(format!(
+                                    "record {}: its leaf does not decode: {err}",
+                                    e.index
+                                ))
+                            })?;
+                            (
+                                merkle::leaf_hash(&stored.leaf),
+                                Keys::of(&leaf, &stored.data_subject, keys),
+                            )
+                        }
+                        KIND_PRUNED => {
+                            let h: Hash = e.bytes.as_slice().try_into().map_err(|_| {
+                                LogError(format!(
+                                    "record {}: a pruned entry is not 32 bytes",
+                                    e.index
+                                ))
+                            })?;
+                            (
+                                h,
+                                Keys {
+                                    at: 0,
+                                    message_id: String::new(),
+                                    subject_key: None,
+                                    withheld_until: 0,
+                                },
+                            )
+                        }
+                        other => {
+                            return Err(LogError(format!(
+                                "record {}: unknown entry kind {other}",
+                                e.index
+                            )));
+                        }
+                    };
+                    insert.execute(params![
+                        e.index as i64,
+                        k.at,
+                        k.message_id,
+                        k.subject_key,
+                        k.withheld_until,
+                        first as i64,
+                        e.offset as i64,
+                        e.bytes.len() as i64,
+                        i64::from(e.kind == KIND_PRUNED),
+                    ])?;
+                    store_nodes(&tx, &frontier.push(leaf_hash))?;
+                }
+                size += frame.entries.len() as u64;
+                at = frame.end;
+                pos = Some((first, at));
+                if size - start >= BATCH {
+                    break 'segments;
+                }
+            }
+        }
+    }
+    let (seg, off) = pos.map(|(f, o)| (f as i64, o as i64)).unwrap_or((seg, off));
+    tx.execute(
+        "UPDATE position SET size = ?1, segment = ?2, offset = ?3",
+        params![size as i64, seg, off],
+    )?;
+    tx.commit()?;
+    Ok((size - start, size))
+}
+
+/// An index row: where a record lies and the keys it was indexed under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub leaf_index: u64,
+    pub keys: Keys,
+    /// -1 once pruned by retention.
+    pub segment: i64,
+    pub offset: u64,
+    pub len: u64,
+    pub hash_only: bool,
+}
+
+impl Row {
+    pub const COLUMNS: &str =
+        "leaf_index, at, message_id, subject_key, withheld_until, segment, offset, len, hash_only";
+
+    pub fn from_sql(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+        Ok(Row {
+            leaf_index: r.get::<_, i64>(0)? as u64,
+            keys: Keys {
+                at: r.get(1)?,
+                message_id: r.get(2)?,
+                subject_key: r.get(3)?,
+                withheld_until: r.get(4)?,
+            },
+            segment: r.get(5)?,
+            offset: r.get::<_, i64>(6)? as u64,
+            len: r.get::<_, i64>(7)? as u64,
+            hash_only: r.get::<_, i64>(8)? != 0,
+        })
+    }
+}
+
+/// The index row of record `index`.
+pub fn row(conn: &Connection, index: u64) -> Result<Option<Row>, LogError> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {} FROM records WHERE leaf_index = ?1",
+            Row::COLUMNS
+        ))?
+        .query_row([index as i64], Row::from_sql)
+        .optional()?)
+}

@@ -1,0 +1,410 @@
+//! Logs of the SQLite era (`messagelog.db`: one table of records, one of
+//! tree nodes, one of checkpoints) move into segments when the server
+//! starts ([`migrate`]): every record keeps its exact leaf bytes and its
+//! position, so the tree, its root at every size and the registry's
+//! witnessed checkpoints stay valid — the first checkpoint after the move
+//! is consistent with the last one before it. Records retention had
+//! already pruned keep their leaf hash only. The old file is renamed
+//! `messagelog.db.migrated` (delete it once the server runs well).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use lienthong_proto::merkle::Hash;
+use ring::aead;
+use rusqlite::{Connection, OpenFlags};
+
+use crate::record::{SegmentKey, Stored};
+use crate::segment::{self, FrameBuilder, Header, KIND_PRUNED, KIND_SEALED};
+use crate::{LogError, LogKeys, checkpoints};
+
+/// Records per frame written by the migration.
+const FRAME_RECORDS: usize = 1024;
+
+#[cfg(test)]
+const SCHEMA: &str = r#"
+    CREATE TABLE IF NOT EXISTS records (
+        leaf_index     INTEGER PRIMARY KEY,
+        at             INTEGER NOT NULL,
+        message_id     TEXT NOT NULL,
+        subject_hash   BLOB,
+        withheld_until INTEGER NOT NULL,
+        leaf           BLOB,
+        envelope       BLOB,
+        subject_sealed BLOB,
+        body_sealed    BLOB,
+        hidden_sealed  BLOB
+    ) STRICT;
+    CREATE INDEX IF NOT EXISTS records_subject ON records (subject_hash, leaf_index);
+    CREATE INDEX IF NOT EXISTS records_message ON records (message_id);
+    CREATE TABLE IF NOT EXISTS nodes (
+        level INTEGER NOT NULL,
+        idx   INTEGER NOT NULL,
+        hash  BLOB NOT NULL,
+        PRIMARY KEY (level, idx)
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS checkpoints (
+        tree_size        INTEGER PRIMARY KEY,
+        root             BLOB NOT NULL,
+        created_at       INTEGER NOT NULL,
+        signature        BLOB NOT NULL,
+        countersignature BLOB NOT NULL,
+        witnessed_at     INTEGER NOT NULL
+    ) STRICT;
+"#;
+
+/// The sealing key of the SQLite era (it is the log key with id 1).
+fn old_key(keys: &LogKeys) -> Result<aead::LessSafeKey, LogError> {
+    let k = keys
+        .seal_key(1)
+        .ok_or_else(|| LogError("log key 1 (the key of the SQLite-era log) is missing".into()))?;
+    Ok(aead::LessSafeKey::new(
+        aead::UnboundKey::new(&aead::CHACHA20_POLY1305, k)
+            .map_err(|_| LogError("bad sealing key".into()))?,
+    ))
+}
+
+/// Opens a field sealed in the SQLite era (random nonce first, the
+/// position as associated data).
+fn unseal(key: &aead::LessSafeKey, leaf_index: u64, sealed: &[u8]) -> Option<Vec<u8>> {
+    let (nonce, data) = sealed.split_at_checked(12)?;
+    let mut data = data.to_vec();
+    let plain = key
+        .open_in_place(
+            aead::Nonce::try_assume_unique_for_key(nonce).ok()?,
+            aead::Aad::from(leaf_index.to_be_bytes()),
+            &mut data,
+        )
+        .ok()?;
+    Some(plain.to_vec())
+}
+
+/// What the migration moved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Migrated {
+    pub records: u64,
+    /// Of which retention had pruned (leaf hash only).
+    pub pruned: u64,
+    pub checkpoints: u64,
+}
+
+/// Moves the SQLite-era log at `old` (if there is one) into segments in
+/// `dir` (which must hold none yet). Written beside `dir` first and renamed
+/// into place, so a crash during the move leaves the old log as it was.
+pub fn migrate(old: &Path, dir: &Path, keys: &LogKeys) -> Result<Option<Migrated>, LogError> {
+    if !old.exists() {
+        return Ok(None);
+    }
+    if dir.exists() && !segment::list(dir)?.is_empty() {
+        return Err(LogError(format!(
+            "both {} and {} hold a message log; move one away",
+            old.display(),
+            dir.display()
+        )));
+    }
+    let staging = PathBuf::from(format!("{}.migrating", dir.display()));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)?;
+    }
+    std::fs::create_dir_all(&staging)?;
+    let conn = Connection::open_with_flags(old, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let sealed_leaves = version >= 1;
+    let has_hidden: bool = conn.query_row(
+        "SELECT count(*) FROM pragma_table_info('records') WHERE name = 'hidden_sealed'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    let old_key = old_key(keys)?;
+
+    let mut salt = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt)
+        .map_err(|_| LogError("no randomness for a segment key".into()))?;
+    let (key_id, _) = keys
+        .current()
+        .ok_or_else(|| LogError("no log key to seal with".into()))?;
+    let header = Header {
+        key_id,
+        first_index: 0,
+        created_ms: 0,
+        salt,
+        owner: keys.owner.clone(),
+    };
+    let seg_key = SegmentKey::derive(keys, key_id, &salt)?;
+    let seg_path = staging.join(segment::file_name(0));
+    let mut file = std::fs::File::create(&seg_path)?;
+    file.write_all(&header.encode())?;
+
+    let mut moved = Migrated::default();
+    let mut frame = FrameBuilder::new(0);
+    let mut stmt = conn.prepare(&format!(
+        "SELECT r.leaf_index, r.leaf, r.envelope, r.subject_sealed, r.body_sealed, {}, n.hash
+         FROM records r LEFT JOIN nodes n ON n.level = 0 AND n.idx = r.leaf_index
+         ORDER BY r.leaf_index",
+        if has_hidden {
+            "r.hidden_sealed"
+        } else {
+            "NULL"
+        }
+    ))?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let index = r.get::<_, i64>(0)? as u64;
+        if index != frame.next_index() {
+            return Err(LogError(format!(
+                "{}: record {} is missing (the old log has a gap)",
+                old.display(),
+                frame.next_index()
+            )));
+        }
+        let open = |v: Option<Vec<u8>>, sealed: bool| -> Result<Vec<u8>, LogError> {
+            match v {
+                None => Ok(Vec::new()),
+                Some(v) if v.is_empty() || !sealed => Ok(v),
+                Some(v) => unseal(&old_key, index, &v).ok_or_else(|| {
+                    LogError(format!("{}: record {index} does not open", old.display()))
+                }),
+            }
+        };
+        let leaf: Option<Vec<u8>> = r.get(1)?;
+        match leaf {
+            None => {
+                let hash: Option<Vec<u8>> = r.get(6)?;
+                let hash: Hash = hash
+                    .and_then(|h| h.try_into().ok())
+                    .ok_or_else(|| LogError(format!("record {index}: no tree leaf")))?;
+                frame.push(KIND_PRUNED, |out| {
+                    out.extend_from_slice(&hash);
+                    Ok(())
+                })?;
+                moved.pruned += 1;
+            }
+            Some(leaf) => {
+                let stored = Stored {
+                    leaf: open(Some(leaf), sealed_leaves)?,
+                    envelope: open(r.get(2)?, sealed_leaves)?,
+                    data_subject: String::from_utf8(open(r.get(3)?, true)?)
+                        .map_err(|_| LogError(format!("record {index}: subject is not UTF-8")))?,
+                    subject_salt: Vec::new(),
+                    body: r
+                        .get::<_, Option<Vec<u8>>>(4)?
+                        .map(|b| open(Some(b), true))
+                        .transpose()?,
+                    hidden_opening: open(r.get(5)?, true)?,
+                };
+                frame.push(KIND_SEALED, |out| seg_key.seal_into(index, &stored, out))?;
+            }
+        }
+        moved.records += 1;
+        if frame.count() as usize >= FRAME_RECORDS {
+            let next = frame.next_index();
+            file.write_all(&std::mem::replace(&mut frame, FrameBuilder::new(next)).finish())?;
+        }
+    }
+    if frame.count() > 0 {
+        file.write_all(&frame.finish())?;
+    }
+    file.sync_all()?;
+    drop(file);
+
+    let cps = checkpoints::open(&staging)?;
+    let mut stmt = conn.prepare(
+        "SELECT tree_size, root, created_at, signature, countersignature, witnessed_at
+         FROM checkpoints ORDER BY tree_size",
+    )?;
+    let old_cps = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, Vec<u8>>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, Vec<u8>>(3)?,
+            r.get::<_, Vec<u8>>(4)?,
+            r.get::<_, i64>(5)?,
+        ))
+    })?;
+    for c in old_cps {
+        let (size, root, created, sig, counter, witnessed) = c?;
+        checkpoints::record(
+            &cps,
+            &checkpoints::StoredCheckpoint {
+                tree_size: size as u64,
+                root: root
+                    .try_into()
+                    .map_err(|_| LogError("stored root is not 32 bytes".into()))?,
+                created_at_ms: created,
+                signature: sig,
+                countersignature: counter,
+                witnessed_at_ms: witnessed,
+            },
+        )?;
+        moved.checkpoints += 1;
+    }
+    drop(cps);
+    segment::sync_dir(&staging)?;
+    if dir.exists() {
+        // An empty directory (no segments, checked above).
+        std::fs::remove_dir_all(dir)?;
+    }
+    std::fs::rename(&staging, dir)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let from = PathBuf::from(format!("{}{suffix}", old.display()));
+        if from.exists() {
+            std::fs::rename(&from, format!("{}.migrated{suffix}", old.display()))?;
+        }
+    }
+    if let Some(parent) = dir.parent() {
+        segment::sync_dir(parent)?;
+    }
+    tracing::info!(
+        records = moved.records,
+        pruned = moved.pruned,
+        checkpoints = moved.checkpoints,
+        "message log moved from messagelog.db into segments (same leaves, same positions)"
+    );
+    Ok(Some(moved))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::leaf::leaf_bytes;
+    use crate::tree::{Frontier, store_nodes};
+    use crate::{LogReader, LogRecord, MessageLog, SegmentLog};
+    use lienthong_proto::merkle;
+    use rusqlite::params;
+
+    fn keys() -> LogKeys {
+        LogKeys::new("VN/GOV/000102/ss1", b"subject key".to_vec(), [7; 32])
+    }
+
+    fn seal(keys: &LogKeys, index: u64, plain: &[u8]) -> Vec<u8> {
+        let key = old_key(keys).unwrap();
+        let nonce = [index as u8; 12];
+        let mut data = plain.to_vec();
+        key.seal_in_place_append_tag(
+            aead::Nonce::assume_unique_for_key(nonce),
+            aead::Aad::from(index.to_be_bytes()),
+            &mut data,
+        )
+        .unwrap();
+        [nonce.as_slice(), &data].concat()
+    }
+
+    /// A log as the SQLite era wrote it: 40 records (the first 5 pruned by
+    /// retention), every tenth about the citizen, and a witnessed
+    /// checkpoint at 30.
+    fn legacy_log(path: &Path, keys: &LogKeys) -> (Vec<Vec<u8>>, Hash) {
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        let mut f = Frontier::default();
+        let mut leaves = Vec::new();
+        let mut root_at_30 = [0; 32];
+        for i in 0..40u64 {
+            let subject = if i % 10 == 0 {
+                "001099012345"
+            } else {
+                "079099000001"
+            };
+            let r = LogRecord {
+                at_ms: 1000 + i as i64,
+                message_id: format!("m-{i}"),
+                data_subject: subject.into(),
+                purpose: "purpose".into(),
+                ..Default::default()
+            };
+            let hash = keys.subject_hash(subject);
+            let mut leaf_msg: lienthong_proto::pb::trace::v1::LogLeaf =
+                prost::Message::decode(leaf_bytes(&r, None, None).as_slice()).unwrap();
+            leaf_msg.data_subject_hash = hash.to_vec();
+            let leaf = prost::Message::encode_to_vec(&leaf_msg);
+            store_nodes(&conn, &f.push(merkle::leaf_hash(&leaf))).unwrap();
+            let pruned = i < 5;
+            conn.execute(
+                "INSERT INTO records (leaf_index, at, message_id, subject_hash, withheld_until,
+                    leaf, envelope, subject_sealed, body_sealed, hidden_sealed)
+                 VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, NULL, NULL)",
+                params![
+                    i as i64,
+                    r.at_ms,
+                    r.message_id,
+                    (!pruned).then_some(hash.to_vec()),
+                    (!pruned).then(|| seal(keys, i, &leaf)),
+                    (!pruned).then(|| seal(keys, i, b"envelope")),
+                    (!pruned).then(|| seal(keys, i, subject.as_bytes())),
+                ],
+            )
+            .unwrap();
+            leaves.push(leaf);
+            if i == 29 {
+                root_at_30 = f.root();
+                conn.execute(
+                    "INSERT INTO checkpoints VALUES (30, ?1, 5, x'01', x'02', 6)",
+                    [root_at_30.to_vec()],
+                )
+                .unwrap();
+            }
+        }
+        (leaves, root_at_30)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sqlite_era_log_moves_into_segments_with_the_same_tree() {
+        let home = tempfile::tempdir().unwrap();
+        let old = home.path().join("messagelog.db");
+        let dir = home.path().join("messagelog");
+        let (leaves, root_at_30) = legacy_log(&old, &keys());
+        let moved = migrate(&old, &dir, &keys()).unwrap().unwrap();
+        assert_eq!(
+            moved,
+            Migrated {
+                records: 40,
+                pruned: 5,
+                checkpoints: 1
+            }
+        );
+        assert!(!old.exists() && home.path().join("messagelog.db.migrated").exists());
+        assert_eq!(migrate(&old, &dir, &keys()).unwrap(), None, "once");
+
+        // The server goes on writing where the old log stopped.
+        let log = SegmentLog::open(&dir, keys()).unwrap();
+        log.append(LogRecord {
+            at_ms: 2000,
+            message_id: "after".into(),
+            data_subject: "001099012345".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        log.close();
+        let r = LogReader::open(&dir, keys()).unwrap();
+        assert_eq!(r.tree_size().unwrap(), 41);
+        for (i, leaf) in leaves.iter().enumerate().skip(5) {
+            assert_eq!(r.leaf(i as u64).unwrap().as_ref(), Some(leaf), "leaf {i}");
+        }
+        assert_eq!(r.leaf(2).unwrap(), None, "pruned stays pruned");
+        // What the registry's witness checks: the first checkpoint after
+        // the move is consistent with the last one before it.
+        let cp = r.latest_checkpoint().unwrap().unwrap();
+        assert_eq!((cp.tree_size, cp.root), (30, root_at_30));
+        assert_eq!(r.root(30).unwrap(), root_at_30);
+        let proof = r.consistency_proof(30, 41).unwrap();
+        assert!(merkle::verify_consistency(
+            30,
+            41,
+            &root_at_30,
+            &r.root(41).unwrap(),
+            &proof
+        ));
+        // Old and new records of the citizen are found (old ones by their
+        // keyed hash, new ones by commitment).
+        let found = r.about("001099012345", 0, i64::MAX, 0, 100).unwrap();
+        let at: Vec<u64> = found.iter().map(|f| f.leaf_index).collect();
+        assert_eq!(at, vec![40, 30, 20, 10]);
+        assert_eq!(r.subject_of(10).unwrap().as_deref(), Some("001099012345"));
+        assert_eq!(
+            r.audit(0, u64::MAX).unwrap().mismatches,
+            Vec::<String>::new()
+        );
+    }
+}

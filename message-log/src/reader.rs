@@ -1,0 +1,976 @@
+//! Reading the log: records about a data subject or an exchange, the tree
+//! head, proofs, witnessed checkpoints, and the self-audit's checks.
+//!
+//! The index only says where to look. Every record a reader returns is
+//! read from its segment, opened, and its keys re-derived from its leaf
+//! (subject, time, withheld-until): an index row that points elsewhere or
+//! was edited is skipped and reported, never believed. Before answering, a
+//! reader brings the index up to the segments' durable end
+//! ([`crate::index::catch_up`]), so it never misses a record the writer
+//! acknowledged.
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use lienthong_proto::merkle::{self, Hash};
+use lienthong_proto::pb::trace::v1::{LogLeaf, Phase, Side};
+use prost::Message;
+use rusqlite::{Connection, params};
+
+use crate::checkpoints::{self, StoredCheckpoint};
+use crate::index::{self, Keys, Row, Segments};
+use crate::record::Stored;
+use crate::retention::{self, Marker};
+use crate::tree::{self, Audit, Nodes};
+use crate::{LogError, LogKeys};
+
+/// A record about a data subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectRecord {
+    pub leaf_index: u64,
+    /// The leaf bytes (`LogLeaf`).
+    pub leaf: Vec<u8>,
+    pub withheld_until_ms: i64,
+    /// For a withheld exchange: the encoded `HiddenOpening` its leaf
+    /// commits to (official and purpose), unsealed.
+    pub hidden: Option<Vec<u8>>,
+    /// The salt of the leaf's subject commitment (empty for leaves written
+    /// before commitments, which carry the keyed hash).
+    pub subject_salt: Vec<u8>,
+}
+
+/// Queries over one server's log.
+pub struct LogReader {
+    dir: PathBuf,
+    keys: LogKeys,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    index: Connection,
+    checkpoints: Connection,
+    segments: Segments,
+}
+
+impl std::fmt::Debug for LogReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogReader")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LogReader {
+    /// Opens the log in `dir` for reading (rebuilding its index when it is
+    /// missing or unreadable).
+    pub fn open(dir: &Path, keys: LogKeys) -> Result<Self, LogError> {
+        if !dir.is_dir() {
+            return Err(LogError(format!("{}: no message log here", dir.display())));
+        }
+        Ok(LogReader {
+            dir: dir.to_owned(),
+            keys,
+            inner: Mutex::new(Inner {
+                index: index::open(dir)?,
+                checkpoints: checkpoints::open(dir)?,
+                segments: Segments::default(),
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        match self.inner.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// The index brought up to the segments' durable end. When the index
+    /// cannot follow (a record that does not open), readers still get
+    /// everything before it, and the error is logged.
+    fn fresh(&self) -> MutexGuard<'_, Inner> {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        if let Err(e) =
+            index::catch_up(&mut inner.index, &self.dir, &self.keys, &mut inner.segments)
+        {
+            tracing::error!(error = %e, "message log index cannot follow the log");
+        }
+        g
+    }
+
+    /// Number of records.
+    pub fn tree_size(&self) -> Result<u64, LogError> {
+        index::size(&self.fresh().index)
+    }
+
+    /// The root of the first `size` records.
+    pub fn root(&self, size: u64) -> Result<Hash, LogError> {
+        merkle::root_from(&mut Nodes(&self.fresh().index), size)
+    }
+
+    /// Inclusion proof of record `index` in the tree of `size` records.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, LogError> {
+        merkle::inclusion_proof_from(&mut Nodes(&self.fresh().index), index, size)?
+            .ok_or_else(|| LogError(format!("record {index} is not in a tree of {size}")))
+    }
+
+    /// Consistency proof from the tree of `old` records to that of `new`.
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, LogError> {
+        merkle::consistency_proof_from(&mut Nodes(&self.fresh().index), old, new)?
+            .ok_or_else(|| LogError(format!("no consistency proof from {old} to {new}")))
+    }
+
+    /// Reads and opens the record an index row points to, checked against
+    /// the tree's leaf.
+    fn read(&self, inner: &mut Inner, row: &Row) -> Result<(Stored, LogLeaf), LogError> {
+        let (stored, leaf) = self.open_row(inner, row)?;
+        let i = row.leaf_index;
+        let node = tree::leaf_hashes(&inner.index, i, i + 1)?;
+        if node.get(&i).map(Vec::as_slice) != Some(merkle::leaf_hash(&stored.leaf).as_slice()) {
+            return Err(LogError(format!(
+                "record {i}: its bytes do not hash to the tree's leaf (edited after it was written)"
+            )));
+        }
+        Ok((stored, leaf))
+    }
+
+    /// Reads and opens the record an index row points to.
+    fn open_row(&self, inner: &mut Inner, row: &Row) -> Result<(Stored, LogLeaf), LogError> {
+        let i = row.leaf_index;
+        if row.segment < 0 || row.hash_only {
+            return Err(LogError(format!("record {i} was pruned")));
+        }
+        let (file, key, _) = inner
+            .segments
+            .get(&self.dir, &self.keys, row.segment as u64)?;
+        let mut sealed = vec![0u8; row.len as usize];
+        file.read_exact_at(&mut sealed, row.offset)
+            .map_err(|e| LogError(format!("record {i}: {e}")))?;
+        let stored = key.open(i, &sealed).ok_or_else(|| {
+            LogError(format!(
+                "record {i}: it does not open (edited, moved, or from another server's log)"
+            ))
+        })?;
+        let leaf = LogLeaf::decode(stored.leaf.as_slice())
+            .map_err(|e| LogError(format!("record {i}: its leaf does not decode: {e}")))?;
+        Ok((stored, leaf))
+    }
+
+    fn rows(
+        &self,
+        inner: &Inner,
+        sql: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<Row>, LogError> {
+        let mut stmt = inner.index.prepare_cached(sql)?;
+        let rows = stmt.query_map(args, Row::from_sql)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records about `subject` in `[since, until)`, newest first, skipping
+    /// `offset` and returning at most `limit`. Each is re-read from its
+    /// segment and kept only if its own subject and time say so.
+    pub fn about(
+        &self,
+        subject: &str,
+        since_ms: i64,
+        until_ms: i64,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Vec<SubjectRecord>, LogError> {
+        let key = self.keys.subject_hash(subject);
+        let mut g = self.fresh();
+        let rows = self.rows(
+            &g,
+            &format!(
+                "SELECT {} FROM records WHERE subject_key = ?1 AND at >= ?2 AND at < ?3
+                 ORDER BY leaf_index DESC LIMIT ?4 OFFSET ?5",
+                Row::COLUMNS
+            ),
+            params![
+                key.as_slice(),
+                since_ms,
+                until_ms,
+                limit as i64,
+                offset as i64
+            ],
+        )?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            // Not checked against the tree here: a record edited in place is
+            // answered as it is, and the portal's proof check says so.
+            let (stored, leaf) = match self.open_row(&mut g, &row) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "message log: a record the index names cannot be read");
+                    continue;
+                }
+            };
+            let derived = Keys::of(&leaf, &stored.data_subject, &self.keys);
+            if derived.subject_key.as_deref() != Some(key.as_slice())
+                || leaf.at_unix_ms < since_ms
+                || leaf.at_unix_ms >= until_ms
+            {
+                tracing::error!(
+                    record = row.leaf_index,
+                    "message log: the index names a record that is not about this subject or time (edited index)"
+                );
+                continue;
+            }
+            out.push(SubjectRecord {
+                leaf_index: row.leaf_index,
+                withheld_until_ms: leaf.withheld_until_unix_ms,
+                leaf: stored.leaf,
+                hidden: (!stored.hidden_opening.is_empty()).then_some(stored.hidden_opening),
+                subject_salt: stored.subject_salt,
+            });
+        }
+        Ok(out)
+    }
+
+    fn stored(&self, index: u64) -> Result<Option<Stored>, LogError> {
+        let mut g = self.fresh();
+        let Some(row) = index::row(&g.index, index)? else {
+            return Ok(None);
+        };
+        if row.segment < 0 || row.hash_only {
+            return Ok(None);
+        }
+        Ok(Some(self.read(&mut g, &row)?.0))
+    }
+
+    /// The data subject of record `index`, unsealed (for this server's
+    /// operator only; never sent over the bus).
+    pub fn subject_of(&self, index: u64) -> Result<Option<String>, LogError> {
+        Ok(self
+            .stored(index)?
+            .map(|s| s.data_subject)
+            .filter(|s| !s.is_empty()))
+    }
+
+    /// The logged body of record `index`, unsealed, if its subsystem opted
+    /// in (for this server's operator only).
+    pub fn body_of(&self, index: u64) -> Result<Option<Vec<u8>>, LogError> {
+        Ok(self.stored(index)?.and_then(|s| s.body))
+    }
+
+    /// The leaf bytes of record `index` (none once pruned).
+    pub fn leaf(&self, index: u64) -> Result<Option<Vec<u8>>, LogError> {
+        Ok(self.stored(index)?.map(|s| s.leaf))
+    }
+
+    /// The records of one exchange (both phases), oldest first.
+    pub fn by_message(&self, message_id: &str) -> Result<Vec<u64>, LogError> {
+        let mut g = self.fresh();
+        let rows = self.rows(
+            &g,
+            &format!(
+                "SELECT {} FROM records WHERE message_id = ?1 ORDER BY leaf_index",
+                Row::COLUMNS
+            ),
+            [message_id],
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            match self.read(&mut g, &row) {
+                Ok((_, leaf)) if leaf.message_id == message_id => out.push(row.leaf_index),
+                Ok(_) => tracing::error!(
+                    record = row.leaf_index,
+                    "message log: the index names a record of another exchange (edited index)"
+                ),
+                Err(e) => tracing::error!(error = %e, "message log: a record cannot be read"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// (client, message id, time) of the requests this server accepted as
+    /// provider since `since_ms`: what the replay protection must remember
+    /// across a restart.
+    pub fn provider_requests_since(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<(String, String, i64)>, LogError> {
+        let mut out = Vec::new();
+        self.newest_first(since_ms, |_, leaf| {
+            if leaf.side == Side::Provider as i32
+                && leaf.phase == Phase::Request as i32
+                && leaf.at_unix_ms >= since_ms
+            {
+                out.push((
+                    leaf.client.clone(),
+                    leaf.message_id.clone(),
+                    leaf.at_unix_ms,
+                ));
+            }
+            true
+        })?;
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Calls `each` with the records newest first until it returns false or
+    /// the records are a minute (concurrent writers' clock order) older
+    /// than `since_ms`.
+    fn newest_first(
+        &self,
+        since_ms: i64,
+        mut each: impl FnMut(u64, &LogLeaf) -> bool,
+    ) -> Result<(), LogError> {
+        const SLACK_MS: i64 = 60_000;
+        const PAGE: i64 = 1_000;
+        let mut g = self.fresh();
+        let mut below = i64::MAX;
+        loop {
+            let rows = self.rows(
+                &g,
+                &format!(
+                    "SELECT {} FROM records WHERE leaf_index < ?1 AND segment >= 0 AND hash_only = 0
+                     ORDER BY leaf_index DESC LIMIT ?2",
+                    Row::COLUMNS
+                ),
+                params![below, PAGE],
+            )?;
+            let Some(last) = rows.last() else {
+                return Ok(());
+            };
+            below = last.leaf_index as i64;
+            for row in rows {
+                let leaf = match self.read(&mut g, &row) {
+                    Ok((_, leaf)) => leaf,
+                    Err(e) => {
+                        tracing::error!(error = %e, "message log: a record cannot be read");
+                        continue;
+                    }
+                };
+                if leaf.at_unix_ms < since_ms.saturating_sub(SLACK_MS)
+                    || !each(row.leaf_index, &leaf)
+                {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Operational data: the decoded records written in `[since, until)`
+    /// (of one exchange, with `message_id`) that `visible` lets through,
+    /// newest first, at most `limit`, and whether more matched.
+    pub fn operational(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+        message_id: Option<&str>,
+        limit: u64,
+        visible: impl Fn(&LogLeaf) -> bool,
+    ) -> Result<(Vec<(u64, LogLeaf)>, bool), LogError> {
+        let limit = limit as usize;
+        let mut found = Vec::new();
+        let mut keep = |index: u64, l: &LogLeaf| {
+            if l.at_unix_ms >= since_ms && l.at_unix_ms < until_ms && visible(l) {
+                found.push((index, l.clone()));
+            }
+            found.len() <= limit
+        };
+        match message_id {
+            Some(id) => {
+                let indexes = self.by_message(id)?;
+                for i in indexes.into_iter().rev() {
+                    let Some(leaf) = self.leaf(i)? else { continue };
+                    let Ok(l) = LogLeaf::decode(leaf.as_slice()) else {
+                        continue;
+                    };
+                    if !keep(i, &l) {
+                        break;
+                    }
+                }
+            }
+            None => self.newest_first(since_ms, keep)?,
+        }
+        let truncated = found.len() > limit;
+        found.truncate(limit);
+        Ok((found, truncated))
+    }
+
+    /// The newest witnessed checkpoint.
+    pub fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, LogError> {
+        checkpoints::latest(&self.lock().checkpoints)
+    }
+
+    /// Keeps a witnessed checkpoint.
+    pub fn record_checkpoint(&self, c: &StoredCheckpoint) -> Result<(), LogError> {
+        checkpoints::record(&self.lock().checkpoints, c)
+    }
+
+    /// Checks records `[from, to)`: each has exactly one index entry; each
+    /// opens, hashes to its tree leaf, and was indexed under the keys its
+    /// leaf gives; a record without a segment lies in a retention marker
+    /// whose hashes match the tree; every node completed in the range is
+    /// the hash of its children. At the end of the log: no index entry past
+    /// it, and the segments hold every indexed record.
+    pub fn audit(&self, from: u64, to: u64) -> Result<Audit, LogError> {
+        let mut g = self.fresh();
+        let size = index::size(&g.index)?;
+        let to = to.min(size);
+        let mut out = Audit::default();
+        if from < to {
+            let rows = self.rows(
+                &g,
+                &format!(
+                    "SELECT {} FROM records WHERE leaf_index >= ?1 AND leaf_index < ?2
+                     ORDER BY leaf_index",
+                    Row::COLUMNS
+                ),
+                params![from as i64, to as i64],
+            )?;
+            let leaves = tree::leaf_hashes(&g.index, from, to)?;
+            let markers = Marker::list(&self.dir).unwrap_or_else(|e| {
+                out.mismatches.push(format!("retention markers: {e}"));
+                Vec::new()
+            });
+            let mut expected = from;
+            for row in &rows {
+                let i = row.leaf_index;
+                for missing in expected..i {
+                    out.mismatches
+                        .push(format!("record {missing}: its index entry is missing"));
+                }
+                expected = i + 1;
+                let node = leaves.get(&i).map(Vec::as_slice);
+                if row.segment < 0 {
+                    let marked = markers.iter().find(|m| m.from <= i && i < m.to);
+                    match marked {
+                        Some(m)
+                            if Some(m.leaf_hashes[(i - m.from) as usize].as_slice()) == node => {}
+                        Some(_) => out.mismatches.push(format!(
+                            "record {i}: its retention marker does not match the tree"
+                        )),
+                        None => out.mismatches.push(format!(
+                            "record {i}: pruned, but no retention marker says so"
+                        )),
+                    }
+                    continue;
+                }
+                if row.hash_only {
+                    continue;
+                }
+                match self.read(&mut g, row) {
+                    Ok((stored, leaf)) => {
+                        out.leaves += 1;
+                        if Keys::of(&leaf, &stored.data_subject, &self.keys) != row.keys {
+                            out.mismatches.push(format!(
+                                "record {i}: its index entry does not match the record (edited index)"
+                            ));
+                        }
+                    }
+                    Err(e) => out.mismatches.push(e.0),
+                }
+            }
+            for missing in expected..to {
+                out.mismatches
+                    .push(format!("record {missing}: its index entry is missing"));
+            }
+            tree::audit_nodes(&g.index, from, to, leaves, &mut out)?;
+        }
+        if to == size {
+            let past: i64 = g.index.query_row(
+                "SELECT count(*) FROM records WHERE leaf_index >= ?1",
+                [size as i64],
+                |r| r.get(0),
+            )?;
+            if past > 0 {
+                out.mismatches
+                    .push(format!("the index holds {past} entries past the log's end"));
+            }
+            let durable = crate::segment::recover_tail(&self.dir, false)?.size;
+            if durable < size && !markers_reach(&self.dir, size)? {
+                out.mismatches.push(format!(
+                    "the index holds {size} records but the segments end at {durable} (segments cut or removed)"
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Plans retention: the oldest segment (never the newest) whose every
+    /// record may go at `before_ms` ([`retention::prunable`]), as a marker
+    /// already made durable. The caller appends the marker's retention
+    /// record to the log and then calls [`LogReader::prune`].
+    pub fn plan_prune(&self, before_ms: i64, now_ms: i64) -> Result<Option<Marker>, LogError> {
+        let mut g = self.fresh();
+        let list = crate::segment::list(&self.dir)?;
+        let size = index::size(&g.index)?;
+        let [(first, _), (next, _), ..] = list.as_slice() else {
+            return Ok(None);
+        };
+        let (first, next) = (*first, *next);
+        if next > size {
+            return Ok(None);
+        }
+        let rows = self.rows(
+            &g,
+            &format!(
+                "SELECT {} FROM records WHERE leaf_index >= ?1 AND leaf_index < ?2
+                 ORDER BY leaf_index",
+                Row::COLUMNS
+            ),
+            params![first as i64, next as i64],
+        )?;
+        if rows.len() as u64 != next - first {
+            return Err(LogError(format!(
+                "segment {first}: the index lacks some of its records; not pruning"
+            )));
+        }
+        let leaves = tree::leaf_hashes(&g.index, first, next)?;
+        let mut hashes = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if !row.hash_only {
+                // Decided on the record itself, never on the index.
+                let (_, leaf) = self.read(&mut g, row)?;
+                if !retention::prunable(leaf.at_unix_ms, leaf.withheld_until_unix_ms, before_ms) {
+                    return Ok(None);
+                }
+            }
+            let h = leaves
+                .get(&row.leaf_index)
+                .and_then(|h| <Hash>::try_from(h.as_slice()).ok())
+                .ok_or_else(|| LogError(format!("record {}: no tree leaf", row.leaf_index)))?;
+            hashes.push(h);
+        }
+        let marker = Marker {
+            from: first,
+            to: next,
+            pruned_at_ms: now_ms,
+            leaf_hashes: hashes,
+        };
+        marker.write(&self.dir)?;
+        Ok(Some(marker))
+    }
+
+    /// Removes the segment `marker` covers, once its retention record is
+    /// durable. Returns how many records went.
+    pub fn prune(&self, marker: &Marker) -> Result<u64, LogError> {
+        let mut g = self.lock();
+        g.index.execute(
+            "UPDATE records SET segment = -1, offset = 0, len = 0, subject_key = NULL
+             WHERE leaf_index >= ?1 AND leaf_index < ?2",
+            params![marker.from as i64, marker.to as i64],
+        )?;
+        g.segments.clear();
+        let path = self.dir.join(crate::segment::file_name(marker.from));
+        std::fs::remove_file(&path)?;
+        crate::segment::sync_dir(&self.dir)?;
+        Ok(marker.to - marker.from)
+    }
+}
+
+/// Whether retention markers account for every record up to `size`
+/// (when every segment was pruned).
+fn markers_reach(dir: &Path, size: u64) -> Result<bool, LogError> {
+    Ok(Marker::list(dir)?.iter().any(|m| m.to >= size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::writer::{Options, SegmentLog};
+    use crate::{LogRecord, MessageLog};
+    use std::sync::Arc;
+
+    const CITIZEN: &str = "001099012345";
+
+    fn keys() -> LogKeys {
+        LogKeys::new("VN/GOV/000102/ss1", b"subject key".to_vec(), [7; 32])
+    }
+
+    fn record(i: usize, subject: &str) -> LogRecord {
+        LogRecord {
+            at_ms: 1000 + i as i64,
+            message_id: format!("m-{i}"),
+            data_subject: subject.into(),
+            purpose: "hồ sơ điều tra 2026/114".into(),
+            user_id: "officer-nguyen-van-a".into(),
+            envelope: format!("envelope naming {subject}").into_bytes(),
+            ..Default::default()
+        }
+    }
+
+    async fn write(dir: &Path, n: usize, options: Options) {
+        let log = Arc::new(SegmentLog::open_with(dir, keys(), options).unwrap());
+        // Eight at a time: group commits of up to eight records.
+        for chunk in (0..n).collect::<Vec<_>>().chunks(8) {
+            let mut tasks = Vec::new();
+            for &i in chunk {
+                let log = log.clone();
+                let subject = if i % 10 == 0 { CITIZEN } else { "079099000001" };
+                tasks.push(tokio::spawn(
+                    async move { log.append(record(i, subject)).await },
+                ));
+            }
+            for t in tasks {
+                t.await.unwrap().unwrap();
+            }
+        }
+        // Waits for the indexer to catch up.
+        Arc::try_unwrap(log).unwrap().close();
+    }
+
+    fn small() -> Options {
+        Options {
+            segment_bytes: 4096,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_are_durable_proven_and_found_by_subject() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), 200, small()).await;
+        let r = LogReader::open(dir.path(), keys()).unwrap();
+        assert_eq!(r.tree_size().unwrap(), 200);
+        assert!(
+            crate::segment::list(dir.path()).unwrap().len() > 3,
+            "segments rolled"
+        );
+        let root = r.root(200).unwrap();
+        let found = r.about(CITIZEN, 0, i64::MAX, 0, 100).unwrap();
+        assert_eq!(found.len(), 20);
+        assert!(found.windows(2).all(|w| w[0].leaf_index > w[1].leaf_index));
+        for rec in &found {
+            let leaf = LogLeaf::decode(rec.leaf.as_slice()).unwrap();
+            assert!(
+                leaf.data_subject_hash.is_empty(),
+                "no keyed hash in the leaf"
+            );
+            assert_eq!(
+                leaf.data_subject_commitment,
+                lienthong_proto::canonical::subject_commitment(&rec.subject_salt, CITIZEN)
+            );
+            let proof = r.inclusion_proof(rec.leaf_index, 200).unwrap();
+            assert!(merkle::verify_inclusion(
+                &merkle::leaf_hash(&rec.leaf),
+                rec.leaf_index,
+                200,
+                &proof,
+                &root
+            ));
+            assert_eq!(
+                r.subject_of(rec.leaf_index).unwrap().as_deref(),
+                Some(CITIZEN)
+            );
+            assert_eq!(
+                r.by_message(&leaf.message_id).unwrap(),
+                vec![rec.leaf_index]
+            );
+        }
+        assert_eq!(r.about(CITIZEN, 0, i64::MAX, 15, 100).unwrap().len(), 5);
+        assert_eq!(r.about(CITIZEN, 1000, 1050, 0, 100).unwrap().len(), 5);
+        let audit = r.audit(0, u64::MAX).unwrap();
+        assert_eq!(audit.mismatches, Vec::<String>::new());
+        assert_eq!(audit.leaves, 200);
+    }
+
+    #[tokio::test]
+    async fn reopening_continues_the_same_tree_in_a_new_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), 5, Options::default()).await;
+        let r = LogReader::open(dir.path(), keys()).unwrap();
+        let old_root = r.root(5).unwrap();
+        write(dir.path(), 4, Options::default()).await;
+        assert_eq!(r.tree_size().unwrap(), 9, "the reader follows the writer");
+        assert_eq!(crate::segment::list(dir.path()).unwrap().len(), 2);
+        let proof = r.consistency_proof(5, 9).unwrap();
+        assert!(merkle::verify_consistency(
+            5,
+            9,
+            &old_root,
+            &r.root(9).unwrap(),
+            &proof
+        ));
+        assert!(r.audit(0, 9).unwrap().mismatches.is_empty());
+    }
+
+    /// Every byte of every file in the log's directory.
+    fn files_of(dir: &Path) -> Vec<u8> {
+        let mut all = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            all.extend(std::fs::read(e.unwrap().path()).unwrap_or_default());
+        }
+        all
+    }
+
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nothing_personal_is_stored_in_clear_nor_as_an_unkeyed_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), 20, Options::default()).await;
+        let r = LogReader::open(dir.path(), keys()).unwrap();
+        assert_eq!(r.about(CITIZEN, 0, i64::MAX, 0, 100).unwrap().len(), 2);
+        drop(r);
+        let bytes = files_of(dir.path());
+        for secret in [
+            CITIZEN,
+            "hồ sơ điều tra",
+            "officer-nguyen-van-a",
+            "envelope naming",
+        ] {
+            assert!(!contains(&bytes, secret.as_bytes()), "{secret:?} in clear");
+        }
+        let unkeyed = lienthong_proto::sha256(CITIZEN.as_bytes());
+        assert!(!contains(&bytes, &unkeyed), "unkeyed hash of the subject");
+    }
+
+    fn tamper(dir: &Path, sql: &str) {
+        let db = Connection::open(index::path(dir)).unwrap();
+        assert!(db.execute(sql, []).unwrap() > 0, "{sql}");
+    }
+
+    fn audit(dir: &Path) -> Vec<String> {
+        LogReader::open(dir, keys())
+            .unwrap()
+            .audit(0, u64::MAX)
+            .unwrap()
+            .mismatches
+    }
+
+    /// The operator's edits that used to hide an access: each is found by
+    /// the audit, and none hides the record from the subject's trace.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn index_edits_are_found_and_never_hide_a_record() {
+        let base = tempfile::tempdir().unwrap();
+        write(base.path(), 30, small()).await;
+        let fresh = || {
+            let d = tempfile::tempdir().unwrap();
+            for e in std::fs::read_dir(base.path()).unwrap() {
+                let e = e.unwrap();
+                std::fs::copy(e.path(), d.path().join(e.file_name())).unwrap();
+            }
+            d
+        };
+        let withheld =
+            "UPDATE records SET withheld_until = 4102444800000 WHERE leaf_index = 10".to_string();
+        let other_key = format!(
+            "UPDATE records SET subject_key = x'{}' WHERE leaf_index = 10",
+            "00".repeat(32)
+        );
+        let cases: [(&str, &str, &str); 5] = [
+            (
+                "DELETE FROM records WHERE leaf_index = 10",
+                "record 10: its index entry is missing",
+                "deleted",
+            ),
+            (
+                &withheld,
+                "record 10: its index entry does not match",
+                "withheld",
+            ),
+            (
+                &other_key,
+                "record 10: its index entry does not match",
+                "subject",
+            ),
+            (
+                "UPDATE records SET segment = -1 WHERE leaf_index = 10",
+                "record 10: pruned, but no retention marker",
+                "pruned",
+            ),
+            (
+                "UPDATE records SET offset = offset + 1 WHERE leaf_index = 10",
+                "record 10: it does not open",
+                "moved",
+            ),
+        ];
+        for (sql, expect, name) in cases {
+            let d = fresh();
+            tamper(d.path(), sql);
+            let found = audit(d.path());
+            assert!(
+                found.iter().any(|m| m.starts_with(expect)),
+                "{name}: {found:?}"
+            );
+            // An index rebuilt from the segments answers the truth again.
+            index::remove(d.path()).unwrap();
+            let r = LogReader::open(d.path(), keys()).unwrap();
+            assert_eq!(
+                r.about(CITIZEN, 0, i64::MAX, 0, 100).unwrap().len(),
+                3,
+                "{name}"
+            );
+            assert!(
+                r.audit(0, u64::MAX).unwrap().mismatches.is_empty(),
+                "{name}"
+            );
+        }
+        // An index entry past the end.
+        let d = fresh();
+        tamper(
+            d.path(),
+            "INSERT INTO records SELECT leaf_index + 100, at, message_id, subject_key,
+                withheld_until, segment, offset, len, hash_only FROM records WHERE leaf_index = 3",
+        );
+        assert!(
+            audit(d.path())
+                .iter()
+                .any(|m| m.contains("past the log's end"))
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn segment_edits_and_foreign_segments_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), 30, small()).await;
+        let segs = crate::segment::list(dir.path()).unwrap();
+        // A byte flipped inside a sealed record of the first segment.
+        let (_, first) = &segs[0];
+        let mut bytes = std::fs::read(first).unwrap();
+        let at = bytes.len() - 20;
+        bytes[at] ^= 1;
+        std::fs::write(first, &bytes).unwrap();
+        let found = audit(dir.path());
+        assert!(
+            found.iter().any(|m| m.contains("does not open")),
+            "{found:?}"
+        );
+
+        // Another server's segment copied in place of one of ours.
+        let other = tempfile::tempdir().unwrap();
+        let theirs = LogKeys::new("VN/GOV/000999/ss9", b"subject key".to_vec(), [7; 32]);
+        {
+            let log = SegmentLog::open_with(other.path(), theirs, small()).unwrap();
+            for i in 0..30 {
+                log.append(record(i, CITIZEN)).await.unwrap();
+            }
+        }
+        std::fs::copy(other.path().join(crate::segment::file_name(0)), first).unwrap();
+        let found = audit(dir.path());
+        assert!(
+            found.iter().any(|m| m.contains("names another log")),
+            "{found:?}"
+        );
+
+        // The log key removed or replaced: nothing opens, and it says why.
+        let wrong = LogKeys::new("VN/GOV/000102/ss1", b"subject key".to_vec(), [8; 32]);
+        let r = LogReader::open(dir.path(), wrong).unwrap();
+        assert!(
+            r.audit(0, u64::MAX)
+                .unwrap()
+                .mismatches
+                .iter()
+                .any(|m| m.contains("does not open"))
+        );
+        let mut missing = keys();
+        missing.seal = vec![(2, [7; 32])];
+        index::remove(dir.path()).unwrap();
+        let r = LogReader::open(dir.path(), missing).unwrap();
+        assert_eq!(r.tree_size().unwrap(), 0, "nothing indexed without the key");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_torn_commit_is_cut_back_and_the_index_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), 10, Options::default()).await;
+        let r = LogReader::open(dir.path(), keys()).unwrap();
+        assert_eq!(r.tree_size().unwrap(), 10);
+        drop(r);
+        // Half of a later commit reached the disk before a crash.
+        let (_, last) = crate::segment::list(dir.path()).unwrap().pop().unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&last)
+            .unwrap();
+        std::io::Write::write_all(&mut f, b"LTCF\x00\x00\x10\x00junk").unwrap();
+        drop(f);
+        let log = SegmentLog::open(dir.path(), keys()).unwrap();
+        assert_eq!(log.recovered().size, 10);
+        assert!(log.recovered().cut > 0);
+        log.append(record(10, CITIZEN)).await.unwrap();
+        log.close();
+        let r = LogReader::open(dir.path(), keys()).unwrap();
+        assert_eq!(r.tree_size().unwrap(), 11);
+        assert!(r.audit(0, u64::MAX).unwrap().mismatches.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retention_prunes_whole_segments_with_a_marker_and_spares_the_withheld() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SegmentLog::open_with(dir.path(), keys(), small()).unwrap();
+        for i in 0..60 {
+            let mut r = record(i, CITIZEN);
+            if i == 45 {
+                r.withheld_until_ms = 10_000;
+            }
+            log.append(r).await.unwrap();
+        }
+        let r = LogReader::open(dir.path(), keys()).unwrap();
+        let root = r.root(60).unwrap();
+        let mut pruned = 0;
+        // Records are at 1000..1060; everything is past retention at 5000,
+        // but record 45 is withheld until 10,000.
+        while let Some(marker) = r.plan_prune(5000, 7000).unwrap() {
+            let digest = marker.digest();
+            log.append(LogRecord {
+                phase: crate::Phase::Retention,
+                at_ms: 7000,
+                message_id: format!("retention-{}-{}", marker.from, marker.to),
+                pruned: Some((marker.from, marker.to, digest)),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            pruned += r.prune(&marker).unwrap();
+        }
+        assert!(pruned > 0 && pruned <= 45, "{pruned}");
+        assert_eq!(r.root(60).unwrap(), root, "the tree is untouched");
+        let kept = r.about(CITIZEN, 0, i64::MAX, 0, 100).unwrap();
+        assert_eq!(kept.len() as u64, 60 - pruned);
+        assert!(
+            kept.iter().any(|k| k.leaf_index == 45),
+            "withheld record kept"
+        );
+        let size = r.tree_size().unwrap();
+        for k in kept {
+            let proof = r.inclusion_proof(k.leaf_index, 60).unwrap();
+            assert!(merkle::verify_inclusion(
+                &merkle::leaf_hash(&k.leaf),
+                k.leaf_index,
+                60,
+                &proof,
+                &root
+            ));
+        }
+        assert_eq!(
+            r.audit(0, u64::MAX).unwrap().mismatches,
+            Vec::<String>::new()
+        );
+        // Rebuilt from segments and markers: the same tree.
+        drop(r);
+        log.close();
+        index::remove(dir.path()).unwrap();
+        let r = LogReader::open(dir.path(), keys()).unwrap();
+        assert_eq!(r.tree_size().unwrap(), size);
+        assert_eq!(r.root(60).unwrap(), root);
+        assert_eq!(
+            r.audit(0, u64::MAX).unwrap().mismatches,
+            Vec::<String>::new()
+        );
+        // A marker edited to cover for a deleted record is found.
+        let m = Marker::list(dir.path()).unwrap().remove(0);
+        let mut forged = m.clone();
+        forged.leaf_hashes[0] = [9; 32];
+        std::fs::write(
+            dir.path().join(Marker::file_name(m.from, m.to)),
+            forged.encode(),
+        )
+        .unwrap();
+        let found = r.audit(0, u64::MAX).unwrap().mismatches;
+        assert!(
+            found
+                .iter()
+                .any(|f| f.contains("retention marker does not match")),
+            "{found:?}"
+        );
+    }
+}

@@ -1,0 +1,512 @@
+//! The writer: one thread seals whatever has queued up and appends it to
+//! the current segment as one frame — one `write`, one `fdatasync` — and
+//! only then acknowledges the records (group commit: many concurrent
+//! exchanges share one fsync). A second thread, the indexer, follows behind
+//! and adds each commit to the index ([`crate::index::catch_up`]); nothing
+//! on an exchange's path waits for it.
+//!
+//! The writer opens a new segment every time it starts and after any failed
+//! write, so that no position is ever sealed twice under one segment key
+//! (see [`crate::record`]). A failed write is cut back from the segment
+//! before anyone is told; until space returns (a full disk), commits fail
+//! and exchanges are refused with a clear fault, and nothing acknowledged
+//! is lost.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use lienthong_proto::canonical::{hidden_commitment, subject_commitment};
+use lienthong_proto::pb::trace::v1::HiddenOpening;
+use tokio::sync::oneshot;
+
+use crate::index::{self, Segments};
+use crate::leaf::leaf_bytes;
+use crate::record::{SegmentKey, Stored};
+use crate::segment::{self, FrameBuilder, Header, KIND_SEALED, Tail};
+use crate::{Appended, LogError, LogKeys, LogRecord, MessageLog};
+
+/// Most records committed in one frame.
+const MAX_BATCH: usize = 1024;
+/// How often the writer reports its group-commit statistics (when busy).
+const STATS_EVERY: Duration = Duration::from_secs(10);
+
+/// How the log is laid out.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// A segment is closed and a new one started once it is this large
+    /// (retention deletes whole segments). Default 64 MiB.
+    pub segment_bytes: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            segment_bytes: 64 << 20,
+        }
+    }
+}
+
+type Job = (LogRecord, oneshot::Sender<Result<(), LogError>>);
+
+/// How group commit is doing.
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    pub commits: AtomicU64,
+    pub records: AtomicU64,
+    pub largest_batch: AtomicU64,
+    /// Where each commit's time and size are also reported, once the
+    /// server's metrics are attached ([`CommitStats::report_to`]).
+    histograms: std::sync::OnceLock<CommitHistograms>,
+}
+
+/// The histograms a commit's time (seconds) and size (records) go to.
+#[derive(Debug)]
+pub struct CommitHistograms {
+    pub seconds: metrics::Histogram,
+    pub records: metrics::Histogram,
+}
+
+impl CommitStats {
+    /// Reports every later commit to `histograms` too (the first call wins).
+    pub fn report_to(&self, histograms: CommitHistograms) {
+        let _ = self.histograms.set(histograms);
+    }
+
+    fn committed(&self, records: usize, took: std::time::Duration) {
+        let n = records as u64;
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.records.fetch_add(n, Ordering::Relaxed);
+        self.largest_batch.fetch_max(n, Ordering::Relaxed);
+        if let Some(h) = self.histograms.get() {
+            h.seconds.record(took.as_secs_f64());
+            h.records.record(records as f64);
+        }
+    }
+}
+
+/// Where the writer and the indexer meet.
+#[derive(Debug, Default)]
+struct Progress {
+    /// Records durable in the segments.
+    committed: Mutex<u64>,
+    wake: Condvar,
+    /// Records in the index.
+    indexed: AtomicU64,
+    stopped: AtomicBool,
+}
+
+/// The message log of one server: segments in a directory.
+pub struct SegmentLog {
+    tx: mpsc::Sender<Job>,
+    stats: Arc<CommitStats>,
+    progress: Arc<Progress>,
+    recovered: Tail,
+    indexer: Option<thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for SegmentLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentLog")
+            .field("recovered", &self.recovered)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SegmentLog {
+    /// Opens (creating if needed) the log in `dir` with default options.
+    pub fn open(dir: &Path, keys: LogKeys) -> Result<Self, LogError> {
+        Self::open_with(dir, keys, Options::default())
+    }
+
+    /// Opens the log in `dir`: recovers its tail, brings the index up to
+    /// date, and starts the writer (in a new segment) and the indexer.
+    pub fn open_with(dir: &Path, keys: LogKeys, options: Options) -> Result<Self, LogError> {
+        keys.current()
+            .ok_or_else(|| LogError("no log key to seal with".into()))?;
+        create_private_dir(dir)?;
+        let recovered = segment::recover_tail(dir, true)?;
+        let size = recovered.size;
+        // A last segment that holds no record (only its header) goes; the
+        // new segment starts at the same position.
+        if let Some((first, path)) = segment::list(dir)?.last()
+            && *first == size
+        {
+            std::fs::remove_file(path)?;
+        }
+        let mut conn = index::open(dir)?;
+        index::cut_back(&mut conn, size)?;
+        let current = Current::create(dir, &keys, size)?;
+
+        let stats = Arc::new(CommitStats::default());
+        let progress = Arc::new(Progress::default());
+        *lock(&progress.committed) = size;
+        let (tx, rx) = mpsc::channel::<Job>();
+        let w = Writer {
+            dir: dir.to_owned(),
+            keys: keys.clone(),
+            options,
+            current: Some(current),
+            size,
+            poisoned: false,
+        };
+        let (writer_stats, writer_progress) = (stats.clone(), progress.clone());
+        thread::Builder::new()
+            .name("message-log".into())
+            .spawn(move || w.run(rx, writer_stats, writer_progress))
+            .map_err(|e| LogError(format!("cannot start the log writer: {e}")))?;
+        let (indexer_dir, indexer_progress) = (dir.to_owned(), progress.clone());
+        let indexer = thread::Builder::new()
+            .name("message-log-index".into())
+            .spawn(move || indexer(conn, indexer_dir, keys, indexer_progress))
+            .map_err(|e| LogError(format!("cannot start the log indexer: {e}")))?;
+        if recovered.cut > 0 {
+            tracing::warn!(
+                bytes = recovered.cut,
+                records = size,
+                "message log recovered: an incomplete last commit was cut off and kept beside its segment"
+            );
+        }
+        Ok(SegmentLog {
+            tx,
+            stats,
+            progress,
+            recovered,
+            indexer: Some(indexer),
+        })
+    }
+
+    pub fn stats(&self) -> &CommitStats {
+        &self.stats
+    }
+
+    /// The statistics, shared (for the admin port).
+    pub fn stats_handle(&self) -> Arc<CommitStats> {
+        self.stats.clone()
+    }
+
+    /// What recovery found when the log opened.
+    pub fn recovered(&self) -> &Tail {
+        &self.recovered
+    }
+
+    /// Durable records not yet in the index.
+    pub fn index_lag(&self) -> u64 {
+        let committed = *lock(&self.progress.committed);
+        committed.saturating_sub(self.progress.indexed.load(Ordering::Relaxed))
+    }
+
+    /// A handle that reports the index lag (for metrics and health).
+    pub fn lag_handle(&self) -> IndexLag {
+        IndexLag(self.progress.clone())
+    }
+
+    /// Stops the writer (after the records already queued) and waits until
+    /// the indexer has caught up.
+    pub fn close(mut self) {
+        let (tx, _) = mpsc::channel();
+        drop(std::mem::replace(&mut self.tx, tx));
+        if let Some(h) = self.indexer.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// How far the index is behind the durable records.
+#[derive(Debug, Clone)]
+pub struct IndexLag(Arc<Progress>);
+
+impl IndexLag {
+    pub fn records(&self) -> u64 {
+        let committed = *lock(&self.0.committed);
+        committed.saturating_sub(self.0.indexed.load(Ordering::Relaxed))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// Creates `dir` readable by its owner only.
+fn create_private_dir(dir: &Path) -> Result<(), LogError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| LogError(format!("{}: {e}", dir.display())))?;
+    } else {
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+    }
+    Ok(())
+}
+
+/// The segment being written.
+struct Current {
+    file: File,
+    key: SegmentKey,
+    len: u64,
+    frames: u64,
+}
+
+impl Current {
+    fn create(dir: &Path, keys: &LogKeys, first: u64) -> Result<Current, LogError> {
+        let (key_id, _) = keys
+            .current()
+            .ok_or_else(|| LogError("no log key to seal with".into()))?;
+        let mut salt = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt)
+            .map_err(|_| LogError("no randomness for a segment key".into()))?;
+        let header = Header {
+            key_id,
+            first_index: first,
+            created_ms: now_ms(),
+            salt,
+            owner: keys.owner.clone(),
+        };
+        let path: PathBuf = dir.join(segment::file_name(first));
+        // Left by a failed start at the same position: it holds no record.
+        if let Ok(m) = std::fs::metadata(&path)
+            && m.len() <= header.encode().len() as u64
+        {
+            std::fs::remove_file(&path)?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .create_new(true)
+            .read(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| LogError(format!("cannot create {}: {e}", path.display())))?;
+        let bytes = header.encode();
+        let written = file.write_all(&bytes).and_then(|()| file.sync_all());
+        if let Err(e) = written
+            .map_err(LogError::from)
+            .and_then(|()| segment::sync_dir(dir))
+        {
+            let _ = std::fs::remove_file(&path);
+            return Err(LogError(format!("cannot start a segment: {e}")));
+        }
+        Ok(Current {
+            file,
+            key: SegmentKey::derive(keys, key_id, &salt)?,
+            len: bytes.len() as u64,
+            frames: 0,
+        })
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+struct Writer {
+    dir: PathBuf,
+    keys: LogKeys,
+    options: Options,
+    /// None after a failed write: the next commit starts a new segment.
+    current: Option<Current>,
+    /// Records durable.
+    size: u64,
+    /// A failed write could not be cut back: the segment's end is unknown,
+    /// so nothing more is written until the server restarts (and recovery
+    /// finds the end).
+    poisoned: bool,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Job>, stats: Arc<CommitStats>, progress: Arc<Progress>) {
+        let mut reported = Instant::now();
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            let started = Instant::now();
+            let result = self.commit(&batch).inspect_err(|e| {
+                tracing::error!(error = %e, records = batch.len(), "message log commit failed");
+            });
+            if result.is_ok() {
+                stats.committed(batch.len(), started.elapsed());
+                *lock(&progress.committed) = self.size;
+                progress.wake.notify_one();
+            }
+            for (_, done) in batch {
+                let _ = done.send(result.clone());
+            }
+            if reported.elapsed() >= STATS_EVERY {
+                reported = Instant::now();
+                tracing::debug!(
+                    records = stats.records.load(Ordering::Relaxed),
+                    commits = stats.commits.load(Ordering::Relaxed),
+                    largest = stats.largest_batch.load(Ordering::Relaxed),
+                    "message log group commit"
+                );
+            }
+        }
+        progress.stopped.store(true, Ordering::Release);
+        progress.wake.notify_one();
+    }
+
+    fn commit(&mut self, batch: &[Job]) -> Result<(), LogError> {
+        if self.poisoned {
+            return Err(LogError(
+                "a failed write could not be undone; restart the server to recover the log".into(),
+            ));
+        }
+        let full = self
+            .current
+            .as_ref()
+            .is_some_and(|c| c.frames > 0 && c.len >= self.options.segment_bytes);
+        if self.current.is_none() || full {
+            self.current = Some(Current::create(&self.dir, &self.keys, self.size)?);
+        }
+        let current = self.current.as_mut().expect("opened above");
+        // Salts for the subject and withheld commitments: one draw per commit.
+        let mut salts = vec![0u8; 64 * batch.len()];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salts)
+            .map_err(|_| LogError("no randomness for the commitments".into()))?;
+        let mut frame = FrameBuilder::new(self.size);
+        for ((r, _), salts) in batch.iter().zip(salts.chunks_exact(64)) {
+            let stored = stored(r, &salts[..32], &salts[32..]);
+            let index = frame.next_index();
+            frame.push(KIND_SEALED, |out| {
+                current.key.seal_into(index, &stored, out)
+            })?;
+        }
+        let count = u64::from(frame.count());
+        let bytes = frame.finish();
+        let written = current
+            .file
+            .write_all(&bytes)
+            .and_then(|()| current.file.sync_data());
+        if let Err(e) = written {
+            // Cut the partial frame back; the next commit starts a new
+            // segment (a new key), so no position is sealed twice under one.
+            let undone = current
+                .file
+                .set_len(current.len)
+                .and_then(|()| current.file.sync_all());
+            self.current = None;
+            if let Err(u) = undone {
+                self.poisoned = true;
+                return Err(LogError(format!(
+                    "write failed ({e}) and could not be undone ({u})"
+                )));
+            }
+            return Err(LogError(format!("write failed: {e}")));
+        }
+        current.len += bytes.len() as u64;
+        current.frames += 1;
+        self.size += count;
+        Ok(())
+    }
+}
+
+/// What is kept of `r`: its leaf (with the subject committed under
+/// `subject_salt` and, when withheld, the official and purpose under
+/// `hidden_salt`) and everything sealed beside it.
+fn stored(r: &LogRecord, subject_salt: &[u8], hidden_salt: &[u8]) -> Stored {
+    let has_subject = !r.data_subject.is_empty();
+    let subject = has_subject.then(|| subject_commitment(subject_salt, &r.data_subject));
+    // A withheld exchange's official and purpose stay out of the leaf until
+    // its release: a salted commitment stands in, its opening sealed beside.
+    let (hidden, opening) = if r.withheld_until_ms > 0 {
+        let opening = HiddenOpening {
+            salt: hidden_salt.to_vec(),
+            user_id: r.user_id.clone(),
+            purpose: r.purpose.clone(),
+        };
+        (
+            Some(hidden_commitment(hidden_salt, &r.user_id, &r.purpose)),
+            prost::Message::encode_to_vec(&opening),
+        )
+    } else {
+        (None, Vec::new())
+    };
+    Stored {
+        leaf: leaf_bytes(r, subject, hidden),
+        envelope: r.envelope.clone(),
+        data_subject: r.data_subject.clone(),
+        subject_salt: if has_subject {
+            subject_salt.to_vec()
+        } else {
+            Vec::new()
+        },
+        body: r.body.as_ref().map(|b| b.to_vec()),
+        hidden_opening: opening,
+    }
+}
+
+/// Follows the writer, adding each commit to the index.
+fn indexer(mut conn: rusqlite::Connection, dir: PathBuf, keys: LogKeys, progress: Arc<Progress>) {
+    let mut segments = Segments::default();
+    let mut failing = false;
+    loop {
+        {
+            let mut committed = lock(&progress.committed);
+            while *committed <= progress.indexed.load(Ordering::Relaxed)
+                && !progress.stopped.load(Ordering::Acquire)
+            {
+                let (g, _) = progress
+                    .wake
+                    .wait_timeout(committed, Duration::from_secs(1))
+                    .unwrap_or_else(|p| p.into_inner());
+                committed = g;
+                if failing {
+                    break;
+                }
+            }
+        }
+        match index::catch_up(&mut conn, &dir, &keys, &mut segments) {
+            Ok(n) => {
+                progress.indexed.store(n, Ordering::Relaxed);
+                failing = false;
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::error!(error = %e, "message log index cannot follow the log");
+                }
+                failing = true;
+                if progress.stopped.load(Ordering::Acquire) {
+                    return;
+                }
+                thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+        }
+        if progress.stopped.load(Ordering::Acquire)
+            && progress.indexed.load(Ordering::Relaxed) >= *lock(&progress.committed)
+        {
+            return;
+        }
+    }
+}
+
+impl MessageLog for SegmentLog {
+    fn append(&self, record: LogRecord) -> Appended {
+        let (done, wait) = oneshot::channel();
+        let sent = self.tx.send((record, done));
+        Box::pin(async move {
+            sent.map_err(|_| LogError("the log writer has stopped".into()))?;
+            wait.await
+                .map_err(|_| LogError("the log writer has stopped".into()))?
+        })
+    }
+}
