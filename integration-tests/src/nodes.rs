@@ -64,7 +64,23 @@ impl SharedStore {
 
     /// `registry init` of instance `VN` in `home`, the store here.
     pub fn init(&self, home: &Path, auto_approve: bool) -> Initialised {
+        self.init_with(
+            home,
+            auto_approve,
+            &["127.0.0.1:4400".parse().expect("valid")],
+        )
+    }
+
+    /// [`init`](Self::init) naming the nodes' `addresses` (in the TLS
+    /// certificate, the anchor and every configuration).
+    pub fn init_with(
+        &self,
+        home: &Path,
+        auto_approve: bool,
+        addresses: &[SocketAddr],
+    ) -> Initialised {
         let mut opts = InitOptions::new("VN", "127.0.0.1:4400");
+        opts.addresses = addresses.iter().map(ToString::to_string).collect();
         opts.auto_approve = auto_approve;
         opts.database = self.database.clone();
         init::initialise(home, &opts).expect("registry init works")
@@ -117,6 +133,13 @@ impl SharedStore {
     }
 }
 
+/// A loopback address no one listens on now (for a node to bind next).
+pub fn free_address() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+}
+
 /// The home of another node of the registry in `first`: its keys and TLS
 /// identity (which names the host of every registry address), copied as
 /// an operator installs them.
@@ -152,7 +175,17 @@ impl RegistryNode {
     /// loopback port, reading the store every 50 ms, with a lease of
     /// `lease`. Blocking.
     pub fn start(home: &Path, store: &SharedStore, lease: Duration) -> Result<Self, String> {
-        let mut opts = RegistryOptions::new(home, "127.0.0.1:0".parse().expect("valid"));
+        Self::start_on(home, store, lease, "127.0.0.1:0".parse().expect("valid"))
+    }
+
+    /// [`start`](Self::start) listening on `listen`.
+    pub fn start_on(
+        home: &Path,
+        store: &SharedStore,
+        lease: Duration,
+        listen: SocketAddr,
+    ) -> Result<Self, String> {
+        let mut opts = RegistryOptions::new(home, listen);
         opts.database = store.database.clone();
         opts.follow_interval = Duration::from_millis(50);
         opts.lease = lease;

@@ -11,11 +11,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use lienthong_integration_tests::federation::{Federation, InformationSystem, member};
-use lienthong_integration_tests::nodes::{RegistryNode, SharedStore, database_url, second_home};
+use lienthong_integration_tests::nodes::{
+    RegistryNode, SharedStore, database_url, free_address, second_home,
+};
 use lienthong_integration_tests::registry::TestRegistry;
 use lienthong_proto::pb::globalconf::v1::Anchor;
 use lienthong_proto::pb::registry::v1 as pb;
 use lienthong_registry_client as client;
+use lienthong_security_server::conf_client::ConfClient;
 use tokio::sync::watch;
 
 /// The nodes' publisher lease: short, so a dead publisher is replaced soon.
@@ -320,5 +323,54 @@ async fn servers_keep_exchanging_and_updating_when_the_publishing_registry_node_
         assert!(seen.last().is_some_and(|v| *v >= version), "{seen:?}");
     }
     blocking(move || store.assert_versions_contiguous_to(version)).await;
+    drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_fails_over_to_a_registry_node_only_the_configuration_lists() {
+    let Some(url) = database_url() else { return };
+    let store = blocking(move || SharedStore::new(&url, "addresses")).await;
+    let (first, second) = (free_address(), free_address());
+    let home_a = tempfile::tempdir().unwrap();
+    let done = {
+        let (s, h) = (store.clone(), home_a.path().to_owned());
+        blocking(move || s.init_with(&h, false, &[first, second])).await
+    };
+    let home_b = second_home(home_a.path());
+    let start = |home: &std::path::Path, listen| {
+        let (s, h) = (store.clone(), home.to_owned());
+        blocking(move || RegistryNode::start_on(&h, &s, LEASE, listen).expect("node starts"))
+    };
+    let a = start(home_a.path(), first).await;
+    let b = start(home_b.path(), second).await;
+
+    // The server's anchor names the first node only; the configuration
+    // names both.
+    let dir = tempfile::tempdir().unwrap();
+    let conf = ConfClient::new(
+        only(&done.anchor, first),
+        dir.path().join("configuration.bin"),
+        ConfClient::empty_trust(),
+    );
+    assert!(conf.refresh().await.expect("the anchor's node answers"));
+    assert_eq!(
+        conf.registries().addresses(),
+        [first.to_string(), second.to_string()]
+    );
+
+    a.kill();
+    let version = change_on(&done.anchor, &done.officer_token, second, "GOV").await;
+    assert!(
+        conf.refresh()
+            .await
+            .expect("the configuration's other node answers"),
+        "a newer version was installed"
+    );
+    assert_eq!(conf.view().unwrap().version, version);
+    assert_eq!(
+        conf.registries().addresses()[0],
+        second.to_string(),
+        "the node that answered is dialled first from now on"
+    );
     drop(b);
 }

@@ -15,7 +15,7 @@ use lienthong_proto::pb::registry::v1::configuration_distribution_client::Config
 use prost::Message;
 use tonic::transport::Channel;
 
-use crate::{ClientError, connect};
+use crate::{ClientError, Registries, connect};
 
 /// Why a kept copy of the configuration could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +48,23 @@ pub async fn download(
     identity: Option<&Identity>,
     held: Option<u64>,
 ) -> Result<Option<SignedConfiguration>, ClientError> {
-    let channel = connect(anchor, identity).await?;
+    fetch(connect(anchor, identity).await?, held).await
+}
+
+/// [`download`] from whichever of the registry's known addresses answers
+/// (the anchor's and the newest configuration's).
+pub async fn download_from(
+    registries: &Registries,
+    identity: Option<&Identity>,
+    held: Option<u64>,
+) -> Result<Option<SignedConfiguration>, ClientError> {
+    fetch(registries.connect(identity).await?, held).await
+}
+
+async fn fetch(
+    channel: Channel,
+    held: Option<u64>,
+) -> Result<Option<SignedConfiguration>, ClientError> {
     let reply = distribution_client(channel)
         .get_configuration(GetConfigurationRequest {
             if_newer_than: held.unwrap_or(0),

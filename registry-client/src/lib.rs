@@ -3,7 +3,9 @@
 //!
 //! Start with [`read_anchor`] (the out-of-band file naming the registry's
 //! addresses, CA and configuration keys) and [`connect`], which dials the
-//! first reachable address over TLS pinned to the anchor's CA. Then:
+//! first reachable address over TLS pinned to the anchor's CA; a party
+//! that keeps calling holds [`Registries`], which also fails over to the
+//! addresses the newest configuration lists. Then:
 //!
 //! * [`configuration`] — downloading the signed global configuration and
 //!   verifying it against the anchor; keeping a copy on disk.
@@ -28,7 +30,7 @@ pub mod registration;
 
 pub use anchor::{MAX_ANCHOR_BYTES, read_anchor, write_anchor};
 pub use configuration::distribution_client;
-pub use connect::{CONNECT_TIMEOUT, connect};
+pub use connect::{CONNECT_TIMEOUT, Registries, connect, dial_order};
 pub use error::{ClientError, error_chain};
 pub use operator::{BearerToken, OperatorClient, operator_client};
 pub use registration::{

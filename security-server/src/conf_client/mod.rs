@@ -7,7 +7,9 @@
 //!
 //! Each new version replaces the indexed [`ConfView`] and the mutual-TLS
 //! [`TrustStore`] at once, so new pins, revocations and addresses apply to
-//! the next handshake and exchange without a restart.
+//! the next handshake and exchange without a restart. Downloads fail over
+//! between the registry addresses of the anchor and of the configuration
+//! in force (a registry's nodes), starting with the one that answered last.
 
 pub mod view;
 
@@ -17,7 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use lienthong_certs::tls::{Trust, TrustStore};
 use lienthong_proto::pb::globalconf::v1::{Anchor, SignedConfiguration};
-use lienthong_registry_client::configuration;
+use lienthong_registry_client::{Registries, configuration};
 use tokio::sync::watch;
 
 pub use view::ConfView;
@@ -37,6 +39,7 @@ pub struct ConfStatus {
 /// See the module documentation.
 pub struct ConfClient {
     anchor: Anchor,
+    registries: Registries,
     cache: PathBuf,
     trust: TrustStore,
     current: watch::Sender<Option<Arc<ConfView>>>,
@@ -58,6 +61,7 @@ impl ConfClient {
     /// keeping `trust` in step with the configuration.
     pub fn new(anchor: Anchor, cache: PathBuf, trust: TrustStore) -> Self {
         ConfClient {
+            registries: Registries::new(anchor.clone()),
             anchor,
             cache,
             trust,
@@ -83,6 +87,12 @@ impl ConfClient {
     /// The configuration in force, if any.
     pub fn view(&self) -> Option<Arc<ConfView>> {
         self.current.borrow().clone()
+    }
+
+    /// The registry's addresses as this client knows them (the anchor's
+    /// and the configuration's), for other calls that must fail over.
+    pub fn registries(&self) -> &Registries {
+        &self.registries
     }
 
     pub fn subscribe(&self) -> watch::Receiver<Option<Arc<ConfView>>> {
@@ -118,6 +128,7 @@ impl ConfClient {
             view.trust()
                 .map_err(|e| format!("configuration trust: {e}"))?,
         );
+        self.registries.learn(&view.registry_addresses);
         let version = view.version;
         let expires = view.expires_at_ms;
         self.current.send_replace(Some(Arc::new(view)));
@@ -134,6 +145,7 @@ impl ConfClient {
             if let Ok(trust) = v.trust() {
                 self.trust.replace(trust);
             }
+            self.registries.learn(&v.registry_addresses);
             self.set_status(|s| {
                 s.version = Some(v.version);
                 s.expires_at_ms = Some(v.expires_at_ms);
@@ -155,7 +167,7 @@ impl ConfClient {
     /// one was installed.
     pub async fn refresh(&self) -> Result<bool, String> {
         let held = self.view().map(|v| v.version);
-        let reply = configuration::download(&self.anchor, None, held)
+        let reply = configuration::download_from(&self.registries, None, held)
             .await
             .map_err(|e| e.to_string())?;
         self.set_status(|s| {
