@@ -54,6 +54,7 @@ fn demo_plays_the_scenario_and_the_trace() {
             "server.db",
             "messagelog.db",
             "configuration.bin",
+            "descriptors/demo.binpb",
         ] {
             assert!(home.join(f).exists(), "{code}-ss1/{f} missing");
         }

@@ -20,7 +20,7 @@ use crate::batch::Signers;
 use crate::checkpoint::{Checkpointer, DEFAULT_CHECKPOINT_INTERVAL};
 use crate::conf_client::ConfClient;
 use crate::consumer::tls::{self as consumer_tls, ConsumerTransport};
-use crate::consumer::{Consumer, DEFAULT_MAX_MESSAGE_BYTES, ProviderPool};
+use crate::consumer::{Consumer, DEFAULT_MAX_MESSAGE_BYTES, LocalServices, ProviderPool, local};
 use crate::faults::Fault;
 use crate::keys::{Keys, ServerDir, log_keys};
 use crate::limits::{DEFAULT_MAX_CALLS_PER_PEER, ListenerLimits, PerPeerCalls};
@@ -325,11 +325,13 @@ impl SecurityServer {
             policies: policies.clone(),
             signers,
         };
+        let descriptor_sets = local::read_descriptor_sets(&dir.0.join(local::DESCRIPTORS_DIR))?;
         let consumer = Arc::new(Consumer::new(
             shared.clone(),
             ProviderPool::new(keys.clone(), trust.clone()),
             opts.max_message_bytes,
             opts.consumer_transport == ConsumerTransport::MutualTls,
+            LocalServices::start(conf.subscribe(), &descriptor_sets)?,
         ));
         let provider = Arc::new(Provider::new(
             shared,

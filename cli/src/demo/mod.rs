@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use clap::Args;
 use lienthong_proto::id::SubsystemId;
 use lienthong_proto::pb::trace::v1::Side;
+use lienthong_security_server::consumer::local::DESCRIPTORS_DIR;
 use lienthong_security_server::trace::portal;
 use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, Endpoint};
@@ -101,7 +102,14 @@ async fn play(dir: &Path, once: bool) -> Result<()> {
     let population_backend = backends::serve_population(&citizens).await?;
     let tax_backend = backends::serve_tax(&citizens).await?;
     let protos = dir.join("proto");
-    let descriptor_set = backends::write_protos(&protos)?;
+    backends::write_protos(&protos)?;
+    // Each server's consumer port describes them (server reflection), so
+    // that grpcurl needs no file.
+    for (_, _, _, home, _) in &agencies {
+        let descriptors = home.join(DESCRIPTORS_DIR);
+        std::fs::create_dir_all(&descriptors)?;
+        std::fs::write(descriptors.join("demo.binpb"), backends::DESCRIPTOR_SET)?;
+    }
     let business: SubsystemId = "VN/GOV/000305/business".parse()?;
     instance::provide(
         &agencies[0].3,
@@ -187,7 +195,7 @@ async fn play(dir: &Path, once: bool) -> Result<()> {
             Err("the scenario did not succeed".into())
         };
     }
-    print_try(&inst, &protos, &descriptor_set);
+    print_try(&inst, &protos);
     crate::shutdown_signal().await;
     Ok(())
 }
@@ -388,18 +396,25 @@ async fn trace(inst: &Instance) -> Result<()> {
     Ok(())
 }
 
-fn print_try(inst: &Instance, protos: &Path, descriptor_set: &Path) {
+fn print_try(inst: &Instance, protos: &Path) {
     let business = inst.agency("business").server().consumer_addr();
     let portal = inst.agency("portal");
     println!("\nThe federation stays up until Ctrl-C. Try:\n");
-    println!("  # ask the population registry as the business registry (grpcurl)");
     println!(
-        "  grpcurl -plaintext -import-path {} -proto population/v1/population.proto -H 'lt-client: VN/GOV/000305/business' -H 'lt-service: VN/GOV/000102/population' -H 'lt-purpose: demo' -H 'lt-data-subject: {FOUNDER_ID}' -d '{{\"personal_id\":\"{FOUNDER_ID}\"}}' {business} {PERSON_REGISTRY}/GetPerson",
-        protos.display()
+        "  # what the business registry's security server offers its information systems (server reflection; no .proto needed)"
+    );
+    println!("  grpcurl -plaintext {business} list");
+    println!("  grpcurl -plaintext {business} describe {PERSON_REGISTRY}");
+    println!("  grpcurl -plaintext {business} grpc.health.v1.Health/Check");
+    println!(
+        "\n  # ask the population registry as the business registry (-rpc-header: reflection itself stays local)"
     );
     println!(
-        "  # or, with the descriptor set instead of the .proto files: grpcurl -protoset {} …",
-        descriptor_set.display()
+        "  grpcurl -plaintext -rpc-header 'lt-client: VN/GOV/000305/business' -rpc-header 'lt-service: VN/GOV/000102/population' -rpc-header 'lt-purpose: demo' -rpc-header 'lt-data-subject: {FOUNDER_ID}' -d '{{\"personal_id\":\"{FOUNDER_ID}\"}}' {business} {PERSON_REGISTRY}/GetPerson"
+    );
+    println!(
+        "  # the services' .proto files, for your own client's code generator: {}",
+        protos.display()
     );
     println!("\n  # the founder's access trace again");
     println!(

@@ -18,6 +18,7 @@
 //!    ([`crate::body::Observed`]).
 
 pub mod forward;
+pub mod local;
 mod response;
 pub mod tls;
 
@@ -44,6 +45,7 @@ use crate::telemetry::{self, Side};
 use response::{grpc_status, header_text, set_message_id};
 
 pub use forward::ProviderPool;
+pub use local::LocalServices;
 
 /// Default largest request message, in bytes.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -60,6 +62,8 @@ pub struct Consumer {
     /// Whether information systems must present pinned certificates.
     require_pins: bool,
     signers: Arc<crate::batch::Signers>,
+    /// Health and reflection, answered by this server itself.
+    local: LocalServices,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -163,6 +167,7 @@ impl Consumer {
         pool: ProviderPool,
         max_message: usize,
         require_pins: bool,
+        local: LocalServices,
     ) -> Self {
         Consumer {
             keys: shared.keys,
@@ -173,6 +178,7 @@ impl Consumer {
             policies: shared.policies,
             require_pins,
             signers: shared.signers,
+            local,
         }
     }
 
@@ -187,6 +193,9 @@ impl Consumer {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        if LocalServices::claims(&request) {
+            return self.local.call(request).await;
+        }
         let mut ex = Exchange {
             started: Instant::now(),
             call: None,
