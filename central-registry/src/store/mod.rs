@@ -7,8 +7,12 @@
 //! calls it from `spawn_blocking`. Its contract tests (`store/tests.rs`) are
 //! written against the trait so another backend can run them unchanged.
 
+mod changes;
 mod postgres;
+mod requests;
 mod schema;
+mod snapshot;
+mod sql;
 mod sqlite;
 #[cfg(test)]
 mod tests;

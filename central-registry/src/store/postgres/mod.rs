@@ -24,11 +24,10 @@ use postgres::{Config, IsolationLevel, Transaction};
 use r2d2_postgres::PostgresConnectionManager;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-mod changes;
-mod requests;
-mod snapshot;
-
+use super::changes::apply_one;
+use super::requests::load_request;
 use super::schema::{MIGRATIONS, too_new};
+use super::snapshot::{read_snapshot, setting};
 use super::sqlite::{fingerprint, now_ms, parse};
 use super::{KeyFingerprint, PublicationRecord, Store, StoreError, StoredPublication};
 use crate::model::*;
@@ -382,12 +381,6 @@ fn write_settings(tx: &mut Tx<'_>, s: &InstanceSettings) -> Result<(), StoreErro
     Ok(())
 }
 
-pub(super) fn setting(tx: &mut Tx<'_>, key: &str) -> Result<Option<String>, StoreError> {
-    Ok(tx
-        .query_opt("SELECT value FROM settings WHERE key = $1", &[&key])?
-        .map(|r| r.get(0)))
-}
-
 fn exists(tx: &mut Tx<'_>, sql: &str, key: &str) -> Result<bool, StoreError> {
     Ok(tx.query_opt(sql, &[&key])?.is_some())
 }
@@ -485,7 +478,7 @@ impl Store for PgStore {
         self.with_tx(Mode::Locked, |tx| {
             let mut out = Vec::with_capacity(changes.len());
             for change in changes {
-                let request_id = changes::apply_one(tx, change)?;
+                let request_id = apply_one(tx, change)?;
                 let seq: i64 = tx
                     .query_one(
                         "UPDATE meta SET value = value + 1 WHERE key = 'change_seq' RETURNING value",
@@ -516,7 +509,7 @@ impl Store for PgStore {
     }
 
     fn snapshot(&self) -> Result<Snapshot, StoreError> {
-        self.with_tx(Mode::Read, snapshot::read_snapshot)
+        self.with_tx(Mode::Read, |tx| read_snapshot(tx))
     }
 
     fn seq(&self) -> Result<u64, StoreError> {
@@ -529,7 +522,7 @@ impl Store for PgStore {
     }
 
     fn request(&self, id: u64) -> Result<Option<StoredRequest>, StoreError> {
-        self.with_tx(Mode::Read, |tx| requests::load_request(tx, id))
+        self.with_tx(Mode::Read, |tx| load_request(tx, id))
     }
 
     fn requests(&self, state: Option<RequestState>) -> Result<Vec<StoredRequest>, StoreError> {
@@ -545,7 +538,7 @@ impl Store for PgStore {
                 .collect();
             let mut out = Vec::with_capacity(ids.len());
             for id in ids {
-                if let Some(r) = requests::load_request(tx, id as u64)? {
+                if let Some(r) = load_request(tx, id as u64)? {
                     out.push(r);
                 }
             }

@@ -10,17 +10,13 @@ use lienthong_certs::Fingerprint;
 use lienthong_proto::id::{MemberId, ServerId};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-mod changes;
-mod requests;
-mod snapshot;
-
+use super::changes::apply_one;
+use super::requests::load_request;
 use super::schema::MIGRATIONS;
+use super::snapshot::{read_snapshot, setting};
 use super::{KeyFingerprint, PublicationRecord, Store, StoreError, StoredPublication};
 use crate::model::*;
 use crate::witness::{History, Submitted, Verdict};
-use changes::apply_one;
-use requests::load_request;
-use snapshot::read_snapshot;
 
 /// The registry store in one SQLite file.
 pub struct SqliteStore {
@@ -151,14 +147,6 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-pub(super) fn setting(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
-    Ok(conn
-        .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
-            r.get(0)
-        })
-        .optional()?)
-}
-
 fn bump_seq(tx: &Transaction<'_>) -> Result<u64, StoreError> {
     Ok(tx.query_row(
         "UPDATE meta SET value = value + 1 WHERE key = 'change_seq' RETURNING value",
@@ -237,9 +225,9 @@ fn read_checkpoint(
 
 impl Store for SqliteStore {
     fn settings(&self) -> Result<InstanceSettings, StoreError> {
-        let conn = self.lock();
-        let get = |k: &str| -> Result<String, StoreError> {
-            setting(&conn, k)?.ok_or_else(|| {
+        let mut conn = self.lock();
+        let mut get = |k: &str| -> Result<String, StoreError> {
+            setting(&mut *conn, k)?.ok_or_else(|| {
                 StoreError::Internal(format!(
                     "setting {k} is missing; was the store initialised?"
                 ))
@@ -266,10 +254,10 @@ impl Store for SqliteStore {
         // Immediate: another process on the same file (`registry operator
         // add` beside a serving registry) waits for the write lock instead
         // of failing when a read transaction would have to become a write.
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut out = Vec::with_capacity(changes.len());
         for change in changes {
-            let request_id = apply_one(&tx, change)?;
+            let request_id = apply_one(&mut tx, change)?;
             let seq = bump_seq(&tx)?;
             let audit_id = insert_audit(&tx, actor, change.action(), &change.to_string(), "ok")?;
             out.push(Applied {
@@ -294,8 +282,8 @@ impl Store for SqliteStore {
 
     fn snapshot(&self) -> Result<Snapshot, StoreError> {
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        let snap = read_snapshot(&tx)?;
+        let mut tx = conn.transaction()?;
+        let snap = read_snapshot(&mut tx)?;
         tx.commit()?;
         Ok(snap)
     }
@@ -309,20 +297,20 @@ impl Store for SqliteStore {
     }
 
     fn request(&self, id: u64) -> Result<Option<StoredRequest>, StoreError> {
-        load_request(&self.lock(), id)
+        load_request(&mut *self.lock(), id)
     }
 
     fn requests(&self, state: Option<RequestState>) -> Result<Vec<StoredRequest>, StoreError> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare(
-            "SELECT id FROM requests WHERE ?1 IS NULL OR state = ?1 ORDER BY id LIMIT 10000",
-        )?;
-        let ids: Vec<u64> = stmt
+        let mut conn = self.lock();
+        let ids: Vec<u64> = conn
+            .prepare(
+                "SELECT id FROM requests WHERE ?1 IS NULL OR state = ?1 ORDER BY id LIMIT 10000",
+            )?
             .query_map([state.map(RequestState::code)], |r| r.get::<_, i64>(0))?
             .map(|r| r.map(|v| v as u64))
             .collect::<Result<_, _>>()?;
         ids.into_iter()
-            .filter_map(|id| load_request(&conn, id).transpose())
+            .filter_map(|id| load_request(&mut *conn, id).transpose())
             .collect()
     }
 

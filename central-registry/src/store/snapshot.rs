@@ -1,25 +1,32 @@
 //! Reading everything a configuration is built from, in one transaction
-//! (`REPEATABLE READ`: one consistent view, whatever other nodes write).
+//! (on PostgreSQL `REPEATABLE READ`: one consistent view, whatever other
+//! nodes write), for both backends ([`Sql`]).
 
 use std::collections::HashMap;
 
-use super::{Tx, parse, setting};
+use super::StoreError;
+use super::sql::{Param as P, Sql};
+use super::sqlite::{fingerprint, parse};
 use crate::model::*;
-use crate::store::StoreError;
-use crate::store::sqlite::fingerprint;
 
-fn pairs(tx: &mut Tx<'_>, sql: &str) -> Result<Vec<(String, String)>, StoreError> {
-    Ok(tx
-        .query(sql, &[])?
+fn pairs(tx: &mut dyn Sql, sql: &str) -> Result<Vec<(String, String)>, StoreError> {
+    tx.query(sql, &[])?
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect())
+        .map(|r| Ok((r.text(0)?, r.text(1)?)))
+        .collect()
 }
 
-pub(super) fn read_snapshot(tx: &mut Tx<'_>) -> Result<Snapshot, StoreError> {
-    let seq: i64 = tx
+/// A setting's value, if it is set.
+pub(super) fn setting(tx: &mut dyn Sql, key: &str) -> Result<Option<String>, StoreError> {
+    tx.query_opt("SELECT value FROM settings WHERE key = $1", &[P::from(key)])?
+        .map(|r| r.text(0))
+        .transpose()
+}
+
+pub(super) fn read_snapshot(tx: &mut dyn Sql) -> Result<Snapshot, StoreError> {
+    let seq = tx
         .query_one("SELECT value FROM meta WHERE key = 'change_seq'", &[])?
-        .get(0);
+        .int(0)?;
 
     let mut members = Vec::new();
     let mut member_index: HashMap<String, usize> = HashMap::new();
@@ -42,8 +49,8 @@ pub(super) fn read_snapshot(tx: &mut Tx<'_>) -> Result<Snapshot, StoreError> {
          WHERE signing_member IS NOT NULL AND revoked_at IS NULL ORDER BY request_id, position",
         &[],
     )? {
-        if let Some(&i) = member_index.get(&r.get::<_, String>(0)) {
-            members[i].signing_certs.push(r.get(1));
+        if let Some(&i) = member_index.get(&r.text(0)?) {
+            members[i].signing_certs.push(r.bytes(1)?);
         }
     }
 
@@ -63,8 +70,8 @@ pub(super) fn read_snapshot(tx: &mut Tx<'_>) -> Result<Snapshot, StoreError> {
          WHERE auth_server IS NOT NULL AND revoked_at IS NULL ORDER BY request_id",
         &[],
     )? {
-        if let Some(&i) = server_index.get(&r.get::<_, String>(0)) {
-            servers[i].auth_certs.push(fingerprint(r.get(1))?);
+        if let Some(&i) = server_index.get(&r.text(0)?) {
+            servers[i].auth_certs.push(fingerprint(&r.bytes(1)?)?);
         }
     }
     for (server, sub) in pairs(
@@ -82,9 +89,9 @@ pub(super) fn read_snapshot(tx: &mut Tx<'_>) -> Result<Snapshot, StoreError> {
         &[],
     )? {
         services.push(SnapshotService {
-            id: parse("service id", &r.get::<_, String>(0))?,
-            description: r.get(1),
-            personal_data: r.get(2),
+            id: parse("service id", &r.text(0)?)?,
+            description: r.text(1)?,
+            personal_data: r.bool(2)?,
         });
     }
 
@@ -110,8 +117,8 @@ pub(super) fn read_snapshot(tx: &mut Tx<'_>) -> Result<Snapshot, StoreError> {
     let trusted_cas = tx
         .query("SELECT der FROM trusted_cas ORDER BY fingerprint", &[])?
         .iter()
-        .map(|r| r.get(0))
-        .collect();
+        .map(|r| r.bytes(0))
+        .collect::<Result<_, _>>()?;
 
     let mut revoked = Vec::new();
     for r in tx.query(
@@ -119,7 +126,7 @@ pub(super) fn read_snapshot(tx: &mut Tx<'_>) -> Result<Snapshot, StoreError> {
          UNION SELECT fingerprint FROM revoked_external ORDER BY 1",
         &[],
     )? {
-        revoked.push(fingerprint(r.get(0))?);
+        revoked.push(fingerprint(&r.bytes(0)?)?);
     }
 
     let trace_portal = setting(tx, "trace_portal")?
@@ -132,10 +139,10 @@ pub(super) fn read_snapshot(tx: &mut Tx<'_>) -> Result<Snapshot, StoreError> {
         &[],
     )? {
         withholding_grants.push(WithholdingGrant {
-            group: parse("withholding group", &r.get::<_, String>(0))?,
-            max_duration_ms: r.get(1),
-            valid_from_ms: r.get(2),
-            valid_until_ms: r.get(3),
+            group: parse("withholding group", &r.text(0)?)?,
+            max_duration_ms: r.int(1)?,
+            valid_from_ms: r.int(2)?,
+            valid_until_ms: r.opt_int(3)?,
         });
     }
 

@@ -1,30 +1,36 @@
-//! Each [`Change`], applied inside the caller's transaction (which holds
-//! the write lock): checks that name what is wrong, then the writes. The
-//! same rules as the SQLite backend's `changes.rs`, in PostgreSQL's SQL.
+//! Each [`Change`], applied inside the caller's transaction (on
+//! PostgreSQL it holds the write lock): checks that name what is wrong,
+//! then the writes. One text for both backends ([`Sql`]).
 
 use lienthong_certs::Fingerprint;
 use lienthong_proto::id::{MemberId, ServerId, SubsystemId};
 
 use super::requests::load_request;
-use super::{Tx, exists, now_ms};
+use super::sql::{Param as P, Sql};
+use super::{StoreError, now_ms};
 use crate::model::*;
-use crate::store::StoreError;
 
-pub(super) fn apply_one(tx: &mut Tx<'_>, change: &Change) -> Result<Option<u64>, StoreError> {
+pub(super) fn apply_one(tx: &mut dyn Sql, change: &Change) -> Result<Option<u64>, StoreError> {
     match change {
         Change::AddMemberClass { code, description } => {
             let code = code.as_str();
-            if exists(tx, "SELECT 1 FROM member_classes WHERE code = $1", code)? {
+            if tx.exists(
+                "SELECT 1 FROM member_classes WHERE code = $1",
+                &[P::from(code)],
+            )? {
                 return Err(StoreError::Duplicate(format!("member class {code}")));
             }
             tx.execute(
                 "INSERT INTO member_classes (code, description) VALUES ($1, $2)",
-                &[&code, description],
+                &[P::from(&code), P::from(description)],
             )?;
         }
         Change::AddMember { id, name } => {
             let class = id.class.as_str();
-            if !exists(tx, "SELECT 1 FROM member_classes WHERE code = $1", class)? {
+            if !tx.exists(
+                "SELECT 1 FROM member_classes WHERE code = $1",
+                &[P::from(class)],
+            )? {
                 return Err(StoreError::Missing(format!(
                     "member class {class} does not exist; add it first"
                 )));
@@ -32,7 +38,7 @@ pub(super) fn apply_one(tx: &mut Tx<'_>, change: &Change) -> Result<Option<u64>,
             require_absent(tx, "members", &id.to_string(), "member")?;
             tx.execute(
                 "INSERT INTO members (id, class, name) VALUES ($1, $2, $3)",
-                &[&id.to_string(), &class, name],
+                &[P::from(&id.to_string()), P::from(&class), P::from(name)],
             )?;
         }
         Change::AddSubsystem { id } => {
@@ -40,7 +46,11 @@ pub(super) fn apply_one(tx: &mut Tx<'_>, change: &Change) -> Result<Option<u64>,
             require_absent(tx, "subsystems", &id.to_string(), "subsystem")?;
             tx.execute(
                 "INSERT INTO subsystems (id, member, code) VALUES ($1, $2, $3)",
-                &[&id.to_string(), &id.member.to_string(), &id.code.as_str()],
+                &[
+                    P::from(&id.to_string()),
+                    P::from(&id.member.to_string()),
+                    P::from(&id.code.as_str()),
+                ],
             )?;
         }
         Change::AddService {
@@ -54,15 +64,18 @@ pub(super) fn apply_one(tx: &mut Tx<'_>, change: &Change) -> Result<Option<u64>,
                 "INSERT INTO services (id, provider, description, personal_data)
                  VALUES ($1, $2, $3, $4)",
                 &[
-                    &id.to_string(),
-                    &id.provider.to_string(),
-                    description,
-                    personal_data,
+                    P::from(&id.to_string()),
+                    P::from(&id.provider.to_string()),
+                    P::from(description),
+                    P::from(personal_data),
                 ],
             )?;
         }
         Change::RemoveService { id } => {
-            let n = tx.execute("DELETE FROM services WHERE id = $1", &[&id.to_string()])?;
+            let n = tx.execute(
+                "DELETE FROM services WHERE id = $1",
+                &[P::from(&id.to_string())],
+            )?;
             if n == 0 {
                 return Err(StoreError::Missing(format!("service {id} does not exist")));
             }
@@ -71,7 +84,7 @@ pub(super) fn apply_one(tx: &mut Tx<'_>, change: &Change) -> Result<Option<u64>,
             require_absent(tx, "global_groups", &id.to_string(), "global group")?;
             tx.execute(
                 "INSERT INTO global_groups (id, description) VALUES ($1, $2)",
-                &[&id.to_string(), description],
+                &[P::from(&id.to_string()), P::from(description)],
             )?;
         }
         Change::AddGroupMember { group, subsystem } => {
@@ -79,7 +92,7 @@ pub(super) fn apply_one(tx: &mut Tx<'_>, change: &Change) -> Result<Option<u64>,
             require_subsystem(tx, subsystem)?;
             let n = tx.execute(
                 "INSERT INTO group_members (grp, subsystem) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                &[&group.to_string(), &subsystem.to_string()],
+                &[P::from(&group.to_string()), P::from(&subsystem.to_string())],
             )?;
             if n == 0 {
                 return Err(StoreError::Duplicate(format!(
@@ -90,7 +103,7 @@ pub(super) fn apply_one(tx: &mut Tx<'_>, change: &Change) -> Result<Option<u64>,
         Change::RemoveGroupMember { group, subsystem } => {
             let n = tx.execute(
                 "DELETE FROM group_members WHERE grp = $1 AND subsystem = $2",
-                &[&group.to_string(), &subsystem.to_string()],
+                &[P::from(&group.to_string()), P::from(&subsystem.to_string())],
             )?;
             if n == 0 {
                 return Err(StoreError::Missing(format!(
@@ -103,7 +116,7 @@ pub(super) fn apply_one(tx: &mut Tx<'_>, change: &Change) -> Result<Option<u64>,
             tx.execute(
                 "INSERT INTO settings (key, value) VALUES ('trace_portal', $1)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                &[&portal.to_string()],
+                &[P::from(&portal.to_string())],
             )?;
         }
         Change::SetWithholdingGroup {
@@ -124,16 +137,22 @@ pub(super) fn apply_one(tx: &mut Tx<'_>, change: &Change) -> Result<Option<u64>,
                     "a withholding grant must end in the future".into(),
                 ));
             }
-            // The grant in force ends where this one starts.
+            // The grant in force ends where this one starts: grants never
+            // overlap, so each exchange falls under at most one.
             tx.execute(
                 "UPDATE withholding_grants SET valid_until = $1
                  WHERE valid_until IS NULL OR valid_until > $1",
-                &[&now],
+                &[P::from(&now)],
             )?;
             tx.execute(
                 "INSERT INTO withholding_grants (grp, max_duration_ms, valid_from, valid_until)
                  VALUES ($1, $2, $3, $4)",
-                &[&group.to_string(), max_duration_ms, &now, valid_until_ms],
+                &[
+                    P::from(&group.to_string()),
+                    P::from(max_duration_ms),
+                    P::from(&now),
+                    P::from(valid_until_ms),
+                ],
             )?;
         }
         Change::SetDataSubjectFormats { formats } => {
@@ -151,14 +170,14 @@ pub(super) fn apply_one(tx: &mut Tx<'_>, change: &Change) -> Result<Option<u64>,
             tx.execute(
                 "INSERT INTO settings (key, value) VALUES ('data_subject_formats', $1)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                &[&value.join("\n")],
+                &[P::from(&value.join("\n"))],
             )?;
         }
         Change::AddTrustedCa { der } => {
             let fp = Fingerprint::of(der);
             let n = tx.execute(
                 "INSERT INTO trusted_cas (fingerprint, der) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                &[&fp.0.as_slice(), der],
+                &[P::from(&fp.0.as_slice()), P::from(der)],
             )?;
             if n == 0 {
                 return Err(StoreError::Duplicate(format!("trusted CA {fp}")));
@@ -172,7 +191,11 @@ pub(super) fn apply_one(tx: &mut Tx<'_>, change: &Change) -> Result<Option<u64>,
             require_member(tx, &server.owner)?;
             tx.execute(
                 "INSERT INTO enrollment_tokens (hash, server, expires_at) VALUES ($1, $2, $3)",
-                &[&token_hash.as_slice(), &server.to_string(), expires_at_ms],
+                &[
+                    P::from(&token_hash.as_slice()),
+                    P::from(&server.to_string()),
+                    P::from(expires_at_ms),
+                ],
             )?;
         }
         Change::Revoke {
@@ -186,10 +209,10 @@ pub(super) fn apply_one(tx: &mut Tx<'_>, change: &Change) -> Result<Option<u64>,
             tx.execute(
                 "UPDATE requests SET state = $2, decided_at = $3, note = $4 WHERE id = $1",
                 &[
-                    &(req.id as i64),
-                    &RequestState::Rejected.code(),
-                    &now_ms(),
-                    note,
+                    P::from(&(req.id as i64)),
+                    P::from(&RequestState::Rejected.code()),
+                    P::from(&now_ms()),
+                    P::from(note),
                 ],
             )?;
         }
@@ -201,32 +224,39 @@ pub(super) fn apply_one(tx: &mut Tx<'_>, change: &Change) -> Result<Option<u64>,
             require_absent(tx, "operators", name, "operator")?;
             tx.execute(
                 "INSERT INTO operators (name, role, token_hash) VALUES ($1, $2, $3)",
-                &[name, &role.as_str(), &token_hash.as_slice()],
+                &[
+                    P::from(name),
+                    P::from(&role.as_str()),
+                    P::from(&token_hash.as_slice()),
+                ],
             )?;
         }
     }
     Ok(None)
 }
 
-fn require_absent(tx: &mut Tx<'_>, table: &str, key: &str, what: &str) -> Result<(), StoreError> {
+fn require_absent(tx: &mut dyn Sql, table: &str, key: &str, what: &str) -> Result<(), StoreError> {
     let col = if table == "operators" { "name" } else { "id" };
-    if exists(tx, &format!("SELECT 1 FROM {table} WHERE {col} = $1"), key)? {
+    if tx.exists(
+        &format!("SELECT 1 FROM {table} WHERE {col} = $1"),
+        &[P::from(key)],
+    )? {
         return Err(StoreError::Duplicate(format!("{what} {key}")));
     }
     Ok(())
 }
 
-fn require_member(tx: &mut Tx<'_>, id: &MemberId) -> Result<(), StoreError> {
+fn require_member(tx: &mut dyn Sql, id: &MemberId) -> Result<(), StoreError> {
     let key = id.to_string();
-    if !exists(tx, "SELECT 1 FROM members WHERE id = $1", &key)? {
+    if !tx.exists("SELECT 1 FROM members WHERE id = $1", &[P::from(&key)])? {
         return Err(StoreError::Missing(format!("member {key} does not exist")));
     }
     Ok(())
 }
 
-fn require_subsystem(tx: &mut Tx<'_>, id: &SubsystemId) -> Result<(), StoreError> {
+fn require_subsystem(tx: &mut dyn Sql, id: &SubsystemId) -> Result<(), StoreError> {
     let key = id.to_string();
-    if !exists(tx, "SELECT 1 FROM subsystems WHERE id = $1", &key)? {
+    if !tx.exists("SELECT 1 FROM subsystems WHERE id = $1", &[P::from(&key)])? {
         return Err(StoreError::Missing(format!(
             "subsystem {key} does not exist"
         )));
@@ -234,9 +264,9 @@ fn require_subsystem(tx: &mut Tx<'_>, id: &SubsystemId) -> Result<(), StoreError
     Ok(())
 }
 
-fn require_server(tx: &mut Tx<'_>, id: &ServerId) -> Result<(), StoreError> {
+fn require_server(tx: &mut dyn Sql, id: &ServerId) -> Result<(), StoreError> {
     let key = id.to_string();
-    if !exists(tx, "SELECT 1 FROM servers WHERE id = $1", &key)? {
+    if !tx.exists("SELECT 1 FROM servers WHERE id = $1", &[P::from(&key)])? {
         return Err(StoreError::Missing(format!(
             "security server {key} is not registered"
         )));
@@ -244,8 +274,8 @@ fn require_server(tx: &mut Tx<'_>, id: &ServerId) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn require_group(tx: &mut Tx<'_>, key: &str) -> Result<(), StoreError> {
-    if !exists(tx, "SELECT 1 FROM global_groups WHERE id = $1", key)? {
+fn require_group(tx: &mut dyn Sql, key: &str) -> Result<(), StoreError> {
+    if !tx.exists("SELECT 1 FROM global_groups WHERE id = $1", &[P::from(key)])? {
         return Err(StoreError::Missing(format!(
             "global group {key} does not exist"
         )));
@@ -253,13 +283,14 @@ fn require_group(tx: &mut Tx<'_>, key: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn revoke(tx: &mut Tx<'_>, fp: &Fingerprint, reason: &str) -> Result<(), StoreError> {
-    let revoked: Option<Option<i64>> = tx
+fn revoke(tx: &mut dyn Sql, fp: &Fingerprint, reason: &str) -> Result<(), StoreError> {
+    let revoked = tx
         .query_opt(
             "SELECT revoked_at FROM certificates WHERE fingerprint = $1",
-            &[&fp.0.as_slice()],
+            &[P::from(&fp.0.as_slice())],
         )?
-        .map(|r| r.get(0));
+        .map(|r| r.opt_int(0))
+        .transpose()?;
     match revoked {
         Some(Some(_)) => Err(StoreError::Conflict(format!(
             "certificate {fp} is already revoked"
@@ -267,7 +298,7 @@ fn revoke(tx: &mut Tx<'_>, fp: &Fingerprint, reason: &str) -> Result<(), StoreEr
         Some(None) => {
             tx.execute(
                 "UPDATE certificates SET revoked_at = $2, revoke_reason = $3 WHERE fingerprint = $1",
-                &[&fp.0.as_slice(), &now_ms(), &reason],
+                &[P::from(&fp.0.as_slice()), P::from(&now_ms()), P::from(&reason)],
             )?;
             Ok(())
         }
@@ -275,7 +306,7 @@ fn revoke(tx: &mut Tx<'_>, fp: &Fingerprint, reason: &str) -> Result<(), StoreEr
             // Not issued here: a certificate of an external CA.
             let n = tx.execute(
                 "INSERT INTO revoked_external (fingerprint, reason) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                &[&fp.0.as_slice(), &reason],
+                &[P::from(&fp.0.as_slice()), P::from(&reason)],
             )?;
             if n == 0 {
                 return Err(StoreError::Conflict(format!(
@@ -288,16 +319,18 @@ fn revoke(tx: &mut Tx<'_>, fp: &Fingerprint, reason: &str) -> Result<(), StoreEr
 }
 
 /// Refuses a key that already has (or had) a certificate, or that a pending
-/// request already asks a certificate for.
-fn require_unrequested_key(tx: &mut Tx<'_>, public_key: &[u8]) -> Result<(), StoreError> {
+/// request already asks a certificate for: a revoked key must never come
+/// back, and one key per certificate keeps revocation exact.
+fn require_unrequested_key(tx: &mut dyn Sql, public_key: &[u8]) -> Result<(), StoreError> {
     require_fresh_key(tx, public_key)?;
-    let pending: Option<i64> = tx
+    let pending = tx
         .query_opt(
             "SELECT r.id FROM request_csrs c JOIN requests r ON r.id = c.request_id
              WHERE c.public_key = $1 AND r.state = $2 LIMIT 1",
-            &[&public_key, &RequestState::Pending.code()],
+            &[P::from(&public_key), P::from(&RequestState::Pending.code())],
         )?
-        .map(|r| r.get(0));
+        .map(|r| r.int(0))
+        .transpose()?;
     match pending {
         Some(id) => Err(StoreError::Conflict(format!(
             "the key of this CSR is already in pending request {id}; one key, one certificate: generate a new key"
@@ -307,14 +340,15 @@ fn require_unrequested_key(tx: &mut Tx<'_>, public_key: &[u8]) -> Result<(), Sto
 }
 
 /// Refuses a key that already has (or had) a certificate.
-fn require_fresh_key(tx: &mut Tx<'_>, public_key: &[u8]) -> Result<(), StoreError> {
-    let revoked: Option<Option<i64>> = tx
+fn require_fresh_key(tx: &mut dyn Sql, public_key: &[u8]) -> Result<(), StoreError> {
+    let revoked = tx
         .query_opt(
             "SELECT revoked_at FROM certificates WHERE public_key = $1
              ORDER BY revoked_at IS NULL LIMIT 1",
-            &[&public_key],
+            &[P::from(&public_key)],
         )?
-        .map(|r| r.get(0));
+        .map(|r| r.opt_int(0))
+        .transpose()?;
     match revoked {
         Some(Some(_)) => Err(StoreError::Conflict(
             "the key of this CSR belongs to a revoked certificate; generate a new key".into(),
@@ -326,7 +360,7 @@ fn require_fresh_key(tx: &mut Tx<'_>, public_key: &[u8]) -> Result<(), StoreErro
     }
 }
 
-fn submit(tx: &mut Tx<'_>, req: &NewRequest) -> Result<u64, StoreError> {
+fn submit(tx: &mut dyn Sql, req: &NewRequest) -> Result<u64, StoreError> {
     let keys: Vec<&[u8]> = req
         .auth_csr
         .iter()
@@ -352,7 +386,7 @@ fn submit(tx: &mut Tx<'_>, req: &NewRequest) -> Result<u64, StoreError> {
             require_subsystem(tx, sub)?;
             let taken = tx.query_opt(
                 "SELECT 1 FROM server_clients WHERE server = $1 AND subsystem = $2",
-                &[&req.server.to_string(), &sub.to_string()],
+                &[P::from(&req.server.to_string()), P::from(&sub.to_string())],
             )?;
             if taken.is_some() {
                 return Err(StoreError::Duplicate(format!(
@@ -363,22 +397,21 @@ fn submit(tx: &mut Tx<'_>, req: &NewRequest) -> Result<u64, StoreError> {
         }
         RequestKind::AddressChange | RequestKind::ServerRemoval => require_server(tx, &req.server)?,
     }
-    let id: i64 = tx
+    let id = tx
         .query_one(
             "INSERT INTO requests (kind, server, subsystem, address, token_hash, state, submitted_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
             &[
-                &req.kind.code(),
-                &req.server.to_string(),
-                &req.subsystem.as_ref().map(|s| s.to_string()),
-                &req.address,
-                &req.enrollment_token.as_ref().map(|t| t.as_slice()),
-                &RequestState::Pending.code(),
-                &now_ms(),
+                P::from(&req.kind.code()),
+                P::from(&req.server.to_string()),
+                P::from(&req.subsystem.as_ref().map(|s| s.to_string())),
+                P::from(&req.address),
+                P::from(&req.enrollment_token.as_ref().map(|t| t.as_slice())),
+                P::from(&RequestState::Pending.code()),
+                P::from(&now_ms()),
             ],
         )?
-        .get(0);
-    let id = id as u64;
+        .int(0)? as u64;
     if let Some(token) = &req.enrollment_token {
         consume_token(tx, token, &req.server, id)?;
     }
@@ -388,13 +421,13 @@ fn submit(tx: &mut Tx<'_>, req: &NewRequest) -> Result<u64, StoreError> {
             "INSERT INTO request_csrs (request_id, position, is_auth, member, csr, public_key, consent_by)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
             &[
-                &(id as i64),
-                &(pos as i64),
-                &csr.member.is_none(),
-                &csr.member.as_ref().map(|m| m.to_string()),
-                &csr.csr,
-                &csr.public_key,
-                &csr.consent.as_ref().map(|f| f.0.to_vec()),
+                P::from(&(id as i64)),
+                P::from(&(pos as i64)),
+                P::from(&csr.member.is_none()),
+                P::from(&csr.member.as_ref().map(|m| m.to_string())),
+                P::from(&csr.csr),
+                P::from(&csr.public_key),
+                P::from(&csr.consent.as_ref().map(|f| f.0.to_vec())),
             ],
         )?;
     }
@@ -402,7 +435,7 @@ fn submit(tx: &mut Tx<'_>, req: &NewRequest) -> Result<u64, StoreError> {
 }
 
 fn consume_token(
-    tx: &mut Tx<'_>,
+    tx: &mut dyn Sql,
     hash: &[u8; 32],
     server: &ServerId,
     request: u64,
@@ -411,10 +444,10 @@ fn consume_token(
         "UPDATE enrollment_tokens SET used_by_request = $4
          WHERE hash = $1 AND server = $2 AND expires_at > $3 AND used_by_request IS NULL",
         &[
-            &hash.as_slice(),
-            &server.to_string(),
-            &now_ms(),
-            &(request as i64),
+            P::from(&hash.as_slice()),
+            P::from(&server.to_string()),
+            P::from(&now_ms()),
+            P::from(&(request as i64)),
         ],
     )?;
     if n == 0 {
@@ -425,7 +458,7 @@ fn consume_token(
     Ok(())
 }
 
-fn pending_request(tx: &mut Tx<'_>, id: u64) -> Result<StoredRequest, StoreError> {
+pub(super) fn pending_request(tx: &mut dyn Sql, id: u64) -> Result<StoredRequest, StoreError> {
     let req = load_request(tx, id)?
         .ok_or_else(|| StoreError::Missing(format!("request {id} does not exist")))?;
     if req.state != RequestState::Pending {
@@ -437,7 +470,7 @@ fn pending_request(tx: &mut Tx<'_>, id: u64) -> Result<StoredRequest, StoreError
     Ok(req)
 }
 
-fn approve(tx: &mut Tx<'_>, id: u64, note: &str, issued: &Issued) -> Result<(), StoreError> {
+fn approve(tx: &mut dyn Sql, id: u64, note: &str, issued: &Issued) -> Result<(), StoreError> {
     let stored = pending_request(tx, id)?;
     let req = &stored.request;
     let server = req.server.to_string();
@@ -447,7 +480,11 @@ fn approve(tx: &mut Tx<'_>, id: u64, note: &str, issued: &Issued) -> Result<(), 
             tx.execute(
                 "INSERT INTO servers (id, owner, address) VALUES ($1, $2, $3)
                  ON CONFLICT (id) DO UPDATE SET address = excluded.address",
-                &[&server, &req.server.owner.to_string(), &address],
+                &[
+                    P::from(&server),
+                    P::from(&req.server.owner.to_string()),
+                    P::from(&address),
+                ],
             )?;
         }
         RequestKind::Client => {
@@ -455,7 +492,7 @@ fn approve(tx: &mut Tx<'_>, id: u64, note: &str, issued: &Issued) -> Result<(), 
             let sub = req.subsystem.as_ref().map(|s| s.to_string());
             let n = tx.execute(
                 "INSERT INTO server_clients (server, subsystem) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                &[&server, &sub],
+                &[P::from(&server), P::from(&sub)],
             )?;
             if n == 0 {
                 return Err(StoreError::Conflict(format!(
@@ -467,7 +504,7 @@ fn approve(tx: &mut Tx<'_>, id: u64, note: &str, issued: &Issued) -> Result<(), 
             require_server(tx, &req.server)?;
             tx.execute(
                 "UPDATE servers SET address = $2 WHERE id = $1",
-                &[&server, &req.address],
+                &[P::from(&server), P::from(&req.address)],
             )?;
         }
         RequestKind::ServerRemoval => {
@@ -477,9 +514,9 @@ fn approve(tx: &mut Tx<'_>, id: u64, note: &str, issued: &Issued) -> Result<(), 
                 "UPDATE certificates SET revoked_at = $2, revoke_reason = $3
                  WHERE revoked_at IS NULL AND (auth_server = $1 OR request_id IN
                     (SELECT id FROM requests WHERE server = $1))",
-                &[&server, &now_ms(), &reason],
+                &[P::from(&server), P::from(&now_ms()), P::from(&reason)],
             )?;
-            tx.execute("DELETE FROM servers WHERE id = $1", &[&server])?;
+            tx.execute("DELETE FROM servers WHERE id = $1", &[P::from(&server)])?;
         }
     }
     let mut pos = 0i64;
@@ -494,17 +531,17 @@ fn approve(tx: &mut Tx<'_>, id: u64, note: &str, issued: &Issued) -> Result<(), 
     tx.execute(
         "UPDATE requests SET state = $2, decided_at = $3, note = $4 WHERE id = $1",
         &[
-            &(id as i64),
-            &RequestState::Approved.code(),
-            &now_ms(),
-            &note,
+            P::from(&(id as i64)),
+            P::from(&RequestState::Approved.code()),
+            P::from(&now_ms()),
+            P::from(&note),
         ],
     )?;
     Ok(())
 }
 
 fn insert_cert(
-    tx: &mut Tx<'_>,
+    tx: &mut dyn Sql,
     cert: &IssuedCert,
     auth_server: Option<&str>,
     signing_member: Option<&str>,
@@ -517,13 +554,13 @@ fn insert_cert(
         "INSERT INTO certificates (fingerprint, der, public_key, auth_server, signing_member, request_id, position)
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
         &[
-            &Fingerprint::of(&cert.der).0.as_slice(),
-            &cert.der,
-            &cert.public_key,
-            &auth_server,
-            &signing_member,
-            &(request as i64),
-            &position,
+            P::from(&Fingerprint::of(&cert.der).0.as_slice()),
+            P::from(&cert.der),
+            P::from(&cert.public_key),
+            P::from(&auth_server),
+            P::from(&signing_member),
+            P::from(&(request as i64)),
+            P::from(&position),
         ],
     )?;
     Ok(())
