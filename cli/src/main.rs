@@ -5,6 +5,7 @@
 mod bench;
 mod ca;
 mod demo;
+mod portal;
 mod registry;
 mod server;
 mod trace;
@@ -69,10 +70,18 @@ enum Command {
     #[command(subcommand)]
     Server(server::ServerCommand),
     /// Show who accessed a citizen's data, when and why (run as the trace
-    /// portal).
+    /// portal). `lienthong trace verify FILE --anchor ANCHOR` checks a trace
+    /// downloaded from the citizens' page offline.
     ///
     /// Example: lienthong trace 001099012345 --dir portal-ss1 --portal VN/GOV/000001/portal
     Trace(trace::TraceArgs),
+    /// The citizens' page: OpenID Connect login, then every access to the
+    /// citizen's data across the bus, verified, with a download of the
+    /// trace and its proofs.
+    ///
+    /// Example: lienthong portal serve --dir portal-ss1 --portal VN/GOV/000001/portal --public-url https://tracuu.example.vn --issuer https://eid.example.vn --client-id portal --personal-id-claim personal_id --acr substantial
+    #[command(subcommand)]
+    Portal(portal::PortalCommand),
     /// Measure what the bus costs against calling the backend directly
     /// (throughput, latency, CPU per exchange, memory), in one run.
     ///
@@ -90,6 +99,7 @@ impl Command {
             Command::Registry(_) => "lienthong-registry",
             Command::Server(_) => "lienthong-security-server",
             Command::Trace(_) => "lienthong-trace",
+            Command::Portal(_) => "lienthong-portal",
             Command::Bench(_) => "lienthong-bench",
         }
     }
@@ -112,6 +122,13 @@ pub async fn shutdown_signal() {
 }
 
 fn main() -> ExitCode {
+    // `lienthong trace verify FILE --anchor ANCHOR`: `trace` takes a
+    // personal id where a subcommand would go, so `verify` is told apart
+    // here (a personal id is never the word "verify").
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "trace") && args.get(2).is_some_and(|a| a == "verify") {
+        return portal::verify_main(args[3..].to_vec());
+    }
     let cli = Cli::parse();
     let format = match cli.log_format {
         LogFormat::Text => telemetry::LogFormat::Text,
@@ -138,6 +155,7 @@ fn main() -> ExitCode {
         // Its exit code says whether the trace is complete and verified.
         Command::Trace(args) => return trace::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Portal(cmd) => portal::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
