@@ -18,7 +18,6 @@ use lienthong_message_log::writer::Options;
 use lienthong_message_log::{
     LogKeys, LogReader, LogRecord, MessageLog, Phase, SegmentLog, StoredCheckpoint,
 };
-use lienthong_proto::merkle;
 use lienthong_proto::pb::trace::v1::LogLeaf;
 use prost::Message;
 
