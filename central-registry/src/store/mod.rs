@@ -7,6 +7,7 @@
 //! calls it from `spawn_blocking`. Its contract tests (`store/tests.rs`) are
 //! written against the trait so another backend can run them unchanged.
 
+mod backend;
 mod changes;
 mod postgres;
 mod requests;
