@@ -439,12 +439,14 @@ fn audit_is_queryable_by_actor_and_time() {
     }
 }
 
-#[test]
-fn reopening_keeps_state_and_publication_versions() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("registry.db");
+/// Creates a store, changes it, and checks that reopening it keeps its
+/// state and publications and that creating it again is refused.
+fn keeps_state_across_reopening(
+    create: impl Fn() -> Result<Box<dyn Store>, StoreError>,
+    open: impl Fn() -> Result<Box<dyn Store>, StoreError>,
+) {
     {
-        let s = SqliteStore::create(&path, &settings()).unwrap();
+        let s = create().unwrap();
         s.apply_all("officer", &base()).unwrap();
         assert!(s.take_lease("node-a", LONG).unwrap());
         s.record_publication("node-a", &record(7), b"seven")
@@ -454,15 +456,22 @@ fn reopening_keeps_state_and_publication_versions() {
                 .is_err()
         );
     }
-    assert!(
-        SqliteStore::create(&path, &settings()).is_err(),
-        "never overwrites"
-    );
-    let s = SqliteStore::open(&path).unwrap();
+    assert!(create().is_err(), "never overwrites");
+    let s = open().unwrap();
     assert_eq!(s.settings().unwrap(), settings());
     assert_eq!(s.snapshot().unwrap().members.len(), 1);
     assert_eq!(s.last_publication().unwrap().unwrap().version, 7);
     assert_eq!(s.publication_after(6).unwrap().unwrap().signed, b"seven");
+}
+
+#[test]
+fn reopening_keeps_state_and_publication_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("registry.db");
+    keeps_state_across_reopening(
+        || Ok(Box::new(SqliteStore::create(&path, &settings())?)),
+        || Ok(Box::new(SqliteStore::open(&path)?)),
+    );
     assert!(SqliteStore::open(&dir.path().join("missing.db")).is_err());
 }
 
@@ -765,27 +774,10 @@ fn postgres_store_keeps_state_refuses_overwrite_and_newer_schemas() {
             .contains("registry init"),
         "an empty database holds no registry"
     );
-    {
-        let s = PgStore::create(&t, &settings()).unwrap();
-        s.apply_all("officer", &base()).unwrap();
-        assert!(s.take_lease("node-a", LONG).unwrap());
-        s.record_publication("node-a", &record(7), b"seven")
-            .unwrap();
-        assert!(
-            s.record_publication("node-a", &record(7), b"seven again")
-                .is_err()
-        );
-    }
-    assert!(
-        PgStore::create(&t, &settings()).is_err(),
-        "never overwrites"
+    keeps_state_across_reopening(
+        || Ok(Box::new(PgStore::create(&t, &settings())?)),
+        || Ok(Box::new(PgStore::open(&t)?)),
     );
-    let s = PgStore::open(&t).unwrap();
-    assert_eq!(s.settings().unwrap(), settings());
-    assert_eq!(s.snapshot().unwrap().members.len(), 1);
-    assert_eq!(s.last_publication().unwrap().unwrap().version, 7);
-    assert_eq!(s.publication_after(6).unwrap().unwrap().signed, b"seven");
-    drop(s);
     t.execute("UPDATE schema_version SET version = 99").unwrap();
     let err = PgStore::open(&t).unwrap_err().to_string();
     assert!(
