@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use lienthong_integration_tests::federation::{Federation, InformationSystem, member};
+use lienthong_integration_tests::federation::{Federation, InformationSystem};
 use lienthong_integration_tests::nodes::{
     RegistryNode, SharedStore, database_url, free_address, second_home,
 };
@@ -217,22 +217,23 @@ impl Load {
 async fn servers_keep_exchanging_and_updating_when_the_publishing_registry_node_dies() {
     let Some(url) = database_url() else { return };
     let store = blocking(move || SharedStore::new(&url, "federation")).await;
+    let (first, second) = (free_address(), free_address());
     let home_a = tempfile::tempdir().unwrap();
     let done = {
         let (s, h) = (store.clone(), home_a.path().to_owned());
-        blocking(move || s.init(&h, true)).await
+        blocking(move || s.init_with(&h, true, &[first, second])).await
     };
     let home_b = second_home(home_a.path());
-    let start = |home: &std::path::Path| {
+    let start = |home: &std::path::Path, listen| {
         let (s, h) = (store.clone(), home.to_owned());
-        blocking(move || RegistryNode::start(&h, &s, LEASE).expect("node starts"))
+        blocking(move || RegistryNode::start_on(&h, &s, LEASE, listen).expect("node starts"))
     };
-    let a = start(home_a.path()).await;
-    let b = start(home_b.path()).await;
+    let a = start(home_a.path(), first).await;
+    let b = start(home_b.path(), second).await;
     assert!(a.leads());
-    // Servers know both nodes from their anchor; the first is the publisher.
-    let mut anchor = done.anchor;
-    anchor.registry_addresses = vec![a.addr.to_string(), b.addr.to_string()];
+    // The servers' anchor names the publisher only; every configuration
+    // names both nodes.
+    let anchor = only(&done.anchor, a.addr);
     let f = Federation::start_with(TestRegistry {
         registry: None,
         publish_interval: lienthong_central_registry::publisher::DEFAULT_PUBLISH_INTERVAL,
@@ -267,7 +268,8 @@ async fn servers_keep_exchanging_and_updating_when_the_publishing_registry_node_
     let (before, _) = served(&f.registry.anchor, b.addr).await;
     a.kill();
     // Configurations keep coming: every server's next poll reaches the
-    // survivor (the dead node's address refuses at once).
+    // survivor, which only the configuration names (the dead node's
+    // address refuses at once).
     for agency in f.all() {
         agency
             .server()
@@ -278,21 +280,9 @@ async fn servers_keep_exchanging_and_updating_when_the_publishing_registry_node_
     }
     load.exchanges(50).await;
 
-    // An officer's change made on the survivor (the anchor's first address
-    // is dead) is published by it, the next version, and reaches every
-    // server within a few polls.
-    let version = f
-        .registry
-        .officer()
-        .await
-        .add_member(pb::AddMemberRequest {
-            id: Some((&member("000777")).into()),
-            name: "Bộ Y tế".into(),
-        })
-        .await
-        .expect("the survivor applies the change")
-        .into_inner()
-        .configuration_version;
+    // An officer's change made on the survivor is published by it, the
+    // next version, and reaches every server within a few polls.
+    let version = change_on(&done.anchor, &f.registry.officer_token, second, "NGO").await;
     assert_eq!(version, before + 1, "no version skipped or repeated");
     assert!(b.leads(), "the survivor publishes");
     for agency in f.all() {
@@ -306,6 +296,8 @@ async fn servers_keep_exchanging_and_updating_when_the_publishing_registry_node_
         .expect("configuration client running");
     }
     load.exchanges(50).await;
+    // The servers' message-log checkpoints are witnessed by the survivor.
+    f.checkpoint_all().await;
 
     let failures = load.finish().await;
     assert!(

@@ -7,10 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use lienthong_proto::canonical;
-use lienthong_proto::pb::globalconf::v1::Anchor;
 use lienthong_proto::pb::registry::v1::checkpoint_witness_client::CheckpointWitnessClient;
 use lienthong_proto::pb::registry::v1::{Checkpoint, WitnessRequest, WitnessedCheckpoint};
-use lienthong_registry_client as client;
+use lienthong_registry_client::Registries;
 use prost::Message;
 
 use crate::conf_client::view::unix_ms;
@@ -36,15 +35,17 @@ enum Submitted {
 pub struct Checkpointer {
     reader: Arc<LogReader>,
     keys: Arc<Keys>,
-    anchor: Anchor,
+    /// The registry's addresses, the anchor's and the configuration's (the
+    /// configuration client keeps them up to date).
+    registries: Arc<Registries>,
 }
 
 impl Checkpointer {
-    pub fn new(reader: Arc<LogReader>, keys: Arc<Keys>, anchor: Anchor) -> Self {
+    pub fn new(reader: Arc<LogReader>, keys: Arc<Keys>, registries: Arc<Registries>) -> Self {
         Checkpointer {
             reader,
             keys,
-            anchor,
+            registries,
         }
     }
 
@@ -144,7 +145,9 @@ impl Checkpointer {
         let digest = canonical::digest(&canonical::checkpoint(&checkpoint));
         let signature = owner.sign_digest(&digest).map_err(|e| e.to_string())?;
         checkpoint.signature = Some(signature.clone());
-        let channel = client::connect(&self.anchor, Some(&self.keys.auth))
+        let channel = self
+            .registries
+            .connect(Some(&self.keys.auth))
             .await
             .map_err(|e| e.to_string())?;
         let reply = CheckpointWitnessClient::new(channel)

@@ -252,7 +252,6 @@ impl SecurityServer {
         let store = Arc::new(ServerStore::open(&dir.store()).map_err(|e| e.to_string())?);
         let id = server_id(&store)?;
         let anchor = client::read_anchor(&dir.anchor()).map_err(|e| e.to_string())?;
-        let checkpoint_anchor = anchor.clone();
         let ca = anchor.instance_ca_certificate.clone();
         let keys = Arc::new(Keys::load(&dir, &id, &ca, SystemTime::now())?);
 
@@ -384,7 +383,8 @@ impl SecurityServer {
         let tls_config =
             Arc::new(tls::server_config(&keys.auth, trust).map_err(|e| e.to_string())?);
 
-        let checkpointer = Checkpointer::new(reader.clone(), keys.clone(), checkpoint_anchor);
+        let checkpointer =
+            Checkpointer::new(reader.clone(), keys.clone(), conf.registries().clone());
         let consumer_tls =
             consumer_tls::server_config(opts.consumer_transport, &keys.auth, &policies)?;
         let (stop, stopping) = watch::channel(false);

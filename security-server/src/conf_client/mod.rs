@@ -39,7 +39,7 @@ pub struct ConfStatus {
 /// See the module documentation.
 pub struct ConfClient {
     anchor: Anchor,
-    registries: Registries,
+    registries: Arc<Registries>,
     cache: PathBuf,
     trust: TrustStore,
     current: watch::Sender<Option<Arc<ConfView>>>,
@@ -61,7 +61,7 @@ impl ConfClient {
     /// keeping `trust` in step with the configuration.
     pub fn new(anchor: Anchor, cache: PathBuf, trust: TrustStore) -> Self {
         ConfClient {
-            registries: Registries::new(anchor.clone()),
+            registries: Arc::new(Registries::new(anchor.clone())),
             anchor,
             cache,
             trust,
@@ -91,7 +91,7 @@ impl ConfClient {
 
     /// The registry's addresses as this client knows them (the anchor's
     /// and the configuration's), for other calls that must fail over.
-    pub fn registries(&self) -> &Registries {
+    pub fn registries(&self) -> &Arc<Registries> {
         &self.registries
     }
 
