@@ -417,6 +417,15 @@ impl SecurityServer {
             Fault::ProviderHeadersTooLarge,
             (Fault::UnknownPeer, Fault::PeerTlsRefused),
         );
+        // A server that joined since the last poll presents a certificate
+        // the configuration in force does not pin yet: look for it now
+        // rather than refuse it until the next poll.
+        let asking = conf.clone();
+        provider_side.on_refused_certificate(move |fp| {
+            asking.poll_now(&format!(
+                "a peer presented certificate {fp}, not in the configuration"
+            ));
+        });
         let provider_calls = Arc::new(PerPeerCalls::new(
             opts.max_calls_per_peer,
             tower::service_fn(move |(peer, req)| {

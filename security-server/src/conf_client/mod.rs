@@ -10,22 +10,30 @@
 //! the next handshake and exchange without a restart. Downloads fail over
 //! between the registry addresses of the anchor and of the configuration
 //! in force (a registry's nodes), starting with the one that answered last.
+//!
+//! A poll can also be asked for ([`ConfClient::poll_now`]): the provider
+//! side asks when a peer presents a certificate the configuration does not
+//! pin, which is what a server that joined since the last poll looks like.
+//! Asked-for polls are at most one per [`MIN_ASKED_POLL_INTERVAL`], so
+//! strangers knocking cannot turn the server against the registry.
 
 pub mod view;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use lienthong_certs::tls::{Trust, TrustStore};
 use lienthong_proto::pb::globalconf::v1::{Anchor, SignedConfiguration};
 use lienthong_registry_client::{Registries, configuration};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 pub use view::ConfView;
 
 /// First retry delay after a failed download.
 pub const FIRST_RETRY: Duration = Duration::from_secs(1);
+/// Shortest time between two polls asked for with [`ConfClient::poll_now`].
+pub const MIN_ASKED_POLL_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What the configuration client knows about its own health.
 #[derive(Debug, Clone, Default)]
@@ -45,6 +53,10 @@ pub struct ConfClient {
     current: watch::Sender<Option<Arc<ConfView>>>,
     status: Mutex<ConfStatus>,
     poll_interval: Option<Duration>,
+    /// Wakes the polling loop before its time.
+    asked: Notify,
+    /// When a poll was last asked for and granted.
+    last_asked: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for ConfClient {
@@ -68,6 +80,8 @@ impl ConfClient {
             current: watch::Sender::new(None),
             status: Mutex::new(ConfStatus::default()),
             poll_interval: None,
+            asked: Notify::new(),
+            last_asked: Mutex::new(None),
         }
     }
 
@@ -184,6 +198,25 @@ impl ConfClient {
         Ok(true)
     }
 
+    /// Asks the polling loop ([`run`](Self::run)) to poll now, `why` said
+    /// in the log; returns whether it will. Granted at most once per
+    /// [`MIN_ASKED_POLL_INTERVAL`].
+    pub fn poll_now(&self, why: &str) -> bool {
+        let mut last = match self.last_asked.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let now = Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < MIN_ASKED_POLL_INTERVAL) {
+            return false;
+        }
+        *last = Some(now);
+        tracing::info!(why, "configuration poll asked for");
+        // Stored if the loop is busy downloading: it polls again at once.
+        self.asked.notify_one();
+        true
+    }
+
     /// Polls until dropped.
     pub async fn run(self: Arc<Self>) {
         let mut retry = FIRST_RETRY;
@@ -204,7 +237,29 @@ impl ConfClient {
                     wait
                 }
             };
-            tokio::time::sleep(wait).await;
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.asked.notified() => {}
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn asked_polls_are_granted_at_most_once_per_interval() {
+        let client = ConfClient::new(
+            Anchor::default(),
+            PathBuf::from("configuration.bin"),
+            ConfClient::empty_trust(),
+        );
+        assert!(client.poll_now("a stranger's certificate"));
+        assert!(!client.poll_now("the same stranger again"));
+        // The interval runs from the last granted poll.
+        *client.last_asked.lock().unwrap() = Some(Instant::now() - MIN_ASKED_POLL_INTERVAL);
+        assert!(client.poll_now("later"));
     }
 }

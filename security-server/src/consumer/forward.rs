@@ -44,6 +44,16 @@ pub fn order_servers(view: &ConfView, target: &Target, start: usize) -> Vec<Serv
     all[k..].iter().chain(&all[..k]).cloned().collect()
 }
 
+/// What a connection failure means for the operator, when its cause says
+/// more than its words.
+pub fn explain(error_chain: &str) -> Option<&'static str> {
+    // A provider's server answers an auth certificate its configuration
+    // does not pin with this alert (an unknown CA gets `UnknownCA`).
+    error_chain.contains("CertificateUnknown").then_some(
+        "the provider's server does not know this server's certificate: its configuration predates this server's registration; it downloads the configuration again when refusing one, so retry in a few seconds, and if it persists check that this server's registration was approved and its certificate is not revoked",
+    )
+}
+
 /// Pooled connections to provider servers.
 pub struct ProviderPool {
     keys: Arc<Keys>,
@@ -118,7 +128,8 @@ impl ProviderPool {
                 Err(e) => {
                     let why = error_chain(&e);
                     tracing::warn!(%server, address = %entry.address, error = %why, "provider server unreachable; trying the next");
-                    failures.push(format!("{server} at {}: {why}", entry.address));
+                    let hint = explain(&why).map_or_else(String::new, |h| format!(" ({h})"));
+                    failures.push(format!("{server} at {}: {why}{hint}", entry.address));
                 }
             }
         }
@@ -127,5 +138,23 @@ impl ProviderPool {
         } else {
             format!("tried {}", failures.join("; "))
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_certificate_is_explained_and_other_failures_are_not() {
+        let refused = "transport error: received fatal alert: CertificateUnknown";
+        assert!(explain(refused).is_some_and(|h| h.contains("retry in a few seconds")));
+        for other in [
+            "transport error: Connection refused (os error 111)",
+            "transport error: received fatal alert: UnknownCA",
+            "invalid peer certificate: NotValidForName",
+        ] {
+            assert_eq!(explain(other), None, "{other}");
+        }
     }
 }
