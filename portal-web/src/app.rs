@@ -76,11 +76,16 @@ impl Portal {
         }
     }
 
-    fn cookie(&self, name: &str, value: &str, max_age: u64) -> HeaderValue {
+    /// A cookie; without `max_age` it lasts while the browser runs (the
+    /// server decides when a session ends, and says so).
+    fn cookie(&self, name: &str, value: &str, max_age: Option<u64>) -> HeaderValue {
         let secure = if self.secure_cookies { "; Secure" } else { "" };
+        let age = max_age
+            .map(|a| format!("; Max-Age={a}"))
+            .unwrap_or_default();
         // Tokens are URL-safe base64: always a valid header value.
         HeaderValue::from_str(&format!(
-            "{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
+            "{name}={value}; Path=/; HttpOnly; SameSite=Lax{age}{secure}"
         ))
         .unwrap_or(HeaderValue::from_static(""))
     }
@@ -236,7 +241,11 @@ async fn login(State(p): State<Arc<Portal>>, Query(q): Query<LangQuery>) -> Resp
     let mut r = Redirect::to(&url).into_response();
     r.headers_mut().append(
         header::SET_COOKIE,
-        p.cookie(p.login_cookie(), &id, crate::state::LOGIN_TTL.as_secs()),
+        p.cookie(
+            p.login_cookie(),
+            &id,
+            Some(crate::state::LOGIN_TTL.as_secs()),
+        ),
     );
     r
 }
@@ -267,7 +276,7 @@ async fn callback(
             pages::message(&frame(&p, lang, "/", None), lang.t().login_failed, &why),
         );
         r.headers_mut()
-            .append(header::SET_COOKIE, p.cookie(p.login_cookie(), "", 0));
+            .append(header::SET_COOKIE, p.cookie(p.login_cookie(), "", Some(0)));
         r
     };
     let Some(pending) = pending else {
@@ -294,11 +303,8 @@ async fn callback(
     };
     let mut r = Redirect::to(&format!("/trace?lang={}", lang.code())).into_response();
     let h = r.headers_mut();
-    h.append(
-        header::SET_COOKIE,
-        p.cookie(p.session_cookie(), &id, p.limits.session_ttl.as_secs()),
-    );
-    h.append(header::SET_COOKIE, p.cookie(p.login_cookie(), "", 0));
+    h.append(header::SET_COOKIE, p.cookie(p.session_cookie(), &id, None));
+    h.append(header::SET_COOKIE, p.cookie(p.login_cookie(), "", Some(0)));
     r
 }
 
@@ -308,8 +314,10 @@ fn citizen(p: &Portal, headers: &HeaderMap, lang: Lang) -> Result<(String, Sessi
         Who::Citizen(id, s) => Ok((id, s)),
         Who::Expired => {
             let mut r = Redirect::to(&format!("/?expired=1&lang={}", lang.code())).into_response();
-            r.headers_mut()
-                .append(header::SET_COOKIE, p.cookie(p.session_cookie(), "", 0));
+            r.headers_mut().append(
+                header::SET_COOKIE,
+                p.cookie(p.session_cookie(), "", Some(0)),
+            );
             Err(r)
         }
         Who::Nobody => Err(Redirect::to(&format!("/?lang={}", lang.code())).into_response()),
@@ -485,7 +493,9 @@ async fn logout(
     }
     p.sessions.close(&id);
     let mut r = Redirect::to("/").into_response();
-    r.headers_mut()
-        .append(header::SET_COOKIE, p.cookie(p.session_cookie(), "", 0));
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        p.cookie(p.session_cookie(), "", Some(0)),
+    );
     r
 }

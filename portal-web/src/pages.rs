@@ -40,7 +40,8 @@ dt{font-weight:600}dd{margin:0;overflow-wrap:anywhere}
 .error{border-left:4px solid #a4000f;padding:.5rem 1rem;background:#fdecee}
 nav.pages{display:flex;gap:1rem;margin:1rem 0}
 footer{color:#444;font-size:.9rem;border-top:1px solid #ccc}
-@media (max-width:40rem){dl{grid-template-columns:1fr}dt{margin-top:.4rem}header{display:block}}
+form.filters label{min-width:0;max-width:100%}
+@media (max-width:40rem){dl{grid-template-columns:1fr}dt{margin-top:.4rem}header{display:block}form.filters label,form.filters select,form.filters input{width:100%}}
 "#;
 
 /// What the page around the content needs.
@@ -427,4 +428,117 @@ pub fn access_detail(f: &Frame<'_>, traced: &Traced, e: &TracedExchange) -> Mark
 /// The stylesheet as markup-free text (served at `/style.css`).
 pub fn style() -> PreEscaped<&'static str> {
     PreEscaped(STYLE)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use lienthong_security_server::trace::portal::TraceReport;
+
+    use super::*;
+    use crate::bundle::Bundle;
+
+    fn traced(n: usize) -> Traced {
+        let exchanges = (0..n)
+            .map(|i| TracedExchange {
+                message_id: format!("m-{i}"),
+                at_ms: 1_780_000_000_000 - i as i64 * 60_000,
+                client: format!("VN/GOV/{:06}/system", 100 + i % 3),
+                service: "VN/GOV/000102/population/population.v1.PersonRegistry".into(),
+                method: "GetPerson".into(),
+                purpose: "hồ sơ".into(),
+                user_id: "canbo".into(),
+                grpc_status: 0,
+                fault: String::new(),
+                logged_by: Vec::new(),
+                status: Status::Verified,
+                verified: true,
+            })
+            .collect();
+        Traced {
+            report: TraceReport {
+                exchanges,
+                ..Default::default()
+            },
+            bundle: Bundle::new("001099012345", 0, Vec::new(), BTreeMap::new()),
+            member_names: BTreeMap::new(),
+            at_ms: 1_780_000_000_000,
+        }
+    }
+
+    fn frame() -> Frame<'static> {
+        Frame {
+            lang: Lang::En,
+            here: "/trace",
+            session: Some(("001099012345", "token")),
+            dev_banner: None,
+        }
+    }
+
+    #[test]
+    fn ten_thousand_accesses_are_paged() {
+        let t = traced(10_000);
+        let last = Filter {
+            page: 199,
+            ..Default::default()
+        };
+        let html = trace_list(&frame(), &t, &last).into_string();
+        assert_eq!(html.matches("<article class=\"access\"").count(), 50);
+        assert!(html.contains("Page 200 / 200"), "{html}");
+        assert!(html.contains("id=m-9999&"));
+        assert!(!html.contains("id=m-9949&"), "only the last page");
+        // A page past the end shows the last one.
+        let beyond = Filter {
+            page: 10_000,
+            ..Default::default()
+        };
+        let html = trace_list(&frame(), &t, &beyond).into_string();
+        assert!(html.contains("Page 200 / 200"));
+    }
+
+    #[test]
+    fn filters_by_day_and_agency() {
+        let t = traced(3 * 24 * 60);
+        let one_agency = Filter {
+            agency: "VN/GOV/000101".into(),
+            ..Default::default()
+        };
+        let kept = t
+            .report
+            .exchanges
+            .iter()
+            .filter(|e| one_agency.keeps(e))
+            .count();
+        assert_eq!(kept, 3 * 24 * 60 / 3);
+        let day = Filter {
+            from: "2026-05-27".into(),
+            to: "2026-05-27".into(),
+            ..Default::default()
+        };
+        let kept: Vec<_> = t.report.exchanges.iter().filter(|e| day.keeps(e)).collect();
+        assert_eq!(kept.len(), 24 * 60);
+        let start = parse_date("2026-05-27").unwrap();
+        assert!(
+            kept.iter()
+                .all(|e| (start..start + 86_400_000).contains(&e.at_ms))
+        );
+        assert_eq!(parse_date("2026-02-30"), None);
+        assert_eq!(parse_date("<script>"), None);
+    }
+
+    #[test]
+    fn the_development_banner_and_the_session_are_on_every_page() {
+        let mut f = frame();
+        f.dev_banner = Some("DEVELOPMENT IDENTITY PROVIDER");
+        for page in [
+            landing(&f, None),
+            message(&f, "x", "y"),
+            trace_list(&f, &traced(1), &Filter::default()),
+        ] {
+            let html = page.into_string();
+            assert!(html.contains("DEVELOPMENT IDENTITY PROVIDER"));
+            assert!(html.contains("name=\"csrf\" value=\"token\""));
+        }
+    }
 }

@@ -1,0 +1,305 @@
+//! The citizens' page in headless Chromium (Debian `chromium` and
+//! `chromium-driver`, over WebDriver), signing in through the standard
+//! OpenID provider: the founder sees exactly her three accesses, verified;
+//! markup in records stays text; a form without its anti-forgery token is
+//! refused; an expired session goes back to the sign-in page.
+//!
+//! With LIENTHONG_SCREENSHOTS=DIR set, each page is saved there at desktop
+//! and phone width (the README's pictures come from `docs/screenshots`).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use lienthong_portal_web::state::Limits;
+
+/// chromedriver, killed when dropped.
+struct Driver {
+    child: Child,
+    port: u16,
+    /// A fresh browser profile per session under it.
+    profile: tempfile::TempDir,
+    sessions: std::sync::atomic::AtomicUsize,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn found(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+impl Driver {
+    /// None (saying why) where Chromium or its driver is not installed.
+    async fn start() -> Option<Self> {
+        if !found("chromedriver") || !found("chromium") {
+            skip("chromium and chromium-driver are not installed (.ci/run installs them)");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let d = Driver {
+            child,
+            port,
+            profile: tempfile::tempdir().unwrap(),
+            sessions: Default::default(),
+        };
+        for _ in 0..100 {
+            if Browserless::new()
+                .get(&format!("http://127.0.0.1:{port}/status"))
+                .await
+                .0
+                == 200
+            {
+                return Some(d);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("chromedriver did not start");
+    }
+
+    /// A new browser with an empty profile (no cookies at the provider).
+    async fn browser(&self) -> Client {
+        let n = self
+            .sessions
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let profile = self.profile.path().join(format!("profile-{n}"));
+        let caps = serde_json::json!({
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    "--window-size=1280,1000",
+                    format!("--user-data-dir={}", profile.display()),
+                ]
+            }
+        });
+        let serde_json::Value::Object(caps) = caps else {
+            unreachable!("an object literal")
+        };
+        ClientBuilder::new(HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .expect("a browser session")
+    }
+}
+
+/// Saves the page at desktop and phone width, when asked to.
+async fn screenshots(b: &Client, name: &str) {
+    let Some(dir) = std::env::var_os("LIENTHONG_SCREENSHOTS").map(PathBuf::from) else {
+        return;
+    };
+    std::fs::create_dir_all(&dir).unwrap();
+    for (suffix, w, h) in [("desktop", 1280, 1000), ("phone", 390, 844)] {
+        b.set_window_size(w, h).await.unwrap();
+        let png = b.screenshot().await.unwrap();
+        std::fs::write(dir.join(format!("{name}-{suffix}.png")), png).unwrap();
+    }
+    b.set_window_size(1280, 1000).await.unwrap();
+}
+
+async fn text(b: &Client) -> String {
+    b.find(Locator::Css("body"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// From the page's first screen through the provider's sign-in form.
+async fn sign_in(b: &Client, page: &Page, personal_id: &str) {
+    b.goto(&page.url()).await.unwrap();
+    b.find(Locator::Css("a.button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let login = match b.wait().for_element(Locator::Id("login")).await {
+        Ok(l) => l,
+        Err(e) => panic!(
+            "no sign-in form at {:?}: {e}: {}",
+            b.current_url().await,
+            b.source().await.unwrap_or_default()
+        ),
+    };
+    login.send_keys(personal_id).await.unwrap();
+    b.find(Locator::Id("submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait().for_element(Locator::Css("main h1")).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_citizen_reads_her_trace_in_a_real_browser() {
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    let mut page = Page::bind().await;
+    let Some(provider) = OidcProvider::start(&page.redirect_uri(), "substantial").await else {
+        return;
+    };
+    page.serve(
+        &provider.issuer,
+        &["substantial", "high"],
+        FakeSource::new(),
+        Limits::default(),
+    );
+    let b = driver.browser().await;
+
+    b.goto(&page.url()).await.unwrap();
+    assert!(text(&b).await.contains("Ai đã xem dữ liệu của tôi?"));
+    screenshots(&b, "portal-welcome").await;
+
+    sign_in(&b, &page, FOUNDER).await;
+    assert!(b.current_url().await.unwrap().path().starts_with("/trace"));
+    let shown = b.find_all(Locator::Css("article.access")).await.unwrap();
+    assert_eq!(shown.len(), 3);
+    let body = text(&b).await;
+    assert_eq!(body.matches("Đã kiểm chứng").count(), 3, "{body}");
+    assert!(body.contains("Sở Kế hoạch và Đầu tư Hà Nội"), "{body}");
+    assert!(body.contains("2 bản ghi đang được giữ kín"), "{body}");
+    screenshots(&b, "portal-trace").await;
+
+    // The detail of one access, in English.
+    b.goto(&format!(
+        "{}/trace/access?client=VN%2FGOV%2F000305%2Fbusiness&id=m-1&lang=en",
+        page.url()
+    ))
+    .await
+    .unwrap();
+    let body = text(&b).await;
+    assert!(body.contains("VN/GOV/000102/ss1 — provider"), "{body}");
+    screenshots(&b, "portal-access").await;
+
+    // Logout with the form's token removed: refused, still signed in.
+    b.goto(&format!("{}/trace", page.url())).await.unwrap();
+    b.execute(
+        "document.querySelector('input[name=csrf]').remove()",
+        vec![],
+    )
+    .await
+    .unwrap();
+    b.find(Locator::Css("form[action='/logout'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(text(&b).await.contains("thiếu mã chống giả mạo"));
+    b.goto(&format!("{}/trace", page.url())).await.unwrap();
+    assert_eq!(
+        b.find_all(Locator::Css("article.access"))
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    // With it: signed out.
+    b.find(Locator::Css("form[action='/logout'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait()
+        .for_element(Locator::Css("a.button"))
+        .await
+        .unwrap();
+    b.goto(&format!("{}/trace", page.url())).await.unwrap();
+    assert_eq!(b.current_url().await.unwrap().path(), "/");
+
+    b.close().await.unwrap();
+
+    // The second citizen, in a browser of her own: none of the founder's,
+    // and markup as text.
+    let b = driver.browser().await;
+    sign_in(&b, &page, SECOND).await;
+    assert_eq!(
+        b.find_all(Locator::Css("article.access"))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let body = text(&b).await;
+    assert!(!body.contains("chuyenvien.hoa"), "{body}");
+    assert!(body.contains("<script>alert('purpose')</script>"), "{body}");
+    assert!(
+        body.contains("<b onmouseover=alert(1)>official</b>"),
+        "{body}"
+    );
+    assert!(
+        b.find_all(Locator::Css("main script, main b, main img"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    b.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_session_goes_back_to_sign_in() {
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    let mut page = Page::bind().await;
+    let Some(provider) = OidcProvider::start(&page.redirect_uri(), "substantial").await else {
+        return;
+    };
+    let limits = Limits {
+        session_ttl: Duration::from_secs(3),
+        ..Limits::default()
+    };
+    page.serve(
+        &provider.issuer,
+        &["substantial"],
+        FakeSource::new(),
+        limits,
+    );
+    let b = driver.browser().await;
+    sign_in(&b, &page, FOUNDER).await;
+    assert_eq!(
+        b.find_all(Locator::Css("article.access"))
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    b.refresh().await.unwrap();
+    assert_eq!(b.current_url().await.unwrap().path(), "/");
+    let body = text(&b).await;
+    assert!(body.contains("Phiên đăng nhập đã hết hạn"), "{body}");
+    b.close().await.unwrap();
+}
