@@ -7,6 +7,7 @@
 //! document for a version, whichever node signed it.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use lienthong_proto::pb::registry::v1::configuration_distribution_server::ConfigurationDistribution;
 use lienthong_proto::pb::registry::v1::{GetConfigurationReply, GetConfigurationRequest};
@@ -18,11 +19,42 @@ use crate::publisher::Publisher;
 #[derive(Debug, Clone)]
 pub struct Distribution {
     publisher: Arc<Publisher>,
+    /// The highest version a server said it holds above every version this
+    /// registry has, once warned about.
+    warned: Arc<AtomicU64>,
 }
 
 impl Distribution {
     pub fn new(publisher: Arc<Publisher>) -> Self {
-        Distribution { publisher }
+        Distribution {
+            publisher,
+            warned: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// A server holds a version this registry never published: after a
+    /// restore from an older backup, servers refuse every version until
+    /// the registry passes theirs. Said once per version, after reading
+    /// the store (this node may only lag behind the publisher).
+    async fn ahead_of_us(&self, held: u64) {
+        if held <= self.warned.load(Ordering::Relaxed) {
+            return;
+        }
+        let p = self.publisher.clone();
+        let newest =
+            match tokio::task::spawn_blocking(move || p.follow_store().map(|()| p.current())).await
+            {
+                Ok(Ok(current)) => current.map_or(0, |c| c.version),
+                _ => return,
+            };
+        if held > newest && self.warned.fetch_max(held, Ordering::Relaxed) < held {
+            tracing::warn!(
+                held,
+                newest,
+                "a security server holds configuration version {held}, above this registry's newest ({newest}), and will refuse every version up to it: was the store restored from an older backup? Run `lienthong registry version-floor {}` on the registry host",
+                held + 1
+            );
+        }
     }
 }
 
@@ -36,6 +68,9 @@ impl ConfigurationDistribution for Distribution {
         let current = self.publisher.current().ok_or_else(|| {
             Status::unavailable("the registry has not published a configuration yet; retry shortly")
         })?;
+        if held > current.version {
+            self.ahead_of_us(held).await;
+        }
         let configuration = (current.version > held).then(|| current.signed.clone());
         Ok(Response::new(GetConfigurationReply {
             configuration,

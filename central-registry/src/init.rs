@@ -346,6 +346,18 @@ pub fn key_fingerprints(dir: &Path) -> Result<Vec<KeyFingerprint>, RegistryError
     ])
 }
 
+/// Makes the next configuration version at least `next`, directly in the
+/// store (run on the registry host after restoring a backup: one above the
+/// newest version any security server holds). Returns the next version.
+pub fn raise_version_floor_in(
+    dir: &Path,
+    database: &Database,
+    next: u64,
+) -> Result<u64, RegistryError> {
+    let store = database.open(dir)?;
+    Ok(store.raise_version_floor("registry host administrator", next)?)
+}
+
 /// The registry's keys and certificates, loaded from `dir`.
 pub struct Loaded {
     pub ca: InstanceCa,

@@ -120,6 +120,24 @@ pub enum RegistryCommand {
         #[command(flatten)]
         db: DatabaseArgs,
     },
+    /// After restoring the store from a backup: make the next configuration
+    /// version at least VERSION (on the registry host; a running registry
+    /// publishes it at once).
+    ///
+    /// Security servers refuse versions older than the one they hold, and
+    /// may hold versions published after the backup was taken: give one
+    /// above the highest version `lienthong server status` shows on any
+    /// of them.
+    ///
+    /// Example: lienthong registry version-floor 1500 --dir /var/lib/lienthong/registry
+    VersionFloor {
+        /// The lowest version the registry publishes next.
+        version: u64,
+        #[arg(long)]
+        dir: PathBuf,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
     /// Manage operators (on the registry host).
     #[command(subcommand)]
     Operator(OperatorCommand),
@@ -451,6 +469,15 @@ async fn run_async(cmd: RegistryCommand) -> Result<()> {
             println!("anchor written to {}", out.display());
             Ok(())
         }
+        RegistryCommand::VersionFloor { version, dir, db } => {
+            let db = db.database()?;
+            let next = tokio::task::spawn_blocking(move || {
+                init::raise_version_floor_in(&dir, &db, version)
+            })
+            .await??;
+            println!("the next configuration version published is {next}");
+            Ok(())
+        }
         RegistryCommand::Operator(OperatorCommand::Add {
             dir,
             name,
@@ -722,6 +749,7 @@ async fn operate(cmd: RegistryCommand) -> Result<()> {
         RegistryCommand::Init { .. }
         | RegistryCommand::Serve { .. }
         | RegistryCommand::Anchor { .. }
+        | RegistryCommand::VersionFloor { .. }
         | RegistryCommand::Operator(_) => unreachable!("handled in run_async"),
     }
     Ok(())

@@ -412,6 +412,41 @@ impl<B: Backend> Store for B {
         })
     }
 
+    fn raise_version_floor(&self, actor: &str, next: u64) -> Result<u64, StoreError> {
+        let floor = i64::try_from(next)
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| StoreError::Conflict(format!("{next} is not a version")))?;
+        self.write(|tx| {
+            let last = tx
+                .query_one("SELECT max(version) FROM publications", &[])?
+                .opt_int(0)?
+                .unwrap_or(0);
+            if floor <= last + 1 {
+                return Ok(last as u64 + 1);
+            }
+            // A change: the publisher sees the store move and publishes.
+            let seq = tx
+                .query_one(
+                    "UPDATE meta SET value = value + 1 WHERE key = 'change_seq' RETURNING value",
+                    &[],
+                )?
+                .int(0)?;
+            tx.execute(
+                "INSERT INTO publications (version, created_at, seq, signed) VALUES ($1, $2, $3, NULL)",
+                &[(floor - 1).into(), super::now_ms().into(), seq.into()],
+            )?;
+            insert_audit(
+                tx,
+                actor,
+                "RaiseVersionFloor",
+                &format!("next configuration version {floor} (the last was {last})"),
+                "ok",
+            )?;
+            Ok(next)
+        })
+    }
+
     fn take_lease(&self, node: &str, ttl: Duration) -> Result<bool, StoreError> {
         let ttl = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
         self.write(|tx| {

@@ -241,6 +241,12 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
         record: &PublicationRecord,
         signed: &[u8],
     ) -> Result<(), StoreError>;
+    /// Makes the next version published at least `next` (after a restore
+    /// from a backup, security servers may hold versions published since,
+    /// and refuse older ones): records `next - 1` as published, without a
+    /// document, when it is above the last version, in one transaction
+    /// with its audit record. Returns the next version.
+    fn raise_version_floor(&self, actor: &str, next: u64) -> Result<u64, StoreError>;
     /// Takes the publisher lease for `node` until `ttl` from now when it is
     /// free or expired, or renews it when `node` holds it; returns whether
     /// `node` holds it now. Expiry is judged on the store's clock

@@ -164,3 +164,43 @@ fn the_registry_keys_are_recorded_once_and_other_keys_refused() {
             .unwrap();
     }
 }
+
+#[test]
+fn a_raised_version_floor_is_where_the_next_version_starts() {
+    for n in node_pairs() {
+        assert!(n.a.take_lease("a", LONG).unwrap());
+        n.a.record_publication("a", &record(1), b"v1").unwrap();
+        assert_eq!(
+            n.b.raise_version_floor("restorer", 1).unwrap(),
+            2,
+            "below: no change"
+        );
+        let seq = n.a.seq().unwrap();
+        assert_eq!(n.b.raise_version_floor("restorer", 500).unwrap(), 500);
+        assert!(n.a.seq().unwrap() > seq, "the publisher sees a change");
+        assert_eq!(n.a.last_publication().unwrap().unwrap().version, 499);
+        assert_eq!(
+            versions_after(n.a.as_ref(), 1),
+            None,
+            "no document to serve"
+        );
+        assert!(n.a.record_publication("a", &record(2), b"v2").is_err());
+        n.a.record_publication("a", &record(500), b"v500").unwrap();
+        assert_eq!(
+            versions_after(n.b.as_ref(), 1),
+            Some((500, b"v500".to_vec()))
+        );
+        assert!(n.b.raise_version_floor("restorer", 0).is_err());
+        let audit =
+            n.a.audit(&crate::model::AuditFilter {
+                limit: 100,
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(
+            audit
+                .iter()
+                .any(|e| e.action == "RaiseVersionFloor" && e.detail.contains("500"))
+        );
+    }
+}
