@@ -215,9 +215,10 @@ pub fn catch_up(
     dir: &Path,
     keys: &LogKeys,
     segments: &mut Segments,
+    limit: Option<u64>,
 ) -> Result<u64, LogError> {
     loop {
-        let (added, size) = catch_up_batch(conn, dir, keys, segments)?;
+        let (added, size) = catch_up_batch(conn, dir, keys, segments, limit)?;
         if added == 0 {
             return Ok(size);
         }
@@ -257,7 +258,9 @@ fn catch_up_batch(
     dir: &Path,
     keys: &LogKeys,
     segments: &mut Segments,
+    limit: Option<u64>,
 ) -> Result<(u64, u64), LogError> {
+    let limit = limit.unwrap_or(u64::MAX);
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let (size, seg, off): (i64, i64, i64) =
         tx.query_row("SELECT size, segment, offset FROM position", [], |r| {
@@ -268,6 +271,8 @@ fn catch_up_batch(
     let list = segment::list(dir)?;
     let mut frontier = Frontier::load(&tx, size)?;
     let mut pos: Option<(u64, u64)> = None;
+    // What stopped the batch short; what came before it is kept.
+    let mut failure: Option<LogError> = None;
     {
         let mut insert = tx.prepare_cached(
             "INSERT INTO records (leaf_index, at, message_id, subject_key, withheld_until,
@@ -301,72 +306,62 @@ fn catch_up_batch(
                 None => (seg, off as u64),
             };
             let Some((first, mut at)) = locate(dir, keys, segments, size, hint, &list)? else {
+                if let Some((later, _)) = list.iter().find(|(f, _)| *f > size)
+                    && Marker::starting_at(dir, size)?.is_none()
+                {
+                    failure = Some(LogError(format!(
+                        "records {size} to {later} are missing: no segment or retention marker holds them"
+                    )));
+                }
                 break;
             };
             let (file, key, _) = segments.get(dir, keys, first)?;
             let len = file.metadata()?.len();
             loop {
+                if size >= limit {
+                    pos = Some((first, at));
+                    break 'segments;
+                }
                 let Some(frame) = segment::read_frame(file, at, len)? else {
                     pos = Some((first, at));
+                    let last = list.last().map(|(f, _)| *f) == Some(first);
                     // The next segment, if this one was closed.
                     match list.iter().find(|(f, _)| *f == size) {
                         Some(_) if first != size => {
                             pos = None;
                             continue 'segments;
                         }
-                        _ => break 'segments,
+                        // The end of the log (or a commit being written).
+                        _ if last => break 'segments,
+                        _ => {
+                            failure = Some(LogError(format!(
+                                "segment {first} ends at record {size} (byte {at} of {len}) but the log goes on: a commit is damaged or records are missing"
+                            )));
+                            break 'segments;
+                        }
                     }
                 };
                 if frame.first != size {
-                    return Err(LogError(format!(
+                    failure = Some(LogError(format!(
                         "segment {first}: a commit at byte {} starts at record {}, expected {size}",
                         frame.offset, frame.first
                     )));
+                    break 'segments;
                 }
-                for e in &frame.entries {
-                    let (leaf_hash, k) = match e.kind {
-                        KIND_SEALED => {
-                            let stored = key.open(e.index, &e.bytes).ok_or_else(|| {
-                                LogError(format!(
-                                    "record {} in segment {first} does not open (edited, or sealed under another key or server)",
-                                    e.index
-                                ))
-                            })?;
-                            let leaf = LogLeaf::decode(stored.leaf.as_slice()).map_err(|err| {
-                                LogError(format!(
-                                    "record {}: its leaf does not decode: {err}",
-                                    e.index
-                                ))
-                            })?;
-                            (
-                                merkle::leaf_hash(&stored.leaf),
-                                Keys::of(&leaf, &stored.data_subject, keys),
-                            )
-                        }
-                        KIND_PRUNED => {
-                            let h: Hash = e.bytes.as_slice().try_into().map_err(|_| {
-                                LogError(format!(
-                                    "record {}: a pruned entry is not 32 bytes",
-                                    e.index
-                                ))
-                            })?;
-                            (
-                                h,
-                                Keys {
-                                    at: 0,
-                                    message_id: String::new(),
-                                    subject_key: None,
-                                    withheld_until: 0,
-                                },
-                            )
-                        }
-                        other => {
-                            return Err(LogError(format!(
-                                "record {}: unknown entry kind {other}",
-                                e.index
-                            )));
-                        }
-                    };
+                // The whole commit is checked before any of it is added.
+                let checked: Result<Vec<_>, LogError> = frame
+                    .entries
+                    .iter()
+                    .map(|e| entry_keys(e, key, keys, first))
+                    .collect();
+                let checked = match checked {
+                    Ok(c) => c,
+                    Err(e) => {
+                        failure = Some(e);
+                        break 'segments;
+                    }
+                };
+                for (e, (leaf_hash, k)) in frame.entries.iter().zip(checked) {
                     insert.execute(params![
                         e.index as i64,
                         k.at,
@@ -395,7 +390,60 @@ fn catch_up_batch(
         params![size as i64, seg, off],
     )?;
     tx.commit()?;
-    Ok((size - start, size))
+    match failure {
+        Some(e) => Err(e),
+        None => Ok((size - start, size)),
+    }
+}
+
+/// The leaf hash and index keys of one entry, opened and checked: a
+/// sealed record must open and hold what its leaf commits to; a hash-only
+/// entry must open too (so nobody without the log key can turn a record
+/// into one).
+fn entry_keys(
+    e: &segment::Entry,
+    key: &SegmentKey,
+    keys: &LogKeys,
+    segment: u64,
+) -> Result<(Hash, Keys), LogError> {
+    let i = e.index;
+    let stored = key.open(i, &e.bytes).ok_or_else(|| {
+        LogError(format!(
+            "record {i} in segment {segment} does not open (edited, or sealed under another key or server)"
+        ))
+    })?;
+    match e.kind {
+        KIND_SEALED if stored.pruned_leaf_hash.is_empty() => {
+            let leaf = LogLeaf::decode(stored.leaf.as_slice())
+                .map_err(|err| LogError(format!("record {i}: its leaf does not decode: {err}")))?;
+            stored
+                .check(&leaf, keys)
+                .map_err(|why| LogError(format!("record {i}: {why}")))?;
+            Ok((
+                merkle::leaf_hash(&stored.leaf),
+                Keys::of(&leaf, &stored.data_subject, keys),
+            ))
+        }
+        KIND_PRUNED if stored.leaf.is_empty() => {
+            let h: Hash = stored
+                .pruned_leaf_hash
+                .as_slice()
+                .try_into()
+                .map_err(|_| LogError(format!("record {i}: a pruned entry is not 32 bytes")))?;
+            Ok((
+                h,
+                Keys {
+                    at: 0,
+                    message_id: String::new(),
+                    subject_key: None,
+                    withheld_until: 0,
+                },
+            ))
+        }
+        kind => Err(LogError(format!(
+            "record {i}: an entry of kind {kind} that does not hold what its kind says"
+        ))),
+    }
 }
 
 /// An index row: where a record lies and the keys it was indexed under.

@@ -173,10 +173,11 @@ pub fn migrate(old: &Path, dir: &Path, keys: &LogKeys) -> Result<Option<Migrated
                 let hash: Hash = hash
                     .and_then(|h| h.try_into().ok())
                     .ok_or_else(|| LogError(format!("record {index}: no tree leaf")))?;
-                frame.push(KIND_PRUNED, |out| {
-                    out.extend_from_slice(&hash);
-                    Ok(())
-                })?;
+                let pruned = Stored {
+                    pruned_leaf_hash: hash.to_vec(),
+                    ..Default::default()
+                };
+                frame.push(KIND_PRUNED, |out| seg_key.seal_into(index, &pruned, out))?;
                 moved.pruned += 1;
             }
             Some(leaf) => {
@@ -191,6 +192,7 @@ pub fn migrate(old: &Path, dir: &Path, keys: &LogKeys) -> Result<Option<Migrated
                         .map(|b| open(Some(b), true))
                         .transpose()?,
                     hidden_opening: open(r.get(5)?, true)?,
+                    pruned_leaf_hash: Vec::new(),
                 };
                 frame.push(KIND_SEALED, |out| seg_key.seal_into(index, &stored, out))?;
             }

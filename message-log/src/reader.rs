@@ -45,12 +45,17 @@ pub struct LogReader {
     dir: PathBuf,
     keys: LogKeys,
     inner: Mutex<Inner>,
+    /// The writer in this process, if any: readers index no further than
+    /// what it acknowledged.
+    writer: Option<crate::writer::IndexLag>,
 }
 
 struct Inner {
     index: Connection,
     checkpoints: Connection,
     segments: Segments,
+    /// Why the index last could not follow the segments, if it could not.
+    behind: Option<String>,
 }
 
 impl std::fmt::Debug for LogReader {
@@ -75,8 +80,18 @@ impl LogReader {
                 index: index::open(dir)?,
                 checkpoints: checkpoints::open(dir)?,
                 segments: Segments::default(),
+                behind: None,
             }),
+            writer: None,
         })
+    }
+
+    /// Reads the log `writer` (in this process) writes: never indexes a
+    /// commit it has not acknowledged.
+    /// (`writer` is [`crate::SegmentLog::acknowledged`].)
+    pub fn following(mut self, writer: crate::writer::IndexLag) -> Self {
+        self.writer = Some(writer);
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -92,10 +107,21 @@ impl LogReader {
     fn fresh(&self) -> MutexGuard<'_, Inner> {
         let mut g = self.lock();
         let inner = &mut *g;
-        if let Err(e) =
-            index::catch_up(&mut inner.index, &self.dir, &self.keys, &mut inner.segments)
-        {
-            tracing::error!(error = %e, "message log index cannot follow the log");
+        let limit = self.writer.as_ref().map(|w| w.acknowledged());
+        match index::catch_up(
+            &mut inner.index,
+            &self.dir,
+            &self.keys,
+            &mut inner.segments,
+            limit,
+        ) {
+            Ok(_) => inner.behind = None,
+            Err(e) => {
+                if inner.behind.as_deref() != Some(e.0.as_str()) {
+                    tracing::error!(error = %e, "message log index cannot follow the log");
+                }
+                inner.behind = Some(e.0);
+            }
         }
         g
     }
@@ -158,6 +184,53 @@ impl LogReader {
         Ok((stored, leaf))
     }
 
+    /// Opens the entry an index row points to, whatever its kind.
+    fn open_entry(&self, inner: &mut Inner, row: &Row) -> Result<Stored, LogError> {
+        let i = row.leaf_index;
+        if row.segment < 0 {
+            return Err(LogError(format!("record {i} was pruned")));
+        }
+        let (file, key, _) = inner
+            .segments
+            .get(&self.dir, &self.keys, row.segment as u64)?;
+        let mut sealed = vec![0u8; row.len as usize];
+        file.read_exact_at(&mut sealed, row.offset)
+            .map_err(|e| LogError(format!("record {i}: {e}")))?;
+        key.open(i, &sealed).ok_or_else(|| {
+            LogError(format!(
+                "record {i}: it does not open (edited, moved, or from another server's log)"
+            ))
+        })
+    }
+
+    /// Whether the log holds the retention record of marker `m` (the
+    /// pruning is then in the tree the registry witnesses).
+    fn retention_recorded(&self, inner: &mut Inner, m: &Marker) -> Result<(), String> {
+        let id = format!("retention-{}-{}", m.from, m.to);
+        let rows = self
+            .rows(
+                inner,
+                &format!("SELECT {} FROM records WHERE message_id = ?1", Row::COLUMNS),
+                [id.as_str()],
+            )
+            .map_err(|e| e.0)?;
+        for row in rows {
+            if let Ok((_, leaf)) = self.read(inner, &row)
+                && leaf.phase == Phase::Retention as i32
+                && leaf.pruned_from == m.from
+                && leaf.pruned_to == m.to
+                && leaf.pruned_leaves_digest == m.digest()
+                && row.leaf_index >= m.to
+            {
+                return Ok(());
+            }
+        }
+        Err(format!(
+            "records {} to {}: pruned, but the log holds no retention record for them",
+            m.from, m.to
+        ))
+    }
+
     fn rows(
         &self,
         inner: &Inner,
@@ -201,23 +274,22 @@ impl LogReader {
         for row in rows {
             // Not checked against the tree here: a record edited in place is
             // answered as it is, and the portal's proof check says so.
-            let (stored, leaf) = match self.open_row(&mut g, &row) {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(error = %e, "message log: a record the index names cannot be read");
-                    continue;
-                }
-            };
+            // A row that cannot be believed makes the answer fail rather
+            // than come back short: a short page would end the paging, and
+            // the records after it would silently go missing.
+            let (stored, leaf) = self.open_row(&mut g, &row).map_err(|e| {
+                LogError(format!("the index names a record that cannot be read: {e}"))
+            })?;
             let derived = Keys::of(&leaf, &stored.data_subject, &self.keys);
             if derived.subject_key.as_deref() != Some(key.as_slice())
                 || leaf.at_unix_ms < since_ms
                 || leaf.at_unix_ms >= until_ms
+                || stored.check(&leaf, &self.keys).is_err()
             {
-                tracing::error!(
-                    record = row.leaf_index,
-                    "message log: the index names a record that is not about this subject or time (edited index)"
-                );
-                continue;
+                return Err(LogError(format!(
+                    "the index names record {} as about this subject and time, and it is not (an edited index; the self-audit reports it)",
+                    row.leaf_index
+                )));
             }
             out.push(SubjectRecord {
                 leaf_index: row.leaf_index,
@@ -442,7 +514,14 @@ impl LogReader {
                     let marked = markers.iter().find(|m| m.from <= i && i < m.to);
                     match marked {
                         Some(m)
-                            if Some(m.leaf_hashes[(i - m.from) as usize].as_slice()) == node => {}
+                            if Some(m.leaf_hashes[(i - m.from) as usize].as_slice()) == node =>
+                        {
+                            if i == m.from
+                                && let Err(why) = self.retention_recorded(&mut g, m)
+                            {
+                                out.mismatches.push(why);
+                            }
+                        }
                         Some(_) => out.mismatches.push(format!(
                             "record {i}: its retention marker does not match the tree"
                         )),
@@ -453,6 +532,13 @@ impl LogReader {
                     continue;
                 }
                 if row.hash_only {
+                    match self.open_entry(&mut g, row) {
+                        Ok(stored) if Some(stored.pruned_leaf_hash.as_slice()) == node => {}
+                        Ok(_) => out.mismatches.push(format!(
+                            "record {i}: its pruned entry does not match the tree"
+                        )),
+                        Err(e) => out.mismatches.push(e.0),
+                    }
                     continue;
                 }
                 match self.read(&mut g, row) {
@@ -462,6 +548,9 @@ impl LogReader {
                             out.mismatches.push(format!(
                                 "record {i}: its index entry does not match the record (edited index)"
                             ));
+                        }
+                        if let Err(why) = stored.check(&leaf, &self.keys) {
+                            out.mismatches.push(format!("record {i}: {why}"));
                         }
                     }
                     Err(e) => out.mismatches.push(e.0),
@@ -473,7 +562,24 @@ impl LogReader {
             }
             tree::audit_nodes(&g.index, from, to, leaves, &mut out)?;
         }
+        if let Some(why) = &g.behind {
+            out.mismatches
+                .push(format!("the index cannot follow the segments: {why}"));
+        }
         if to == size {
+            if let Some(c) = checkpoints::latest(&g.checkpoints)? {
+                if c.tree_size > size {
+                    out.mismatches.push(format!(
+                        "the log holds {size} records but the registry witnessed a checkpoint of {} (records cut or removed)",
+                        c.tree_size
+                    ));
+                } else if merkle::root_from(&mut Nodes(&g.index), c.tree_size)? != c.root {
+                    out.mismatches.push(format!(
+                        "the tree of the first {} records is not the one of the witnessed checkpoint (history rewritten)",
+                        c.tree_size
+                    ));
+                }
+            }
             let past: i64 = g.index.query_row(
                 "SELECT count(*) FROM records WHERE leaf_index >= ?1",
                 [size as i64],
@@ -517,6 +623,16 @@ impl LogReader {
             ),
             params![first as i64, next as i64],
         )?;
+        // A prune cut short after the index was updated: finish it.
+        if !rows.is_empty()
+            && rows.iter().all(|r| r.segment < 0)
+            && let Some(m) = Marker::starting_at(&self.dir, first)?
+            && m.to == next
+        {
+            drop(g);
+            self.prune(&m)?;
+            return self.plan_prune(before_ms, now_ms);
+        }
         if rows.len() as u64 != next - first {
             return Err(LogError(format!(
                 "segment {first}: the index lacks some of its records; not pruning"

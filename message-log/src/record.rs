@@ -11,6 +11,9 @@
 //! so a record moved within the log, or copied in from another server's,
 //! does not open.
 
+use lienthong_proto::canonical::{hidden_commitment, subject_commitment};
+use lienthong_proto::pb::trace::v1::{HiddenOpening, LogLeaf};
+use prost::Message;
 use ring::aead;
 use ring::hkdf;
 
@@ -39,6 +42,49 @@ pub struct Stored {
     /// commits to.
     #[prost(bytes = "vec", tag = "6")]
     pub hidden_opening: Vec<u8>,
+    /// For a record retention had pruned before the log moved into
+    /// segments: its leaf hash only (everything else empty). Sealed like
+    /// any record, so nobody without the log key can turn a record into one.
+    #[prost(bytes = "vec", tag = "7")]
+    pub pruned_leaf_hash: Vec<u8>,
+}
+
+impl Stored {
+    /// Checks that what is sealed beside the leaf is what the leaf commits
+    /// to: the data subject (its salted commitment, or the keyed hash of
+    /// leaves written before commitments) and, for a withheld exchange, the
+    /// opening of its hidden official and purpose.
+    pub fn check(&self, leaf: &LogLeaf, keys: &LogKeys) -> Result<(), String> {
+        if !leaf.data_subject_commitment.is_empty() {
+            let expected = subject_commitment(&self.subject_salt, &self.data_subject);
+            if self.subject_salt.len() != 32
+                || self.data_subject.is_empty()
+                || expected.as_slice() != leaf.data_subject_commitment.as_slice()
+            {
+                return Err("its sealed data subject is not the one its leaf commits to".into());
+            }
+        } else if !leaf.data_subject_hash.is_empty() {
+            if self.data_subject.is_empty()
+                || keys.subject_hash(&self.data_subject).as_slice()
+                    != leaf.data_subject_hash.as_slice()
+            {
+                return Err("its sealed data subject is not the one its leaf names".into());
+            }
+        } else if !self.data_subject.is_empty() {
+            return Err("it holds a data subject its leaf does not name".into());
+        }
+        if !leaf.hidden_commitment.is_empty() {
+            let opening = HiddenOpening::decode(self.hidden_opening.as_slice())
+                .map_err(|_| "its withheld opening does not decode".to_string())?;
+            let expected = hidden_commitment(&opening.salt, &opening.user_id, &opening.purpose);
+            if expected.as_slice() != leaf.hidden_commitment.as_slice() {
+                return Err("its withheld opening is not what its leaf commits to".into());
+            }
+        } else if !self.hidden_opening.is_empty() {
+            return Err("it holds a withheld opening its leaf does not commit to".into());
+        }
+        Ok(())
+    }
 }
 
 const HKDF_INFO: &[u8] = b"lienthong message log segment v1";

