@@ -313,8 +313,12 @@ impl SecurityServer {
             };
         let log: Arc<dyn MessageLog> = Arc::new(MeteredLog::new(raw_log, metrics.clone()));
         let retention_log = log.clone();
-        let reader =
-            Arc::new(LogReader::open(&dir.message_log(), keys_for_log).map_err(|e| e.to_string())?);
+        let mut reader =
+            LogReader::open(&dir.message_log(), keys_for_log).map_err(|e| e.to_string())?;
+        if let Some(writer) = &index_lag {
+            reader = reader.following(writer.clone());
+        }
+        let reader = Arc::new(reader);
         let policies = Policies::load(store.clone()).map_err(|e| e.to_string())?;
         let signers = Arc::new(Signers::start(&keys));
         let shared = crate::Shared {

@@ -12,7 +12,8 @@
 //!    member; the timestamp is within the clock skew; the message id is new;
 //! 5. the payload (bounded) matches the signed digest and size;
 //! 6. the access rights allow the call ([`crate::access::authorize`]);
-//! 7. the request is logged durably;
+//! 7. the request is logged: committed while the backend works, and
+//!    durable before any byte of the response leaves;
 //! 8. the backend is called with the original path and payload;
 //! 9. the response streams back; at its end it is signed, binding the
 //!    request digest, logged, and the signed envelope goes out in the
@@ -347,19 +348,18 @@ impl Provider {
             }
         }
 
-        // 7. Log (with the body if the provider subsystem opted in).
+        // 7. Log (with the body if the provider subsystem opted in). The
+        // record is queued now and made durable while the backend works;
+        // no byte of the response leaves before it is (below).
         let log_bodies = match &target {
             Target::Provider(p) => policy.logs_bodies(p),
             Target::Server(_) => false,
         };
-        self.log
-            .append({
-                let mut r = accepted.record(Phase::Request);
-                r.body = log_bodies.then(|| payload.clone());
-                r
-            })
-            .await
-            .map_err(|e| Fault::ProviderLogFailed.with(e.0))?;
+        let request_logged = self.log.append({
+            let mut r = accepted.record(Phase::Request);
+            r.body = log_bodies.then(|| payload.clone());
+            r
+        });
 
         // 8. Backend (or the built-in service).
         let response = match &target {
@@ -374,6 +374,9 @@ impl Provider {
             }
             Target::Server(_) => self.trace.serve(payload).await,
         };
+        request_logged
+            .await
+            .map_err(|e| Fault::ProviderLogFailed.with(e.0))?;
 
         // 9. Sign the response at its end.
         let accepted = partial.take().expect("set above");
