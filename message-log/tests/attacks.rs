@@ -115,11 +115,11 @@ fn segment_of(dir: &Path, index: u64) -> PathBuf {
         .1
 }
 
-/// A segment's header bytes and its frames: (first, [(kind, bytes)]), plus
-/// where each frame starts.
 /// (kind, bytes) of one entry.
 type Entry = (u8, Vec<u8>);
 
+/// A segment's header bytes and its frames: (first, [(kind, bytes)]), plus
+/// where each frame starts.
 struct Parsed {
     header: Header,
     header_bytes: Vec<u8>,
