@@ -459,12 +459,9 @@ async fn retention_ignores_index_edits_that_would_prune_a_withheld_record() {
 
 /// With the keys: the sealed `data_subject` of the citizen's record is
 /// changed (one digit), its leaf — and so the tree — left alone, and the
-/// index rebuilt. The record is now indexed under another person; the
-/// citizen's `FindUsage` no longer returns it, the tree and every witnessed
-/// checkpoint still verify, and the audit finds nothing, because neither
-/// the index builder nor the audit checks the sealed subject against the
-/// leaf's `data_subject_commitment` (nor the sealed salt, nor the sealed
-/// hidden opening against `hidden_commitment`).
+/// index rebuilt. The sealed subject no longer opens the leaf's
+/// `data_subject_commitment`: the index stops at that record and the audit
+/// says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resealed_subject_hides_a_record_and_the_audit_is_silent() {
     let dir = tempfile::tempdir().unwrap();
@@ -487,9 +484,8 @@ async fn resealed_subject_hides_a_record_and_the_audit_is_silent() {
 
 /// With the keys: a record's leaf rewritten (withheld until 2100, so the
 /// citizen sees only a count) and the index rebuilt from the segments. The
-/// rebuilt tree is self-consistent, so the audit — which never compares the
-/// stored tree with the witnessed checkpoints it keeps in checkpoints.db —
-/// finds nothing, though the root at the witnessed size has changed.
+/// rebuilt tree is self-consistent, but the audit compares it with the
+/// witnessed checkpoint kept in checkpoints.db and finds the change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rewritten_leaf_with_rebuilt_index_contradicts_the_witnessed_checkpoint_unnoticed() {
     let dir = tempfile::tempdir().unwrap();
@@ -512,9 +508,9 @@ async fn rewritten_leaf_with_rebuilt_index_contradicts_the_witnessed_checkpoint_
 
 /// No key needed: the last three acknowledged commits are cut off the last
 /// segment at a frame boundary, and the index rebuilt. Recovery sees a
-/// clean end (nothing "torn"), the audit finds nothing, though a witnessed
-/// checkpoint covers ten records and the segments now hold seven; a writer
-/// opened now would seal new records at positions 7..10 (a fork).
+/// clean end (nothing "torn"), but a witnessed checkpoint covers ten
+/// records and the segments hold seven: the audit says so, and the writer
+/// refuses to open rather than seal new records at positions 7..10 (a fork).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_tail_cut_below_a_witnessed_checkpoint_goes_unnoticed() {
     let dir = tempfile::tempdir().unwrap();
@@ -543,8 +539,8 @@ async fn acknowledged_tail_cut_below_a_witnessed_checkpoint_goes_unnoticed() {
 /// No key needed: the citizen's sealed record is replaced in its frame by a
 /// "pruned before migration" entry (`KIND_PRUNED`) holding its leaf hash,
 /// read from index.db; the frame's CRC recomputed and the index rebuilt.
-/// The tree (and every checkpoint) is unchanged, `FindUsage` no longer
-/// returns the record, and the audit skips hash-only rows entirely.
+/// Hash-only entries are sealed too, so this one does not open: the index
+/// stops there and the audit says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sealed_record_replaced_by_a_hash_only_entry_hides_it_without_keys() {
     let dir = tempfile::tempdir().unwrap();
@@ -567,8 +563,7 @@ async fn sealed_record_replaced_by_a_hash_only_entry_hides_it_without_keys() {
 /// No key needed: the oldest segment, whose records are minutes old (never
 /// prunable), deleted, with a retention marker forged from the leaf hashes
 /// in index.db and the index rebuilt. No retention record in the log names
-/// the range; the audit accepts the marker because its hashes match the
-/// tree. Tampering looks like pruning.
+/// the range, so the audit does not take the marker for pruning.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_retention_marker_passes_for_pruning() {
     let dir = tempfile::tempdir().unwrap();
@@ -602,10 +597,8 @@ async fn forged_retention_marker_passes_for_pruning() {
 }
 
 /// No key needed: a middle segment deleted (or one record in it made
-/// unopenable) and the index rebuilt. The index silently stops at the
-/// gap: `tree_size` shrinks, every later record vanishes from `FindUsage`,
-/// and the audit — which checks only that the segments do not end *before*
-/// the index — finds nothing.
+/// unopenable) and the index rebuilt. The index stops at the gap, keeping
+/// what came before, and the audit reports why it cannot follow.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn index_rebuilt_past_a_gap_stops_silently_and_the_audit_is_clean() {
     // A middle segment deleted.
@@ -640,11 +633,10 @@ async fn index_rebuilt_past_a_gap_stops_silently_and_the_audit_is_clean() {
     );
 }
 
-/// Recovery cuts acknowledged commits: one flipped byte in the magic of a
-/// middle frame of the last segment stops the header walk there, and every
-/// later (acknowledged, fsynced) commit is cut. Also two damaged frames at
-/// the end are both cut, though only the last commit can ever be torn (one
-/// writer, write then fdatasync before the next).
+/// Recovery never cuts acknowledged commits: a flipped byte in the magic of
+/// a middle frame of the last segment, or two damaged frames at the end
+/// (only the last commit can ever be torn: one writer, write then fdatasync
+/// before the next), make it refuse instead of cutting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovery_never_cuts_more_than_the_last_commit() {
     let base = tempfile::tempdir().unwrap();
@@ -690,10 +682,9 @@ async fn recovery_never_cuts_more_than_the_last_commit() {
 }
 
 /// Two writers on one directory (a restart overlapping the old process, or
-/// a CLI opening the log beside the server): nothing locks the directory.
-/// The second start removes the first's fresh, header-only segment (it
-/// "holds no record"), and the first keeps writing — and acknowledging —
-/// into the unlinked file.
+/// a CLI opening the log beside the server): the directory is locked by
+/// its writer, so the second waits and then refuses; nothing acknowledged
+/// is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_writer_on_the_same_directory_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -720,9 +711,8 @@ async fn a_second_writer_on_the_same_directory_loses_nothing() {
 }
 
 /// A crash while a new segment's header was being written, with an owner
-/// id longer than 62 bytes (the header is then longer than the 128 bytes
-/// recovery treats as "torn before its header was durable"): the server
-/// can no longer open its log.
+/// id longer than 62 bytes: recovery judges the header torn by its own
+/// length and the log opens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_torn_long_header_does_not_block_recovery() {
     let owner = format!("VN/GOV/{}/security-server-of-the-ministry", "0".repeat(60));
@@ -752,11 +742,10 @@ async fn a_torn_long_header_does_not_block_recovery() {
     log.close();
 }
 
-/// A reader indexes (and so proves, and lets the checkpointer sign) any
-/// complete frame in the file, though the writer acknowledges a commit only
-/// after its fdatasync and cuts the frame back if that fails. Here a whole
-/// frame for position 3 stands in the live writer's segment, as between its
-/// `write` and its `fdatasync`; a reader already counts it.
+/// The writer acknowledges a commit only after its fdatasync and cuts the
+/// frame back if that fails. Here a whole frame for position 3 stands in
+/// the live writer's segment, as between its `write` and its `fdatasync`;
+/// a reader following the writer does not count it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_never_counts_a_commit_the_writer_has_not_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
@@ -795,8 +784,7 @@ async fn a_reader_never_counts_a_commit_the_writer_has_not_acknowledged() {
 
 /// A crash inside `LogReader::prune`, after it marked the segment's rows
 /// pruned in the index but before it removed the segment file: the next
-/// retention pass plans the same segment again, reads its rows, finds them
-/// "pruned" and fails — every hour, for ever (index.db survives restarts).
+/// retention pass finishes the removal and carries on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_resumes_after_a_crash_inside_prune() {
     let dir = tempfile::tempdir().unwrap();
@@ -839,12 +827,9 @@ async fn retention_resumes_after_a_crash_inside_prune() {
 
 /// No key needed: the citizen's keyed subject hash is copied from one of
 /// their rows in index.db onto the newest rows of other people's records.
-/// `about` fetches a page of rows, drops the ones whose record is not about
-/// the citizen (rightly), and returns a short — here empty — page, with no
-/// sign that rows were dropped: `FindUsage` (which asks for page + 1 and
-/// says "more" only if it got them) then ends the answer, and every real
-/// record of the citizen on this server stays out of the trace. The audit
-/// does flag the edited rows, but the trace is silently cut short.
+/// A short page would end `FindUsage`'s paging and leave the citizen's real
+/// records out: `about` fails instead (the trace is then incomplete, never
+/// silently short), and the audit flags the edited rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_dropped_by_about_do_not_end_the_answer_early() {
     let dir = tempfile::tempdir().unwrap();
