@@ -254,8 +254,17 @@ impl Publisher {
     }
 
     /// Takes or renews the lease when a third of it has passed since this
-    /// node last did (a follower asks every time). Blocking.
+    /// node last did (a follower asks every time); gives it up when the
+    /// store's schema is newer than this program. Blocking.
     fn hold_lease(&self, lease: &mut Lease) -> Result<bool, RegistryError> {
+        if let Err(e) = self.store.schema_is_known() {
+            // Another node was upgraded and migrated the store: this one
+            // keeps serving what the store holds, and publishes nothing.
+            lease.renewed = None;
+            self.store.release_lease(&self.node)?;
+            self.set_leading(false);
+            return Err(e.into());
+        }
         let fresh = lease
             .renewed
             .is_some_and(|at| at.elapsed() < self.timing.lease / 3);
@@ -470,3 +479,6 @@ impl Publisher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -10,6 +10,7 @@ use lienthong_proto::id::{MemberId, ServerId};
 
 use super::changes::apply_one;
 use super::requests::load_request;
+use super::schema::{MIGRATIONS, too_new};
 use super::snapshot::{read_snapshot, setting};
 use super::sql::{Param as P, Sql};
 use super::sqlite::{fingerprint, parse};
@@ -42,6 +43,8 @@ pub(super) trait Backend: std::fmt::Debug + Send + Sync + 'static {
     /// Now, in milliseconds since the epoch, on the store's clock: nodes
     /// sharing a database judge the publisher lease by the same clock.
     fn now_ms(&self, tx: &mut dyn Sql) -> Result<i64, StoreError>;
+    /// The schema version the store is at now.
+    fn schema_version(&self) -> Result<i64, StoreError>;
 }
 
 /// Writes the instance settings (at creation).
@@ -445,6 +448,14 @@ impl<B: Backend> Store for B {
             )?;
             Ok(next)
         })
+    }
+
+    fn schema_is_known(&self) -> Result<(), StoreError> {
+        let found = self.schema_version()?;
+        if usize::try_from(found).map_or(true, |v| v > MIGRATIONS.len()) {
+            return Err(StoreError::Internal(too_new(found)));
+        }
+        Ok(())
     }
 
     fn take_lease(&self, node: &str, ttl: Duration) -> Result<bool, StoreError> {

@@ -241,6 +241,10 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
         record: &PublicationRecord,
         signed: &[u8],
     ) -> Result<(), StoreError>;
+    /// Refuses (naming both versions) when another node has migrated the
+    /// store to a schema this program does not know: such a node may keep
+    /// serving what the store holds, but must not publish.
+    fn schema_is_known(&self) -> Result<(), StoreError>;
     /// Makes the next version published at least `next` (after a restore
     /// from a backup, security servers may hold versions published since,
     /// and refuse older ones): records `next - 1` as published, without a

@@ -382,6 +382,13 @@ impl Backend for PgStore {
     fn now_ms(&self, tx: &mut dyn Sql) -> Result<i64, StoreError> {
         tx.query_one(&format!("SELECT {DB_NOW_MS}"), &[])?.int(0)
     }
+
+    fn schema_version(&self) -> Result<i64, StoreError> {
+        self.read(|tx| {
+            tx.query_one("SELECT version FROM schema_version", &[])?
+                .int(0)
+        })
+    }
 }
 
 #[cfg(test)]

@@ -164,4 +164,10 @@ impl Backend for SqliteStore {
     fn now_ms(&self, _tx: &mut dyn Sql) -> Result<i64, StoreError> {
         Ok(now_ms())
     }
+
+    fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .lock()
+            .pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
 }

@@ -204,3 +204,28 @@ fn a_raised_version_floor_is_where_the_next_version_starts() {
         );
     }
 }
+
+#[test]
+fn a_schema_migrated_past_this_program_is_refused_naming_both_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("registry.db");
+    let sqlite = crate::store::SqliteStore::create(&path, &super::settings()).unwrap();
+    sqlite.schema_is_known().unwrap();
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    let mut refused = vec![sqlite.schema_is_known().unwrap_err()];
+    if let Some(t) = super::pg_target() {
+        let t = t.scratch().unwrap();
+        let pg = crate::store::PgStore::create(&t, &super::settings()).unwrap();
+        pg.schema_is_known().unwrap();
+        t.execute("UPDATE schema_version SET version = 99").unwrap();
+        refused.push(pg.schema_is_known().unwrap_err());
+    }
+    for err in refused {
+        let msg = err.to_string();
+        let ours = crate::store::MIGRATIONS.len().to_string();
+        assert!(msg.contains("99") && msg.contains(&ours), "{msg}");
+    }
+}
