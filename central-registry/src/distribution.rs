@@ -7,7 +7,7 @@
 //! document for a version, whichever node signed it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use lienthong_proto::pb::registry::v1::configuration_distribution_server::ConfigurationDistribution;
 use lienthong_proto::pb::registry::v1::{GetConfigurationReply, GetConfigurationRequest};
@@ -19,25 +19,31 @@ use crate::publisher::Publisher;
 #[derive(Debug, Clone)]
 pub struct Distribution {
     publisher: Arc<Publisher>,
-    /// The highest version a server said it holds above every version this
-    /// registry has, once warned about.
-    warned: Arc<AtomicU64>,
+    /// When a server holding a version above this registry's newest was
+    /// last warned about (ms since the epoch).
+    warned_at: Arc<AtomicI64>,
 }
+
+/// How often the warning about servers ahead of the registry is repeated.
+const WARN_EVERY_MS: i64 = 60_000;
 
 impl Distribution {
     pub fn new(publisher: Arc<Publisher>) -> Self {
         Distribution {
             publisher,
-            warned: Arc::new(AtomicU64::new(0)),
+            warned_at: Arc::new(AtomicI64::new(i64::MIN)),
         }
     }
 
     /// A server holds a version this registry never published: after a
     /// restore from an older backup, servers refuse every version until
-    /// the registry passes theirs. Said once per version, after reading
-    /// the store (this node may only lag behind the publisher).
+    /// the registry passes theirs. Said at most once a minute (anyone may
+    /// ask, with any version), after reading the store (this node may only
+    /// lag behind the publisher).
     async fn ahead_of_us(&self, held: u64) {
-        if held <= self.warned.load(Ordering::Relaxed) {
+        let now = crate::store::now_ms();
+        let last = self.warned_at.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < WARN_EVERY_MS {
             return;
         }
         let p = self.publisher.clone();
@@ -47,12 +53,19 @@ impl Distribution {
                 Ok(Ok(current)) => current.map_or(0, |c| c.version),
                 _ => return,
             };
-        if held > newest && self.warned.fetch_max(held, Ordering::Relaxed) < held {
+        // Only one caller of a minute warns (and only a genuine case
+        // counts: a node lagging behind the publisher is not one).
+        if held > newest
+            && self
+                .warned_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
             tracing::warn!(
                 held,
                 newest,
                 "a security server holds configuration version {held}, above this registry's newest ({newest}), and will refuse every version up to it: was the store restored from an older backup? Run `lienthong registry version-floor {}` on the registry host",
-                held + 1
+                held.saturating_add(1)
             );
         }
     }

@@ -58,6 +58,15 @@ async fn a_registry_restored_from_an_older_backup_publishes_above_what_servers_h
         "nothing newer than what the server holds"
     );
     assert_eq!(conf.view().unwrap().version, held);
+    // Anyone may claim any version: the reply stays the same.
+    let reply = lienthong_registry_client::distribution_client(reg.channel().await)
+        .get_configuration(pb::GetConfigurationRequest {
+            if_newer_than: u64::MAX,
+        })
+        .await
+        .expect("answered")
+        .into_inner();
+    assert!(reply.configuration.is_none() && reply.current_version < held);
 
     // The operator lifts the next version above the server's, with the
     // registry running: it is published at once and the server takes it.
