@@ -52,7 +52,7 @@ fn demo_plays_the_scenario_and_the_trace() {
             "auth.pem",
             "auth.key",
             "server.db",
-            "messagelog.db",
+            "messagelog",
             "configuration.bin",
             "descriptors/demo.binpb",
         ] {
