@@ -1,6 +1,7 @@
 //! The registry's metrics port: `GET /metrics` answers the refusal counts
-//! in the Prometheus text format; anything else is 404. It answers whoever
-//! reaches it: keep it on loopback or a management network.
+//! and what this node publishes and serves, in the Prometheus text format;
+//! anything else is 404. It answers whoever reaches it: keep it on
+//! loopback or a management network.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -14,11 +15,41 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::publisher::Publisher;
 use crate::throttle::RefusalCounts;
 
-fn answer(counts: &RefusalCounts, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+/// Whether this node publishes, and the version it serves: with several
+/// nodes, `sum(lienthong_registry_publishing) == 0` for longer than the
+/// lease means no node publishes.
+fn publication(p: &Publisher) -> String {
+    let current = p.current();
+    let version = current.as_ref().map_or(0, |c| c.version);
+    let created = current.as_ref().map_or(0, |c| c.created_at_ms / 1000);
+    format!(
+        "# HELP lienthong_registry_publishing Whether this registry node holds the publisher lease (1) or serves what another node publishes (0).
+# TYPE lienthong_registry_publishing gauge
+lienthong_registry_publishing {}
+# HELP lienthong_registry_configuration_version The configuration version this node serves (0: none yet).
+# TYPE lienthong_registry_configuration_version gauge
+lienthong_registry_configuration_version {version}
+# HELP lienthong_registry_configuration_created_seconds When the configuration this node serves was created (Unix time; 0: none yet).
+# TYPE lienthong_registry_configuration_created_seconds gauge
+lienthong_registry_configuration_created_seconds {created}
+",
+        u8::from(p.leading())
+    )
+}
+
+fn answer(
+    counts: &RefusalCounts,
+    publisher: &Publisher,
+    req: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let (status, body) = if req.method() == http::Method::GET && req.uri().path() == "/metrics" {
-        (StatusCode::OK, counts.prometheus())
+        (
+            StatusCode::OK,
+            counts.prometheus() + &publication(publisher),
+        )
     } else {
         (
             StatusCode::NOT_FOUND,
@@ -34,18 +65,23 @@ fn answer(counts: &RefusalCounts, req: &Request<Incoming>) -> Response<Full<Byte
     res
 }
 
-/// Serves `counts` on `listener` until the task is aborted.
-pub fn serve(listener: TcpListener, counts: Arc<RefusalCounts>) -> JoinHandle<()> {
+/// Serves `counts` and `publisher`'s state on `listener` until the task is
+/// aborted.
+pub fn serve(
+    listener: TcpListener,
+    counts: Arc<RefusalCounts>,
+    publisher: Arc<Publisher>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             };
-            let counts = counts.clone();
+            let (counts, publisher) = (counts.clone(), publisher.clone());
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
-                    let res = answer(&counts, &req);
+                    let res = answer(&counts, &publisher, &req);
                     async move { Ok::<_, Infallible>(res) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -60,8 +96,9 @@ pub fn serve(listener: TcpListener, counts: Arc<RefusalCounts>) -> JoinHandle<()
 pub async fn start(
     addr: SocketAddr,
     counts: Arc<RefusalCounts>,
+    publisher: Arc<Publisher>,
 ) -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    Ok((bound, serve(listener, counts)))
+    Ok((bound, serve(listener, counts, publisher)))
 }

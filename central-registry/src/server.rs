@@ -188,7 +188,7 @@ impl Registry {
         )));
         let metrics = match opts.metrics_listen {
             Some(a) => Some(
-                crate::metrics::start(a, refusals.clone())
+                crate::metrics::start(a, refusals.clone(), publisher.clone())
                     .await
                     .map_err(|e| {
                         RegistryError::Unavailable(format!("cannot serve metrics on {a}: {e}"))

@@ -89,6 +89,15 @@ async fn registry_nodes_publish_one_sequence_of_versions_across_failover() {
     assert!(a.leads() && !b.leads(), "the first node started publishes");
     let (v0, bytes) = served(&anchor, a.addr).await;
     assert_eq!(served(&anchor, b.addr).await, (v0, bytes), "the same bytes");
+    for (node, publishing) in [(&a, 1), (&b, 0)] {
+        let metrics = node.metrics().await;
+        for line in [
+            format!("lienthong_registry_publishing {publishing}\n"),
+            format!("lienthong_registry_configuration_version {v0}\n"),
+        ] {
+            assert!(metrics.contains(&line), "{line} in {metrics}");
+        }
+    }
 
     // A change made on the follower is published by the publisher and
     // served by the follower.
@@ -104,6 +113,11 @@ async fn registry_nodes_publish_one_sequence_of_versions_across_failover() {
     let v2 = change_on(&anchor, &token, b.addr, "COM").await;
     assert_eq!(v2, v1 + 1, "no version skipped or repeated");
     assert!(b.leads());
+    assert!(
+        b.metrics()
+            .await
+            .contains("lienthong_registry_publishing 1\n")
+    );
 
     // The dead node comes back and follows; the survivor stops as an
     // operator stops it (giving the lease up) and the other publishes.
