@@ -460,21 +460,53 @@ impl Publisher {
 
     /// Runs [`tick`](Self::tick) on every wake-up and every
     /// [`Timing::follow`], until the task is dropped. A failed round is
-    /// logged and retried at the next; servers keep the previous version
-    /// meanwhile.
+    /// retried at the next; servers keep the previous version meanwhile.
+    /// A failure is logged when it starts, changes, or once a minute while
+    /// it lasts (the store being down must not flood the log), and the
+    /// recovery once.
     pub async fn run(self: Arc<Self>) {
+        let mut failing = Failing::default();
         loop {
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(self.timing.follow.min(self.timing.interval)) => {}
             }
             let this = self.clone();
-            match tokio::task::spawn_blocking(move || this.tick()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, node = %self.node, "publishing or reading the configuration failed")
-                }
-                Err(e) => tracing::error!(error = %e, "publisher task failed"),
+            let outcome = match tokio::task::spawn_blocking(move || this.tick()).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(format!("publisher task failed: {e}")),
+            };
+            failing.log(&self.node, outcome);
+        }
+    }
+}
+
+/// How often a lasting failure is logged again.
+const REPEAT_FAILURE: Duration = Duration::from_secs(60);
+
+/// The publisher's failures as logged.
+#[derive(Debug, Default)]
+struct Failing {
+    /// The failure logged last, and when.
+    last: Option<(String, Instant)>,
+}
+
+impl Failing {
+    /// Logs `outcome` if it is news; returns whether it did.
+    fn log(&mut self, node: &str, outcome: Result<(), String>) -> bool {
+        match (outcome, &self.last) {
+            (Ok(()), None) => false,
+            (Ok(()), Some(_)) => {
+                tracing::info!(node, "publishing and reading the configuration work again");
+                self.last = None;
+                true
+            }
+            (Err(e), Some((same, at))) if *same == e && at.elapsed() < REPEAT_FAILURE => false,
+            (Err(e), _) => {
+                tracing::error!(error = %e, node, "publishing or reading the configuration failed; retrying at each look at the store");
+                self.last = Some((e, Instant::now()));
+                true
             }
         }
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use lienthong_certs::signing::Signer;
 use lienthong_certs::{InstanceCa, KeyAlgorithm, PrivateKey, Validity, csr};
 
-use super::{Publisher, Timing};
+use super::{Failing, Publisher, Timing};
 use crate::model::InstanceSettings;
 use crate::store::{SqliteStore, Store};
 
@@ -88,4 +88,16 @@ fn one_node_publishes_and_none_does_on_a_schema_newer_than_itself() {
     migrated.pragma_update(None, "user_version", known).unwrap();
     b.tick().unwrap();
     assert!(b.leading(), "the lease was given up");
+}
+
+#[test]
+fn a_lasting_failure_is_logged_when_it_starts_or_changes_and_the_recovery_once() {
+    let mut f = Failing::default();
+    let down = || Err("database down".to_owned());
+    assert!(!f.log("a", Ok(())), "nothing to say");
+    assert!(f.log("a", down()));
+    assert!(!f.log("a", down()), "the same failure again");
+    assert!(f.log("a", Err("another".into())));
+    assert!(f.log("a", Ok(())), "recovered");
+    assert!(!f.log("a", Ok(())));
 }
