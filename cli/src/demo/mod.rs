@@ -195,6 +195,20 @@ async fn play(dir: &Path, once: bool) -> Result<()> {
             Err("the scenario did not succeed".into())
         };
     }
+    let portal_agency = inst.agency("portal");
+    match crate::portal::start_demo_page(
+        &portal_agency.dir,
+        &portal_agency.subsystem,
+        portal_agency.server().consumer_addr(),
+        FOUNDER_ID,
+    )
+    .await
+    {
+        Ok(url) => println!(
+            "\nThe citizens' page — sign in as the founder through the development identity provider (her CCCD is filled in):\n\n  {url}"
+        ),
+        Err(e) => println!("\nthe citizens' page could not start: {e}"),
+    }
     print_try(&inst, &protos);
     crate::shutdown_signal().await;
     Ok(())
