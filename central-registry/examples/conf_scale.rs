@@ -10,18 +10,22 @@
 //!
 //! Run: `cargo run --release -p lienthong-central-registry --example conf_scale`
 //! (`-- --members N --services N --servers N --runs N` to change the scale).
+//! With `LIENTHONG_TEST_DATABASE_URL` set (a PostgreSQL database, as the
+//! tests use), the same is measured on a PostgreSQL store in a fresh
+//! schema of it, in the same run, and the two are compared.
 
 use std::time::{Duration, Instant, SystemTime};
 
 use lienthong_central_registry::init::{self, InitOptions};
 use lienthong_central_registry::model::*;
-use lienthong_central_registry::store::{SqliteStore, Store};
+use lienthong_central_registry::store::{Database, PgTarget, Store};
 use lienthong_central_registry::{Registry, RegistryOptions};
 use lienthong_certs::{InstanceCa, KeyAlgorithm, PrivateKey, Validity, conf, csr, pem};
 use lienthong_proto::id::{MemberClass, MemberId};
 use lienthong_proto::pb::registry::v1::GetConfigurationRequest;
 use lienthong_registry_client as client;
 
+#[derive(Debug, Clone, Copy)]
 struct Scale {
     members: usize,
     services: usize,
@@ -70,7 +74,7 @@ fn fresh_csr() -> CsrFor {
 }
 
 /// Fills the store through the same changes operators and servers make.
-fn populate(store: &SqliteStore, ca: &InstanceCa, s: &Scale) {
+fn populate(store: &dyn Store, ca: &InstanceCa, s: &Scale) {
     let member = |i: usize| MemberId::new("VN", "GOV", &format!("{i:06}")).unwrap();
     let mut changes = vec![Change::AddMemberClass {
         code: MemberClass::new("GOV").unwrap(),
@@ -191,11 +195,37 @@ fn populate(store: &SqliteStore, ca: &InstanceCa, s: &Scale) {
     store.apply_all("bench", &approvals).unwrap();
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let s = args();
+/// The medians of one store's run.
+struct Measured {
+    publish: Duration,
+    download: Duration,
+    idle: Duration,
+}
+
+/// A fresh schema of the PostgreSQL test database, if one is named.
+fn postgres_store() -> Option<Database> {
+    let url = std::env::var("LIENTHONG_TEST_DATABASE_URL").ok()?;
+    let schema = format!("conf_scale_{}", std::process::id());
+    postgres::Client::connect(&url, postgres::NoTls)
+        .unwrap()
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .unwrap();
+    let target = PgTarget::parse(&url)
+        .unwrap()
+        .with_options(&format!("-c search_path={schema}"));
+    Some(Database::Postgres(Box::new(target)))
+}
+
+async fn measure(s: &Scale, database: Database, name: &str) -> Measured {
     let dir = tempfile::tempdir().unwrap();
-    let done = init::initialise(dir.path(), &InitOptions::new("VN", "127.0.0.1:4400")).unwrap();
+    let (d, db) = (dir.path().to_owned(), database.clone());
+    let done = tokio::task::spawn_blocking(move || {
+        let mut opts = InitOptions::new("VN", "127.0.0.1:4400");
+        opts.database = db;
+        init::initialise(&d, &opts).unwrap()
+    })
+    .await
+    .unwrap();
     let d = init::RegistryDir(dir.path().to_owned());
     let ca = InstanceCa::load(
         pem::read_cert(&d.ca_cert()).unwrap(),
@@ -203,24 +233,25 @@ async fn main() {
     )
     .unwrap();
     let t = Instant::now();
-    {
-        let store = SqliteStore::open(&d.database()).unwrap();
-        populate(&store, &ca, &s);
-    }
+    let (home, db) = (dir.path().to_owned(), database.clone());
+    let scale = *s;
+    tokio::task::spawn_blocking(move || {
+        let store = db.open(&home).unwrap();
+        populate(store.as_ref(), &ca, &scale);
+    })
+    .await
+    .unwrap();
     println!(
-        "populated {} members, {} services, {} servers in {:.1?}",
+        "{name}: populated {} members, {} services, {} servers in {:.1?}",
         s.members,
         s.services,
         s.servers,
         t.elapsed()
     );
 
-    let registry = Registry::start(RegistryOptions::new(
-        dir.path(),
-        "127.0.0.1:0".parse().unwrap(),
-    ))
-    .await
-    .unwrap();
+    let mut opts = RegistryOptions::new(dir.path(), "127.0.0.1:0".parse().unwrap());
+    opts.database = database;
+    let registry = Registry::start(opts).await.unwrap();
     let publisher = registry.publisher().clone();
     let mut publish = Vec::new();
     for _ in 0..s.runs {
@@ -271,7 +302,7 @@ async fn main() {
     registry.shutdown().await;
 
     println!(
-        "configuration: {} members, {} services, {} servers, {} clients, {:.2} MiB",
+        "{name}: configuration of {} members, {} services, {} servers, {} clients, {:.2} MiB",
         c.members.len(),
         c.services.len(),
         c.security_servers.len(),
@@ -281,18 +312,41 @@ async fn main() {
             .sum::<usize>(),
         size as f64 / (1024.0 * 1024.0)
     );
-    println!("| step | median of {} |", s.runs);
-    println!("|---|---|");
-    println!(
-        "| generate + sign + record (registry) | {:.0?} |",
-        median(publish)
+    Measured {
+        publish: median(publish),
+        download: median(download),
+        idle: median(idle),
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let s = args();
+    let mut runs = vec![("SQLite", measure(&s, Database::Home, "SQLite").await)];
+    if let Some(pg) = tokio::task::spawn_blocking(postgres_store).await.unwrap() {
+        runs.push(("PostgreSQL", measure(&s, pg, "PostgreSQL").await));
+    }
+    let header: Vec<&str> = runs.iter().map(|(n, _)| *n).collect();
+    println!("| step (median of {}) | {} |", s.runs, header.join(" | "));
+    println!("|---|{}", "---|".repeat(runs.len()));
+    let row = |what: &str, f: &dyn Fn(&Measured) -> String| {
+        let cells: Vec<String> = runs.iter().map(|(_, m)| f(m)).collect();
+        println!("| {what} | {} |", cells.join(" | "));
+    };
+    row("generate + sign + record (registry)", &|m| {
+        format!("{:.0?}", m.publish)
+    });
+    row(
+        "download over TLS + verify with the anchor (server)",
+        &|m| format!("{:.0?}", m.download),
     );
-    println!(
-        "| download over TLS + verify with the anchor (server) | {:.0?} |",
-        median(download)
-    );
-    println!(
-        "| idle poll (\"newer than V\", nothing new) | {:.2?} |",
-        median(idle)
-    );
+    row("idle poll (\"newer than V\", nothing new)", &|m| {
+        format!("{:.2?}", m.idle)
+    });
+    if let [(_, sqlite), (_, pg)] = runs.as_slice() {
+        println!(
+            "PostgreSQL / SQLite, generate + sign + record: {:.2} × (target: at most 2 ×)",
+            pg.publish.as_secs_f64() / sqlite.publish.as_secs_f64()
+        );
+    }
 }
