@@ -377,3 +377,67 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> OidcConfig {
+        OidcConfig {
+            issuer: "https://eid.example.vn".into(),
+            client_id: "portal".into(),
+            client_secret: None,
+            redirect_url: "https://tracuu.example.vn/auth/callback".into(),
+            personal_id_claim: "personal_id".into(),
+            accepted_acr: vec!["substantial".into()],
+            scopes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn settings_are_checked_all_at_once() {
+        assert!(config().check().is_ok());
+        let loopback = OidcConfig {
+            issuer: "http://127.0.0.1:9000".into(),
+            redirect_url: "http://localhost:8443/auth/callback".into(),
+            ..config()
+        };
+        assert!(loopback.check().is_ok(), "plain HTTP on loopback");
+        let bad = OidcConfig {
+            issuer: "http://eid.example.vn".into(),
+            client_id: String::new(),
+            personal_id_claim: "email".into(),
+            accepted_acr: Vec::new(),
+            ..config()
+        };
+        let errors = bad.check().unwrap_err();
+        assert_eq!(errors.len(), 4, "{errors:?}");
+        assert!(errors[0].contains("must be https://"), "{errors:?}");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("never one a person edits"))
+        );
+        assert!(errors.iter().any(|e| e.contains("acr")));
+    }
+
+    #[test]
+    fn no_editable_claim_can_carry_the_personal_id() {
+        for claim in EDITABLE_CLAIMS {
+            let c = OidcConfig {
+                personal_id_claim: (*claim).into(),
+                ..config()
+            };
+            assert!(c.check().is_err(), "{claim}");
+        }
+    }
+
+    #[test]
+    fn the_client_secret_is_never_printed() {
+        let c = OidcConfig {
+            client_secret: Some("s3cr3t-value".into()),
+            ..config()
+        };
+        assert!(!format!("{c:?}").contains("s3cr3t-value"));
+    }
+}

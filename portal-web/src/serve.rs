@@ -85,3 +85,62 @@ pub async fn serve(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_only_on_loopback() {
+        assert!(check_listen("127.0.0.1:8443".parse().unwrap(), false).is_ok());
+        assert!(check_listen("[::1]:8443".parse().unwrap(), false).is_ok());
+        let e = check_listen("0.0.0.0:8443".parse().unwrap(), false).unwrap_err();
+        assert!(e.contains("HTTPS"), "{e}");
+        assert!(check_listen("0.0.0.0:443".parse().unwrap(), true).is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_page_is_served_over_tls() {
+        use rustls_pki_types::ServerName;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (cert_path, key_path) = (dir.path().join("page.pem"), dir.path().join("page.key"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        let tls = tls_config(&cert_path, &key_path).unwrap();
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new().route("/", axum::routing::get(|| async { "bonjour" }));
+        tokio::spawn(serve(listener, Some(tls), app, std::future::pending()));
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.der().clone()).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut stream = tokio_rustls::TlsConnector::from(Arc::new(client))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("bonjour"), "{answer}");
+    }
+}
