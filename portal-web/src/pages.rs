@@ -32,7 +32,7 @@ form.filters{display:flex;flex-wrap:wrap;gap:.75rem;align-items:flex-end;margin:
 form.filters label{display:flex;flex-direction:column;font-weight:600}
 input,select{font:inherit;padding:.4rem;border:1px solid #555;border-radius:4px;max-width:100%}
 .access{border:1px solid #767676;border-radius:6px;padding:.75rem 1rem;margin:.75rem 0}
-.access h3{margin:0 0 .5rem;font-size:1.05rem}
+.access h2,.access h3{margin:0 0 .5rem;font-size:1.05rem}
 dl{display:grid;grid-template-columns:minmax(7rem,auto) 1fr;gap:.25rem 1rem;margin:0}
 dt{font-weight:600}dd{margin:0;overflow-wrap:anywhere}
 .ok{color:#0a5d1f;font-weight:bold}.bad{color:#a4000f;font-weight:bold}
@@ -338,7 +338,7 @@ pub fn trace_list(f: &Frame<'_>, traced: &Traced, filter: &Filter) -> Markup {
             }
             @for (i, e) in kept.iter().skip(page * PAGE_SIZE).take(PAGE_SIZE).enumerate() {
                 article.access aria-labelledby=(format!("a{i}")) {
-                    h3 #(format!("a{i}")) { (fmt_ms(e.at_ms)) " · " (agency_name(traced, &e.client)) }
+                    h2 #(format!("a{i}")) { (fmt_ms(e.at_ms)) " · " (agency_name(traced, &e.client)) }
                     (summary(e, traced, lang))
                     p { a href=(access_link(e, lang)) { (t.details) } }
                 }
