@@ -365,6 +365,18 @@ async fn answer(p: &Portal, s: &Session, lang: Lang, here: &str) -> Result<Arc<T
     }
 }
 
+/// The signed-in citizen and her answer, or the page to show instead
+/// (sign-in, rate limit, unavailable).
+async fn signed_in_answer(
+    p: &Portal,
+    headers: &HeaderMap,
+    lang: Lang,
+) -> Result<(Session, Arc<Traced>), Response> {
+    let (_, s) = citizen(p, headers, lang)?;
+    let traced = answer(p, &s, lang, "/trace").await?;
+    Ok((s, traced))
+}
+
 #[derive(Debug, Default, Deserialize)]
 struct ListQuery {
     #[serde(default)]
@@ -379,15 +391,10 @@ async fn trace_list(
     headers: HeaderMap,
 ) -> Response {
     let lang = lang_of(&q.lang);
-    let (_, s) = match citizen(&p, &headers, lang) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let here = "/trace";
-    match answer(&p, &s, lang, here).await {
-        Ok(t) => html(
+    match signed_in_answer(&p, &headers, lang).await {
+        Ok((s, t)) => html(
             StatusCode::OK,
-            pages::trace_list(&frame(&p, lang, here, Some(&s)), &t, &q.filter),
+            pages::trace_list(&frame(&p, lang, "/trace", Some(&s)), &t, &q.filter),
         ),
         Err(r) => r,
     }
@@ -409,16 +416,11 @@ async fn access(
     headers: HeaderMap,
 ) -> Response {
     let lang = lang_of(&q.lang);
-    let (_, s) = match citizen(&p, &headers, lang) {
+    let (s, traced) = match signed_in_answer(&p, &headers, lang).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    let here = "/trace";
-    let traced = match answer(&p, &s, lang, here).await {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    let f = frame(&p, lang, here, Some(&s));
+    let f = frame(&p, lang, "/trace", Some(&s));
     match traced
         .report
         .exchanges
@@ -439,12 +441,8 @@ async fn download(
     headers: HeaderMap,
 ) -> Response {
     let lang = lang_of(&q.lang);
-    let (_, s) = match citizen(&p, &headers, lang) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let traced = match answer(&p, &s, lang, "/trace").await {
-        Ok(t) => t,
+    let traced = match signed_in_answer(&p, &headers, lang).await {
+        Ok((_, t)) => t,
         Err(r) => return r,
     };
     let name = format!("lienthong-trace-{}.json", traced.at_ms / 1000);
