@@ -165,6 +165,12 @@ impl Keys {
 #[derive(Default)]
 pub struct Segments {
     open: HashMap<u64, (File, SegmentKey, u64)>,
+    /// The tree's right edge after the last batch, kept so the next batch
+    /// need not read it back (checked against the index's size).
+    frontier: Option<Frontier>,
+    /// The index's size after the last batch: a catch-up with nothing new
+    /// below its limit costs nothing.
+    indexed: Option<u64>,
 }
 
 impl Segments {
@@ -203,6 +209,8 @@ impl Segments {
     /// Forgets open files (after retention removed some).
     pub fn clear(&mut self) {
         self.open.clear();
+        self.frontier = None;
+        self.indexed = None;
     }
 }
 
@@ -217,9 +225,16 @@ pub fn catch_up(
     segments: &mut Segments,
     limit: Option<u64>,
 ) -> Result<u64, LogError> {
+    if let (Some(indexed), Some(limit)) = (segments.indexed, limit)
+        && indexed >= limit
+    {
+        return Ok(indexed);
+    }
     loop {
-        let (added, size) = catch_up_batch(conn, dir, keys, segments, limit)?;
-        if added == 0 {
+        let result = catch_up_batch(conn, dir, keys, segments, limit);
+        let (added, size) = result.inspect_err(|_| segments.clear())?;
+        segments.indexed = Some(size);
+        if added == 0 || limit.is_some_and(|l| size >= l) {
             return Ok(size);
         }
     }
@@ -269,7 +284,10 @@ fn catch_up_batch(
     let start = size as u64;
     let mut size = start;
     let list = segment::list(dir)?;
-    let mut frontier = Frontier::load(&tx, size)?;
+    let mut frontier = match segments.frontier.take() {
+        Some(f) if f.size() == size => f,
+        _ => Frontier::load(&tx, size)?,
+    };
     let mut pos: Option<(u64, u64)> = None;
     // What stopped the batch short; what came before it is kept.
     let mut failure: Option<LogError> = None;
@@ -390,6 +408,7 @@ fn catch_up_batch(
         params![size as i64, seg, off],
     )?;
     tx.commit()?;
+    segments.frontier = Some(frontier);
     match failure {
         Some(e) => Err(e),
         None => Ok((size - start, size)),

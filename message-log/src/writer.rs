@@ -32,6 +32,11 @@ use crate::{Appended, LogError, LogKeys, LogRecord, MessageLog};
 
 /// Most records committed in one frame.
 const MAX_BATCH: usize = 1024;
+/// How often the indexer adds what was committed since (the index lag
+/// stays below it, under any load the writer sustains).
+const INDEX_EVERY: Duration = Duration::from_millis(200);
+/// Committed records that make the indexer start at once.
+const INDEX_BACKLOG: u64 = 8192;
 /// How long opening a log waits for another writer to let go of it.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 /// How often the writer reports its group-commit statistics (when busy).
@@ -389,7 +394,15 @@ impl Writer {
             if result.is_ok() {
                 stats.committed(batch.len(), started.elapsed());
                 *lock(&progress.committed) = self.size;
-                progress.wake.notify_one();
+                // The indexer looks every INDEX_EVERY by itself; a large
+                // backlog calls it at once.
+                if self
+                    .size
+                    .saturating_sub(progress.indexed.load(Ordering::Relaxed))
+                    >= INDEX_BACKLOG
+                {
+                    progress.wake.notify_one();
+                }
             }
             for (_, done) in batch {
                 let _ = done.send(result.clone());
@@ -503,22 +516,36 @@ fn stored(r: &LogRecord, subject_salt: &[u8], hidden_salt: &[u8]) -> Stored {
 fn indexer(mut conn: rusqlite::Connection, dir: PathBuf, keys: LogKeys, progress: Arc<Progress>) {
     let mut segments = Segments::default();
     let mut failing = false;
+    let mut last = Instant::now();
     loop {
         {
+            // Wait for work, then let it gather: one catch-up per
+            // INDEX_EVERY (or per INDEX_BACKLOG records) costs the index's
+            // per-transaction work once for many commits.
             let mut committed = lock(&progress.committed);
-            while *committed <= progress.indexed.load(Ordering::Relaxed)
-                && !progress.stopped.load(Ordering::Acquire)
-            {
-                let (g, _) = progress
-                    .wake
-                    .wait_timeout(committed, Duration::from_secs(1))
-                    .unwrap_or_else(|p| p.into_inner());
-                committed = g;
-                if failing {
+            loop {
+                let indexed = progress.indexed.load(Ordering::Relaxed);
+                let stopped = progress.stopped.load(Ordering::Acquire);
+                let backlog = committed.saturating_sub(indexed);
+                if stopped
+                    || backlog >= INDEX_BACKLOG
+                    || (backlog > 0 && last.elapsed() >= INDEX_EVERY)
+                    || failing
+                {
                     break;
                 }
+                let wait = match backlog {
+                    0 => INDEX_EVERY,
+                    _ => INDEX_EVERY.saturating_sub(last.elapsed()),
+                };
+                let (g, _) = progress
+                    .wake
+                    .wait_timeout(committed, wait)
+                    .unwrap_or_else(|p| p.into_inner());
+                committed = g;
             }
         }
+        last = Instant::now();
         let acknowledged = *lock(&progress.committed);
         match index::catch_up(&mut conn, &dir, &keys, &mut segments, Some(acknowledged)) {
             Ok(n) => {

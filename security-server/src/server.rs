@@ -290,6 +290,8 @@ impl SecurityServer {
         let (raw_log, commit_stats, index_lag): (Arc<dyn MessageLog>, _, _) =
             if opts.dangerous_disable_message_log {
                 tracing::warn!("the message log is DISABLED: exchanges leave no record");
+                // Its reader answers from an empty log.
+                std::fs::create_dir_all(dir.message_log()).map_err(|e| e.to_string())?;
                 (Arc::new(DangerousDiscard), None, None)
             } else {
                 crate::message_log::legacy::migrate(
