@@ -278,7 +278,7 @@ async fn an_expired_session_goes_back_to_sign_in() {
         return;
     };
     let limits = Limits {
-        session_ttl: Duration::from_secs(3),
+        session_ttl: Duration::from_secs(8),
         ..Limits::default()
     };
     page.serve(
@@ -296,7 +296,7 @@ async fn an_expired_session_goes_back_to_sign_in() {
             .len(),
         3
     );
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs(9)).await;
     b.refresh().await.unwrap();
     assert_eq!(b.current_url().await.unwrap().path(), "/");
     let body = text(&b).await;
