@@ -5,7 +5,8 @@
 //! * A session lasts [`DEFAULT_SESSION_TTL`] from login (no sliding renewal).
 //! * A login must come back from the provider within [`LOGIN_TTL`].
 //! * An answer is reused for [`DEFAULT_CACHE_TTL`]: every fresh answer is
-//!   signed exchanges and log records at every server of the instance.
+//!   signed exchanges and log records at every server of the instance. At
+//!   most [`MAX_CACHED`] answers are held.
 //! * A citizen gets at most [`DEFAULT_TRACES_PER_WINDOW`] fresh answers per
 //!   [`DEFAULT_RATE_WINDOW`], and at most [`DEFAULT_CONCURRENT_TRACES`] are
 //!   gathered at once for everyone.
@@ -28,6 +29,8 @@ pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(60);
 pub const DEFAULT_TRACES_PER_WINDOW: usize = 10;
 pub const DEFAULT_RATE_WINDOW: Duration = Duration::from_secs(10 * 60);
 pub const DEFAULT_CONCURRENT_TRACES: usize = 8;
+/// Most answers cached at once.
+pub const MAX_CACHED: usize = 1_000;
 /// Most sessions (and logins in progress) held at once; beyond, the oldest
 /// expired ones go first, then new logins are refused.
 pub const MAX_SESSIONS: usize = 100_000;
@@ -204,13 +207,21 @@ impl Answers {
         Ok(())
     }
 
+    /// Keeps `traced` for `ttl`; answers past their time are dropped here
+    /// (an answer with its proofs can be megabytes), and beyond
+    /// [`MAX_CACHED`] answers nothing more is kept.
     pub fn keep(&self, subject: &str, traced: Arc<Traced>, ttl: Duration) {
         if let Ok(mut map) = self.cache.lock() {
-            if map.len() >= MAX_SESSIONS {
-                map.retain(|_, (at, _)| at.elapsed() < ttl);
+            map.retain(|_, (at, _)| at.elapsed() < ttl);
+            if map.len() < MAX_CACHED {
+                map.insert(subject.to_owned(), (Instant::now(), traced));
             }
-            map.insert(subject.to_owned(), (Instant::now(), traced));
         }
+    }
+
+    /// How many answers are held.
+    pub fn held(&self) -> usize {
+        self.cache.lock().map_or(0, |m| m.len())
     }
 }
 
@@ -233,6 +244,25 @@ mod tests {
         assert!(wait > Duration::from_secs(500), "{wait:?}");
         // Another citizen is not held back.
         assert!(a.admit("001099099999", &limits).is_ok());
+    }
+
+    #[test]
+    fn answers_past_their_time_are_not_held() {
+        let a = Answers::default();
+        let traced = || {
+            Arc::new(Traced {
+                report: Default::default(),
+                bundle: crate::bundle::Bundle::new("", 0, Vec::new(), Default::default()),
+                member_names: Default::default(),
+                at_ms: 0,
+            })
+        };
+        a.keep("001099012345", traced(), Duration::ZERO);
+        a.keep("001099099999", traced(), Duration::ZERO);
+        assert_eq!(a.held(), 1, "the first answer was past its time");
+        assert!(a.cached("001099099999", Duration::ZERO).is_none());
+        a.keep("001099012345", traced(), Duration::from_secs(60));
+        assert!(a.cached("001099012345", Duration::from_secs(60)).is_some());
     }
 
     #[test]
