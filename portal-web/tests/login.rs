@@ -108,6 +108,16 @@ async fn a_second_citizen_sees_none_of_hers_and_markup_in_records_is_text() {
         body.contains("&lt;b onmouseover=alert(1)&gt;official&lt;/b&gt;"),
         "{body}"
     );
+    // What servers say of themselves is text too.
+    assert!(
+        body.contains("&lt;script&gt;alert('unanswered')&lt;/script&gt;"),
+        "{body}"
+    );
+    assert!(!body.contains("<iframe"), "{body}");
+    assert!(
+        body.contains("&lt;iframe src=//evil&gt;failure&lt;/iframe&gt;"),
+        "{body}"
+    );
     // The detail link carries the markup-laden id as a query value.
     assert!(
         body.contains("id=%3Cimg+src%3Dx+onerror%3Dalert%281%29%3E"),

@@ -106,6 +106,14 @@ pub fn reports() -> HashMap<String, TraceReport> {
             "<b onmouseover=alert(1)>official</b>",
             "\"><script>alert('fault')</script>",
         )],
+        unanswered: vec![(
+            "VN/GOV/000201/ss1".parse().unwrap(),
+            "<script>alert('unanswered')</script>".into(),
+        )],
+        failures: vec![(
+            "VN/GOV/000102/ss1".parse().unwrap(),
+            "<iframe src=//evil>failure</iframe>".into(),
+        )],
         ..Default::default()
     };
     let mut m = HashMap::new();
