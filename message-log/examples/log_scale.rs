@@ -88,7 +88,12 @@ async fn main() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
         let log = Arc::new(SegmentLog::open(&path, keys.clone()).unwrap());
-        let reader = Arc::new(LogReader::open(&path, keys.clone()).unwrap());
+        // Read as the server reads: following the writer in this process.
+        let reader = Arc::new(
+            LogReader::open(&path, keys.clone())
+                .unwrap()
+                .following(log.acknowledged()),
+        );
         // The self-audit runs all along, as on a server.
         let stop = Arc::new(AtomicBool::new(false));
         let status = Arc::new(AuditStatus::default());
