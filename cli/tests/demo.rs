@@ -65,7 +65,10 @@ fn demo_plays_the_scenario_and_the_trace() {
         "tax/v1/tax.proto",
         "demo.binpb",
     ] {
-        assert!(dir.path().join("proto").join(f).exists(), "proto/{f} missing");
+        assert!(
+            dir.path().join("proto").join(f).exists(),
+            "proto/{f} missing"
+        );
     }
     // No private key material reaches the terminal, and the logs (here at
     // debug level) carry no personal ID and no key material either.
