@@ -82,6 +82,11 @@ enum Command {
     /// Example: lienthong portal serve --dir portal-ss1 --portal VN/GOV/000001/portal --public-url https://tracuu.example.vn --issuer https://eid.example.vn --client-id portal --personal-id-claim personal_id --acr substantial
     #[command(subcommand)]
     Portal(portal::PortalCommand),
+    /// Operators' consoles in the browser, behind their sign-in.
+    ///
+    /// Example: lienthong console registry --anchor anchor.bin --listen 127.0.0.1:4480
+    #[command(subcommand)]
+    Console(portal::ConsoleCommand),
     /// Measure what the bus costs against calling the backend directly
     /// (throughput, latency, CPU per exchange, memory), in one run.
     ///
@@ -100,6 +105,7 @@ impl Command {
             Command::Server(_) => "lienthong-security-server",
             Command::Trace(_) => "lienthong-trace",
             Command::Portal(_) => "lienthong-portal",
+            Command::Console(_) => "lienthong-console",
             Command::Bench(_) => "lienthong-bench",
         }
     }
@@ -156,6 +162,7 @@ fn main() -> ExitCode {
         Command::Trace(args) => return trace::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Portal(cmd) => portal::run(cmd),
+        Command::Console(cmd) => portal::run_console(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -414,3 +414,69 @@ fn print_verified(subject: &str, at_ms: i64, r: &TraceReport) {
         Outcome::Failed => println!("VERIFICATION FAILED"),
     }
 }
+
+#[derive(Subcommand, Debug)]
+pub enum ConsoleCommand {
+    /// Serve the registry officers' console: sign in with an operator
+    /// token (officer or observer), see registration requests with their
+    /// CSRs, approve or reject pending ones. Every action goes through the
+    /// registry's operator API, checked and audited there as from the CLI.
+    ///
+    /// Bind it to the management network: HTTPS with --tls-cert/--tls-key,
+    /// plain HTTP only on loopback.
+    ///
+    /// Example: lienthong console registry --anchor /etc/lienthong/anchor.bin --listen 127.0.0.1:4480
+    Registry(RegistryConsoleArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RegistryConsoleArgs {
+    /// The instance's anchor (where the registry is, which CA it uses).
+    #[arg(long, env = "LIENTHONG_ANCHOR")]
+    anchor: PathBuf,
+    /// The console's listener.
+    #[arg(long, default_value = "127.0.0.1:4480")]
+    listen: SocketAddr,
+    /// The console's TLS certificate chain (PEM).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The console's TLS private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+pub fn run_console(cmd: ConsoleCommand) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    match cmd {
+        ConsoleCommand::Registry(args) => rt.block_on(serve_registry_console(args)),
+    }
+}
+
+async fn serve_registry_console(args: RegistryConsoleArgs) -> Result<()> {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => Some(serve::tls_config(c, k)?),
+        _ => None,
+    };
+    serve::check_listen(args.listen, tls.is_some())?;
+    let anchor = lienthong_registry_client::read_anchor(&args.anchor)?;
+    let console = lienthong_portal_web::console::RegistryConsole::new(anchor, tls.is_some());
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    eprintln!(
+        "registry officers' console on {}://{}",
+        if tls.is_some() { "https" } else { "http" },
+        args.listen
+    );
+    serve::serve(
+        listener,
+        tls,
+        lienthong_portal_web::console::router(Arc::new(console)),
+        crate::shutdown_signal(),
+    )
+    .await?;
+    Ok(())
+}

@@ -108,7 +108,7 @@ pub fn router(portal: Arc<Portal>) -> Router {
 
 /// On every answer: no framing, no sniffing, no referrer (a callback URL
 /// carries a code), scripts nowhere, personal pages never cached.
-async fn security_headers(mut r: Response) -> Response {
+pub(crate) async fn security_headers(mut r: Response) -> Response {
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,

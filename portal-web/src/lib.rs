@@ -17,6 +17,7 @@
 
 pub mod app;
 pub mod bundle;
+pub mod console;
 pub mod dev_provider;
 pub mod http_client;
 pub mod i18n;
