@@ -43,37 +43,31 @@ pub fn open(dir: &Path) -> Result<Connection, LogError> {
     Ok(conn)
 }
 
+const COLUMNS: &str = "tree_size, root, created_at, signature, countersignature, witnessed_at";
+
+fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredCheckpoint, LogError>> {
+    let root: Vec<u8> = r.get(1)?;
+    Ok(match <Hash>::try_from(root.as_slice()) {
+        Err(_) => Err(LogError("stored root is not 32 bytes".into())),
+        Ok(root) => Ok(StoredCheckpoint {
+            tree_size: r.get::<_, i64>(0)? as u64,
+            root,
+            created_at_ms: r.get(2)?,
+            signature: r.get(3)?,
+            countersignature: r.get(4)?,
+            witnessed_at_ms: r.get(5)?,
+        }),
+    })
+}
+
 /// The newest witnessed checkpoint.
 pub fn latest(conn: &Connection) -> Result<Option<StoredCheckpoint>, LogError> {
-    let row = conn
-        .query_row(
-            "SELECT tree_size, root, created_at, signature, countersignature, witnessed_at
-             FROM checkpoints ORDER BY tree_size DESC LIMIT 1",
-            [],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, Vec<u8>>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, Vec<u8>>(3)?,
-                    r.get::<_, Vec<u8>>(4)?,
-                    r.get::<_, i64>(5)?,
-                ))
-            },
-        )
-        .optional()?;
-    row.map(|(size, root, created, sig, counter, witnessed)| {
-        Ok(StoredCheckpoint {
-            tree_size: size as u64,
-            root: root
-                .try_into()
-                .map_err(|_| LogError("stored root is not 32 bytes".into()))?,
-            created_at_ms: created,
-            signature: sig,
-            countersignature: counter,
-            witnessed_at_ms: witnessed,
-        })
-    })
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM checkpoints ORDER BY tree_size DESC LIMIT 1"),
+        [],
+        from_row,
+    )
+    .optional()?
     .transpose()
 }
 
@@ -96,35 +90,16 @@ pub fn record(conn: &Connection, c: &StoredCheckpoint) -> Result<(), LogError> {
     Ok(())
 }
 
-/// Every checkpoint, oldest first (for migration).
+/// Every checkpoint, oldest first (also of a log of the SQLite era, whose
+/// table is the same).
 pub fn all(conn: &Connection) -> Result<Vec<StoredCheckpoint>, LogError> {
-    let mut stmt = conn.prepare(
-        "SELECT tree_size, root, created_at, signature, countersignature, witnessed_at
-         FROM checkpoints ORDER BY tree_size",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, Vec<u8>>(1)?,
-            r.get::<_, i64>(2)?,
-            r.get::<_, Vec<u8>>(3)?,
-            r.get::<_, Vec<u8>>(4)?,
-            r.get::<_, i64>(5)?,
-        ))
-    })?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM checkpoints ORDER BY tree_size"
+    ))?;
+    let rows = stmt.query_map([], from_row)?;
     let mut out = Vec::new();
     for row in rows {
-        let (size, root, created, sig, counter, witnessed) = row?;
-        out.push(StoredCheckpoint {
-            tree_size: size as u64,
-            root: root
-                .try_into()
-                .map_err(|_| LogError("stored root is not 32 bytes".into()))?,
-            created_at_ms: created,
-            signature: sig,
-            countersignature: counter,
-            witnessed_at_ms: witnessed,
-        });
+        out.push(row??);
     }
     Ok(out)
 }

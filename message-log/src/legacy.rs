@@ -210,35 +210,8 @@ pub fn migrate(old: &Path, dir: &Path, keys: &LogKeys) -> Result<Option<Migrated
     drop(file);
 
     let cps = checkpoints::open(&staging)?;
-    let mut stmt = conn.prepare(
-        "SELECT tree_size, root, created_at, signature, countersignature, witnessed_at
-         FROM checkpoints ORDER BY tree_size",
-    )?;
-    let old_cps = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, Vec<u8>>(1)?,
-            r.get::<_, i64>(2)?,
-            r.get::<_, Vec<u8>>(3)?,
-            r.get::<_, Vec<u8>>(4)?,
-            r.get::<_, i64>(5)?,
-        ))
-    })?;
-    for c in old_cps {
-        let (size, root, created, sig, counter, witnessed) = c?;
-        checkpoints::record(
-            &cps,
-            &checkpoints::StoredCheckpoint {
-                tree_size: size as u64,
-                root: root
-                    .try_into()
-                    .map_err(|_| LogError("stored root is not 32 bytes".into()))?,
-                created_at_ms: created,
-                signature: sig,
-                countersignature: counter,
-                witnessed_at_ms: witnessed,
-            },
-        )?;
+    for c in checkpoints::all(&conn)? {
+        checkpoints::record(&cps, &c)?;
         moved.checkpoints += 1;
     }
     drop(cps);
