@@ -306,19 +306,48 @@ impl Sql for rusqlite::Transaction<'_> {
 
 // === impl Sql for PostgreSQL ===
 
-impl Sql for postgres::Transaction<'_> {
+/// A PostgreSQL transaction that prepares each statement once: a bulk
+/// import runs the same few statements thousands of times, and preparing
+/// is a round trip to the database of its own.
+pub(super) struct PgTx<'t, 'c> {
+    tx: &'t mut postgres::Transaction<'c>,
+    statements: std::collections::HashMap<String, postgres::Statement>,
+}
+
+impl<'t, 'c> PgTx<'t, 'c> {
+    pub(super) fn new(tx: &'t mut postgres::Transaction<'c>) -> Self {
+        PgTx {
+            tx,
+            statements: std::collections::HashMap::new(),
+        }
+    }
+
+    fn statement(&mut self, sql: &str) -> Result<postgres::Statement, StoreError> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let prepared = self.tx.prepare(sql)?;
+        self.statements.insert(sql.to_owned(), prepared.clone());
+        Ok(prepared)
+    }
+}
+
+impl Sql for PgTx<'_, '_> {
     fn execute(&mut self, sql: &str, params: &[Param<'_>]) -> Result<u64, StoreError> {
+        let statement = self.statement(sql)?;
         let owned = pg_params(params);
         let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
             owned.iter().map(|b| b.as_ref()).collect();
-        Ok(postgres::Transaction::execute(self, sql, &refs)?)
+        Ok(self.tx.execute(&statement, &refs)?)
     }
 
     fn query(&mut self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError> {
+        let statement = self.statement(sql)?;
         let owned = pg_params(params);
         let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
             owned.iter().map(|b| b.as_ref()).collect();
-        postgres::Transaction::query(self, sql, &refs)?
+        self.tx
+            .query(&statement, &refs)?
             .iter()
             .map(pg_row)
             .collect()

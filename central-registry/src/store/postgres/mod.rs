@@ -25,7 +25,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use super::StoreError;
 use super::backend::{Backend, write_settings};
 use super::schema::{MIGRATIONS, too_new};
-use super::sql::Sql;
+use super::sql::{PgTx, Sql};
 use crate::model::InstanceSettings;
 
 /// The advisory lock every write holds while it runs ("Lienthon").
@@ -238,7 +238,7 @@ impl PgStore {
                     target.shown()
                 )));
             }
-            write_settings(tx, settings)
+            write_settings(&mut PgTx::new(tx), settings)
         })?;
         Ok(store)
     }
@@ -362,21 +362,21 @@ impl Backend for PgStore {
         &self,
         f: impl FnOnce(&mut dyn Sql) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.with_tx(Mode::Read, |tx| f(tx))
+        self.with_tx(Mode::Read, |tx| f(&mut PgTx::new(tx)))
     }
 
     fn write<T>(
         &self,
         f: impl FnOnce(&mut dyn Sql) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.with_tx(Mode::Locked, |tx| f(tx))
+        self.with_tx(Mode::Locked, |tx| f(&mut PgTx::new(tx)))
     }
 
     fn append<T>(
         &self,
         f: impl FnOnce(&mut dyn Sql) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.with_tx(Mode::Append, |tx| f(tx))
+        self.with_tx(Mode::Append, |tx| f(&mut PgTx::new(tx)))
     }
 
     fn now_ms(&self, tx: &mut dyn Sql) -> Result<i64, StoreError> {
