@@ -480,3 +480,17 @@ async fn serve_registry_console(args: RegistryConsoleArgs) -> Result<()> {
     .await?;
     Ok(())
 }
+
+/// The demo's registry officers' console on loopback; returns its URL.
+pub async fn start_demo_console(anchor: Anchor) -> Result<String> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/", listener.local_addr()?);
+    let console = lienthong_portal_web::console::RegistryConsole::new(anchor, false);
+    tokio::spawn(serve::serve(
+        listener,
+        None,
+        lienthong_portal_web::console::router(Arc::new(console)),
+        std::future::pending(),
+    ));
+    Ok(url)
+}

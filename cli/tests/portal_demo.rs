@@ -101,6 +101,42 @@ fn the_demo_prints_a_page_where_the_founder_sees_her_verified_trace() {
         seen.push('\n');
     }
     let page = url.unwrap_or_else(|| panic!("no page URL printed:\n{seen}"));
+    // The officers' console is printed next, with the token to sign in.
+    let mut console = None;
+    let mut token = None;
+    while (console.is_none() || token.is_none()) && started.elapsed() < Duration::from_secs(120) {
+        let Some(Ok(line)) = lines.next() else { break };
+        if seen.contains("officers' console")
+            && console.is_none()
+            && line.trim().starts_with("http://")
+        {
+            console = Some(line.trim().trim_end_matches('/').to_owned());
+        }
+        if let Some(t) = line.split("LIENTHONG_TOKEN=").nth(1) {
+            token = t.split_whitespace().next().map(str::to_owned);
+        }
+        seen.push_str(&line);
+        seen.push('\n');
+    }
+    let console = console.unwrap_or_else(|| panic!("no console URL printed:\n{seen}"));
+    let token = token.unwrap_or_else(|| panic!("no officer token printed:\n{seen}"));
+    let form = format!("token={token}");
+    let (status, h, _) = http(
+        "POST",
+        &format!("{console}/login"),
+        &BTreeMap::new(),
+        Some(&form),
+    );
+    assert_eq!(status, 303, "the officer signs in");
+    let mut officer = BTreeMap::new();
+    keep_cookies(&h, &mut officer);
+    let (status, _, body) = http("GET", &format!("{console}/requests"), &officer, None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body.matches("· new server · approved").count(),
+        4,
+        "the four agencies' servers: {body}"
+    );
 
     let mut jar = BTreeMap::new();
     let (status, h, _) = http("GET", &format!("{page}/login"), &jar, None);

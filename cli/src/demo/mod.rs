@@ -209,6 +209,12 @@ async fn play(dir: &Path, once: bool) -> Result<()> {
         ),
         Err(e) => println!("\nthe citizens' page could not start: {e}"),
     }
+    match crate::portal::start_demo_console(inst.anchor.clone()).await {
+        Ok(url) => println!(
+            "\nThe registry officers' console — sign in with the officer token below (LIENTHONG_TOKEN):\n\n  {url}"
+        ),
+        Err(e) => println!("\nthe registry console could not start: {e}"),
+    }
     print_try(&inst, &protos);
     crate::shutdown_signal().await;
     Ok(())
