@@ -1,6 +1,6 @@
 //! The registry officers' console (first part): sign in with an operator
 //! token, see registration requests with their CSRs' details, approve or
-//! reject pending ones.
+//! reject pending ones, read the audit log.
 //!
 //! Every action goes through the registry's operator API, as
 //! `lienthong registry` does, so the registry checks the token's role
@@ -114,6 +114,7 @@ pub fn router(console: Arc<RegistryConsole>) -> Router {
         .route("/logout", post(logout))
         .route("/requests", get(requests))
         .route("/requests/decide", post(decide))
+        .route("/audit", get(audit))
         .route(
             "/style.css",
             get(|| async {
@@ -141,6 +142,7 @@ fn page(title: &str, csrf: Option<&str>, body: Markup) -> Markup {
                 header {
                     p { strong { "Lienthong registry" } " · officers' console" }
                     @if let Some(csrf) = csrf {
+                        nav aria-label="console" { a href="/requests" { "Requests" } " · " a href="/audit" { "Audit log" } }
                         form method="post" action="/logout" {
                             input type="hidden" name="csrf" value=(csrf);
                             button.secondary type="submit" { "Sign out" }
@@ -419,6 +421,52 @@ async fn decide(
         Ok(_) => Redirect::to("/requests").into_response(),
         Err(why) => refused(
             StatusCode::FORBIDDEN,
+            "The registry refused",
+            &why,
+            Some(&csrf),
+        ),
+    }
+}
+
+/// The newest audit records, most recent first.
+async fn audit(State(c): State<Arc<RegistryConsole>>, headers: HeaderMap) -> Response {
+    let Some((_, token, csrf)) = c.session(&headers) else {
+        return Redirect::to("/").into_response();
+    };
+    let listed = async {
+        c.operator(&token)
+            .await?
+            .list_audit(pb::ListAuditRequest {
+                limit: 200,
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner().records)
+            .map_err(|s| s.message().to_owned())
+    };
+    match listed.await {
+        Ok(mut records) => {
+            records.sort_by_key(|r| std::cmp::Reverse(r.id));
+            page(
+                "Audit log",
+                Some(&csrf),
+                html! {
+                    @for r in &records {
+                        article.access {
+                            h2 { (r.id) " · " (printable(&r.action)) " · " (printable(&r.result)) }
+                            dl {
+                                dt { "When (UTC)" } dd { (lienthong_certs::verify::fmt_time(r.at_unix_ms / 1000)) }
+                                dt { "Who" } dd { (printable(&r.actor)) }
+                                dt { "Detail" } dd { (printable(&r.detail)) }
+                            }
+                        }
+                    }
+                },
+            )
+            .into_response()
+        }
+        Err(why) => refused(
+            StatusCode::BAD_GATEWAY,
             "The registry refused",
             &why,
             Some(&csrf),

@@ -154,6 +154,20 @@ async fn an_officer_approves_a_pending_server_and_an_observer_cannot() {
     );
     assert!(body.contains("checked by phone"), "{body}");
 
+    // The audit log shows the decision, the observer's refused try and the
+    // wrong token's.
+    let (status, _, audit) = officer.get(&format!("{url}/audit")).await;
+    assert_eq!(status, 200, "{audit}");
+    assert!(audit.contains("ApproveRequest"), "{audit}");
+    assert!(
+        audit.contains("which may not call ApproveRequest"),
+        "the observer's try: {audit}"
+    );
+    assert!(
+        audit.contains("unknown operator token"),
+        "the wrong token's: {audit}"
+    );
+
     // The registry itself says so.
     let listed = reg
         .officer()
