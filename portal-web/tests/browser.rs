@@ -303,3 +303,68 @@ async fn an_expired_session_goes_back_to_sign_in() {
     assert!(body.contains("Phiên đăng nhập đã hết hạn"), "{body}");
     b.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_officer_approves_a_server_in_the_registry_console() {
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    let reg = lienthong_integration_tests::registry::TestRegistry::start(false).await;
+    let id = pending_server(&reg).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let console = lienthong_portal_web::console::RegistryConsole::new(reg.anchor.clone(), false);
+    tokio::spawn(lienthong_portal_web::serve::serve(
+        listener,
+        None,
+        lienthong_portal_web::console::router(std::sync::Arc::new(console)),
+        std::future::pending(),
+    ));
+    let b = driver.browser().await;
+    b.goto(&url).await.unwrap();
+    b.find(Locator::Id("token"))
+        .await
+        .unwrap()
+        .send_keys(&reg.officer_token)
+        .await
+        .unwrap();
+    b.find(Locator::Css("main button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait()
+        .for_element(Locator::Css("article.access"))
+        .await
+        .unwrap();
+    let body = text(&b).await;
+    assert!(
+        body.contains(&format!("Request {id} · new server · pending")),
+        "{body}"
+    );
+    screenshots(&b, "console-requests").await;
+    b.find(Locator::Id(&format!("note{id}")))
+        .await
+        .unwrap()
+        .send_keys("checked by phone with the agency")
+        .await
+        .unwrap();
+    b.find(Locator::Css("button[value=approve]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait()
+        .for_element(Locator::Css("article.access"))
+        .await
+        .unwrap();
+    let body = text(&b).await;
+    assert!(
+        body.contains(&format!("Request {id} · new server · approved")),
+        "{body}"
+    );
+    assert!(body.contains("checked by phone with the agency"), "{body}");
+    b.close().await.unwrap();
+}

@@ -7,59 +7,12 @@ mod common;
 
 use std::sync::Arc;
 
-use common::Browserless;
+use common::{Browserless, pending_server};
 use lienthong_central_registry::init;
 use lienthong_central_registry::model::Role;
-use lienthong_certs::{KeyAlgorithm, PrivateKey};
 use lienthong_integration_tests::registry::TestRegistry;
 use lienthong_portal_web::console::{RegistryConsole, router};
-use lienthong_proto::id::{MemberId, ServerId};
 use lienthong_proto::pb::registry::v1 as pb;
-use lienthong_proto::pb::registry::v1::registration_client::RegistrationClient;
-
-fn ss1() -> ServerId {
-    MemberId::new("VN", "GOV", "000102")
-        .unwrap()
-        .server("ss1")
-        .unwrap()
-}
-
-/// A member and a server asking to join with its enrollment token.
-async fn pending_server(reg: &TestRegistry) -> u64 {
-    let mut op = reg.officer().await;
-    op.add_member_class(pb::AddMemberClassRequest {
-        code: "GOV".into(),
-        description: "Government".into(),
-    })
-    .await
-    .unwrap();
-    op.add_member(pb::AddMemberRequest {
-        id: Some((&MemberId::new("VN", "GOV", "000102").unwrap()).into()),
-        name: "Bộ Công an".into(),
-    })
-    .await
-    .unwrap();
-    let token = op
-        .create_enrollment_token(pb::CreateEnrollmentTokenRequest {
-            server: Some((&ss1()).into()),
-            valid_seconds: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .token;
-    let auth = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
-    let owner = PrivateKey::generate(KeyAlgorithm::Ed25519).unwrap();
-    let req =
-        lienthong_registry_client::first_request(&ss1(), "127.0.0.1:5500", &token, &auth, &owner)
-            .unwrap();
-    RegistrationClient::new(reg.channel().await)
-        .submit(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .id
-}
 
 fn csrf_of(body: &str) -> String {
     body.split("name=\"csrf\" value=\"")

@@ -417,3 +417,55 @@ fn absolute(base: &str, location: &str) -> String {
 pub fn accesses(body: &str) -> usize {
     body.matches("<article class=\"access\"").count()
 }
+
+// === a registry with a server waiting for approval ===
+
+use lienthong_certs::{KeyAlgorithm, PrivateKey};
+use lienthong_integration_tests::registry::TestRegistry;
+use lienthong_proto::id::{MemberId, ServerId};
+use lienthong_proto::pb::registry::v1 as regpb;
+use lienthong_proto::pb::registry::v1::registration_client::RegistrationClient;
+
+pub fn ss1() -> ServerId {
+    MemberId::new("VN", "GOV", "000102")
+        .unwrap()
+        .server("ss1")
+        .unwrap()
+}
+
+/// A member and a server asking to join with its enrollment token.
+pub async fn pending_server(reg: &TestRegistry) -> u64 {
+    let mut op = reg.officer().await;
+    op.add_member_class(regpb::AddMemberClassRequest {
+        code: "GOV".into(),
+        description: "Government".into(),
+    })
+    .await
+    .unwrap();
+    op.add_member(regpb::AddMemberRequest {
+        id: Some((&MemberId::new("VN", "GOV", "000102").unwrap()).into()),
+        name: "Bộ Công an".into(),
+    })
+    .await
+    .unwrap();
+    let token = op
+        .create_enrollment_token(regpb::CreateEnrollmentTokenRequest {
+            server: Some((&ss1()).into()),
+            valid_seconds: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let auth = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+    let owner = PrivateKey::generate(KeyAlgorithm::Ed25519).unwrap();
+    let req =
+        lienthong_registry_client::first_request(&ss1(), "127.0.0.1:5500", &token, &auth, &owner)
+            .unwrap();
+    RegistrationClient::new(reg.channel().await)
+        .submit(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .id
+}
