@@ -529,7 +529,11 @@ impl Witnessed {
         use lienthong_proto::pb::registry::v1 as reg;
         let servers: Vec<_> = view.servers().map(|s| (&s.id).into()).collect();
         let asked = async {
-            let channel = lienthong_registry_client::connect(anchor, Some(identity))
+            // Any node of the registry: the anchor's, then the configuration's.
+            let registries = lienthong_registry_client::Registries::new(anchor.clone());
+            registries.learn(&view.registry_addresses);
+            let channel = registries
+                .connect(Some(identity))
                 .await
                 .map_err(|e| e.to_string())?;
             reg::checkpoint_witness_client::CheckpointWitnessClient::new(channel)
