@@ -125,7 +125,9 @@ async fn screenshots(b: &Client, name: &str) {
 }
 
 async fn text(b: &Client) -> String {
-    b.find(Locator::Css("body"))
+    // A page still loading after a navigation has no body yet.
+    b.wait()
+        .for_element(Locator::Css("body"))
         .await
         .unwrap()
         .text()
