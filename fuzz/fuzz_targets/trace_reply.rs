@@ -77,6 +77,7 @@ fuzz_target!(|data: &[u8]| {
         .block_on(portal::fan_out(
             view(),
             &f.anchor,
+            "001099012345",
             Duration::from_secs(5),
             move |server| {
                 let answer = if server == fixture().provider_server {
