@@ -1090,3 +1090,65 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod rotation_tests {
+    use super::*;
+    use crate::{LogRecord, MessageLog, SegmentLog};
+
+    fn record(i: u64) -> LogRecord {
+        LogRecord {
+            at_ms: 1000 + i as i64,
+            message_id: format!("m-{i}"),
+            data_subject: "001099012345".into(),
+            ..Default::default()
+        }
+    }
+
+    /// After a new log key is started, new segments are sealed under it and
+    /// the old ones still read under theirs; without the old key they do not.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rotated_key_seals_new_segments_and_the_old_one_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = LogKeys::new("VN/GOV/000102/ss1", b"subject key".to_vec(), [1; 32]);
+        let log = SegmentLog::open(dir.path(), one.clone()).unwrap();
+        for i in 0..3 {
+            log.append(record(i)).await.unwrap();
+        }
+        log.close();
+        let mut both = one.clone();
+        both.seal.push((2, [2; 32]));
+        let log = SegmentLog::open(dir.path(), both.clone()).unwrap();
+        for i in 3..6 {
+            log.append(record(i)).await.unwrap();
+        }
+        log.close();
+        let key_ids: Vec<u32> = crate::segment::list(dir.path())
+            .unwrap()
+            .iter()
+            .map(|(_, p)| {
+                crate::segment::Header::read(&std::fs::File::open(p).unwrap())
+                    .unwrap()
+                    .0
+                    .key_id
+            })
+            .collect();
+        assert_eq!(key_ids, vec![1, 2]);
+        let r = LogReader::open(dir.path(), both.clone()).unwrap();
+        assert_eq!(r.tree_size().unwrap(), 6);
+        assert_eq!(
+            r.about("001099012345", 0, i64::MAX, 0, 10).unwrap().len(),
+            6
+        );
+        assert!(r.audit(0, u64::MAX).unwrap().mismatches.is_empty());
+        drop(r);
+        // The old key gone: its segment cannot be read, and the audit says why.
+        let mut only_new = both.clone();
+        only_new.seal.retain(|(id, _)| *id == 2);
+        index::remove(dir.path()).unwrap();
+        let r = LogReader::open(dir.path(), only_new).unwrap();
+        assert_eq!(r.tree_size().unwrap(), 0);
+        let found = r.audit(0, u64::MAX).unwrap().mismatches;
+        assert!(found.iter().any(|m| m.contains("log key 1")), "{found:?}");
+    }
+}

@@ -228,3 +228,44 @@ pub fn secret_key(path: &Path) -> Result<Vec<u8>, String> {
     pem::write_atomic(path, &key, 0o600).map_err(|e| e.to_string())?;
     Ok(key)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_keys_are_made_once_rotated_and_kept_apart_from_the_log() {
+        let home = tempfile::tempdir().unwrap();
+        let dir = ServerDir(home.path().to_owned());
+        assert!(rotate_log_key(&dir, None).is_err(), "nothing to rotate yet");
+        let first = log_keys(&dir, None, "VN/GOV/1/ss1").unwrap();
+        assert_eq!(first.owner, "VN/GOV/1/ss1");
+        assert_eq!(first.current().map(|(id, _)| id), Some(1));
+        // Read again, the same keys (made once, 0600).
+        let again = log_keys(&dir, None, "VN/GOV/1/ss1").unwrap();
+        assert_eq!(again.seal, first.seal);
+        assert_eq!(again.subject_hash, first.subject_hash);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(home.path().join("log-seal.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{mode:o}");
+
+        assert_eq!(rotate_log_key(&dir, None).unwrap(), 2);
+        assert_eq!(rotate_log_key(&dir, None).unwrap(), 3);
+        let rotated = log_keys(&dir, None, "VN/GOV/1/ss1").unwrap();
+        assert_eq!(rotated.current().map(|(id, _)| id), Some(3));
+        assert_eq!(rotated.seal_key(1), first.seal_key(1), "old keys kept");
+        assert_ne!(rotated.seal_key(3), rotated.seal_key(2));
+
+        // Another key directory; never inside the log's own.
+        let elsewhere = tempfile::tempdir().unwrap();
+        let apart = log_keys(&dir, Some(elsewhere.path()), "VN/GOV/1/ss1").unwrap();
+        assert_ne!(apart.seal_key(1), first.seal_key(1));
+        assert!(elsewhere.path().join("log-seal.key").exists());
+        let inside = dir.message_log().join("keys");
+        let refused = log_keys(&dir, Some(&inside), "VN/GOV/1/ss1").unwrap_err();
+        assert!(refused.contains("inside the message log"), "{refused}");
+    }
+}
