@@ -12,10 +12,8 @@ use std::time::{Duration, SystemTime};
 use lienthong_proto::fields::DataSubjectFormats;
 use lienthong_proto::id::{ServerId, SubsystemId};
 use lienthong_proto::pb::globalconf::v1::{Anchor, GlobalConfiguration, SignedConfiguration};
-use lienthong_proto::pb::trace::v1 as pb;
 use lienthong_security_server::conf_client::ConfView;
-use lienthong_security_server::metadata;
-use lienthong_security_server::trace::portal::{self, MAX_PAGES, TraceReport, Witnessed};
+use lienthong_security_server::trace::portal::{self, TraceReport, Witnessed};
 use prost::Message;
 use tonic::transport::Channel;
 
@@ -173,7 +171,7 @@ impl TraceSource for BusSource {
                             (consumer.clone(), portal_id.clone(), subject.clone());
                         let answers = answers.clone();
                         async move {
-                            let got = ask(consumer, &portal_id, &server, &subject).await;
+                            let got = portal::ask(consumer, &portal_id, &server, &subject).await;
                             let kept = match &got {
                                 Ok(replies) => ServerAnswer::Replies(
                                     replies.iter().map(Message::encode_to_vec).collect(),
@@ -199,61 +197,4 @@ impl TraceSource for BusSource {
             })
         })
     }
-}
-
-/// Asks one server, page by page, through the portal's security server
-/// (as `lienthong trace` does), keeping the replies as they came.
-async fn ask(
-    consumer: Channel,
-    portal: &SubsystemId,
-    server: &ServerId,
-    subject: &str,
-) -> Result<Vec<pb::FindUsageReply>, String> {
-    let mut replies = Vec::new();
-    let mut token = String::new();
-    let path: http::uri::PathAndQuery =
-        format!("/{}/FindUsage", lienthong_security_server::trace::SERVICE)
-            .parse()
-            .map_err(|_| "invalid path")?;
-    for _ in 0..MAX_PAGES {
-        let mut grpc = tonic::client::Grpc::new(consumer.clone());
-        grpc.ready().await.map_err(|e| e.to_string())?;
-        let mut req = tonic::Request::new(pb::FindUsageRequest {
-            data_subject: subject.to_owned(),
-            page_token: token.clone(),
-            ..Default::default()
-        });
-        let ascii = |v: &str| {
-            v.parse::<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>()
-                .map_err(|_| "identifier is not ASCII".to_string())
-        };
-        let m = req.metadata_mut();
-        m.insert(metadata::CLIENT, ascii(&portal.to_string())?);
-        m.insert(metadata::SERVER, ascii(&server.to_string())?);
-        m.insert(metadata::DATA_SUBJECT, ascii(subject)?);
-        m.insert(
-            metadata::PURPOSE,
-            ascii("access trace requested by the data subject")?,
-        );
-        let reply: pb::FindUsageReply = grpc
-            .unary(req, path.clone(), tonic_prost::ProstCodec::default())
-            .await
-            .map_err(|s| {
-                let fault = s
-                    .metadata()
-                    .get("lt-fault")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
-                format!("{fault} {}", s.message()).trim().to_owned()
-            })?
-            .into_inner();
-        token = reply.next_page_token.clone();
-        replies.push(reply);
-        if token.is_empty() {
-            return Ok(replies);
-        }
-    }
-    Err(format!(
-        "the answer has more than {MAX_PAGES} pages; the trace is incomplete"
-    ))
 }

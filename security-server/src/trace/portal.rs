@@ -413,8 +413,10 @@ fn checked_head(
     Ok((cp.tree_size, root))
 }
 
-/// Asks one server, page by page.
-async fn ask(
+/// Asks one server about `subject`, page by page, through the portal's
+/// security server (`consumer`) as the portal subsystem `portal`; the
+/// replies as they came (the citizens' page keeps them for the download).
+pub async fn ask(
     consumer: Channel,
     portal: &SubsystemId,
     server: &ServerId,
