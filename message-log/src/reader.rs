@@ -165,20 +165,10 @@ impl LogReader {
     /// Reads and opens the record an index row points to.
     fn open_row(&self, inner: &mut Inner, row: &Row) -> Result<(Stored, LogLeaf), LogError> {
         let i = row.leaf_index;
-        if row.segment < 0 || row.hash_only {
+        if row.hash_only {
             return Err(LogError(format!("record {i} was pruned")));
         }
-        let (file, key, _) = inner
-            .segments
-            .get(&self.dir, &self.keys, row.segment as u64)?;
-        let mut sealed = vec![0u8; row.len as usize];
-        file.read_exact_at(&mut sealed, row.offset)
-            .map_err(|e| LogError(format!("record {i}: {e}")))?;
-        let stored = key.open(i, &sealed).ok_or_else(|| {
-            LogError(format!(
-                "record {i}: it does not open (edited, moved, or from another server's log)"
-            ))
-        })?;
+        let stored = self.open_entry(inner, row)?;
         let leaf = LogLeaf::decode(stored.leaf.as_slice())
             .map_err(|e| LogError(format!("record {i}: its leaf does not decode: {e}")))?;
         Ok((stored, leaf))
