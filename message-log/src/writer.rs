@@ -334,15 +334,15 @@ impl Current {
             .read(true)
             .append(true)
             .open(&path)
-            .map_err(|e| LogError(format!("cannot create {}: {e}", path.display())))?;
+            .map_err(|e| write_failed(dir, &e))?;
         let bytes = header.encode();
         let written = file.write_all(&bytes).and_then(|()| file.sync_all());
         if let Err(e) = written
-            .map_err(LogError::from)
+            .map_err(|e| write_failed(dir, &e))
             .and_then(|()| segment::sync_dir(dir))
         {
             let _ = std::fs::remove_file(&path);
-            return Err(LogError(format!("cannot start a segment: {e}")));
+            return Err(e);
         }
         Ok(Current {
             file,
@@ -350,6 +350,19 @@ impl Current {
             len: bytes.len() as u64,
             frames: 0,
         })
+    }
+}
+
+/// What a failed write tells the caller; a full disk is named as such (it
+/// is the operator's to fix, and the log resumes by itself after).
+fn write_failed(dir: &Path, e: &std::io::Error) -> LogError {
+    if e.kind() == std::io::ErrorKind::StorageFull {
+        LogError(format!(
+            "no space left on the disk of {}: the record was not written; exchanges resume once space is freed",
+            dir.display()
+        ))
+    } else {
+        LogError(format!("write to {} failed: {e}", dir.display()))
     }
 }
 
@@ -467,7 +480,7 @@ impl Writer {
                     "write failed ({e}) and could not be undone ({u})"
                 )));
             }
-            return Err(LogError(format!("write failed: {e}")));
+            return Err(write_failed(&self.dir, &e));
         }
         current.len += bytes.len() as u64;
         current.frames += 1;

@@ -1,0 +1,158 @@
+//! A full disk during commits, on a real file system: the log's directory
+//! is a small tmpfs filled up by another file. The writer must refuse new
+//! appends with an error that says the disk is full, lose nothing it had
+//! acknowledged, and take appends again once space returns — without a
+//! restart.
+//!
+//! Mounting needs root; elsewhere (or where mounting is not allowed, e.g.
+//! in an unprivileged container) the test says why and does nothing.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use lienthong_message_log::{LogKeys, LogReader, LogRecord, MessageLog, SegmentLog};
+
+const OWNER: &str = "VN/GOV/000102/ss1";
+/// Appends made while the disk is full before the test gives up on seeing
+/// one refused (a commit takes at least a page, so a few hundred do).
+const MOST_APPENDS: usize = 100_000;
+
+fn keys() -> LogKeys {
+    LogKeys::new(OWNER, b"subject key".to_vec(), [7; 32])
+}
+
+fn record(i: usize) -> LogRecord {
+    LogRecord {
+        at_ms: 1_700_000_000_000 + i as i64,
+        message_id: format!("m-{i}"),
+        client: "VN/GOV/000102/police".into(),
+        service: "VN/GOV/000200/population/lienthong.population.v1.Citizens".into(),
+        method: "Get".into(),
+        data_subject: "001099012345".into(),
+        envelope: vec![b'e'; 400],
+        ..Default::default()
+    }
+}
+
+/// A tmpfs mounted for the test, unmounted when dropped (also when the
+/// test fails half-way).
+struct Tmpfs {
+    at: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` bytes, or says why it cannot.
+    fn mount(size: u64) -> Result<Tmpfs, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let at = dir.path().join("mnt");
+        std::fs::create_dir(&at).map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
+            .arg("lienthong-disk-full")
+            .arg(&at)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mount -t tmpfs failed (needs root): {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(Tmpfs { at, _dir: dir })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy: a file the failed test left open must not keep it mounted.
+        let _ = Command::new("umount").arg("-l").arg(&self.at).status();
+    }
+}
+
+/// Writes `path` until the file system refuses more.
+fn fill(path: &Path) {
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 16 << 10];
+    loop {
+        match f.write_all(&chunk) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(28) => break,
+            Err(e) => panic!("filling the disk: {e}"),
+        }
+    }
+    // What fits in less than a chunk too.
+    while f.write_all(&[0u8; 512]).is_ok() {}
+    let _ = f.sync_all();
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_appends_loses_nothing_and_recovers() {
+    let fs = match Tmpfs::mount(4 << 20) {
+        Ok(fs) => fs,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let dir = fs.at.join("messagelog");
+    let filler = fs.at.join("filler");
+    let log = SegmentLog::open(&dir, keys()).unwrap();
+    let mut acknowledged = Vec::new();
+    for i in 0..100 {
+        log.append(record(i)).await.unwrap();
+        acknowledged.push(i);
+    }
+
+    fill(&filler);
+    let mut next = 100;
+    let refused = loop {
+        assert!(
+            next < 100 + MOST_APPENDS,
+            "{MOST_APPENDS} appends succeeded on a full disk"
+        );
+        match log.append(record(next)).await {
+            Ok(()) => acknowledged.push(next),
+            Err(e) => break e,
+        }
+        next += 1;
+    };
+    let said = refused.to_string();
+    assert!(
+        said.contains("no space left"),
+        "the refusal should say the disk is full: {said}"
+    );
+    // It stays refused while the disk is full (each try starts a new
+    // segment, which does not fit either).
+    for _ in 0..3 {
+        next += 1;
+        assert!(log.append(record(next)).await.is_err());
+    }
+
+    std::fs::remove_file(&filler).unwrap();
+    for _ in 0..50 {
+        next += 1;
+        log.append(record(next))
+            .await
+            .expect("appends succeed again once space returns, without a restart");
+        acknowledged.push(next);
+    }
+    log.close();
+
+    // Opened again: every acknowledged record is there, in order, and
+    // nothing else (the refused ones were cut back).
+    let log = SegmentLog::open(&dir, keys()).unwrap();
+    drop(log);
+    let reader = LogReader::open(&dir, keys()).unwrap();
+    assert_eq!(reader.tree_size().unwrap(), acknowledged.len() as u64);
+    for (position, i) in acknowledged.iter().enumerate() {
+        assert_eq!(
+            reader.by_message(&format!("m-{i}")).unwrap(),
+            vec![position as u64],
+            "acknowledged record m-{i}"
+        );
+    }
+    let audit = reader.audit(0, acknowledged.len() as u64).unwrap();
+    assert!(audit.mismatches.is_empty(), "{:?}", audit.mismatches);
+}
