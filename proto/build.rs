@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "proto/lienthong/registry/v1/registry.proto",
     "proto/lienthong/trace/v1/trace.proto",
     "proto/lienthong/operational/v1/operational.proto",
+    "proto/lienthong/allowedmethods/v1/allowed_methods.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -15,13 +15,15 @@
 //! * [`registration`] — security servers' registration requests, checked
 //!   and turned into certificates on approval.
 //! * [`publisher`] — builds, signs and versions the global configuration;
-//!   [`distribution`] serves it.
+//!   [`distribution`] serves it, and [`catalogue`] the services'
+//!   descriptor sets it names by digest.
 //! * [`witness`] — countersigns the servers' message-log checkpoints.
 //!
 //! What operators and security servers use to talk to it is the
 //! `lienthong-registry-client` crate.
 
 pub mod auth;
+pub mod catalogue;
 pub mod consent;
 pub mod distribution;
 pub mod error;

@@ -190,6 +190,16 @@ pub enum Change {
         description: String,
         personal_data: bool,
     },
+    /// Publishes (or replaces) the service's descriptor set in the
+    /// catalogue; parsed by [`lienthong_proto::catalogue::DescriptorSet`]
+    /// before it becomes a change.
+    DescribeService {
+        id: ServiceId,
+        sha256: [u8; 32],
+        descriptor_set: Vec<u8>,
+        /// The gRPC services the set defines, for the audit record.
+        defines: Vec<String>,
+    },
     RemoveService {
         id: ServiceId,
     },
@@ -256,6 +266,7 @@ impl Change {
             Change::AddMember { .. } => "AddMember",
             Change::AddSubsystem { .. } => "AddSubsystem",
             Change::AddService { .. } => "AddService",
+            Change::DescribeService { .. } => "DescribeService",
             Change::RemoveService { .. } => "RemoveService",
             Change::AddGlobalGroup { .. } => "AddGlobalGroup",
             Change::AddGroupMember { .. } => "AddGroupMember",
@@ -290,6 +301,18 @@ impl fmt::Display for Change {
                 f,
                 "{id} {description:?}{}",
                 if *personal_data { " personal-data" } else { "" }
+            ),
+            Change::DescribeService {
+                id,
+                sha256,
+                descriptor_set,
+                defines,
+            } => write!(
+                f,
+                "{id} descriptor set sha256 {} ({} bytes) defining {}",
+                hex::encode(sha256),
+                descriptor_set.len(),
+                defines.join(", ")
             ),
             Change::RemoveService { id } => write!(f, "{id}"),
             Change::AddGlobalGroup { id, description } => write!(f, "{id} {description:?}"),
@@ -431,6 +454,8 @@ pub struct SnapshotService {
     pub id: ServiceId,
     pub description: String,
     pub personal_data: bool,
+    /// SHA-256 of its descriptor set in the catalogue, if one was published.
+    pub descriptor_sha256: Option<[u8; 32]>,
 }
 
 /// Members of `group` may withhold exchanges made in `[valid_from_ms,

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use lienthong_certs::{Fingerprint, InstanceCa};
+use lienthong_proto::catalogue::{DescriptorSet, DescriptorSetError};
 use lienthong_proto::id::{
     GlobalGroupId, Instance, MemberClass, MemberId, ServerId, ServiceId, SubsystemId,
 };
@@ -296,6 +297,21 @@ impl OperatorApi {
     }
 }
 
+/// The catalogue entry of `id`: `bytes` parsed, bounded and checked to
+/// define the service (see [`DescriptorSet::parse`]).
+pub fn describe(id: ServiceId, bytes: Vec<u8>) -> Result<Change, RegistryError> {
+    let invalid = |e: DescriptorSetError| RegistryError::invalid(format!("{id}: {e}"));
+    let set = DescriptorSet::parse(bytes).map_err(invalid)?;
+    set.require_service(&id.service.to_string())
+        .map_err(invalid)?;
+    Ok(Change::DescribeService {
+        sha256: set.sha256(),
+        defines: set.services(),
+        descriptor_set: set.into_bytes(),
+        id,
+    })
+}
+
 fn csr_summary(c: &CsrFor) -> pb::CsrSummary {
     pb::CsrSummary {
         auth: c.member.is_none(),
@@ -375,6 +391,13 @@ impl RegistryOperator for OperatorApi {
                 description: check_text("description", &r.description, 0, MAX_DESCRIPTION_CHARS)?,
                 personal_data: r.personal_data,
             })
+        })
+        .await
+    }
+
+    async fn describe_service(&self, request: Request<pb::DescribeServiceRequest>) -> Reply {
+        self.write(request, "DescribeService", |this, r| {
+            describe(this.service(&r.id)?, r.descriptor_set)
         })
         .await
     }

@@ -97,6 +97,7 @@ pub fn build_configuration(
                 id: Some((&s.id).into()),
                 description: s.description.clone(),
                 personal_data: s.personal_data,
+                descriptor_set_sha256: s.descriptor_sha256.map(|d| d.to_vec()).unwrap_or_default(),
             })
             .collect(),
         global_groups: snapshot

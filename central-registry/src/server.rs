@@ -13,6 +13,7 @@ use lienthong_proto::pb::registry::v1::checkpoint_witness_server::CheckpointWitn
 use lienthong_proto::pb::registry::v1::configuration_distribution_server::ConfigurationDistributionServer;
 use lienthong_proto::pb::registry::v1::registration_server::RegistrationServer;
 use lienthong_proto::pb::registry::v1::registry_operator_server::RegistryOperatorServer;
+use lienthong_proto::pb::registry::v1::service_catalogue_server::ServiceCatalogueServer;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -179,6 +180,7 @@ impl Registry {
             opts.cert_validity,
         );
         let distribution = Distribution::new(publisher.clone());
+        let catalogue = crate::catalogue::Catalogue::new(store.clone());
         let witness = Witness::new(store.clone(), publisher.clone(), opts.checkpoint_max_age);
         let refusals = Arc::new(RefusalCounts::default());
         let throttle = ThrottleLayer(Arc::new(Throttle::new(
@@ -204,6 +206,7 @@ impl Registry {
                 .add_service(RegistryOperatorServer::new(operator))
                 .add_service(RegistrationServer::new(registration))
                 .add_service(ConfigurationDistributionServer::new(distribution))
+                .add_service(ServiceCatalogueServer::new(catalogue))
                 .add_service(CheckpointWitnessServer::new(witness))
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = rx.await;

@@ -10,8 +10,11 @@
 //! * [`fields`] — the canonical form of an exchange's free-form fields
 //!   (official, purpose, data subject), enforced alike at both ends.
 //! * [`merkle`] — RFC 6962 hashing for signature batches and the message log.
+//! * [`catalogue`] — protobuf descriptor sets of services, parsed and
+//!   bounded before anyone publishes or serves them.
 
 pub mod canonical;
+pub mod catalogue;
 pub mod fields;
 pub mod id;
 pub mod merkle;
@@ -47,6 +50,11 @@ pub mod pb {
     pub mod operational {
         pub mod v1 {
             tonic::include_proto!("lienthong.operational.v1");
+        }
+    }
+    pub mod allowedmethods {
+        pub mod v1 {
+            tonic::include_proto!("lienthong.allowedmethods.v1");
         }
     }
 }

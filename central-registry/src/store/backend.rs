@@ -328,6 +328,17 @@ impl<B: Backend> Store for B {
         self.read(|tx| exists(tx, "SELECT 1 FROM servers WHERE id = $1", &id.to_string()))
     }
 
+    fn descriptor_set(&self, sha256: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(|tx| {
+            tx.query_opt(
+                "SELECT bytes FROM descriptor_sets WHERE sha256 = $1",
+                &[sha256.as_slice().into()],
+            )?
+            .map(|r| r.bytes(0))
+            .transpose()
+        })
+    }
+
     fn last_publication(&self) -> Result<Option<PublicationRecord>, StoreError> {
         self.read(|tx| {
             tx.query_opt(

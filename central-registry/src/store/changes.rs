@@ -10,6 +10,18 @@ use super::sql::{Param as P, Sql};
 use super::{StoreError, now_ms};
 use crate::model::*;
 
+/// Drops the descriptor sets no service names any more. A server still on
+/// an older configuration that asks for one is told it is gone, and gets
+/// the new digest with its next configuration.
+fn forget_unused_descriptor_sets(tx: &mut dyn Sql) -> Result<(), StoreError> {
+    tx.execute(
+        "DELETE FROM descriptor_sets WHERE sha256 NOT IN
+         (SELECT descriptor_sha256 FROM services WHERE descriptor_sha256 IS NOT NULL)",
+        &[],
+    )?;
+    Ok(())
+}
+
 pub(super) fn apply_one(tx: &mut dyn Sql, change: &Change) -> Result<Option<u64>, StoreError> {
     match change {
         Change::AddMemberClass { code, description } => {
@@ -71,6 +83,30 @@ pub(super) fn apply_one(tx: &mut dyn Sql, change: &Change) -> Result<Option<u64>
                 ],
             )?;
         }
+        Change::DescribeService {
+            id,
+            sha256,
+            descriptor_set,
+            ..
+        } => {
+            if !tx.exists(
+                "SELECT 1 FROM services WHERE id = $1",
+                &[P::from(&id.to_string())],
+            )? {
+                return Err(StoreError::Missing(format!(
+                    "service {id} does not exist; register it first (`lienthong registry service add`)"
+                )));
+            }
+            tx.execute(
+                "INSERT INTO descriptor_sets (sha256, bytes) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[P::from(&sha256.as_slice()), P::from(&descriptor_set.as_slice())],
+            )?;
+            tx.execute(
+                "UPDATE services SET descriptor_sha256 = $1 WHERE id = $2",
+                &[P::from(&sha256.as_slice()), P::from(&id.to_string())],
+            )?;
+            forget_unused_descriptor_sets(tx)?;
+        }
         Change::RemoveService { id } => {
             let n = tx.execute(
                 "DELETE FROM services WHERE id = $1",
@@ -79,6 +115,7 @@ pub(super) fn apply_one(tx: &mut dyn Sql, change: &Change) -> Result<Option<u64>
             if n == 0 {
                 return Err(StoreError::Missing(format!("service {id} does not exist")));
             }
+            forget_unused_descriptor_sets(tx)?;
         }
         Change::AddGlobalGroup { id, description } => {
             require_absent(tx, "global_groups", &id.to_string(), "global group")?;

@@ -222,6 +222,9 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     fn member_exists(&self, id: &MemberId) -> Result<bool, StoreError>;
     /// Whether the server is registered.
     fn server_exists(&self, id: &ServerId) -> Result<bool, StoreError>;
+    /// The catalogue's descriptor set with this SHA-256, if a service
+    /// names it.
+    fn descriptor_set(&self, sha256: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// The last configuration version published (none on a new registry).
     fn last_publication(&self) -> Result<Option<PublicationRecord>, StoreError>;

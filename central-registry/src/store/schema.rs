@@ -35,6 +35,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!("0003_personal_data_withholding"),
     migration!("0004_one_key_one_certificate"),
     migration!("0005_registry_nodes"),
+    migration!("0006_service_catalogue"),
 ];
 
 /// The refusal of a store written by a newer program.

@@ -85,13 +85,20 @@ pub(super) fn read_snapshot(tx: &mut dyn Sql) -> Result<Snapshot, StoreError> {
 
     let mut services = Vec::new();
     for r in tx.query(
-        "SELECT id, description, personal_data FROM services ORDER BY id",
+        "SELECT id, description, personal_data, descriptor_sha256 FROM services ORDER BY id",
         &[],
     )? {
+        let descriptor_sha256 = match r.opt_bytes(3)? {
+            Some(d) => Some(<[u8; 32]>::try_from(d.as_slice()).map_err(|_| {
+                StoreError::Internal(format!("a descriptor digest of {} bytes", d.len()))
+            })?),
+            None => None,
+        };
         services.push(SnapshotService {
             id: parse("service id", &r.text(0)?)?,
             description: r.text(1)?,
             personal_data: r.bool(2)?,
+            descriptor_sha256,
         });
     }
 

@@ -828,3 +828,81 @@ fn database_urls_are_parsed_and_never_shown_with_their_password() {
         .to_string();
     assert!(missing.contains("/nonexistent.pem"), "{missing}");
 }
+
+#[test]
+fn descriptor_sets_are_kept_by_digest_while_a_service_names_them() {
+    let population = member("000102").subsystem("population").unwrap();
+    let registry = population
+        .service("population.v1.PersonRegistry", None)
+        .unwrap();
+    let describe = |bytes: &[u8]| Change::DescribeService {
+        id: registry.clone(),
+        sha256: lienthong_proto::sha256(bytes),
+        descriptor_set: bytes.to_vec(),
+        defines: vec!["population.v1.PersonRegistry".into()],
+    };
+    let digest_of = |s: &dyn Store| {
+        s.snapshot()
+            .unwrap()
+            .services
+            .iter()
+            .find(|x| x.id == registry)
+            .and_then(|x| x.descriptor_sha256)
+    };
+    for s in stores() {
+        s.apply_all("officer", &base()).unwrap();
+        // Only a registered service is described.
+        let refused = s.apply("officer", &describe(b"first")).unwrap_err();
+        assert!(matches!(refused, StoreError::Missing(_)), "{refused}");
+        s.apply(
+            "officer",
+            &Change::AddService {
+                id: registry.clone(),
+                description: String::new(),
+                personal_data: false,
+            },
+        )
+        .unwrap();
+        assert_eq!(digest_of(s.as_ref()), None);
+
+        s.apply("officer", &describe(b"first")).unwrap();
+        let first = lienthong_proto::sha256(b"first");
+        assert_eq!(digest_of(s.as_ref()), Some(first));
+        assert_eq!(
+            s.descriptor_set(&first).unwrap().as_deref(),
+            Some(&b"first"[..])
+        );
+
+        // A new set replaces the old, which no service names any more.
+        s.apply("officer", &describe(b"second")).unwrap();
+        let second = lienthong_proto::sha256(b"second");
+        assert_eq!(digest_of(s.as_ref()), Some(second));
+        assert_eq!(s.descriptor_set(&first).unwrap(), None);
+        assert_eq!(
+            s.descriptor_set(&second).unwrap().as_deref(),
+            Some(&b"second"[..])
+        );
+
+        let audit = s
+            .audit(&AuditFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(
+            audit.iter().any(|a| a.action == "DescribeService"
+                && a.detail.contains(&hex::encode(second))
+                && a.detail.contains("6 bytes")),
+            "{audit:?}"
+        );
+
+        s.apply(
+            "officer",
+            &Change::RemoveService {
+                id: registry.clone(),
+            },
+        )
+        .unwrap();
+        assert_eq!(s.descriptor_set(&second).unwrap(), None);
+    }
+}

@@ -1,0 +1,208 @@
+//! The service catalogue's documents: a service's protobuf descriptor set
+//! (an encoded `google.protobuf.FileDescriptorSet`, as `protoc
+//! --include_imports --descriptor_set_out` or `buf build -o` write it).
+//!
+//! A set is parsed and resolved whole ([`DescriptorSet::parse`]) wherever
+//! it enters: when an officer publishes it, when a security server
+//! downloads it, when a server reads its own copy. A set that is too large,
+//! is no descriptor set, misses an imported file or defines no service is
+//! refused with a message that says which.
+
+use prost_reflect::DescriptorPool;
+
+/// The largest descriptor set the catalogue takes (1 MiB): far above the
+/// few kilobytes a service's files take, far below a gRPC message's limit.
+pub const MAX_DESCRIPTOR_SET_BYTES: usize = 1 << 20;
+
+/// Why bytes are not a usable descriptor set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DescriptorSetError {
+    #[error("the descriptor set has {size} bytes; at most {MAX_DESCRIPTOR_SET_BYTES} are accepted")]
+    TooLarge { size: usize },
+    #[error("the descriptor set is empty")]
+    Empty,
+    #[error(
+        "not a protobuf descriptor set (an encoded google.protobuf.FileDescriptorSet): {0}; a .proto file is compiled into one with `protoc --include_imports --descriptor_set_out=FILE.binpb` or `buf build -o FILE.binpb`"
+    )]
+    Unreadable(String),
+    #[error("the descriptor set defines no gRPC service")]
+    NoService,
+    #[error("the descriptor set does not define {wanted} (it defines {defined})")]
+    ServiceMissing { wanted: String, defined: String },
+}
+
+/// A parsed, resolved descriptor set with its encoded bytes.
+#[derive(Debug, Clone)]
+pub struct DescriptorSet {
+    bytes: Vec<u8>,
+    pool: DescriptorPool,
+}
+
+impl DescriptorSet {
+    /// Parses `bytes`: at most [`MAX_DESCRIPTOR_SET_BYTES`], a
+    /// `FileDescriptorSet` whose every import and type reference resolves
+    /// inside it, defining at least one service.
+    pub fn parse(bytes: Vec<u8>) -> Result<Self, DescriptorSetError> {
+        if bytes.len() > MAX_DESCRIPTOR_SET_BYTES {
+            return Err(DescriptorSetError::TooLarge { size: bytes.len() });
+        }
+        if bytes.is_empty() {
+            return Err(DescriptorSetError::Empty);
+        }
+        let pool = DescriptorPool::decode(bytes.as_slice())
+            .map_err(|e| DescriptorSetError::Unreadable(e.to_string()))?;
+        if pool.services().len() == 0 {
+            return Err(DescriptorSetError::NoService);
+        }
+        Ok(DescriptorSet { bytes, pool })
+    }
+
+    /// The encoded set, as published.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
+    /// SHA-256 of the encoded set: its name in the catalogue.
+    pub fn sha256(&self) -> [u8; 32] {
+        crate::sha256(&self.bytes)
+    }
+
+    /// The full names of the services it defines, sorted.
+    pub fn services(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .pool
+            .services()
+            .map(|s| s.full_name().to_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The methods of `service` (a full name), sorted; `None` when the set
+    /// does not define it.
+    pub fn methods(&self, service: &str) -> Option<Vec<String>> {
+        let s = self.pool.get_service_by_name(service)?;
+        let mut names: Vec<String> = s.methods().map(|m| m.name().to_owned()).collect();
+        names.sort();
+        Some(names)
+    }
+
+    /// Refuses a set that does not define `service`, naming those it does.
+    pub fn require_service(&self, service: &str) -> Result<(), DescriptorSetError> {
+        if self.pool.get_service_by_name(service).is_some() {
+            return Ok(());
+        }
+        Err(DescriptorSetError::ServiceMissing {
+            wanted: service.to_owned(),
+            defined: self.services().join(", "),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+    use prost_reflect::prost_types::{
+        DescriptorProto, FileDescriptorProto, FileDescriptorSet, MethodDescriptorProto,
+        ServiceDescriptorProto,
+    };
+
+    use super::*;
+
+    fn file(name: &str, deps: &[&str], service: Option<(&str, &[&str])>) -> FileDescriptorProto {
+        FileDescriptorProto {
+            name: Some(name.into()),
+            package: Some("population.v1".into()),
+            dependency: deps.iter().map(|d| (*d).to_owned()).collect(),
+            message_type: vec![DescriptorProto {
+                name: Some(format!("M{}", name.len())),
+                ..Default::default()
+            }],
+            service: service
+                .map(|(s, methods)| ServiceDescriptorProto {
+                    name: Some(s.into()),
+                    method: methods
+                        .iter()
+                        .map(|m| MethodDescriptorProto {
+                            name: Some((*m).into()),
+                            input_type: Some(format!(".population.v1.M{}", name.len())),
+                            output_type: Some(format!(".population.v1.M{}", name.len())),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                })
+                .into_iter()
+                .collect(),
+            syntax: Some("proto3".into()),
+            ..Default::default()
+        }
+    }
+
+    fn set(files: Vec<FileDescriptorProto>) -> Vec<u8> {
+        FileDescriptorSet { file: files }.encode_to_vec()
+    }
+
+    #[test]
+    fn a_complete_set_lists_its_services_and_methods() {
+        let bytes = set(vec![file(
+            "population.proto",
+            &[],
+            Some(("PersonRegistry", &["GetPerson", "FindPeople"])),
+        )]);
+        let parsed = DescriptorSet::parse(bytes.clone()).unwrap();
+        assert_eq!(parsed.services(), ["population.v1.PersonRegistry"]);
+        assert_eq!(
+            parsed.methods("population.v1.PersonRegistry").unwrap(),
+            ["FindPeople", "GetPerson"]
+        );
+        assert_eq!(parsed.methods("population.v1.Other"), None);
+        assert_eq!(parsed.sha256(), crate::sha256(&bytes));
+        assert!(
+            parsed
+                .require_service("population.v1.PersonRegistry")
+                .is_ok()
+        );
+        let e = parsed.require_service("tax.v1.TaxRecords").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the descriptor set does not define tax.v1.TaxRecords (it defines population.v1.PersonRegistry)"
+        );
+    }
+
+    #[test]
+    fn what_is_no_usable_set_is_refused_saying_why() {
+        let too_large = vec![0u8; MAX_DESCRIPTOR_SET_BYTES + 1];
+        assert!(matches!(
+            DescriptorSet::parse(too_large),
+            Err(DescriptorSetError::TooLarge { .. })
+        ));
+        assert_eq!(
+            DescriptorSet::parse(Vec::new()).unwrap_err(),
+            DescriptorSetError::Empty
+        );
+        let proto_source = b"syntax = \"proto3\";\npackage population.v1;\n".to_vec();
+        let e = DescriptorSet::parse(proto_source).unwrap_err();
+        assert!(matches!(e, DescriptorSetError::Unreadable(_)), "{e:?}");
+        assert!(e.to_string().contains("--descriptor_set_out"), "{e}");
+        // An import left out (no --include_imports).
+        let incomplete = set(vec![file(
+            "population.proto",
+            &["common.proto"],
+            Some(("PersonRegistry", &["GetPerson"])),
+        )]);
+        assert!(matches!(
+            DescriptorSet::parse(incomplete),
+            Err(DescriptorSetError::Unreadable(_))
+        ));
+        let messages_only = set(vec![file("common.proto", &[], None)]);
+        assert_eq!(
+            DescriptorSet::parse(messages_only).unwrap_err(),
+            DescriptorSetError::NoService
+        );
+    }
+}
