@@ -109,12 +109,19 @@ pub enum ServerCommand {
         /// (`lienthong bench`); never for real traffic.
         #[arg(long, hide = true)]
         dangerous_disable_message_log: bool,
+        /// Be a bare mutual-TLS gateway: no envelope, signature, access
+        /// check or message log. Only for measuring what the guarantees
+        /// cost (`lienthong bench`); never for real traffic.
+        #[arg(long, hide = true)]
+        dangerous_pass_through: bool,
         /// Seconds between configuration downloads, instead of the
         /// instance's setting (60 s).
         #[arg(long)]
         poll_interval: Option<u64>,
-        /// The admin port: GET /health, GET /metrics (Prometheus), POST
-        /// /maintenance (on|off). `off` for none. Keep it on loopback or a
+        /// The admin port: GET /health, GET /metrics (Prometheus), and with
+        /// an operator's token (`server operator add`) POST /maintenance
+        /// (on|off) and the console's API (`lienthong console server`).
+        /// `off` for none. Keep it on loopback or a
         /// management network. ADDRESS:PORT or HOST:PORT.
         #[arg(long, default_value = lienthong_security_server::admin::DEFAULT_ADMIN_LISTEN)]
         admin_listen: String,
@@ -179,6 +186,11 @@ pub enum ServerCommand {
         #[arg(long, default_value_t = 100)]
         limit: u64,
     },
+    /// Operators of this server's console and admin port: each gets a
+    /// token (shown once, kept hashed) with a role — `admin` changes
+    /// access rights and maintenance mode, `observer` reads.
+    #[command(subcommand)]
+    Operator(OperatorCommand),
     /// Show the server's identity, certificates, configuration and log.
     ///
     /// Example: lienthong server status --dir /var/lib/lienthong/ss1 --check
@@ -257,6 +269,36 @@ pub enum ClientsCommand {
         /// Wait for a request submitted before instead of submitting one.
         #[arg(long)]
         resume: Option<u64>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OperatorCommand {
+    /// Make a token for NAME (replacing the one NAME had) and print it once.
+    ///
+    /// Example: lienthong server operator add --dir /var/lib/lienthong/ss1 lan.nguyen --role admin
+    Add {
+        #[arg(long)]
+        dir: PathBuf,
+        name: String,
+        /// admin or observer.
+        #[arg(long, default_value = "observer")]
+        role: String,
+    },
+    /// Remove NAME's token.
+    ///
+    /// Example: lienthong server operator remove --dir /var/lib/lienthong/ss1 lan.nguyen
+    Remove {
+        #[arg(long)]
+        dir: PathBuf,
+        name: String,
+    },
+    /// List the operators and their roles.
+    ///
+    /// Example: lienthong server operator list --dir /var/lib/lienthong/ss1
+    List {
+        #[arg(long)]
+        dir: PathBuf,
     },
 }
 
@@ -522,6 +564,7 @@ async fn run_async(cmd: ServerCommand) -> Result<()> {
             retention_days,
             operational_days,
             dangerous_disable_message_log,
+            dangerous_pass_through,
             poll_interval,
             admin_listen,
             max_connections,
@@ -542,6 +585,7 @@ async fn run_async(cmd: ServerCommand) -> Result<()> {
             opts.operational_window =
                 Duration::from_secs(u64::from(operational_days.max(1)) * 86400);
             opts.dangerous_disable_message_log = dangerous_disable_message_log;
+            opts.dangerous_pass_through = dangerous_pass_through;
             opts.poll_interval = poll_interval.map(|s| Duration::from_secs(s.max(1)));
             opts.admin_listen = match admin_listen.as_str() {
                 "off" => None,
@@ -627,6 +671,7 @@ async fn run_async(cmd: ServerCommand) -> Result<()> {
         }
         ServerCommand::Acl(cmd) => acl(cmd).await,
         ServerCommand::Backend(cmd) => backend(cmd),
+        ServerCommand::Operator(cmd) => operator(cmd),
         ServerCommand::Status { dir, check } => status(&dir, check).await,
         ServerCommand::Log {
             action: Some(LogAction::RotateKey { dir, log_key_dir }),
@@ -747,6 +792,34 @@ async fn acl(cmd: AclCommand) -> Result<()> {
             }
             for r in rules {
                 println!("{r}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn operator(cmd: OperatorCommand) -> Result<()> {
+    use lienthong_security_server::admin::operators;
+    match cmd {
+        OperatorCommand::Add { dir, name, role } => {
+            let role: operators::Role = role.parse()?;
+            let token = operators::add_operator(&open_store(&dir)?, &name, role)?;
+            eprintln!("operator {name} ({role}); the token is shown once, keep it secret:");
+            println!("{token}");
+        }
+        OperatorCommand::Remove { dir, name } => {
+            if !operators::remove_operator(&open_store(&dir)?, &name)? {
+                return Err(format!("no operator {name}").into());
+            }
+            println!("operator {name} removed");
+        }
+        OperatorCommand::List { dir } => {
+            let list = operators::list_operators(&open_store(&dir)?)?;
+            if list.is_empty() {
+                println!("no operators: add one with `lienthong server operator add`");
+            }
+            for o in list {
+                println!("{} ({})", o.name, o.role);
             }
         }
     }

@@ -14,25 +14,126 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use ring::digest;
 
-/// Reads a whole request body of at most `max` bytes. A body over the
-/// limit is refused with `too_large`, a broken one with `broken`.
-pub async fn read_bounded<B>(
-    body: B,
-    max: usize,
-    too_large: crate::faults::Fault,
-    broken: crate::faults::Fault,
-) -> Result<Bytes, crate::faults::FaultError>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    use http_body_util::BodyExt;
-    match http_body_util::Limited::new(body, max).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(too_large.with(format!("the request is larger than {max} bytes")))
+/// A request's bytes as the chunks they arrived in, with their SHA-256
+/// taken as they arrived: passed on without being copied into one buffer.
+#[derive(Debug, Clone, Default)]
+pub struct Chunks {
+    chunks: Vec<Bytes>,
+    len: usize,
+    digest: [u8; 32],
+}
+
+impl Chunks {
+    /// Reads a whole request body of at most `max` bytes, hashing each
+    /// chunk as it comes. A body over the limit is refused with
+    /// `too_large`, a broken one with `broken`.
+    pub async fn read<B>(
+        body: B,
+        max: usize,
+        too_large: crate::faults::Fault,
+        broken: crate::faults::Fault,
+    ) -> Result<Chunks, crate::faults::FaultError>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        use http_body_util::BodyExt;
+        let mut body = std::pin::pin!(body);
+        let mut hasher = digest::Context::new(&digest::SHA256);
+        let mut chunks = Vec::new();
+        let mut len = 0usize;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                let e: Box<dyn std::error::Error + Send + Sync> = e.into();
+                broken.with(format!("the request body could not be read: {e}"))
+            })?;
+            // Trailers on a request carry nothing the exchange uses.
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            len += data.len();
+            if len > max {
+                return Err(too_large.with(format!("the request is larger than {max} bytes")));
+            }
+            if !data.is_empty() {
+                hasher.update(&data);
+                chunks.push(data);
+            }
         }
-        Err(e) => Err(broken.with(format!("the request body could not be read: {e}"))),
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(hasher.finish().as_ref());
+        Ok(Chunks {
+            chunks,
+            len,
+            digest,
+        })
+    }
+
+    /// SHA-256 over all the bytes.
+    pub fn digest(&self) -> [u8; 32] {
+        self.digest
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// All the bytes in one buffer: copied only when they came in more
+    /// than one chunk (for a body to log, or a built-in service to decode).
+    pub fn to_bytes(&self) -> Bytes {
+        match self.chunks.as_slice() {
+            [] => Bytes::new(),
+            [one] => one.clone(),
+            many => {
+                let mut b = bytes::BytesMut::with_capacity(self.len);
+                for c in many {
+                    b.extend_from_slice(c);
+                }
+                b.freeze()
+            }
+        }
+    }
+
+    /// A body sending the chunks as they came (sharing, not copying, them).
+    pub fn body(&self) -> ChunkBody {
+        ChunkBody {
+            chunks: self.chunks.clone().into_iter(),
+            left: self.len as u64,
+        }
+    }
+}
+
+/// The body of [`Chunks::body`].
+#[derive(Debug)]
+pub struct ChunkBody {
+    chunks: std::vec::IntoIter<Bytes>,
+    left: u64,
+}
+
+impl Body for ChunkBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Poll::Ready(self.chunks.next().map(|c| {
+            self.left -= c.len() as u64;
+            Ok(Frame::data(c))
+        }))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.left)
     }
 }
 
@@ -113,8 +214,26 @@ impl MessageBounds {
     }
 }
 
-type FinishFuture = Pin<Box<dyn Future<Output = HeaderMap> + Send>>;
-/// Decides the trailers to send, given what the body carried.
+/// The trailers a [`Finish`] decides on, once it has.
+pub type FinishFuture = Pin<Box<dyn Future<Output = HeaderMap> + Send>>;
+
+/// The stage that runs when a response's body ends: given what the body
+/// carried, it decides the trailers to send (verifying, signing and
+/// logging on the way). Closures are finishers too.
+pub trait Finish: Send + 'static {
+    fn finish(self: Box<Self>, observation: Observation) -> FinishFuture;
+}
+
+impl<F> Finish for F
+where
+    F: FnOnce(Observation) -> FinishFuture + Send + 'static,
+{
+    fn finish(self: Box<Self>, observation: Observation) -> FinishFuture {
+        (*self)(observation)
+    }
+}
+
+/// A finisher written as a closure.
 pub type Finisher = Box<dyn FnOnce(Observation) -> FinishFuture + Send>;
 
 enum State {
@@ -128,7 +247,7 @@ pub struct Observed<B> {
     inner: B,
     hasher: digest::Context,
     size: u64,
-    finisher: Option<Finisher>,
+    finisher: Option<Box<dyn Finish>>,
     state: State,
     /// Captured data and the most to capture (for opted-in body logging).
     captured: Option<(bytes::BytesMut, usize)>,
@@ -138,12 +257,19 @@ pub struct Observed<B> {
 }
 
 impl<B> Observed<B> {
+    /// Passes `inner` through, then lets `finisher` decide the trailers.
     pub fn new(inner: B, finisher: Finisher) -> Self {
+        Self::finishing(inner, finisher)
+    }
+
+    /// Passes `inner` through, then lets the stage `finish` decide the
+    /// trailers.
+    pub fn finishing(inner: B, finish: impl Finish) -> Self {
         Observed {
             inner,
             hasher: digest::Context::new(&digest::SHA256),
             size: 0,
-            finisher: Some(finisher),
+            finisher: Some(Box::new(finish)),
             state: State::Streaming,
             captured: None,
             bounds: None,
@@ -188,7 +314,7 @@ impl<B> Observed<B> {
     fn finish(&mut self, trailers: Option<HeaderMap>, error: Option<String>) {
         let obs = self.observation(trailers, error);
         self.state = match self.finisher.take() {
-            Some(f) => State::Finishing(f(obs)),
+            Some(f) => State::Finishing(f.finish(obs)),
             None => State::Done,
         };
     }
@@ -272,7 +398,7 @@ impl<B> Drop for Observed<B> {
         {
             let obs = self.observation(None, Some("cancelled by the caller".into()));
             if let Some(f) = self.finisher.take() {
-                rt.spawn(f(obs));
+                rt.spawn(f.finish(obs));
             }
         }
     }

@@ -27,6 +27,7 @@ pub use lienthong_message_log as message_log;
 pub mod metadata;
 pub mod operational;
 pub mod provider;
+pub mod refusal;
 pub mod replay;
 mod server;
 pub mod store;

@@ -102,6 +102,13 @@ pub struct ServerOptions {
     /// # Default
     /// `false`.
     pub dangerous_disable_message_log: bool,
+    /// Be a bare mutual-TLS gateway: calls pass between the servers and to
+    /// the backend as they came, with no envelope, signature, access check
+    /// or log — the floor `lienthong bench` measures the guarantees
+    /// against. Never for real traffic.
+    /// # Default
+    /// `false`.
+    pub dangerous_pass_through: bool,
     /// Poll the registry at this interval instead of the configuration's.
     /// # Default
     /// `None`: the configuration's `poll_interval_seconds` (60 s).
@@ -144,6 +151,7 @@ impl ServerOptions {
             operational_window: crate::operational::DEFAULT_WINDOW,
             admin_listen: None,
             dangerous_disable_message_log: false,
+            dangerous_pass_through: false,
             poll_interval: None,
             listener_limits: ListenerLimits::default(),
             max_calls_per_peer: DEFAULT_MAX_CALLS_PER_PEER,
@@ -331,14 +339,14 @@ impl SecurityServer {
             signers,
         };
         let descriptor_sets = local::read_descriptor_sets(&dir.0.join(local::DESCRIPTORS_DIR))?;
-        let consumer = Arc::new(Consumer::new(
+        let mut consumer = Consumer::new(
             shared.clone(),
             ProviderPool::new(keys.clone(), trust.clone()),
             opts.max_message_bytes,
             opts.consumer_transport == ConsumerTransport::MutualTls,
             LocalServices::start(conf.subscribe(), &descriptor_sets)?,
-        ));
-        let provider = Arc::new(Provider::new(
+        );
+        let mut provider = Provider::new(
             shared,
             TraceService::new(id.clone(), reader.clone()),
             OperationalService::new(id.owner.clone(), reader.clone(), opts.operational_window),
@@ -347,7 +355,15 @@ impl SecurityServer {
                 max_skew_ms: opts.max_clock_skew.as_millis() as i64,
                 replay_capacity: opts.replay_capacity,
             },
-        ));
+        );
+        if opts.dangerous_pass_through {
+            tracing::warn!(
+                "pass-through mode: no envelope, signature, access check or message log; for measuring only, never for real traffic"
+            );
+            consumer = consumer.dangerous_pass_through();
+            provider = provider.dangerous_pass_through();
+        }
+        let (consumer, provider) = (Arc::new(consumer), Arc::new(provider));
         if !opts.dangerous_disable_message_log {
             let window = 2 * opts.max_clock_skew.as_millis() as i64;
             let since = crate::conf_client::view::unix_ms(SystemTime::now()) - window;

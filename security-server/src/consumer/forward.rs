@@ -1,4 +1,5 @@
-//! Sending a signed request to one of the provider's security servers.
+//! Stage 5: the signed request sent to one of the provider's security
+//! servers, failing over to the next.
 //!
 //! One HTTP/2 connection per provider server and address, kept and shared
 //! by every call (tonic's `Channel`: reconnects by itself). Each connection
@@ -20,10 +21,15 @@ use tonic::body::Body;
 use tonic::transport::{Channel, Endpoint};
 use tower::ServiceExt;
 
+use super::check::Checked;
+use super::log_request::Logged;
+use super::sign::Signed;
 use crate::conf_client::ConfView;
 use crate::faults::{Fault, FaultError};
 use crate::keys::Keys;
+use crate::message_log::Appended;
 use crate::metadata::Target;
+use crate::refusal::Refusal;
 
 /// How long connecting to a provider server may take before the next is tried.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -139,6 +145,86 @@ impl ProviderPool {
             format!("tried {}", failures.join("; "))
         }))
     }
+}
+
+/// A request a provider's server answered (its response not read yet).
+pub struct Forwarded {
+    pub signed: Signed,
+    pub durable: Appended,
+    pub log_bodies: bool,
+    pub response: Response<Body>,
+}
+
+/// Sends the logged request to a server of its provider.
+pub async fn forward(logged: Logged, pool: &ProviderPool) -> Result<Forwarded, Refusal> {
+    let Logged {
+        mut signed,
+        durable,
+        log_bodies,
+    } = logged;
+    let make = || {
+        let mut r = Request::new(Body::new(signed.payload.body()));
+        *r.method_mut() = http::Method::POST;
+        *r.uri_mut() = path_only(&signed.uri);
+        *r.headers_mut() = signed.headers.clone();
+        r
+    };
+    match pool.send(&signed.view, &signed.meta.target, make).await {
+        Ok((server, response)) => {
+            if let Some(entry) = signed.view.server(&server) {
+                crate::telemetry::server_address(&signed.facts.forward, &entry.address);
+            }
+            signed.facts.peer = server.to_string();
+            Ok(Forwarded {
+                signed,
+                durable,
+                log_bodies,
+                response,
+            })
+        }
+        Err(fault) => Err(signed.facts.refused(fault, Some(&signed.meta))),
+    }
+}
+
+/// The benchmark's floor (`--dangerous-pass-through`): the call goes to
+/// a server of its provider as it came, metadata and all, and its answer
+/// comes back untouched. Nothing is signed, checked by the provider or
+/// logged.
+pub async fn pass_through(
+    checked: Checked,
+    pool: &ProviderPool,
+) -> Result<Response<Body>, Refusal> {
+    let Checked {
+        facts,
+        meta,
+        view,
+        parts,
+        body,
+    } = checked;
+    // A streaming body cannot be sent twice: the floor has no failover
+    // (a second attempt would carry no body).
+    let body = std::sync::Mutex::new(Some(body));
+    let make = || {
+        let body = body
+            .lock()
+            .ok()
+            .and_then(|mut b| b.take())
+            .unwrap_or_default();
+        let mut r = Request::new(body);
+        *r.method_mut() = http::Method::POST;
+        *r.uri_mut() = path_only(&parts.uri);
+        *r.headers_mut() = parts.headers.clone();
+        r
+    };
+    match pool.send(&view, &meta.target, make).await {
+        Ok((_, response)) => Ok(response),
+        Err(fault) => Err(facts.refused(fault, None)),
+    }
+}
+
+/// The call's path, for a request to another server.
+fn path_only(uri: &http::Uri) -> http::Uri {
+    uri.path().parse().unwrap_or_default()
 }
 
 #[cfg(test)]

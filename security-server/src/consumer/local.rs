@@ -11,15 +11,22 @@
 //!   global configuration is current and `NOT_SERVING` when it has none or
 //!   it has expired — exactly when exchanges are refused with
 //!   `conf_expired`. `Watch` streams follow the changes.
-//! * Reflection lists the health and reflection services and every service
-//!   described by the descriptor sets in the server's
-//!   [`DESCRIPTORS_DIR`] (`FileDescriptorSet` files, as `protoc
-//!   --descriptor_set_out`, `buf build -o` or `lienthong demo` write them),
-//!   read at start, so that `grpcurl list` and `describe` work through the
-//!   consumer port with no `.proto` file at hand.
+//! * Reflection lists the health and reflection services, every service
+//!   the configuration offers with a descriptor set in the registry's
+//!   service catalogue (as the configuration client holds them: see
+//!   [`crate::conf_client`]), and every service described by the
+//!   descriptor sets in the server's [`DESCRIPTORS_DIR`]
+//!   (`FileDescriptorSet` files, as `protoc --descriptor_set_out`,
+//!   `buf build -o` or `lienthong demo` write them, read at start), so that
+//!   `grpcurl list` and `describe` work through the consumer port with no
+//!   `.proto` file at hand. It follows the configuration: a service the
+//!   catalogue gains or loses is listed or not from the next version on.
+//!   A name two providers offer is listed once, with the descriptor set of
+//!   the first in configuration order.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -49,8 +56,12 @@ pub const LOCAL_SERVICES: [&str; 3] = [
 
 /// See the module documentation.
 pub struct LocalServices {
-    routes: Routes,
-    /// Keeps the health status in step with the configuration.
+    /// `grpc.health.v1.Health`.
+    health_routes: Routes,
+    /// Both reflection services, rebuilt when the catalogue changes.
+    reflection: Arc<RwLock<Routes>>,
+    /// Keeps the health status and reflection in step with the
+    /// configuration.
     health: JoinHandle<()>,
 }
 
@@ -68,30 +79,32 @@ impl Drop for LocalServices {
 
 impl LocalServices {
     /// Health following `views` (the configuration client's), reflection
-    /// over `descriptor_sets` (encoded `FileDescriptorSet`s). Must run in a
-    /// Tokio runtime: it starts the task that follows the configuration.
+    /// over `descriptor_sets` (encoded `FileDescriptorSet`s) and the
+    /// catalogue's sets the views hold. Must run in a Tokio runtime: it
+    /// starts the task that follows the configuration.
     pub fn start(
         views: watch::Receiver<Option<Arc<ConfView>>>,
         descriptor_sets: &[Vec<u8>],
     ) -> Result<Self, String> {
         let (reporter, health) = tonic_health::server::health_reporter();
-        let mut v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
-        let mut v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
-        for set in descriptor_sets {
-            v1 = v1.register_encoded_file_descriptor_set(set);
-            v1alpha = v1alpha.register_encoded_file_descriptor_set(set);
-        }
-        let v1 = v1
-            .build_v1()
-            .map_err(|e| format!("server reflection: {e}"))?;
-        let v1alpha = v1alpha
-            .build_v1alpha()
-            .map_err(|e| format!("server reflection: {e}"))?;
+        let local = LocalDescriptors::new(descriptor_sets)?;
+        let (first, listed) = {
+            let view = views.borrow();
+            (
+                local.reflection(view.as_deref())?,
+                catalogue_key(view.as_deref()),
+            )
+        };
+        let reflection = Arc::new(RwLock::new(first));
         Ok(LocalServices {
-            routes: Routes::new(health).add_service(v1).add_service(v1alpha),
-            health: tokio::spawn(follow_configuration(reporter, views)),
+            health_routes: Routes::new(health),
+            health: tokio::spawn(follow_configuration(
+                reporter,
+                views,
+                local,
+                (reflection.clone(), listed),
+            )),
+            reflection,
         })
     }
 
@@ -114,7 +127,15 @@ impl LocalServices {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        match self.routes.clone().oneshot(request).await {
+        let routes = if request.uri().path().starts_with("/grpc.health.v1.Health/") {
+            self.health_routes.clone()
+        } else {
+            match self.reflection.read() {
+                Ok(r) => r.clone(),
+                Err(poisoned) => poisoned.into_inner().clone(),
+            }
+        };
+        match routes.oneshot(request).await {
             Ok(response) => response,
             Err(never) => match never {},
         }
@@ -155,6 +176,111 @@ pub fn read_descriptor_sets(dir: &Path) -> Result<Vec<Vec<u8>>, String> {
     Ok(sets)
 }
 
+/// The descriptor sets of the server's own [`DESCRIPTORS_DIR`], with the
+/// services they define.
+struct LocalDescriptors {
+    sets: Vec<Vec<u8>>,
+    services: BTreeSet<String>,
+}
+
+/// The fields of `google.protobuf.FileDescriptorSet` that name services.
+#[derive(Clone, PartialEq, prost::Message)]
+struct FileSet {
+    #[prost(message, repeated, tag = "1")]
+    file: Vec<FileNames>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct FileNames {
+    #[prost(string, optional, tag = "2")]
+    package: Option<String>,
+    #[prost(message, repeated, tag = "6")]
+    service: Vec<ServiceName>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ServiceName {
+    #[prost(string, optional, tag = "1")]
+    name: Option<String>,
+}
+
+/// What reflection lists from the catalogue: (service name, digest) of
+/// each service offered with a descriptor set the server holds.
+type CatalogueKey = Vec<(String, [u8; 32])>;
+
+fn catalogue_key(view: Option<&ConfView>) -> CatalogueKey {
+    let Some(view) = view else { return Vec::new() };
+    let mut key: CatalogueKey = view
+        .described()
+        .iter()
+        .filter(|d| view.descriptor_set(&d.sha256).is_some())
+        .map(|d| (d.service.clone(), d.sha256))
+        .collect();
+    key.sort();
+    key
+}
+
+impl LocalDescriptors {
+    fn new(sets: &[Vec<u8>]) -> Result<Self, String> {
+        let mut services = BTreeSet::new();
+        for set in sets {
+            let names = <FileSet as prost::Message>::decode(set.as_slice())
+                .map_err(|e| format!("server reflection: {e}"))?;
+            for f in names.file {
+                let package = f.package.unwrap_or_default();
+                for s in f.service {
+                    let name = s.name.unwrap_or_default();
+                    services.insert(if package.is_empty() {
+                        name
+                    } else {
+                        format!("{package}.{name}")
+                    });
+                }
+            }
+        }
+        Ok(LocalDescriptors {
+            sets: sets.to_vec(),
+            services,
+        })
+    }
+
+    /// Both reflection services over the local sets and the catalogue's
+    /// sets that `view` holds, listing exactly the services they are for.
+    fn reflection(&self, view: Option<&ConfView>) -> Result<Routes, String> {
+        let mut names: BTreeSet<&str> = self.services.iter().map(String::as_str).collect();
+        names.insert("grpc.health.v1.Health");
+        let mut sets: Vec<&[u8]> = vec![tonic_health::pb::FILE_DESCRIPTOR_SET];
+        sets.extend(self.sets.iter().map(Vec::as_slice));
+        if let Some(view) = view {
+            for d in view.described() {
+                if let Some(set) = view.descriptor_set(&d.sha256) {
+                    names.insert(d.service.as_str());
+                    sets.push(set.bytes());
+                }
+            }
+        }
+        let builder = || {
+            let mut b = tonic_reflection::server::Builder::configure();
+            for set in &sets {
+                b = b.register_encoded_file_descriptor_set(set);
+            }
+            for name in &names {
+                b = b.with_service_name(*name);
+            }
+            b
+        };
+        let v1 = builder()
+            .with_service_name("grpc.reflection.v1.ServerReflection")
+            .build_v1()
+            .map_err(|e| format!("server reflection: {e}"))?;
+        let v1alpha = builder()
+            .with_service_name("grpc.reflection.v1alpha.ServerReflection")
+            .build_v1alpha()
+            .map_err(|e| format!("server reflection: {e}"))?;
+        Ok(Routes::new(v1).add_service(v1alpha))
+    }
+}
+
 /// The server's health as the configuration in force makes it.
 fn status(view: Option<&ConfView>, now: SystemTime) -> ServingStatus {
     match view {
@@ -164,13 +290,33 @@ fn status(view: Option<&ConfView>, now: SystemTime) -> ServingStatus {
 }
 
 /// Sets the overall status at every new configuration and at the expiry
-/// of the one in force; ends when the configuration client goes away.
+/// of the one in force, and rebuilds reflection when the catalogue's
+/// services change; ends when the configuration client goes away.
 async fn follow_configuration(
     reporter: HealthReporter,
     mut views: watch::Receiver<Option<Arc<ConfView>>>,
+    local: LocalDescriptors,
+    (reflection, mut listed): (Arc<RwLock<Routes>>, CatalogueKey),
 ) {
     loop {
         let view = views.borrow_and_update().clone();
+        let key = catalogue_key(view.as_deref());
+        if key != listed {
+            match local.reflection(view.as_deref()) {
+                Ok(routes) => {
+                    match reflection.write() {
+                        Ok(mut r) => *r = routes,
+                        Err(poisoned) => *poisoned.into_inner() = routes,
+                    }
+                    tracing::info!(
+                        services = key.len(),
+                        "server reflection follows the service catalogue"
+                    );
+                }
+                Err(e) => tracing::warn!(error = %e, "server reflection kept as it was"),
+            }
+            listed = key;
+        }
         let now = SystemTime::now();
         let serving = status(view.as_deref(), now);
         reporter.set_service_status("", serving).await;

@@ -1,48 +1,57 @@
 //! The consumer side: calls from the agency's own information systems,
 //! forwarded to the provider's security server.
 //!
-//! [`Consumer::handle`] takes one call through these stages, in order:
+//! [`Consumer::handle`] takes one call through these stages, one module
+//! each, in the order the call meets them; each hands the next a state
+//! that holds what it established:
 //!
-//! 1. read the gRPC path and the Lienthong metadata ([`crate::metadata`]);
-//!    under mutual TLS, the caller's certificate must be pinned for the
-//!    client subsystem it names ([`tls`]);
-//! 2. check the configuration is current, the client subsystem is
-//!    registered on *this* server and the provider offers the service;
-//! 3. read the request (bounded by the message size limit) and digest it;
-//! 4. sign the envelope with the client member's key ([`Keys`]);
-//! 5. log the request durably ([`crate::message_log`]);
-//! 6. send it over a pooled mutual-TLS connection to a server of the
-//!    provider, failing over to the next ([`forward`]);
-//! 7. stream the response back while hashing it, and at its end verify the
-//!    provider's signature and its binding to this request, log, and answer
-//!    ([`crate::body::Observed`]).
+//! 1. [`call`]: read the gRPC path and the Lienthong metadata; under
+//!    mutual TLS, the caller's certificate must be pinned for the client
+//!    subsystem it names ([`tls`]) → [`call::Call`];
+//! 2. [`check`]: the configuration is current, the client subsystem is
+//!    registered on *this* server and the provider offers the service →
+//!    [`check::Checked`];
+//! 3. [`sign`]: read the request (bounded, kept in the chunks it came in,
+//!    hashed as they come) and sign its envelope with the client member's
+//!    key → [`sign::Signed`];
+//! 4. [`log_request`]: queue the request record; it becomes durable while
+//!    the request travels → [`log_request::Logged`];
+//! 5. [`forward`]: send it over a pooled mutual-TLS connection to a server
+//!    of the provider, failing over to the next → [`forward::Forwarded`];
+//! 6. [`verify`]: at the response's end, check the provider's signature
+//!    and its binding to this request and to what arrived;
+//! 7. [`answer`]: stream the response back, and at its end log it and
+//!    send the trailers — only once both records are durable.
+//!
+//! A fault at any stage becomes its record, span outcome and answer in
+//! one place, [`crate::refusal`].
 
+pub mod answer;
+pub mod call;
+pub mod check;
 pub mod forward;
 pub mod local;
-mod response;
+pub mod log_request;
+pub mod sign;
 pub mod tls;
+pub mod verify;
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::Full;
 use lienthong_certs::Fingerprint;
-use lienthong_proto::canonical;
-use lienthong_proto::pb::exchange::v1::{RequestEnvelope, RequestHeader};
-use prost::Message;
 use tonic::body::Body;
 
-use crate::body::read_bounded;
+use crate::conf_client::ConfClient;
 use crate::conf_client::view::unix_ms;
-use crate::conf_client::{ConfClient, ConfView};
-use crate::faults::{FAULT_HEADER, Fault, FaultError};
+use crate::faults::{Fault, FaultError};
 use crate::keys::Keys;
 use crate::message_log::{LogRecord, MessageLog, Phase, Role};
-use crate::metadata::{self, CallMetadata, GrpcPath, Target};
+use crate::metadata::CallMetadata;
+use crate::refusal::Refusal;
 use crate::telemetry::{self, Side};
-use response::{grpc_status, header_text, set_message_id};
 
 pub use forward::ProviderPool;
 pub use local::LocalServices;
@@ -64,6 +73,8 @@ pub struct Consumer {
     signers: Arc<crate::batch::Signers>,
     /// Health and reflection, answered by this server itself.
     local: LocalServices,
+    /// Benchmark floor only: no envelope, no signature, no log.
+    pass_through: bool,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -71,17 +82,6 @@ impl std::fmt::Debug for Consumer {
         f.debug_struct("Consumer")
             .field("server", &self.keys.server)
             .finish_non_exhaustive()
-    }
-}
-
-/// Waits for a queued record to be durable.
-async fn durable(
-    queued: tokio::task::JoinHandle<Result<(), crate::message_log::LogError>>,
-) -> Result<(), FaultError> {
-    match queued.await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(Fault::ConsumerLogFailed.with(e.0)),
-        Err(e) => Err(Fault::ConsumerLogFailed.with(e.to_string())),
     }
 }
 
@@ -103,15 +103,16 @@ fn message_id_at(now: SystemTime) -> String {
     hex::encode(b)
 }
 
-/// An exchange as far as the consumer got: what its log records need.
+/// What the consumer's records of one exchange say, as far as it got.
+/// Each stage's state owns one and adds what it established.
 #[derive(Clone)]
-struct Exchange {
+pub struct Facts {
     started: Instant,
-    call: Option<CallMetadata>,
     service: String,
     method: String,
     message_id: String,
     request_digest: [u8; 32],
+    /// The provider's server that answered.
     peer: String,
     /// This side's span; it ends when the last clone (held until the
     /// response's end) drops.
@@ -120,23 +121,45 @@ struct Exchange {
     forward: tracing::Span,
 }
 
-impl Exchange {
-    fn record(&self, phase: Phase) -> LogRecord {
-        let c = self.call.as_ref();
+impl Facts {
+    fn new(span: tracing::Span) -> Self {
+        Facts {
+            started: Instant::now(),
+            service: String::new(),
+            method: String::new(),
+            message_id: String::new(),
+            request_digest: [0; 32],
+            peer: String::new(),
+            span,
+            forward: tracing::Span::none(),
+        }
+    }
+
+    /// The exchange's id.
+    pub fn message_id(&self) -> &str {
+        &self.message_id
+    }
+
+    /// A record of this exchange. `call` is the call once it was checked
+    /// against the configuration: only a call this server may make, with
+    /// fields the instance accepts, goes into its records; before that a
+    /// record carries no client, subject, purpose or official, so no one
+    /// can put words into a citizen's trace in another client's name.
+    fn record(&self, phase: Phase, call: Option<&CallMetadata>) -> LogRecord {
         LogRecord {
             role: Role::Consumer,
             phase,
             at_ms: unix_ms(SystemTime::now()),
             message_id: self.message_id.clone(),
-            client: c.map(|c| c.client.to_string()).unwrap_or_default(),
-            service: match c {
+            client: call.map(|c| c.client.to_string()).unwrap_or_default(),
+            service: match call {
                 Some(c) => format!("{}/{}", c.target, self.service),
                 None => self.service.clone(),
             },
             method: self.method.clone(),
-            user_id: c.map(|c| c.user_id.clone()).unwrap_or_default(),
-            purpose: c.map(|c| c.purpose.clone()).unwrap_or_default(),
-            data_subject: c.map(|c| c.data_subject.clone()).unwrap_or_default(),
+            user_id: call.map(|c| c.user_id.clone()).unwrap_or_default(),
+            purpose: call.map(|c| c.purpose.clone()).unwrap_or_default(),
+            data_subject: call.map(|c| c.data_subject.clone()).unwrap_or_default(),
             peer: self.peer.clone(),
             request_digest: self.request_digest.to_vec(),
             payload_digest: Vec::new(),
@@ -144,18 +167,18 @@ impl Exchange {
             envelope: Vec::new(),
             grpc_status: 0,
             fault: String::new(),
-            withheld_until_ms: c.map_or(0, |c| c.withheld_until_ms),
+            withheld_until_ms: call.map_or(0, |c| c.withheld_until_ms),
             duration_us: self.started.elapsed().as_micros() as u64,
             body: None,
             pruned: None,
         }
     }
 
-    fn fault_record(&self, f: &FaultError) -> LogRecord {
-        let mut r = self.record(Phase::Fault);
-        r.grpc_status = f.fault.status() as i32;
-        r.fault = f.fault.code().to_owned();
-        r
+    /// The refusal of this exchange with `fault`.
+    fn refused(&self, fault: FaultError, call: Option<&CallMetadata>) -> Refusal {
+        Refusal::new(fault, self.record(Phase::Fault, call))
+            .span(&self.span)
+            .span(&self.forward)
     }
 }
 
@@ -179,7 +202,16 @@ impl Consumer {
             require_pins,
             signers: shared.signers,
             local,
+            pass_through: false,
         }
+    }
+
+    /// Makes this side a bare mutual-TLS gateway (no envelope, signature,
+    /// access check or log): the floor `lienthong bench` measures the
+    /// guarantees against. Never for real traffic.
+    pub fn dangerous_pass_through(mut self) -> Self {
+        self.pass_through = true;
+        self
     }
 
     /// Handles one call from an information system (see the module docs);
@@ -196,245 +228,44 @@ impl Consumer {
         if LocalServices::claims(&request) {
             return self.local.call(request).await;
         }
-        let mut ex = Exchange {
-            started: Instant::now(),
-            call: None,
-            service: String::new(),
-            method: String::new(),
-            message_id: String::new(),
-            request_digest: [0; 32],
-            peer: String::new(),
-            span: telemetry::exchange_span(Side::Consumer, &self.keys.server),
-            forward: tracing::Span::none(),
-        };
-        match self.exchange(system_cert, request, &mut ex).await {
+        let span = telemetry::exchange_span(Side::Consumer, &self.keys.server);
+        match self.pipeline(system_cert, request, span).await {
             Ok(response) => response,
-            Err(fault) => {
-                tracing::info!(fault = %fault, message_id = %ex.message_id, "call refused");
-                telemetry::outcome(&ex.span, fault.fault.status() as i32, fault.fault.code());
-                telemetry::outcome(&ex.forward, fault.fault.status() as i32, fault.fault.code());
-                // A refusal is logged too; if even that fails, say so.
-                let mut response = match self.log.append(ex.fault_record(&fault)).await {
-                    Ok(()) => fault.into_response(),
-                    Err(e) => Fault::ConsumerLogFailed.with(e.0).into_response(),
-                };
-                if !ex.message_id.is_empty() {
-                    set_message_id(response.headers_mut(), &ex.message_id);
+            Err(refusal) => {
+                let message_id = refusal.record.message_id.clone();
+                let mut response = refusal
+                    .settle(&*self.log, Fault::ConsumerLogFailed)
+                    .await
+                    .into_response();
+                if !message_id.is_empty() {
+                    answer::set_message_id(response.headers_mut(), &message_id);
                 }
                 response
             }
         }
     }
 
-    async fn exchange<B>(
+    /// The stages, in order.
+    async fn pipeline<B>(
         self: &Arc<Self>,
         system_cert: Option<Fingerprint>,
         request: Request<B>,
-        ex: &mut Exchange,
-    ) -> Result<Response<Body>, FaultError>
+        span: tracing::Span,
+    ) -> Result<Response<Body>, Refusal>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        // 1. Path and metadata.
-        let (parts, body) = request.into_parts();
-        let path = metadata::parse_path(parts.uri.path())?;
-        ex.service = path.service.to_owned();
-        ex.method = path.method.to_owned();
-        let call = metadata::parse_call(&parts.headers)?;
-        ex.message_id = call.message_id.clone().unwrap_or_else(new_message_id);
-        telemetry::adopt(&ex.span, &call.traceparent, &call.tracestate);
-        telemetry::describe(&ex.span, &call.client, path.service, path.method);
-        telemetry::message_id(&ex.span, &ex.message_id);
-        if self.require_pins {
-            let policy = self.policies.current();
-            let pinned = system_cert.is_some_and(|fp| policy.pinned_for(&fp, &call.client));
-            if !pinned {
-                return Err(Fault::ClientUnauthenticated.with(format!(
-                    "this information system's certificate is not pinned for {}; pin it with `lienthong server clients pin`",
-                    call.client
-                )));
-            }
+        let pins = self.require_pins.then(|| self.policies.current());
+        let call = call::parse(request, system_cert, pins.as_deref(), span)?;
+        let checked = check::against_configuration(call, &self.conf, &self.keys.server)?;
+        if self.pass_through {
+            return forward::pass_through(checked, &self.pool).await;
         }
-
-        // 2. Configuration, client and service.
-        let view = self.current_view()?;
-        self.check_call(&view, &call, &path)?;
-        // Only a call this server may make, with fields the instance
-        // accepts, goes into its records: a refusal before this point is
-        // logged without client, subject, purpose or official, so no one
-        // can put words into a citizen's trace in another client's name.
-        ex.call = Some(call.clone());
-
-        // 3. The request, bounded.
-        let payload = read_bounded(
-            body,
-            self.max_message,
-            Fault::MessageTooLarge,
-            Fault::BadRequest,
-        )
-        .await?;
-
-        // 4. Sign.
-        let signer = self.signers.get(&call.client.member).ok_or_else(|| {
-            Fault::NoSigningKey.with(format!(
-                "this server holds no signing key for {}; register the client here with `lienthong server clients add`",
-                call.client.member
-            ))
-        })?;
-        let payload_digest = lienthong_proto::sha256(&payload);
-        // The provider's span becomes a child of the call's CLIENT span;
-        // without span export the caller's context travels on unchanged.
-        ex.forward = telemetry::client_span(&ex.span, path.service, path.method);
-        let (traceparent, tracestate) = telemetry::propagate(&ex.forward)
-            .unwrap_or_else(|| (call.traceparent.clone(), call.tracestate.clone()));
-        let header = RequestHeader {
-            message_id: ex.message_id.clone(),
-            client: Some((&call.client).into()),
-            service: Some(lienthong_proto::pb::identifiers::v1::ServiceId {
-                provider: match &call.target {
-                    Target::Provider(p) => Some(p.into()),
-                    Target::Server(_) => None,
-                },
-                service_code: path.service.to_owned(),
-                version: String::new(),
-            }),
-            method: path.method.to_owned(),
-            user_id: call.user_id.clone(),
-            purpose: call.purpose.clone(),
-            data_subject: call.data_subject.clone(),
-            created_at_unix_ms: unix_ms(SystemTime::now()),
-            payload_digest: payload_digest.to_vec(),
-            payload_size: payload.len() as u64,
-            traceparent,
-            tracestate,
-            withheld_until_unix_ms: call.withheld_until_ms,
-            target_server: match &call.target {
-                Target::Server(s) => Some(s.into()),
-                Target::Provider(_) => None,
-            },
-        };
-        ex.request_digest = canonical::digest(&canonical::request_header(&header));
-        let signature = signer
-            .sign(ex.request_digest)
-            .await
-            .map_err(|e| Fault::ConsumerInternal.with(format!("signing failed: {e}")))?;
-        let envelope_bytes = RequestEnvelope {
-            header: Some(header),
-            signature: Some(signature),
-        }
-        .encode_to_vec();
-
-        // The envelope travels in a header (base64) and, as bytes, in the
-        // request record.
-        let mut headers = parts.headers;
-        metadata::strip_lienthong(&mut headers);
-        metadata::put_bin(&mut headers, metadata::ENVELOPE, &envelope_bytes);
-
-        // 5. Queue the request record. It becomes durable while the request
-        //    travels; the answer waits for it (records become durable in the
-        //    order they were appended), so no answer leaves before it.
-        let mut record = ex.record(Phase::Request);
-        record.payload_digest = payload_digest.to_vec();
-        record.payload_size = payload.len() as u64;
-        record.envelope = envelope_bytes;
-        let log_bodies = self.policies.current().logs_bodies(&call.client);
-        if log_bodies {
-            record.body = Some(payload.clone());
-        }
-        let request_durable = tokio::spawn(self.log.append(record));
-
-        // 6. Forward, failing over between the provider's servers.
-        let make = || {
-            let mut r = Request::new(Body::new(Full::new(payload.clone())));
-            *r.method_mut() = http::Method::POST;
-            *r.uri_mut() = parts.uri.path().parse().unwrap_or_default();
-            *r.headers_mut() = headers.clone();
-            r
-        };
-        let (server, response) = self.pool.send(&view, &call.target, make).await?;
-        ex.peer = server.to_string();
-        if let Some(entry) = view.server(&server) {
-            telemetry::server_address(&ex.forward, &entry.address);
-        }
-        if response.headers().contains_key("grpc-status") {
-            // Trailers-only: a refusal by the provider's server, passed on
-            // once it is logged.
-            durable(request_durable).await?;
-            let mut r = ex.record(Phase::Fault);
-            r.grpc_status = grpc_status(response.headers());
-            r.fault = header_text(response.headers(), FAULT_HEADER);
-            telemetry::outcome(&ex.span, r.grpc_status, &r.fault);
-            telemetry::outcome(&ex.forward, r.grpc_status, &r.fault);
-            self.log
-                .append(r)
-                .await
-                .map_err(|e| Fault::ConsumerLogFailed.with(e.0))?;
-            let mut response = response;
-            set_message_id(response.headers_mut(), &ex.message_id);
-            return Ok(response);
-        }
-
-        // 7. Verify the response as it streams back.
-        Ok(self.answer(response, ex.clone(), view, log_bodies, request_durable))
-    }
-
-    fn current_view(&self) -> Result<Arc<ConfView>, FaultError> {
-        let view = self.conf.view().ok_or_else(|| {
-            Fault::ConsumerConfExpired.with("no global configuration has been downloaded yet")
-        })?;
-        if view.is_expired(SystemTime::now()) {
-            return Err(Fault::ConsumerConfExpired.with(format!(
-                "configuration version {} expired at {}; the registry has not been reachable — check `lienthong server status`",
-                view.version,
-                lienthong_certs::verify::fmt_time(view.expires_at_ms / 1000)
-            )));
-        }
-        Ok(view)
-    }
-
-    fn check_call(
-        &self,
-        view: &ConfView,
-        call: &CallMetadata,
-        path: &GrpcPath<'_>,
-    ) -> Result<(), FaultError> {
-        if !view.serves(&self.keys.server, &call.client) {
-            if view.knows_subsystem(&call.client) {
-                return Err(Fault::ClientNotOnThisServer.with(format!(
-                    "{} is registered on another security server, not on {}",
-                    call.client, self.keys.server
-                )));
-            }
-            return Err(Fault::UnknownClient.with(format!(
-                "{} is not a registered client of any security server",
-                call.client
-            )));
-        }
-        if let Err(refusal) = crate::withholding::check(
-            view.withholding_grants(),
-            view.groups_of(&call.client),
-            unix_ms(SystemTime::now()),
-            call.withheld_until_ms,
-        ) {
-            return Err(Fault::WithholdingNotAllowed.with(format!(
-                "{} may not withhold this exchange until unix ms {}: {refusal}",
-                call.client, call.withheld_until_ms
-            )));
-        }
-        let offered = match &call.target {
-            Target::Provider(p) => view.offers(p, path.service) && !view.servers_of(p).is_empty(),
-            Target::Server(s) => {
-                metadata::BUILTIN_SERVICES.contains(&path.service) && view.server(s).is_some()
-            }
-        };
-        if !offered {
-            return Err(Fault::UnknownService.with(format!(
-                "{} does not offer {} over the bus",
-                call.target, path.service
-            )));
-        }
-        crate::fields::check_call(view, call, path.service)
+        let signed = sign::sign(checked, &self.signers, self.max_message).await?;
+        let logged = log_request::queue(signed, &*self.log, &self.policies);
+        let forwarded = forward::forward(logged, &self.pool).await?;
+        answer::answer(forwarded, self.log.clone(), self.max_message).await
     }
 }
 
@@ -450,7 +281,7 @@ mod tests {
         let b = message_id_at(t);
         let later = message_id_at(t + Duration::from_millis(1));
         assert_eq!(a.len(), 32);
-        assert!(metadata::check_message_id(&a).is_ok());
+        assert!(crate::metadata::check_message_id(&a).is_ok());
         assert_ne!(a, b, "80 random bits");
         assert_eq!(a[..12], b[..12]);
         assert_eq!(&a[..12], format!("{:012x}", 1_795_000_000_123u64));

@@ -240,3 +240,100 @@ fn descriptor_sets_are_read_in_name_order_and_garbage_is_named() {
         "{e}"
     );
 }
+
+/// A current configuration in which the population registry offers its
+/// PersonRegistry with `set` in the catalogue, held when `held`.
+fn view_with_catalogue(set: &[u8], held: bool) -> Arc<ConfView> {
+    use lienthong_proto::catalogue::DescriptorSet;
+    use lienthong_proto::id::SubsystemId;
+    use lienthong_proto::pb::globalconf::v1::Service as ServiceEntry;
+    let population: SubsystemId = "VN-TEST/GOV/000102/population".parse().unwrap();
+    let now = SystemTime::now();
+    let now_ms = now.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    let conf = GlobalConfiguration {
+        instance: "VN-TEST".into(),
+        version: 8,
+        created_at_unix_ms: now_ms - 1_000,
+        expires_at_unix_ms: now_ms + 600_000,
+        services: vec![ServiceEntry {
+            id: Some(
+                (&population
+                    .service("population.v1.PersonRegistry", None)
+                    .unwrap())
+                    .into(),
+            ),
+            descriptor_set_sha256: lienthong_proto::sha256(set).to_vec(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let conf_view = ConfView::build(&conf, now).unwrap();
+    let mut sets = std::collections::BTreeMap::new();
+    if held {
+        let parsed = DescriptorSet::parse(set.to_vec()).unwrap();
+        sets.insert(parsed.sha256(), parsed);
+    }
+    Arc::new(conf_view.with_descriptor_sets(&sets))
+}
+
+#[tokio::test]
+async fn reflection_follows_the_catalogue_of_the_configuration_in_force() {
+    let population = descriptor_set("population.v1", "PersonRegistry");
+    let tax = descriptor_set("tax.v1", "TaxRegistry");
+    let own = [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "tax.v1.TaxRegistry",
+    ];
+    // Not held yet (still downloading): not listed.
+    let (views, channel) = start(
+        Some(view_with_catalogue(&population, false)),
+        std::slice::from_ref(&tax),
+    );
+    assert_eq!(listed(channel.clone()).await, own);
+
+    // Held: listed beside the server's own descriptors, and described.
+    views.send_replace(Some(view_with_catalogue(&population, true)));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while listed(channel.clone()).await.len() != 4 {
+        assert!(tokio::time::Instant::now() < deadline, "never listed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        listed(channel.clone()).await,
+        [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "population.v1.PersonRegistry",
+            "tax.v1.TaxRegistry",
+        ]
+    );
+    let ask = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol(
+            "population.v1.PersonRegistry".into(),
+        )),
+    };
+    let answer = ServerReflectionClient::new(channel.clone())
+        .server_reflection_info(tokio_stream::iter([ask]))
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .unwrap();
+    let Some(MessageResponse::FileDescriptorResponse(files)) = answer.message_response else {
+        panic!("no file: {answer:?}");
+    };
+    let file = File::decode(files.file_descriptor_proto[0].as_slice()).unwrap();
+    assert_eq!(file.name, "population.v1.proto");
+
+    // A configuration without it: no longer listed.
+    views.send_replace(Some(view(600_000)));
+    while listed(channel.clone()).await.len() != 3 {
+        assert!(tokio::time::Instant::now() < deadline, "still listed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(listed(channel).await, own);
+}
