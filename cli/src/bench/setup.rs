@@ -1,6 +1,7 @@
 //! The benchmark's instance: an echo backend, a registry (in this process:
-//! it is not on the data path), and four security servers as processes —
-//! a consumer and a provider with the message log, and a pair without.
+//! it is not on the data path), and security servers as processes — a
+//! consumer and a provider with the message log, a pair without, and, when
+//! the server has the mode, a pair in pass-through mode (the floor).
 //! Everything joins through the real registration workflow.
 
 use std::net::SocketAddr;
@@ -34,45 +35,112 @@ pub struct Proc {
     log: PathBuf,
 }
 
+/// User + system CPU seconds a process spent so far (0 once it is gone).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (tick(11) + tick(12)) / CLK_TCK
+}
+
+/// Peak resident memory of a process, KiB (0 once it is gone).
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 impl Proc {
-    /// User + system CPU seconds so far.
-    pub fn cpu_seconds(&self) -> f64 {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())) else {
-            return 0.0;
-        };
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map_or("", |(_, rest)| rest)
-            .split_whitespace()
-            .collect();
-        let tick = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        (tick(11) + tick(12)) / CLK_TCK
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
-    /// Peak resident memory, KiB.
-    pub fn peak_rss_kib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmHWM:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|v| v.parse().ok())
-            })
-            .unwrap_or(0)
+    /// User + system CPU seconds so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(self.pid())
     }
+
+    /// The last lines the server wrote to its log (for a failure report).
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(5)..].join("\n")
+    }
+}
+
+/// The pairs of security servers the benchmark runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pair {
+    /// Everything on, message log included.
+    Log,
+    /// The message log off (`--dangerous-disable-message-log`).
+    NoLog,
+    /// Pass-through mode (`--dangerous-pass-through`): mutual TLS and HTTP/2
+    /// on both sides, no envelope, no log. A floor for the benchmark only.
+    PassThrough,
+}
+
+impl Pair {
+    fn tag(self) -> &'static str {
+        match self {
+            Pair::Log => "log",
+            Pair::NoLog => "nolog",
+            Pair::PassThrough => "pass",
+        }
+    }
+
+    fn flags(self) -> &'static [&'static str] {
+        match self {
+            Pair::Log => &[],
+            Pair::NoLog => &["--dangerous-disable-message-log"],
+            Pair::PassThrough => &[],
+        }
+    }
+}
+
+/// The flag of `server serve` that turns the pass-through mode on, if this
+/// build has it (the mode is newer than the benchmark). The flag is hidden
+/// from `--help`, so each spelling is tried before `--help`: clap refuses an
+/// unknown flag before it prints help.
+pub fn pass_through_flag() -> Option<&'static str> {
+    let exe = std::env::current_exe().ok()?;
+    ["--dangerous-pass-through", "--pass-through"]
+        .into_iter()
+        .find(|flag| {
+            Command::new(&exe)
+                .args(["server", "serve", flag, "--help"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
 }
 
 /// The running instance.
 pub struct Bus {
     pub backend: SocketAddr,
-    /// consumer (log), provider (log), consumer (no log), provider (no log).
-    procs: Vec<Proc>,
+    /// (pair, consumer, provider), in the order of [`start`]'s `pairs`.
+    procs: Vec<(Pair, Proc, Proc)>,
+    /// Why the pass-through pair is not running, when it was asked for.
+    pub pass_through_skipped: Option<String>,
     registry: Registry,
     _backend_task: tokio::task::JoinHandle<()>,
 }
@@ -85,16 +153,16 @@ fn sub(code: &str, s: &str) -> SubsystemId {
     member(code).subsystem(s).expect("valid subsystem")
 }
 
-fn reserve() -> Result<(std::net::TcpListener, SocketAddr)> {
+pub(super) fn reserve() -> Result<(std::net::TcpListener, SocketAddr)> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     let a = l.local_addr()?;
     Ok((l, a))
 }
 
 impl Bus {
-    /// The metadata of a call through the logged (or unlogged) pair.
-    pub fn metadata(&self, logged: bool) -> MetadataMap {
-        let tag = if logged { "log" } else { "nolog" };
+    /// The metadata of a call through one pair.
+    pub fn metadata(&self, pair: Pair) -> MetadataMap {
+        let tag = pair.tag();
         let mut m = MetadataMap::new();
         let ascii = |s: String| s.parse().expect("identifiers are ASCII");
         m.insert(
@@ -111,24 +179,29 @@ impl Bus {
         m
     }
 
-    /// (consumer, provider) of one pair.
-    pub fn pair(&self, logged: bool) -> (&Proc, &Proc) {
-        let i = if logged { 0 } else { 2 };
-        (&self.procs[i], &self.procs[i + 1])
+    /// (consumer, provider) of one pair, if it runs.
+    pub fn pair(&self, pair: Pair) -> Option<(&Proc, &Proc)> {
+        self.procs
+            .iter()
+            .find(|(p, _, _)| *p == pair)
+            .map(|(_, c, p)| (c, p))
     }
 
-    pub fn consumer_addr(&self, logged: bool) -> SocketAddr {
-        self.pair(logged).0.consumer
-    }
-
-    pub fn peak_rss_kib(&self) -> [(String, u64); 4] {
-        std::array::from_fn(|i| (self.procs[i].name.clone(), self.procs[i].peak_rss_kib()))
+    /// Peak resident memory of every server, KiB.
+    pub fn peak_rss_kib(&self) -> Vec<(String, u64)> {
+        self.procs
+            .iter()
+            .flat_map(|(_, c, p)| [c, p])
+            .map(|p| (p.name.clone(), peak_rss_kib(p.pid())))
+            .collect()
     }
 
     /// The logged pair's last group-commit statistics, from their logs.
     pub fn log_batches(&self) -> String {
-        self.procs[..2]
-            .iter()
+        self.pair(Pair::Log)
+            .map(|(c, p)| [c, p])
+            .into_iter()
+            .flatten()
             .map(|p| {
                 let text = std::fs::read_to_string(&p.log).unwrap_or_default();
                 let last = text
@@ -155,9 +228,10 @@ impl Bus {
     pub async fn grow_services(&self, total: usize) -> Result<()> {
         use lienthong_central_registry::model::Change;
         let store = self.registry.store();
-        // The two echo services are the instance's own; the rest are filler.
-        let filler = store.snapshot()?.services.len().saturating_sub(2);
-        let wanted = total.saturating_sub(2);
+        // One echo service per pair is the instance's own; the rest are filler.
+        let own = self.procs.len();
+        let filler = store.snapshot()?.services.len().saturating_sub(own);
+        let wanted = total.saturating_sub(own);
         let mut changes = Vec::new();
         if filler == 0 && wanted > 0 {
             changes.push(Change::AddMember {
@@ -186,9 +260,9 @@ impl Bus {
     }
 
     pub fn stop(mut self) {
-        for p in &mut self.procs {
-            let _ = p.child.kill();
-            let _ = p.child.wait();
+        for (_, c, p) in &mut self.procs {
+            kill(c);
+            kill(p);
         }
         drop(self.registry);
     }
@@ -221,7 +295,7 @@ async fn join_server(
     Ok(())
 }
 
-fn spawn(name: &str, dir: &Path, provider: std::net::TcpListener, logged: bool) -> Result<Proc> {
+fn spawn(name: &str, dir: &Path, provider: std::net::TcpListener, flags: &[&str]) -> Result<Proc> {
     let provider_addr = provider.local_addr()?;
     drop(provider);
     let (c, consumer) = reserve()?;
@@ -244,9 +318,7 @@ fn spawn(name: &str, dir: &Path, provider: std::net::TcpListener, logged: bool) 
         "--admin-listen",
         "127.0.0.1:0",
     ]);
-    if !logged {
-        cmd.arg("--dangerous-disable-message-log");
-    }
+    cmd.args(flags);
     if let Ok(w) = std::env::var("LIENTHONG_WORKER_THREADS") {
         cmd.env("LIENTHONG_WORKER_THREADS", w);
     }
@@ -262,19 +334,36 @@ fn spawn(name: &str, dir: &Path, provider: std::net::TcpListener, logged: bool) 
     })
 }
 
-async fn wait_for(addr: SocketAddr) -> Result<()> {
+/// Waits until a server listens on its consumer port; fails early if it exits.
+async fn wait_for(p: &mut Proc) -> Result<()> {
     let started = Instant::now();
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
+    while tokio::net::TcpStream::connect(p.consumer).await.is_err() {
+        if let Ok(Some(status)) = p.child.try_wait() {
+            return Err(format!("{} exited at start ({status})", p.name).into());
+        }
         if started.elapsed() > Duration::from_secs(30) {
-            return Err(format!("a security server did not start listening on {addr}").into());
+            return Err(format!("{} did not start listening on {}", p.name, p.consumer).into());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
 }
 
-/// Sets everything up under `dir`.
-pub async fn start(dir: &Path) -> Result<Bus> {
+fn kill(p: &mut Proc) {
+    let _ = p.child.kill();
+    let _ = p.child.wait();
+}
+
+/// A server the benchmark started does not outlive it, even on an error.
+impl Drop for Proc {
+    fn drop(&mut self) {
+        kill(self);
+    }
+}
+
+/// Sets everything up under `dir`, with one pair of servers for each of
+/// `pairs`; a pass-through pair is started with `pass_through_flag`.
+pub async fn start(dir: &Path, pairs: &[Pair], pass_through_flag: Option<&str>) -> Result<Bus> {
     let (backend, backend_task) = echo::start().await?;
     let (reg_listener, reg_addr) = reserve()?;
     let mut opts = InitOptions::new("BENCH", &reg_addr.to_string());
@@ -297,7 +386,7 @@ pub async fn start(dir: &Path) -> Result<Bus> {
         })
         .await?;
     }
-    for tag in ["log", "nolog"] {
+    for tag in pairs.iter().map(|p| p.tag()) {
         for s in [
             sub("1", &format!("client-{tag}")),
             sub("2", &format!("echo-{tag}")),
@@ -316,7 +405,12 @@ pub async fn start(dir: &Path) -> Result<Bus> {
     }
 
     let mut procs = Vec::new();
-    for (tag, logged) in [("log", true), ("nolog", false)] {
+    for &pair in pairs {
+        let tag = pair.tag();
+        let mut flags = pair.flags().to_vec();
+        if pair == Pair::PassThrough {
+            flags.extend(pass_through_flag);
+        }
         let consumer_dir = dir.join(format!("consumer-{tag}"));
         let provider_dir = dir.join(format!("provider-{tag}"));
         let client_sub = sub("1", &format!("client-{tag}"));
@@ -354,25 +448,60 @@ pub async fn start(dir: &Path) -> Result<Bus> {
             service: echo::SERVICE.into(),
             method: None,
         })?;
-        procs.push(spawn(
-            &format!("consumer server ({tag})"),
-            &consumer_dir,
-            cl,
-            logged,
-        )?);
-        procs.push(spawn(
-            &format!("provider server ({tag})"),
-            &provider_dir,
-            pl,
-            logged,
-        )?);
+        procs.push((
+            pair,
+            spawn(
+                &format!("consumer server ({tag})"),
+                &consumer_dir,
+                cl,
+                &flags,
+            )?,
+            spawn(
+                &format!("provider server ({tag})"),
+                &provider_dir,
+                pl,
+                &flags,
+            )?,
+        ));
     }
-    for p in &procs {
-        wait_for(p.consumer).await?;
+    let mut pass_through_skipped = None;
+    let mut running = Vec::new();
+    let mut failed = None;
+    for (pair, mut c, mut p) in procs {
+        let started = match wait_for(&mut c).await {
+            Ok(()) => wait_for(&mut p).await,
+            e => e,
+        };
+        match (started, pair) {
+            (Ok(()), _) => running.push((pair, c, p)),
+            // The floor is a benchmark mode: without it the rest still runs.
+            (Err(e), Pair::PassThrough) => {
+                pass_through_skipped = Some(format!(
+                    "{e}; the servers' logs end: {} | {}",
+                    c.log_tail(),
+                    p.log_tail()
+                ));
+                kill(&mut c);
+                kill(&mut p);
+            }
+            (Err(e), _) => {
+                kill(&mut c);
+                kill(&mut p);
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = failed {
+        for (_, c, p) in &mut running {
+            kill(c);
+            kill(p);
+        }
+        return Err(e);
     }
     Ok(Bus {
         backend,
-        procs,
+        procs: running,
+        pass_through_skipped,
         registry,
         _backend_task: backend_task,
     })
