@@ -14,6 +14,8 @@
 //!   and asking about them; [`consent`] is a member's signature allowing a
 //!   signing certificate in its name on another member's server.
 //! * [`operator`] — the officer's and observer's token-authenticated client.
+//! * [`catalogue`] — services' descriptor sets, downloaded by the digest
+//!   the configuration names them by.
 //!
 //! Errors keep their causes: [`error_chain`] prints a transport error with
 //! everything under it, where rustls says what actually went wrong.
@@ -21,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod anchor;
+pub mod catalogue;
 pub mod configuration;
 mod connect;
 pub mod consent;

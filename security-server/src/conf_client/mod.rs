@@ -11,6 +11,14 @@
 //! between the registry addresses of the anchor and of the configuration
 //! in force (a registry's nodes), starting with the one that answered last.
 //!
+//! The services' descriptor sets that the configuration names by digest
+//! (the service catalogue) are kept beside the cached configuration, in
+//! [`CATALOGUE_DIR`], one file per digest: after each poll the client
+//! downloads those it lacks, checks each against its digest, and republishes
+//! the view holding them, so reflection on the consumer port lists them. A
+//! set the registry cannot give is asked for again at the next poll; it
+//! never holds up the configuration itself.
+//!
 //! A poll can also be asked for ([`ConfClient::poll_now`]): the provider
 //! side asks when a peer presents a certificate the configuration does not
 //! pin, which is what a server that joined since the last poll looks like.
@@ -19,16 +27,22 @@
 
 pub mod view;
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use lienthong_certs::tls::{Trust, TrustStore};
+use lienthong_proto::catalogue::DescriptorSet;
 use lienthong_proto::pb::globalconf::v1::{Anchor, SignedConfiguration};
-use lienthong_registry_client::{Registries, configuration};
+use lienthong_registry_client::{Registries, catalogue, configuration};
 use tokio::sync::{Notify, watch};
 
 pub use view::ConfView;
+
+/// The directory, beside the cached configuration, of the catalogue's
+/// descriptor sets (`<sha256 hex>.binpb`).
+pub const CATALOGUE_DIR: &str = "catalogue";
 
 /// First retry delay after a failed download.
 pub const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -135,6 +149,8 @@ impl ConfClient {
         let decoded =
             configuration::verify(&self.anchor, signed, held, now).map_err(|e| e.to_string())?;
         let view = ConfView::build(&decoded, now)?;
+        let held = read_descriptor_sets(&self.catalogue_dir(), &view);
+        let view = view.with_descriptor_sets(&held);
         for s in &view.skipped {
             tracing::warn!(version = view.version, entry = %s, "configuration entry skipped");
         }
@@ -177,6 +193,65 @@ impl ConfClient {
         }
     }
 
+    /// Where the catalogue's descriptor sets are kept.
+    pub fn catalogue_dir(&self) -> PathBuf {
+        self.cache.with_file_name(CATALOGUE_DIR)
+    }
+
+    /// Downloads the descriptor sets the configuration in force names and
+    /// this server lacks, keeps them on disk, and republishes the view
+    /// holding them. What cannot be downloaded is said and asked for again
+    /// at the next poll.
+    pub async fn complete_catalogue(&self) {
+        let Some(view) = self.view() else { return };
+        let missing = view.missing_descriptor_sets();
+        if missing.is_empty() {
+            return;
+        }
+        let channel = match self.registries.connect(None).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, missing = missing.len(), "service catalogue: descriptor sets not downloaded");
+                return;
+            }
+        };
+        let dir = self.catalogue_dir();
+        let mut fetched = 0;
+        for digest in &missing {
+            let kept = match catalogue::download(channel.clone(), digest).await {
+                Ok(set) => keep_descriptor_set(&dir, digest, set.bytes()),
+                Err(e) => Err(e.to_string()),
+            };
+            match kept {
+                Ok(()) => fetched += 1,
+                Err(e) => tracing::warn!(
+                    sha256 = %hex::encode(digest),
+                    error = %e,
+                    "service catalogue: a descriptor set was not downloaded; asked for again at the next poll"
+                ),
+            }
+        }
+        if fetched == 0 {
+            return;
+        }
+        let held = read_descriptor_sets(&dir, &view);
+        let completed = Arc::new((*view).clone().with_descriptor_sets(&held));
+        // Only onto the version it completes: a newer one read its own sets.
+        self.current.send_if_modified(|current| match current {
+            Some(c) if c.version == completed.version => {
+                *current = Some(completed.clone());
+                true
+            }
+            _ => false,
+        });
+        tracing::info!(
+            version = view.version,
+            downloaded = fetched,
+            "service catalogue: descriptor sets downloaded"
+        );
+        forget_unnamed(&dir, &view);
+    }
+
     /// Downloads a newer configuration if there is one; returns whether
     /// one was installed.
     pub async fn refresh(&self) -> Result<bool, String> {
@@ -189,12 +264,14 @@ impl ConfClient {
             s.last_error = None;
         });
         let Some(signed) = reply else {
+            self.complete_catalogue().await;
             return Ok(false);
         };
         let version = self.install(&signed, held)?;
         configuration::write_cached(&self.cache, &signed)
             .map_err(|e| format!("cannot keep the configuration on disk: {e}"))?;
         tracing::info!(version, "global configuration installed");
+        self.complete_catalogue().await;
         Ok(true)
     }
 
@@ -241,6 +318,72 @@ impl ConfClient {
                 () = tokio::time::sleep(wait) => {}
                 () = self.asked.notified() => {}
             }
+        }
+    }
+}
+
+/// The file of the descriptor set named `sha256`.
+fn descriptor_file(dir: &Path, sha256: &[u8; 32]) -> PathBuf {
+    dir.join(format!("{}.binpb", hex::encode(sha256)))
+}
+
+/// Writes a checked descriptor set where [`read_descriptor_sets`] finds it
+/// (through a temporary file, so a crash leaves no half-written set).
+fn keep_descriptor_set(dir: &Path, sha256: &[u8; 32], bytes: &[u8]) -> Result<(), String> {
+    let keep = || -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let path = descriptor_file(dir, sha256);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, &path)
+    };
+    keep().map_err(|e| format!("cannot keep it in {}: {e}", dir.display()))
+}
+
+/// The descriptor sets `view` names that `dir` holds, each checked against
+/// its digest again (a damaged file is removed, and downloaded anew).
+fn read_descriptor_sets(dir: &Path, view: &ConfView) -> BTreeMap<[u8; 32], DescriptorSet> {
+    let mut held = BTreeMap::new();
+    for d in view.described() {
+        if held.contains_key(&d.sha256) {
+            continue;
+        }
+        let path = descriptor_file(dir, &d.sha256);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "service catalogue: a descriptor set cannot be read");
+                continue;
+            }
+        };
+        match catalogue::accept(&d.sha256, bytes) {
+            Ok(set) => {
+                held.insert(d.sha256, set);
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "service catalogue: a damaged descriptor set removed; it is downloaded again");
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+    held
+}
+
+/// Removes the kept descriptor sets `view` no longer names.
+fn forget_unnamed(dir: &Path, view: &ConfView) {
+    let named: std::collections::HashSet<String> = view
+        .described()
+        .iter()
+        .map(|d| format!("{}.binpb", hex::encode(d.sha256)))
+        .collect();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".binpb") && !named.contains(&name) {
+            let _ = std::fs::remove_file(e.path());
         }
     }
 }

@@ -3,12 +3,14 @@
 //! identifiers are parsed here, and signing certificates verified here
 //! (chain and key usage), so nothing on the data path parses certificates.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use lienthong_certs::signing::VerifyingKey;
 use lienthong_certs::tls::Trust;
 use lienthong_certs::{Fingerprint, verify};
+use lienthong_proto::catalogue::DescriptorSet;
 use lienthong_proto::fields::{DataSubjectFormat, DataSubjectFormats};
 use lienthong_proto::id::{GlobalGroupId, Instance, MemberId, ServerId, SubsystemId};
 use lienthong_proto::pb::globalconf::v1::GlobalConfiguration;
@@ -21,6 +23,16 @@ pub struct ServerEntry {
     pub address: String,
     pub auth_certs: Vec<Fingerprint>,
     pub clients: HashSet<SubsystemId>,
+}
+
+/// A service whose protobuf descriptor set the catalogue holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Described {
+    pub provider: SubsystemId,
+    /// The gRPC service name.
+    pub service: String,
+    /// SHA-256 of its descriptor set.
+    pub sha256: [u8; 32],
 }
 
 /// A member's signing certificate, checked once.
@@ -53,6 +65,10 @@ pub struct ConfView {
     servers_of: HashMap<SubsystemId, Vec<ServerId>>,
     /// (provider subsystem, gRPC service name).
     services: HashSet<(SubsystemId, String)>,
+    /// The services with a descriptor set in the catalogue.
+    described: Vec<Described>,
+    /// The catalogue's descriptor sets this server holds, by digest.
+    descriptor_sets: Arc<BTreeMap<[u8; 32], DescriptorSet>>,
     signing: HashMap<Fingerprint, SigningCert>,
     groups_of: HashMap<SubsystemId, HashSet<GlobalGroupId>>,
     revoked: HashSet<Fingerprint>,
@@ -165,6 +181,7 @@ impl ConfView {
 
         let mut services = HashSet::new();
         let mut personal_data = HashSet::new();
+        let mut described = Vec::new();
         for s in &conf.services {
             let Some((p, provider)) =
                 s.id.as_ref()
@@ -176,6 +193,21 @@ impl ConfView {
             let key = (provider, p.service_code.clone());
             if s.personal_data {
                 personal_data.insert(key.clone());
+            }
+            if !s.descriptor_set_sha256.is_empty() {
+                match <[u8; 32]>::try_from(s.descriptor_set_sha256.as_slice()) {
+                    Ok(sha256) => described.push(Described {
+                        provider: key.0.clone(),
+                        service: key.1.clone(),
+                        sha256,
+                    }),
+                    Err(_) => skipped.push(format!(
+                        "the descriptor set digest of {}/{} ({} bytes, not 32)",
+                        key.0,
+                        key.1,
+                        s.descriptor_set_sha256.len()
+                    )),
+                }
             }
             services.insert(key);
         }
@@ -232,12 +264,51 @@ impl ConfView {
             server_by_cert,
             servers_of,
             services,
+            described,
+            descriptor_sets: Arc::default(),
             signing,
             groups_of,
             revoked,
             trusted_cas,
             skipped,
         })
+    }
+
+    /// The services whose descriptor sets the configuration names, in
+    /// configuration order.
+    pub fn described(&self) -> &[Described] {
+        &self.described
+    }
+
+    /// The descriptor set named `sha256`, when the configuration client
+    /// holds it (downloaded and checked against the digest).
+    pub fn descriptor_set(&self, sha256: &[u8; 32]) -> Option<&DescriptorSet> {
+        self.descriptor_sets.get(sha256)
+    }
+
+    /// The digests the configuration names whose sets are not held, each
+    /// once.
+    pub fn missing_descriptor_sets(&self) -> Vec<[u8; 32]> {
+        let mut missing: Vec<[u8; 32]> = self
+            .described
+            .iter()
+            .map(|d| d.sha256)
+            .filter(|d| !self.descriptor_sets.contains_key(d))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        missing
+    }
+
+    /// This view holding `sets` (those of them that it names).
+    pub fn with_descriptor_sets(mut self, sets: &BTreeMap<[u8; 32], DescriptorSet>) -> Self {
+        let held: BTreeMap<[u8; 32], DescriptorSet> = self
+            .described
+            .iter()
+            .filter_map(|d| Some((d.sha256, sets.get(&d.sha256)?.clone())))
+            .collect();
+        self.descriptor_sets = Arc::new(held);
+        self
     }
 
     /// Whether the configuration may no longer be used at `now`.
