@@ -16,6 +16,7 @@ use lienthong_central_registry::publisher::DEFAULT_CONFIGURATION_VALIDITY_SECS;
 use lienthong_central_registry::store::Database;
 use lienthong_central_registry::{DEFAULT_PORT, Registry, RegistryOptions};
 use lienthong_certs::{Fingerprint, pem};
+use lienthong_proto::catalogue::DescriptorSet;
 use lienthong_proto::fields::printable;
 use lienthong_proto::id::{GlobalGroupId, MemberClass, MemberId, ServerId, ServiceId, SubsystemId};
 use lienthong_proto::pb::globalconf::v1 as pbconf;
@@ -169,15 +170,24 @@ pub enum RegistryCommand {
         #[command(flatten)]
         op: OperatorArgs,
     },
-    /// Publish or withdraw a service.
+    /// Publish or withdraw a service, or publish its protobuf descriptor
+    /// set in the service catalogue (`describe`, or `add --descriptor`):
+    /// security servers then answer gRPC reflection for it, so that
+    /// grpcurl lists and describes it with no .proto file at hand.
     ///
-    /// Example: lienthong registry service add VN/GOV/000102/population/population.v1.PersonRegistry --description "Persons by personal ID"
+    /// Example: lienthong registry service add VN/GOV/000102/population/population.v1.PersonRegistry --description "Persons by personal ID" --descriptor population.binpb
+    /// Example: lienthong registry service describe VN/GOV/000102/population/population.v1.PersonRegistry --descriptor population.binpb
     Service {
         #[arg(value_enum)]
-        action: AddRemove,
+        action: ServiceAction,
         id: String,
         #[arg(long, default_value = "")]
         description: String,
+        /// The service's descriptor set (`protoc --include_imports
+        /// --descriptor_set_out=FILE.binpb …` or `buf build -o FILE.binpb`;
+        /// at most 1 MiB); required by `describe`.
+        #[arg(long, value_name = "FILE.binpb")]
+        descriptor: Option<PathBuf>,
         /// The service handles personal data: every call must name its
         /// data subject (lt-data-subject), or both servers refuse it.
         #[arg(long)]
@@ -343,6 +353,14 @@ pub enum OperatorCommand {
     },
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ServiceAction {
+    Add,
+    Remove,
+    /// Publish (or replace) the descriptor set of a registered service.
+    Describe,
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum AddRemove {
     Add,
@@ -385,6 +403,15 @@ impl OperatorArgs {
 }
 
 /// A refusal as a person reads it.
+/// The descriptor set in `path`, checked as the registry will check it.
+fn read_descriptor(path: &std::path::Path, id: &ServiceId) -> Result<DescriptorSet> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let set = DescriptorSet::parse(bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    set.require_service(&id.service.to_string())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(set)
+}
+
 fn refused(s: tonic::Status) -> Box<dyn std::error::Error> {
     format!("{:?}: {}", s.code(), s.message()).into()
 }
@@ -545,32 +572,58 @@ async fn operate(cmd: RegistryCommand) -> Result<()> {
             action,
             id,
             description,
+            descriptor,
             personal_data,
             op,
         } => {
             let id: ServiceId = id.parse()?;
+            // Checked before anything is registered: a service is never
+            // left published without the set its officer meant to give.
+            let set = match &descriptor {
+                Some(path) if action != ServiceAction::Remove => Some(read_descriptor(path, &id)?),
+                Some(_) => return Err("`remove` takes no --descriptor".into()),
+                None if action == ServiceAction::Describe => {
+                    return Err("`describe` needs --descriptor FILE.binpb".into());
+                }
+                None => None,
+            };
             let mut c = op.client().await?;
-            let r = match action {
-                AddRemove::Add => c
+            if action == ServiceAction::Add {
+                let r = c
                     .add_service(pb::AddServiceRequest {
                         id: Some((&id).into()),
                         description,
                         personal_data,
                     })
                     .await
-                    .map_err(refused)?,
-                AddRemove::Remove => c
+                    .map_err(refused)?;
+                done(&format!("service {id} published"), r.into_inner());
+            }
+            if action == ServiceAction::Remove {
+                let r = c
                     .remove_service(pb::RemoveServiceRequest {
                         id: Some((&id).into()),
                     })
                     .await
-                    .map_err(refused)?,
-            };
-            let what = match action {
-                AddRemove::Add => "published",
-                AddRemove::Remove => "withdrawn",
-            };
-            done(&format!("service {id} {what}"), r.into_inner());
+                    .map_err(refused)?;
+                done(&format!("service {id} withdrawn"), r.into_inner());
+            }
+            if let Some(set) = set {
+                let (digest, services) = (hex::encode(set.sha256()), set.services().join(", "));
+                let r = c
+                    .describe_service(pb::DescribeServiceRequest {
+                        id: Some((&id).into()),
+                        descriptor_set: set.into_bytes(),
+                    })
+                    .await
+                    .map_err(refused)?;
+                done(
+                    &format!(
+                        "descriptor set of {id} in the service catalogue (sha256 {digest}, defines {services})"
+                    ),
+                    r.into_inner(),
+                );
+            }
         }
         RegistryCommand::Group {
             action,
