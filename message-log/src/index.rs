@@ -27,6 +27,11 @@ use crate::{LogError, LogKeys};
 
 /// Most records added in one transaction.
 pub const BATCH: u64 = 20_000;
+/// The index's layout: an index of an older one is rebuilt on open.
+/// (2: the subject index as sorted runs, [`crate::subjects`].)
+const LAYOUT: i64 = 2;
+/// SQLite's page cache per connection, in KiB (negative: SQLite's unit).
+const CACHE_KIB: i64 = -16 * 1024;
 
 const SCHEMA: &str = r#"
     CREATE TABLE IF NOT EXISTS records (
@@ -43,8 +48,6 @@ const SCHEMA: &str = r#"
         -- 1: only the leaf hash is kept (pruned before migration).
         hash_only      INTEGER NOT NULL
     ) STRICT;
-    CREATE INDEX IF NOT EXISTS records_subject ON records (subject_key, leaf_index)
-        WHERE subject_key IS NOT NULL;
     CREATE INDEX IF NOT EXISTS records_message ON records (message_id);
     CREATE TABLE IF NOT EXISTS nodes (
         level INTEGER NOT NULL,
@@ -98,7 +101,23 @@ fn try_open(dir: &Path) -> Result<Connection, LogError> {
     conn.busy_timeout(std::time::Duration::from_secs(30))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // Room for a batch's dirty pages: a smaller cache spills them into the
+    // WAL half-way through the transaction and reads them back.
+    conn.pragma_update(None, "cache_size", CACHE_KIB)?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let tables: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE name = 'records'",
+        [],
+        |r| r.get(0),
+    )?;
+    if version < LAYOUT && tables > 0 {
+        return Err(LogError(format!(
+            "index layout {version}, this version keeps layout {LAYOUT}"
+        )));
+    }
     conn.execute_batch(SCHEMA)?;
+    conn.execute_batch(crate::subjects::SCHEMA)?;
+    conn.pragma_update(None, "user_version", LAYOUT)?;
     // Readable at all (a full integrity check would read the whole index:
     // seconds at ten million records, on every start). A page damaged
     // deeper fails its query later; deleting index.db rebuilds it.
@@ -124,6 +143,7 @@ pub fn cut_back(conn: &mut Connection, size: u64) -> Result<(), LogError> {
         "DELETE FROM nodes WHERE ((idx + 1) << level) > ?1",
         [size as i64],
     )?;
+    crate::subjects::cut_back(&tx, size)?;
     tx.execute(
         "UPDATE position SET size = ?1, segment = -1, offset = 0",
         [size as i64],
@@ -391,6 +411,9 @@ fn catch_up_batch(
                         e.bytes.len() as i64,
                         i64::from(e.kind == KIND_PRUNED),
                     ])?;
+                    if let Some(subject) = &k.subject_key {
+                        crate::subjects::add(&tx, e.index, subject)?;
+                    }
                     store_nodes(&tx, &frontier.push(leaf_hash))?;
                 }
                 size += frame.entries.len() as u64;
@@ -403,6 +426,7 @@ fn catch_up_batch(
         }
     }
     let (seg, off) = pos.map(|(f, o)| (f as i64, o as i64)).unwrap_or((seg, off));
+    crate::subjects::merge(&tx, start, size)?;
     tx.execute(
         "UPDATE position SET size = ?1, segment = ?2, offset = ?3",
         params![size as i64, seg, off],

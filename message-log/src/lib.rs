@@ -14,8 +14,8 @@
 //! * [`SegmentLog`] ([`writer`]) — one thread seals whatever has queued up
 //!   ([`record`]) and appends it as one checksummed frame to the current
 //!   segment file ([`segment`]), with one `fdatasync` per group commit.
-//! * [`index`] — the tree's nodes and the lookups (message id, subject key,
-//!   time), derived from the segments behind the writer, never on an
+//! * [`index`] — the tree's nodes and the lookups (message id, subject key
+//!   ([`subjects`]), time), derived from the segments behind the writer, never on an
 //!   exchange's path, rebuilt from the segments when behind or damaged.
 //! * [`LogReader`] — queries by data subject, message id and time, proofs,
 //!   checkpoints ([`checkpoints`]); every record it returns is re-read from
@@ -35,6 +35,7 @@ mod reader;
 pub mod record;
 pub mod retention;
 pub mod segment;
+pub mod subjects;
 pub mod tree;
 pub mod writer;
 

@@ -245,21 +245,29 @@ impl LogReader {
     ) -> Result<Vec<SubjectRecord>, LogError> {
         let key = self.keys.subject_hash(subject);
         let mut g = self.fresh();
-        let rows = self.rows(
-            &g,
-            &format!(
-                "SELECT {} FROM records WHERE subject_key = ?1 AND at >= ?2 AND at < ?3
-                 ORDER BY leaf_index DESC LIMIT ?4 OFFSET ?5",
-                Row::COLUMNS
-            ),
-            params![
-                key.as_slice(),
-                since_ms,
-                until_ms,
-                limit as i64,
-                offset as i64
-            ],
-        )?;
+        let size = index::size(&g.index)?;
+        let mut rows = Vec::new();
+        let mut skipped = 0;
+        for leaf_index in crate::subjects::lookup(&g.index, &key, size)? {
+            if rows.len() as u64 >= limit {
+                break;
+            }
+            // Retention emptied it (or it is past the end): not an answer.
+            let Some(row) = index::row(&g.index, leaf_index)? else {
+                continue;
+            };
+            if row.segment < 0 || row.hash_only {
+                continue;
+            }
+            if row.keys.at < since_ms || row.keys.at >= until_ms {
+                continue;
+            }
+            if skipped < offset {
+                skipped += 1;
+                continue;
+            }
+            rows.push(row);
+        }
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             // Not checked against the tree here: a record edited in place is
@@ -487,6 +495,7 @@ impl LogReader {
                 params![from as i64, to as i64],
             )?;
             let leaves = tree::leaf_hashes(&g.index, from, to)?;
+            let mut subject_entries = 0u64;
             let markers = Marker::list(&self.dir).unwrap_or_else(|e| {
                 out.mismatches.push(format!("retention markers: {e}"));
                 Vec::new()
@@ -534,7 +543,16 @@ impl LogReader {
                 match self.read(&mut g, row) {
                     Ok((stored, leaf)) => {
                         out.leaves += 1;
-                        if Keys::of(&leaf, &stored.data_subject, &self.keys) != row.keys {
+                        let derived = Keys::of(&leaf, &stored.data_subject, &self.keys);
+                        if let Some(subject) = &derived.subject_key {
+                            subject_entries += 1;
+                            if !crate::subjects::holds(&g.index, i, subject, size)? {
+                                out.mismatches.push(format!(
+                                    "record {i}: its subject index entry is missing"
+                                ));
+                            }
+                        }
+                        if derived != row.keys {
                             out.mismatches.push(format!(
                                 "record {i}: its index entry does not match the record (edited index)"
                             ));
@@ -549,6 +567,13 @@ impl LogReader {
             for missing in expected..to {
                 out.mismatches
                     .push(format!("record {missing}: its index entry is missing"));
+            }
+            let held = crate::subjects::count(&g.index, from, to, size)?;
+            if held > subject_entries {
+                out.mismatches.push(format!(
+                    "records {from} to {to}: the subject index holds {} entries no record gives (edited index)",
+                    held - subject_entries
+                ));
             }
             tree::audit_nodes(&g.index, from, to, leaves, &mut out)?;
         }
@@ -575,6 +600,7 @@ impl LogReader {
                 [size as i64],
                 |r| r.get(0),
             )?;
+            let past = past + crate::subjects::past_end(&g.index, size)? as i64;
             if past > 0 {
                 out.mismatches
                     .push(format!("the index holds {past} entries past the log's end"));
@@ -658,11 +684,15 @@ impl LogReader {
     /// durable. Returns how many records went.
     pub fn prune(&self, marker: &Marker) -> Result<u64, LogError> {
         let mut g = self.lock();
-        g.index.execute(
+        let tx = g.index.unchecked_transaction()?;
+        tx.execute(
             "UPDATE records SET segment = -1, offset = 0, len = 0, subject_key = NULL
              WHERE leaf_index >= ?1 AND leaf_index < ?2",
             params![marker.from as i64, marker.to as i64],
         )?;
+        let size = index::size(&tx)?;
+        crate::subjects::remove_range(&tx, marker.from, marker.to, size)?;
+        tx.commit()?;
         g.segments.clear();
         let path = self.dir.join(crate::segment::file_name(marker.from));
         std::fs::remove_file(&path)?;
@@ -922,6 +952,44 @@ mod tests {
                 .iter()
                 .any(|m| m.contains("past the log's end"))
         );
+    }
+
+    /// The subject index (sorted runs) edited: an entry deleted hides the
+    /// record from lookups until the audit finds it; an entry added names a
+    /// record not about the subject, which lookups refuse and the audit
+    /// finds; a rebuilt index answers the truth again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn subject_index_edits_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), 30, small()).await;
+        tamper(dir.path(), "DELETE FROM subjects WHERE leaf_index = 10");
+        let found = audit(dir.path());
+        assert!(
+            found
+                .iter()
+                .any(|m| m == "record 10: its subject index entry is missing"),
+            "{found:?}"
+        );
+        index::remove(dir.path()).unwrap();
+        assert!(audit(dir.path()).is_empty());
+
+        tamper(
+            dir.path(),
+            "INSERT INTO subjects SELECT run, key, 11 FROM subjects WHERE leaf_index = 10",
+        );
+        let found = audit(dir.path());
+        assert!(
+            found
+                .iter()
+                .any(|m| m.contains("subject index holds 1 entries")),
+            "{found:?}"
+        );
+        let r = LogReader::open(dir.path(), keys()).unwrap();
+        assert!(r.about(CITIZEN, 0, i64::MAX, 0, 100).is_err());
+        drop(r);
+        index::remove(dir.path()).unwrap();
+        let r = LogReader::open(dir.path(), keys()).unwrap();
+        assert_eq!(r.about(CITIZEN, 0, i64::MAX, 0, 100).unwrap().len(), 3);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
