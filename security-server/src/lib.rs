@@ -11,6 +11,7 @@
 //! with the central registry.
 
 pub mod access;
+pub mod allowed_methods;
 pub mod admin;
 pub mod batch;
 pub mod body;

@@ -30,6 +30,7 @@ pub const WITHHELD_UNTIL: &str = "lt-withheld-until";
 pub const BUILTIN_SERVICES: &[&str] = &[
     "lienthong.trace.v1.AccessTrace",
     "lienthong.operational.v1.OperationalData",
+    "lienthong.allowedmethods.v1.AllowedMethods",
 ];
 pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";

@@ -274,6 +274,12 @@ impl ConfView {
         })
     }
 
+    /// Every (provider subsystem, gRPC service name) the configuration
+    /// offers, in no particular order.
+    pub fn services(&self) -> impl Iterator<Item = &(SubsystemId, String)> {
+        self.services.iter()
+    }
+
     /// The services whose descriptor sets the configuration names, in
     /// configuration order.
     pub fn described(&self) -> &[Described] {
