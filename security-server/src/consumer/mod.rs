@@ -288,3 +288,9 @@ mod tests {
         assert!(later > a && later > b, "later ids sort after");
     }
 }
+
+// Each stage's decisions, tested without sockets (`tests` above is the
+// message ids').
+#[cfg(test)]
+#[path = "tests.rs"]
+mod stage_tests;

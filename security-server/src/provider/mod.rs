@@ -274,3 +274,6 @@ impl Provider {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests;
