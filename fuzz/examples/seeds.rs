@@ -20,7 +20,6 @@ use lienthong_proto::{canonical, merkle};
 use lienthong_security_server::conf_client::view::unix_ms;
 use lienthong_security_server::message_log::leaf::leaf_bytes;
 use lienthong_security_server::message_log::{LogRecord, Phase, Role};
-use lienthong_security_server::trace::grpc_frame;
 use prost::Message;
 
 /// Twenty years: the fixtures outlive the repository's interest in them.
@@ -261,7 +260,7 @@ fn frames_seeds() {
     );
     c.put(
         "unary",
-        &[head(65535, 65535, &[]), grpc_frame(b"\x08\x01").to_vec()].concat(),
+        &[head(65535, 65535, &[]), vec![0, 0, 0, 0, 2, 0x08, 0x01]].concat(),
     );
 }
 
@@ -370,7 +369,7 @@ fn leaf_seeds() {
         page_size: 10,
         ..Default::default()
     };
-    c.put("find-usage", &with_mode(1, &grpc_frame(&q.encode_to_vec())));
+    c.put("find-usage", &with_mode(1, &q.encode_to_vec()));
     let q = OperationalQuery {
         since_unix_ms: 1_780_000_000_000,
         until_unix_ms: 0,
@@ -380,7 +379,7 @@ fn leaf_seeds() {
     };
     c.put(
         "operational",
-        &with_mode(1, &grpc_frame(&q.encode_to_vec())),
+        &with_mode(1, &q.encode_to_vec()),
     );
     c.put(
         "admin-query",

@@ -15,6 +15,7 @@ pub mod allowed_methods;
 pub mod admin;
 pub mod batch;
 pub mod body;
+pub mod builtin;
 pub mod checkpoint;
 pub mod conf_client;
 pub mod consumer;

@@ -19,17 +19,14 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-use http::Response;
 use lienthong_proto::id::{MemberId, SubsystemId};
 use lienthong_proto::pb::operational::v1 as pb;
 use lienthong_proto::pb::trace::v1::LogLeaf;
-use prost::Message;
-use tonic::body::Body;
 
 use crate::conf_client::view::unix_ms;
 use crate::message_log::{LogError, LogReader};
-use crate::trace::{blocking_unary, unframe};
+use crate::builtin::Caller;
+use crate::trace::blocking;
 
 /// The built-in service every server offers.
 pub const SERVICE: &str = "lienthong.operational.v1.OperationalData";
@@ -215,21 +212,12 @@ impl OperationalService {
         }
     }
 
-    /// Answers `client`'s query (the verified caller).
-    pub async fn serve(&self, client: &SubsystemId, payload: Bytes) -> Response<Body> {
-        let this = self.clone();
-        let viewer = Viewer::of(client, &self.owner);
-        blocking_unary(move || this.query(&viewer, payload)).await
-    }
-
     fn query(
         &self,
         viewer: &Viewer,
-        payload: Bytes,
+        q: pb::OperationalQuery,
     ) -> Result<pb::OperationalReport, (tonic::Code, String)> {
         let invalid = |m: String| (tonic::Code::InvalidArgument, m);
-        let q = pb::OperationalQuery::decode(unframe(payload).map_err(invalid)?)
-            .map_err(|e| invalid(format!("not an OperationalQuery: {e}")))?;
         let now = unix_ms(SystemTime::now());
         let selection = Selection::within_window(
             q.since_unix_ms,
@@ -247,6 +235,21 @@ impl OperationalService {
             truncated,
             window_start_unix_ms: now.saturating_sub(millis(self.window)),
         })
+    }
+}
+
+#[tonic::async_trait]
+impl pb::operational_data_server::OperationalData for OperationalService {
+    /// Answers the verified caller's query: a member sees only exchanges it
+    /// took part in.
+    async fn query(
+        &self,
+        request: tonic::Request<pb::OperationalQuery>,
+    ) -> Result<tonic::Response<pb::OperationalReport>, tonic::Status> {
+        let viewer = Viewer::of(Caller::of(&request)?, &self.owner);
+        let this = self.clone();
+        let q = request.into_inner();
+        blocking(move || this.query(&viewer, q)).await
     }
 }
 

@@ -29,6 +29,7 @@ use crate::message_log::audit::{AUDIT_INTERVAL, AuditReport, AuditStatus};
 use crate::message_log::{
     DangerousDiscard, LogReader, LogRecord, MessageLog, Phase, SegmentLog, StoredCheckpoint,
 };
+use crate::builtin::BuiltIn;
 use crate::operational::OperationalService;
 use crate::provider::{Limits, Policies, Provider};
 use crate::replay::DEFAULT_MAX_CLOCK_SKEW_MS;
@@ -348,8 +349,10 @@ impl SecurityServer {
         );
         let mut provider = Provider::new(
             shared,
-            TraceService::new(id.clone(), reader.clone()),
-            OperationalService::new(id.owner.clone(), reader.clone(), opts.operational_window),
+            BuiltIn::new(
+                TraceService::new(id.clone(), reader.clone()),
+                OperationalService::new(id.owner.clone(), reader.clone(), opts.operational_window),
+            ),
             Limits {
                 max_message: opts.max_message_bytes,
                 max_skew_ms: opts.max_clock_skew.as_millis() as i64,

@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use lienthong_security_server::trace::unary_response;
 use tokio::net::TcpListener;
 
 /// The echo service's gRPC name.
@@ -40,7 +39,7 @@ pub async fn start() -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>
                             .map(|b| b.to_bytes())
                             .unwrap_or_default();
                         // The request's framed message is the answer.
-                        Ok::<_, Infallible>(unary_response(Some(body), tonic::Code::Ok, ""))
+                        Ok::<_, Infallible>(answer(body))
                     },
                 );
                 let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
@@ -50,4 +49,19 @@ pub async fn start() -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>
         }
     });
     Ok((addr, task))
+}
+
+/// A unary answer: the message as framed, then status OK in trailers.
+fn answer(message: Bytes) -> http::Response<tonic::body::Body> {
+    let trailers = http::HeaderMap::from_iter([(
+        http::HeaderName::from_static("grpc-status"),
+        http::HeaderValue::from_static("0"),
+    )]);
+    let body = lienthong_security_server::body::Complete::new(Some(message), trailers);
+    let mut r = http::Response::new(tonic::body::Body::new(body));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    r
 }

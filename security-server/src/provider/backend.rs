@@ -16,16 +16,11 @@ use super::Facts;
 use super::log_request::Logged;
 use super::peer::Peer;
 use super::policy::{BackendConn, Policies, Policy};
+use crate::builtin::BuiltIn;
 use crate::faults::{Fault, FaultError};
 use crate::metadata::{self, Target};
 use crate::refusal::Refusal;
 use crate::telemetry;
-
-/// The services a security server answers itself, over the bus.
-pub struct BuiltIn {
-    pub trace: crate::trace::TraceService,
-    pub operational: crate::operational::OperationalService,
-}
 
 /// A request the backend answered (its response not read yet), with its
 /// record durable.
@@ -74,11 +69,18 @@ pub async fn call(logged: Logged, policy: &Policy, builtin: &BuiltIn) -> Result<
                 send(backend, req).await
             }
         },
-        Target::Server(_) if service == crate::operational::SERVICE => Ok(builtin
-            .operational
-            .serve(&facts.client, received.payload.to_bytes())
-            .await),
-        Target::Server(_) => Ok(builtin.trace.serve(received.payload.to_bytes()).await),
+        Target::Server(_) => {
+            let mut headers = verified.parts.headers;
+            metadata::strip_lienthong(&mut headers);
+            Ok(builtin
+                .call(
+                    &facts.client,
+                    verified.parts.uri.path(),
+                    headers,
+                    &received.payload,
+                )
+                .await)
+        }
     };
     let response = match answered {
         Ok(r) => r,

@@ -74,7 +74,7 @@ pub struct Provider {
     conf: Arc<ConfClient>,
     log: Arc<dyn MessageLog>,
     policies: Policies,
-    builtin: backend::BuiltIn,
+    builtin: crate::builtin::BuiltIn,
     signers: Arc<crate::batch::Signers>,
     replay: ReplayCache,
     max_message: usize,
@@ -181,8 +181,7 @@ fn bare_refusal(started: Instant, span: &tracing::Span, fault: FaultError) -> Re
 impl Provider {
     pub fn new(
         shared: crate::Shared,
-        trace: crate::trace::TraceService,
-        operational: crate::operational::OperationalService,
+        builtin: crate::builtin::BuiltIn,
         limits: Limits,
     ) -> Self {
         Provider {
@@ -190,7 +189,7 @@ impl Provider {
             conf: shared.conf,
             log: shared.log,
             policies: shared.policies,
-            builtin: backend::BuiltIn { trace, operational },
+            builtin,
             signers: shared.signers,
             replay: ReplayCache::with_capacity(limits.replay_capacity),
             max_message: limits.max_message,

@@ -17,17 +17,13 @@ pub mod portal_api;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::{HeaderMap, HeaderValue, Response};
 use lienthong_proto::id::ServerId;
 use lienthong_proto::pb::exchange::v1::Signature;
 use lienthong_proto::pb::registry::v1::{Checkpoint, WitnessReply};
 use lienthong_proto::pb::trace::v1 as pb;
 use prost::Message;
-use tonic::body::Body;
 
 use crate::conf_client::view::unix_ms;
-use crate::faults::percent_encode;
 use crate::message_log::LogReader;
 
 /// The built-in service's gRPC name.
@@ -51,66 +47,18 @@ pub fn check_subject(s: &str) -> Result<(), String> {
     }
 }
 
-/// One gRPC message with its 5-byte prefix.
-pub fn grpc_frame(msg: &[u8]) -> Bytes {
-    let mut b = BytesMut::with_capacity(5 + msg.len());
-    b.put_u8(0);
-    b.put_u32(msg.len() as u32);
-    b.put_slice(msg);
-    b.freeze()
-}
-
-/// The single message of a unary request body.
-pub fn unframe(mut body: Bytes) -> Result<Bytes, String> {
-    if body.len() < 5 {
-        return Err("the request holds no gRPC message".into());
-    }
-    let compressed = body.get_u8();
-    let len = body.get_u32() as usize;
-    if compressed != 0 {
-        return Err("compressed messages are not accepted".into());
-    }
-    if len != body.len() {
-        return Err("the request must hold exactly one gRPC message".into());
-    }
-    Ok(body)
-}
-
-/// A unary gRPC answer: one message (or none) and the status in trailers.
-/// Answers a built-in unary call with what `answer` (store reads: run off
-/// the async workers) returns: the reply, or a status and message.
-pub async fn blocking_unary<M, F>(answer: F) -> Response<Body>
+/// Runs a built-in service's store reads off the async workers: its
+/// answer, or the status it failed with.
+pub async fn blocking<M, F>(answer: F) -> Result<tonic::Response<M>, tonic::Status>
 where
-    M: Message,
     F: FnOnce() -> Result<M, (tonic::Code, String)> + Send + 'static,
     M: Send + 'static,
 {
     match tokio::task::spawn_blocking(answer).await {
-        Ok(Ok(reply)) => unary_response(
-            Some(grpc_frame(&reply.encode_to_vec())),
-            tonic::Code::Ok,
-            "",
-        ),
-        Ok(Err((code, msg))) => unary_response(None, code, &msg),
-        Err(e) => unary_response(None, tonic::Code::Internal, &e.to_string()),
+        Ok(Ok(reply)) => Ok(tonic::Response::new(reply)),
+        Ok(Err((code, msg))) => Err(tonic::Status::new(code, msg)),
+        Err(e) => Err(tonic::Status::internal(e.to_string())),
     }
-}
-
-pub fn unary_response(message: Option<Bytes>, code: tonic::Code, msg: &str) -> Response<Body> {
-    let mut trailers = HeaderMap::new();
-    trailers.insert("grpc-status", HeaderValue::from(code as i32));
-    if !msg.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&percent_encode(msg))
-    {
-        trailers.insert("grpc-message", v);
-    }
-    let body = crate::body::Complete::new(message, trailers);
-    let mut r = Response::new(Body::new(body));
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
-    r
 }
 
 /// `lienthong.trace.v1.AccessTrace` of one server.
@@ -125,17 +73,12 @@ impl TraceService {
         TraceService { server, reader }
     }
 
-    /// Answers one call (the bus has checked who is asking).
-    pub async fn serve(&self, payload: Bytes) -> Response<Body> {
-        let this = self.clone();
-        blocking_unary(move || this.find_usage(payload)).await
-    }
-
-    fn find_usage(&self, payload: Bytes) -> Result<pb::FindUsageReply, (tonic::Code, String)> {
+    fn find_usage(
+        &self,
+        req: pb::FindUsageRequest,
+    ) -> Result<pb::FindUsageReply, (tonic::Code, String)> {
         let invalid = |m: String| (tonic::Code::InvalidArgument, m);
         let internal = |e: crate::message_log::LogError| (tonic::Code::Internal, e.to_string());
-        let req = pb::FindUsageRequest::decode(unframe(payload).map_err(invalid)?)
-            .map_err(|e| invalid(format!("not a FindUsageRequest: {e}")))?;
         check_subject(&req.data_subject).map_err(invalid)?;
         let page = match req.page_size {
             0 => DEFAULT_PAGE,
@@ -273,6 +216,19 @@ impl TraceService {
             },
             withheld_records,
         })
+    }
+}
+
+#[tonic::async_trait]
+impl pb::access_trace_server::AccessTrace for TraceService {
+    /// Answers the trace portal (the bus has checked who is asking).
+    async fn find_usage(
+        &self,
+        request: tonic::Request<pb::FindUsageRequest>,
+    ) -> Result<tonic::Response<pb::FindUsageReply>, tonic::Status> {
+        let this = self.clone();
+        let req = request.into_inner();
+        blocking(move || this.find_usage(req)).await
     }
 }
 
