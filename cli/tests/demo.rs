@@ -54,10 +54,14 @@ fn demo_plays_the_scenario_and_the_trace() {
             "server.db",
             "messagelog",
             "configuration.bin",
-            "descriptors/demo.binpb",
         ] {
             assert!(home.join(f).exists(), "{code}-ss1/{f} missing");
         }
+        // The services' descriptor set, from the registry's catalogue.
+        let catalogue: Vec<_> = std::fs::read_dir(home.join("catalogue"))
+            .unwrap_or_else(|e| panic!("{code}-ss1/catalogue: {e}"))
+            .collect();
+        assert_eq!(catalogue.len(), 1, "{code}-ss1/catalogue");
     }
     // The services' .proto files and descriptor set, for clients.
     for f in [

@@ -135,6 +135,15 @@ pub async fn registry(dir: &Path) -> Result<(Registry, Anchor, String, OperatorC
                 personal_data: true,
             })
             .await?;
+        // Its descriptor set in the service catalogue: every server's
+        // consumer port then lists and describes it (server reflection),
+        // so grpcurl needs no file.
+        officer
+            .describe_service(pb::DescribeServiceRequest {
+                id: Some((&member(code).subsystem(subsystem)?.service(service, None)?).into()),
+                descriptor_set: super::backends::DESCRIPTOR_SET.to_vec(),
+            })
+            .await?;
     }
     officer
         .set_trace_portal(pb::SetTracePortalRequest {

@@ -20,7 +20,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use clap::Args;
 use lienthong_proto::id::SubsystemId;
 use lienthong_proto::pb::trace::v1::Side;
-use lienthong_security_server::consumer::local::DESCRIPTORS_DIR;
 use lienthong_security_server::trace::portal;
 use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, Endpoint};
@@ -103,13 +102,8 @@ async fn play(dir: &Path, once: bool) -> Result<()> {
     let tax_backend = backends::serve_tax(&citizens).await?;
     let protos = dir.join("proto");
     backends::write_protos(&protos)?;
-    // Each server's consumer port describes them (server reflection), so
-    // that grpcurl needs no file.
-    for (_, _, _, home, _) in &agencies {
-        let descriptors = home.join(DESCRIPTORS_DIR);
-        std::fs::create_dir_all(&descriptors)?;
-        std::fs::write(descriptors.join("demo.binpb"), backends::DESCRIPTOR_SET)?;
-    }
+    // Every server's consumer port describes them from the service
+    // catalogue (the officer published their descriptor set with them).
     let business: SubsystemId = "VN/GOV/000305/business".parse()?;
     instance::provide(
         &agencies[0].3,
@@ -421,9 +415,9 @@ fn print_try(inst: &Instance, protos: &Path) {
     let portal = inst.agency("portal");
     println!("\nThe federation stays up until Ctrl-C. Try:\n");
     println!(
-        "  # what the business registry's security server offers its information systems (server reflection; no .proto needed)"
+        "  # what the business registry's security server offers its information systems (server reflection from the registry's service catalogue; no .proto needed)"
     );
-    println!("  grpcurl -plaintext {business} list");
+    println!("  grpcurl -plaintext -H 'lt-client: VN/GOV/000305/business' {business} list");
     println!("  grpcurl -plaintext {business} describe {PERSON_REGISTRY}");
     println!("  grpcurl -plaintext {business} grpc.health.v1.Health/Check");
     println!(
