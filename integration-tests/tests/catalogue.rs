@@ -227,7 +227,6 @@ async fn a_published_descriptor_set_is_listed_and_described_on_every_consumer_po
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "answers once the provider dispatches lienthong.allowedmethods.v1.AllowedMethods to crate::allowed_methods (the provider pipeline is being refactored)"]
 async fn a_client_asks_the_providers_server_which_methods_it_may_call() {
     let f = Federation::start().await;
     let mut op = f.registry.officer().await;

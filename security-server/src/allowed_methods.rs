@@ -13,32 +13,23 @@
 //!
 //! The service is the tonic service generated from
 //! `lienthong/allowedmethods/v1/allowed_methods.proto`, one per server
-//! (like operational data); the provider's pipeline hands it the verified
-//! client and payload with [`AllowedMethodsService::serve`], after its
-//! stages (signature, freshness, access, replay, log).
+//! (like operational data), behind the provider's built-in router
+//! ([`crate::builtin`]), which hands it the verified client after the
+//! provider side's stages (signature, freshness, access, replay, log).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::Response;
-use http_body_util::Full;
 use lienthong_proto::id::{ServerId, SubsystemId};
 use lienthong_proto::pb::allowedmethods::v1 as pb;
-use lienthong_proto::pb::allowedmethods::v1::allowed_methods_server::{
-    AllowedMethods, AllowedMethodsServer,
-};
-use tonic::body::Body;
-use tower::ServiceExt;
+use lienthong_proto::pb::allowedmethods::v1::allowed_methods_server::AllowedMethods;
 
 use crate::access::{AccessRule, Subject};
+use crate::builtin::Caller;
 use crate::conf_client::{ConfClient, ConfView};
 
 /// The built-in service's gRPC name.
 pub const SERVICE: &str = "lienthong.allowedmethods.v1.AllowedMethods";
-
-/// The path every call is answered on (the service's one method).
-const LIST_PATH: &str = "/lienthong.allowedmethods.v1.AllowedMethods/List";
 
 /// Whether `client` may ask: any registered client may, about itself.
 pub fn authorized(_client: &SubsystemId) -> bool {
@@ -65,11 +56,6 @@ impl std::fmt::Debug for AllowedMethodsService {
     }
 }
 
-/// The verified client, handed to the generated service beside the
-/// request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller(pub SubsystemId);
-
 impl AllowedMethodsService {
     /// The service of `server`, reading its configuration from `conf` and
     /// its access rights with `rules` (e.g. `move || policies.current().rules.clone()`).
@@ -84,28 +70,6 @@ impl AllowedMethodsService {
             rules: Arc::new(rules),
         }
     }
-
-    /// Answers `client`'s `List` call (`payload` is the gRPC-framed
-    /// request, as it arrived over the bus).
-    pub async fn serve(&self, client: &SubsystemId, payload: Bytes) -> Response<Body> {
-        let mut request = http::Request::new(Body::new(Full::new(payload)));
-        *request.method_mut() = http::Method::POST;
-        *request.uri_mut() = http::Uri::from_static(LIST_PATH);
-        let headers = request.headers_mut();
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/grpc"),
-        );
-        headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
-        request.extensions_mut().insert(Caller(client.clone()));
-        match AllowedMethodsServer::new(self.clone())
-            .oneshot(request)
-            .await
-        {
-            Ok(response) => response,
-            Err(never) => match never {},
-        }
-    }
 }
 
 #[tonic::async_trait]
@@ -114,11 +78,7 @@ impl AllowedMethods for AllowedMethodsService {
         &self,
         request: tonic::Request<pb::ListAllowedMethodsRequest>,
     ) -> Result<tonic::Response<pb::ListAllowedMethodsReply>, tonic::Status> {
-        let Some(Caller(client)) = request.extensions().get::<Caller>().cloned() else {
-            return Err(tonic::Status::unauthenticated(
-                "AllowedMethods answers over the bus only, to a verified client",
-            ));
-        };
+        let client = Caller::of(&request)?.clone();
         let provider = match &request.get_ref().provider {
             Some(p) => Some(
                 SubsystemId::try_from(p)

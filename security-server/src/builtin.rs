@@ -1,18 +1,21 @@
 //! The services a security server answers itself, over the bus: the
-//! citizens' access trace ([`crate::trace::TraceService`]) and operational
-//! data ([`crate::operational::OperationalService`]). They are generated
+//! citizens' access trace ([`crate::trace::TraceService`]), operational
+//! data ([`crate::operational::OperationalService`]) and the methods a
+//! client may call ([`crate::allowed_methods::AllowedMethodsService`]). They are generated
 //! tonic services behind one in-process router; a request reaches them only
 //! after the provider side's stages (signature, freshness, payload, access,
 //! replay, log), with the verified caller in its extensions ([`Caller`]).
 
 use http::{HeaderMap, Request, Response};
 use lienthong_proto::id::SubsystemId;
+use lienthong_proto::pb::allowedmethods::v1::allowed_methods_server::AllowedMethodsServer;
 use lienthong_proto::pb::operational::v1::operational_data_server::OperationalDataServer;
 use lienthong_proto::pb::trace::v1::access_trace_server::AccessTraceServer;
 use tonic::body::Body;
 use tonic::service::Routes;
 use tower::ServiceExt;
 
+use crate::allowed_methods::AllowedMethodsService;
 use crate::body::Chunks;
 use crate::operational::OperationalService;
 use crate::trace::TraceService;
@@ -39,10 +42,15 @@ pub struct BuiltIn {
 }
 
 impl BuiltIn {
-    pub fn new(trace: TraceService, operational: OperationalService) -> Self {
+    pub fn new(
+        trace: TraceService,
+        operational: OperationalService,
+        allowed_methods: AllowedMethodsService,
+    ) -> Self {
         BuiltIn {
             routes: Routes::new(AccessTraceServer::new(trace))
-                .add_service(OperationalDataServer::new(operational)),
+                .add_service(OperationalDataServer::new(operational))
+                .add_service(AllowedMethodsServer::new(allowed_methods)),
         }
     }
 

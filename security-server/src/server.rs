@@ -29,6 +29,7 @@ use crate::message_log::audit::{AUDIT_INTERVAL, AuditReport, AuditStatus};
 use crate::message_log::{
     DangerousDiscard, LogReader, LogRecord, MessageLog, Phase, SegmentLog, StoredCheckpoint,
 };
+use crate::allowed_methods::AllowedMethodsService;
 use crate::builtin::BuiltIn;
 use crate::operational::OperationalService;
 use crate::provider::{Limits, Policies, Provider};
@@ -352,6 +353,10 @@ impl SecurityServer {
             BuiltIn::new(
                 TraceService::new(id.clone(), reader.clone()),
                 OperationalService::new(id.owner.clone(), reader.clone(), opts.operational_window),
+                AllowedMethodsService::new(id.clone(), conf.clone(), {
+                    let policies = policies.clone();
+                    move || policies.current().rules.clone()
+                }),
             ),
             Limits {
                 max_message: opts.max_message_bytes,

@@ -1,8 +1,6 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::{Buf, BufMut, BytesMut};
-use http_body_util::BodyExt;
 use lienthong_proto::catalogue::DescriptorSet;
 use lienthong_proto::id::{GlobalGroupId, ServiceId};
 use lienthong_proto::pb::globalconf::v1::{
@@ -270,17 +268,22 @@ fn a_client_learns_its_own_grants_on_the_services_this_server_provides() {
     assert!(allowed(&other, &view, &rules, &business(), None).is_empty());
 }
 
-fn frame(message: &impl Message) -> Bytes {
-    let body = message.encode_to_vec();
-    let mut b = BytesMut::new();
-    b.put_u8(0);
-    b.put_u32(body.len() as u32);
-    b.put_slice(&body);
-    b.freeze()
+/// A call as the built-in router hands it over: with its verified caller.
+fn ask(
+    caller: Option<SubsystemId>,
+    provider: Option<SubsystemId>,
+) -> tonic::Request<pb::ListAllowedMethodsRequest> {
+    let mut request = tonic::Request::new(pb::ListAllowedMethodsRequest {
+        provider: provider.as_ref().map(Into::into),
+    });
+    if let Some(c) = caller {
+        request.extensions_mut().insert(Caller(c));
+    }
+    request
 }
 
 #[tokio::test]
-async fn the_generated_service_answers_the_verified_client_over_a_framed_payload() {
+async fn the_generated_service_answers_the_verified_client_only() {
     let dir = tempfile::tempdir().unwrap();
     let conf = Arc::new(ConfClient::new(
         Default::default(),
@@ -289,44 +292,16 @@ async fn the_generated_service_answers_the_verified_client_over_a_framed_payload
     ));
     let service = AllowedMethodsService::new(ss1(), conf.clone(), rules);
     // No configuration yet: nothing to answer from.
-    let ask = pb::ListAllowedMethodsRequest { provider: None };
-    let response = service.serve(&business(), frame(&ask)).await;
-    assert_eq!(
-        response.headers().get("grpc-status").unwrap(),
-        &(tonic::Code::Unavailable as i32).to_string()
-    );
+    let e = service.list(ask(Some(business()), None)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable);
     conf.install_view(Some(view()));
-    let ask = pb::ListAllowedMethodsRequest {
-        provider: Some((&population()).into()),
-    };
-    let response = service.serve(&business(), frame(&ask)).await;
-    assert_eq!(response.status(), http::StatusCode::OK);
-    let collected = response.into_body().collect().await.unwrap();
-    let trailers = collected.trailers().cloned().unwrap_or_default();
-    let mut body = collected.to_bytes();
-    assert_eq!(trailers.get("grpc-status").unwrap(), "0", "{trailers:?}");
-    assert_eq!(body.get_u8(), 0);
-    let len = body.get_u32() as usize;
-    assert_eq!(len, body.len());
-    let reply = pb::ListAllowedMethodsReply::decode(body).unwrap();
+    let reply = service
+        .list(ask(Some(business()), Some(population())))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(summary(&reply.services).len(), 2);
-
-    // A request that is no ListAllowedMethodsRequest is refused as such.
-    let response = service
-        .serve(
-            &business(),
-            Bytes::from_static(b"\x00\x00\x00\x00\x02\xff\xff"),
-        )
-        .await;
-    // Trailers-only: the status is in the headers.
-    let status = response.headers().get("grpc-status").cloned();
-    let collected = response.into_body().collect().await.unwrap();
-    let status = status
-        .or_else(|| {
-            collected
-                .trailers()
-                .and_then(|t| t.get("grpc-status").cloned())
-        })
-        .unwrap();
-    assert_eq!(status, (tonic::Code::Internal as i32).to_string());
+    // Not through the bus: no verified caller, no answer.
+    let e = service.list(ask(None, None)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
 }

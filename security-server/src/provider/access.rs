@@ -50,6 +50,10 @@ pub fn authorize(
         ),
         // Any member may ask for operational data; it sees its own only.
         Target::Server(_) if service == crate::operational::SERVICE => true,
+        // Any client may ask what it may call; it learns of itself only.
+        Target::Server(_) if service == crate::allowed_methods::SERVICE => {
+            crate::allowed_methods::authorized(client)
+        }
         Target::Server(_) => view.trace_portal.as_ref() == Some(client),
     };
     if allowed {
