@@ -328,6 +328,20 @@ impl Agency {
         self.reserved = Some(listener);
     }
 
+    /// A token of a new operator `name` of this server (admin port and console).
+    pub fn operator_token(
+        &self,
+        name: &str,
+        role: lienthong_security_server::admin::operators::Role,
+    ) -> String {
+        let store = lienthong_security_server::store::ServerStore::open(
+            &lienthong_security_server::keys::ServerDir(self.dir.path().to_owned()).store(),
+        )
+        .expect("the server's store opens");
+        lienthong_security_server::admin::operators::add_operator(&store, name, role)
+            .expect("operator added")
+    }
+
     /// Stops the server (an outage).
     pub fn stop(&mut self) {
         if let Some(s) = self.server.take() {
@@ -836,12 +850,26 @@ pub async fn admin_request(
     path: &str,
     body: &str,
 ) -> (u16, String) {
+    admin_request_as(addr, None, method, path, body).await
+}
+
+/// An admin port request with an operator's token ([`Agency::operator_token`]).
+pub async fn admin_request_as(
+    addr: SocketAddr,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let mut tcp = tokio::net::TcpStream::connect(addr)
         .await
         .expect("admin port reachable");
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\n{auth}Connection: close\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     tcp.write_all(req.as_bytes()).await.expect("request sent");

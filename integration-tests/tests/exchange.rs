@@ -353,12 +353,22 @@ async fn the_admin_port_reports_health_and_metrics_and_drains() {
     let (status, _) = admin_request(admin, "GET", "/operational-data?limit=x", "").await;
     assert_eq!(status, 400);
 
+    // Maintenance mode is an admin operator's: not anyone's who reaches
+    // the port, not an observer's.
     let (status, _) = admin_request(admin, "POST", "/maintenance", "on").await;
+    assert_eq!(status, 401);
+    use lienthong_security_server::admin::operators::Role;
+    let observer = f.business.operator_token("watch", Role::Observer);
+    let (status, _) = admin_request_as(admin, Some(&observer), "POST", "/maintenance", "on").await;
+    assert_eq!(status, 403);
+    assert_eq!(admin_request(admin, "GET", "/health", "").await.0, 200);
+    let token = f.business.operator_token("ops", Role::Admin);
+    let (status, _) = admin_request_as(admin, Some(&token), "POST", "/maintenance", "on").await;
     assert_eq!(status, 200);
     let (status, body) = admin_request(admin, "GET", "/health", "").await;
     assert_eq!(status, 503);
     assert!(body.contains("maintenance"), "{body}");
-    admin_request(admin, "POST", "/maintenance", "off").await;
+    admin_request_as(admin, Some(&token), "POST", "/maintenance", "off").await;
     assert_eq!(admin_request(admin, "GET", "/health", "").await.0, 200);
     assert_eq!(admin_request(admin, "GET", "/nope", "").await.0, 404);
 }

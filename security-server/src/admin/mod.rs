@@ -1,16 +1,25 @@
 //! The admin port: health (`GET /health`, 200 or 503 with the reasons as
-//! JSON), Prometheus metrics (`GET /metrics`), and maintenance mode
-//! (`POST /maintenance` with body `on` or `off`: health answers 503 so load
-//! balancers drain the server, while calls in flight finish), and the
-//! operational data (`GET /operational-data?since_hours=24&limit=100` or
-//! `?message_id=…`): per-exchange metadata from the message log as JSON,
-//! never payloads or personal IDs. The port answers whoever reaches it:
-//! keep it on loopback or a management network.
+//! JSON), Prometheus metrics (`GET /metrics`), the operational data
+//! (`GET /operational-data?since_hours=24&limit=100` or `?message_id=…`):
+//! per-exchange metadata from the message log as JSON, never payloads or
+//! personal IDs — these read without a token, for load balancers and
+//! Prometheus on the management network.
+//!
+//! Everything else is behind an operator's bearer token ([`operators`],
+//! made by `lienthong server operator add`): maintenance mode
+//! (`POST /maintenance` with body `on` or `off`, admin only: health
+//! answers 503 so load balancers drain the server, while calls in flight
+//! finish) and the operators' API under `/api/` that the server's console
+//! uses ([`api`]): status, clients, services, access rights to grant and
+//! revoke, the audit log. Keep the port on loopback or a management
+//! network all the same.
 //!
 //! `GET` routes answer `HEAD` too; `/metrics` is the Prometheus text
 //! format (see [`metrics`] for the families).
 
+pub mod api;
 mod metrics;
+pub mod operators;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,7 +32,6 @@ use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use bytes::Bytes;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -54,6 +62,10 @@ pub struct Admin {
     /// Seconds until the auth certificate expires, from its not-after.
     pub auth_not_after: i64,
     pub maintenance: Arc<AtomicBool>,
+    /// The provider's access rights and backends, reloaded at once when
+    /// an operator changes them here (otherwise within
+    /// [`crate::provider::policy::RELOAD_INTERVAL`]).
+    pub policies: Option<crate::provider::Policies>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -289,12 +301,23 @@ impl Admin {
             .route("/operational-data", get(operational_route))
             .route(
                 "/maintenance",
-                post(maintenance_route).layer(DefaultBodyLimit::max(16)),
+                post(api::maintenance).layer(DefaultBodyLimit::max(16)),
             )
+            .route("/api/whoami", get(api::whoami))
+            .route("/api/status", get(api::status))
+            .route("/api/clients", get(api::clients))
+            .route("/api/services", get(api::services))
+            .route(
+                "/api/access",
+                get(api::access)
+                    .post(api::change_access)
+                    .layer(DefaultBodyLimit::max(4096)),
+            )
+            .route("/api/audit", get(api::audit))
             .fallback(|| async {
                 (
                     StatusCode::NOT_FOUND,
-                    "GET /health, GET /metrics, GET /operational-data, POST /maintenance (on|off)\n",
+                    "GET /health, GET /metrics, GET /operational-data; with an operator token: POST /maintenance (on|off), /api/…\n",
                 )
             })
             .with_state(self)
@@ -362,22 +385,6 @@ async fn operational_route(
         Ok(Ok(json)) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
         Ok(Err(e)) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
-    }
-}
-
-async fn maintenance_route(State(admin): State<Admin>, body: Bytes) -> (StatusCode, &'static str) {
-    match body.as_ref() {
-        b"on" => {
-            admin.maintenance.store(true, Ordering::Relaxed);
-            tracing::warn!("maintenance mode on: health answers 503");
-            (StatusCode::OK, "maintenance on\n")
-        }
-        b"off" => {
-            admin.maintenance.store(false, Ordering::Relaxed);
-            tracing::info!("maintenance mode off");
-            (StatusCode::OK, "maintenance off\n")
-        }
-        _ => (StatusCode::BAD_REQUEST, "send `on` or `off`\n"),
     }
 }
 

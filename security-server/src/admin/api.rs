@@ -1,0 +1,528 @@
+//! The operators' API on the admin port, behind a bearer token
+//! (`Authorization: Bearer lts_…`, see [`super::operators`]): what the
+//! server's console shows and does, as JSON.
+//!
+//! | route | role | what |
+//! |---|---|---|
+//! | `GET /api/whoami` | any | the token's operator and role |
+//! | `GET /api/status` | any | identity, configuration, certificate, health checks, log |
+//! | `GET /api/clients` | any | this server's client subsystems, pins, body logging |
+//! | `GET /api/services` | any | backends, and whether the configuration lists each service here |
+//! | `GET /api/access` | any | the access rights |
+//! | `POST /api/access` | admin | grant or revoke one ([`AccessChange`], JSON) |
+//! | `GET /api/audit` | any | the operators' audit log, newest first |
+//! | `POST /maintenance` | admin | `on` or `off` |
+//!
+//! A bearer token in a header is never sent by a browser on its own, so
+//! these routes cannot be triggered cross-site. Every action of a known
+//! operator is audited, refusals included; a grant is in force on return.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use lienthong_proto::id::{ServiceId, SubsystemId};
+use serde::{Deserialize, Serialize};
+
+use super::Admin;
+use super::operators::{self, AuditRecord, Operator, Role};
+use crate::access::{AccessRule, Subject};
+use crate::conf_client::view::unix_ms;
+
+/// The configuration in force.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfSummary {
+    pub version: u64,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub expired: bool,
+}
+
+/// One health check.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckView {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// `GET /api/status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusView {
+    pub server: String,
+    pub configuration: Option<ConfSummary>,
+    /// The auth certificate's not-after, Unix seconds.
+    pub auth_not_after: i64,
+    pub checks: Vec<CheckView>,
+    pub maintenance: bool,
+}
+
+/// One client subsystem of this server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClientView {
+    pub subsystem: String,
+    /// Whether the configuration in force lists it on this server.
+    pub registered: bool,
+    /// Pinned information systems' certificates (SHA-256).
+    pub pins: Vec<String>,
+    pub bodies_logged: bool,
+}
+
+/// `GET /api/clients`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClientsView {
+    pub server: String,
+    /// Where other servers reach this one, by the configuration.
+    pub address: String,
+    /// Auth certificates the configuration pins for it (SHA-256).
+    pub auth_certs: Vec<String>,
+    pub clients: Vec<ClientView>,
+}
+
+/// One provided service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceView {
+    /// `PROVIDER_SUBSYSTEM/grpc.Service`.
+    pub service: String,
+    pub backend_url: Option<String>,
+    pub timeout_ms: Option<u64>,
+    /// The configuration lists the service and this server serves its provider.
+    pub provided_here: bool,
+    pub personal_data: bool,
+}
+
+/// One access right.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RuleView {
+    /// A subsystem, or `group:INSTANCE/GROUP`.
+    pub subject: String,
+    /// `PROVIDER_SUBSYSTEM/grpc.Service`.
+    pub service: String,
+    /// One method, or none for the whole service.
+    pub method: Option<String>,
+}
+
+/// `POST /api/access`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessChange {
+    /// `grant` or `revoke`.
+    pub action: String,
+    /// A subsystem, or `group:INSTANCE/GROUP`.
+    pub subject: String,
+    /// `PROVIDER_SUBSYSTEM/grpc.Service`.
+    pub service: String,
+    #[serde(default)]
+    pub method: Option<String>,
+}
+
+/// A refusal's body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+}
+
+fn error(status: StatusCode, why: impl Into<String>) -> Response {
+    (status, Json(ApiError { error: why.into() })).into_response()
+}
+
+fn subject_text(s: &Subject) -> String {
+    match s {
+        Subject::Subsystem(s) => s.to_string(),
+        Subject::Group(g) => format!("group:{g}"),
+    }
+}
+
+/// Parses an access change into a rule (the same rules as
+/// `lienthong server acl`).
+pub fn rule_of(change: &AccessChange) -> Result<AccessRule, String> {
+    let subject: Subject = change
+        .subject
+        .trim()
+        .parse()
+        .map_err(|e| format!("subject {:?}: {e}", change.subject))?;
+    let id: ServiceId = change
+        .service
+        .trim()
+        .parse()
+        .map_err(|e| format!("service {:?}: {e}", change.service))?;
+    if id.version.is_some() {
+        return Err("give the service without a version: PROVIDER_SUBSYSTEM/grpc.Service".into());
+    }
+    let method = change
+        .method
+        .as_deref()
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .map(str::to_owned);
+    if let Some(m) = &method
+        && !m.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(format!("method {m:?} is not a gRPC method name"));
+    }
+    Ok(AccessRule {
+        subject,
+        provider: id.provider,
+        service: id.service.to_string(),
+        method,
+    })
+}
+
+impl Admin {
+    /// The operator a request's bearer token names, or the 401 to answer.
+    #[allow(clippy::result_large_err)]
+    pub(super) fn operator(&self, headers: &HeaderMap) -> Result<Operator, Response> {
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .unwrap_or_default();
+        match operators::authenticate(&self.store, token) {
+            Ok(Some(op)) => Ok(op),
+            Ok(None) => {
+                tracing::info!(
+                    given = !token.is_empty(),
+                    "admin port: request without a known operator token"
+                );
+                let mut r = error(
+                    StatusCode::UNAUTHORIZED,
+                    "an operator token is required: Authorization: Bearer lts_… (lienthong server operator add)",
+                );
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer"),
+                );
+                Err(r)
+            }
+            Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        }
+    }
+
+    /// An admin's action: refused (and audited) for an observer; `act`'s
+    /// outcome audited otherwise.
+    pub(super) fn act(
+        &self,
+        op: &Operator,
+        action: &str,
+        detail: String,
+        act: impl FnOnce() -> Result<String, (StatusCode, String)>,
+    ) -> Response {
+        let (status, result, answer) = if op.role != Role::Admin {
+            let why = format!("{} is an observer and may not {action}", op.name);
+            (StatusCode::FORBIDDEN, why.clone(), why)
+        } else {
+            match act() {
+                Ok(done) => (StatusCode::OK, "ok".to_owned(), done),
+                Err((status, why)) => (status, why.clone(), why),
+            }
+        };
+        let record = AuditRecord {
+            at_unix_ms: unix_ms(SystemTime::now()),
+            actor: op.name.clone(),
+            action: action.to_owned(),
+            detail,
+            result,
+        };
+        if let Err(e) = operators::audit(&self.store, record) {
+            // An action that cannot be audited is not done silently.
+            tracing::error!(error = %e, "the operators' audit log cannot be written");
+            return error(StatusCode::INTERNAL_SERVER_ERROR, format!("audit log: {e}"));
+        }
+        if status.is_success() {
+            tracing::info!(operator = %op.name, action, "operator action");
+            (status, Json(serde_json::json!({ "done": answer }))).into_response()
+        } else {
+            error(status, answer)
+        }
+    }
+
+    fn status_view(&self) -> StatusView {
+        let now = SystemTime::now();
+        StatusView {
+            server: crate::server_id(&self.store).map_or_else(|e| e, |id| id.to_string()),
+            configuration: self.conf.view().map(|v| ConfSummary {
+                version: v.version,
+                created_at_ms: v.created_at_ms,
+                expires_at_ms: v.expires_at_ms,
+                expired: v.is_expired(now),
+            }),
+            auth_not_after: self.auth_not_after,
+            checks: self
+                .health()
+                .into_iter()
+                .map(|(name, (ok, detail))| CheckView {
+                    name: name.to_owned(),
+                    ok,
+                    detail,
+                })
+                .collect(),
+            maintenance: self.maintenance.load(Ordering::Relaxed),
+        }
+    }
+
+    fn clients_view(&self) -> Result<ClientsView, String> {
+        let me = crate::server_id(&self.store)?;
+        let view = self.conf.view();
+        let entry = view.as_ref().and_then(|v| v.server(&me));
+        let pins = self.store.client_pins().map_err(|e| e.to_string())?;
+        let bodies = self.store.body_logging().map_err(|e| e.to_string())?;
+        let mut names: BTreeSet<SubsystemId> = BTreeSet::new();
+        if let Some(e) = entry {
+            names.extend(e.clients.iter().cloned());
+        }
+        names.extend(pins.iter().map(|(s, _)| s.clone()));
+        names.extend(bodies.iter().cloned());
+        let clients = names
+            .into_iter()
+            .map(|s| ClientView {
+                registered: entry.is_some_and(|e| e.clients.contains(&s)),
+                pins: pins
+                    .iter()
+                    .filter(|(p, _)| *p == s)
+                    .map(|(_, fp)| fp.to_string())
+                    .collect(),
+                bodies_logged: bodies.contains(&s),
+                subsystem: s.to_string(),
+            })
+            .collect();
+        Ok(ClientsView {
+            server: me.to_string(),
+            address: entry.map(|e| e.address.clone()).unwrap_or_default(),
+            auth_certs: entry
+                .map(|e| e.auth_certs.iter().map(ToString::to_string).collect())
+                .unwrap_or_default(),
+            clients,
+        })
+    }
+
+    fn services_view(&self) -> Result<Vec<ServiceView>, String> {
+        let me = crate::server_id(&self.store)?;
+        let view = self.conf.view();
+        let backends = self.store.backends().map_err(|e| e.to_string())?;
+        let rules = self.store.rules().map_err(|e| e.to_string())?;
+        let mut named: BTreeSet<(String, String)> = backends
+            .iter()
+            .map(|b| (b.provider.to_string(), b.service.clone()))
+            .collect();
+        named.extend(
+            rules
+                .iter()
+                .map(|r| (r.provider.to_string(), r.service.clone())),
+        );
+        Ok(named
+            .into_iter()
+            .map(|(provider, service)| {
+                let backend = backends
+                    .iter()
+                    .find(|b| b.provider.to_string() == provider && b.service == service);
+                let id: Option<SubsystemId> = provider.parse().ok();
+                let (provided_here, personal_data) = match (&view, &id) {
+                    (Some(v), Some(p)) => (
+                        v.serves(&me, p) && v.offers(p, &service),
+                        v.handles_personal_data(p, &service),
+                    ),
+                    _ => (false, false),
+                };
+                ServiceView {
+                    service: format!("{provider}/{service}"),
+                    backend_url: backend.map(|b| b.url.clone()),
+                    timeout_ms: backend.map(|b| b.timeout.as_millis() as u64),
+                    provided_here,
+                    personal_data,
+                }
+            })
+            .collect())
+    }
+
+    fn rules_view(&self) -> Result<Vec<RuleView>, String> {
+        Ok(self
+            .store
+            .rules()
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|r| RuleView {
+                subject: subject_text(&r.subject),
+                service: format!("{}/{}", r.provider, r.service),
+                method: r.method.clone(),
+            })
+            .collect())
+    }
+
+    /// Grants or revokes; a grant only for a service the configuration
+    /// lists as provided here (as `lienthong server acl grant` without
+    /// `--force`). In force when it returns.
+    fn change_access(&self, change: &AccessChange) -> Result<String, (StatusCode, String)> {
+        let bad = |e: String| (StatusCode::BAD_REQUEST, e);
+        let failed = |e: String| (StatusCode::INTERNAL_SERVER_ERROR, e);
+        let rule = rule_of(change).map_err(bad)?;
+        let done = match change.action.as_str() {
+            "grant" => {
+                let me = crate::server_id(&self.store).map_err(failed)?;
+                match self.conf.view() {
+                    None => {
+                        return Err(bad(
+                            "no global configuration to check the service against".into()
+                        ));
+                    }
+                    Some(v) if !v.serves(&me, &rule.provider) => {
+                        return Err(bad(format!(
+                            "{} is not a client of this server ({me}) in configuration version {}",
+                            rule.provider, v.version
+                        )));
+                    }
+                    Some(v) if !v.offers(&rule.provider, &rule.service) => {
+                        return Err(bad(format!(
+                            "{} offers no service {} in configuration version {}",
+                            rule.provider, rule.service, v.version
+                        )));
+                    }
+                    Some(_) => {}
+                }
+                let new = self.store.grant(&rule).map_err(|e| failed(e.to_string()))?;
+                format!(
+                    "{}: {rule}",
+                    if new { "granted" } else { "already granted" }
+                )
+            }
+            "revoke" => {
+                if !self
+                    .store
+                    .revoke(&rule)
+                    .map_err(|e| failed(e.to_string()))?
+                {
+                    return Err((StatusCode::NOT_FOUND, format!("no such grant: {rule}")));
+                }
+                format!("revoked: {rule}")
+            }
+            other => return Err(bad(format!("action {other:?}: grant or revoke"))),
+        };
+        if let Some(p) = &self.policies {
+            p.reload(None).map_err(|e| failed(e.to_string()))?;
+        }
+        Ok(done)
+    }
+}
+
+fn json_or_500<T: Serialize>(r: Result<T, String>) -> Response {
+    match r {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// Runs `read` on a blocking thread (the store is SQLite) for a known operator.
+async fn read<T: Serialize + Send + 'static>(
+    admin: Admin,
+    headers: HeaderMap,
+    read: impl FnOnce(&Admin) -> Result<T, String> + Send + 'static,
+) -> Response {
+    let answer = tokio::task::spawn_blocking(move || match admin.operator(&headers) {
+        Err(r) => r,
+        Ok(_) => json_or_500(read(&admin)),
+    })
+    .await;
+    answer.unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+pub(super) async fn whoami(State(a): State<Admin>, headers: HeaderMap) -> Response {
+    let answer = tokio::task::spawn_blocking(move || match a.operator(&headers) {
+        Ok(op) => Json(op).into_response(),
+        Err(r) => r,
+    })
+    .await;
+    answer.unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+pub(super) async fn status(State(a): State<Admin>, headers: HeaderMap) -> Response {
+    read(a, headers, |a| Ok(a.status_view())).await
+}
+
+pub(super) async fn clients(State(a): State<Admin>, headers: HeaderMap) -> Response {
+    read(a, headers, Admin::clients_view).await
+}
+
+pub(super) async fn services(State(a): State<Admin>, headers: HeaderMap) -> Response {
+    read(a, headers, Admin::services_view).await
+}
+
+pub(super) async fn access(State(a): State<Admin>, headers: HeaderMap) -> Response {
+    read(a, headers, Admin::rules_view).await
+}
+
+pub(super) async fn audit(State(a): State<Admin>, headers: HeaderMap) -> Response {
+    read(a, headers, |a| {
+        operators::audit_log(&a.store).map_err(|e| e.to_string())
+    })
+    .await
+}
+
+pub(super) async fn change_access(
+    State(a): State<Admin>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let answer = tokio::task::spawn_blocking(move || {
+        let op = match a.operator(&headers) {
+            Ok(op) => op,
+            Err(r) => return r,
+        };
+        let change: AccessChange = match serde_json::from_slice(&body) {
+            Ok(c) => c,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("the change: {e}")),
+        };
+        let detail = format!(
+            "{} {} {}{}",
+            change.action,
+            change.subject,
+            change.service,
+            change
+                .method
+                .as_deref()
+                .filter(|m| !m.is_empty())
+                .map(|m| format!("/{m}"))
+                .unwrap_or_default()
+        );
+        let action = if change.action == "revoke" {
+            "revoke access"
+        } else {
+            "grant access"
+        };
+        a.act(&op, action, detail, || a.change_access(&change))
+    })
+    .await;
+    answer.unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+pub(super) async fn maintenance(
+    State(a): State<Admin>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let answer = tokio::task::spawn_blocking(move || {
+        let op = match a.operator(&headers) {
+            Ok(op) => op,
+            Err(r) => return r,
+        };
+        let on = match body.as_ref() {
+            b"on" => true,
+            b"off" => false,
+            _ => return error(StatusCode::BAD_REQUEST, "send `on` or `off`"),
+        };
+        let word = if on { "on" } else { "off" };
+        a.act(&op, "maintenance", word.to_owned(), || {
+            a.maintenance.store(on, Ordering::Relaxed);
+            if on {
+                tracing::warn!("maintenance mode on: health answers 503");
+            } else {
+                tracing::info!("maintenance mode off");
+            }
+            Ok(format!("maintenance {word}"))
+        })
+    })
+    .await;
+    answer.unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
