@@ -415,10 +415,15 @@ fn print_verified(subject: &str, at_ms: i64, r: &TraceReport) {
     }
 }
 
+// Parsed once at start: the larger variant's size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum ConsoleCommand {
     /// Serve the registry officers' console: sign in with an operator
-    /// token (officer or observer), see registration requests with their
+    /// token (officer or observer), or as a person through an OpenID
+    /// provider (--oidc-*: the role from a claim the provider asserts, the
+    /// console acting with the operator token of that role and naming the
+    /// person in each decision's note), see registration requests with their
     /// CSRs, approve or reject pending ones. Every action goes through the
     /// registry's operator API, checked and audited there as from the CLI.
     ///
@@ -427,6 +432,33 @@ pub enum ConsoleCommand {
     ///
     /// Example: lienthong console registry --anchor /etc/lienthong/anchor.bin --listen 127.0.0.1:4480
     Registry(RegistryConsoleArgs),
+    /// Serve a security server's operator console: sign in with one of
+    /// the server's operator tokens (`lienthong server operator add`), see
+    /// its status, clients, services and access rights, grant and revoke
+    /// access, switch maintenance mode, read its audit log. Every action
+    /// goes through the server's admin port, checked and audited there.
+    ///
+    /// Bind it to the management network: HTTPS with --tls-cert/--tls-key,
+    /// plain HTTP only on loopback.
+    ///
+    /// Example: lienthong console server --admin http://127.0.0.1:9095 --listen 127.0.0.1:4481
+    Server(ServerConsoleArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ServerConsoleArgs {
+    /// The server's admin port (its --admin-listen), as http://ADDRESS:PORT.
+    #[arg(long, default_value = "http://127.0.0.1:9095")]
+    admin: String,
+    /// The console's listener.
+    #[arg(long, default_value = "127.0.0.1:4481")]
+    listen: SocketAddr,
+    /// The console's TLS certificate chain (PEM).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The console's TLS private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -443,6 +475,91 @@ pub struct RegistryConsoleArgs {
     /// The console's TLS private key (PEM).
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Officers also sign in as themselves through this OpenID provider
+    /// (issuer URL; https, or http on loopback).
+    #[arg(long, requires_all = ["oidc_client_id", "oidc_redirect_url", "oidc_person_claim", "officer_token_file", "observer_token_file"])]
+    oidc_issuer: Option<String>,
+    #[arg(long)]
+    oidc_client_id: Option<String>,
+    /// The client's secret (none: a public client, PKCE alone).
+    #[arg(long, env = "LIENTHONG_CONSOLE_OIDC_SECRET", hide_env_values = true)]
+    oidc_client_secret: Option<String>,
+    /// Where the provider sends officers back: the console's public URL
+    /// followed by /auth/callback.
+    #[arg(long)]
+    oidc_redirect_url: Option<String>,
+    /// The ID-token claim naming the officer (one the provider asserts,
+    /// never one a person edits such as email).
+    #[arg(long)]
+    oidc_person_claim: Option<String>,
+    /// The ID-token claim holding the registry role: `officer` or
+    /// `observer` (a string or a list).
+    #[arg(long, default_value = "lienthong_registry_role")]
+    oidc_role_claim: String,
+    /// Authentication levels (`acr`) accepted, comma-separated.
+    #[arg(long, default_value = "substantial,high")]
+    oidc_acr: String,
+    /// A file holding the registry operator token (officer role) the
+    /// console acts with for officers signed in by OpenID Connect.
+    #[arg(long)]
+    officer_token_file: Option<PathBuf>,
+    /// The same for observers (an observer-role operator token).
+    #[arg(long)]
+    observer_token_file: Option<PathBuf>,
+}
+
+/// The officers' sign-in by OpenID Connect, when configured.
+fn officer_oidc(
+    args: &RegistryConsoleArgs,
+) -> Result<Option<lienthong_portal_web::console::OfficerOidc>> {
+    let (
+        Some(issuer),
+        Some(client_id),
+        Some(redirect_url),
+        Some(person_claim),
+        Some(officer),
+        Some(observer),
+    ) = (
+        &args.oidc_issuer,
+        &args.oidc_client_id,
+        &args.oidc_redirect_url,
+        &args.oidc_person_claim,
+        &args.officer_token_file,
+        &args.observer_token_file,
+    )
+    else {
+        return Ok(None);
+    };
+    let read = |p: &PathBuf| {
+        std::fs::read_to_string(p)
+            .map(|t| t.trim().to_owned())
+            .map_err(|e| format!("{}: {e}", p.display()))
+    };
+    let cfg = lienthong_portal_web::oidc::OidcConfig {
+        issuer: issuer.clone(),
+        client_id: client_id.clone(),
+        client_secret: args.oidc_client_secret.clone(),
+        redirect_url: redirect_url.clone(),
+        personal_id_claim: person_claim.clone(),
+        accepted_acr: args
+            .oidc_acr
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        scopes: Vec::new(),
+    };
+    let oidc = lienthong_portal_web::oidc::Oidc::new(
+        cfg,
+        lienthong_portal_web::http_client::HttpClient::new()?,
+    )
+    .map_err(|errors| errors.join("; "))?;
+    Ok(Some(lienthong_portal_web::console::OfficerOidc {
+        oidc,
+        role_claim: args.oidc_role_claim.clone(),
+        officer_token: read(officer)?,
+        observer_token: read(observer)?,
+    }))
 }
 
 pub fn run_console(cmd: ConsoleCommand) -> Result<()> {
@@ -452,6 +569,7 @@ pub fn run_console(cmd: ConsoleCommand) -> Result<()> {
         .build()?;
     match cmd {
         ConsoleCommand::Registry(args) => rt.block_on(serve_registry_console(args)),
+        ConsoleCommand::Server(args) => rt.block_on(serve_server_console(args)),
     }
 }
 
@@ -462,7 +580,10 @@ async fn serve_registry_console(args: RegistryConsoleArgs) -> Result<()> {
     };
     serve::check_listen(args.listen, tls.is_some())?;
     let anchor = lienthong_registry_client::read_anchor(&args.anchor)?;
-    let console = lienthong_portal_web::console::RegistryConsole::new(anchor, tls.is_some());
+    let mut console = lienthong_portal_web::console::RegistryConsole::new(anchor, tls.is_some());
+    if let Some(oidc) = officer_oidc(&args)? {
+        console = console.with_oidc(oidc);
+    }
     let listener = TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -479,6 +600,51 @@ async fn serve_registry_console(args: RegistryConsoleArgs) -> Result<()> {
     )
     .await?;
     Ok(())
+}
+
+async fn serve_server_console(args: ServerConsoleArgs) -> Result<()> {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => Some(serve::tls_config(c, k)?),
+        _ => None,
+    };
+    serve::check_listen(args.listen, tls.is_some())?;
+    let console =
+        lienthong_portal_web::server_console::ServerConsole::new(&args.admin, tls.is_some())?;
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    eprintln!(
+        "security server operator's console on {}://{} (admin port {})",
+        if tls.is_some() { "https" } else { "http" },
+        args.listen,
+        args.admin
+    );
+    serve::serve(
+        listener,
+        tls,
+        lienthong_portal_web::server_console::router(Arc::new(console)),
+        crate::shutdown_signal(),
+    )
+    .await?;
+    Ok(())
+}
+
+/// A security server's operator console on loopback for the demo, over
+/// the server's admin port at `admin`; returns its URL.
+pub async fn start_demo_server_console(admin: SocketAddr) -> Result<String> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/", listener.local_addr()?);
+    let console = lienthong_portal_web::server_console::ServerConsole::new(
+        &format!("http://{admin}"),
+        false,
+    )?;
+    tokio::spawn(serve::serve(
+        listener,
+        None,
+        lienthong_portal_web::server_console::router(Arc::new(console)),
+        std::future::pending(),
+    ));
+    Ok(url)
 }
 
 /// The demo's registry officers' console on loopback; returns its URL.

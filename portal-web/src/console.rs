@@ -1,6 +1,7 @@
 //! The registry officers' console (first part): sign in with an operator
-//! token, see registration requests with their CSRs' details, approve or
-//! reject pending ones, read the audit log.
+//! token, or as a person through the organisation's OpenID provider
+//! ([`OfficerOidc`]), see registration requests with their CSRs' details,
+//! approve or reject pending ones, read the audit log.
 //!
 //! Every action goes through the registry's operator API, as
 //! `lienthong registry` does, so the registry checks the token's role
@@ -9,90 +10,96 @@
 //! HttpOnly, SameSite=Strict cookie, and every form carries the session's
 //! anti-forgery token.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Form, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{Form, Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use lienthong_proto::fields::printable;
 use lienthong_proto::id::{MemberId, ServerId, SubsystemId};
 use lienthong_proto::pb::globalconf::v1::Anchor;
 use lienthong_proto::pb::registry::v1 as pb;
-use maud::{DOCTYPE, Markup, html};
+use maud::{Markup, html};
 use serde::Deserialize;
 
+use crate::console_common::{Session, Sessions, Shell, hex_of, sign_in_notice, style};
+use crate::oidc::{Oidc, PendingLogin};
 use crate::state::{random_token, same};
 
-/// How long a console session lasts from sign-in.
-pub const SESSION_TTL: Duration = Duration::from_secs(15 * 60);
-/// Most console sessions at once.
-const MAX_SESSIONS: usize = 1_000;
+pub use crate::console_common::SESSION_TTL;
 
-struct Session {
-    token: String,
-    csrf: String,
-    expires: Instant,
+/// Per-person sign-in of officers by OpenID Connect.
+///
+/// The person comes from the configured claim (`personal_id_claim` of the
+/// [`Oidc`] settings: a claim the provider asserts, never one a person
+/// edits), the role from `role_claim`, verified with the ID token: its
+/// value (a string, or a list of them) holds `officer` or `observer`.
+/// The console then acts with the registry operator token of that role,
+/// and writes the person's name into every decision's note, so that the
+/// registry's audit log names who decided.
+pub struct OfficerOidc {
+    pub oidc: Oidc,
+    /// The claim naming the role, e.g. `lienthong_registry_role`.
+    pub role_claim: String,
+    /// The registry operator token the console acts with for officers.
+    pub officer_token: String,
+    /// The one for observers.
+    pub observer_token: String,
 }
+
+/// Most sign-ins under way at once.
+const MAX_PENDING: usize = 1_000;
+/// How long a sign-in at the provider may take.
+const PENDING_TTL: Duration = Duration::from_secs(10 * 60);
 
 /// The console's state.
 pub struct RegistryConsole {
     anchor: Anchor,
+    sessions: Sessions,
+    shell: Shell,
+    oidc: Option<OfficerOidc>,
     secure_cookies: bool,
-    sessions: Mutex<HashMap<String, Session>>,
+    pending: std::sync::Mutex<std::collections::HashMap<String, PendingLogin>>,
 }
 
 impl RegistryConsole {
     pub fn new(anchor: Anchor, secure_cookies: bool) -> Self {
         RegistryConsole {
             anchor,
+            sessions: Sessions::new("lt_console", secure_cookies),
+            shell: Shell {
+                product: "Lienthong registry".into(),
+                role: "officers' console",
+                nav: &[("/requests", "Requests"), ("/audit", "Audit log")],
+                home: "/requests",
+            },
+            oidc: None,
             secure_cookies,
-            sessions: Mutex::new(HashMap::new()),
+            pending: Default::default(),
         }
     }
 
-    fn cookie_name(&self) -> &'static str {
+    /// Officers may also sign in as themselves through `oidc`.
+    pub fn with_oidc(mut self, oidc: OfficerOidc) -> Self {
+        self.oidc = Some(oidc);
+        self
+    }
+
+    fn login_cookie(&self) -> &'static str {
         if self.secure_cookies {
-            "__Host-lt_console"
+            "__Host-lt_console_login"
         } else {
-            "lt_console"
+            "lt_console_login"
         }
     }
 
-    fn cookie(&self, value: &str, clear: bool) -> HeaderValue {
-        let secure = if self.secure_cookies { "; Secure" } else { "" };
-        let age = if clear { "; Max-Age=0" } else { "" };
-        HeaderValue::from_str(&format!(
-            "{}={value}; Path=/; HttpOnly; SameSite=Strict{age}{secure}",
-            self.cookie_name()
-        ))
-        .unwrap_or(HeaderValue::from_static(""))
-    }
-
-    /// The session's id, token and anti-forgery token.
-    fn session(&self, headers: &HeaderMap) -> Option<(String, String, String)> {
-        let id = headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|kv| kv.trim().split_once('='))
-            .find(|(k, _)| *k == self.cookie_name())
-            .map(|(_, v)| v.to_owned())?;
-        let mut map = self.sessions.lock().ok()?;
-        match map.get(&id) {
-            Some(s) if s.expires > Instant::now() => {
-                Some((id.clone(), s.token.clone(), s.csrf.clone()))
-            }
-            Some(_) => {
-                map.remove(&id);
-                None
-            }
-            None => None,
-        }
+    /// Sessions last `ttl` instead of [`SESSION_TTL`].
+    pub fn with_session_ttl(mut self, ttl: Duration) -> Self {
+        self.sessions = self.sessions.with_ttl(ttl);
+        self
     }
 
     async fn operator(
@@ -104,6 +111,10 @@ impl RegistryConsole {
             .map_err(|e| format!("the registry cannot be reached: {e}"))?;
         lienthong_registry_client::operator_client(channel, token).map_err(|e| e.to_string())
     }
+
+    fn refused(&self, status: StatusCode, title: &str, why: &str, s: Option<&Session>) -> Response {
+        self.shell.refused(status, title, why, s)
+    }
 }
 
 /// The console's routes.
@@ -114,74 +125,44 @@ pub fn router(console: Arc<RegistryConsole>) -> Router {
         .route("/logout", post(logout))
         .route("/requests", get(requests))
         .route("/requests/decide", post(decide))
+        .route("/oidc/start", get(oidc_start))
+        .route("/auth/callback", get(oidc_callback))
         .route("/audit", get(audit))
-        .route(
-            "/style.css",
-            get(|| async {
-                (
-                    [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
-                    crate::pages::STYLE,
-                )
-            }),
-        )
+        .route("/style.css", get(style))
         .layer(axum::middleware::map_response(crate::app::security_headers))
         .with_state(console)
 }
 
-fn page(title: &str, csrf: Option<&str>, body: Markup) -> Markup {
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " — Lienthong registry" }
-                link rel="stylesheet" href="/style.css";
-            }
-            body {
-                header {
-                    p { strong { "Lienthong registry" } " · officers' console" }
-                    @if let Some(csrf) = csrf {
-                        nav aria-label="console" { a href="/requests" { "Requests" } " · " a href="/audit" { "Audit log" } }
-                        form method="post" action="/logout" {
-                            input type="hidden" name="csrf" value=(csrf);
-                            button.secondary type="submit" { "Sign out" }
-                        }
+#[derive(Deserialize)]
+struct SignInQuery {
+    #[serde(default)]
+    expired: Option<String>,
+}
+
+async fn sign_in_page(
+    State(c): State<Arc<RegistryConsole>>,
+    Query(q): Query<SignInQuery>,
+) -> Response {
+    c.shell
+        .page(
+            "Sign in",
+            None,
+            html! {
+                (sign_in_notice(q.expired.is_some()))
+                @if c.oidc.is_some() {
+                    p { a.button #oidc href="/oidc/start" { "Sign in with your organisation's account" } }
+                    p { "Or with an operator token:" }
+                }
+                form method="post" action="/login" {
+                    p {
+                        label for="token" { "Operator token (officer or observer)" } br;
+                        input #token type="password" name="token" autocomplete="off" required;
                     }
+                    p { button type="submit" { "Sign in" } }
                 }
-                main #main { h1 { (title) } (body) }
-            }
-        }
-    }
-}
-
-fn refused(status: StatusCode, title: &str, why: &str, csrf: Option<&str>) -> Response {
-    (
-        status,
-        page(
-            title,
-            csrf,
-            html! { p.error role="alert" { (printable(why)) } p { a href="/requests" { "Back" } } },
-        ),
-    )
+            },
+        )
         .into_response()
-}
-
-async fn sign_in_page() -> Response {
-    page(
-        "Sign in",
-        None,
-        html! {
-            form method="post" action="/login" {
-                p {
-                    label for="token" { "Operator token (officer or observer)" } br;
-                    input #token type="password" name="token" autocomplete="off" required;
-                }
-                p { button type="submit" { "Sign in" } }
-            }
-        },
-    )
-    .into_response()
 }
 
 #[derive(Deserialize)]
@@ -202,41 +183,20 @@ async fn login(State(c): State<Arc<RegistryConsole>>, Form(f): Form<LoginForm>) 
     };
     if let Err(why) = checked.await {
         tracing::info!(reason = %why, "console sign-in refused");
-        return refused(StatusCode::UNAUTHORIZED, "Sign-in refused", &why, None);
+        return c.refused(StatusCode::UNAUTHORIZED, "Sign-in refused", &why, None);
     }
-    let id = random_token();
+    match c
+        .sessions
+        .open(token, "a registry operator token".into(), None, "/requests")
     {
-        let Ok(mut map) = c.sessions.lock() else {
-            return refused(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Sign-in failed",
-                "sessions",
-                None,
-            );
-        };
-        let now = Instant::now();
-        map.retain(|_, s| s.expires > now);
-        if map.len() >= MAX_SESSIONS {
-            return refused(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Sign-in failed",
-                "too many sessions",
-                None,
-            );
-        }
-        map.insert(
-            id.clone(),
-            Session {
-                token,
-                csrf: random_token(),
-                expires: now + SESSION_TTL,
-            },
-        );
+        Ok(r) => r,
+        Err(why) => c.refused(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Sign-in failed",
+            &why,
+            None,
+        ),
     }
-    let mut r = Redirect::to("/requests").into_response();
-    r.headers_mut()
-        .append(header::SET_COOKIE, c.cookie(&id, false));
-    r
 }
 
 #[derive(Deserialize)]
@@ -250,24 +210,10 @@ async fn logout(
     headers: HeaderMap,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    let Some((id, _, csrf)) = c.session(&headers) else {
-        return Redirect::to("/").into_response();
-    };
-    if !same(&f.csrf, &csrf) {
-        return refused(
-            StatusCode::FORBIDDEN,
-            "Refused",
-            "the form's anti-forgery token is missing or wrong",
-            Some(&csrf),
-        );
+    match c.sessions.require_form(&headers, &f.csrf, &c.shell) {
+        Ok(s) => c.sessions.close(&s.id),
+        Err(r) => r,
     }
-    if let Ok(mut map) = c.sessions.lock() {
-        map.remove(&id);
-    }
-    let mut r = Redirect::to("/").into_response();
-    r.headers_mut()
-        .append(header::SET_COOKIE, c.cookie("", true));
-    r
 }
 
 fn kind(k: i32) -> &'static str {
@@ -333,16 +279,13 @@ fn request_markup(r: &pb::RequestSummary, csrf: &str) -> Markup {
     }
 }
 
-fn hex_of(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 async fn requests(State(c): State<Arc<RegistryConsole>>, headers: HeaderMap) -> Response {
-    let Some((_, token, csrf)) = c.session(&headers) else {
-        return Redirect::to("/").into_response();
+    let session = match c.sessions.require(&headers) {
+        Ok(s) => s,
+        Err(r) => return r,
     };
     let listed = async {
-        c.operator(&token)
+        c.operator(&session.credential)
             .await?
             .list_requests(pb::ListRequestsRequest::default())
             .await
@@ -357,21 +300,22 @@ async fn requests(State(c): State<Arc<RegistryConsole>>, headers: HeaderMap) -> 
                     std::cmp::Reverse(r.id),
                 )
             });
-            page(
-                "Registration requests",
-                Some(&csrf),
-                html! {
-                    @if list.is_empty() { p { "No requests." } }
-                    @for r in &list { (request_markup(r, &csrf)) }
-                },
-            )
-            .into_response()
+            c.shell
+                .page(
+                    "Registration requests",
+                    Some(&session),
+                    html! {
+                        @if list.is_empty() { p { "No requests." } }
+                        @for r in &list { (request_markup(r, &session.csrf)) }
+                    },
+                )
+                .into_response()
         }
-        Err(why) => refused(
+        Err(why) => c.refused(
             StatusCode::BAD_GATEWAY,
             "The registry refused",
             &why,
-            Some(&csrf),
+            Some(&session),
         ),
     }
 }
@@ -393,23 +337,20 @@ async fn decide(
     headers: HeaderMap,
     Form(f): Form<DecideForm>,
 ) -> Response {
-    let Some((_, token, csrf)) = c.session(&headers) else {
-        return Redirect::to("/").into_response();
+    let session = match c.sessions.require_form(&headers, &f.csrf, &c.shell) {
+        Ok(s) => s,
+        Err(r) => return r,
     };
-    if !same(&f.csrf, &csrf) {
-        return refused(
-            StatusCode::FORBIDDEN,
-            "Refused",
-            "the form's anti-forgery token is missing or wrong",
-            Some(&csrf),
-        );
-    }
+    let note: String = f.note.chars().take(1000).collect();
     let req = pb::DecideRequest {
         id: f.id,
-        note: f.note.chars().take(1000).collect(),
+        note: match &session.person {
+            Some(person) => format!("[{person}] {note}"),
+            None => note,
+        },
     };
     let decided = async {
-        let mut op = c.operator(&token).await?;
+        let mut op = c.operator(&session.credential).await?;
         let r = match f.decision.as_str() {
             "approve" => op.approve_request(req).await,
             "reject" => op.reject_request(req).await,
@@ -419,22 +360,23 @@ async fn decide(
     };
     match decided.await {
         Ok(_) => Redirect::to("/requests").into_response(),
-        Err(why) => refused(
+        Err(why) => c.refused(
             StatusCode::FORBIDDEN,
             "The registry refused",
             &why,
-            Some(&csrf),
+            Some(&session),
         ),
     }
 }
 
 /// The newest audit records, most recent first.
 async fn audit(State(c): State<Arc<RegistryConsole>>, headers: HeaderMap) -> Response {
-    let Some((_, token, csrf)) = c.session(&headers) else {
-        return Redirect::to("/").into_response();
+    let session = match c.sessions.require(&headers) {
+        Ok(s) => s,
+        Err(r) => return r,
     };
     let listed = async {
-        c.operator(&token)
+        c.operator(&session.credential)
             .await?
             .list_audit(pb::ListAuditRequest {
                 limit: 200,
@@ -447,9 +389,9 @@ async fn audit(State(c): State<Arc<RegistryConsole>>, headers: HeaderMap) -> Res
     match listed.await {
         Ok(mut records) => {
             records.sort_by_key(|r| std::cmp::Reverse(r.id));
-            page(
+            c.shell.page(
                 "Audit log",
-                Some(&csrf),
+                Some(&session),
                 html! {
                     @for r in &records {
                         article.access {
@@ -465,11 +407,162 @@ async fn audit(State(c): State<Arc<RegistryConsole>>, headers: HeaderMap) -> Res
             )
             .into_response()
         }
-        Err(why) => refused(
+        Err(why) => c.refused(
             StatusCode::BAD_GATEWAY,
             "The registry refused",
             &why,
-            Some(&csrf),
+            Some(&session),
+        ),
+    }
+}
+
+// === sign-in as a person, by OpenID Connect ===
+
+async fn oidc_start(State(c): State<Arc<RegistryConsole>>) -> Response {
+    let Some(o) = &c.oidc else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let (url, pending) = match o.oidc.begin().await {
+        Ok(x) => x,
+        Err(e) => {
+            return c.refused(
+                StatusCode::BAD_GATEWAY,
+                "Sign-in failed",
+                &e.to_string(),
+                None,
+            );
+        }
+    };
+    let id = random_token();
+    {
+        let Ok(mut map) = c.pending.lock() else {
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        };
+        map.retain(|_, p| p.started.elapsed() < PENDING_TTL);
+        if map.len() >= MAX_PENDING {
+            return c.refused(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Sign-in failed",
+                "too many sign-ins under way",
+                None,
+            );
+        }
+        map.insert(id.clone(), pending);
+    }
+    let secure = if c.secure_cookies { "; Secure" } else { "" };
+    // Lax: the provider's redirect back is a cross-site navigation.
+    let cookie = format!(
+        "{}={id}; Path=/; HttpOnly; SameSite=Lax; Max-Age=600{secure}",
+        c.login_cookie()
+    );
+    let mut r = Redirect::to(&url).into_response();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&cookie) {
+        r.headers_mut().append(axum::http::header::SET_COOKIE, v);
+    }
+    r
+}
+
+#[derive(Deserialize)]
+struct Callback {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// The role `claims` give under `name`.
+fn role_of(
+    claims: &serde_json::Map<String, serde_json::Value>,
+    name: &str,
+) -> Option<&'static str> {
+    let has = |role: &str| match claims.get(name) {
+        Some(serde_json::Value::String(s)) => s == role,
+        Some(serde_json::Value::Array(list)) => list.iter().any(|v| v.as_str() == Some(role)),
+        _ => false,
+    };
+    if has("officer") {
+        Some("officer")
+    } else if has("observer") {
+        Some("observer")
+    } else {
+        None
+    }
+}
+
+async fn oidc_callback(
+    State(c): State<Arc<RegistryConsole>>,
+    headers: HeaderMap,
+    Query(q): Query<Callback>,
+) -> Response {
+    let Some(o) = &c.oidc else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let refused = |why: &str| c.refused(StatusCode::BAD_REQUEST, "Sign-in refused", why, None);
+    let pending = headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == c.login_cookie())
+        .and_then(|(_, id)| c.pending.lock().ok()?.remove(id));
+    if let Some(e) = &q.error {
+        return refused(&format!("the identity provider said: {e}"));
+    }
+    let Some(pending) = pending else {
+        return refused("the sign-in is unknown or expired; start again");
+    };
+    if !same(&q.state, &pending.state) {
+        return refused("the sign-in is not the one this browser started (state mismatch)");
+    }
+    let login = match o.oidc.finish(pending, &q.code).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::info!(error = %e, "officer sign-in refused");
+            return refused(&e.to_string());
+        }
+    };
+    let person = printable(&login.personal_id).into_owned();
+    let Some(role) = role_of(&login.claims, &o.role_claim) else {
+        tracing::info!(%person, "officer sign-in refused: no registry role");
+        return c.refused(
+            StatusCode::FORBIDDEN,
+            "Sign-in refused",
+            &format!(
+                "{person} holds no registry role: the identity provider's {:?} claim names neither officer nor observer",
+                o.role_claim
+            ),
+            None,
+        );
+    };
+    let token = if role == "officer" {
+        o.officer_token.clone()
+    } else {
+        o.observer_token.clone()
+    };
+    tracing::info!(%person, role, "officer signed in");
+    match c.sessions.open(
+        token,
+        format!("{person} ({role})"),
+        Some(person),
+        "/requests",
+    ) {
+        Ok(mut r) => {
+            if let Ok(v) = axum::http::HeaderValue::from_str(&format!(
+                "{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0",
+                c.login_cookie()
+            )) {
+                r.headers_mut().append(axum::http::header::SET_COOKIE, v);
+            }
+            r
+        }
+        Err(why) => c.refused(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Sign-in failed",
+            &why,
+            None,
         ),
     }
 }

@@ -18,11 +18,13 @@
 pub mod app;
 pub mod bundle;
 pub mod console;
+pub mod console_common;
 pub mod dev_provider;
 pub mod http_client;
 pub mod i18n;
 pub mod oidc;
 pub mod pages;
 pub mod serve;
+pub mod server_console;
 pub mod source;
 pub mod state;

@@ -195,6 +195,9 @@ pub struct Login {
     /// The personal id claim as given (not yet in canonical form).
     pub personal_id: String,
     pub acr: String,
+    /// The token's claims beyond the standard ones (verified with it),
+    /// e.g. a role the provider asserts.
+    pub claims: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Why a login failed (shown to the citizen; never a token).
@@ -355,7 +358,11 @@ impl Oidc {
             Some(serde_json::Value::String(s)) => s.clone(),
             _ => return Err(LoginError::NoPersonalId(claim.clone())),
         };
-        Ok(Login { personal_id, acr })
+        Ok(Login {
+            personal_id,
+            acr,
+            claims: claims.additional_claims().rest.clone(),
+        })
     }
 }
 

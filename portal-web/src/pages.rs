@@ -38,7 +38,8 @@ dt{font-weight:600}dd{margin:0;overflow-wrap:anywhere}
 .ok{color:#0a5d1f;font-weight:bold}.bad{color:#a4000f;font-weight:bold}
 .notice{border-left:4px solid #b35900;padding:.5rem 1rem;background:#fff4e5}
 .error{border-left:4px solid #a4000f;padding:.5rem 1rem;background:#fdecee}
-nav.pages{display:flex;gap:1rem;margin:1rem 0}
+nav.pages{display:flex;flex-wrap:wrap;gap:.25rem 1rem;margin:1rem 0}
+table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.35rem .5rem;border-bottom:1px solid #ccc;vertical-align:top;overflow-wrap:anywhere}
 footer{color:#444;font-size:.9rem;border-top:1px solid #ccc}
 form.filters label{min-width:0;max-width:100%}
 @media (max-width:40rem){dl{grid-template-columns:1fr}dt{margin-top:.4rem}header{display:block}form.filters label,form.filters select,form.filters input{width:100%}}

@@ -1,7 +1,8 @@
 //! The registry officers' console over a real registry: an observer signs
 //! in and reads but cannot decide; an officer approves a pending server
 //! registration, which the registry then reports approved; a decision
-//! without the form's token is refused; a wrong token cannot sign in.
+//! without the form's token is refused; a wrong token cannot sign in;
+//! markup in a note is text; an expired session goes back to sign-in.
 
 mod common;
 
@@ -70,7 +71,10 @@ async fn an_officer_approves_a_pending_server_and_an_observer_cannot() {
         vec![
             ("csrf".to_owned(), csrf),
             ("id".to_owned(), id.to_string()),
-            ("note".to_owned(), "checked by phone".to_owned()),
+            (
+                "note".to_owned(),
+                "checked by phone <script>alert('note')</script>".to_owned(),
+            ),
             ("decision".to_owned(), "approve".to_owned()),
         ]
     };
@@ -96,6 +100,12 @@ async fn an_officer_approves_a_pending_server_and_an_observer_cannot() {
         .post(&format!("{url}/requests/decide"), &forged)
         .await;
     assert_eq!(status, 403);
+    let without: Vec<(&str, &str)> = forged.iter().skip(1).copied().collect();
+    let (status, _, refusal) = officer
+        .post(&format!("{url}/requests/decide"), &without)
+        .await;
+    assert_eq!(status, 403);
+    assert!(refusal.contains("anti-forgery"), "{refusal}");
     let form = decide(csrf_of(&body));
     let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let (status, _, body) = officer.post(&format!("{url}/requests/decide"), &form).await;
@@ -105,7 +115,12 @@ async fn an_officer_approves_a_pending_server_and_an_observer_cannot() {
         body.contains(&format!("Request {id} · new server · approved")),
         "{body}"
     );
-    assert!(body.contains("checked by phone"), "{body}");
+    // The note's markup is text.
+    assert!(
+        body.contains("checked by phone &lt;script&gt;alert('note')&lt;/script&gt;"),
+        "{body}"
+    );
+    assert!(!body.contains("<script>"), "{body}");
 
     // The audit log shows the decision, the observer's refused try and the
     // wrong token's.
@@ -131,4 +146,155 @@ async fn an_officer_approves_a_pending_server_and_an_observer_cannot() {
         .into_inner()
         .requests;
     assert_eq!(listed[0].state, pb::RequestState::Approved as i32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_session_goes_back_to_sign_in() {
+    let reg = TestRegistry::start(false).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let console = RegistryConsole::new(reg.anchor.clone(), false)
+        .with_session_ttl(std::time::Duration::from_secs(1));
+    tokio::spawn(lienthong_portal_web::serve::serve(
+        listener,
+        None,
+        router(Arc::new(console)),
+        std::future::pending(),
+    ));
+    let mut officer = Browserless::new();
+    let (status, _, _) = officer
+        .post(&format!("{url}/login"), &[("token", &reg.officer_token)])
+        .await;
+    assert_eq!(status, 303);
+    assert_eq!(officer.get(&format!("{url}/requests")).await.0, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let (status, headers, _) = officer.get(&format!("{url}/requests")).await;
+    assert_eq!(status, 303);
+    assert_eq!(headers["location"], "/?expired=1");
+    let (status, _, body) = officer.get(&format!("{url}/?expired=1")).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("Your session expired"), "{body}");
+    // And a form of the expired session does nothing: back to sign-in.
+    let (status, _, _) = officer
+        .post(
+            &format!("{url}/requests/decide"),
+            &[
+                ("csrf", "x"),
+                ("id", "1"),
+                ("note", "n"),
+                ("decision", "approve"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 303);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn officers_sign_in_as_themselves_by_openid_connect() {
+    use common::{CLIENT_ID, CLIENT_SECRET, OidcProvider};
+    use lienthong_portal_web::console::OfficerOidc;
+    use lienthong_portal_web::http_client::HttpClient;
+    use lienthong_portal_web::oidc::{Oidc, OidcConfig};
+
+    let reg = TestRegistry::start(false).await;
+    let id = pending_server(&reg).await;
+    let observer_token =
+        init::add_operator(&reg.path(), "console-observer", Role::Observer).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let redirect = format!("{url}/auth/callback");
+    let roles = r#"{"lan.officer":"officer","an.observer":["staff","observer"],"mallory":"admin"}"#;
+    let Some(provider) = OidcProvider::start_with_roles(&redirect, "substantial", roles).await
+    else {
+        return;
+    };
+    let oidc = Oidc::new(
+        OidcConfig {
+            issuer: provider.issuer.clone(),
+            client_id: CLIENT_ID.into(),
+            client_secret: Some(CLIENT_SECRET.into()),
+            redirect_url: redirect.clone(),
+            personal_id_claim: "personal_id".into(),
+            accepted_acr: vec!["substantial".into()],
+            scopes: Vec::new(),
+        },
+        HttpClient::new().unwrap(),
+    )
+    .unwrap();
+    let console = RegistryConsole::new(reg.anchor.clone(), false).with_oidc(OfficerOidc {
+        oidc,
+        role_claim: "lienthong_registry_role".into(),
+        officer_token: reg.officer_token.clone(),
+        observer_token,
+    });
+    tokio::spawn(lienthong_portal_web::serve::serve(
+        listener,
+        None,
+        router(Arc::new(console)),
+        std::future::pending(),
+    ));
+    let start = format!("{url}/oidc/start");
+    let (_, _, body) = Browserless::new().get(&format!("{url}/")).await;
+    assert!(body.contains("href=\"/oidc/start\""), "{body}");
+
+    // Someone the provider gives no registry role: no session.
+    let mut m = Browserless::new();
+    let callback = m.walk(&start, &redirect, "mallory").await;
+    let (status, _, body) = m.get(&callback).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("mallory holds no registry role"), "{body}");
+    assert_eq!(m.get(&format!("{url}/requests")).await.0, 303);
+
+    // A callback whose state is not the one this browser started.
+    let mut x = Browserless::new();
+    let callback = x.walk(&start, &redirect, "lan.officer").await;
+    let (status, _, body) = x.get(&callback.replace("state=", "state=forged")).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("state mismatch"), "{body}");
+    assert_eq!(x.get(&format!("{url}/requests")).await.0, 303);
+
+    // The observer (the role among others in a list) reads, cannot decide.
+    let mut o = Browserless::new();
+    let callback = o.walk(&start, &redirect, "an.observer").await;
+    assert_eq!(o.get(&callback).await.0, 303);
+    let (status, _, body) = o.get(&format!("{url}/requests")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("an.observer (observer)"), "{body}");
+    let csrf = csrf_of(&body);
+    let id_text = id.to_string();
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("id", id_text.as_str()),
+        ("note", "looks fine"),
+        ("decision", "approve"),
+    ];
+    let (status, _, body) = o.post(&format!("{url}/requests/decide"), &form).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("PermissionDenied"), "{body}");
+
+    // The officer decides, and the note names her.
+    let mut b = Browserless::new();
+    let callback = b.walk(&start, &redirect, "lan.officer").await;
+    assert_eq!(b.get(&callback).await.0, 303);
+    let (_, _, body) = b.get(&format!("{url}/requests")).await;
+    assert!(body.contains("lan.officer (officer)"), "{body}");
+    let csrf = csrf_of(&body);
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("id", id_text.as_str()),
+        ("note", "checked by phone"),
+        ("decision", "approve"),
+    ];
+    let (status, _, body) = b.post(&format!("{url}/requests/decide"), &form).await;
+    assert_eq!(status, 303, "{body}");
+    let listed = reg
+        .officer()
+        .await
+        .list_requests(pb::ListRequestsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .requests;
+    assert_eq!(listed[0].state, pb::RequestState::Approved as i32);
+    assert_eq!(listed[0].decision_note, "[lan.officer] checked by phone");
 }

@@ -223,5 +223,7 @@ pub async fn start(home: &Path, provider: std::net::TcpListener) -> Result<Secur
     let mut opts = ServerOptions::new(home);
     opts.consumer_listen = "127.0.0.1:0".parse()?;
     opts.provider_listen = provider.local_addr()?;
+    // The admin port, for the operator's console the demo prints.
+    opts.admin_listen = Some("127.0.0.1:0".parse()?);
     Ok(SecurityServer::start_on(opts, Some(provider)).await?)
 }

@@ -209,9 +209,30 @@ async fn play(dir: &Path, once: bool) -> Result<()> {
         ),
         Err(e) => println!("\nthe registry console could not start: {e}"),
     }
+    match server_console(inst.agency("population")).await {
+        Ok((url, token)) => println!(
+            "\nThe population registry's security server, operator's console — sign in with this admin token:\n\n  {url}\n  {token}"
+        ),
+        Err(e) => println!("\nthe security server's console could not start: {e}"),
+    }
     print_try(&inst, &protos);
     crate::shutdown_signal().await;
     Ok(())
+}
+
+/// The operator's console of `agency`'s server, and an admin token for it.
+async fn server_console(agency: &instance::Agency) -> Result<(String, String)> {
+    use lienthong_security_server::admin::operators;
+    let admin = agency
+        .server()
+        .admin_addr()
+        .ok_or("the server has no admin port")?;
+    let store = lienthong_security_server::store::ServerStore::open(
+        &lienthong_security_server::keys::ServerDir(agency.dir.clone()).store(),
+    )?;
+    let token = operators::add_operator(&store, "demo.admin", operators::Role::Admin)?;
+    let url = crate::portal::start_demo_server_console(admin).await?;
+    Ok((url, token))
 }
 
 fn metadata(client: &str, provider: &str, purpose: &str) -> MetadataMap {

@@ -252,6 +252,12 @@ impl OidcProvider {
     /// `acr`; None (with the reason printed) where node or the package is
     /// not installed (.ci/run installs both).
     pub async fn start(redirect_uri: &str, acr: &str) -> Option<Self> {
+        Self::start_with_roles(redirect_uri, acr, "{}").await
+    }
+
+    /// As [`Self::start`], asserting `lienthong_registry_role` for the
+    /// accounts `roles` (JSON: account -> role) names.
+    pub async fn start_with_roles(redirect_uri: &str, acr: &str, roles: &str) -> Option<Self> {
         let dir = provider_dir();
         if !dir.join("node_modules/oidc-provider").exists() {
             skip(&format!(
@@ -277,6 +283,7 @@ impl OidcProvider {
             .env("CLIENT_ID", CLIENT_ID)
             .env("CLIENT_SECRET", CLIENT_SECRET)
             .env("ACR", acr)
+            .env("ROLES", roles)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -433,8 +440,8 @@ pub fn ss1() -> ServerId {
         .unwrap()
 }
 
-/// A member and a server asking to join with its enrollment token.
-pub async fn pending_server(reg: &TestRegistry) -> u64 {
+/// The member ss1 belongs to, and an enrollment token for ss1.
+async fn member_and_token(reg: &TestRegistry) -> String {
     let mut op = reg.officer().await;
     op.add_member_class(regpb::AddMemberClassRequest {
         code: "GOV".into(),
@@ -448,15 +455,19 @@ pub async fn pending_server(reg: &TestRegistry) -> u64 {
     })
     .await
     .unwrap();
-    let token = op
-        .create_enrollment_token(regpb::CreateEnrollmentTokenRequest {
-            server: Some((&ss1()).into()),
-            valid_seconds: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .token;
+    op.create_enrollment_token(regpb::CreateEnrollmentTokenRequest {
+        server: Some((&ss1()).into()),
+        valid_seconds: 0,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .token
+}
+
+/// A member and a server asking to join with its enrollment token.
+pub async fn pending_server(reg: &TestRegistry) -> u64 {
+    let token = member_and_token(reg).await;
     let auth = PrivateKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
     let owner = PrivateKey::generate(KeyAlgorithm::Ed25519).unwrap();
     let req =
@@ -468,4 +479,65 @@ pub async fn pending_server(reg: &TestRegistry) -> u64 {
         .unwrap()
         .into_inner()
         .id
+}
+
+/// A security server's home that asked to join as ss1 (as `lienthong
+/// server init` does), and its request's id.
+pub async fn pending_join(reg: &TestRegistry) -> (tempfile::TempDir, u64) {
+    let token = member_and_token(reg).await;
+    let home = tempfile::tempdir().unwrap();
+    let id = lienthong_security_server::join::submit_join(
+        home.path(),
+        &reg.anchor,
+        &ss1(),
+        "127.0.0.1:5500",
+        &token,
+    )
+    .await
+    .unwrap();
+    (home, id)
+}
+
+// === a security server's console ===
+
+/// The operator's console of `agency`'s server on a loopback port; its URL.
+pub async fn server_console(
+    agency: &lienthong_integration_tests::federation::Agency,
+    ttl: Option<Duration>,
+) -> String {
+    let admin = agency.server().admin_addr().expect("an admin port");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let mut c =
+        lienthong_portal_web::server_console::ServerConsole::new(&format!("http://{admin}"), false)
+            .unwrap();
+    if let Some(ttl) = ttl {
+        c = c.with_session_ttl(ttl);
+    }
+    tokio::spawn(lienthong_portal_web::serve::serve(
+        listener,
+        None,
+        lienthong_portal_web::server_console::router(Arc::new(c)),
+        std::future::pending(),
+    ));
+    url
+}
+
+/// The tax department asks the population registry for a person: Ok, or
+/// the refusal's fault code.
+pub async fn tax_gets_person(
+    f: &lienthong_integration_tests::federation::Federation,
+) -> Result<(), String> {
+    use lienthong_integration_tests::federation::{call_metadata, fault_of, population, tax};
+    f.tax
+        .client()
+        .await
+        .unary(
+            "GetPerson",
+            call_metadata(&tax(), &population()),
+            "001099012345",
+        )
+        .await
+        .map(|_| ())
+        .map_err(|s| fault_of(&s))
 }

@@ -4,13 +4,16 @@
 // test harness:
 //   PORT=… REDIRECT_URI=… CLIENT_ID=… CLIENT_SECRET=… ACR=… node provider.mjs
 // The login form asks for a personal id; the ID token carries it in the
-// `personal_id` claim with the acr given in ACR.
+// `personal_id` claim with the acr given in ACR. With ROLES (JSON: account
+// -> role) the ID token also carries `lienthong_registry_role`, as an
+// organisation's provider asserts an officer's role.
 import http from 'node:http';
 import Provider from 'oidc-provider';
 
 const port = Number(process.env.PORT);
 const issuer = `http://127.0.0.1:${port}`;
 const acr = process.env.ACR || 'substantial';
+const roles = JSON.parse(process.env.ROLES || '{}');
 
 const provider = new Provider(issuer, {
   clients: [{
@@ -23,13 +26,14 @@ const provider = new Provider(issuer, {
   }],
   pkce: { required: () => true },
   acrValues: ['low', 'substantial', 'high'],
-  claims: { openid: ['sub', 'personal_id'] },
+  claims: { openid: ['sub', 'personal_id', 'lienthong_registry_role'] },
   conformIdTokenClaims: false,
   features: { devInteractions: { enabled: false } },
   cookies: { keys: ['lienthong-test-cookie-key'] },
   interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
   async findAccount(ctx, id) {
-    return { accountId: id, async claims() { return { sub: id, personal_id: id }; } };
+    const role = Object.hasOwn(roles, id) ? { lienthong_registry_role: roles[id] } : {};
+    return { accountId: id, async claims() { return { sub: id, personal_id: id, ...role }; } };
   },
 });
 

@@ -1,0 +1,239 @@
+//! A security server's operator console over a real federation: the admin
+//! port refuses actions without an operator token; an observer reads
+//! every page and is refused (and audited) when acting; an admin's grant
+//! without the form's token is refused, with it the next call succeeds;
+//! markup typed into a form comes back as text; an expired session goes
+//! back to sign-in.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Browserless, server_console, tax_gets_person};
+use lienthong_integration_tests::federation::*;
+use lienthong_security_server::admin::operators::Role;
+
+fn csrf_of(body: &str) -> String {
+    body.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("a form token")
+        .to_owned()
+}
+
+async fn signed_in(url: &str, token: &str) -> Browserless {
+    let mut b = Browserless::new();
+    let (status, headers, body) = b.post(&format!("{url}/login"), &[("token", token)]).await;
+    assert_eq!(status, 303, "{body}");
+    let cookie = headers["set-cookie"].to_str().unwrap();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    b
+}
+
+fn grant_form(csrf: &str, subject: &str) -> Vec<(String, String)> {
+    [
+        ("csrf", csrf),
+        ("action", "grant"),
+        ("subject", subject),
+        (
+            "service",
+            "VN/GOV/000102/population/population.v1.PersonRegistry",
+        ),
+        ("method", "GetPerson"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+fn pairs(form: &[(String, String)]) -> Vec<(&str, &str)> {
+    form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_grants_access_and_the_next_call_succeeds() {
+    let f = Federation::start().await;
+    assert_eq!(
+        tax_gets_person(&f).await,
+        Err("server.serverproxy.access_denied".into())
+    );
+
+    // The admin port itself: no token, no action.
+    let admin = f.population[0].server().admin_addr().unwrap();
+    let (status, _) = admin_request(admin, "GET", "/api/access", "").await;
+    assert_eq!(status, 401);
+    let (status, _) = admin_request(
+        admin,
+        "POST",
+        "/api/access",
+        r#"{"action":"grant","subject":"VN/GOV/000201/tax","service":"VN/GOV/000102/population/population.v1.PersonRegistry"}"#,
+    )
+    .await;
+    assert_eq!(status, 401);
+
+    let url = server_console(&f.population[0], None).await;
+    // A token the server does not know cannot sign in.
+    let mut nobody = Browserless::new();
+    let (status, _, _) = nobody
+        .post(&format!("{url}/login"), &[("token", "lts_not-a-token")])
+        .await;
+    assert_eq!(status, 401);
+    assert_eq!(nobody.get(&format!("{url}/access")).await.0, 303);
+
+    // The observer reads every page, and may not grant.
+    let observer = f.population[0].operator_token("auditor", Role::Observer);
+    let mut b = signed_in(&url, &observer).await;
+    for (page, expect) in [
+        ("/status", "VN/GOV/000102/ss1"),
+        ("/clients", "VN/GOV/000102/population"),
+        ("/services", "population.v1.PersonRegistry"),
+        ("/access", "VN/GOV/000305/business may call"),
+        ("/audit", "No operator action yet."),
+    ] {
+        let (status, _, body) = b.get(&format!("{url}{page}")).await;
+        assert_eq!(status, 200, "{page}: {body}");
+        assert!(body.contains(expect), "{page}: {body}");
+    }
+    let (_, _, body) = b.get(&format!("{url}/status")).await;
+    assert!(body.contains("Global configuration"), "{body}");
+    assert!(body.contains("log_audit"), "{body}");
+    let (_, _, body) = b.get(&format!("{url}/access")).await;
+    let form = grant_form(&csrf_of(&body), "VN/GOV/000201/tax");
+    let (status, _, body) = b.post(&format!("{url}/access/change"), &pairs(&form)).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("auditor is an observer"), "{body}");
+    assert_eq!(
+        tax_gets_person(&f).await,
+        Err("server.serverproxy.access_denied".into())
+    );
+
+    // The admin: a grant without the form's token is refused.
+    let token = f.population[0].operator_token("lan.nguyen", Role::Admin);
+    let mut a = signed_in(&url, &token).await;
+    let (_, _, body) = a.get(&format!("{url}/access")).await;
+    let csrf = csrf_of(&body);
+    let forged = grant_form("not-the-token", "VN/GOV/000201/tax");
+    let (status, _, body) = a
+        .post(&format!("{url}/access/change"), &pairs(&forged))
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("anti-forgery"), "{body}");
+    let mut missing = grant_form("", "VN/GOV/000201/tax");
+    missing.remove(0);
+    let (status, _, _) = a
+        .post(&format!("{url}/access/change"), &pairs(&missing))
+        .await;
+    assert_eq!(status, 403);
+
+    // Markup typed as the subject is refused, and shown as text.
+    let bad = grant_form(&csrf, "<script>alert('subject')</script>");
+    let (status, _, body) = a.post(&format!("{url}/access/change"), &pairs(&bad)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(!body.contains("<script>alert"), "{body}");
+    assert!(
+        body.contains("&lt;script&gt;alert('subject')&lt;/script&gt;"),
+        "{body}"
+    );
+
+    // With it, on both of the population's servers: the next call succeeds.
+    let (status, _, body) = a
+        .post(&format!("{url}/access/change"), &pairs(&form_with(&csrf)))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("granted: VN/GOV/000201/tax may call"),
+        "{body}"
+    );
+    assert!(body.contains("VN/GOV/000201/tax may call VN/GOV/000102/population/population.v1.PersonRegistry/GetPerson"), "{body}");
+    let url2 = server_console(&f.population[1], None).await;
+    let token2 = f.population[1].operator_token("lan.nguyen", Role::Admin);
+    let mut a2 = signed_in(&url2, &token2).await;
+    let (_, _, body) = a2.get(&format!("{url2}/access")).await;
+    let (status, _, _) = a2
+        .post(
+            &format!("{url2}/access/change"),
+            &pairs(&form_with(&csrf_of(&body))),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(tax_gets_person(&f).await, Ok(()));
+
+    // The audit log names who did what, the observer's refusal and the
+    // markup as text.
+    let (status, _, audit) = a.get(&format!("{url}/audit")).await;
+    assert_eq!(status, 200, "{audit}");
+    assert!(audit.contains("grant access · ok"), "{audit}");
+    assert!(audit.contains("lan.nguyen"), "{audit}");
+    assert!(
+        audit.contains("auditor is an observer and may not grant access"),
+        "{audit}"
+    );
+    assert!(audit.contains("&lt;script&gt;"), "{audit}");
+    assert!(!audit.contains("<script>"), "{audit}");
+
+    // Revoked: refused again.
+    let (_, _, body) = a.get(&format!("{url}/access")).await;
+    let revoke: Vec<(String, String)> = [
+        ("csrf", csrf.as_str()),
+        ("action", "revoke"),
+        ("subject", "VN/GOV/000201/tax"),
+        (
+            "service",
+            "VN/GOV/000102/population/population.v1.PersonRegistry",
+        ),
+        ("method", "GetPerson"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert!(body.contains("Revoke"), "{body}");
+    let (status, _, body) = a
+        .post(&format!("{url}/access/change"), &pairs(&revoke))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, _, body) = a2.get(&format!("{url2}/access")).await;
+    let mut revoke2 = revoke.clone();
+    revoke2[0].1 = csrf_of(&body);
+    a2.post(&format!("{url2}/access/change"), &pairs(&revoke2))
+        .await;
+    assert_eq!(
+        tax_gets_person(&f).await,
+        Err("server.serverproxy.access_denied".into())
+    );
+
+    // Maintenance mode from the status page: health drains.
+    let (_, _, body) = a.get(&format!("{url}/status")).await;
+    let (status, _, _) = a
+        .post(
+            &format!("{url}/maintenance"),
+            &[("csrf", &csrf_of(&body)), ("mode", "on")],
+        )
+        .await;
+    assert_eq!(status, 303);
+    assert_eq!(admin_request(admin, "GET", "/health", "").await.0, 503);
+    let (_, _, body) = a.get(&format!("{url}/status")).await;
+    assert!(body.contains("ON: health answers 503"), "{body}");
+}
+
+fn form_with(csrf: &str) -> Vec<(String, String)> {
+    grant_form(csrf, "VN/GOV/000201/tax")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_session_goes_back_to_sign_in() {
+    let f = Federation::start().await;
+    let url = server_console(&f.population[0], Some(Duration::from_secs(1))).await;
+    let token = f.population[0].operator_token("lan.nguyen", Role::Admin);
+    let mut a = signed_in(&url, &token).await;
+    assert_eq!(a.get(&format!("{url}/status")).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (status, headers, _) = a.get(&format!("{url}/status")).await;
+    assert_eq!(status, 303);
+    assert_eq!(headers["location"], "/?expired=1");
+    let (status, _, body) = a.get(&format!("{url}/?expired=1")).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("Your session expired"), "{body}");
+}
