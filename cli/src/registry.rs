@@ -177,6 +177,7 @@ pub enum RegistryCommand {
     ///
     /// Example: lienthong registry service add VN/GOV/000102/population/population.v1.PersonRegistry --description "Persons by personal ID" --descriptor population.binpb
     /// Example: lienthong registry service describe VN/GOV/000102/population/population.v1.PersonRegistry --descriptor population.binpb
+    /// Example: lienthong registry service describe VN/GOV/000102/population/population.v1.PersonRegistry --proto population/v1/population.proto --import-path proto
     Service {
         #[arg(value_enum)]
         action: ServiceAction,
@@ -185,9 +186,18 @@ pub enum RegistryCommand {
         description: String,
         /// The service's descriptor set (`protoc --include_imports
         /// --descriptor_set_out=FILE.binpb …` or `buf build -o FILE.binpb`;
-        /// at most 1 MiB); required by `describe`.
-        #[arg(long, value_name = "FILE.binpb")]
+        /// at most 1 MiB). `describe` needs it or --proto.
+        #[arg(long, value_name = "FILE.binpb", conflicts_with = "proto")]
         descriptor: Option<PathBuf>,
+        /// Instead of --descriptor: the service's .proto files, compiled
+        /// here into its descriptor set with every import (no protoc
+        /// needed), relative to an --import-path.
+        #[arg(long, value_name = "FILE.proto")]
+        proto: Vec<PathBuf>,
+        /// Where --proto files and their imports are found (repeatable;
+        /// default: the current directory).
+        #[arg(long, value_name = "DIR", requires = "proto")]
+        import_path: Vec<PathBuf>,
         /// The service handles personal data: every call must name its
         /// data subject (lt-data-subject), or both servers refuse it.
         #[arg(long)]
@@ -412,6 +422,27 @@ fn read_descriptor(path: &std::path::Path, id: &ServiceId) -> Result<DescriptorS
     Ok(set)
 }
 
+/// The descriptor set of `protos` (and every file they import), compiled
+/// from the `.proto` sources found under `import_path` (default `.`).
+fn compile_protos(
+    protos: &[PathBuf],
+    import_path: &[PathBuf],
+    id: &ServiceId,
+) -> Result<DescriptorSet> {
+    use prost::Message;
+    let includes: Vec<PathBuf> = if import_path.is_empty() {
+        vec![PathBuf::from(".")]
+    } else {
+        import_path.to_vec()
+    };
+    let compiled = protox::compile(protos, &includes).map_err(|e| format!("--proto: {e}"))?;
+    let set =
+        DescriptorSet::parse(compiled.encode_to_vec()).map_err(|e| format!("--proto: {e}"))?;
+    set.require_service(&id.service.to_string())
+        .map_err(|e| format!("--proto: {e}"))?;
+    Ok(set)
+}
+
 fn refused(s: tonic::Status) -> Box<dyn std::error::Error> {
     format!("{:?}: {}", s.code(), s.message()).into()
 }
@@ -573,17 +604,25 @@ async fn operate(cmd: RegistryCommand) -> Result<()> {
             id,
             description,
             descriptor,
+            proto,
+            import_path,
             personal_data,
             op,
         } => {
             let id: ServiceId = id.parse()?;
             // Checked before anything is registered: a service is never
             // left published without the set its officer meant to give.
+            let given = descriptor.is_some() || !proto.is_empty();
             let set = match &descriptor {
-                Some(path) if action != ServiceAction::Remove => Some(read_descriptor(path, &id)?),
-                Some(_) => return Err("`remove` takes no --descriptor".into()),
+                _ if given && action == ServiceAction::Remove => {
+                    return Err("`remove` takes no --descriptor or --proto".into());
+                }
+                Some(path) => Some(read_descriptor(path, &id)?),
+                None if !proto.is_empty() => Some(compile_protos(&proto, &import_path, &id)?),
                 None if action == ServiceAction::Describe => {
-                    return Err("`describe` needs --descriptor FILE.binpb".into());
+                    return Err(
+                        "`describe` needs --descriptor FILE.binpb or --proto FILE.proto".into(),
+                    );
                 }
                 None => None,
             };
