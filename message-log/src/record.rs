@@ -15,7 +15,7 @@ use lienthong_proto::canonical::{hidden_commitment, subject_commitment};
 use lienthong_proto::pb::trace::v1::{HiddenOpening, LogLeaf};
 use prost::Message;
 use ring::aead;
-use ring::hkdf;
+use ring::{hkdf, hmac};
 
 use crate::{LogError, LogKeys};
 
@@ -87,11 +87,166 @@ impl Stored {
     }
 }
 
+/// A [`Stored`] as it is sealed: the same fields (so records sealed
+/// before these savings open as they are), less what the key or the record
+/// itself gives again — the subject's salt (a function of the segment key
+/// and the position) and, cut out of the leaf, the envelope's digest (32
+/// bytes each, recomputed when opened). A record that does not match what
+/// would be derived is kept whole.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Compact {
+    #[prost(bytes = "vec", tag = "1")]
+    leaf: Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    envelope: Vec<u8>,
+    #[prost(string, tag = "3")]
+    data_subject: String,
+    #[prost(bytes = "vec", tag = "4")]
+    subject_salt: Vec<u8>,
+    #[prost(bytes = "vec", optional, tag = "5")]
+    body: Option<Vec<u8>>,
+    #[prost(bytes = "vec", tag = "6")]
+    hidden_opening: Vec<u8>,
+    #[prost(bytes = "vec", tag = "7")]
+    pruned_leaf_hash: Vec<u8>,
+    /// What was cut out of the leaf: (what, offset in the whole leaf as
+    /// two bytes), ascending.
+    #[prost(bytes = "vec", tag = "8")]
+    leaf_cuts: Vec<u8>,
+    /// The subject's salt is the segment's for this position.
+    #[prost(bool, tag = "9")]
+    derived_salt: bool,
+}
+
+/// A cut: the envelope's SHA-256 (`LogLeaf.envelope_digest`, field 15).
+const CUT_ENVELOPE_DIGEST: u8 = 1;
+const DIGEST: usize = 32;
+
+/// Where the value of the first length-delimited top-level `field` lies in
+/// the protobuf message `msg`: (offset, length).
+fn field_value(msg: &[u8], field: u64) -> Option<(usize, usize)> {
+    fn varint(b: &[u8], at: &mut usize) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *b.get(*at)?;
+            *at += 1;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    let mut at = 0;
+    while at < msg.len() {
+        let tag = varint(msg, &mut at)?;
+        match tag & 7 {
+            0 => {
+                varint(msg, &mut at)?;
+            }
+            1 => at += 8,
+            5 => at += 4,
+            2 => {
+                let len = usize::try_from(varint(msg, &mut at)?).ok()?;
+                if tag >> 3 == field {
+                    return (at + len <= msg.len()).then_some((at, len));
+                }
+                at = at.checked_add(len)?;
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+impl Compact {
+    fn of(record: &Stored, derived_salt: &[u8; 32]) -> Compact {
+        let salt_is_derived = record.subject_salt.as_slice() == derived_salt;
+        let mut derived: Vec<(usize, u8)> = Vec::new();
+        let mut cut = |field, kind, value: &dyn Fn() -> [u8; 32]| {
+            if let Some((at, DIGEST)) = field_value(&record.leaf, field)
+                && at <= usize::from(u16::MAX)
+                && record.leaf[at..at + DIGEST] == value()
+            {
+                derived.push((at, kind));
+            }
+        };
+        if !record.envelope.is_empty() {
+            cut(15, CUT_ENVELOPE_DIGEST, &|| {
+                lienthong_proto::sha256(&record.envelope)
+            });
+        }
+        derived.sort_unstable();
+        let mut leaf = Vec::with_capacity(record.leaf.len());
+        let mut cuts = Vec::with_capacity(3 * derived.len());
+        let mut from = 0;
+        for (at, kind) in derived {
+            leaf.extend_from_slice(&record.leaf[from..at]);
+            from = at + DIGEST;
+            cuts.push(kind);
+            cuts.extend_from_slice(&(at as u16).to_be_bytes());
+        }
+        leaf.extend_from_slice(&record.leaf[from..]);
+        Compact {
+            leaf,
+            envelope: record.envelope.clone(),
+            data_subject: record.data_subject.clone(),
+            subject_salt: if salt_is_derived {
+                Vec::new()
+            } else {
+                record.subject_salt.clone()
+            },
+            body: record.body.clone(),
+            hidden_opening: record.hidden_opening.clone(),
+            pruned_leaf_hash: record.pruned_leaf_hash.clone(),
+            leaf_cuts: cuts,
+            derived_salt: salt_is_derived,
+        }
+    }
+
+    /// The record again; `None` when the cuts do not fit the leaf.
+    fn expand(self, derived_salt: &[u8; 32]) -> Option<Stored> {
+        let subject_salt = if self.derived_salt {
+            derived_salt.to_vec()
+        } else {
+            self.subject_salt
+        };
+        let mut leaf = Vec::with_capacity(self.leaf.len() + self.leaf_cuts.len() / 3 * DIGEST);
+        let mut from = 0;
+        for cut in self.leaf_cuts.chunks(3) {
+            let [kind, hi, lo] = *cut else { return None };
+            let at = usize::from(u16::from_be_bytes([hi, lo]));
+            // Offsets in the whole leaf: what came before is in `leaf`.
+            let take = at.checked_sub(leaf.len())?;
+            leaf.extend_from_slice(self.leaf.get(from..from + take)?);
+            from += take;
+            let value = match kind {
+                CUT_ENVELOPE_DIGEST => lienthong_proto::sha256(&self.envelope),
+                _ => return None,
+            };
+            leaf.extend_from_slice(&value);
+        }
+        leaf.extend_from_slice(self.leaf.get(from..)?);
+        Some(Stored {
+            leaf,
+            envelope: self.envelope,
+            data_subject: self.data_subject,
+            subject_salt,
+            body: self.body,
+            hidden_opening: self.hidden_opening,
+            pruned_leaf_hash: self.pruned_leaf_hash,
+        })
+    }
+}
+
 const HKDF_INFO: &[u8] = b"lienthong message log segment v1";
+const HKDF_SALTS_INFO: &[u8] = b"lienthong message log subject salts v1";
 
 /// The sealing key of one segment.
 pub struct SegmentKey {
     key: aead::LessSafeKey,
+    /// Makes each position's subject salt.
+    salts: hmac::Key,
     owner: Vec<u8>,
     key_id: u32,
 }
@@ -116,11 +271,24 @@ impl SegmentKey {
         let okm = prk
             .expand(&[HKDF_INFO], &aead::CHACHA20_POLY1305)
             .map_err(|_| LogError("cannot derive a segment key".into()))?;
+        let salts = prk
+            .expand(&[HKDF_SALTS_INFO], hmac::HMAC_SHA256)
+            .map_err(|_| LogError("cannot derive a segment key".into()))?;
         Ok(SegmentKey {
             key: aead::LessSafeKey::new(aead::UnboundKey::from(okm)),
+            salts: hmac::Key::from(salts),
             owner: keys.owner.as_bytes().to_vec(),
             key_id,
         })
+    }
+
+    /// The salt of the subject commitment of the record at `index`:
+    /// unpredictable without the log key, never the same twice in a
+    /// segment, and nothing to store.
+    pub fn subject_salt(&self, index: u64) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(hmac::sign(&self.salts, &index.to_be_bytes()).as_ref());
+        out
     }
 
     fn nonce(index: u64) -> aead::Nonce {
@@ -147,7 +315,8 @@ impl SegmentKey {
         out: &mut Vec<u8>,
     ) -> Result<(), LogError> {
         let start = out.len();
-        prost::Message::encode(record, out).map_err(|e| LogError(e.to_string()))?;
+        let compact = Compact::of(record, &self.subject_salt(index));
+        prost::Message::encode(&compact, out).map_err(|e| LogError(e.to_string()))?;
         let tag = self
             .key
             .seal_in_place_separate_tag(
@@ -172,7 +341,9 @@ impl SegmentKey {
                 &mut data,
             )
             .ok()?;
-        <Stored as prost::Message>::decode(&*plain).ok()
+        <Compact as prost::Message>::decode(&*plain)
+            .ok()?
+            .expand(&self.subject_salt(index))
     }
 }
 
@@ -210,5 +381,48 @@ mod tests {
             SegmentKey::derive(&k, 2, &[5; 32]).is_err(),
             "unknown key id"
         );
+    }
+
+    #[test]
+    fn what_can_be_derived_is_not_stored_and_comes_back_exactly() {
+        let k = keys("VN/GOV/1/ss1");
+        let seg = SegmentKey::derive(&k, 1, &[5; 32]).unwrap();
+        let record = crate::LogRecord {
+            message_id: "m-1".into(),
+            client: "VN/GOV/000102/police".into(),
+            data_subject: "001099012345".into(),
+            envelope: vec![9; 300],
+            ..Default::default()
+        };
+        let salt = seg.subject_salt(7);
+        let subject = subject_commitment(&salt, &record.data_subject);
+        let whole = Stored {
+            leaf: crate::leaf::leaf_bytes(&record, Some(subject), None),
+            envelope: record.envelope.clone(),
+            data_subject: record.data_subject.clone(),
+            subject_salt: salt.to_vec(),
+            ..Default::default()
+        };
+        let mut compact = Vec::new();
+        seg.seal_into(7, &whole, &mut compact).unwrap();
+        assert_eq!(seg.open(7, &compact), Some(whole.clone()));
+        // A random salt and a leaf whose digests are not the record's are
+        // kept as they are.
+        let mut kept = whole.clone();
+        kept.subject_salt = vec![1; 32];
+        kept.envelope.push(0);
+        let mut sealed = Vec::new();
+        seg.seal_into(7, &kept, &mut sealed).unwrap();
+        assert_eq!(seg.open(7, &sealed), Some(kept));
+        // Salt and envelope digest: twice 32 bytes, less the few that say
+        // what was cut.
+        assert!(
+            sealed.len() >= compact.len() + 2 * 32 - 8,
+            "{} {}",
+            sealed.len(),
+            compact.len()
+        );
+        // Each position its own salt.
+        assert_ne!(seg.subject_salt(7), seg.subject_salt(8));
     }
 }

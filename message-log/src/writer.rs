@@ -448,14 +448,15 @@ impl Writer {
             self.current = Some(Current::create(&self.dir, &self.keys, self.size)?);
         }
         let current = self.current.as_mut().expect("opened above");
-        // Salts for the subject and withheld commitments: one draw per commit.
-        let mut salts = vec![0u8; 64 * batch.len()];
+        // Salts for the withheld commitments: one draw per commit. (The
+        // subject's salt is the segment key's for the position.)
+        let mut salts = vec![0u8; 32 * batch.len()];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salts)
             .map_err(|_| LogError("no randomness for the commitments".into()))?;
         let mut frame = FrameBuilder::new(self.size);
-        for ((r, _), salts) in batch.iter().zip(salts.chunks_exact(64)) {
-            let stored = stored(r, &salts[..32], &salts[32..]);
+        for ((r, _), hidden_salt) in batch.iter().zip(salts.chunks_exact(32)) {
             let index = frame.next_index();
+            let stored = stored(r, &current.key.subject_salt(index), hidden_salt);
             frame.push(KIND_SEALED, |out| {
                 current.key.seal_into(index, &stored, out)
             })?;
