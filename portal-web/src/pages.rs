@@ -39,6 +39,7 @@ dt{font-weight:600}dd{margin:0;overflow-wrap:anywhere}
 .notice{border-left:4px solid #b35900;padding:.5rem 1rem;background:#fff4e5}
 .error{border-left:4px solid #a4000f;padding:.5rem 1rem;background:#fdecee}
 nav.pages{display:flex;flex-wrap:wrap;gap:.25rem 1rem;margin:1rem 0}
+h1,h2,h3,p,li{overflow-wrap:anywhere}select{max-width:100%}
 table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.35rem .5rem;border-bottom:1px solid #ccc;vertical-align:top;overflow-wrap:anywhere}
 footer{color:#444;font-size:.9rem;border-top:1px solid #ccc}
 form.filters label{min-width:0;max-width:100%}

@@ -10,6 +10,8 @@
 //! - **Services**: each service's backend and whether the configuration
 //!   lists it as provided here;
 //! - **Access rights**: every grant, with the forms to grant and revoke;
+//! - **Operations**: the exchanges of the last 24 hours from the message
+//!   log (operational data: never payloads or personal IDs);
 //! - **Audit log**: what operators did here, refusals included.
 //!
 //! Every page and action is a call to the admin port's operators' API
@@ -72,6 +74,7 @@ impl ServerConsole {
                     ("/clients", "Clients"),
                     ("/services", "Services"),
                     ("/access", "Access rights"),
+                    ("/operations", "Operations"),
                     ("/audit", "Audit log"),
                 ],
                 home: "/status",
@@ -184,6 +187,7 @@ pub fn router(console: Arc<ServerConsole>) -> Router {
         .route("/services", get(services))
         .route("/access", get(access))
         .route("/access/change", post(change_access))
+        .route("/operations", get(operations))
         .route("/audit", get(audit))
         .route("/style.css", get(style))
         .layer(axum::middleware::map_response(crate::app::security_headers))
@@ -581,6 +585,65 @@ async fn audit(State(c): State<Arc<ServerConsole>>, headers: HeaderMap) -> Respo
         "/api/audit",
         "Audit log",
         |v: &Vec<AuditRecord>, _| audit_markup(v),
+    )
+    .await
+}
+
+/// One record of the admin port's operational data.
+#[derive(Deserialize)]
+struct OperationalRow {
+    at_unix_ms: i64,
+    side: String,
+    phase: String,
+    message_id: String,
+    client: String,
+    service: String,
+    method: String,
+    payload_size: u64,
+    grpc_status: i32,
+    fault: String,
+    duration_us: u64,
+}
+
+fn operations_markup(rows: &[OperationalRow]) -> Markup {
+    html! {
+        p { "The exchanges of the last 24 hours, newest last, as the message log holds them (at most 200 records; never payloads or personal IDs). "
+            code { "lienthong server log" } " reads further back." }
+        @if rows.is_empty() { p { "No exchange in the last 24 hours." } }
+        @else {
+            table.operations {
+                thead { tr {
+                    th scope="col" { "When (UTC)" } th scope="col" { "Side" } th scope="col" { "Client" }
+                    th scope="col" { "Service/method" } th scope="col" { "Bytes" } th scope="col" { "Result" } th scope="col" { "µs" }
+                } }
+                tbody {
+                    @for r in rows {
+                        tr title=(printable(&r.message_id)) {
+                            td { (fmt_time(r.at_unix_ms / 1000)) }
+                            td { (printable(&r.side)) " " (printable(&r.phase)) }
+                            td { (printable(&r.client)) }
+                            td { (printable(&r.service)) "/" (printable(&r.method)) }
+                            td { (r.payload_size) }
+                            td {
+                                @if r.fault.is_empty() && r.grpc_status == 0 { span.ok { "OK" } }
+                                @else { span.bad { (printable(&r.fault)) " (" (r.grpc_status) ")" } }
+                            }
+                            td { (r.duration_us) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn operations(State(c): State<Arc<ServerConsole>>, headers: HeaderMap) -> Response {
+    read_page(
+        &c,
+        &headers,
+        "/operational-data?since_hours=24&limit=200",
+        "Operations",
+        |v: &Vec<OperationalRow>, _| operations_markup(v),
     )
     .await
 }

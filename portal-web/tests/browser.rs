@@ -2,7 +2,10 @@
 //! `chromium-driver`, over WebDriver), signing in through the standard
 //! OpenID provider: the founder sees exactly her three accesses, verified;
 //! markup in records stays text; a form without its anti-forgery token is
-//! refused; an expired session goes back to the sign-in page.
+//! refused; an expired session goes back to the sign-in page. The
+//! operators' consoles: an officer approves a pending server registration
+//! and the server then joins; an operator grants access on a security
+//! server's console and the next call succeeds.
 //!
 //! With LIENTHONG_SCREENSHOTS=DIR set, each page is saved there at desktop
 //! and phone width (the README's pictures come from `docs/screenshots`).
@@ -312,7 +315,7 @@ async fn an_officer_approves_a_server_in_the_registry_console() {
         return;
     };
     let reg = lienthong_integration_tests::registry::TestRegistry::start(false).await;
-    let id = pending_server(&reg).await;
+    let (home, id) = pending_join(&reg).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let console = lienthong_portal_web::console::RegistryConsole::new(reg.anchor.clone(), false);
@@ -368,5 +371,110 @@ async fn an_officer_approves_a_server_in_the_registry_console() {
         "{body}"
     );
     assert!(body.contains("checked by phone with the agency"), "{body}");
+    b.goto(&format!("{url}/audit")).await.unwrap();
+    assert!(text(&b).await.contains("ApproveRequest"));
+    screenshots(&b, "console-audit").await;
     b.close().await.unwrap();
+
+    // The server then joins: it fetches its certificates and starts on
+    // the configuration that now lists it.
+    use lienthong_security_server::join::{JoinState, poll_join};
+    assert_eq!(poll_join(home.path()).await.unwrap(), JoinState::Approved);
+    let mut opts = lienthong_security_server::ServerOptions::new(home.path());
+    opts.consumer_listen = "127.0.0.1:0".parse().unwrap();
+    opts.provider_listen = "127.0.0.1:0".parse().unwrap();
+    let server = lienthong_security_server::SecurityServer::start(opts)
+        .await
+        .expect("the approved server starts");
+    let view = server.conf().view().expect("a configuration");
+    assert!(view.server(&ss1()).is_some(), "ss1 is in the configuration");
+    server.shutdown();
+}
+
+/// Signs in to a security server's console with `token`.
+async fn server_sign_in(b: &Client, url: &str, token: &str) {
+    b.goto(url).await.unwrap();
+    b.find(Locator::Id("token"))
+        .await
+        .unwrap()
+        .send_keys(token)
+        .await
+        .unwrap();
+    b.find(Locator::Css("main button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait()
+        .for_element(Locator::Css("table.checks"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_grants_access_and_the_next_call_succeeds() {
+    use lienthong_security_server::admin::operators::Role;
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    let f = lienthong_integration_tests::federation::Federation::start().await;
+    assert_eq!(
+        tax_gets_person(&f).await,
+        Err("server.serverproxy.access_denied".into())
+    );
+    // The population registry has two servers; each one's operator grants.
+    for (i, agency) in f.population.iter().enumerate() {
+        let url = server_console(agency, None).await;
+        let token = agency.operator_token("lan.nguyen", Role::Admin);
+        let b = driver.browser().await;
+        server_sign_in(&b, &url, &token).await;
+        let body = text(&b).await;
+        assert!(body.contains(&agency.id.to_string()), "{body}");
+        assert!(body.contains("Global configuration"), "{body}");
+        if i == 0 {
+            screenshots(&b, "server-status").await;
+            for page in ["clients", "services"] {
+                b.goto(&format!("{url}/{page}")).await.unwrap();
+                b.wait().for_element(Locator::Css("main h1")).await.unwrap();
+                screenshots(&b, &format!("server-{page}")).await;
+            }
+        }
+        b.goto(&format!("{url}/access")).await.unwrap();
+        b.find(Locator::Id("subject"))
+            .await
+            .unwrap()
+            .send_keys("VN/GOV/000201/tax")
+            .await
+            .unwrap();
+        b.find(Locator::Id("method"))
+            .await
+            .unwrap()
+            .send_keys("GetPerson")
+            .await
+            .unwrap();
+        b.find(Locator::Id("grant"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        b.wait()
+            .for_element(Locator::Css("p.notice"))
+            .await
+            .unwrap();
+        let body = text(&b).await;
+        assert!(
+            body.contains("granted: VN/GOV/000201/tax may call VN/GOV/000102/population/population.v1.PersonRegistry/GetPerson"),
+            "{body}"
+        );
+        if i == 0 {
+            screenshots(&b, "server-access").await;
+            b.goto(&format!("{url}/audit")).await.unwrap();
+            assert!(text(&b).await.contains("grant access · ok"));
+            screenshots(&b, "server-audit").await;
+        }
+        b.close().await.unwrap();
+    }
+    assert_eq!(tax_gets_person(&f).await, Ok(()));
 }

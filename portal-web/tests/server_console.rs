@@ -160,6 +160,22 @@ async fn an_operator_grants_access_and_the_next_call_succeeds() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(tax_gets_person(&f).await, Ok(()));
+    // The exchange is in the operations page of one of the two servers.
+    let mut seen = String::new();
+    for (b, u) in [(&mut a, &url), (&mut a2, &url2)] {
+        let (status, _, body) = b.get(&format!("{u}/operations")).await;
+        assert_eq!(status, 200, "{body}");
+        seen.push_str(&body);
+    }
+    assert!(
+        seen.contains("VN/GOV/000201/tax")
+            && seen.contains("population.v1.PersonRegistry/GetPerson"),
+        "{seen}"
+    );
+    assert!(
+        seen.contains("server.serverproxy.access_denied"),
+        "the refusals too: {seen}"
+    );
 
     // The audit log names who did what, the observer's refusal and the
     // markup as text.
