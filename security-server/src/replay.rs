@@ -2,10 +2,20 @@
 //! request carrying it could be fresh; requests created further than the
 //! clock skew from this server's clock are refused by their timestamp, so
 //! the cache only holds ids until their creation time plus the skew.
+//!
+//! In a cluster (several servers of one member sharing a PostgreSQL
+//! store) each node's cache sees only the requests that reached it, so a
+//! request replayed to another node would succeed once per node: after
+//! its own check, the provider asks the cluster
+//! ([`ReplayCache::first_use_in_cluster`]), which claims the id in the
+//! shared store — exactly one node's claim wins. A single server keeps
+//! using its cache alone (the cluster check is then free).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use crate::store::{ServerStore, StoreError};
 
 /// How far a request's creation time may differ from this server's clock.
 pub const DEFAULT_MAX_CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
@@ -113,6 +123,36 @@ impl ReplayCache {
         Use::First
     }
 
+    /// The cluster's check, after this node's [`first_use`](Self::first_use)
+    /// said [`Use::First`]: claims `(client, message_id)` until
+    /// `expires_ms` in the store the cluster's nodes share. [`Use::Replay`]
+    /// when another node (or this one, earlier) holds the claim unexpired;
+    /// [`Use::First`] when this call took it, and at once, without asking
+    /// anything, when the store is this server's own (no cluster).
+    ///
+    /// An error means the shared store could not be asked: the request
+    /// must be refused (not accepted unchecked), as when the cache is full.
+    pub async fn first_use_in_cluster(
+        &self,
+        store: &Arc<ServerStore>,
+        client: &str,
+        message_id: &str,
+        now_ms: i64,
+        expires_ms: i64,
+    ) -> Result<Use, StoreError> {
+        if !store.is_clustered() {
+            return Ok(Use::First);
+        }
+        let k = key(client, message_id);
+        let store = store.clone();
+        let first = tokio::task::spawn_blocking(move || {
+            crate::store::on_blocking_thread(|| store.claim_message_id(&k, now_ms, expires_ms))
+        })
+        .await
+        .map_err(|e| StoreError(format!("the cluster's replay check stopped: {e}")))??;
+        Ok(if first { Use::First } else { Use::Replay })
+    }
+
     /// Ids remembered now.
     pub fn len(&self) -> usize {
         match self.inner.lock() {
@@ -201,6 +241,43 @@ mod tests {
         }
         assert!(c.len() <= 101, "{} ids held", c.len());
         assert!(!c.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_single_server_asks_no_one_and_a_cluster_claims_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let solo = Arc::new(ServerStore::open(&dir.path().join("server.db")).unwrap());
+        let c = ReplayCache::default();
+        for _ in 0..2 {
+            // Its own cache is the check; the cluster's is not asked.
+            let u = c.first_use_in_cluster(&solo, "a", "m1", 1000, 1600).await;
+            assert_eq!(u.unwrap(), Use::First);
+        }
+
+        let pair = tokio::task::spawn_blocking(crate::store::tests::cluster_pair)
+            .await
+            .unwrap();
+        let Some((a, b)) = pair else { return };
+        let (a, b) = (Arc::new(a.store), Arc::new(b.store));
+        let (on_a, on_b) = (ReplayCache::default(), ReplayCache::default());
+        // The same request reaches both nodes: each node's own cache says
+        // first; the cluster lets one through.
+        assert_eq!(on_a.first_use("a", "m1", 1000, 1600), Use::First);
+        assert_eq!(on_b.first_use("a", "m1", 1000, 1600), Use::First);
+        let (x, y) = tokio::join!(
+            on_a.first_use_in_cluster(&a, "a", "m1", 1000, 1600),
+            on_b.first_use_in_cluster(&b, "a", "m1", 1000, 1600),
+        );
+        let mut got = [x.unwrap(), y.unwrap()];
+        got.sort_by_key(|u| *u == Use::Replay);
+        assert_eq!(got, [Use::First, Use::Replay]);
+        assert_eq!(
+            on_b.first_use_in_cluster(&b, "b", "m1", 1000, 1600)
+                .await
+                .unwrap(),
+            Use::First,
+            "per client"
+        );
     }
 
     #[test]

@@ -76,6 +76,12 @@ impl Policies {
         Ok(p)
     }
 
+    /// The store the policy is read from (in a cluster, the one the
+    /// nodes share: the provider's replay check asks it too).
+    pub fn store(&self) -> &Arc<ServerStore> {
+        &self.store
+    }
+
     pub fn current(&self) -> Arc<Policy> {
         match self.current.read() {
             Ok(g) => g.clone(),

@@ -14,7 +14,7 @@ mod schema;
 mod sql;
 mod storage;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -26,6 +26,7 @@ use lienthong_proto::id::SubsystemId;
 
 use crate::access::{AccessRule, Subject};
 use sql::{Param, Sql};
+pub(crate) use storage::on_blocking_thread;
 use storage::{Kind, SqliteStorage, Storage, with};
 
 pub use postgres::{CONNECT_TIMEOUT, ClusterDatabase, ENV_DATABASE_PASSWORD, without_password};
@@ -365,7 +366,10 @@ impl ServerStore {
         now_ms: i64,
         expires_ms: i64,
     ) -> Result<bool, StoreError> {
-        let sweep = self.claims.fetch_add(1, Ordering::Relaxed) % CLAIMS_PER_SWEEP == 0;
+        let sweep = self
+            .claims
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(CLAIMS_PER_SWEEP);
         with(&*self.shared, Kind::Single, |tx| {
             if sweep {
                 tx.execute(
@@ -380,6 +384,16 @@ impl ServerStore {
                 &[key.into(), expires_ms.into(), now_ms.into()],
             )?;
             Ok(n == 1)
+        })
+    }
+}
+
+#[cfg(test)]
+impl ServerStore {
+    /// How many message ids the store holds (expired ones too).
+    fn held_message_ids(&self) -> Result<i64, StoreError> {
+        with(&*self.shared, Kind::Read, |tx| {
+            tx.query_one("SELECT count(*) FROM replay_ids", &[])?.int(0)
         })
     }
 }

@@ -289,6 +289,17 @@ impl PgStorage {
 
     fn connect(target: &PgTarget) -> Result<Self, StoreError> {
         let shown = target.shown();
+        // The database's refusal (a wrong password, no such database or
+        // role) will not change by waiting: say it at once. Only a
+        // database that cannot be reached is waited for, below.
+        if let Err(e) = target.tls().and_then(|tls| Ok(target.config.connect(tls)?))
+            && e.0.starts_with("database: ")
+        {
+            return Err(StoreError(format!(
+                "the cluster's database {shown} refused this node: {}",
+                e.0
+            )));
+        }
         let manager = Manager::new(target.config.clone(), target.tls()?);
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
