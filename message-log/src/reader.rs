@@ -245,29 +245,33 @@ impl LogReader {
     ) -> Result<Vec<SubjectRecord>, LogError> {
         let key = self.keys.subject_hash(subject);
         let mut g = self.fresh();
-        let size = index::size(&g.index)?;
-        let mut rows = Vec::new();
-        let mut skipped = 0;
-        for leaf_index in crate::subjects::lookup(&g.index, &key, size)? {
-            if rows.len() as u64 >= limit {
-                break;
+        // One snapshot: where an entry lies depends on the index's size.
+        let rows = snapshot(&g.index, |c| {
+            let size = index::size(c)?;
+            let mut rows = Vec::new();
+            let mut skipped = 0;
+            for leaf_index in crate::subjects::lookup(c, &key, size)? {
+                if rows.len() as u64 >= limit {
+                    break;
+                }
+                // Retention emptied it: not an answer.
+                let Some(row) = index::row(c, leaf_index)? else {
+                    continue;
+                };
+                if row.segment < 0 || row.hash_only {
+                    continue;
+                }
+                if row.keys.at < since_ms || row.keys.at >= until_ms {
+                    continue;
+                }
+                if skipped < offset {
+                    skipped += 1;
+                    continue;
+                }
+                rows.push(row);
             }
-            // Retention emptied it (or it is past the end): not an answer.
-            let Some(row) = index::row(&g.index, leaf_index)? else {
-                continue;
-            };
-            if row.segment < 0 || row.hash_only {
-                continue;
-            }
-            if row.keys.at < since_ms || row.keys.at >= until_ms {
-                continue;
-            }
-            if skipped < offset {
-                skipped += 1;
-                continue;
-            }
-            rows.push(row);
-        }
+            Ok(rows)
+        })?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             // Not checked against the tree here: a record edited in place is
@@ -481,20 +485,40 @@ impl LogReader {
     /// it, and the segments hold every indexed record.
     pub fn audit(&self, from: u64, to: u64) -> Result<Audit, LogError> {
         let mut g = self.fresh();
-        let size = index::size(&g.index)?;
+        // One snapshot of the index: the indexer merges subject runs as it
+        // goes, and where an entry lies depends on the index's size.
+        let (size, rows, leaves, entries, past) = snapshot(&g.index, |c| {
+            let size = index::size(c)?;
+            let to = to.min(size);
+            let mut rows = Vec::new();
+            let mut leaves = Default::default();
+            let mut entries = Default::default();
+            if from < to {
+                rows = c
+                    .prepare_cached(&format!(
+                        "SELECT {} FROM records WHERE leaf_index >= ?1 AND leaf_index < ?2
+                         ORDER BY leaf_index",
+                        Row::COLUMNS
+                    ))?
+                    .query_map(params![from as i64, to as i64], Row::from_sql)?
+                    .collect::<Result<Vec<_>, _>>()?;
+                leaves = tree::leaf_hashes(c, from, to)?;
+                entries = crate::subjects::entries(c, from, to, size)?;
+            }
+            let mut past = 0;
+            if to == size {
+                let rows: i64 = c.query_row(
+                    "SELECT count(*) FROM records WHERE leaf_index >= ?1",
+                    [size as i64],
+                    |r| r.get(0),
+                )?;
+                past = rows as u64 + crate::subjects::past_end(c, size)?;
+            }
+            Ok((size, rows, leaves, entries, past))
+        })?;
         let to = to.min(size);
         let mut out = Audit::default();
         if from < to {
-            let rows = self.rows(
-                &g,
-                &format!(
-                    "SELECT {} FROM records WHERE leaf_index >= ?1 AND leaf_index < ?2
-                     ORDER BY leaf_index",
-                    Row::COLUMNS
-                ),
-                params![from as i64, to as i64],
-            )?;
-            let leaves = tree::leaf_hashes(&g.index, from, to)?;
             let mut subject_entries = 0u64;
             let markers = Marker::list(&self.dir).unwrap_or_else(|e| {
                 out.mismatches.push(format!("retention markers: {e}"));
@@ -546,7 +570,8 @@ impl LogReader {
                         let derived = Keys::of(&leaf, &stored.data_subject, &self.keys);
                         if let Some(subject) = &derived.subject_key {
                             subject_entries += 1;
-                            if !crate::subjects::holds(&g.index, i, subject, size)? {
+                            let key = crate::subjects::key(subject);
+                            if !entries.get(&i).is_some_and(|keys| keys.contains(&key)) {
                                 out.mismatches.push(format!(
                                     "record {i}: its subject index entry is missing"
                                 ));
@@ -568,7 +593,7 @@ impl LogReader {
                 out.mismatches
                     .push(format!("record {missing}: its index entry is missing"));
             }
-            let held = crate::subjects::count(&g.index, from, to, size)?;
+            let held: u64 = entries.values().map(|keys| keys.len() as u64).sum();
             if held > subject_entries {
                 out.mismatches.push(format!(
                     "records {from} to {to}: the subject index holds {} entries no record gives (edited index)",
@@ -595,12 +620,6 @@ impl LogReader {
                     ));
                 }
             }
-            let past: i64 = g.index.query_row(
-                "SELECT count(*) FROM records WHERE leaf_index >= ?1",
-                [size as i64],
-                |r| r.get(0),
-            )?;
-            let past = past + crate::subjects::past_end(&g.index, size)? as i64;
             if past > 0 {
                 out.mismatches
                     .push(format!("the index holds {past} entries past the log's end"));
@@ -699,6 +718,19 @@ impl LogReader {
         crate::segment::sync_dir(&self.dir)?;
         Ok(marker.to - marker.from)
     }
+}
+
+/// Runs `read` in one read transaction of `conn` (a consistent snapshot,
+/// however the indexer moves on meanwhile).
+fn snapshot<T>(
+    conn: &rusqlite::Connection,
+    read: impl FnOnce(&rusqlite::Connection) -> Result<T, LogError>,
+) -> Result<T, LogError> {
+    let tx = conn.unchecked_transaction()?;
+    let out = read(&tx);
+    // Read only: nothing to keep.
+    drop(tx);
+    out
 }
 
 /// Whether retention markers account for every record up to `size`

@@ -196,6 +196,30 @@ pub fn lookup(conn: &Connection, subject_key: &[u8], size: u64) -> Result<Vec<u6
     Ok(out)
 }
 
+/// The keys the live runs hold for each record of `[from, to)`.
+pub fn entries(
+    conn: &Connection,
+    from: u64,
+    to: u64,
+    size: u64,
+) -> Result<std::collections::HashMap<u64, Vec<i64>>, LogError> {
+    let mut out: std::collections::HashMap<u64, Vec<i64>> = Default::default();
+    for run in overlapping(from, to, size) {
+        let mut stmt = conn.prepare_cached(
+            "SELECT leaf_index, key FROM subjects
+             WHERE run = ?1 AND leaf_index >= ?2 AND leaf_index < ?3",
+        )?;
+        let rows = stmt.query_map(params![run, from as i64, to as i64], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)?))
+        })?;
+        for row in rows {
+            let (leaf, key) = row?;
+            out.entry(leaf).or_default().push(key);
+        }
+    }
+    Ok(out)
+}
+
 /// Whether the index holds record `leaf`'s entry under `subject_key`.
 pub fn holds(
     conn: &Connection,
