@@ -51,6 +51,8 @@ pub enum CertError {
     NoIdentity(String),
     #[error("certificate {0} is not pinned by the global configuration (unknown or revoked)")]
     NotPinned(Fingerprint),
+    #[error("certificate {0} is revoked by the global configuration")]
+    Revoked(Fingerprint),
     #[error("certificate chain is invalid: {0}")]
     Chain(String),
     #[error("signature algorithm {0} does not match the key of the signer certificate")]

@@ -39,6 +39,7 @@ pub const ALPN_H2: &[u8] = b"h2";
 pub struct Trust {
     anchors: Vec<TrustAnchor<'static>>,
     pinned: HashSet<Fingerprint>,
+    revoked: HashSet<Fingerprint>,
 }
 
 impl fmt::Debug for Trust {
@@ -59,7 +60,19 @@ impl Trust {
         Ok(Trust {
             anchors: verify::anchors(cas)?,
             pinned: pinned.into_iter().collect(),
+            revoked: HashSet::new(),
         })
+    }
+
+    /// The same trust, refusing certificates in `revoked` even where they
+    /// chain to a trusted CA.
+    pub fn with_revoked(mut self, revoked: impl IntoIterator<Item = Fingerprint>) -> Self {
+        self.revoked.extend(revoked);
+        self
+    }
+
+    pub fn is_revoked(&self, fp: &Fingerprint) -> bool {
+        self.revoked.contains(fp)
     }
 
     pub fn is_pinned(&self, fp: &Fingerprint) -> bool {
@@ -83,6 +96,23 @@ impl Trust {
         let fp = Fingerprint::of(end_entity);
         if !self.is_pinned(&fp) {
             return Err(CertError::NotPinned(fp));
+        }
+        Ok(id)
+    }
+
+    /// Verifies a peer's end-entity certificate for `usage` by its chain
+    /// alone (a trusted CA, in its validity, not revoked), whether or not
+    /// the configuration pins it yet; returns the server it names.
+    pub fn verify_chained(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        usage: Usage,
+        now: SystemTime,
+    ) -> Result<ServerId, CertError> {
+        let id = verify::verify_auth_cert(end_entity, &self.anchors, now, usage, None)?;
+        let fp = Fingerprint::of(end_entity);
+        if self.is_revoked(&fp) {
+            return Err(CertError::Revoked(fp));
         }
         Ok(id)
     }
@@ -147,6 +177,7 @@ fn to_rustls(e: CertError) -> rustls::Error {
         CertError::NotYetValid { .. } => CertificateError::NotValidYet,
         CertError::UnknownIssuer => CertificateError::UnknownIssuer,
         CertError::BadCertificateSignature => CertificateError::BadSignature,
+        CertError::Revoked(_) => CertificateError::Revoked,
         other => CertificateError::Other(OtherError(Arc::new(other))),
     };
     rustls::Error::InvalidCertificate(cert_err)
@@ -163,6 +194,9 @@ pub type PinCheck = Arc<dyn Fn(&Fingerprint) -> bool + Send + Sync>;
 enum ClientCheck {
     /// Chains to a trusted CA and is pinned by the configuration.
     Trust(TrustStore),
+    /// Chains to a trusted CA and is not revoked; whether the
+    /// configuration pins it is the server's first check of every request.
+    Chained(TrustStore),
     /// Is pinned, whoever issued it (information systems' certificates,
     /// often self-signed, pinned by the server's operator).
     PinnedOnly(PinCheck),
@@ -194,6 +228,7 @@ impl fmt::Debug for PinnedClientVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self.check {
             ClientCheck::Trust(_) => "PinnedClientVerifier(trust store)",
+            ClientCheck::Chained(_) => "PinnedClientVerifier(chain, revocations)",
             ClientCheck::PinnedOnly(_) => "PinnedClientVerifier(pins only)",
         })
     }
@@ -214,6 +249,10 @@ impl ClientCertVerifier for PinnedClientVerifier {
             ClientCheck::Trust(store) => store
                 .current()
                 .verify_peer(end_entity, Usage::TlsClient, now_from(now), None)
+                .map(|_| ()),
+            ClientCheck::Chained(store) => store
+                .current()
+                .verify_chained(end_entity, Usage::TlsClient, now_from(now))
                 .map(|_| ()),
             ClientCheck::PinnedOnly(is_pinned) => {
                 let fp = Fingerprint::of(end_entity);
@@ -317,6 +356,18 @@ impl ServerCertVerifier for PinnedServerVerifier {
 /// certificate that `store` accepts, speaks only HTTP/2, TLS 1.3 and 1.2.
 pub fn server_config(identity: &Identity, store: TrustStore) -> Result<ServerConfig, CertError> {
     client_checking_server_config(identity, ClientCheck::Trust(store))
+}
+
+/// A server config for mutual TLS whose handshake admits any client
+/// certificate chaining to a CA of `store` and not revoked; the server
+/// checks that the configuration pins it as the first step of every
+/// request, so a peer that joined since the last configuration poll is
+/// not refused at the handshake, where nothing could say why.
+pub fn server_config_chained_clients(
+    identity: &Identity,
+    store: TrustStore,
+) -> Result<ServerConfig, CertError> {
+    client_checking_server_config(identity, ClientCheck::Chained(store))
 }
 
 /// A server config that admits only clients whose certificate `is_pinned`

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use lienthong_certs::Fingerprint;
 use lienthong_certs::net::{TlsConnectorService, tls_incoming};
-use lienthong_certs::tls::{Identity, Trust, TrustStore, client_config, server_config};
+use lienthong_certs::tls::{
+    Identity, Trust, TrustStore, client_config, server_config, server_config_chained_clients,
+};
 use lienthong_certs::verify::auth_identity;
 use lienthong_integration_tests::TestPki;
 use lienthong_proto::id::ServerId;
@@ -49,7 +51,12 @@ struct Running {
 
 async fn start_server(pki: &TestPki, identity: &Identity, pinned: Vec<Fingerprint>) -> Running {
     let store = TrustStore::new(Trust::new(&[pki.ca.certificate().clone()], pinned).unwrap());
-    let cfg = Arc::new(server_config(identity, store.clone()).unwrap());
+    let cfg = server_config(identity, store.clone()).unwrap();
+    serve(cfg, store).await
+}
+
+async fn serve(cfg: rustls::ServerConfig, store: TrustStore) -> Running {
+    let cfg = Arc::new(cfg);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = WhoCalls::default();
@@ -187,4 +194,47 @@ async fn expired_client_certificate_is_refused() {
         .unwrap_err();
     assert!(err.contains("CertificateExpired"), "{err}");
     assert!(running.seen.0.lock().unwrap().is_empty());
+}
+
+/// The provider's handshake: any certificate of the instance's CA that is
+/// not revoked gets through (the configuration's pins are checked per
+/// request), so a server that joined since the last poll is not refused
+/// where nothing could say why.
+#[tokio::test]
+async fn a_chained_handshake_admits_the_instances_unpinned_peers_but_not_revoked_or_foreign_ones()
+{
+    let pki = TestPki::new("VN");
+    let (srv, srv_fp) = pki.server_identity("VN/GOV/000102/ss1");
+    let (joined, _) = pki.server_identity("VN/GOV/000203/ss1");
+    let (revoked, revoked_fp) = pki.server_identity("VN/GOV/000203/ss2");
+    let stranger_pki = TestPki::new("VN");
+    let (stranger, _) = stranger_pki.server_identity("VN/GOV/000203/ss3");
+    let store = TrustStore::new(
+        Trust::new(&[pki.ca.certificate().clone()], [])
+            .unwrap()
+            .with_revoked([revoked_fp]),
+    );
+    let running = serve(
+        server_config_chained_clients(&srv, store.clone()).unwrap(),
+        store,
+    )
+    .await;
+    call(&pki, &joined, vec![srv_fp], running.addr, None)
+        .await
+        .expect("an unpinned certificate of the instance's CA is admitted");
+    let err = call(&pki, &revoked, vec![srv_fp], running.addr, None)
+        .await
+        .unwrap_err();
+    assert!(err.contains("CertificateRevoked"), "{err}");
+    let err = call(&pki, &stranger, vec![srv_fp], running.addr, None)
+        .await
+        .unwrap_err();
+    // Another CA of the same name: its signature does not verify.
+    assert!(
+        ["UnknownCA", "UnknownIssuer", "DecryptError"]
+            .iter()
+            .any(|alert| err.contains(alert)),
+        "{err}"
+    );
+    assert_eq!(running.seen.0.lock().unwrap().len(), 1);
 }

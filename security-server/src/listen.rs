@@ -57,17 +57,6 @@ pub(crate) struct Listener {
     pub(crate) tls_refused: (Fault, Fault),
     /// The second of the last warning about refused connections.
     last_warned: AtomicU64,
-    /// Told the fingerprint of every certificate a handshake refused.
-    on_refused_certificate: std::sync::OnceLock<RefusedCertificateHook>,
-}
-
-/// See [`Listener::on_refused_certificate`].
-struct RefusedCertificateHook(Box<dyn Fn(Fingerprint) + Send + Sync>);
-
-impl std::fmt::Debug for RefusedCertificateHook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RefusedCertificateHook")
-    }
 }
 
 impl Listener {
@@ -85,19 +74,7 @@ impl Listener {
             headers_too_large,
             tls_refused,
             last_warned: AtomicU64::new(0),
-            on_refused_certificate: std::sync::OnceLock::new(),
         })
-    }
-
-    /// Calls `hook` with the fingerprint of each certificate a handshake
-    /// refuses (the first hook set stays).
-    pub(crate) fn on_refused_certificate(
-        &self,
-        hook: impl Fn(Fingerprint) + Send + Sync + 'static,
-    ) {
-        let _ = self
-            .on_refused_certificate
-            .set(RefusedCertificateHook(Box::new(hook)));
     }
 
     /// Warns of a refused connection, at most once a second (a flood of
@@ -331,9 +308,6 @@ impl Listener {
             failed
         };
         self.stats.tls_refused(fault, presented, peer.ip());
-        if let (Some(fp), Some(hook)) = (presented, self.on_refused_certificate.get()) {
-            (hook.0)(fp);
-        }
         let certificate = presented.map_or_else(|| "none".to_owned(), |f| f.to_string());
         if e.kind() == std::io::ErrorKind::InvalidData {
             tracing::warn!(listener = self.name, %peer, fault = fault.code(), %certificate, error = %e, "TLS peer refused");

@@ -16,7 +16,9 @@ use tokio::task::JoinHandle;
 
 use crate::access::AccessRule;
 use crate::admin::{Admin, MeteredLog, Metrics};
+use crate::allowed_methods::AllowedMethodsService;
 use crate::batch::Signers;
+use crate::builtin::BuiltIn;
 use crate::checkpoint::{Checkpointer, DEFAULT_CHECKPOINT_INTERVAL};
 use crate::conf_client::ConfClient;
 use crate::consumer::tls::{self as consumer_tls, ConsumerTransport};
@@ -29,8 +31,6 @@ use crate::message_log::audit::{AUDIT_INTERVAL, AuditReport, AuditStatus};
 use crate::message_log::{
     DangerousDiscard, LogReader, LogRecord, MessageLog, Phase, SegmentLog, StoredCheckpoint,
 };
-use crate::allowed_methods::AllowedMethodsService;
-use crate::builtin::BuiltIn;
 use crate::operational::OperationalService;
 use crate::provider::{Limits, Policies, Provider};
 use crate::replay::DEFAULT_MAX_CLOCK_SKEW_MS;
@@ -410,8 +410,13 @@ impl SecurityServer {
             .not_after;
         let consumer_addr = consumer_listener.local_addr().map_err(|e| e.to_string())?;
         let provider_addr = provider_listener.local_addr().map_err(|e| e.to_string())?;
-        let tls_config =
-            Arc::new(tls::server_config(&keys.auth, trust).map_err(|e| e.to_string())?);
+        // The handshake admits any certificate of the instance's CA that is
+        // not revoked; whether the configuration pins it is the provider's
+        // first check of every request (provider/peer.rs), which looks for a
+        // server that joined since the last poll instead of refusing it.
+        let tls_config = Arc::new(
+            tls::server_config_chained_clients(&keys.auth, trust).map_err(|e| e.to_string())?,
+        );
 
         let checkpointer =
             Checkpointer::new(reader.clone(), keys.clone(), conf.registries().clone());
@@ -447,15 +452,6 @@ impl SecurityServer {
             Fault::ProviderHeadersTooLarge,
             (Fault::UnknownPeer, Fault::PeerTlsRefused),
         );
-        // A server that joined since the last poll presents a certificate
-        // the configuration in force does not pin yet: look for it now
-        // rather than refuse it until the next poll.
-        let asking = conf.clone();
-        provider_side.on_refused_certificate(move |fp| {
-            asking.poll_now(&format!(
-                "a peer presented certificate {fp}, not in the configuration"
-            ));
-        });
         let provider_calls = Arc::new(PerPeerCalls::new(
             opts.max_calls_per_peer,
             tower::service_fn(move |(peer, req)| {
@@ -502,7 +498,6 @@ impl SecurityServer {
                 operational_window: opts.operational_window,
                 auth_not_after,
                 maintenance: Default::default(),
-                policies: Some(policies.clone()),
             };
             tasks.push(admin.serve(listener).await);
         }

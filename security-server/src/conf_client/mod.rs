@@ -294,6 +294,25 @@ impl ConfClient {
         true
     }
 
+    /// The configuration in force once one newer than `version` is,
+    /// waiting at most `within` for it after asking for a poll (which is
+    /// rate-limited: see [`poll_now`](Self::poll_now)); the one in force
+    /// then, whichever it is.
+    pub async fn newer_than(
+        &self,
+        version: u64,
+        why: &str,
+        within: Duration,
+    ) -> Option<Arc<ConfView>> {
+        let newer = |v: &Option<Arc<ConfView>>| v.as_ref().is_some_and(|v| v.version > version);
+        let mut views = self.subscribe();
+        if !newer(&views.borrow_and_update()) {
+            self.poll_now(why);
+            let _ = tokio::time::timeout(within, views.wait_for(newer)).await;
+        }
+        self.view()
+    }
+
     /// Polls until dropped.
     pub async fn run(self: Arc<Self>) {
         let mut retry = FIRST_RETRY;

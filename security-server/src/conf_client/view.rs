@@ -396,6 +396,9 @@ impl ConfView {
     /// What mutual TLS trusts under this configuration: its CAs, and the
     /// auth certificates of its servers (revoked ones excluded).
     pub fn trust(&self) -> Result<Trust, lienthong_certs::CertError> {
-        Trust::new(&self.trusted_cas, self.server_by_cert.keys().copied())
+        Ok(
+            Trust::new(&self.trusted_cas, self.server_by_cert.keys().copied())?
+                .with_revoked(self.revoked.iter().copied()),
+        )
     }
 }

@@ -250,7 +250,7 @@ impl Provider {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let peer = peer::identify(&self.conf, peer_cert, SystemTime::now(), span)?;
+        let peer = peer::identify(&self.conf, peer_cert, SystemTime::now(), span).await?;
         if self.pass_through {
             return backend::pass_through(peer, request, &self.policies).await;
         }

@@ -77,6 +77,8 @@ fn auth_fp(fill: u8) -> Fingerprint {
 }
 
 struct Fixture {
+    /// The configuration the view indexes (version 7).
+    conf: gc::GlobalConfiguration,
     view: Arc<ConfView>,
     /// The signing key of member VN/GOV/1001 (the clients' member).
     consumer_member: Signer,
@@ -193,6 +195,7 @@ impl Fixture {
         let view = ConfView::build(&conf, now).expect("the configuration indexes");
         assert!(view.skipped.is_empty(), "skipped: {:?}", view.skipped);
         Fixture {
+            conf,
             view: Arc::new(view),
             consumer_member,
             provider_member,
@@ -350,37 +353,69 @@ fn conf_client(view: Option<ConfView>) -> ConfClient {
     client
 }
 
-#[test]
-fn peer_is_a_server_the_configuration_registers() {
+#[tokio::test]
+async fn peer_is_a_server_the_configuration_registers() {
     let conf = conf_client(Some((*fx().view).clone()));
     let now = SystemTime::now();
     let none = tracing::Span::none;
-    let known = accepted(peer::identify(&conf, Some(auth_fp(1)), now, none()));
+    let known = accepted(peer::identify(&conf, Some(auth_fp(1)), now, none()).await);
     assert_eq!(known.server, sid(SS1));
 
-    let r = refused(peer::identify(&conf, Some(auth_fp(9)), now, none()));
+    // Not in this configuration, and no newer one comes within the wait.
+    let r = refused(peer::identify(&conf, Some(auth_fp(9)), now, none()).await);
     assert_refused(
         &r,
         Fault::UnknownPeer,
-        "not one the configuration registers",
+        "is not one configuration version 7 registers (asked the registry for a newer one)",
     );
-    let r = refused(peer::identify(&conf, None, now, none()));
-    assert_refused(
-        &r,
-        Fault::UnknownPeer,
-        "not one the configuration registers",
-    );
+    let r = refused(peer::identify(&conf, None, now, none()).await);
+    assert_refused(&r, Fault::UnknownPeer, "presented no TLS certificate");
 }
 
-#[test]
-fn peer_is_refused_without_a_current_configuration() {
+#[tokio::test]
+async fn a_peer_that_joined_since_the_last_poll_is_found_in_the_next_configuration() {
+    let conf = Arc::new(conf_client(Some((*fx().view).clone())));
     let now = SystemTime::now();
-    let r = refused(peer::identify(
-        &conf_client(None),
-        Some(auth_fp(1)),
-        now,
-        tracing::Span::none(),
-    ));
+    // The registry has published version 8, with a server that joined.
+    let mut next = fx().conf.clone();
+    next.version = 8;
+    next.security_servers.push(gc::SecurityServer {
+        id: Some((&sid("VN/GOV/1001/ss9")).into()),
+        address: "9.example:5500".into(),
+        auth_certificate_sha256: vec![auth_fp(9).0.to_vec()],
+        clients: vec![],
+    });
+    let next = Arc::new(ConfView::build(&next, now).expect("the configuration indexes"));
+    // The poll the request asks for brings it.
+    let polling = conf.clone();
+    let installer = tokio::spawn(async move {
+        let mut views = polling.subscribe();
+        tokio::task::yield_now().await;
+        polling.install_view(Some(next));
+        let _ = views.changed().await;
+    });
+    let joined =
+        accepted(peer::identify(&conf, Some(auth_fp(9)), now, tracing::Span::none()).await);
+    assert_eq!(joined.server, sid("VN/GOV/1001/ss9"));
+    assert_eq!(
+        joined.view.version, 8,
+        "the request is judged under the new one"
+    );
+    installer.await.unwrap();
+}
+
+#[tokio::test]
+async fn peer_is_refused_without_a_current_configuration() {
+    let now = SystemTime::now();
+    let r = refused(
+        peer::identify(
+            &conf_client(None),
+            Some(auth_fp(1)),
+            now,
+            tracing::Span::none(),
+        )
+        .await,
+    );
     assert_refused(
         &r,
         Fault::ProviderConfExpired,
@@ -389,12 +424,15 @@ fn peer_is_refused_without_a_current_configuration() {
 
     let mut expired = (*fx().view).clone();
     expired.expires_at_ms = unix_ms(now);
-    let r = refused(peer::identify(
-        &conf_client(Some(expired)),
-        Some(auth_fp(1)),
-        now,
-        tracing::Span::none(),
-    ));
+    let r = refused(
+        peer::identify(
+            &conf_client(Some(expired)),
+            Some(auth_fp(1)),
+            now,
+            tracing::Span::none(),
+        )
+        .await,
+    );
     assert_refused(&r, Fault::ProviderConfExpired, "has expired");
 }
 
