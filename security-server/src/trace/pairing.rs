@@ -14,6 +14,11 @@
 //! * a consumer's refusal before forwarding is **not delivered** (no
 //!   service saw the request);
 //! * an end whose server did not answer leaves the exchange **unconfirmed**;
+//! * so does an end whose server's retention has pruned records of the
+//!   exchange's time ([`Context::pruned_through`], from the retention
+//!   leaves its FindUsage reports): a record retention took is not a
+//!   record someone hid, and must not be shown as a discrepancy — nor as
+//!   verified, since only one end still confirms it;
 //! * records not yet in a witnessed checkpoint are **pending** only while
 //!   young ([`super::portal::PENDING_WINDOW_MS`]); older ones, or records
 //!   whose proof fails, are **failed**.
@@ -21,7 +26,7 @@
 //! Only `Verified` and `NotDelivered` with every record proven are ever
 //! shown as verified.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use lienthong_proto::id::ServerId;
 use lienthong_proto::pb::trace::v1 as pb;
@@ -95,6 +100,11 @@ pub struct Context {
     pub withheld: HashSet<(ServerId, String)>,
     /// The portal's clock, Unix ms.
     pub now_ms: i64,
+    /// Per server, the time (Unix ms) up to which its retention may have
+    /// pruned records, as the retention leaves it reported (with their
+    /// proofs) say. An exchange that only the other end still holds, dated
+    /// at or before it, is unconfirmed, not a discrepancy.
+    pub pruned_through: HashMap<ServerId, i64>,
 }
 
 fn side(r: &Record) -> pb::Side {
@@ -190,12 +200,30 @@ fn pair(consumer: &[&Record], provider: &[&Record], cx: &Context) -> Status {
         cx.withheld
             .contains(&(server.clone(), message_id.to_owned()))
     };
+    // The newest record of the exchange: the other end's records are of
+    // about the same time, and all of them must lie within what its
+    // retention took.
+    let newest = consumer
+        .iter()
+        .chain(provider)
+        .map(|r| r.leaf.at_unix_ms)
+        .max()
+        .unwrap_or(i64::MAX);
+    let pruned_at = |server: &ServerId| {
+        cx.pruned_through
+            .get(server)
+            .filter(|through| newest <= **through)
+            .copied()
+    };
     let missing = |end: &str, server: Option<ServerId>, holder: &ServerId| match server {
         Some(s) if cx.unanswered.contains(&s) => Status::Unconfirmed(format!(
             "the {end}'s server {s} did not answer; only {holder} confirms this exchange"
         )),
         Some(s) if withheld_at(&s) => Status::Discrepancy(format!(
             "the {end}'s server {s} withholds this exchange, {holder} does not"
+        )),
+        Some(s) if let Some(through) = pruned_at(&s) => Status::Unconfirmed(format!(
+            "the {end}'s server {s} has pruned its records up to {through} (Unix ms) by retention; only {holder} still confirms this exchange"
         )),
         Some(s) => Status::Discrepancy(format!(
             "{holder} logged this exchange; the {end}'s server {s} has no record of it"
@@ -437,6 +465,41 @@ mod tests {
         let s = status(&provider_only, &cx);
         assert_eq!(kind(&s), pb::ExchangeStatus::Unconfirmed, "{s:?}");
         assert!(!s.is_verified());
+    }
+
+    /// Retention at one end is not hiding: an exchange the other end
+    /// still holds, dated within what that end's retention pruned, is
+    /// unconfirmed (never verified); outside it, still a discrepancy.
+    #[test]
+    fn an_end_pruned_by_retention_leaves_it_unconfirmed() {
+        let dated = |records: Vec<Record>| -> Vec<Record> {
+            records
+                .into_iter()
+                .map(|mut r| {
+                    r.leaf.at_unix_ms = 1_000;
+                    r
+                })
+                .collect()
+        };
+        let pruned = |at: &str, through: i64| Context {
+            pruned_through: [(server(at), through)].into(),
+            ..Default::default()
+        };
+        for (gone, kept) in [(C, P), (P, C)] {
+            let records = dated(only(kept));
+            let s = status(&records, &pruned(gone, 5_000));
+            assert_eq!(kind(&s), pb::ExchangeStatus::Unconfirmed, "{s:?}");
+            assert!(s.problem().contains("by retention"), "{s:?}");
+            assert!(s.problem().contains(gone), "{s:?}");
+            assert!(!s.is_verified());
+            // Its retention had not reached the exchange: a record is
+            // missing that it should still hold.
+            let s = status(&records, &pruned(gone, 999));
+            assert_eq!(kind(&s), pb::ExchangeStatus::Discrepancy, "{s:?}");
+            // Retention at the end that does hold it explains nothing.
+            let s = status(&records, &pruned(kept, 5_000));
+            assert_eq!(kind(&s), pb::ExchangeStatus::Discrepancy, "{s:?}");
+        }
     }
 
     #[test]
