@@ -607,7 +607,7 @@ struct OperationalRow {
 
 fn operations_markup(rows: &[OperationalRow]) -> Markup {
     html! {
-        p { "The exchanges of the last 24 hours, newest last, as the message log holds them (at most 200 records; never payloads or personal IDs). "
+        p { "The exchanges of the last 24 hours, newest first, as the message log holds them (at most 200 records; never payloads or personal IDs). "
             code { "lienthong server log" } " reads further back." }
         @if rows.is_empty() { p { "No exchange in the last 24 hours." } }
         @else {
