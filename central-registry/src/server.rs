@@ -180,7 +180,11 @@ impl Registry {
             opts.cert_validity,
         );
         let distribution = Distribution::new(publisher.clone());
-        let catalogue = crate::catalogue::Catalogue::new(store.clone());
+        let catalogue = crate::catalogue::Catalogue::new(
+            store.clone(),
+            publisher.clone(),
+            settings.instance.clone(),
+        );
         let witness = Witness::new(store.clone(), publisher.clone(), opts.checkpoint_max_age);
         let refusals = Arc::new(RefusalCounts::default());
         let throttle = ThrottleLayer(Arc::new(Throttle::new(

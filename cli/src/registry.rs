@@ -414,7 +414,7 @@ impl OperatorArgs {
 
 /// A refusal as a person reads it.
 /// The descriptor set in `path`, checked as the registry will check it.
-fn read_descriptor(path: &std::path::Path, id: &ServiceId) -> Result<DescriptorSet> {
+pub(crate) fn read_descriptor(path: &std::path::Path, id: &ServiceId) -> Result<DescriptorSet> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let set = DescriptorSet::parse(bytes).map_err(|e| format!("{}: {e}", path.display()))?;
     set.require_service(&id.service.to_string())
@@ -424,7 +424,7 @@ fn read_descriptor(path: &std::path::Path, id: &ServiceId) -> Result<DescriptorS
 
 /// The descriptor set of `protos` (and every file they import), compiled
 /// from the `.proto` sources found under `import_path` (default `.`).
-fn compile_protos(
+pub(crate) fn compile_protos(
     protos: &[PathBuf],
     import_path: &[PathBuf],
     id: &ServiceId,

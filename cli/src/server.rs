@@ -158,6 +158,10 @@ pub enum ServerCommand {
     /// Say where each provided service's backend is.
     #[command(subcommand)]
     Backend(BackendCommand),
+    /// Publish the protobuf descriptor set of a service this server
+    /// provides in the registry's service catalogue.
+    #[command(subcommand)]
+    Services(ServicesCommand),
     /// Show this server's operational data: what each exchange it took
     /// part in did — when, which side, client, service, method, peer,
     /// sizes, status, fault, duration — from its message log. Payloads and
@@ -350,6 +354,42 @@ pub enum AclCommand {
     List {
         #[arg(long)]
         dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ServicesCommand {
+    /// Publish (or replace) SERVICE's descriptor set in the registry's
+    /// service catalogue, as this server (mutual TLS with its auth
+    /// certificate; SERVICE must be of a subsystem it serves): every
+    /// server's consumer port then lists and describes it (gRPC
+    /// reflection), and AllowedMethods names its methods.
+    ///
+    /// Example: lienthong server services describe --dir ss1 VN/GOV/000102/population/population.v1.PersonRegistry --proto population/v1/population.proto --import-path proto
+    /// Example: lienthong server services describe --dir ss1 VN/GOV/000102/population/population.v1.PersonRegistry --descriptor population.binpb
+    Describe {
+        #[arg(long)]
+        dir: PathBuf,
+        service: String,
+        /// The service's descriptor set (`protoc --include_imports
+        /// --descriptor_set_out=FILE.binpb …` or `buf build -o FILE.binpb`;
+        /// at most 1 MiB).
+        #[arg(
+            long,
+            value_name = "FILE.binpb",
+            conflicts_with = "proto",
+            required_unless_present = "proto"
+        )]
+        descriptor: Option<PathBuf>,
+        /// Instead of --descriptor: the service's .proto files, compiled
+        /// here with every import (no protoc needed), relative to an
+        /// --import-path.
+        #[arg(long, value_name = "FILE.proto")]
+        proto: Vec<PathBuf>,
+        /// Where --proto files and their imports are found (repeatable;
+        /// default: the current directory).
+        #[arg(long, value_name = "DIR", requires = "proto")]
+        import_path: Vec<PathBuf>,
     },
 }
 
@@ -671,6 +711,13 @@ async fn run_async(cmd: ServerCommand) -> Result<()> {
         }
         ServerCommand::Acl(cmd) => acl(cmd).await,
         ServerCommand::Backend(cmd) => backend(cmd),
+        ServerCommand::Services(ServicesCommand::Describe {
+            dir,
+            service,
+            descriptor,
+            proto,
+            import_path,
+        }) => describe_service(&dir, &service, descriptor, &proto, &import_path).await,
         ServerCommand::Operator(cmd) => operator(cmd),
         ServerCommand::Status { dir, check } => status(&dir, check).await,
         ServerCommand::Log {
@@ -700,6 +747,40 @@ async fn run_async(cmd: ServerCommand) -> Result<()> {
             limit,
         ),
     }
+}
+
+/// Publishes a provided service's descriptor set, as this server.
+async fn describe_service(
+    dir: &std::path::Path,
+    service: &str,
+    descriptor: Option<PathBuf>,
+    proto: &[PathBuf],
+    import_path: &[PathBuf],
+) -> Result<()> {
+    use lienthong_proto::pb::registry::v1::DescribeServiceRequest;
+    use lienthong_proto::pb::registry::v1::service_catalogue_client::ServiceCatalogueClient;
+    let id: ServiceId = service.parse()?;
+    let set = match &descriptor {
+        Some(path) => crate::registry::read_descriptor(path, &id)?,
+        None => crate::registry::compile_protos(proto, import_path, &id)?,
+    };
+    let d = ServerDir(dir.to_owned());
+    let identity = lienthong_security_server::keys::auth_identity(&d)?;
+    let channel = client::connect(&client::read_anchor(&d.anchor())?, Some(&identity)).await?;
+    let (digest, defines) = (hex::encode(set.sha256()), set.services().join(", "));
+    let reply = ServiceCatalogueClient::new(channel)
+        .describe_provided_service(DescribeServiceRequest {
+            id: Some((&id).into()),
+            descriptor_set: set.into_bytes(),
+        })
+        .await
+        .map_err(|s| format!("the registry refused: {}", s.message()))?
+        .into_inner();
+    println!(
+        "descriptor set of {id} in the service catalogue (sha256 {digest}, defines {defines}; audit record {}, configuration version {})",
+        reply.audit_id, reply.configuration_version
+    );
+    Ok(())
 }
 
 /// Why this server does not provide `r`'s service by the configuration

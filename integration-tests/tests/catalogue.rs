@@ -266,3 +266,78 @@ async fn a_client_asks_the_providers_server_which_methods_it_may_call() {
         .into_inner();
     assert!(answer.services.is_empty(), "{answer:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_providers_server_describes_the_services_of_its_own_clients_only() {
+    use lienthong_proto::pb::registry::v1::service_catalogue_client::ServiceCatalogueClient;
+    use lienthong_security_server::keys::{ServerDir, auth_identity};
+    let f = Federation::start().await;
+    let as_server =
+        |agency: &Agency| auth_identity(&ServerDir(agency.dir.path().to_owned())).unwrap();
+    let request = || pb::DescribeServiceRequest {
+        id: Some((&population().service(PERSON_REGISTRY, None).unwrap()).into()),
+        descriptor_set: demo_descriptor_set(),
+    };
+
+    // Without an auth certificate: refused.
+    let anonymous = ServiceCatalogueClient::new(f.registry.channel().await)
+        .describe_provided_service(request())
+        .await
+        .expect_err("anonymous");
+    assert_eq!(
+        anonymous.code(),
+        tonic::Code::Unauthenticated,
+        "{anonymous:?}"
+    );
+
+    // Another member's server: refused, and audited in its name.
+    let business_server = f.registry.channel_as(&as_server(&f.business)).await;
+    let foreign = ServiceCatalogueClient::new(business_server)
+        .describe_provided_service(request())
+        .await
+        .expect_err("not its client");
+    assert_eq!(foreign.code(), tonic::Code::PermissionDenied, "{foreign:?}");
+    assert!(
+        foreign
+            .message()
+            .contains("does not serve VN/GOV/000102/population"),
+        "{foreign:?}"
+    );
+
+    // The population registry's own server: published.
+    let own = f.registry.channel_as(&as_server(&f.population[0])).await;
+    let reply = ServiceCatalogueClient::new(own)
+        .describe_provided_service(request())
+        .await
+        .expect("its own client's service")
+        .into_inner();
+    assert!(reply.configuration_version > 0);
+    let audit = f
+        .registry
+        .officer()
+        .await
+        .list_audit(pb::ListAuditRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    let audited = |actor: String, ok: bool| {
+        audit.iter().any(|r| {
+            r.action == "DescribeService"
+                && r.actor == actor
+                && (r.result == "ok") == ok
+                && r.detail.contains(PERSON_REGISTRY)
+        })
+    };
+    assert!(
+        audited(format!("server {}", f.population[0].id), true),
+        "{audit:?}"
+    );
+    assert!(
+        audited(format!("server {}", f.business.id), false),
+        "{audit:?}"
+    );
+    f.refresh_all().await;
+    let channel = f.business.client().await.channel;
+    assert!(listed(channel).await.contains(&PERSON_REGISTRY.to_owned()));
+}
