@@ -661,7 +661,11 @@ fn version(kind: Kind, binary: &Path) -> String {
         .map(|o| {
             let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
             text.push_str(&String::from_utf8_lossy(&o.stderr));
-            text.split_whitespace().collect::<Vec<_>>().join(" ")
+            // Envoy starts its answer with its own path; the report has it.
+            text.replace(&*binary.to_string_lossy(), "")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
         })
         .unwrap_or_default();
     format!("{} ({said})", binary.display())
