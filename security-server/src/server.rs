@@ -498,6 +498,7 @@ impl SecurityServer {
                 operational_window: opts.operational_window,
                 auth_not_after,
                 maintenance: Default::default(),
+                policies: Some(policies.clone()),
             };
             tasks.push(admin.serve(listener).await);
         }
