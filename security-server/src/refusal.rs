@@ -19,7 +19,9 @@ pub struct Refusal {
     /// stage does not vouch for yet is left out of it (a refusal before
     /// the caller is known to be who it says carries no subject, purpose
     /// or official, so no one can put words into a citizen's trace).
-    pub record: LogRecord,
+    /// Boxed: every stage's `Result` carries a `Refusal`, and should stay
+    /// small.
+    pub record: Box<LogRecord>,
     /// The exchange's spans, marked with its outcome.
     pub spans: Vec<tracing::Span>,
 }
@@ -28,7 +30,7 @@ impl Refusal {
     pub fn new(fault: FaultError, record: LogRecord) -> Self {
         Refusal {
             fault,
-            record,
+            record: Box::new(record),
             spans: Vec::new(),
         }
     }
@@ -64,7 +66,7 @@ impl Refusal {
         if record.at_ms == 0 {
             record.at_ms = unix_ms(SystemTime::now());
         }
-        match log.append(record).await {
+        match log.append(*record).await {
             Ok(()) => fault,
             Err(e) => log_failed.with(e.0),
         }

@@ -270,27 +270,4 @@ impl Consumer {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn message_ids_are_unique_and_ordered_by_time() {
-        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_000_000_123);
-        let a = message_id_at(t);
-        let b = message_id_at(t);
-        let later = message_id_at(t + Duration::from_millis(1));
-        assert_eq!(a.len(), 32);
-        assert!(crate::metadata::check_message_id(&a).is_ok());
-        assert_ne!(a, b, "80 random bits");
-        assert_eq!(a[..12], b[..12]);
-        assert_eq!(&a[..12], format!("{:012x}", 1_795_000_000_123u64));
-        assert!(later > a && later > b, "later ids sort after");
-    }
-}
-
-// Each stage's decisions, tested without sockets (`tests` above is the
-// message ids').
-#[cfg(test)]
-#[path = "tests.rs"]
-mod stage_tests;
+mod tests;

@@ -7,11 +7,6 @@
 //!
 //! The exchange over real sockets is `integration-tests/tests/`.
 
-#![allow(
-    clippy::result_large_err,
-    reason = "the helpers hand on the stages' own `Result<_, Refusal>`"
-)]
-
 use std::sync::{Arc, LazyLock};
 use std::time::SystemTime;
 
@@ -734,4 +729,21 @@ fn an_oversized_or_broken_response_is_refused() {
     broken.error = Some("stream reset".into());
     let f = check_response(&broken).expect_err("broken off");
     assert_fault(&f, Fault::ProviderUnreachable, "stream reset");
+}
+
+// === message ids ===
+
+#[test]
+fn message_ids_are_unique_and_ordered_by_time() {
+    use std::time::Duration;
+    let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_000_000_123);
+    let a = super::message_id_at(t);
+    let b = super::message_id_at(t);
+    let later = super::message_id_at(t + Duration::from_millis(1));
+    assert_eq!(a.len(), 32);
+    assert!(crate::metadata::check_message_id(&a).is_ok());
+    assert_ne!(a, b, "80 random bits");
+    assert_eq!(a[..12], b[..12]);
+    assert_eq!(&a[..12], format!("{:012x}", 1_795_000_000_123u64));
+    assert!(later > a && later > b, "later ids sort after");
 }

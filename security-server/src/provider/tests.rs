@@ -6,11 +6,6 @@
 //!
 //! The exchange over real sockets is `integration-tests/tests/`.
 
-#![allow(
-    clippy::result_large_err,
-    reason = "the helpers hand on the stages' own `Result<_, Refusal>`"
-)]
-
 use std::convert::Infallible;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant, SystemTime};
