@@ -250,26 +250,27 @@ impl LogReader {
             let size = index::size(c)?;
             let mut rows = Vec::new();
             let mut skipped = 0;
-            for leaf_index in crate::subjects::lookup(c, &key, size)? {
+            crate::subjects::lookup(c, &key, size, |leaf_index| {
                 if rows.len() as u64 >= limit {
-                    break;
+                    return Ok(false);
                 }
                 // Retention emptied it: not an answer.
                 let Some(row) = index::row(c, leaf_index)? else {
-                    continue;
+                    return Ok(true);
                 };
                 if row.segment < 0 || row.hash_only {
-                    continue;
+                    return Ok(true);
                 }
                 if row.keys.at < since_ms || row.keys.at >= until_ms {
-                    continue;
+                    return Ok(true);
                 }
                 if skipped < offset {
                     skipped += 1;
-                    continue;
+                    return Ok(true);
                 }
                 rows.push(row);
-            }
+                Ok((rows.len() as u64) < limit)
+            })?;
             Ok(rows)
         })?;
         let mut out = Vec::with_capacity(rows.len());

@@ -205,9 +205,9 @@ impl Compact {
     }
 
     /// The record again; `None` when the cuts do not fit the leaf.
-    fn expand(self, derived_salt: &[u8; 32]) -> Option<Stored> {
+    fn expand(self, derived_salt: impl FnOnce() -> [u8; 32]) -> Option<Stored> {
         let subject_salt = if self.derived_salt {
-            derived_salt.to_vec()
+            derived_salt().to_vec()
         } else {
             self.subject_salt
         };
@@ -343,7 +343,7 @@ impl SegmentKey {
             .ok()?;
         <Compact as prost::Message>::decode(&*plain)
             .ok()?
-            .expand(&self.subject_salt(index))
+            .expand(|| self.subject_salt(index))
     }
 }
 

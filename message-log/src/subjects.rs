@@ -178,22 +178,37 @@ fn overlapping(from: u64, to: u64, size: u64) -> Vec<i64> {
     runs
 }
 
-/// The records about `subject_key` in an index of `size` records, newest
-/// first.
-pub fn lookup(conn: &Connection, subject_key: &[u8], size: u64) -> Result<Vec<u64>, LogError> {
-    let mut stmt =
-        conn.prepare_cached("SELECT leaf_index FROM subjects WHERE run = ?1 AND key = ?2")?;
+/// Visits the records about `subject_key` in an index of `size` records,
+/// newest first, until `visit` says it has enough (returns `false`): the
+/// live runs cover disjoint ranges, newest first, so a lookup of a page of
+/// a subject with thousands of records reads about a page of entries.
+pub fn lookup(
+    conn: &Connection,
+    subject_key: &[u8],
+    size: u64,
+    mut visit: impl FnMut(u64) -> Result<bool, LogError>,
+) -> Result<(), LogError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT leaf_index FROM subjects WHERE run = ?1 AND key = ?2 ORDER BY leaf_index DESC",
+    )?;
     let k = key(subject_key);
-    let mut out = Vec::new();
     for run in live_runs(size) {
-        let rows = stmt.query_map(params![run, k], |r| r.get::<_, i64>(0))?;
-        for leaf in rows {
-            out.push(leaf? as u64);
+        let mut rows = stmt.query(params![run, k])?;
+        let mut last = None;
+        while let Some(row) = rows.next()? {
+            let leaf = row.get::<_, i64>(0)? as u64;
+            // A run holds a record once; a key collision is a candidate
+            // like any other (the reader checks each).
+            if last == Some(leaf) {
+                continue;
+            }
+            last = Some(leaf);
+            if !visit(leaf)? {
+                return Ok(());
+            }
         }
     }
-    out.sort_unstable_by(|a, b| b.cmp(a));
-    out.dedup();
-    Ok(out)
+    Ok(())
 }
 
 /// The keys the live runs hold for each record of `[from, to)`.
@@ -319,17 +334,32 @@ mod tests {
             tx.commit().unwrap();
             size = next;
         }
-        let found = lookup(&conn, &subject(3), n).unwrap();
+        let all = |conn: &Connection, size| {
+            let mut found = Vec::new();
+            lookup(conn, &subject(3), size, |leaf| {
+                found.push(leaf);
+                Ok(true)
+            })
+            .unwrap();
+            found
+        };
         let expected: Vec<u64> = (0..n).rev().filter(|i| i % 7 == 3).collect();
-        assert_eq!(found, expected);
+        assert_eq!(all(&conn, n), expected);
+        // Newest first across runs, and it stops when asked to.
+        let mut first = Vec::new();
+        lookup(&conn, &subject(3), n, |leaf| {
+            first.push(leaf);
+            Ok(first.len() < 5)
+        })
+        .unwrap();
+        assert_eq!(first, expected[..5]);
         assert_eq!(count(&conn, 0, n, n).unwrap(), n);
         // Cut back below a merged run: what remains is findable again.
         let tx = conn.transaction().unwrap();
         cut_back(&tx, 65_000).unwrap();
         tx.commit().unwrap();
-        let found = lookup(&conn, &subject(3), 65_000).unwrap();
         let expected: Vec<u64> = (0..65_000).rev().filter(|i| i % 7 == 3).collect();
-        assert_eq!(found, expected);
+        assert_eq!(all(&conn, 65_000), expected);
         assert!(holds(&conn, 64_999, &subject(64_999), 65_000).unwrap());
         assert_eq!(past_end(&conn, 65_000).unwrap(), 0);
     }
