@@ -697,3 +697,50 @@ pub async fn start(
     }
     Ok(peers)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_template_is_filled_in() {
+        let listen: SocketAddr = "127.0.0.1:50711".parse().unwrap();
+        let upstream: SocketAddr = "127.0.0.1:50712".parse().unwrap();
+        for template in [NGINX_HOP1, NGINX_HOP2, ENVOY_HOP1, ENVOY_HOP2] {
+            let text = render(
+                template,
+                Path::new("/run"),
+                Path::new("/certs"),
+                listen,
+                upstream,
+            );
+            for placeholder in ["{RUN}", "{CERTS}", "{LISTEN", "{UPSTREAM"] {
+                assert!(
+                    !text.contains(placeholder),
+                    "{placeholder} left in:\n{text}"
+                );
+            }
+            assert!(text.contains("/certs/ca.crt"));
+            assert!(text.contains("50711") && text.contains("50712"));
+        }
+    }
+
+    #[test]
+    fn a_missing_binary_is_a_reason_to_skip() {
+        let why = locate(Kind::Nginx, Some(Path::new("/nonexistent/nginx"))).unwrap_err();
+        assert!(why.contains("--nginx /nonexistent/nginx"), "{why}");
+    }
+
+    #[test]
+    fn the_peers_certificates_are_written_as_pem() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = make_pki(dir.path()).unwrap();
+        for name in ["ca.crt", "gateway.crt"] {
+            let text = std::fs::read_to_string(dir.path().join(name)).unwrap();
+            assert!(text.starts_with("-----BEGIN CERTIFICATE-----"), "{name}");
+        }
+        let key = std::fs::read_to_string(dir.path().join("gateway.key")).unwrap();
+        assert!(key.contains("PRIVATE KEY"));
+        assert_ne!(pki.client.0, pki.foreign_client.0);
+    }
+}
