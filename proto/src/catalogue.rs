@@ -174,6 +174,30 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Whatever a peer or an officer sends, parsing answers: a set
+        /// that defines a service and is named by its bytes, or a reason.
+        #[test]
+        fn any_bytes_parse_or_are_refused(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            match DescriptorSet::parse(bytes.clone()) {
+                Ok(set) => {
+                    proptest::prop_assert!(!set.services().is_empty());
+                    proptest::prop_assert_eq!(set.sha256(), crate::sha256(&bytes));
+                }
+                Err(e) => proptest::prop_assert!(!e.to_string().is_empty()),
+            }
+        }
+
+        /// A valid set stays valid, and names the same services, whatever
+        /// its services are called.
+        #[test]
+        fn valid_sets_list_their_services(name in "Svc[A-Za-z0-9]{0,20}") {
+            let bytes = set(vec![file("population.proto", &[], Some((name.as_str(), &["GetPerson"])))]);
+            let parsed = DescriptorSet::parse(bytes).unwrap();
+            proptest::prop_assert_eq!(parsed.services(), [format!("population.v1.{name}")]);
+        }
+    }
+
     #[test]
     fn what_is_no_usable_set_is_refused_saying_why() {
         let too_large = vec![0u8; MAX_DESCRIPTOR_SET_BYTES + 1];
