@@ -206,6 +206,9 @@ impl ConfClient {
         let Some(view) = self.view() else { return };
         let missing = view.missing_descriptor_sets();
         if missing.is_empty() {
+            // What a newer version no longer names (a service withdrawn
+            // or described anew) is not kept.
+            forget_unnamed(&self.catalogue_dir(), &view);
             return;
         }
         let channel = match self.registries.connect(None).await {
