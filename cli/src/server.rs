@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use clap::{Subcommand, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 use lienthong_certs::{Fingerprint, pem, verify};
 use lienthong_proto::id::{ServerId, ServiceId, SubsystemId};
 use lienthong_registry_client as client;
@@ -20,13 +20,67 @@ use lienthong_security_server::keys::log_keys;
 use lienthong_security_server::limits;
 use lienthong_security_server::message_log::LogReader;
 use lienthong_security_server::operational::DEFAULT_WINDOW as OPERATIONAL_WINDOW;
-use lienthong_security_server::store::{Backend, DEFAULT_BACKEND_TIMEOUT, ServerStore};
+use lienthong_security_server::store::{
+    Backend, ClusterDatabase, DEFAULT_BACKEND_TIMEOUT, ENV_DATABASE_PASSWORD, ServerStore,
+};
 use lienthong_security_server::{
     DEFAULT_CONSUMER_LISTEN, DEFAULT_PROVIDER_LISTEN, DEFAULT_RETENTION, SecurityServer,
     ServerOptions, server_id,
 };
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// The PostgreSQL database a cluster's servers share (several servers of
+/// one member): their access rights, backends, pinned information systems,
+/// body-logging choices and the message ids they accepted. Each server
+/// keeps its own keys, message log and identity in its directory.
+#[derive(Args, Debug, Clone)]
+pub struct ClusterArgs {
+    /// Share this server's policy with the other servers of its cluster
+    /// through PostgreSQL instead of keeping it in server.db:
+    /// postgres://USER@HOST[:PORT][,HOST2[:PORT]...]/DATABASE[?OPTIONS],
+    /// e.g. `?sslmode=require&sslrootcert=/etc/lienthong/db-ca.pem&target_session_attrs=read-write`.
+    /// Recorded in the server's directory: later commands (`serve`, `acl`,
+    /// `backend`, `clients`) use it without being told. Put no password in
+    /// it: use --database-password-file or LIENTHONG_DATABASE_PASSWORD.
+    #[arg(long, env = "LIENTHONG_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// A file holding the database password (its first line); its path is
+    /// recorded beside the URL, never the password.
+    #[arg(
+        long,
+        env = "LIENTHONG_DATABASE_PASSWORD_FILE",
+        requires = "database_url"
+    )]
+    database_password_file: Option<PathBuf>,
+}
+
+impl ClusterArgs {
+    fn database(&self) -> Result<Option<ClusterDatabase>> {
+        Ok(match &self.database_url {
+            None => None,
+            Some(url) => Some(ClusterDatabase::new(
+                url,
+                self.database_password_file.as_deref(),
+            )?),
+        })
+    }
+}
+
+/// Records `db` as the cluster store of the server in `dir` (checked
+/// reachable first) and says so.
+fn join_cluster(dir: &std::path::Path, db: &ClusterDatabase) -> Result<()> {
+    let store = ServerStore::join_cluster(&ServerDir(dir.to_owned()).store(), db)?;
+    let password = match db.password_file() {
+        Some(f) => format!("password from {}", f.display()),
+        None => format!("password from {ENV_DATABASE_PASSWORD}, if set"),
+    };
+    println!(
+        "access rights, backends, pins and body logging are shared through {} ({password})",
+        store.policy_location()
+    );
+    Ok(())
+}
 
 #[derive(Subcommand, Debug)]
 pub enum ServerCommand {
@@ -65,6 +119,8 @@ pub enum ServerCommand {
         /// How long to wait for the approval, in seconds.
         #[arg(long, default_value_t = 300)]
         wait: u64,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// Run the security server.
     ///
@@ -146,6 +202,8 @@ pub enum ServerCommand {
         /// from the log; without it the log cannot be read.
         #[arg(long, env = "LIENTHONG_LOG_KEY_DIR")]
         log_key_dir: Option<PathBuf>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// Register another client subsystem on this server (a request the
     /// registration officer approves).
@@ -567,7 +625,14 @@ async fn run_async(cmd: ServerCommand) -> Result<()> {
             token,
             resume,
             wait,
+            cluster,
         } => {
+            let cluster = cluster.database()?;
+            if let Some(db) = &cluster {
+                // Before the registry is asked anything: a wrong URL or
+                // password must not leave a request behind.
+                ServerStore::check_database(db)?;
+            }
             if !resume {
                 let (Some(anchor), Some(server), Some(address), Some(token)) =
                     (anchor, server, address, token)
@@ -578,6 +643,9 @@ async fn run_async(cmd: ServerCommand) -> Result<()> {
                 let server: ServerId = server.parse()?;
                 let id = join::submit_join(&dir, &anchor, &server, &address, &token).await?;
                 println!("registration request {id} submitted for {server}");
+            }
+            if let Some(db) = &cluster {
+                join_cluster(&dir, db)?;
             }
             let approved = wait_for("the registration", wait, "--resume", async || {
                 join::poll_join(&dir).await
@@ -612,7 +680,12 @@ async fn run_async(cmd: ServerCommand) -> Result<()> {
             header_timeout,
             max_calls_per_peer,
             log_key_dir,
+            cluster,
         } => {
+            if let Some(db) = cluster.database()? {
+                open_store(&dir)?;
+                join_cluster(&dir, &db)?;
+            }
             let mut opts = ServerOptions::new(dir);
             opts.log_key_dir = log_key_dir;
             opts.listener_limits.max_connections = max_connections.max(1);
@@ -942,6 +1015,12 @@ async fn status(dir: &std::path::Path, check: bool) -> Result<()> {
     let d = ServerDir(dir.to_owned());
     let id = server_id(&store)?;
     println!("security server {id}");
+    if store.is_clustered() {
+        println!(
+            "policy shared with the cluster through {}",
+            store.policy_location()
+        );
+    }
     let anchor = client::read_anchor(&d.anchor())?;
     let now = SystemTime::now();
     match pem::read_certs(&d.auth_cert()) {
