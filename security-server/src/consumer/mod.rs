@@ -229,7 +229,10 @@ impl Consumer {
             return self.local.call(request).await;
         }
         let span = telemetry::exchange_span(Side::Consumer, &self.keys.server);
-        match self.pipeline(system_cert, request, span).await {
+        // The pipeline's state is large; boxed, the task hyper spawns per
+        // stream stays small and is not copied whole as it is stored and
+        // polled (memmove was the profile's top entry).
+        match Box::pin(self.pipeline(system_cert, request, span)).await {
             Ok(response) => response,
             Err(refusal) => {
                 let message_id = refusal.record.message_id.clone();

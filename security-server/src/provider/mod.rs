@@ -230,7 +230,8 @@ impl Provider {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let span = telemetry::exchange_span(Side::Provider, &self.keys.server);
-        match self.pipeline(peer_cert, request, span).await {
+        // Boxed for the same reason as the consumer's (consumer/mod.rs).
+        match Box::pin(self.pipeline(peer_cert, request, span)).await {
             Ok(response) => response,
             Err(refusal) => refusal
                 .settle(&*self.log, Fault::ProviderLogFailed)
