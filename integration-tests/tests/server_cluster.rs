@@ -184,3 +184,55 @@ async fn two_servers_of_one_member_share_their_policy_and_fail_over() {
         drop(store);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_replayed_to_the_other_node_is_refused() {
+    let Some(url) = database_url() else { return };
+    let secrets = tempfile::tempdir().unwrap();
+    let db = {
+        let dir = secrets.path().to_owned();
+        blocking(move || cluster_database(&url, &dir)).await
+    };
+    let mut f = Federation::start().await;
+    for p in &mut f.population {
+        into_cluster(p, &db).await;
+    }
+    let backend = Backend {
+        provider: population(),
+        service: PERSON_REGISTRY.into(),
+        url: format!("http://{}", f.backend.addr),
+        timeout: Duration::from_secs(5),
+    };
+    for p in &f.population {
+        // Set once in the shared store; each call reloads its node at once.
+        p.server().set_backend(&backend).expect("backend");
+        p.server()
+            .grant(&business_may_read_population())
+            .expect("grant");
+    }
+    let person = || PersonRequest {
+        personal_id: "001099012345".into(),
+    };
+    let to_ss1 = RawPeer::new(&f.registry, &f.business, &f.population[0], None)
+        .await
+        .unwrap();
+    let to_ss2 = RawPeer::new(&f.registry, &f.business, &f.population[1], None)
+        .await
+        .unwrap();
+    let envelope = to_ss1.sign(to_ss1.header(&business(), &person()), &member("000305"));
+    to_ss1
+        .send(Some(envelope.clone()), person())
+        .await
+        .expect("the first use is answered by ss1");
+    let calls = f.backend_calls();
+    let replayed = to_ss2
+        .send(Some(envelope), person())
+        .await
+        .expect_err("the same request sent to ss2 is a replay");
+    assert_eq!(
+        fault_of(&replayed),
+        "server.serverproxy.replay",
+        "{replayed:?}"
+    );
+    assert_eq!(f.backend_calls(), calls, "the backend is not called for it");
+}

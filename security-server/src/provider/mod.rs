@@ -18,8 +18,9 @@
 //! 5. [`payload`]: the payload (bounded, kept in the chunks it came in) is
 //!    the one signed → [`payload::Received`];
 //! 6. [`access`]: the access rights allow the call;
-//! 7. [`replay`]: its message id is new (remembered only now, so a member
-//!    without rights cannot fill the cache);
+//! 7. [`replay`]: its message id is new, here and on the other nodes of
+//!    its cluster (remembered only now, so a member without rights cannot
+//!    fill the cache);
 //! 8. [`log_request`]: the request record is queued; it becomes durable
 //!    while the backend works → [`log_request::Logged`];
 //! 9. [`backend`]: the backend (or a built-in service) is called with the
@@ -179,11 +180,7 @@ fn bare_refusal(started: Instant, span: &tracing::Span, fault: FaultError) -> Re
 }
 
 impl Provider {
-    pub fn new(
-        shared: crate::Shared,
-        builtin: crate::builtin::BuiltIn,
-        limits: Limits,
-    ) -> Self {
+    pub fn new(shared: crate::Shared, builtin: crate::builtin::BuiltIn, limits: Limits) -> Self {
         Provider {
             keys: shared.keys,
             conf: shared.conf,
@@ -264,6 +261,10 @@ impl Provider {
             .map_err(|f| received.verified.facts.refused(f))?;
         replay::check(&received.verified, &self.replay, self.max_skew_ms)
             .map_err(|f| received.verified.facts.refused(f))?;
+        let claim = replay::Claim::of(&received.verified, self.max_skew_ms);
+        if let Err(f) = replay::check_cluster(claim, &self.replay, self.policies.store()).await {
+            return Err(received.verified.facts.refused(f));
+        }
         let logged = log_request::queue(received, &policy, &*self.log);
         let served = backend::call(logged, &policy, &self.builtin).await?;
         Ok(answer::answer(
