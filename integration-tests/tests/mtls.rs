@@ -201,8 +201,7 @@ async fn expired_client_certificate_is_refused() {
 /// request), so a server that joined since the last poll is not refused
 /// where nothing could say why.
 #[tokio::test]
-async fn a_chained_handshake_admits_the_instances_unpinned_peers_but_not_revoked_or_foreign_ones()
-{
+async fn a_chained_handshake_admits_the_instances_unpinned_peers_but_not_revoked_or_foreign_ones() {
     let pki = TestPki::new("VN");
     let (srv, srv_fp) = pki.server_identity("VN/GOV/000102/ss1");
     let (joined, _) = pki.server_identity("VN/GOV/000203/ss1");

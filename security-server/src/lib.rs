@@ -11,8 +11,8 @@
 //! with the central registry.
 
 pub mod access;
-pub mod allowed_methods;
 pub mod admin;
+pub mod allowed_methods;
 pub mod batch;
 pub mod body;
 pub mod builtin;

@@ -23,9 +23,9 @@ use lienthong_proto::id::{MemberId, SubsystemId};
 use lienthong_proto::pb::operational::v1 as pb;
 use lienthong_proto::pb::trace::v1::LogLeaf;
 
+use crate::builtin::Caller;
 use crate::conf_client::view::unix_ms;
 use crate::message_log::{LogError, LogReader};
-use crate::builtin::Caller;
 use crate::trace::blocking;
 
 /// The built-in service every server offers.
