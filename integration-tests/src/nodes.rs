@@ -37,21 +37,32 @@ pub struct SharedStore {
     pub database: Database,
 }
 
+/// Creates a new, empty schema of the test database at `url` and returns
+/// its name: `prefix`, this process and a counter, so tests running at the
+/// same millisecond in one process never collide. Blocking.
+pub fn fresh_schema(url: &str, prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let schema = format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_millis(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    postgres::Client::connect(url, postgres::NoTls)
+        .expect("test database")
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .expect("a schema of its own");
+    schema
+}
+
 impl SharedStore {
     /// Creates the schema (`name` helps reading the database afterwards).
     pub fn new(url: &str, name: &str) -> Self {
-        let schema = format!(
-            "nodes_{name}_{}_{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .expect("clock after 1970")
-                .as_millis()
-        );
-        let mut client = postgres::Client::connect(url, postgres::NoTls).expect("test database");
-        client
-            .batch_execute(&format!("CREATE SCHEMA {schema}"))
-            .expect("a schema of its own");
+        let schema = fresh_schema(url, &format!("nodes_{name}"));
         let target = PgTarget::parse(url)
             .expect("LIENTHONG_TEST_DATABASE_URL")
             .with_options(&format!("-c search_path={schema}"));

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use lienthong_integration_tests::federation::*;
-use lienthong_integration_tests::nodes::database_url;
+use lienthong_integration_tests::nodes::{database_url, fresh_schema};
 use lienthong_security_server::access::{AccessRule, Subject};
 use lienthong_security_server::keys::ServerDir;
 use lienthong_security_server::provider::policy::RELOAD_INTERVAL;
@@ -26,18 +26,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 /// password (if the URL has one) in a file of `secrets`, as an operator
 /// gives it. Blocking.
 fn cluster_database(url: &str, secrets: &Path) -> ClusterDatabase {
-    let schema = format!(
-        "cluster_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock after 1970")
-            .as_millis()
-    );
-    postgres::Client::connect(url, postgres::NoTls)
-        .expect("test database")
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .expect("a schema of its own");
+    let schema = fresh_schema(url, "cluster");
     let (bare, password) = without_password(url).expect("LIENTHONG_TEST_DATABASE_URL");
     let sep = if bare.contains('?') { '&' } else { '?' };
     let file = password.map(|p| {
