@@ -44,7 +44,10 @@ pub use view::ConfView;
 /// descriptor sets (`<sha256 hex>.binpb`).
 pub const CATALOGUE_DIR: &str = "catalogue";
 
-/// First retry delay after a failed download.
+/// First retry delay after a failed download; each further failure
+/// doubles it, up to the poll interval, with random jitter (up to the
+/// delay itself) so that an instance's servers do not retry in step
+/// after the registry comes back.
 pub const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// Shortest time between two polls asked for with [`ConfClient::poll_now`].
 pub const MIN_ASKED_POLL_INTERVAL: Duration = Duration::from_secs(5);
@@ -316,23 +319,26 @@ impl ConfClient {
         self.view()
     }
 
-    /// Polls until dropped.
+    /// Polls until dropped: every poll interval while downloads succeed,
+    /// backing off from [`FIRST_RETRY`] while they fail.
     pub async fn run(self: Arc<Self>) {
-        let mut retry = FIRST_RETRY;
+        let mut retries: Option<backon::ExponentialBackoff> = None;
         loop {
             let interval = self.poll_interval.unwrap_or_else(|| {
                 Duration::from_secs(self.view().map_or(60, |v| v.poll_interval_secs.into()))
             });
             let wait = match self.refresh().await {
                 Ok(_) => {
-                    retry = FIRST_RETRY;
+                    retries = None;
                     interval
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?retry, "configuration download failed");
+                    let wait = retries
+                        .get_or_insert_with(|| retry_schedule(interval))
+                        .next()
+                        .unwrap_or(interval);
+                    tracing::warn!(error = %e, retry_in = ?wait, "configuration download failed");
                     self.set_status(|s| s.last_error = Some(e));
-                    let wait = retry;
-                    retry = (retry * 2).min(interval);
                     wait
                 }
             };
@@ -342,6 +348,18 @@ impl ConfClient {
             }
         }
     }
+}
+
+/// The delays between failed downloads: from [`FIRST_RETRY`], doubling,
+/// never beyond `interval` (plus jitter), for as long as they fail.
+fn retry_schedule(interval: Duration) -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(FIRST_RETRY)
+        .with_max_delay(interval.max(FIRST_RETRY))
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
 /// The file of the descriptor set named `sha256`.
@@ -413,6 +431,25 @@ fn forget_unnamed(dir: &Path, view: &ConfView) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_downloads_back_off_with_jitter_up_to_the_interval() {
+        let interval = Duration::from_secs(60);
+        let delays: Vec<Duration> = retry_schedule(interval).take(12).collect();
+        assert_eq!(delays.len(), 12, "retries never stop");
+        // Jitter adds up to the delay itself: [d, 2d) for d = 1, 2, 4 … 60 s.
+        let mut base = FIRST_RETRY;
+        for d in &delays {
+            assert!(
+                *d >= base && *d < base * 2,
+                "{d:?} outside [{base:?}, 2×{base:?}): {delays:?}"
+            );
+            base = (base * 2).min(interval);
+        }
+        // Two servers failing at once do not retry in step.
+        let other: Vec<Duration> = retry_schedule(interval).take(12).collect();
+        assert_ne!(delays, other, "jitter spreads the retries");
+    }
 
     #[test]
     fn asked_polls_are_granted_at_most_once_per_interval() {
