@@ -12,7 +12,6 @@
 //! directory that already holds a registry.
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use lienthong_certs::ca::DEFAULT_CA_VALIDITY;
 use lienthong_certs::tls::Identity;
@@ -291,10 +290,7 @@ fn anchor_with(dir: &Path, store: &dyn Store) -> Result<Anchor, RegistryError> {
         registry_addresses: settings.addresses,
         configuration_signing_certificates: vec![conf_cert.to_vec()],
         instance_ca_certificate: ca_cert.to_vec(),
-        generated_at_unix_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0),
+        generated_at_unix_ms: lienthong_proto::time::now_ms(),
     })
 }
 

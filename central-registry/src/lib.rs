@@ -22,13 +22,13 @@
 //! What operators and security servers use to talk to it is the
 //! `lienthong-registry-client` crate.
 
+pub mod admin;
 pub mod auth;
 pub mod catalogue;
 pub mod consent;
 pub mod distribution;
 pub mod error;
 pub mod init;
-pub mod metrics;
 pub mod model;
 pub mod operator;
 pub mod publisher;

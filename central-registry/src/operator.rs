@@ -466,10 +466,7 @@ impl RegistryOperator for OperatorApi {
                 })?;
             let valid_until_ms = match r.valid_until_unix_ms {
                 0 => None,
-                t if t
-                    > std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as i64) =>
+                t if t > lienthong_proto::time::now_ms() =>
                 {
                     Some(t)
                 }

@@ -547,11 +547,7 @@ impl RegistrationApi for Registration {
 
 /// How long until `valid` ends, for enrollment tokens.
 pub fn expiry_ms(now: SystemTime, valid_secs: u32) -> i64 {
-    let now = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    now + i64::from(valid_secs) * 1000
+    lienthong_proto::time::unix_ms(now) + i64::from(valid_secs) * 1000
 }
 
 #[cfg(test)]

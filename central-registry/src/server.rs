@@ -70,8 +70,9 @@ pub struct RegistryOptions {
     pub checkpoint_max_age: Duration,
     /// How sources that keep failing are slowed down and refused.
     pub throttle: ThrottleConfig,
-    /// Where to serve `GET /metrics` (refusal counts); none by default.
-    pub metrics_listen: Option<SocketAddr>,
+    /// Where to serve the admin port (`GET /health`, `GET /metrics`:
+    /// [`crate::admin`]); none by default.
+    pub admin_listen: Option<SocketAddr>,
     /// Where the store is.
     /// # Default
     /// `registry.db` (SQLite) in `dir`.
@@ -90,7 +91,7 @@ impl RegistryOptions {
             cert_validity: DEFAULT_CERT_VALIDITY,
             checkpoint_max_age: DEFAULT_MAX_CHECKPOINT_AGE,
             throttle: ThrottleConfig::default(),
-            metrics_listen: None,
+            admin_listen: None,
             database: Database::Home,
         }
     }
@@ -101,7 +102,7 @@ impl RegistryOptions {
 pub struct Registry {
     addr: SocketAddr,
     refusals: Arc<RefusalCounts>,
-    metrics: Option<(SocketAddr, JoinHandle<()>)>,
+    admin: Option<(SocketAddr, JoinHandle<()>)>,
     store: Arc<dyn Store>,
     publisher: Arc<Publisher>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -192,13 +193,19 @@ impl Registry {
             refusals.clone(),
             Arc::new(Refusals::new(store.clone())),
         )));
-        let metrics = match opts.metrics_listen {
+        let admin = match opts.admin_listen {
             Some(a) => Some(
-                crate::metrics::start(a, refusals.clone(), publisher.clone())
-                    .await
-                    .map_err(|e| {
-                        RegistryError::Unavailable(format!("cannot serve metrics on {a}: {e}"))
-                    })?,
+                crate::admin::Admin::new(
+                    refusals.clone(),
+                    publisher.clone(),
+                    store.clone(),
+                    Duration::from_secs(settings.configuration_validity_secs.into()),
+                )
+                .start(a)
+                .await
+                .map_err(|e| {
+                    RegistryError::Unavailable(format!("cannot serve the admin port on {a}: {e}"))
+                })?,
             ),
             None => None,
         };
@@ -220,7 +227,7 @@ impl Registry {
         Ok(Registry {
             addr,
             refusals,
-            metrics,
+            admin,
             store,
             publisher,
             shutdown: Some(tx),
@@ -244,9 +251,9 @@ impl Registry {
         &self.refusals
     }
 
-    /// Where `GET /metrics` is served, if anywhere.
-    pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics.as_ref().map(|(a, _)| *a)
+    /// Where the admin port (`/health`, `/metrics`) is served, if anywhere.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(a, _)| *a)
     }
 
     /// The publisher.
@@ -267,7 +274,7 @@ impl Registry {
         if let Err(e) = blocking(move || p.release()).await {
             tracing::warn!(error = %e, "the publisher lease was not given up; it expires on its own");
         }
-        if let Some((_, m)) = self.metrics.take() {
+        if let Some((_, m)) = self.admin.take() {
             m.abort();
         }
     }

@@ -178,19 +178,6 @@ impl RefusalCounts {
         };
         m.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
-
-    /// The counts in the Prometheus text format.
-    pub fn prometheus(&self) -> String {
-        let mut out = String::from(
-            "# HELP lienthong_registry_refusals_total Registry calls refused, by method and gRPC code (ResourceExhausted: throttled).\n# TYPE lienthong_registry_refusals_total counter\n",
-        );
-        for ((method, code), n) in self.snapshot() {
-            out.push_str(&format!(
-                "lienthong_registry_refusals_total{{method=\"{method}\",code=\"{code}\"}} {n}\n"
-            ));
-        }
-        out
-    }
 }
 
 /// The shared state of the layer.

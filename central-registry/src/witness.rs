@@ -12,7 +12,7 @@
 //! outcome in one transaction ([`Store::witness`]).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use lienthong_certs::Fingerprint;
 use lienthong_certs::signing::VerifyingKey;
@@ -22,6 +22,7 @@ use lienthong_proto::merkle::{self, Hash};
 use lienthong_proto::pb::exchange::v1::Signature;
 use lienthong_proto::pb::registry::v1 as pb;
 use lienthong_proto::pb::registry::v1::checkpoint_witness_server::CheckpointWitness;
+use lienthong_proto::time::now_ms;
 use prost::Message;
 use tonic::{Request, Response, Status};
 
@@ -194,13 +195,6 @@ impl std::fmt::Debug for Witness {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Witness")
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// A refusal of the witness: a status with its fault code.

@@ -5,10 +5,11 @@
 //! a key named in its anchor signed it, it is for the anchor's instance, it
 //! is newer than the one it holds, and it has not expired.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use lienthong_proto::canonical;
 use lienthong_proto::pb::globalconf::v1::{Anchor, GlobalConfiguration, SignedConfiguration};
+use lienthong_proto::time::unix_ms;
 use prost::Message;
 
 use crate::signing::{Signer, VerifyingKey};
@@ -67,12 +68,6 @@ pub fn sign_configuration(
         configuration: bytes,
         signature: Some(signer.sign_digest(&digest)?),
     })
-}
-
-fn unix_ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Verifies a distributed configuration against the anchor.

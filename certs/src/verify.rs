@@ -118,10 +118,7 @@ pub fn fmt_time(secs: i64) -> String {
 
 /// Maps webpki's verdict to an error that names what is wrong.
 fn map_webpki(e: webpki::Error, info: &CertInfo, now: SystemTime) -> CertError {
-    let now_s = now
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    let now_s = lienthong_proto::time::unix_secs(now);
     match e {
         webpki::Error::UnknownIssuer => CertError::UnknownIssuer,
         webpki::Error::CertExpired { .. } => CertError::Expired {

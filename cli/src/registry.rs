@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 use lienthong_central_registry::init::{self, InitOptions};
@@ -21,6 +21,7 @@ use lienthong_proto::fields::printable;
 use lienthong_proto::id::{GlobalGroupId, MemberClass, MemberId, ServerId, ServiceId, SubsystemId};
 use lienthong_proto::pb::globalconf::v1 as pbconf;
 use lienthong_proto::pb::registry::v1 as pb;
+use lienthong_proto::time::now_ms;
 use lienthong_registry_client::{self as client, OperatorClient};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -91,9 +92,10 @@ pub enum RegistryCommand {
         /// The registry's home directory (from `registry init`).
         #[arg(long)]
         dir: PathBuf,
-        /// Where to listen.
-        #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)))]
-        listen: SocketAddr,
+        /// Where to listen: ADDRESS:PORT or HOST:PORT (a host name is
+        /// resolved at start, to its first address).
+        #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)).to_string())]
+        listen: String,
         /// Seconds between configuration publications when nothing changes.
         #[arg(long, default_value_t = 60)]
         publish_interval: u64,
@@ -102,10 +104,12 @@ pub enum RegistryCommand {
         /// the publishing node dies (the others keep serving the last).
         #[arg(long, default_value_t = 15)]
         lease: u64,
-        /// Where to serve `GET /metrics` (refused calls by method and code);
-        /// keep it on loopback or a management network.
-        #[arg(long)]
-        metrics_listen: Option<SocketAddr>,
+        /// Where to serve the admin port: `GET /health` (200, or 503 when
+        /// the store is unreachable or the configuration served has
+        /// expired) and `GET /metrics` (Prometheus); none unless given.
+        /// Keep it on loopback or a management network.
+        #[arg(long, alias = "metrics-listen")]
+        admin_listen: Option<String>,
         #[command(flatten)]
         db: DatabaseArgs,
     },
@@ -502,17 +506,24 @@ async fn run_async(cmd: RegistryCommand) -> Result<()> {
             listen,
             publish_interval,
             lease,
-            metrics_listen,
+            admin_listen,
             db,
         } => {
+            let listen = crate::server::resolve_listen("--listen", &listen).await?;
             let mut opts = RegistryOptions::new(dir, listen);
             opts.publish_interval = Duration::from_secs(publish_interval.max(1));
             // Renewed every third of it, read every second: at least 3 s.
             opts.lease = Duration::from_secs(lease.max(3));
-            opts.metrics_listen = metrics_listen;
+            opts.admin_listen = match admin_listen {
+                Some(a) => Some(crate::server::resolve_listen("--admin-listen", &a).await?),
+                None => None,
+            };
             opts.database = db.database()?;
             let registry = Registry::start(opts).await?;
             eprintln!("registry listening on {}", registry.local_addr());
+            if let Some(admin) = registry.admin_addr() {
+                eprintln!("admin port (health, metrics) on {admin}");
+            }
             registry
                 .run_until(async {
                     crate::shutdown_signal().await;
@@ -690,12 +701,8 @@ async fn operate(cmd: RegistryCommand) -> Result<()> {
             op,
         } => {
             let group: GlobalGroupId = group.parse()?;
-            let valid_until_unix_ms = valid_days.map_or(0, |days| {
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64);
-                now + i64::from(days) * 86_400_000
-            });
+            let valid_until_unix_ms =
+                valid_days.map_or(0, |days| now_ms() + i64::from(days) * 86_400_000);
             let r = op
                 .client()
                 .await?
@@ -1046,13 +1053,6 @@ async fn conf(op: &OperatorArgs) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn fmt_ms(ms: i64) -> String {

@@ -1087,9 +1087,7 @@ fn operational_data(
     let d = ServerDir(dir.to_owned());
     let owner = server_id(&open_store(dir)?)?.to_string();
     let reader = LogReader::open(&d.message_log(), log_keys(&d, log_key_dir, &owner)?)?;
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis() as i64;
+    let now_ms = lienthong_proto::time::now_ms();
     // The owner at the server's files reads as far back as the log goes.
     let selection = Selection::within_window(
         now_ms - i64::from(since_hours) * 3_600_000,

@@ -223,3 +223,76 @@ fn logs_can_be_json_for_collectors() {
         .to_owned();
     assert!(!stderr.contains(&token));
 }
+
+/// Host names are accepted where addresses are, and the admin port answers
+/// health and metrics for load balancers and Prometheus.
+#[test]
+fn serve_takes_host_names_and_answers_on_its_admin_port() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let port = free_port();
+    let out = lienthong(
+        &[
+            "registry",
+            "init",
+            "--dir",
+            "reg",
+            "--instance",
+            "VN",
+            "--address",
+            &format!("127.0.0.1:{port}"),
+        ],
+        d,
+        &[],
+    );
+    assert!(out.status.success());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lienthong"))
+        .args(["registry", "serve", "--dir", "reg", "--listen"])
+        .arg(format!("localhost:{port}"))
+        .args(["--admin-listen", "localhost:0"])
+        .current_dir(d)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("registry starts");
+    let stderr = child.stderr.take().unwrap();
+    let mut serving = Serving(child);
+    let mut said = Vec::new();
+    let mut admin = None;
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        if let Some(a) = line.strip_prefix("admin port (health, metrics) on ") {
+            admin = Some(a.to_owned());
+            said.push(line);
+            break;
+        }
+        said.push(line);
+    }
+    let admin = admin.unwrap_or_else(|| panic!("no admin port said: {said:#?}"));
+    assert!(
+        said.iter()
+            .any(|l| l.starts_with(&format!("--listen localhost:{port}: the name resolves to"))),
+        "{said:#?}"
+    );
+    let get = |path: &str| {
+        let mut tcp = std::net::TcpStream::connect(&admin).unwrap();
+        write!(
+            tcp,
+            "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        tcp.read_to_string(&mut out).unwrap();
+        out
+    };
+    let health = get("/health");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(health.contains("\"status\":\"ok\""), "{health}");
+    let metrics = get("/metrics");
+    assert!(
+        metrics.contains("lienthong_registry_publishing 1"),
+        "{metrics}"
+    );
+    let _ = serving.0.kill();
+}

@@ -17,7 +17,7 @@ use lienthong_proto::pb::trace::v1::{
     FindUsageReply, FindUsageRequest, UsageRecord, WithheldCount,
 };
 use lienthong_proto::{canonical, merkle};
-use lienthong_security_server::conf_client::view::unix_ms;
+use lienthong_proto::time::unix_ms;
 use lienthong_security_server::message_log::leaf::leaf_bytes;
 use lienthong_security_server::message_log::{LogRecord, Phase, Role};
 use prost::Message;

@@ -16,7 +16,7 @@ use lienthong_proto::pb::globalconf::v1::{
     Anchor, GlobalConfiguration, Member, SecurityServer, Service,
 };
 use lienthong_security_server::conf_client::ConfView;
-use lienthong_security_server::conf_client::view::unix_ms;
+use lienthong_proto::time::unix_ms;
 use rustls_pki_types::{CertificateDer, TrustAnchor};
 
 /// The provider's member, server, subsystem and service.

@@ -198,7 +198,7 @@ impl RegistryNode {
     ) -> Result<Self, String> {
         let mut opts = RegistryOptions::new(home, listen);
         opts.database = store.database.clone();
-        opts.metrics_listen = Some("127.0.0.1:0".parse().expect("valid"));
+        opts.admin_listen = Some("127.0.0.1:0".parse().expect("valid"));
         opts.follow_interval = Duration::from_millis(50);
         opts.lease = lease;
         std::thread::spawn(move || {
@@ -226,7 +226,7 @@ impl RegistryNode {
 
     /// The node's `GET /metrics`.
     pub async fn metrics(&self) -> String {
-        let addr = self.registry().metrics_addr().expect("metrics served");
+        let addr = self.registry().admin_addr().expect("admin port served");
         let (status, body) = crate::federation::admin_request(addr, "GET", "/metrics", "").await;
         assert_eq!(status, 200, "{body}");
         body

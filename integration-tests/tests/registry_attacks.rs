@@ -754,37 +754,3 @@ async fn the_store_is_readable_by_the_registry_alone() {
         .unwrap();
     r.shutdown().await;
 }
-
-#[tokio::test]
-async fn refusals_are_served_as_metrics() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let dir = tempfile::tempdir().unwrap();
-    let done = init::initialise(dir.path(), &InitOptions::new("VN", "127.0.0.1:4400")).unwrap();
-    let mut opts = RegistryOptions::new(dir.path(), "127.0.0.1:0".parse().unwrap());
-    opts.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
-    let r = Registry::start(opts).await.unwrap();
-    let mut anchor = done.anchor;
-    anchor.registry_addresses = vec![r.local_addr().to_string()];
-    let channel = client::connect(&anchor, None).await.unwrap();
-    let err = client::operator_client(channel, "lt_wrong")
-        .unwrap()
-        .list_alarms(pb::ListAlarmsRequest {})
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::Unauthenticated);
-    let mut tcp = tokio::net::TcpStream::connect(r.metrics_addr().unwrap())
-        .await
-        .unwrap();
-    tcp.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    tcp.read_to_string(&mut body).await.unwrap();
-    assert!(
-        body.contains(
-            "lienthong_registry_refusals_total{method=\"/lienthong.registry.v1.RegistryOperator/ListAlarms\",code=\"Unauthenticated\"} 1"
-        ),
-        "{body}"
-    );
-    r.shutdown().await;
-}

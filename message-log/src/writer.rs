@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use lienthong_proto::canonical::{hidden_commitment, subject_commitment};
 use lienthong_proto::pb::trace::v1::HiddenOpening;
+use lienthong_proto::time::now_ms;
 use tokio::sync::oneshot;
 
 use crate::index::{self, Segments};
@@ -364,13 +365,6 @@ fn write_failed(dir: &Path, e: &std::io::Error) -> LogError {
     } else {
         LogError(format!("write to {} failed: {e}", dir.display()))
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 struct Writer {

@@ -187,7 +187,7 @@ impl TraceSource for BusSource {
                 )
                 .await?
             };
-            let at_ms = lienthong_security_server::conf_client::view::unix_ms(now);
+            let at_ms = lienthong_proto::time::unix_ms(now);
             let servers = answers.lock().map(|a| a.clone()).unwrap_or_default();
             Ok(Traced {
                 report,

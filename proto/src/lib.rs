@@ -12,12 +12,14 @@
 //! * [`merkle`] — RFC 6962 hashing for signature batches and the message log.
 //! * [`catalogue`] — protobuf descriptor sets of services, parsed and
 //!   bounded before anyone publishes or serves them.
+//! * [`time`] — Unix time in milliseconds and seconds, as the wire has it.
 
 pub mod canonical;
 pub mod catalogue;
 pub mod fields;
 pub mod id;
 pub mod merkle;
+pub mod time;
 
 /// Generated protobuf code, one module per package.
 #[allow(clippy::all, missing_docs)]

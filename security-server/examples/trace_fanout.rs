@@ -24,9 +24,9 @@ use lienthong_proto::id::{MemberId, ServerId};
 use lienthong_proto::pb::globalconf::v1::{Anchor, GlobalConfiguration, Member, SecurityServer};
 use lienthong_proto::pb::registry::v1::{Checkpoint, WitnessReply};
 use lienthong_proto::pb::trace::v1::{FindUsageReply, LogLeaf, Phase, Side, UsageRecord};
+use lienthong_proto::time::unix_ms;
 use lienthong_proto::{canonical, merkle};
 use lienthong_security_server::conf_client::ConfView;
-use lienthong_security_server::conf_client::view::unix_ms;
 use lienthong_security_server::trace::portal;
 use prost::Message;
 

@@ -12,9 +12,9 @@ use lienthong_proto::pb::registry::v1::{Checkpoint, WitnessRequest, WitnessedChe
 use lienthong_registry_client::Registries;
 use prost::Message;
 
-use crate::conf_client::view::unix_ms;
 use crate::keys::Keys;
 use crate::message_log::{LogReader, StoredCheckpoint};
+use lienthong_proto::time::unix_ms;
 
 /// How often a checkpoint is made when the log has grown.
 pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);

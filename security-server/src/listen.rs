@@ -13,7 +13,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use http::{HeaderMap, Request, Response};
 use hyper::body::Incoming;
@@ -80,9 +80,7 @@ impl Listener {
     /// Warns of a refused connection, at most once a second (a flood of
     /// them is counted in `/metrics`, not logged line by line).
     fn refused(&self, peer: SocketAddr, why: Refusal) {
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = lienthong_proto::time::now_secs() as u64;
         if self.last_warned.swap(now, Ordering::Relaxed) != now {
             let limit = match why {
                 Refusal::ListenerFull => self.limits.max_connections,

@@ -24,9 +24,9 @@ use lienthong_proto::pb::operational::v1 as pb;
 use lienthong_proto::pb::trace::v1::LogLeaf;
 
 use crate::builtin::Caller;
-use crate::conf_client::view::unix_ms;
 use crate::message_log::{LogError, LogReader};
 use crate::trace::blocking;
+use lienthong_proto::time::unix_ms;
 
 /// The built-in service every server offers.
 pub const SERVICE: &str = "lienthong.operational.v1.OperationalData";

@@ -7,9 +7,9 @@
 
 use std::time::SystemTime;
 
-use crate::conf_client::view::unix_ms;
 use crate::faults::{Fault, FaultError};
 use crate::message_log::{LogRecord, MessageLog, Phase};
+use lienthong_proto::time::unix_ms;
 
 /// A fault, with the record of the exchange as far as it got.
 #[derive(Debug)]

@@ -374,7 +374,7 @@ impl SecurityServer {
         let (consumer, provider) = (Arc::new(consumer), Arc::new(provider));
         if !opts.dangerous_disable_message_log {
             let window = 2 * opts.max_clock_skew.as_millis() as i64;
-            let since = crate::conf_client::view::unix_ms(SystemTime::now()) - window;
+            let since = lienthong_proto::time::unix_ms(SystemTime::now()) - window;
             let accepted = reader
                 .provider_requests_since(since)
                 .map_err(|e| e.to_string())?;
@@ -643,7 +643,7 @@ async fn prune_once(
     let joined = |e: tokio::task::JoinError| (!e.is_cancelled()).then(|| e.to_string());
     let mut pruned = 0;
     loop {
-        let now = crate::conf_client::view::unix_ms(SystemTime::now());
+        let now = lienthong_proto::time::unix_ms(SystemTime::now());
         let cutoff = now - retention.as_millis() as i64;
         let r = reader.clone();
         let Some(marker) = tokio::task::spawn_blocking(move || r.plan_prune(cutoff, now))

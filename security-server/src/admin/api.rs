@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use super::Admin;
 use super::operators::{self, AuditRecord, Operator, Role};
 use crate::access::{AccessRule, Subject};
-use crate::conf_client::view::unix_ms;
+use lienthong_proto::time::unix_ms;
 
 /// The configuration in force.
 #[derive(Debug, Clone, Serialize, Deserialize)]

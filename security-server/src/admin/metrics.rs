@@ -19,8 +19,8 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
-use crate::conf_client::view::unix_ms;
 use crate::message_log::{Appended, CommitHistograms, LogRecord, MessageLog, Phase, Role};
+use lienthong_proto::time::unix_ms;
 
 /// The exposition's content type (Prometheus text format 0.0.4).
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -37,10 +37,10 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::conf_client::ConfClient;
-use crate::conf_client::view::unix_ms;
 use crate::message_log::{CommitStats, LogReader};
 use crate::operational::OperationalQuery;
 use crate::store::ServerStore;
+use lienthong_proto::time::unix_ms;
 
 pub use metrics::{CONTENT_TYPE, MeteredLog, Metrics, family_names};
 

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use lienthong_certs::signing::VerifyingKey;
 use lienthong_certs::tls::Trust;
@@ -14,6 +14,7 @@ use lienthong_proto::catalogue::DescriptorSet;
 use lienthong_proto::fields::{DataSubjectFormat, DataSubjectFormats};
 use lienthong_proto::id::{GlobalGroupId, Instance, MemberId, ServerId, SubsystemId};
 use lienthong_proto::pb::globalconf::v1::GlobalConfiguration;
+use lienthong_proto::time::{unix_ms, unix_secs};
 use rustls_pki_types::CertificateDer;
 
 /// One security server as the configuration lists it.
@@ -75,18 +76,6 @@ pub struct ConfView {
     trusted_cas: Vec<CertificateDer<'static>>,
     /// Entries that could not be read (logged once per version).
     pub skipped: Vec<String>,
-}
-
-fn now_secs(now: SystemTime) -> i64 {
-    now.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-pub fn unix_ms(now: SystemTime) -> i64 {
-    now.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl ConfView {
@@ -378,7 +367,7 @@ impl ConfView {
     /// The signing certificate with fingerprint `fp`, if listed, unrevoked
     /// and valid at `now`.
     pub fn signing_cert(&self, fp: &Fingerprint, now: SystemTime) -> Option<&SigningCert> {
-        let now = now_secs(now);
+        let now = unix_secs(now);
         self.signing
             .get(fp)
             .filter(|c| c.not_before <= now && now <= c.not_after)

@@ -10,11 +10,11 @@ use tonic::body::Body;
 
 use super::Facts;
 use super::call::Call;
-use crate::conf_client::view::unix_ms;
 use crate::conf_client::{ConfClient, ConfView};
 use crate::faults::{Fault, FaultError};
 use crate::metadata::{self, CallMetadata, Target};
 use crate::refusal::Refusal;
+use lienthong_proto::time::unix_ms;
 
 /// A call this server may make, under the configuration in `view`.
 pub struct Checked {

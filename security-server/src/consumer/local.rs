@@ -40,8 +40,8 @@ use tonic_health::server::HealthReporter;
 use tower::ServiceExt;
 
 use crate::conf_client::ConfView;
-use crate::conf_client::view::unix_ms;
 use crate::metadata;
+use lienthong_proto::time::unix_ms;
 
 /// The directory, in a server's home, of the descriptor sets reflection
 /// serves.

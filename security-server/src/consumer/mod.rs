@@ -45,13 +45,13 @@ use lienthong_certs::Fingerprint;
 use tonic::body::Body;
 
 use crate::conf_client::ConfClient;
-use crate::conf_client::view::unix_ms;
 use crate::faults::{Fault, FaultError};
 use crate::keys::Keys;
 use crate::message_log::{LogRecord, MessageLog, Phase, Role};
 use crate::metadata::CallMetadata;
 use crate::refusal::Refusal;
 use crate::telemetry::{self, Side};
+use lienthong_proto::time::unix_ms;
 
 pub use forward::ProviderPool;
 pub use local::LocalServices;

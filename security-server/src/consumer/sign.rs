@@ -15,11 +15,11 @@ use super::check::Checked;
 use crate::batch::Signers;
 use crate::body::Chunks;
 use crate::conf_client::ConfView;
-use crate::conf_client::view::unix_ms;
 use crate::faults::Fault;
 use crate::metadata::{self, CallMetadata, Target};
 use crate::refusal::Refusal;
 use crate::telemetry;
+use lienthong_proto::time::unix_ms;
 
 /// A request signed in the client member's name, ready to travel.
 pub struct Signed {

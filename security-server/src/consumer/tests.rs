@@ -28,13 +28,13 @@ use super::sign;
 use super::verify::{self, Expected};
 use crate::batch::Signers;
 use crate::body::Observation;
-use crate::conf_client::view::unix_ms;
 use crate::conf_client::{ConfClient, ConfView};
 use crate::faults::{FAULT_HEADER, Fault, FaultError};
 use crate::message_log::{Phase, Role};
 use crate::metadata::{self, CallMetadata, Target};
 use crate::provider::policy::Policy;
 use crate::refusal::Refusal;
+use lienthong_proto::time::unix_ms;
 
 // === fixture ===
 

@@ -17,10 +17,10 @@ use super::Facts;
 use super::backend::Served;
 use crate::batch::Signers;
 use crate::body::{Finish, FinishFuture, Observation, Observed};
-use crate::conf_client::view::unix_ms;
 use crate::faults::Fault;
 use crate::message_log::{MessageLog, Phase};
 use crate::metadata;
+use lienthong_proto::time::unix_ms;
 
 /// Headers that are gRPC's own status; a trailers-only backend answer's
 /// move into the trailers the provider signs.

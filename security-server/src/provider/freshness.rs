@@ -2,9 +2,9 @@
 //! server's clock (so the replay cache need only remember ids that long).
 
 use super::signature::Verified;
-use crate::conf_client::view::unix_ms;
 use crate::faults::{Fault, FaultError};
 use crate::replay;
+use lienthong_proto::time::unix_ms;
 
 /// Whether `verified` was created within `max_skew_ms` of its arrival.
 pub fn check(verified: &Verified, max_skew_ms: i64) -> Result<(), FaultError> {

@@ -56,7 +56,6 @@ use lienthong_proto::pb::exchange::v1::RequestHeader;
 use tonic::body::Body;
 
 use crate::conf_client::ConfClient;
-use crate::conf_client::view::unix_ms;
 use crate::faults::{Fault, FaultError};
 use crate::keys::Keys;
 use crate::message_log::{LogRecord, MessageLog, Phase, Role};
@@ -64,6 +63,7 @@ use crate::metadata::Target;
 use crate::refusal::Refusal;
 use crate::replay::ReplayCache;
 use crate::telemetry::{self, Side};
+use lienthong_proto::time::unix_ms;
 
 #[doc(hidden)]
 pub use envelope::envelope_parts;

@@ -8,10 +8,10 @@
 use std::sync::Arc;
 
 use super::signature::Verified;
-use crate::conf_client::view::unix_ms;
 use crate::faults::{Fault, FaultError};
 use crate::replay::{ReplayCache, Use};
 use crate::store::ServerStore;
+use lienthong_proto::time::unix_ms;
 
 /// Remembers the message id of `verified`, refusing a replay.
 pub fn check(verified: &Verified, cache: &ReplayCache, max_skew_ms: i64) -> Result<(), FaultError> {

@@ -15,9 +15,9 @@ use tonic::body::Body;
 use super::envelope::Enveloped;
 use super::{Facts, bare_refusal};
 use crate::conf_client::ConfView;
-use crate::conf_client::view::unix_ms;
 use crate::faults::{Fault, FaultError};
 use crate::refusal::Refusal;
+use lienthong_proto::time::unix_ms;
 
 /// A request signed by the client's member.
 pub struct Verified {

@@ -30,13 +30,13 @@ use super::policy::Policy;
 use super::signature::Verified;
 use super::{access, envelope, freshness, payload, peer, replay, signature};
 use crate::access::{AccessRule, Subject};
-use crate::conf_client::view::unix_ms;
 use crate::conf_client::{ConfClient, ConfView};
 use crate::faults::Fault;
 use crate::message_log::{LogRecord, Phase, Role};
 use crate::metadata::{self, Target};
 use crate::refusal::Refusal;
 use crate::replay::ReplayCache;
+use lienthong_proto::time::unix_ms;
 
 // === fixture ===
 

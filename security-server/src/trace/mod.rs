@@ -23,8 +23,8 @@ use lienthong_proto::pb::registry::v1::{Checkpoint, WitnessReply};
 use lienthong_proto::pb::trace::v1 as pb;
 use prost::Message;
 
-use crate::conf_client::view::unix_ms;
 use crate::message_log::LogReader;
+use lienthong_proto::time::unix_ms;
 
 /// The built-in service's gRPC name.
 pub const SERVICE: &str = "lienthong.trace.v1.AccessTrace";

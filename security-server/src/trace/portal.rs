@@ -142,7 +142,7 @@ fn verify_reply(
     let mut failures = Vec::new();
     let (mut out, mut withheld_out) = (Vec::new(), Vec::new());
     let mut unwitnessed = 0;
-    let now_ms = crate::conf_client::view::unix_ms(now);
+    let now_ms = lienthong_proto::time::unix_ms(now);
     let head = checked_head(view, anchor, server, reply, now);
     // A record may wait for the next checkpoint only if the one answered
     // with is the latest the registry witnessed.
@@ -680,7 +680,7 @@ where
     for until in withheld.into_values() {
         *report.withheld.entry(until).or_default() += 1;
     }
-    cx.now_ms = crate::conf_client::view::unix_ms(now);
+    cx.now_ms = lienthong_proto::time::unix_ms(now);
     report.exchanges = merge(checked, &cx);
     Ok(report)
 }

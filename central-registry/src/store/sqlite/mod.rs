@@ -4,7 +4,6 @@
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use lienthong_certs::Fingerprint;
 use rusqlite::{Connection, TransactionBehavior};
@@ -26,12 +25,7 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub(crate) use lienthong_proto::time::now_ms;
 
 pub(super) fn parse<T: FromStr>(what: &str, s: &str) -> Result<T, StoreError>
 where
