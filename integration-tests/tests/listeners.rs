@@ -505,3 +505,48 @@ async fn health_fails_while_the_message_log_cannot_append() {
     let (_, health) = admin_request(admin(&f.business), "GET", "/health", "").await;
     assert!(health.contains("\"message_log\":{\"ok\":true"), "{health}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_in_flight_finishes_when_its_provider_stops() {
+    let mut f = Federation::start().await;
+    // One provider server, whose backend answers Slow after 3 s.
+    f.population[1].stop();
+    f.population[0]
+        .server()
+        .set_backend(&Backend {
+            provider: population(),
+            service: PERSON_REGISTRY.into(),
+            url: format!("http://{}", f.backend.addr),
+            timeout: Duration::from_secs(10),
+        })
+        .unwrap();
+    let provider = f.population[0].provider_addr;
+    let is = f.business.client().await;
+    let slow = tokio::spawn(async move {
+        is.unary("Slow", call_metadata(&business(), &population()), "1")
+            .await
+    });
+    let started = Instant::now();
+    while f.backend_calls() < 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the slow call did not arrive"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The provider stops while the call waits on its backend: it stops
+    // accepting at once, and the call in flight still gets its answer.
+    f.population[0].stop();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(provider).await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the stopped provider still accepts"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    slow.await
+        .unwrap()
+        .expect("the call in flight finishes after the stop");
+}

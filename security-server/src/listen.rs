@@ -20,6 +20,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use lienthong_certs::Fingerprint;
 use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
@@ -144,8 +145,12 @@ where
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     tokio::spawn(async move {
+        // Every connection is watched; when `stop` turns true (or this task
+        // is aborted and the watch dropped) each is shut down gracefully.
+        let graceful = GracefulShutdown::new();
         loop {
             let Some(accepted) = accept(&listener, &stop).await else {
+                graceful.shutdown().await;
                 return;
             };
             let (tcp, peer) = match accepted {
@@ -165,11 +170,12 @@ where
                 }
             };
             let _ = tcp.set_nodelay(true);
-            let (upgrade, handler, stop) = (upgrade.clone(), handler.clone(), stop.clone());
+            let (upgrade, handler, watcher) =
+                (upgrade.clone(), handler.clone(), graceful.watcher());
             let this = this.clone();
             tokio::spawn(async move {
                 let _admitted = admitted;
-                connection(this, tcp, peer, upgrade, handler, stop).await;
+                connection(this, tcp, peer, upgrade, handler, watcher).await;
             });
         }
     })
@@ -183,7 +189,7 @@ async fn connection<U, UFut, F, Fut>(
     peer: SocketAddr,
     upgrade: U,
     handler: F,
-    stop: watch::Receiver<bool>,
+    watcher: Watcher,
 ) where
     U: Fn(TcpStream, SocketAddr) -> UFut,
     UFut: Future<Output = Upgraded>,
@@ -213,9 +219,9 @@ async fn connection<U, UFut, F, Fut>(
             })
         }
     });
-    let conn = this.builder().serve_connection(TokioIo::new(io), svc);
+    let conn = watcher.watch(this.builder().serve_connection(TokioIo::new(io), svc));
     let first = async move { timeout_at(deadline, first_request.notified()).await.is_ok() };
-    match drive(conn, stop, first).await {
+    match drive(conn, first).await {
         Ended::Closed(Ok(())) => {}
         Ended::Closed(Err(e)) => {
             tracing::debug!(listener = this.name, %peer, error = %e, "connection ended");
@@ -325,31 +331,20 @@ enum Ended {
 }
 
 /// Drives a connection until it ends; closes it if `first_request`
-/// resolves false (no request in time); when `stop` turns true, shuts it
-/// down gracefully.
-async fn drive<C>(
-    conn: C,
-    mut stop: watch::Receiver<bool>,
+/// resolves false (no request in time). Graceful shutdown is the
+/// connection's watcher's business.
+async fn drive(
+    conn: impl Future<Output = Result<(), hyper::Error>>,
     first_request: impl Future<Output = bool>,
-) -> Ended
-where
-    C: Future<Output = Result<(), hyper::Error>> + GracefulShutdown,
-{
+) -> Ended {
     let mut conn = std::pin::pin!(conn);
-    let mut first_request = std::pin::pin!(first_request);
-    let mut waiting = true;
-    loop {
-        tokio::select! {
-            r = conn.as_mut() => return Ended::Closed(r),
-            came = first_request.as_mut(), if waiting => {
-                if !came {
-                    return Ended::NoRequest;
-                }
-                waiting = false;
-            }
-            _ = stopped(&mut stop) => {
-                conn.as_mut().shutdown();
-                return Ended::Closed(conn.await);
+    tokio::select! {
+        r = conn.as_mut() => Ended::Closed(r),
+        came = first_request => {
+            if came {
+                Ended::Closed(conn.await)
+            } else {
+                Ended::NoRequest
             }
         }
     }
@@ -372,24 +367,5 @@ async fn accept(
     tokio::select! {
         a = listener.accept() => Some(a),
         _ = stopped(&mut stop) => None,
-    }
-}
-
-/// hyper's HTTP/2 connections, shut down gracefully.
-trait GracefulShutdown {
-    fn shutdown(self: std::pin::Pin<&mut Self>);
-}
-
-impl<I, S, B> GracefulShutdown for http2::Connection<I, S, TokioExecutor>
-where
-    S: hyper::service::HttpService<Incoming, ResBody = B>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin,
-    B: http_body::Body + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
-{
-    fn shutdown(self: std::pin::Pin<&mut Self>) {
-        self.graceful_shutdown();
     }
 }
