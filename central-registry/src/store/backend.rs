@@ -10,7 +10,6 @@ use lienthong_proto::id::{MemberId, ServerId};
 
 use super::changes::apply_one;
 use super::requests::load_request;
-use super::schema::{MIGRATIONS, too_new};
 use super::snapshot::{read_snapshot, setting};
 use super::sql::{Param as P, Sql};
 use super::sqlite::{fingerprint, parse};
@@ -462,10 +461,7 @@ impl<B: Backend> Store for B {
     }
 
     fn schema_is_known(&self) -> Result<(), StoreError> {
-        let found = self.schema_version()?;
-        if usize::try_from(found).map_or(true, |v| v > MIGRATIONS.len()) {
-            return Err(StoreError::Internal(too_new(found)));
-        }
+        super::schema::check(self.schema_version()?)?;
         Ok(())
     }
 

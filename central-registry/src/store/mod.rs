@@ -108,6 +108,12 @@ pub enum StoreError {
     Internal(String),
 }
 
+impl From<lienthong_database::DatabaseError> for StoreError {
+    fn from(e: lienthong_database::DatabaseError) -> Self {
+        StoreError::Internal(e.to_string())
+    }
+}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         StoreError::Internal(e.to_string())

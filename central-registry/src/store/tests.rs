@@ -4,6 +4,7 @@
 use lienthong_certs::{Fingerprint, KeyAlgorithm, PrivateKey, csr};
 use lienthong_proto::id::{MemberClass, MemberId, ServerId};
 
+use super::postgres::TestDatabase as _;
 use super::*;
 use crate::model::*;
 

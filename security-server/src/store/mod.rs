@@ -29,8 +29,9 @@ use sql::{Param, Sql};
 pub(crate) use storage::on_blocking_thread;
 use storage::{Kind, SqliteStorage, Storage, with};
 
+pub use lienthong_database::Migration;
 pub use postgres::{CONNECT_TIMEOUT, ClusterDatabase, ENV_DATABASE_PASSWORD, without_password};
-pub use schema::{MIGRATIONS, Migration};
+pub use schema::MIGRATIONS;
 
 /// Default time a backend may take to answer.
 pub const DEFAULT_BACKEND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -48,6 +49,12 @@ pub struct StoreError(pub String);
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+impl From<lienthong_database::DatabaseError> for StoreError {
+    fn from(e: lienthong_database::DatabaseError) -> Self {
         StoreError(e.to_string())
     }
 }

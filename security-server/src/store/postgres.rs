@@ -3,27 +3,22 @@
 //! As the registry's store: the synchronous `postgres` crate with an
 //! `r2d2` pool (the store is synchronous; its callers on an async runtime
 //! are moved off it, see [`off_runtime`]), TLS with rustls and ring, the
-//! password kept apart from the URL and out of every message. What parses
-//! the URL and makes the TLS connector is copied from the registry's
-//! `PgTarget` (the two crates import nothing from each other).
+//! password kept apart from the URL and out of every message. The URL and
+//! the TLS connector are [`lienthong_database::PgTarget`], as the
+//! registry's; the migrations are [`lienthong_database::Schema`]'s.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use postgres::config::{Host, SslMode};
-use postgres::{Config, IsolationLevel};
-use r2d2_postgres::PostgresConnectionManager;
-use tokio_postgres_rustls::MakeRustlsConnect;
+use lienthong_database::PgTarget;
+use lienthong_database::postgres::Manager;
+use postgres::IsolationLevel;
 
 use super::StoreError;
-use super::schema::{MIGRATIONS, too_new};
+use super::schema::SCHEMA;
 use super::sql::Pg;
 use super::storage::{Kind, Op, Storage, off_runtime};
 
-/// The advisory lock held while the schema is migrated ("LtSrvMig"; not
-/// the registry's, should both share a database).
-const MIGRATION_LOCK: i64 = 0x4c74_5372_764d_6967;
 /// Connections each node keeps at most.
 pub const POOL_SIZE: u32 = 8;
 /// How long opening the store keeps retrying an unreachable database.
@@ -31,14 +26,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Where the password comes from when no file names it.
 pub const ENV_DATABASE_PASSWORD: &str = "LIENTHONG_DATABASE_PASSWORD";
 
-type Manager = PostgresConnectionManager<MakeRustlsConnect>;
-
 impl From<postgres::Error> for StoreError {
     fn from(e: postgres::Error) -> Self {
-        StoreError(match e.as_db_error() {
-            Some(db) => format!("database: {}: {}", db.severity(), db.message()),
-            None => e.to_string(),
-        })
+        lienthong_database::DatabaseError::from(e).into()
     }
 }
 
@@ -68,7 +58,7 @@ impl ClusterDatabase {
     /// recorded, and show in process lists and shell histories.
     pub fn new(url: &str, password_file: Option<&Path>) -> Result<Self, StoreError> {
         let target = PgTarget::parse(url)?;
-        if target.config.get_password().is_some() {
+        if target.password().is_some() {
             return Err(StoreError(format!(
                 "the database URL for {} carries a password; put none in it (it would be recorded and shown in process lists) and give the password with --database-password-file or {ENV_DATABASE_PASSWORD}",
                 target.shown()
@@ -123,7 +113,7 @@ impl ClusterDatabase {
 /// hold one URL with everything in it): the URL without it, and it.
 pub fn without_password(url: &str) -> Result<(String, Option<String>), StoreError> {
     let target = PgTarget::parse(url)?;
-    let Some(password) = target.config.get_password() else {
+    let Some(password) = target.password() else {
         return Ok((url.to_owned(), None));
     };
     let password = String::from_utf8_lossy(password).into_owned();
@@ -140,117 +130,6 @@ pub fn without_password(url: &str) -> Result<(String, Option<String>), StoreErro
         None => url.to_owned(),
     };
     Ok((stripped, Some(password)))
-}
-
-/// A parsed URL and the CA certificates its TLS trusts.
-#[derive(Clone)]
-struct PgTarget {
-    config: Config,
-    root_certs: Option<PathBuf>,
-}
-
-impl PgTarget {
-    /// As the registry's: `sslrootcert=FILE` names the CAs (PEM) that the
-    /// database server's certificate must chain to; without it the
-    /// connection is not encrypted, and `sslmode=require` is refused.
-    fn parse(url: &str) -> Result<Self, StoreError> {
-        let bad = |why: String| StoreError(format!("database URL: {why}"));
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return Err(bad(
-                "expected postgres://user@host[:port][,host2...]/database[?options]".into(),
-            ));
-        }
-        let (base, query) = url.split_once('?').unwrap_or((url, ""));
-        let mut root_certs = None;
-        let mut kept = Vec::new();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            match pair.split_once('=') {
-                Some(("sslrootcert", file)) => root_certs = Some(PathBuf::from(file)),
-                _ => kept.push(pair),
-            }
-        }
-        let rebuilt = if kept.is_empty() {
-            base.to_owned()
-        } else {
-            format!("{base}?{}", kept.join("&"))
-        };
-        // The parser's messages never quote the URL (it may hold a password).
-        let mut config: Config = rebuilt
-            .parse()
-            .map_err(|e: postgres::Error| bad(e.to_string()))?;
-        if root_certs.is_none() {
-            if config.get_ssl_mode() == SslMode::Require {
-                return Err(bad(
-                    "sslmode=require needs sslrootcert=FILE: the CA certificates (PEM) that the database server's certificate chains to".into(),
-                ));
-            }
-            config.ssl_mode(SslMode::Disable);
-        }
-        if config.get_user().is_none() {
-            return Err(bad(
-                "name the database user: postgres://USER@host/database".into()
-            ));
-        }
-        Ok(PgTarget { config, root_certs })
-    }
-
-    fn with_password(mut self, password: &str) -> Self {
-        self.config.password(password);
-        self
-    }
-
-    /// The URL without its password or options.
-    fn shown(&self) -> String {
-        let c = &self.config;
-        let hosts: Vec<String> = c
-            .get_hosts()
-            .iter()
-            .enumerate()
-            .map(|(i, h)| {
-                let host = match h {
-                    Host::Tcp(h) => h.clone(),
-                    Host::Unix(p) => p.display().to_string(),
-                };
-                match c.get_ports().get(i).or(c.get_ports().first()) {
-                    Some(p) => format!("{host}:{p}"),
-                    None => host,
-                }
-            })
-            .collect();
-        format!(
-            "postgres://{}@{}/{}",
-            c.get_user().unwrap_or(""),
-            hosts.join(","),
-            c.get_dbname().unwrap_or("")
-        )
-    }
-
-    fn tls(&self) -> Result<MakeRustlsConnect, StoreError> {
-        use rustls_pki_types::CertificateDer;
-        use rustls_pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore::empty();
-        if let Some(path) = &self.root_certs {
-            let unreadable = |e: String| StoreError(format!("sslrootcert {}: {e}", path.display()));
-            for cert in
-                CertificateDer::pem_file_iter(path).map_err(|e| unreadable(e.to_string()))?
-            {
-                roots
-                    .add(cert.map_err(|e| unreadable(e.to_string()))?)
-                    .map_err(|e| unreadable(e.to_string()))?;
-            }
-            if roots.is_empty() {
-                return Err(unreadable("holds no certificate".into()));
-            }
-        }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| StoreError(format!("TLS to the database: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        Ok(MakeRustlsConnect::new(config))
-    }
 }
 
 // === impl Storage for PostgreSQL ===
@@ -292,7 +171,7 @@ impl PgStorage {
         // The database's refusal (a wrong password, no such database or
         // role) will not change by waiting: say it at once. Only a
         // database that cannot be reached is waited for, below.
-        if let Err(e) = target.tls().and_then(|tls| Ok(target.config.connect(tls)?))
+        if let Err(e) = target.connect().map_err(StoreError::from)
             && e.0.starts_with("database: ")
         {
             return Err(StoreError(format!(
@@ -300,7 +179,7 @@ impl PgStorage {
                 e.0
             )));
         }
-        let manager = Manager::new(target.config.clone(), target.tls()?);
+        let manager = target.manager()?;
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
@@ -309,9 +188,8 @@ impl PgStorage {
             .map_err(|e| {
                 // The pool's error says only "db error": ask once more for
                 // the server's words (a wrong password, a missing database).
-                let direct = target.tls().and_then(|tls| Ok(target.config.connect(tls)?));
-                let why = match direct {
-                    Err(e) => e.0,
+                let why = match target.connect() {
+                    Err(direct) => direct.to_string(),
                     Ok(_) => e.to_string(),
                 };
                 StoreError(format!(
@@ -327,38 +205,11 @@ impl PgStorage {
     }
 
     fn migrate(&self) -> Result<(), StoreError> {
-        let shown = self.shown.clone();
-        loop {
-            let done =
-                self.transaction(Kind::Write, &mut |tx: &mut postgres::Transaction<'_>| {
-                    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
-                    tx.batch_execute(
-                        "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL);
-                     INSERT INTO schema_version (version)
-                        SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM schema_version);",
-                    )?;
-                    let found: i64 = tx
-                        .query_one("SELECT version FROM schema_version", &[])?
-                        .get(0);
-                    let applied = usize::try_from(found).unwrap_or(usize::MAX);
-                    if applied > MIGRATIONS.len() {
-                        return Err(StoreError(too_new(
-                            &format!("the cluster's database {shown}"),
-                            found,
-                        )));
-                    }
-                    let Some(m) = MIGRATIONS.get(applied) else {
-                        return Ok(true);
-                    };
-                    tx.batch_execute(m.postgres)?;
-                    tx.execute("UPDATE schema_version SET version = $1", &[&(found + 1)])?;
-                    tracing::info!(version = found + 1, "cluster store migrated");
-                    Ok(false)
-                })?;
-            if done {
-                return Ok(());
-            }
-        }
+        let place = format!("the cluster's database {}", self.shown);
+        while !self.transaction(Kind::Write, &mut |tx| {
+            Ok(SCHEMA.apply_postgres_step(tx, &place)?)
+        })? {}
+        Ok(())
     }
 
     fn pool(&self) -> Result<r2d2::PooledConnection<Manager>, StoreError> {

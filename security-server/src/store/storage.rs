@@ -10,7 +10,7 @@ use std::time::Duration;
 use rusqlite::{Connection, TransactionBehavior};
 
 use super::StoreError;
-use super::schema::{MIGRATIONS, too_new};
+use super::schema::SCHEMA;
 use super::sql::{Lite, Sql};
 
 /// What a transaction does.
@@ -104,17 +104,7 @@ impl SqliteStorage {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(Duration::from_secs(5))?;
-        let found = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))?;
-        let applied = usize::try_from(found).unwrap_or(usize::MAX);
-        if applied > MIGRATIONS.len() {
-            return Err(StoreError(too_new(&path.display().to_string(), found)));
-        }
-        for (i, m) in MIGRATIONS.iter().enumerate().skip(applied) {
-            let tx = conn.transaction()?;
-            tx.execute_batch(m.sqlite)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-            tx.commit()?;
-        }
+        SCHEMA.apply_sqlite(&mut conn, &path.display().to_string())?;
         Ok(SqliteStorage {
             conn: Mutex::new(conn),
             path: path.to_owned(),

@@ -10,7 +10,7 @@ use rusqlite::{Connection, TransactionBehavior};
 
 use super::StoreError;
 use super::backend::{Backend, write_settings};
-use super::schema::MIGRATIONS;
+use super::schema::{PLACE, SCHEMA};
 use super::sql::Sql;
 use crate::model::InstanceSettings;
 
@@ -99,19 +99,7 @@ impl SqliteStore {
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let found = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))?;
-    let applied = usize::try_from(found).unwrap_or(usize::MAX);
-    if applied > MIGRATIONS.len() {
-        return Err(StoreError::Internal(super::schema::too_new(found)));
-    }
-    for (i, m) in MIGRATIONS.iter().enumerate().skip(applied) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(m.sqlite)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-        tx.commit()?;
-        tracing::info!(version = i + 1, "registry store migrated");
-    }
-    Ok(())
+    Ok(SCHEMA.apply_sqlite(conn, PLACE)?)
 }
 
 // === impl Backend ===

@@ -6,6 +6,7 @@ use std::time::Duration;
 use lienthong_certs::Fingerprint;
 
 use super::{at_once, node_pairs, stores};
+use crate::store::postgres::TestDatabase as _;
 use crate::store::{KeyFingerprint, PublicationRecord, Store, StoreError};
 
 /// A lease that outlasts any test.
