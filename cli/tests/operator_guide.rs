@@ -215,7 +215,7 @@ fn every_command_of_the_operator_guide_works() {
             assert!(call.contains(expected), "missing {expected:?} in:\n{call}");
         }
     }
-    if database.is_some() {
+    if let Some((_, password_file)) = &database {
         let ss1 = output_of(&stdout, &run, "--dir ss1 --provider-listen");
         assert!(
             ss1.contains("carried over from server.db into the cluster's database")
@@ -230,7 +230,6 @@ fn every_command_of_the_operator_guide_works() {
                 && ss2.contains("policy shared with the cluster through postgres://"),
             "ss2 shows ss1's grant and says the policy is shared:\n{ss2}"
         );
-        let (_, password_file) = database.as_ref().unwrap();
         let password = std::fs::read_to_string(password_file).unwrap();
         let password = password.trim();
         assert!(
