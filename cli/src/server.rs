@@ -68,9 +68,10 @@ impl ClusterArgs {
 }
 
 /// Records `db` as the cluster store of the server in `dir` (checked
-/// reachable first) and says so.
+/// reachable first) and says so, and what became of the policy the node
+/// kept in `server.db` until now.
 fn join_cluster(dir: &std::path::Path, db: &ClusterDatabase) -> Result<()> {
-    let store = ServerStore::join_cluster(&ServerDir(dir.to_owned()).store(), db)?;
+    let (store, report) = ServerStore::join_cluster(&ServerDir(dir.to_owned()).store(), db)?;
     let password = match db.password_file() {
         Some(f) => format!("password from {}", f.display()),
         None => format!("password from {ENV_DATABASE_PASSWORD}, if set"),
@@ -79,6 +80,22 @@ fn join_cluster(dir: &std::path::Path, db: &ClusterDatabase) -> Result<()> {
         "access rights, backends, pins and body logging are shared through {} ({password})",
         store.policy_location()
     );
+    if !report.imported.is_empty() {
+        println!(
+            "carried over from server.db into the cluster's database, which had no policy yet:"
+        );
+        for entry in &report.imported {
+            println!("  {entry}");
+        }
+    }
+    if !report.differing.is_empty() {
+        println!(
+            "the cluster's policy stays in force; these entries of server.db differ from it and are not (kept in server.db; set them with `lienthong server acl|backend|clients` if the cluster should have them):"
+        );
+        for entry in &report.differing {
+            println!("  {entry}");
+        }
+    }
     Ok(())
 }
 

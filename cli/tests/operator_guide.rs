@@ -1,7 +1,14 @@
 //! Runs every `sh` block of docs/operator-guide.md, in order, as one
 //! script against the real binary: the guide cannot rot.
+//!
+//! A block fenced ```` ```sh grpcio ```` needs a Python with `grpcio` and
+//! `grpc_tools` (Debian `python3-grpc-tools`); one fenced
+//! ```` ```sh postgres ```` needs a PostgreSQL database
+//! (`LIENTHONG_TEST_DATABASE_URL`, given `DB_URL` and `DB_PASSWORD_FILE`
+//! for a fresh schema). `.ci/run` provides both; elsewhere the test says
+//! which blocks it skips, and why, and runs the rest.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn free_addr() -> String {
@@ -9,22 +16,90 @@ fn free_addr() -> String {
     l.local_addr().unwrap().to_string()
 }
 
+/// A command block of the guide: its fence's tags after `sh`, its text.
+struct Block {
+    tags: Vec<String>,
+    text: String,
+}
+
 /// The `sh` blocks of a Markdown document, in order.
-fn sh_blocks(markdown: &str) -> Vec<String> {
+fn sh_blocks(markdown: &str) -> Vec<Block> {
     let mut blocks = Vec::new();
-    let mut current: Option<String> = None;
+    let mut current: Option<Block> = None;
     for line in markdown.lines() {
-        match (&mut current, line.trim_end()) {
-            (None, "```sh") => current = Some(String::new()),
-            (Some(_), "```") => blocks.extend(current.take()),
-            (Some(b), l) => {
-                b.push_str(l);
-                b.push('\n');
+        let line = line.trim_end();
+        match &mut current {
+            None => {
+                let mut words = line.split_whitespace();
+                if words.next() == Some("```sh") {
+                    current = Some(Block {
+                        tags: words.map(str::to_owned).collect(),
+                        text: String::new(),
+                    });
+                }
             }
-            (None, _) => {}
+            Some(_) if line == "```" => blocks.extend(current.take()),
+            Some(b) => {
+                b.text.push_str(line);
+                b.text.push('\n');
+            }
         }
     }
     blocks
+}
+
+/// A Python that can run the guide's gRPC client: `python3` on the path,
+/// else Debian's (where a `python3` of another distribution comes first
+/// on the path).
+fn python_with_grpc() -> Option<PathBuf> {
+    ["python3", "/usr/bin/python3"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|python| {
+            Command::new(python)
+                .args(["-c", "import grpc, grpc_tools.protoc"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+}
+
+/// `DB_URL` (without its password, in a fresh schema) and the password
+/// file for the guide's cluster section, from the test database.
+fn cluster_database(dir: &Path) -> Option<(String, PathBuf)> {
+    let url = std::env::var("LIENTHONG_TEST_DATABASE_URL").ok()?;
+    let schema = lienthong_integration_tests::nodes::fresh_schema(&url, "guide");
+    let (bare, password) = lienthong_security_server::store::without_password(&url)
+        .expect("LIENTHONG_TEST_DATABASE_URL is a postgres:// URL");
+    let sep = if bare.contains('?') { '&' } else { '?' };
+    let file = dir.join("db-password");
+    std::fs::write(&file, format!("{}\n", password.unwrap_or_default())).unwrap();
+    Some((
+        format!("{bare}{sep}options=-c%20search_path%3D{schema}"),
+        file,
+    ))
+}
+
+/// What the script printed between the marker of the block holding
+/// `command` and the next marker.
+fn output_of<'a>(stdout: &'a str, blocks: &[&Block], command: &str) -> &'a str {
+    let i = blocks
+        .iter()
+        .position(|b| b.text.contains(command))
+        .unwrap_or_else(|| panic!("no block runs {command:?}"));
+    let start = stdout
+        .find(&marker(i))
+        .unwrap_or_else(|| panic!("block {i} did not run"));
+    let rest = &stdout[start..];
+    match rest.find(&marker(i + 1)) {
+        Some(end) => &rest[..end],
+        None => rest,
+    }
+}
+
+/// Printed before block `i` (after a newline: the block before may end
+/// without one).
+fn marker(i: usize) -> String {
+    format!("\n=== guide block {i}\n")
 }
 
 #[test]
@@ -35,28 +110,76 @@ fn every_command_of_the_operator_guide_works() {
     .unwrap();
     let blocks = sh_blocks(&guide);
     assert!(blocks.len() >= 10, "the guide has its command blocks");
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    let bin = Path::new(env!("CARGO_BIN_EXE_lienthong")).parent().unwrap();
+    let mut path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+
+    let python = python_with_grpc();
+    match &python {
+        Some(p) if p != Path::new("python3") => {
+            // The guide says `python3`: let it be this one.
+            let shim = dir.path().join(".python");
+            std::fs::create_dir(&shim).unwrap();
+            std::os::unix::fs::symlink(p, shim.join("python3")).unwrap();
+            path = format!("{}:{path}", shim.display());
+        }
+        Some(_) => {}
+        None => eprintln!(
+            "skipping the guide's `sh grpcio` blocks (its Python client's call and refusal): no python3 imports grpc and grpc_tools; install Debian's python3-grpc-tools (.ci/run does)"
+        ),
+    }
+    let database = cluster_database(secrets.path());
+    if database.is_none() {
+        eprintln!(
+            "skipping the guide's `sh postgres` blocks (section 7, a security server cluster): LIENTHONG_TEST_DATABASE_URL is not set (.ci/run sets it)"
+        );
+    }
+    let runs = |b: &Block| {
+        b.tags.iter().all(|t| match t.as_str() {
+            "grpcio" => python.is_some(),
+            "postgres" => database.is_some(),
+            other => panic!("unknown block tag {other:?} in the guide"),
+        })
+    };
+    let run: Vec<&Block> = blocks.iter().filter(|b| runs(b)).collect();
     let script = format!(
         "set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n{}",
-        blocks.join("\n")
+        run.iter()
+            .enumerate()
+            .map(|(i, b)| format!("printf '{}'\n{}", marker(i).replace('\n', "\\n"), b.text))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
-    let dir = tempfile::tempdir().unwrap();
-    let bin = Path::new(env!("CARGO_BIN_EXE_lienthong")).parent().unwrap();
-    let out = Command::new("bash")
-        .arg("-c")
+
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
         .arg(&script)
         .current_dir(dir.path())
-        .env(
-            "PATH",
-            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
-        )
-        .env("REGISTRY", free_addr())
-        .env("SS1", free_addr())
-        .env("SS1_SYSTEMS", free_addr())
-        .env("SS1_ADMIN", free_addr())
+        .env("PATH", path)
         .env_remove("LIENTHONG_TOKEN")
         .env_remove("LIENTHONG_ANCHOR")
-        .output()
-        .expect("bash runs");
+        .env_remove("LIENTHONG_DATABASE_URL")
+        .env_remove("LIENTHONG_DATABASE_PASSWORD");
+    for var in [
+        "REGISTRY",
+        "SS1",
+        "SS1_SYSTEMS",
+        "SS1_ADMIN",
+        "BACKEND",
+        "BIZ",
+        "BIZ_SYSTEMS",
+        "BIZ_ADMIN",
+        "SS2",
+        "SS2_SYSTEMS",
+        "SS2_ADMIN",
+    ] {
+        cmd.env(var, free_addr());
+    }
+    if let Some((url, file)) = &database {
+        cmd.env("DB_URL", url).env("DB_PASSWORD_FILE", file);
+    }
+    let out = cmd.output().expect("bash runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -67,6 +190,7 @@ fn every_command_of_the_operator_guide_works() {
     for expected in [
         "the registration: approved",
         "client VN/GOV/000102/population: approved",
+        "client VN/GOV/000305/business: approved",
         "granted: VN/GOV/000305/business may call",
         "configuration version",
         "certificate revoked",
@@ -74,10 +198,43 @@ fn every_command_of_the_operator_guide_works() {
         "\"status\":\"ok\"",
         "lienthong_configuration_version",
         "503",
+        "serving population.v1.PersonRegistry and tax.v1.TaxRegistry",
     ] {
         assert!(
             stdout.contains(expected),
             "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    if python.is_some() {
+        let call = output_of(&stdout, &run, "python3 get_person.py 001190012345");
+        for expected in [
+            "answer: 001190012345 Nguyễn Thị Lan",
+            "refused: PERMISSION_DENIED server.serverproxy.access_denied\n",
+            "may not call VN/GOV/000102/population/population.v1.PersonRegistry/ListPersons",
+        ] {
+            assert!(call.contains(expected), "missing {expected:?} in:\n{call}");
+        }
+    }
+    if let Some((_, password_file)) = &database {
+        let ss1 = output_of(&stdout, &run, "--dir ss1 --provider-listen");
+        assert!(
+            ss1.contains("carried over from server.db into the cluster's database")
+                && ss1.contains("grant VN/GOV/000305/business may call VN/GOV/000102/population/population.v1.PersonRegistry (method GetPerson)")
+                && ss1.contains("backend VN/GOV/000102/population/population.v1.PersonRegistry -> http://"),
+            "ss1 joining the cluster says what it carried over:\n{ss1}"
+        );
+        let ss2 = output_of(&stdout, &run, "acl list --dir ss2");
+        assert!(
+            ss2.contains("VN/GOV/000305/business")
+                && ss2.contains("GetPerson")
+                && ss2.contains("policy shared with the cluster through postgres://"),
+            "ss2 shows ss1's grant and says the policy is shared:\n{ss2}"
+        );
+        let password = std::fs::read_to_string(password_file).unwrap();
+        let password = password.trim();
+        assert!(
+            password.is_empty() || !stdout.contains(password) && !stderr.contains(password),
+            "the database password never shows"
         );
     }
 }

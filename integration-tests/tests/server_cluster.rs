@@ -99,14 +99,30 @@ async fn two_servers_of_one_member_share_their_policy_and_fail_over() {
     }
     let is = f.business.client().await;
 
-    // The cluster's store is new: the grants each node had in its own
-    // server.db are not in force, so nothing is allowed.
-    let refused = is.business_gets_person().await.expect_err("no grant yet");
-    assert_eq!(fault_of(&refused), "server.serverproxy.access_denied");
+    // The cluster's store was new: the first node to join carried its
+    // grant and backend over from its server.db (the second node's were
+    // the same), so the call is answered with nothing set again.
+    until_answered(&is)
+        .await
+        .expect("the grant carried over from the first node is in force");
+
+    // Revoked on ss1's machine (`lienthong server acl revoke --dir`):
+    // refused once the nodes reload.
+    let ss1_store = ServerDir(f.population[0].dir.path().to_owned()).store();
+    let revoked = blocking(move || {
+        ServerStore::open(&ss1_store)
+            .and_then(|s| s.revoke(&business_may_read_population()))
+            .expect("revoked on ss1")
+    })
+    .await;
+    assert!(revoked, "the carried-over grant is the one revoked");
+    until_refused(&is, "server.serverproxy.access_denied")
+        .await
+        .expect("refused once the revocation reached the nodes");
+    let ss1 = f.population[0].server();
 
     // The operator sets the backend and grants on ss1 only, then ss1 goes
     // down: ss2 answers with ss1's grant, within its reload interval.
-    let ss1 = f.population[0].server();
     ss1.set_backend(&Backend {
         provider: population(),
         service: PERSON_REGISTRY.into(),

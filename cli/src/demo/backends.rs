@@ -150,6 +150,24 @@ pub async fn serve_tax(citizens: &[Citizen]) -> std::io::Result<SocketAddr> {
     serve(router).await
 }
 
+/// Serves both registries on `addr` (port 0: any free port); returns the
+/// bound address and the task serving them, which ends only on an error.
+pub async fn serve_all(
+    addr: SocketAddr,
+    citizens: &[Citizen],
+) -> std::io::Result<(
+    SocketAddr,
+    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+)> {
+    let router = tonic::transport::Server::builder()
+        .add_service(PersonRegistryServer::new(Population::new(citizens)))
+        .add_service(TaxRegistryServer::new(Tax::new(citizens)));
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    Ok((bound, tokio::spawn(router.serve_with_incoming(incoming))))
+}
+
 async fn serve(router: tonic::transport::server::Router) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;

@@ -17,7 +17,7 @@ mod instance;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use clap::Args;
+use clap::{Args, Subcommand};
 use lienthong_proto::id::SubsystemId;
 use lienthong_proto::pb::trace::v1::Side;
 use lienthong_security_server::trace::portal;
@@ -34,9 +34,13 @@ use instance::Instance;
 
 pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-/// Run a whole local federation and play the scenario.
+/// Run a whole local federation and play the scenario, or (`demo
+/// backend`) serve only the demo's backends, for an instance set up by hand.
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct DemoArgs {
+    #[command(subcommand)]
+    command: Option<DemoCommand>,
     /// Directory for the instance's files; a fresh temporary one by default.
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -46,7 +50,38 @@ pub struct DemoArgs {
     once: bool,
 }
 
+#[derive(Subcommand, Debug)]
+enum DemoCommand {
+    /// Serve the demo's backends — the population registry
+    /// (`population.v1.PersonRegistry`) and the tax registry
+    /// (`tax.v1.TaxRegistry`) with the demo's generated citizens — as
+    /// plain gRPC (h2c) on one address, until stopped: a backend for a
+    /// security server set up by hand (`lienthong server backend set …
+    /// http://ADDR`), as in docs/operator-guide.md.
+    ///
+    /// Example: lienthong demo backend --listen 127.0.0.1:9000
+    Backend(BackendArgs),
+}
+
+#[derive(Args, Debug)]
+struct BackendArgs {
+    /// Address (or host name) and port to serve on.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    listen: String,
+    /// How many citizens the registries hold (the first is always
+    /// Nguyễn Thị Lan, CCCD 001190012345).
+    #[arg(long, default_value_t = 60)]
+    citizens: usize,
+    /// Also write the services' `.proto` files and descriptor set
+    /// (`demo.binpb`) under this directory.
+    #[arg(long)]
+    proto_dir: Option<PathBuf>,
+}
+
 pub fn run(args: DemoArgs) -> Result<()> {
+    if let Some(DemoCommand::Backend(backend)) = args.command {
+        return serve_backends(backend);
+    }
     let dir = match args.dir {
         Some(d) => d,
         None => {
@@ -60,6 +95,39 @@ pub fn run(args: DemoArgs) -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(play(&dir, args.once))
+}
+
+/// `lienthong demo backend`: both registries on one address until
+/// Ctrl-C or SIGTERM.
+fn serve_backends(args: BackendArgs) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let listen = crate::server::resolve_listen("--listen", &args.listen).await?;
+        let citizens = data::citizens(args.citizens.max(1));
+        if let Some(root) = &args.proto_dir {
+            let set = backends::write_protos(root)?;
+            println!("the services' .proto files and descriptor set: {}", set.display());
+        }
+        let (addr, served) = backends::serve_all(listen, &citizens)
+            .await
+            .map_err(|e| format!("--listen {listen}: {e}"))?;
+        println!(
+            "serving {PERSON_REGISTRY} and {TAX_REGISTRY} (h2c) on {addr} with {} citizens, e.g. {FOUNDER_ID}",
+            citizens.len()
+        );
+        tokio::select! {
+            r = served => match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(format!("backend stopped: {e}").into()),
+                Err(e) => return Err(format!("backend stopped: {e}").into()),
+            },
+            () = crate::shutdown_signal() => {}
+        }
+        Ok(())
+    })
 }
 
 fn step(n: usize, total: usize, text: &str, started: Instant) {

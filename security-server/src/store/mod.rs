@@ -9,6 +9,7 @@
 //! once against the [`sql`] layer, and the contract tests (`tests.rs`)
 //! run on both backends. The message log lives apart (see `message_log`).
 
+mod carry;
 mod postgres;
 mod schema;
 mod sql;
@@ -29,6 +30,7 @@ use sql::{Param, Sql};
 pub(crate) use storage::on_blocking_thread;
 use storage::{Kind, SqliteStorage, Storage, with};
 
+pub use carry::JoinReport;
 pub use lienthong_database::Migration;
 pub use postgres::{CONNECT_TIMEOUT, ClusterDatabase, ENV_DATABASE_PASSWORD, without_password};
 pub use schema::MIGRATIONS;
@@ -129,10 +131,31 @@ impl ServerStore {
     /// `db` from now on (recorded in its settings, so every later command
     /// uses it), after checking that the database is reachable and its
     /// schema known; then opens the store.
-    pub fn join_cluster(path: &Path, db: &ClusterDatabase) -> Result<Self, StoreError> {
-        Self::check_database(db)?;
+    ///
+    /// The node's own policy in `server.db` is not lost: when the cluster
+    /// has none yet, it is carried over in one transaction (and removed
+    /// from `server.db`); when the cluster has one, the cluster's stays in
+    /// force and the node's entries that differ are reported, logged and
+    /// kept in `server.db`.
+    pub fn join_cluster(
+        path: &Path,
+        db: &ClusterDatabase,
+    ) -> Result<(Self, JoinReport), StoreError> {
+        let cluster = postgres::PgStorage::open(db)?;
         let node = SqliteStorage::open(path)?;
+        let local = with(&node, Kind::Read, carry::Policy::read)?;
+        let report = if local.is_empty() {
+            JoinReport::default()
+        } else {
+            with(&cluster, Kind::Write, |tx| carry::carry_over(tx, &local))?
+        };
+        drop(cluster);
+        log_join(&report, &db.shown());
         with(&node, Kind::Write, |tx| {
+            if report.differing.is_empty() {
+                // Every entry is in the cluster's database now.
+                carry::Policy::clear(tx)?;
+            }
             put_setting(tx, SETTING_DATABASE_URL, db.url())?;
             match db.password_file() {
                 Some(f) => {
@@ -148,7 +171,7 @@ impl ServerStore {
             }
         })?;
         drop(node);
-        Self::open(path)
+        Ok((Self::open(path)?, report))
     }
 
     /// Connects to `db` and brings its schema up to date (refusing one
@@ -436,10 +459,28 @@ fn warn_unused_local_policy(node: &SqliteStorage, cluster: &str) -> Result<(), S
         tracing::warn!(
             rows,
             cluster,
-            "server.db still holds access rights, backends, pins or body-logging choices from before this node joined a cluster; they are not in force: the cluster's database is (list them with `sqlite3 server.db` and set them again with `lienthong server acl|backend|clients`)"
+            "server.db still holds access rights, backends, pins or body-logging choices from before this node joined a cluster that differ from the cluster's policy; they are not in force: the cluster's database is (`serve --database-url` lists them; set them with `lienthong server acl|backend|clients` if the cluster should have them)"
         );
     }
     Ok(())
+}
+
+/// Says what became of a joining node's own policy.
+fn log_join(report: &JoinReport, cluster: &str) {
+    for entry in &report.imported {
+        tracing::info!(
+            cluster,
+            entry,
+            "carried over from server.db into the cluster's database"
+        );
+    }
+    for entry in &report.differing {
+        tracing::warn!(
+            cluster,
+            entry,
+            "server.db's entry differs from the cluster's policy, which stays in force; set it with `lienthong server acl|backend|clients` if the cluster should have it"
+        );
+    }
 }
 
 fn parse<T: std::str::FromStr>(what: &str, s: &str) -> Result<T, StoreError>

@@ -66,7 +66,9 @@ pub(crate) fn cluster_database(dir: &Path) -> Option<ClusterDatabase> {
 /// A node of a cluster on `db`.
 fn cluster_node(db: &ClusterDatabase, password_dir: Option<tempfile::TempDir>) -> Node {
     let dir = tempfile::tempdir().unwrap();
-    let store = ServerStore::join_cluster(&dir.path().join("server.db"), db).unwrap();
+    let store = ServerStore::join_cluster(&dir.path().join("server.db"), db)
+        .unwrap()
+        .0;
     Node {
         store,
         dir,
@@ -104,7 +106,10 @@ fn pairs() -> Vec<(Node, ServerStore)> {
     v
 }
 
-fn at_once<A: Send, B: Send>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B + Send) -> (A, B) {
+pub(crate) fn at_once<A: Send, B: Send>(
+    a: impl FnOnce() -> A + Send,
+    b: impl FnOnce() -> B + Send,
+) -> (A, B) {
     let start = std::sync::Barrier::new(2);
     std::thread::scope(|s| {
         let ha = s.spawn(|| {
