@@ -76,18 +76,18 @@ pub enum ActionError {
         "{provider} is not a client of this server ({server}) in configuration version {version}"
     )]
     NotAClient {
-        provider: SubsystemId,
-        server: lienthong_proto::id::ServerId,
+        provider: Box<SubsystemId>,
+        server: Box<lienthong_proto::id::ServerId>,
         version: u64,
     },
     #[error("{provider} offers no service {service} in configuration version {version}")]
     NotOffered {
-        provider: SubsystemId,
+        provider: Box<SubsystemId>,
         service: String,
         version: u64,
     },
     #[error("no such grant: {0}")]
-    NoSuchGrant(AccessRule),
+    NoSuchGrant(Box<AccessRule>),
     #[error("action {0:?}: grant or revoke")]
     UnknownAction(String),
     #[error(transparent)]
@@ -448,14 +448,14 @@ impl Admin {
                     None => return Err(ActionError::NoConfiguration),
                     Some(v) if !v.serves(&me, &rule.provider) => {
                         return Err(ActionError::NotAClient {
-                            provider: rule.provider,
-                            server: me,
+                            provider: Box::new(rule.provider),
+                            server: Box::new(me),
                             version: v.version,
                         });
                     }
                     Some(v) if !v.offers(&rule.provider, &rule.service) => {
                         return Err(ActionError::NotOffered {
-                            provider: rule.provider,
+                            provider: Box::new(rule.provider),
                             service: rule.service,
                             version: v.version,
                         });
@@ -470,7 +470,7 @@ impl Admin {
             }
             "revoke" => {
                 if !self.store.revoke(&rule)? {
-                    return Err(ActionError::NoSuchGrant(rule));
+                    return Err(ActionError::NoSuchGrant(Box::new(rule)));
                 }
                 format!("revoked: {rule}")
             }

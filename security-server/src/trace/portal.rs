@@ -49,7 +49,7 @@ pub enum AnswerError {
         "{server} returned a {side} record of message {message_id} for {named} that it does not serve"
     )]
     NotRightfulEnd {
-        server: ServerId,
+        server: Box<ServerId>,
         /// `consumer`, `provider` or `unspecified`.
         side: String,
         message_id: String,
@@ -416,7 +416,7 @@ fn logged_by_rightful_end(
         Ok(())
     } else {
         Err(AnswerError::NotRightfulEnd {
-            server: server.clone(),
+            server: Box::new(server.clone()),
             side: side
                 .as_str_name()
                 .trim_start_matches("SIDE_")
