@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use lienthong_integration_tests::TestPki;
 use lienthong_integration_tests::federation::*;
-use lienthong_integration_tests::wait::PATIENCE;
+use lienthong_integration_tests::wait::{PATIENCE, wait_until};
 use lienthong_security_server::ServerOptions;
 use lienthong_security_server::keys::ServerDir;
 use lienthong_security_server::limits::ListenerLimits;
@@ -348,14 +348,10 @@ async fn a_peer_that_stops_reading_is_disconnected() {
         .await
         .unwrap();
     let open = "lienthong_open_connections{listener=\"consumer\"}";
-    let started = Instant::now();
-    while f.backend_calls() == 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the call never reached the backend"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(PATIENCE, "the call to reach the backend", || {
+        f.backend_calls() > 0
+    })
+    .await;
     assert_eq!(metric(&f.business, open).await, Some(1.0));
     // Unanswered pings end the connection and free what it held.
     metric_reaches(&f.business, open, 0.0, Duration::from_secs(5)).await;
@@ -396,14 +392,10 @@ async fn calls_past_a_peers_limit_are_shed_before_the_backend() {
             })
         })
         .collect();
-    let started = Instant::now();
-    while f.backend_calls() < 2 {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "slow calls did not arrive"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(PATIENCE, "the slow calls to reach the backend", || {
+        f.backend_calls() >= 2
+    })
+    .await;
 
     let shed = is.business_gets_person().await.unwrap_err();
     assert_eq!(
