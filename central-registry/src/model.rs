@@ -35,15 +35,18 @@ impl Role {
     }
 }
 
+/// A role's name that is neither `officer` nor `observer`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown role {0:?}; use `officer` (reads and writes) or `observer` (reads)")]
+pub struct UnknownRole(pub String);
+
 impl std::str::FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownRole;
+    fn from_str(s: &str) -> Result<Self, UnknownRole> {
         match s {
             "officer" => Ok(Role::Officer),
             "observer" => Ok(Role::Observer),
-            other => Err(format!(
-                "unknown role {other:?}; use `officer` (reads and writes) or `observer` (reads)"
-            )),
+            other => Err(UnknownRole(other.to_owned())),
         }
     }
 }

@@ -475,8 +475,8 @@ impl Publisher {
             let this = self.clone();
             let outcome = match tokio::task::spawn_blocking(move || this.tick()).await {
                 Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(e) => Err(format!("publisher task failed: {e}")),
+                Ok(Err(e)) => Err(PublishError::Round(e)),
+                Err(e) => Err(PublishError::Task(e)),
             };
             failing.log(&self.node, outcome);
         }
@@ -486,6 +486,15 @@ impl Publisher {
 /// How often a lasting failure is logged again.
 const REPEAT_FAILURE: Duration = Duration::from_secs(60);
 
+/// Why a publishing round failed.
+#[derive(Debug, thiserror::Error)]
+enum PublishError {
+    #[error(transparent)]
+    Round(RegistryError),
+    #[error("publisher task failed: {0}")]
+    Task(#[source] tokio::task::JoinError),
+}
+
 /// The publisher's failures as logged.
 #[derive(Debug, Default)]
 struct Failing {
@@ -494,9 +503,10 @@ struct Failing {
 }
 
 impl Failing {
-    /// Logs `outcome` if it is news; returns whether it did.
-    fn log(&mut self, node: &str, outcome: Result<(), String>) -> bool {
-        match (outcome, &self.last) {
+    /// Logs `outcome` if it is news (a failure that reads as the last one
+    /// is not, for a minute); returns whether it did.
+    fn log<E: std::fmt::Display>(&mut self, node: &str, outcome: Result<(), E>) -> bool {
+        match (outcome.map_err(|e| e.to_string()), &self.last) {
             (Ok(()), None) => false,
             (Ok(()), Some(_)) => {
                 tracing::info!(node, "publishing and reading the configuration work again");

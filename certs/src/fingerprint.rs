@@ -34,16 +34,23 @@ impl fmt::Debug for Fingerprint {
     }
 }
 
+/// Why a text is no fingerprint.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FingerprintError {
+    #[error("fingerprint is not hexadecimal: {0}")]
+    NotHex(#[source] hex::FromHexError),
+    #[error("fingerprint has {0} bytes; SHA-256 has 32")]
+    WrongLength(usize),
+}
+
 /// Accepts 64 hex digits, optionally in `AA:BB:…` form or prefixed `sha256:`.
 impl FromStr for Fingerprint {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = FingerprintError;
+    fn from_str(s: &str) -> Result<Self, FingerprintError> {
         let s = s.strip_prefix("sha256:").unwrap_or(s);
         let clean: String = s.chars().filter(|c| *c != ':').collect();
-        let bytes =
-            hex::decode(&clean).map_err(|e| format!("fingerprint is not hexadecimal: {e}"))?;
-        Fingerprint::from_slice(&bytes)
-            .ok_or_else(|| format!("fingerprint has {} bytes; SHA-256 has 32", bytes.len()))
+        let bytes = hex::decode(&clean).map_err(FingerprintError::NotHex)?;
+        Fingerprint::from_slice(&bytes).ok_or(FingerprintError::WrongLength(bytes.len()))
     }
 }
 
@@ -60,12 +67,12 @@ mod tests {
         let colons: Vec<String> = fp.0.iter().map(|b| format!("{b:02X}")).collect();
         assert_eq!(colons.join(":").parse::<Fingerprint>().unwrap(), fp);
         assert_eq!(format!("sha256:{text}").parse::<Fingerprint>().unwrap(), fp);
-        assert!(
-            "abcd"
-                .parse::<Fingerprint>()
-                .unwrap_err()
-                .contains("2 bytes")
-        );
-        assert!("zz".parse::<Fingerprint>().is_err());
+        let short = "abcd".parse::<Fingerprint>().unwrap_err();
+        assert_eq!(short, FingerprintError::WrongLength(2));
+        assert!(short.to_string().contains("2 bytes"), "{short}");
+        assert!(matches!(
+            "zz".parse::<Fingerprint>(),
+            Err(FingerprintError::NotHex(_))
+        ));
     }
 }

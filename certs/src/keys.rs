@@ -14,15 +14,18 @@ pub enum KeyAlgorithm {
     Ed25519,
 }
 
+/// A key algorithm's name that is neither `p256` nor `ed25519`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown key algorithm {0:?}; use p256 or ed25519")]
+pub struct UnknownKeyAlgorithm(pub String);
+
 impl std::str::FromStr for KeyAlgorithm {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownKeyAlgorithm;
+    fn from_str(s: &str) -> Result<Self, UnknownKeyAlgorithm> {
         match s.to_ascii_lowercase().as_str() {
             "p256" | "p-256" | "ecdsa-p256" => Ok(KeyAlgorithm::EcdsaP256),
             "ed25519" => Ok(KeyAlgorithm::Ed25519),
-            other => Err(format!(
-                "unknown key algorithm {other:?}; use p256 or ed25519"
-            )),
+            other => Err(UnknownKeyAlgorithm(other.to_owned())),
         }
     }
 }

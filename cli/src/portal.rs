@@ -153,7 +153,7 @@ async fn bus_source(
     let identity = match lienthong_security_server::keys::auth_identity(&server_dir) {
         Ok(i) => Some(Arc::new(i)),
         Err(e) => {
-            eprintln!("warning: {}", printable(&e));
+            eprintln!("warning: {}", printable(&e.to_string()));
             None
         }
     };
@@ -336,7 +336,7 @@ pub fn verify_main(args: Vec<std::ffi::OsString>) -> ExitCode {
     let checked = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())
+        .map_err(VerifyFileError::Runtime)
         .and_then(|rt| rt.block_on(verify_file(&args)));
     match checked {
         Ok((subject, at_ms, report)) => {
@@ -348,29 +348,46 @@ pub fn verify_main(args: Vec<std::ffi::OsString>) -> ExitCode {
             })
         }
         Err(e) => {
-            eprintln!("error: {}", printable(&e));
+            eprintln!("error: {}", printable(&e.to_string()));
             ExitCode::from(2)
         }
     }
 }
 
-async fn verify_file(args: &VerifyArgs) -> std::result::Result<(String, i64, TraceReport), String> {
-    let anchor = lienthong_registry_client::read_anchor(&args.anchor).map_err(|e| e.to_string())?;
-    let len = std::fs::metadata(&args.file)
-        .map_err(|e| format!("{}: {e}", args.file.display()))?
-        .len();
+/// Why a trace file could not be checked.
+#[derive(Debug, thiserror::Error)]
+enum VerifyFileError {
+    #[error(transparent)]
+    Runtime(std::io::Error),
+    #[error(transparent)]
+    Anchor(#[from] lienthong_registry_client::ClientError),
+    #[error("{}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: larger than {} bytes", .0.display(), bundle::MAX_BUNDLE_BYTES)]
+    TooLarge(PathBuf),
+    #[error(transparent)]
+    Bundle(#[from] bundle::BundleError),
+}
+
+async fn verify_file(
+    args: &VerifyArgs,
+) -> std::result::Result<(String, i64, TraceReport), VerifyFileError> {
+    let anchor = lienthong_registry_client::read_anchor(&args.anchor)?;
+    let read = |source| VerifyFileError::Read {
+        path: args.file.clone(),
+        source,
+    };
+    let len = std::fs::metadata(&args.file).map_err(read)?.len();
     if len > bundle::MAX_BUNDLE_BYTES as u64 {
-        return Err(format!(
-            "{}: larger than {} bytes",
-            args.file.display(),
-            bundle::MAX_BUNDLE_BYTES
-        ));
+        return Err(VerifyFileError::TooLarge(args.file.clone()));
     }
-    let bytes = std::fs::read(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;
-    let b = Bundle::from_json(&bytes).map_err(|e| e.to_string())?;
-    let report = bundle::verify(&b, &anchor, SystemTime::now())
-        .await
-        .map_err(|e| e.to_string())?;
+    let bytes = std::fs::read(&args.file).map_err(read)?;
+    let b = Bundle::from_json(&bytes)?;
+    let report = bundle::verify(&b, &anchor, SystemTime::now()).await?;
     Ok((b.data_subject, b.traced_at_ms, report))
 }
 

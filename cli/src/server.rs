@@ -593,7 +593,7 @@ async fn wait_for(
     what: &str,
     wait: u64,
     resume: &str,
-    mut poll: impl AsyncFnMut() -> std::result::Result<JoinState, String>,
+    mut poll: impl AsyncFnMut() -> std::result::Result<JoinState, join::JoinError>,
 ) -> Result<bool> {
     let started = Instant::now();
     let mut told = false;
@@ -910,7 +910,7 @@ async fn not_provided(dir: &std::path::Path, r: &AccessRule) -> Result<Option<St
     {
         return Ok(Some(format!(
             "no global configuration is cached and the registry is unreachable ({}), so whether this server provides the service cannot be checked",
-            printable(&e)
+            printable(&e.to_string())
         )));
     }
     Ok(why(&conf))

@@ -125,7 +125,7 @@ async fn run_async(args: TraceArgs) -> Result<Option<Outcome>> {
     let identity = match lienthong_security_server::keys::auth_identity(&dir) {
         Ok(i) => Some(Arc::new(i)),
         Err(e) => {
-            eprintln!("warning: {}", printable(&e));
+            eprintln!("warning: {}", printable(&e.to_string()));
             None
         }
     };

@@ -3,7 +3,6 @@
 //! in-process OTLP collector.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use lienthong_integration_tests::otlp::{Collector, Span, attr};
 
@@ -31,20 +30,10 @@ fn the_demo_exports_linked_spans_to_the_collector_named_by_otel_variables() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    // The process flushed its spans before it exited; give the collector
-    // a moment to file the last batch.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let spans = loop {
-        let spans = collector.spans();
-        let providers = spans
-            .iter()
-            .filter(|(_, s)| attr(s, "lt.side").as_deref() == Some("provider"))
-            .count();
-        if providers >= 2 || Instant::now() > deadline {
-            break spans;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    // The process finished its exports before it exited: once a marker
+    // sent now is filed, every span it sent is.
+    let filed = collector.mark(&rt, &endpoint, "marker");
+    let spans = collector.spans()[..filed].to_vec();
     assert!(
         spans.iter().all(|(service, _)| service == "lienthong-demo"),
         "service.name defaults to the command"
@@ -108,8 +97,10 @@ fn the_demo_exports_linked_spans_to_the_collector_named_by_otel_variables() {
     );
 
     // Turned off by the standard switch, nothing is sent (with no
-    // endpoint at all, the unit tests of `otlp_requested` show the same).
-    let before = collector.spans().len();
+    // endpoint at all, the unit tests of `otlp_requested` show the same):
+    // between a marker before the run and one after it, the collector
+    // filed nothing.
+    let before = collector.mark(&rt, &endpoint, "before the quiet run") + 1;
     let quiet = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_lienthong"))
         .args(["demo", "--once", "--dir"])
@@ -119,6 +110,11 @@ fn the_demo_exports_linked_spans_to_the_collector_named_by_otel_variables() {
         .output()
         .expect("binary runs");
     assert!(out.status.success());
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(collector.spans().len(), before);
+    let after = collector.mark(&rt, &endpoint, "after the quiet run");
+    assert_eq!(
+        after,
+        before,
+        "sent with OTEL_SDK_DISABLED: {:#?}",
+        &collector.spans()[before..after]
+    );
 }

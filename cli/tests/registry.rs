@@ -3,7 +3,8 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+
+use lienthong_integration_tests::wait::{PATIENCE, wait_until_blocking};
 
 fn lienthong(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_lienthong"))
@@ -95,14 +96,9 @@ fn init_serve_operate_restart() {
     assert!(!again.status.success());
 
     let mut server = serve(d, &addr);
-    let started = Instant::now();
-    while !lienthong(&["registry", "conf"], d, &env).status.success() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "registry did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until_blocking(PATIENCE, "the registry to come up", || {
+        lienthong(&["registry", "conf"], d, &env).status.success()
+    });
 
     let run = |args: &[&str]| {
         let out = lienthong(args, d, &env);
@@ -167,18 +163,12 @@ fn init_serve_operate_restart() {
     let before = version(&conf);
     drop(server);
     server = serve(d, &addr);
-    let started = Instant::now();
-    let after = loop {
+    let mut after = String::new();
+    wait_until_blocking(PATIENCE, "the registry to come back", || {
         let (ok, text) = run(&["registry", "conf"]);
-        if ok {
-            break text;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "registry did not come back"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+        after = text;
+        ok
+    });
     assert!(version(&after) > before, "{before} then {after}");
     assert!(after.contains("1 members"), "{after}");
     drop(server);

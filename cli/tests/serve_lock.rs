@@ -3,9 +3,9 @@
 //! it, and the directory is free again once that process is gone.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use lienthong_integration_tests::federation::*;
+use lienthong_integration_tests::wait::{PATIENCE, wait_until};
 use lienthong_security_server::LOCK_FILE;
 
 fn serve(dir: &std::path::Path, provider_listen: &str) -> Command {
@@ -36,18 +36,13 @@ async fn a_second_serve_on_one_directory_is_refused_naming_the_first() {
         .spawn()
         .expect("first server starts");
     let pid = first.id().to_string();
-    let started = Instant::now();
-    while std::fs::read_to_string(dir.join(LOCK_FILE))
-        .unwrap_or_default()
-        .trim()
-        != pid
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the first server never took the lock"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(PATIENCE, "the first server to take the lock", || {
+        std::fs::read_to_string(dir.join(LOCK_FILE))
+            .unwrap_or_default()
+            .trim()
+            == pid
+    })
+    .await;
 
     // Other ports, so the lock is the only reason to refuse.
     let second = serve(&dir, "127.0.0.1:0").output().expect("second runs");

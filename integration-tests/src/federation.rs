@@ -574,13 +574,17 @@ impl Federation {
     pub async fn trace(
         &self,
         subject: &str,
-    ) -> Result<lienthong_security_server::trace::portal::TraceReport, String> {
+    ) -> Result<
+        lienthong_security_server::trace::portal::TraceReport,
+        lienthong_security_server::trace::portal::TraceError,
+    > {
         let portal_server = self.portal.server();
         let view = portal_server.conf().view().expect("configuration");
         let is = self.portal.client().await;
         let identity = lienthong_security_server::keys::auth_identity(
             &lienthong_security_server::keys::ServerDir(self.portal.dir.path().to_owned()),
-        )?;
+        )
+        .expect("the portal's server joined, so it holds its auth identity");
         let witnessed = lienthong_security_server::trace::portal::Witnessed::ask(
             &self.registry.anchor,
             &identity,
@@ -752,7 +756,8 @@ impl RawPeer {
             &from.id,
             &reg.anchor.instance_ca_certificate,
             std::time::SystemTime::now(),
-        )?;
+        )
+        .map_err(|e| e.to_string())?;
         let identity = match identity {
             Some(i) => i,
             None => lienthong_certs::tls::Identity {

@@ -5,6 +5,7 @@ pub mod federation;
 pub mod nodes;
 pub mod otlp;
 pub mod registry;
+pub mod wait;
 
 use lienthong_certs::tls::Identity;
 use lienthong_certs::{Fingerprint, InstanceCa, KeyAlgorithm, PrivateKey, Validity, csr};

@@ -40,6 +40,55 @@ impl Collector {
     pub fn spans(&self) -> Vec<(String, Span)> {
         self.spans.lock().expect("not poisoned").clone()
     }
+
+    /// Exports one span of service `marker` to the collector at
+    /// `endpoint` and returns once it is filed, with the number of spans
+    /// filed before it. An exporter finishes its exports before its
+    /// process exits, so after a process has exited, what it sent is
+    /// before the marker: a test can then say that nothing arrived
+    /// without waiting for a guessed time.
+    pub fn mark(&self, rt: &tokio::runtime::Runtime, endpoint: &str, marker: &str) -> usize {
+        use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+        use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![KeyValue {
+                        key: "service.name".into(),
+                        value: Some(AnyValue {
+                            value: Some(Value::StringValue(marker.into())),
+                        }),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![Span {
+                        name: marker.into(),
+                        trace_id: vec![1; 16],
+                        span_id: vec![1; 8],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        rt.block_on(async {
+            TraceServiceClient::connect(endpoint.to_owned())
+                .await
+                .expect("the collector accepts connections")
+                .export(request)
+                .await
+                .expect("the collector files the marker");
+        });
+        self.spans()
+            .iter()
+            .position(|(service, _)| service == marker)
+            .expect("the marker is filed before the export returns")
+    }
 }
 
 #[tonic::async_trait]

@@ -3,9 +3,10 @@
 //! envelopes, so what its consumer side would refuse must be refused by
 //! the provider's server too, before its backend or its log sees it.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use lienthong_integration_tests::federation::*;
+use lienthong_integration_tests::wait::{PATIENCE, wait_until};
 use lienthong_proto::pb::exchange::v1::RequestHeader;
 use lienthong_proto::pb::registry::v1 as pb;
 use tonic::metadata::MetadataValue;
@@ -262,18 +263,20 @@ async fn the_provider_enforces_withholding_grants() {
     assert_eq!(send(now_ms() + 10 * year_ms).await, refused, "ten years");
     assert_eq!(send(now_ms() - 1000).await, refused, "in the past");
 
-    // A grant that has ended covers nothing.
+    // A grant that has ended covers nothing: an exchange dated once its
+    // end has passed (by the clock the envelope is dated with) is refused.
+    let grant_ends = now_ms() + 5000;
     officer
         .set_withholding_group(pb::SetWithholdingGroupRequest {
             group: Some((&investigators()).into()),
             max_duration_seconds: WITHHOLDING_MAX_SECS,
-            valid_until_unix_ms: now_ms() + 1500,
+            valid_until_unix_ms: grant_ends,
         })
         .await
         .unwrap();
     f.refresh_all().await;
     assert_eq!(send(now_ms() + 60_000).await, (Ok(()), true));
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    wait_until(PATIENCE, "the grant's end", || now_ms() > grant_ends).await;
     assert_eq!(send(now_ms() + 60_000).await, refused, "grant expired");
 
     // The registry refuses grants without bounds.

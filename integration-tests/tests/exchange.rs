@@ -7,6 +7,7 @@ mod tamper;
 use std::time::Duration;
 
 use lienthong_integration_tests::federation::*;
+use lienthong_integration_tests::wait::{PATIENCE, refuses_connections, wait_until};
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,7 +60,11 @@ async fn failover_to_a_second_provider_server() {
             .expect("both provider servers answer");
     }
     f.population[0].stop();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let gone = f.population[0].provider_addr;
+    wait_until(PATIENCE, "the stopped server's port to close", || {
+        refuses_connections(gone)
+    })
+    .await;
     for _ in 0..4 {
         is.unary("GetPerson", call_metadata(&business(), &population()), "1")
             .await
@@ -82,7 +87,8 @@ async fn failover_to_a_second_provider_server() {
 async fn the_callers_deadline_bounds_every_hop() {
     let f = Federation::start().await;
     let is = f.business.client().await;
-    let started = std::time::Instant::now();
+    // The backend answers `Slow` after 3 s: an error, not its answer, says
+    // the 300 ms deadline ended the call at the servers.
     let err = is
         .unary_with_deadline(
             "Slow",
@@ -95,11 +101,6 @@ async fn the_callers_deadline_bounds_every_hop() {
     assert!(
         matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled),
         "{err:?}"
-    );
-    assert!(
-        started.elapsed() < Duration::from_millis(1500),
-        "{:?}",
-        started.elapsed()
     );
 }
 

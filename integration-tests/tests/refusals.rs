@@ -6,6 +6,7 @@ use std::time::Duration;
 use lienthong_integration_tests::TestPki;
 use lienthong_integration_tests::federation::*;
 use lienthong_integration_tests::registry::TestRegistry;
+use lienthong_integration_tests::wait::{PATIENCE, wait_until};
 use lienthong_proto::pb::exchange::v1::RequestEnvelope;
 use lienthong_proto::pb::registry::v1 as pb;
 use lienthong_security_server::store::Backend;
@@ -352,17 +353,20 @@ async fn backend_down_or_slow_is_a_provider_fault() {
             })
             .unwrap();
     }
-    let started = std::time::Instant::now();
-    let down = is
-        .unary("GetPerson", call_metadata(&business(), &population()), "1")
-        .await
-        .unwrap_err();
+    // A backend that refuses connections is reported at once, not after
+    // the backend's timeout or never (the patience only catches a hang).
+    let down = tokio::time::timeout(
+        PATIENCE,
+        is.unary("GetPerson", call_metadata(&business(), &population()), "1"),
+    )
+    .await
+    .expect("no hang")
+    .unwrap_err();
     assert_eq!(
         fault_of(&down),
         "server.serverproxy.service_unavailable",
         "{down:?}"
     );
-    assert!(started.elapsed() < Duration::from_secs(5), "no hang");
 }
 
 // === the configuration expires ===
@@ -378,7 +382,14 @@ async fn traffic_continues_during_a_registry_outage_until_expiry() {
         .expect("the registry is not on the data path");
     assert_eq!(f.backend_calls(), 1);
 
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    // Once the configuration has expired (by the clock the server reads
+    // too), exchanges are refused.
+    let conf = f.business.server().conf().clone();
+    wait_until(PATIENCE, "the configuration's expiry", || {
+        conf.view()
+            .is_some_and(|v| v.is_expired(std::time::SystemTime::now()))
+    })
+    .await;
     let expired = is
         .unary("GetPerson", call_metadata(&business(), &population()), "1")
         .await
@@ -389,11 +400,14 @@ async fn traffic_continues_during_a_registry_outage_until_expiry() {
         "{expired:?}"
     );
     assert_eq!(f.backend_calls(), 1);
-    let status = f.business.server().conf().status();
-    assert!(
-        status.last_error.is_some(),
-        "the status says the registry is unreachable"
-    );
+    // The first poll after the outage began says so (it may still be
+    // under way on a slow machine).
+    wait_until(
+        PATIENCE,
+        "the status to say the registry is unreachable",
+        || conf.status().last_error.is_some(),
+    )
+    .await;
     assert!(
         f.business
             .server()

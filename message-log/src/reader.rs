@@ -195,15 +195,13 @@ impl LogReader {
 
     /// Whether the log holds the retention record of marker `m` (the
     /// pruning is then in the tree the registry witnesses).
-    fn retention_recorded(&self, inner: &mut Inner, m: &Marker) -> Result<(), String> {
+    fn retention_recorded(&self, inner: &mut Inner, m: &Marker) -> Result<bool, LogError> {
         let id = format!("retention-{}-{}", m.from, m.to);
-        let rows = self
-            .rows(
-                inner,
-                &format!("SELECT {} FROM records WHERE message_id = ?1", Row::COLUMNS),
-                [id.as_str()],
-            )
-            .map_err(|e| e.0)?;
+        let rows = self.rows(
+            inner,
+            &format!("SELECT {} FROM records WHERE message_id = ?1", Row::COLUMNS),
+            [id.as_str()],
+        )?;
         for row in rows {
             if let Ok((_, leaf)) = self.read(inner, &row)
                 && leaf.phase == Phase::Retention as i32
@@ -212,13 +210,10 @@ impl LogReader {
                 && leaf.pruned_leaves_digest == m.digest()
                 && row.leaf_index >= m.to
             {
-                return Ok(());
+                return Ok(true);
             }
         }
-        Err(format!(
-            "records {} to {}: pruned, but the log holds no retention record for them",
-            m.from, m.to
-        ))
+        Ok(false)
     }
 
     fn rows(
@@ -543,10 +538,15 @@ impl LogReader {
                         Some(m)
                             if Some(m.leaf_hashes[(i - m.from) as usize].as_slice()) == node =>
                         {
-                            if i == m.from
-                                && let Err(why) = self.retention_recorded(&mut g, m)
-                            {
-                                out.mismatches.push(why);
+                            if i == m.from {
+                                match self.retention_recorded(&mut g, m) {
+                                    Ok(true) => {}
+                                    Ok(false) => out.mismatches.push(format!(
+                                        "records {} to {}: pruned, but the log holds no retention record for them",
+                                        m.from, m.to
+                                    )),
+                                    Err(e) => out.mismatches.push(e.0),
+                                }
                             }
                         }
                         Some(_) => out.mismatches.push(format!(

@@ -49,39 +49,56 @@ pub struct Stored {
     pub pruned_leaf_hash: Vec<u8>,
 }
 
+/// What is sealed beside a leaf that is not what the leaf commits to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SealedMismatch {
+    #[error("its sealed data subject is not the one its leaf commits to")]
+    SubjectNotCommitted,
+    #[error("its sealed data subject is not the one its leaf names")]
+    SubjectNotNamed,
+    #[error("it holds a data subject its leaf does not name")]
+    UnnamedSubject,
+    #[error("its withheld opening does not decode")]
+    OpeningUndecodable,
+    #[error("its withheld opening is not what its leaf commits to")]
+    OpeningNotCommitted,
+    #[error("it holds a withheld opening its leaf does not commit to")]
+    UncommittedOpening,
+}
+
 impl Stored {
     /// Checks that what is sealed beside the leaf is what the leaf commits
     /// to: the data subject (its salted commitment, or the keyed hash of
     /// leaves written before commitments) and, for a withheld exchange, the
     /// opening of its hidden official and purpose.
-    pub fn check(&self, leaf: &LogLeaf, keys: &LogKeys) -> Result<(), String> {
+    pub fn check(&self, leaf: &LogLeaf, keys: &LogKeys) -> Result<(), SealedMismatch> {
         if !leaf.data_subject_commitment.is_empty() {
             let expected = subject_commitment(&self.subject_salt, &self.data_subject);
             if self.subject_salt.len() != 32
                 || self.data_subject.is_empty()
                 || expected.as_slice() != leaf.data_subject_commitment.as_slice()
             {
-                return Err("its sealed data subject is not the one its leaf commits to".into());
+                return Err(SealedMismatch::SubjectNotCommitted);
             }
         } else if !leaf.data_subject_hash.is_empty() {
             if self.data_subject.is_empty()
                 || keys.subject_hash(&self.data_subject).as_slice()
                     != leaf.data_subject_hash.as_slice()
             {
-                return Err("its sealed data subject is not the one its leaf names".into());
+                return Err(SealedMismatch::SubjectNotNamed);
             }
         } else if !self.data_subject.is_empty() {
-            return Err("it holds a data subject its leaf does not name".into());
+            return Err(SealedMismatch::UnnamedSubject);
         }
         if !leaf.hidden_commitment.is_empty() {
             let opening = HiddenOpening::decode(self.hidden_opening.as_slice())
-                .map_err(|_| "its withheld opening does not decode".to_string())?;
+                .map_err(|_| SealedMismatch::OpeningUndecodable)?;
             let expected = hidden_commitment(&opening.salt, &opening.user_id, &opening.purpose);
             if expected.as_slice() != leaf.hidden_commitment.as_slice() {
-                return Err("its withheld opening is not what its leaf commits to".into());
+                return Err(SealedMismatch::OpeningNotCommitted);
             }
         } else if !self.hidden_opening.is_empty() {
-            return Err("it holds a withheld opening its leaf does not commit to".into());
+            return Err(SealedMismatch::UncommittedOpening);
         }
         Ok(())
     }

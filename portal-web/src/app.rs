@@ -346,7 +346,7 @@ async fn answer(p: &Portal, s: &Session, lang: Lang, here: &str) -> Result<Arc<T
     }
     let gathered = match p.gathering.acquire().await {
         Ok(_permit) => p.source.trace(&s.subject).await,
-        Err(_) => Err("the portal is shutting down".into()),
+        Err(_) => Err(crate::source::SourceError::ShuttingDown),
     };
     match gathered {
         Ok(traced) => {
@@ -359,7 +359,11 @@ async fn answer(p: &Portal, s: &Session, lang: Lang, here: &str) -> Result<Arc<T
             tracing::warn!(error = %e, "trace could not be gathered");
             Err(html(
                 StatusCode::SERVICE_UNAVAILABLE,
-                pages::message(&frame(p, lang, here, Some(s)), t.unavailable, &e),
+                pages::message(
+                    &frame(p, lang, here, Some(s)),
+                    t.unavailable,
+                    &e.to_string(),
+                ),
             ))
         }
     }

@@ -25,11 +25,13 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use lienthong_certs::conf::ConfError;
 use lienthong_proto::id::ServerId;
 use lienthong_proto::pb::globalconf::v1::{Anchor, SignedConfiguration};
 use lienthong_proto::pb::trace::v1 as pb;
 use lienthong_security_server::conf_client::ConfView;
-use lienthong_security_server::trace::portal::{self, TraceReport};
+use lienthong_security_server::conf_client::view::ViewError;
+use lienthong_security_server::trace::portal::{self, TraceError, TraceReport};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
@@ -84,9 +86,19 @@ pub enum BundleError {
     #[error("not a trace file: {0}")]
     Malformed(String),
     #[error("the configuration in the file does not verify against the anchor: {0}")]
-    Configuration(String),
-    #[error("{0}")]
-    Verify(String),
+    Configuration(#[source] ConfError),
+    #[error(
+        "the configuration in the file does not verify against the anchor: the file is about instance {file}, the anchor names {anchor}"
+    )]
+    OtherInstance {
+        /// Printable: it is the file's, not trusted.
+        file: String,
+        anchor: String,
+    },
+    #[error("the configuration in the file does not verify against the anchor: {0}")]
+    UnusableConfiguration(#[source] ViewError),
+    #[error(transparent)]
+    Verify(#[from] TraceError),
 }
 
 impl Bundle {
@@ -188,15 +200,14 @@ pub async fn verify(
     let signed = SignedConfiguration::decode(bundle.configuration.as_slice())
         .map_err(|e| BundleError::Malformed(format!("configuration: {e}")))?;
     let conf = lienthong_certs::conf::verify_signature_and_decode(anchor, &signed)
-        .map_err(|e| BundleError::Configuration(e.to_string()))?;
+        .map_err(BundleError::Configuration)?;
     if conf.instance != anchor.instance {
-        return Err(BundleError::Configuration(format!(
-            "the file is about instance {}, the anchor names {}",
-            lienthong_proto::fields::printable(&conf.instance),
-            anchor.instance
-        )));
+        return Err(BundleError::OtherInstance {
+            file: lienthong_proto::fields::printable(&conf.instance).into_owned(),
+            anchor: anchor.instance.clone(),
+        });
     }
-    let view = ConfView::build(&conf, now).map_err(BundleError::Configuration)?;
+    let view = ConfView::build(&conf, now).map_err(BundleError::UnusableConfiguration)?;
     let answers = bundle.servers.clone();
     portal::fan_out(
         &view,

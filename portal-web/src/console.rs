@@ -105,16 +105,34 @@ impl RegistryConsole {
     async fn operator(
         &self,
         token: &str,
-    ) -> Result<lienthong_registry_client::OperatorClient, String> {
+    ) -> Result<lienthong_registry_client::OperatorClient, RegistryCallError> {
         let channel = lienthong_registry_client::connect(&self.anchor, None)
             .await
-            .map_err(|e| format!("the registry cannot be reached: {e}"))?;
-        lienthong_registry_client::operator_client(channel, token).map_err(|e| e.to_string())
+            .map_err(RegistryCallError::Unreachable)?;
+        lienthong_registry_client::operator_client(channel, token).map_err(RegistryCallError::Token)
     }
 
     fn refused(&self, status: StatusCode, title: &str, why: &str, s: Option<&Session>) -> Response {
         self.shell.refused(status, title, why, s)
     }
+}
+
+/// Why the console could not call the registry.
+#[derive(Debug, thiserror::Error)]
+enum RegistryCallError {
+    #[error("the registry cannot be reached: {0}")]
+    Unreachable(#[source] lienthong_registry_client::ClientError),
+    /// The operator token is no header value.
+    #[error(transparent)]
+    Token(lienthong_registry_client::ClientError),
+    /// The registry refused the call; its message.
+    #[error("{}", .0.message())]
+    Refused(Box<tonic::Status>),
+    /// The registry refused a decision; its code and message.
+    #[error("{:?}: {}", .0.code(), .0.message())]
+    Decision(Box<tonic::Status>),
+    #[error("approve or reject")]
+    UnknownDecision,
 }
 
 /// The console's routes.
@@ -179,11 +197,16 @@ async fn login(State(c): State<Arc<RegistryConsole>>, Form(f): Form<LoginForm>) 
             .await?
             .list_requests(pb::ListRequestsRequest::default())
             .await
-            .map_err(|s| s.message().to_owned())
+            .map_err(|s| RegistryCallError::Refused(Box::new(s)))
     };
     if let Err(why) = checked.await {
         tracing::info!(reason = %why, "console sign-in refused");
-        return c.refused(StatusCode::UNAUTHORIZED, "Sign-in refused", &why, None);
+        return c.refused(
+            StatusCode::UNAUTHORIZED,
+            "Sign-in refused",
+            &why.to_string(),
+            None,
+        );
     }
     match c
         .sessions
@@ -193,7 +216,7 @@ async fn login(State(c): State<Arc<RegistryConsole>>, Form(f): Form<LoginForm>) 
         Err(why) => c.refused(
             StatusCode::SERVICE_UNAVAILABLE,
             "Sign-in failed",
-            &why,
+            &why.to_string(),
             None,
         ),
     }
@@ -290,7 +313,7 @@ async fn requests(State(c): State<Arc<RegistryConsole>>, headers: HeaderMap) -> 
             .list_requests(pb::ListRequestsRequest::default())
             .await
             .map(|r| r.into_inner().requests)
-            .map_err(|s| s.message().to_owned())
+            .map_err(|s| RegistryCallError::Refused(Box::new(s)))
     };
     match listed.await {
         Ok(mut list) => {
@@ -314,7 +337,7 @@ async fn requests(State(c): State<Arc<RegistryConsole>>, headers: HeaderMap) -> 
         Err(why) => c.refused(
             StatusCode::BAD_GATEWAY,
             "The registry refused",
-            &why,
+            &why.to_string(),
             Some(&session),
         ),
     }
@@ -354,16 +377,16 @@ async fn decide(
         let r = match f.decision.as_str() {
             "approve" => op.approve_request(req).await,
             "reject" => op.reject_request(req).await,
-            _ => return Err("approve or reject".to_owned()),
+            _ => return Err(RegistryCallError::UnknownDecision),
         };
-        r.map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+        r.map_err(|s| RegistryCallError::Decision(Box::new(s)))
     };
     match decided.await {
         Ok(_) => Redirect::to("/requests").into_response(),
         Err(why) => c.refused(
             StatusCode::FORBIDDEN,
             "The registry refused",
-            &why,
+            &why.to_string(),
             Some(&session),
         ),
     }
@@ -384,7 +407,7 @@ async fn audit(State(c): State<Arc<RegistryConsole>>, headers: HeaderMap) -> Res
             })
             .await
             .map(|r| r.into_inner().records)
-            .map_err(|s| s.message().to_owned())
+            .map_err(|s| RegistryCallError::Refused(Box::new(s)))
     };
     match listed.await {
         Ok(mut records) => {
@@ -410,7 +433,7 @@ async fn audit(State(c): State<Arc<RegistryConsole>>, headers: HeaderMap) -> Res
         Err(why) => c.refused(
             StatusCode::BAD_GATEWAY,
             "The registry refused",
-            &why,
+            &why.to_string(),
             Some(&session),
         ),
     }
@@ -561,7 +584,7 @@ async fn oidc_callback(
         Err(why) => c.refused(
             StatusCode::SERVICE_UNAVAILABLE,
             "Sign-in failed",
-            &why,
+            &why.to_string(),
             None,
         ),
     }

@@ -18,6 +18,16 @@ use crate::state::{random_token, same};
 pub const SESSION_TTL: Duration = Duration::from_secs(15 * 60);
 /// Most console sessions at once.
 const MAX_SESSIONS: usize = 1_000;
+
+/// Why no session was opened.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SessionError {
+    /// A thread panicked holding the sessions.
+    #[error("sessions")]
+    Poisoned,
+    #[error("too many sessions")]
+    TooMany,
+}
 /// Where an expired session is sent: the sign-in page, saying so.
 pub const EXPIRED: &str = "/?expired=1";
 
@@ -175,14 +185,14 @@ impl Sessions {
         who: String,
         person: Option<String>,
         then: &str,
-    ) -> Result<Response, String> {
+    ) -> Result<Response, SessionError> {
         let id = random_token();
         {
-            let mut map = self.map.lock().map_err(|_| "sessions".to_owned())?;
+            let mut map = self.map.lock().map_err(|_| SessionError::Poisoned)?;
             let now = Instant::now();
             map.retain(|_, s| s.expires > now);
             if map.len() >= MAX_SESSIONS {
-                return Err("too many sessions".into());
+                return Err(SessionError::TooMany);
             }
             map.insert(
                 id.clone(),

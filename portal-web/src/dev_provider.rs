@@ -99,16 +99,38 @@ impl std::fmt::Debug for DevProvider {
     }
 }
 
-fn new_key() -> Result<EcdsaKeyPair, String> {
+/// Why the development provider could not make its keys or a token.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DevKeyError {
+    #[error("cannot make a key")]
+    Generate,
+    #[error("cannot read the key made")]
+    Read,
+    #[error("cannot sign")]
+    Sign,
+}
+
+/// Why an authorization request is refused.
+#[derive(Debug, Clone, thiserror::Error)]
+enum AuthRequestError {
+    #[error("unknown client or redirect URI")]
+    UnknownClient,
+    #[error("PKCE with S256 is required")]
+    NoPkce,
+    #[error("state and nonce are required")]
+    NoStateOrNonce,
+}
+
+fn new_key() -> Result<EcdsaKeyPair, DevKeyError> {
     let rng = SystemRandom::new();
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-        .map_err(|_| "cannot make a key")?;
+        .map_err(|_| DevKeyError::Generate)?;
     EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
-        .map_err(|_| "cannot read the key made".to_string())
+        .map_err(|_| DevKeyError::Read)
 }
 
 impl DevProvider {
-    pub fn new(cfg: DevProviderConfig) -> Result<Self, String> {
+    pub fn new(cfg: DevProviderConfig) -> Result<Self, DevKeyError> {
         Ok(DevProvider(Arc::new(Inner {
             cfg,
             key: new_key()?,
@@ -133,7 +155,7 @@ impl DevProvider {
             .with_state(self.clone())
     }
 
-    fn id_token(&self, code: &Code) -> Result<String, String> {
+    fn id_token(&self, code: &Code) -> Result<String, DevKeyError> {
         let cfg = &self.0.cfg;
         let tamper = self.0.tamper.lock().map(|t| *t).unwrap_or_default();
         let now = now_secs();
@@ -166,7 +188,7 @@ impl DevProvider {
         };
         let mut sig = key
             .sign(&SystemRandom::new(), input.as_bytes())
-            .map_err(|_| "cannot sign")?
+            .map_err(|_| DevKeyError::Sign)?
             .as_ref()
             .to_vec();
         if tamper == Tamper::BrokenSignature {
@@ -223,16 +245,16 @@ struct AuthRequest {
     personal_id: String,
 }
 
-fn check_request(p: &DevProvider, q: &AuthRequest) -> Result<(), String> {
+fn check_request(p: &DevProvider, q: &AuthRequest) -> Result<(), AuthRequestError> {
     let cfg = &p.0.cfg;
     if q.client_id != cfg.client_id || q.redirect_uri != cfg.redirect_uri {
-        return Err("unknown client or redirect URI".into());
+        return Err(AuthRequestError::UnknownClient);
     }
     if q.code_challenge_method != "S256" || q.code_challenge.is_empty() {
-        return Err("PKCE with S256 is required".into());
+        return Err(AuthRequestError::NoPkce);
     }
     if q.nonce.is_empty() || q.state.is_empty() {
-        return Err("state and nonce are required".into());
+        return Err(AuthRequestError::NoStateOrNonce);
     }
     Ok(())
 }
@@ -256,7 +278,7 @@ async fn authorize_page(State(p): State<DevProvider>, Query(q): Query<AuthReques
     if let Err(e) = check_request(&p, &q) {
         return (
             StatusCode::BAD_REQUEST,
-            page("Refused", html! { p { (e) } }),
+            page("Refused", html! { p { (e.to_string()) } }),
         )
             .into_response();
     }
@@ -281,7 +303,7 @@ async fn authorize(State(p): State<DevProvider>, Form(q): Form<AuthRequest>) -> 
     if let Err(e) = check_request(&p, &q) {
         return (
             StatusCode::BAD_REQUEST,
-            page("Refused", html! { p { (e) } }),
+            page("Refused", html! { p { (e.to_string()) } }),
         )
             .into_response();
     }
@@ -387,6 +409,6 @@ async fn token(
             "id_token": id_token,
         }))
         .into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }

@@ -37,7 +37,7 @@ impl std::fmt::Debug for HttpClient {
 impl HttpClient {
     /// Trusts the system's roots (the provider's URL scheme was checked by
     /// [`crate::oidc::OidcConfig::check`]).
-    pub fn new() -> Result<Self, String> {
+    pub fn new() -> Result<Self, rustls::Error> {
         let mut roots = rustls::RootCertStore::empty();
         let found = rustls_native_certs::load_native_certs();
         let (added, _) = roots.add_parsable_certificates(found.certs);
@@ -48,8 +48,7 @@ impl HttpClient {
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
         let https = hyper_rustls::HttpsConnectorBuilder::new()

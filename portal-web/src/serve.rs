@@ -15,33 +15,57 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+/// Why the page's TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("{}: {source}", .path.display())]
+    Pem {
+        path: std::path::PathBuf,
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error(transparent)]
+    Protocols(rustls::Error),
+    #[error("the page's certificate and key: {0}")]
+    CertificateAndKey(#[source] rustls::Error),
+}
+
+/// A plain-HTTP listen address that other machines can reach.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "{0} is reachable from other machines: serve the page over HTTPS (--tls-cert, --tls-key), or bind it to loopback behind a TLS front end"
+)]
+pub struct PlainHttpReachable(pub SocketAddr);
+
 /// A TLS server configuration from PEM files (certificate chain, key).
-pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
+pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsSetupError> {
+    let pem = |path: &Path| {
+        let path = path.to_owned();
+        move |source| TlsSetupError::Pem { path, source }
+    };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| format!("{}: {e}", cert.display()))?
+        .map_err(pem(cert))?
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+        .map_err(pem(cert))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(pem(key))?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
+    .map_err(TlsSetupError::Protocols)?
     .with_no_client_auth()
     .with_single_cert(certs, key)
-    .map_err(|e| format!("the page's certificate and key: {e}"))?;
+    .map_err(TlsSetupError::CertificateAndKey)?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
 
 /// Refuses plain HTTP on an address others can reach.
-pub fn check_listen(addr: SocketAddr, tls: bool) -> Result<(), String> {
+pub fn check_listen(addr: SocketAddr, tls: bool) -> Result<(), PlainHttpReachable> {
     if tls || addr.ip().is_loopback() {
         Ok(())
     } else {
-        Err(format!(
-            "{addr} is reachable from other machines: serve the page over HTTPS (--tls-cert, --tls-key), or bind it to loopback behind a TLS front end"
-        ))
+        Err(PlainHttpReachable(addr))
     }
 }
 
@@ -95,7 +119,7 @@ mod tests {
         assert!(check_listen("127.0.0.1:8443".parse().unwrap(), false).is_ok());
         assert!(check_listen("[::1]:8443".parse().unwrap(), false).is_ok());
         let e = check_listen("0.0.0.0:8443".parse().unwrap(), false).unwrap_err();
-        assert!(e.contains("HTTPS"), "{e}");
+        assert!(e.to_string().contains("HTTPS"), "{e}");
         assert!(check_listen("0.0.0.0:443".parse().unwrap(), true).is_ok());
     }
 

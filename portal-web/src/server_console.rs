@@ -42,6 +42,31 @@ use serde::de::DeserializeOwned;
 use crate::console_common::{Session, Sessions, Shell, sign_in_notice, style};
 use crate::http_client::HttpClient;
 
+/// Why the server console could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerConsoleError {
+    #[error("admin port {admin:?}: {source}")]
+    AdminAddress {
+        admin: String,
+        #[source]
+        source: http::uri::InvalidUri,
+    },
+    #[error("admin port {0:?}: give http://ADDRESS:PORT (the server's --admin-listen)")]
+    AdminNotHttp(String),
+    #[error(transparent)]
+    Tls(rustls::Error),
+}
+
+/// Why a call to the admin port got no answer.
+#[derive(Debug, thiserror::Error)]
+enum AdminCallError {
+    /// The token or path make no request.
+    #[error(transparent)]
+    Request(#[from] http::Error),
+    #[error("the admin port cannot be reached: {0}")]
+    Unreachable(#[source] crate::http_client::HttpError),
+}
+
 /// The console's state.
 pub struct ServerConsole {
     /// `http://ADDRESS:PORT` of the server's admin port.
@@ -53,18 +78,19 @@ pub struct ServerConsole {
 
 impl ServerConsole {
     /// A console for the admin port at `admin` (`http://host:port`).
-    pub fn new(admin: &str, secure_cookies: bool) -> Result<Self, String> {
+    pub fn new(admin: &str, secure_cookies: bool) -> Result<Self, ServerConsoleError> {
         let uri: http::Uri = admin
             .parse()
-            .map_err(|e| format!("admin port {admin:?}: {e}"))?;
+            .map_err(|source| ServerConsoleError::AdminAddress {
+                admin: admin.to_owned(),
+                source,
+            })?;
         if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-            return Err(format!(
-                "admin port {admin:?}: give http://ADDRESS:PORT (the server's --admin-listen)"
-            ));
+            return Err(ServerConsoleError::AdminNotHttp(admin.to_owned()));
         }
         Ok(ServerConsole {
             admin: admin.trim_end_matches('/').to_owned(),
-            http: HttpClient::new()?,
+            http: HttpClient::new().map_err(ServerConsoleError::Tls)?,
             sessions: Sessions::new("lt_server_console", secure_cookies),
             shell: Shell {
                 product: "Lienthong security server".into(),
@@ -96,19 +122,18 @@ impl ServerConsole {
         path: &str,
         body: Vec<u8>,
         content_type: &str,
-    ) -> Result<(StatusCode, Vec<u8>), String> {
+    ) -> Result<(StatusCode, Vec<u8>), AdminCallError> {
         let req = http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.admin))
             .header(header::AUTHORIZATION, format!("Bearer {token}"))
             .header(header::CONTENT_TYPE, content_type)
-            .body(body)
-            .map_err(|e| e.to_string())?;
+            .body(body)?;
         let resp = self
             .http
             .call(req)
             .await
-            .map_err(|e| format!("the admin port cannot be reached: {e}"))?;
+            .map_err(AdminCallError::Unreachable)?;
         Ok((resp.status(), resp.into_body()))
     }
 
@@ -117,7 +142,7 @@ impl ServerConsole {
         let (status, body) = self
             .call(token, "GET", path, Vec::new(), "application/json")
             .await
-            .map_err(|e| Refusal(StatusCode::BAD_GATEWAY, e))?;
+            .map_err(|e| Refusal(StatusCode::BAD_GATEWAY, e.to_string()))?;
         if !status.is_success() {
             return Err(Refusal::of(status, &body));
         }
@@ -140,7 +165,7 @@ impl ServerConsole {
         let (status, body) = self
             .call(token, "POST", path, body, content_type)
             .await
-            .map_err(|e| Refusal(StatusCode::BAD_GATEWAY, e))?;
+            .map_err(|e| Refusal(StatusCode::BAD_GATEWAY, e.to_string()))?;
         if !status.is_success() {
             return Err(Refusal::of(status, &body));
         }
@@ -241,7 +266,10 @@ async fn login(State(c): State<Arc<ServerConsole>>, Form(f): Form<LoginForm>) ->
     let who = format!("{} ({})", op.name, op.role);
     match c.sessions.open(token, who, None, "/status") {
         Ok(r) => r,
-        Err(why) => c.refused(Refusal(StatusCode::SERVICE_UNAVAILABLE, why), None),
+        Err(why) => c.refused(
+            Refusal(StatusCode::SERVICE_UNAVAILABLE, why.to_string()),
+            None,
+        ),
     }
 }
 

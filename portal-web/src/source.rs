@@ -9,15 +9,70 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use lienthong_proto::fields::DataSubjectFormats;
+use lienthong_certs::conf::ConfError;
+use lienthong_proto::fields::{DataSubjectFormats, FieldError};
 use lienthong_proto::id::{ServerId, SubsystemId};
 use lienthong_proto::pb::globalconf::v1::{Anchor, GlobalConfiguration, SignedConfiguration};
 use lienthong_security_server::conf_client::ConfView;
-use lienthong_security_server::trace::portal::{self, TraceReport, Witnessed};
+use lienthong_security_server::conf_client::view::ViewError;
+use lienthong_security_server::trace::portal::{self, TraceError, TraceReport, Witnessed};
 use prost::Message;
 use tonic::transport::Channel;
 
 use crate::bundle::{Bundle, ServerAnswer};
+
+/// Why the page has no trace to show.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(
+        "the portal's security server holds no configuration ({})",
+        unusable_files(.0)
+    )]
+    NoConfiguration(Vec<ConfFileError>),
+    #[error(transparent)]
+    Configuration(#[from] ViewError),
+    #[error(
+        "the portal's configuration has expired; is its security server running and in touch with the registry?"
+    )]
+    Expired,
+    /// The personal id is in none of the instance's formats.
+    #[error(transparent)]
+    Subject(#[from] FieldError),
+    #[error(transparent)]
+    Trace(#[from] TraceError),
+    #[error("the portal is shutting down")]
+    ShuttingDown,
+}
+
+/// Why one configuration file was not used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfFileError {
+    #[error("{}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", .path.display())]
+    Decode {
+        path: PathBuf,
+        #[source]
+        source: prost::DecodeError,
+    },
+    #[error("{}: {source}", .path.display())]
+    Verify {
+        path: PathBuf,
+        #[source]
+        source: ConfError,
+    },
+}
+
+fn unusable_files(why: &[ConfFileError]) -> String {
+    why.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
 
 /// A boxed future, as the trait's methods return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -38,9 +93,9 @@ pub struct Traced {
 pub trait TraceSource: Send + Sync + 'static {
     /// The canonical form of a personal id the login gave, by the instance's
     /// data-subject formats; an error says why it is none.
-    fn canonical_subject(&self, claimed: &str) -> Result<String, String>;
+    fn canonical_subject(&self, claimed: &str) -> Result<String, SourceError>;
     /// Asks every server about `subject` (canonical) and verifies the answers.
-    fn trace<'a>(&'a self, subject: &'a str) -> BoxFuture<'a, Result<Traced, String>>;
+    fn trace<'a>(&'a self, subject: &'a str) -> BoxFuture<'a, Result<Traced, SourceError>>;
 }
 
 /// The trace portal over the bus: asks through the portal's own security
@@ -86,32 +141,39 @@ impl BusSource {
 
     /// The newest signed configuration on disk that the anchor's key signed,
     /// with its verified contents.
-    fn configuration(&self) -> Result<(SignedConfiguration, GlobalConfiguration), String> {
+    fn configuration(&self) -> Result<(SignedConfiguration, GlobalConfiguration), SourceError> {
         let mut best: Option<(SignedConfiguration, GlobalConfiguration)> = None;
         let mut why = Vec::new();
         for path in &self.configurations {
-            let checked = std::fs::read(path)
-                .map_err(|e| e.to_string())
-                .and_then(|b| SignedConfiguration::decode(b.as_slice()).map_err(|e| e.to_string()))
-                .and_then(|s| {
-                    let c = lienthong_certs::conf::verify_signature_and_decode(&self.anchor, &s)
-                        .map_err(|e| e.to_string())?;
-                    Ok((s, c))
-                });
-            match checked {
+            match self.read_configuration(path) {
                 Ok((s, c)) if best.as_ref().is_none_or(|(_, b)| c.version > b.version) => {
                     best = Some((s, c))
                 }
                 Ok(_) => {}
-                Err(e) => why.push(format!("{}: {e}", path.display())),
+                Err(e) => why.push(e),
             }
         }
-        best.ok_or_else(|| {
-            format!(
-                "the portal's security server holds no configuration ({})",
-                why.join("; ")
-            )
-        })
+        best.ok_or(SourceError::NoConfiguration(why))
+    }
+
+    /// One signed configuration file, if the anchor's key signed it.
+    fn read_configuration(
+        &self,
+        path: &std::path::Path,
+    ) -> Result<(SignedConfiguration, GlobalConfiguration), ConfFileError> {
+        let path = path.to_owned();
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(source) => return Err(ConfFileError::Read { path, source }),
+        };
+        let signed = match SignedConfiguration::decode(bytes.as_slice()) {
+            Ok(s) => s,
+            Err(source) => return Err(ConfFileError::Decode { path, source }),
+        };
+        match lienthong_certs::conf::verify_signature_and_decode(&self.anchor, &signed) {
+            Ok(c) => Ok((signed, c)),
+            Err(source) => Err(ConfFileError::Verify { path, source }),
+        }
     }
 }
 
@@ -127,30 +189,25 @@ pub fn member_names(conf: &GlobalConfiguration) -> BTreeMap<String, String> {
 }
 
 impl TraceSource for BusSource {
-    fn canonical_subject(&self, claimed: &str) -> Result<String, String> {
+    fn canonical_subject(&self, claimed: &str) -> Result<String, SourceError> {
         let formats = match self.configuration() {
             Ok((_, conf)) => ConfView::build(&conf, SystemTime::now())?
                 .subject_formats()
                 .clone(),
             Err(_) => DataSubjectFormats::default(),
         };
-        formats
-            .canonical(claimed)
-            .map(str::to_owned)
-            .map_err(|e| e.to_string())
+        Ok(formats.canonical(claimed)?.to_owned())
     }
 
-    fn trace<'a>(&'a self, subject: &'a str) -> BoxFuture<'a, Result<Traced, String>> {
+    fn trace<'a>(&'a self, subject: &'a str) -> BoxFuture<'a, Result<Traced, SourceError>> {
         Box::pin(async move {
             let (signed, conf) = self.configuration()?;
             let now = SystemTime::now();
             let view = ConfView::build(&conf, now)?;
             if view.is_expired(now) {
-                return Err("the portal's configuration has expired; is its security server running and in touch with the registry?".into());
+                return Err(SourceError::Expired);
             }
-            view.subject_formats()
-                .canonical(subject)
-                .map_err(|e| e.to_string())?;
+            view.subject_formats().canonical(subject)?;
             let witnessed = match &self.identity {
                 Some(i) => Witnessed::ask(&self.anchor, i, &view).await,
                 None => Witnessed::unknown(),
@@ -176,7 +233,7 @@ impl TraceSource for BusSource {
                                 Ok(replies) => ServerAnswer::Replies(
                                     replies.iter().map(Message::encode_to_vec).collect(),
                                 ),
-                                Err(e) => ServerAnswer::Unanswered(e.clone()),
+                                Err(e) => ServerAnswer::Unanswered(e.to_string()),
                             };
                             if let Ok(mut a) = answers.lock() {
                                 a.insert(server, kept);

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::{Browserless, server_console, tax_gets_person};
 use lienthong_integration_tests::federation::*;
+use lienthong_integration_tests::wait::PATIENCE;
 use lienthong_security_server::admin::operators::Role;
 
 fn csrf_of(body: &str) -> String {
@@ -241,12 +242,23 @@ fn form_with(csrf: &str) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_session_goes_back_to_sign_in() {
     let f = Federation::start().await;
-    let url = server_console(&f.population[0], Some(Duration::from_secs(1))).await;
+    let url = server_console(&f.population[0], Some(Duration::from_secs(3))).await;
     let token = f.population[0].operator_token("lan.nguyen", Role::Admin);
     let mut a = signed_in(&url, &token).await;
     assert_eq!(a.get(&format!("{url}/status")).await.0, 200);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (status, headers, _) = a.get(&format!("{url}/status")).await;
+    // Sessions end a fixed time after sign-in, however often they are used.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let (status, headers, _) = loop {
+        let answer = a.get(&format!("{url}/status")).await;
+        if answer.0 != 200 {
+            break answer;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(status, 303);
     assert_eq!(headers["location"], "/?expired=1");
     let (status, _, body) = a.get(&format!("{url}/?expired=1")).await;

@@ -258,7 +258,7 @@ async fn main() {
                     let answers = answers.clone();
                     async move {
                         tokio::time::sleep(latency).await;
-                        Ok(vec![answers[&server].clone()])
+                        Ok::<_, std::convert::Infallible>(vec![answers[&server].clone()])
                     }
                 },
             )

@@ -24,12 +24,12 @@ impl fmt::Display for Subject {
 }
 
 impl std::str::FromStr for Subject {
-    type Err = String;
+    type Err = lienthong_proto::id::IdError;
     /// `INSTANCE/CLASS/MEMBER/SUBSYSTEM` or `group:INSTANCE/GROUP`.
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.strip_prefix("group:") {
-            Some(g) => g.parse().map(Subject::Group).map_err(|e| e.to_string()),
-            None => s.parse().map(Subject::Subsystem).map_err(|e| e.to_string()),
+            Some(g) => g.parse().map(Subject::Group),
+            None => s.parse().map(Subject::Subsystem),
         }
     }
 }

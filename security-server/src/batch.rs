@@ -13,7 +13,17 @@ use lienthong_proto::id::MemberId;
 use lienthong_proto::pb::exchange::v1::Signature;
 use tokio::sync::{mpsc, oneshot};
 
-type Job = ([u8; 32], oneshot::Sender<Result<Signature, String>>);
+/// Why a digest was not signed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SignError {
+    /// The key refused the batch (shared by every envelope of the batch).
+    #[error(transparent)]
+    Key(Arc<lienthong_certs::CertError>),
+    #[error("the signing task has stopped")]
+    Stopped,
+}
+
+type Job = ([u8; 32], oneshot::Sender<Result<Signature, SignError>>);
 
 /// Signs digests for one member, batching those that arrive together.
 #[derive(Debug, Clone)]
@@ -44,8 +54,9 @@ impl BatchSigner {
                         }
                     }
                     Err(e) => {
+                        let e = Arc::new(e);
                         for (_, done) in batch {
-                            let _ = done.send(Err(e.to_string()));
+                            let _ = done.send(Err(SignError::Key(e.clone())));
                         }
                     }
                 }
@@ -55,13 +66,12 @@ impl BatchSigner {
     }
 
     /// Signs `digest` (alone or in a batch).
-    pub async fn sign(&self, digest: [u8; 32]) -> Result<Signature, String> {
+    pub async fn sign(&self, digest: [u8; 32]) -> Result<Signature, SignError> {
         let (done, wait) = oneshot::channel();
         self.tx
             .send((digest, done))
-            .map_err(|_| "the signing task has stopped".to_string())?;
-        wait.await
-            .map_err(|_| "the signing task has stopped".to_string())?
+            .map_err(|_| SignError::Stopped)?;
+        wait.await.map_err(|_| SignError::Stopped)?
     }
 }
 

@@ -6,15 +6,45 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use lienthong_certs::CertError;
 use lienthong_proto::canonical;
 use lienthong_proto::pb::registry::v1::checkpoint_witness_client::CheckpointWitnessClient;
 use lienthong_proto::pb::registry::v1::{Checkpoint, WitnessRequest, WitnessedCheckpoint};
-use lienthong_registry_client::Registries;
+use lienthong_registry_client::{ClientError, Registries};
 use prost::Message;
 
 use crate::keys::Keys;
-use crate::message_log::{LogReader, StoredCheckpoint};
+use crate::message_log::{LogError, LogReader, StoredCheckpoint};
 use lienthong_proto::time::unix_ms;
+
+/// Why a checkpoint was not witnessed.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("the registry answered a stale base twice")]
+    StaleBaseTwice,
+    #[error("the registry's latest names no checkpoint")]
+    LatestNamesNoCheckpoint,
+    #[error("the registry's latest witnessed checkpoint of {0} records is not this log's tree")]
+    LatestNotOurTree(u64),
+    #[error("the registry's latest is not countersigned")]
+    LatestNotCountersigned,
+    #[error("the registry's latest witnessed checkpoint: {0}")]
+    UnreadableLatest(#[source] prost::DecodeError),
+    #[error("no signing key for the owner")]
+    NoOwnerKey,
+    #[error("the registry refused the checkpoint: {}", .0.message())]
+    Refused(Box<tonic::Status>),
+    #[error("the registry did not countersign")]
+    NotCountersigned,
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Sign(#[from] CertError),
+    #[error(transparent)]
+    Registry(#[from] ClientError),
+    #[error(transparent)]
+    Task(#[from] tokio::task::JoinError),
+}
 
 /// How often a checkpoint is made when the log has grown.
 pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
@@ -54,16 +84,14 @@ impl Checkpointer {
     /// the registry witnessed a later checkpoint than this server recorded
     /// (a reply was lost), it answers with that one: it is recorded and
     /// the checkpoint proved from it.
-    pub async fn checkpoint_now(&self) -> Result<Option<StoredCheckpoint>, String> {
+    pub async fn checkpoint_now(&self) -> Result<Option<StoredCheckpoint>, CheckpointError> {
         match self.submit().await? {
             Submitted::Witnessed(stored) => Ok(stored),
             Submitted::StaleBase(latest) => {
                 self.record_latest(*latest).await?;
                 match self.submit().await? {
                     Submitted::Witnessed(stored) => Ok(stored),
-                    Submitted::StaleBase(_) => {
-                        Err("the registry answered a stale base twice".into())
-                    }
+                    Submitted::StaleBase(_) => Err(CheckpointError::StaleBaseTwice),
                 }
             }
         }
@@ -71,20 +99,15 @@ impl Checkpointer {
 
     /// Records the registry's latest witnessed checkpoint of this log, if
     /// it is of this log's tree.
-    async fn record_latest(&self, latest: WitnessedCheckpoint) -> Result<(), String> {
+    async fn record_latest(&self, latest: WitnessedCheckpoint) -> Result<(), CheckpointError> {
         let cp = latest
             .checkpoint
-            .ok_or("the registry's latest names no checkpoint")?;
+            .ok_or(CheckpointError::LatestNamesNoCheckpoint)?;
         let reader = self.reader.clone();
         let size = cp.tree_size;
-        let ours = tokio::task::spawn_blocking(move || reader.root(size))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        let ours = tokio::task::spawn_blocking(move || reader.root(size)).await??;
         if ours.as_slice() != cp.root_hash.as_slice() {
-            return Err(format!(
-                "the registry's latest witnessed checkpoint of {size} records is not this log's tree"
-            ));
+            return Err(CheckpointError::LatestNotOurTree(size));
         }
         let stored = StoredCheckpoint {
             tree_size: size,
@@ -94,12 +117,10 @@ impl Checkpointer {
             countersignature: latest
                 .countersignature
                 .map(|s| s.encode_to_vec())
-                .ok_or("the registry's latest is not countersigned")?,
+                .ok_or(CheckpointError::LatestNotCountersigned)?,
             witnessed_at_ms: latest.witnessed_at_unix_ms,
         };
-        self.reader
-            .record_checkpoint(&stored)
-            .map_err(|e| e.to_string())?;
+        self.reader.record_checkpoint(&stored)?;
         tracing::info!(
             tree_size = size,
             "recorded the registry's latest witnessed checkpoint"
@@ -107,7 +128,7 @@ impl Checkpointer {
         Ok(())
     }
 
-    async fn submit(&self) -> Result<Submitted, String> {
+    async fn submit(&self) -> Result<Submitted, CheckpointError> {
         let reader = self.reader.clone();
         let (size, root, last) = tokio::task::spawn_blocking(move || {
             let size = reader.tree_size()?;
@@ -117,9 +138,7 @@ impl Checkpointer {
                 reader.latest_checkpoint()?,
             ))
         })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+        .await??;
         if size == 0 || last.as_ref().is_some_and(|l| l.tree_size == size) {
             return Ok(Submitted::Witnessed(last));
         }
@@ -127,14 +146,12 @@ impl Checkpointer {
         let proof = if previous == 0 {
             Vec::new()
         } else {
-            self.reader
-                .consistency_proof(previous, size)
-                .map_err(|e| e.to_string())?
+            self.reader.consistency_proof(previous, size)?
         };
         let owner = self
             .keys
             .signer(&self.keys.server.owner)
-            .ok_or("no signing key for the owner")?;
+            .ok_or(CheckpointError::NoOwnerKey)?;
         let mut checkpoint = Checkpoint {
             server: Some((&self.keys.server).into()),
             tree_size: size,
@@ -143,13 +160,9 @@ impl Checkpointer {
             signature: None,
         };
         let digest = canonical::digest(&canonical::checkpoint(&checkpoint));
-        let signature = owner.sign_digest(&digest).map_err(|e| e.to_string())?;
+        let signature = owner.sign_digest(&digest)?;
         checkpoint.signature = Some(signature.clone());
-        let channel = self
-            .registries
-            .connect(Some(&self.keys.auth))
-            .await
-            .map_err(|e| e.to_string())?;
+        let channel = self.registries.connect(Some(&self.keys.auth)).await?;
         let reply = CheckpointWitnessClient::new(channel)
             .witness(WitnessRequest {
                 checkpoint: Some(checkpoint.clone()),
@@ -165,15 +178,10 @@ impl Checkpointer {
                     .is_some_and(|f| f == STALE_BASE) =>
             {
                 let latest = WitnessedCheckpoint::decode(s.details())
-                    .map_err(|e| format!("the registry's latest witnessed checkpoint: {e}"))?;
+                    .map_err(CheckpointError::UnreadableLatest)?;
                 return Ok(Submitted::StaleBase(Box::new(latest)));
             }
-            Err(s) => {
-                return Err(format!(
-                    "the registry refused the checkpoint: {}",
-                    s.message()
-                ));
-            }
+            Err(s) => return Err(CheckpointError::Refused(Box::new(s))),
         };
         let stored = StoredCheckpoint {
             tree_size: size,
@@ -183,12 +191,10 @@ impl Checkpointer {
             countersignature: reply
                 .countersignature
                 .map(|s| s.encode_to_vec())
-                .ok_or("the registry did not countersign")?,
+                .ok_or(CheckpointError::NotCountersigned)?,
             witnessed_at_ms: reply.witnessed_at_unix_ms,
         };
-        self.reader
-            .record_checkpoint(&stored)
-            .map_err(|e| e.to_string())?;
+        self.reader.record_checkpoint(&stored)?;
         tracing::info!(tree_size = size, "message log checkpoint witnessed");
         Ok(Submitted::Witnessed(Some(stored)))
     }

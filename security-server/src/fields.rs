@@ -27,22 +27,35 @@ fn subject_rules(
     target: &Target,
     service: &str,
     data_subject: &str,
-) -> Result<(), String> {
+) -> Result<(), SubjectError> {
     if data_subject.is_empty() {
         if let Target::Provider(p) = target
             && view.handles_personal_data(p, service)
         {
-            return Err(format!(
-                "{p}/{service} handles personal data: name the data subject ({})",
-                metadata::DATA_SUBJECT
-            ));
+            return Err(SubjectError::Required {
+                provider: p.clone(),
+                service: service.to_owned(),
+            });
         }
         return Ok(());
     }
-    view.subject_formats()
-        .canonical(data_subject)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    view.subject_formats().canonical(data_subject)?;
+    Ok(())
+}
+
+/// Why a call's data subject breaks the instance's rules.
+#[derive(Debug, thiserror::Error)]
+enum SubjectError {
+    #[error(
+        "{provider}/{service} handles personal data: name the data subject ({})",
+        metadata::DATA_SUBJECT
+    )]
+    Required {
+        provider: lienthong_proto::id::SubsystemId,
+        service: String,
+    },
+    #[error(transparent)]
+    Format(#[from] lienthong_proto::fields::FieldError),
 }
 
 /// Checks an information system's call against the instance's rules: its
@@ -54,11 +67,10 @@ pub fn check_call(view: &ConfView, call: &CallMetadata, service: &str) -> Result
         fields::check_canonical_text("", &call.user_id, fields::MAX_USER_ID).is_ok()
             && fields::check_canonical_text("", &call.purpose, fields::MAX_PURPOSE).is_ok()
     );
-    subject_rules(view, &call.target, service, &call.data_subject).map_err(|m| {
-        if call.data_subject.is_empty() {
-            Fault::DataSubjectRequired.with(m)
-        } else {
-            Fault::BadRequest.with(format!("{}: {m}", metadata::DATA_SUBJECT))
+    subject_rules(view, &call.target, service, &call.data_subject).map_err(|e| match e {
+        SubjectError::Required { .. } => Fault::DataSubjectRequired.with(e.to_string()),
+        SubjectError::Format(_) => {
+            Fault::BadRequest.with(format!("{}: {e}", metadata::DATA_SUBJECT))
         }
     })
 }

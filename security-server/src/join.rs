@@ -4,20 +4,20 @@
 //! CSRs, and the issued certificates are written next to the keys once an
 //! officer approves.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use lienthong_certs::signing::Signer;
-use lienthong_certs::{KeyAlgorithm, PrivateKey, pem};
-use lienthong_proto::id::{MemberId, ServerId, SubsystemId};
+use lienthong_certs::{CertError, KeyAlgorithm, PrivateKey, pem};
+use lienthong_proto::id::{IdError, MemberId, ServerId, SubsystemId};
 use lienthong_proto::pb::globalconf::v1::Anchor;
 use lienthong_proto::pb::registry::v1 as pb;
-use lienthong_registry_client::{self as client, registration};
+use lienthong_registry_client::{self as client, ClientError, registration};
 use rustls_pki_types::CertificateDer;
 
-use crate::keys::{Keys, ServerDir};
-use crate::server::SETTING_SERVER_ID;
-use crate::store::ServerStore;
+use crate::keys::{KeyError, Keys, ServerDir};
+use crate::server::{SETTING_SERVER_ID, ServerIdError};
+use crate::store::{ServerStore, StoreError};
 
 /// Members' signing keys: Ed25519 (signing and verifying cost less than
 /// P-256, and every exchange pays both twice). Auth (TLS) keys stay P-256
@@ -39,8 +39,79 @@ pub enum JoinState {
     Rejected { note: String },
 }
 
-fn store(dir: &ServerDir) -> Result<ServerStore, String> {
-    ServerStore::open(&dir.store()).map_err(|e| e.to_string())
+/// Why a registration request could not be made, or asked about.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error(
+        "{} already holds a joined server; start it with `lienthong server serve --dir {}`",
+        .0.display(),
+        .0.display()
+    )]
+    AlreadyJoined(PathBuf),
+    #[error("{server} is not of the anchor's instance {instance}")]
+    OtherInstance { server: ServerId, instance: String },
+    /// The registry refused (or could not be asked about) the first
+    /// request; the directory still holds the earlier request `earlier`.
+    #[error(
+        "{source}; nothing changed in {}: request {earlier} submitted before is still the one on record (wait for it with `lienthong server init --dir {} --resume`); with a new enrollment token from the registration officer, run `{retry}`",
+        .home.display(),
+        .home.display()
+    )]
+    RefusedKeepingEarlier {
+        #[source]
+        source: ClientError,
+        home: PathBuf,
+        earlier: u64,
+        /// The command that retries with a new token.
+        retry: String,
+    },
+    /// The registry refused (or could not be asked about) the first
+    /// request; the directory holds only the anchor.
+    #[error(
+        "{source}; nothing was registered and {} holds no request (only the anchor); with a new enrollment token from the registration officer, run `{retry}`",
+        .home.display()
+    )]
+    Refused {
+        #[source]
+        source: ClientError,
+        home: PathBuf,
+        retry: String,
+    },
+    #[error(
+        "no registration request was submitted from {} (none was made, or it was refused), so there is nothing to resume; with an enrollment token from the registration officer, run `{init}`",
+        .home.display()
+    )]
+    NothingToResume { home: PathBuf, init: String },
+    #[error("no pending registration in {}", .0.display())]
+    NoPendingRegistration(PathBuf),
+    #[error("stored request id is unreadable")]
+    UnreadableRequestId,
+    #[error("the approval carries no signing certificate")]
+    NoSigningCertificate,
+    #[error("request {0} was not made from this server")]
+    NotOurRequest(u64),
+    #[error("stored subsystem: {0}")]
+    StoredSubsystem(#[source] IdError),
+    #[error("{}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Registry(#[from] ClientError),
+    #[error(transparent)]
+    Cert(#[from] CertError),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    ServerId(#[from] ServerIdError),
+}
+
+fn store(dir: &ServerDir) -> Result<ServerStore, JoinError> {
+    Ok(ServerStore::open(&dir.store())?)
 }
 
 /// The command that submits a first registration request for `home`.
@@ -53,18 +124,14 @@ fn init_command(home: &Path, anchor: &str, server: &str, address: &str) -> Strin
 
 /// The first registration request submitted from `home` and not yet
 /// approved, if any.
-pub fn pending_join(home: &Path) -> Result<Option<u64>, String> {
+pub fn pending_join(home: &Path) -> Result<Option<u64>, JoinError> {
     let dir = ServerDir(home.to_owned());
     if !dir.store().exists() || dir.auth_cert().exists() {
         return Ok(None);
     }
     store(&dir)?
-        .setting(SETTING_JOIN_REQUEST)
-        .map_err(|e| e.to_string())?
-        .map(|v| {
-            v.parse()
-                .map_err(|_| "stored request id is unreadable".to_string())
-        })
+        .setting(SETTING_JOIN_REQUEST)?
+        .map(|v| v.parse().map_err(|_| JoinError::UnreadableRequestId))
         .transpose()
 }
 
@@ -82,52 +149,50 @@ pub async fn submit_join(
     server: &ServerId,
     address: &str,
     token: &str,
-) -> Result<u64, String> {
+) -> Result<u64, JoinError> {
     let dir = ServerDir(home.to_owned());
     if dir.auth_cert().exists() {
-        return Err(format!(
-            "{} already holds a joined server; start it with `lienthong server serve --dir {}`",
-            home.display(),
-            home.display()
-        ));
+        return Err(JoinError::AlreadyJoined(home.to_owned()));
     }
     if server.owner.instance.as_str() != anchor.instance {
-        return Err(format!(
-            "{server} is not of the anchor's instance {}",
-            anchor.instance
-        ));
+        return Err(JoinError::OtherInstance {
+            server: server.clone(),
+            instance: anchor.instance.clone(),
+        });
     }
     let before = pending_join(home)?;
     if before.is_none() {
         // Kept even if the request is refused, so the retry can name it.
-        std::fs::create_dir_all(home).map_err(|e| e.to_string())?;
-        client::write_anchor(&dir.anchor(), anchor).map_err(|e| e.to_string())?;
+        create_dir_all(home)?;
+        client::write_anchor(&dir.anchor(), anchor)?;
     }
-    let auth_key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).map_err(|e| e.to_string())?;
-    let owner_key = PrivateKey::generate(SIGNING_KEY_ALGORITHM).map_err(|e| e.to_string())?;
-    let req = client::first_request(server, address, token, &auth_key, &owner_key)
-        .map_err(|e| e.to_string())?;
-    let id = submit(anchor, None, req).await.map_err(|e| {
+    let auth_key = PrivateKey::generate(KeyAlgorithm::EcdsaP256)?;
+    let owner_key = PrivateKey::generate(SIGNING_KEY_ALGORITHM)?;
+    let req = client::first_request(server, address, token, &auth_key, &owner_key)?;
+    let id = submit(anchor, None, req).await.map_err(|source| {
         let anchor_arg = dir.anchor().display().to_string();
         let retry = init_command(home, &anchor_arg, &server.to_string(), address);
+        let home = home.to_owned();
         match before {
-            Some(earlier) => format!(
-                "{e}; nothing changed in {}: request {earlier} submitted before is still the one on record (wait for it with `lienthong server init --dir {} --resume`); with a new enrollment token from the registration officer, run `{retry}`",
-                home.display(),
-                home.display()
-            ),
-            None => format!(
-                "{e}; nothing was registered and {} holds no request (only the anchor); with a new enrollment token from the registration officer, run `{retry}`",
-                home.display()
-            ),
+            Some(earlier) => JoinError::RefusedKeepingEarlier {
+                source,
+                home,
+                earlier,
+                retry,
+            },
+            None => JoinError::Refused {
+                source,
+                home,
+                retry,
+            },
         }
     })?;
-    std::fs::create_dir_all(dir.signing_dir()).map_err(|e| e.to_string())?;
-    client::write_anchor(&dir.anchor(), anchor).map_err(|e| e.to_string())?;
-    pem::write_key(&dir.auth_key(), &auth_key).map_err(|e| e.to_string())?;
-    pem::write_key(&dir.signing_key(&server.owner), &owner_key).map_err(|e| e.to_string())?;
+    create_dir_all(&dir.signing_dir())?;
+    client::write_anchor(&dir.anchor(), anchor)?;
+    pem::write_key(&dir.auth_key(), &auth_key)?;
+    pem::write_key(&dir.signing_key(&server.owner), &owner_key)?;
     let s = store(&dir)?;
-    let set = |k: &str, v: &str| s.set_setting(k, v).map_err(|e| e.to_string());
+    let set = |k: &str, v: &str| s.set_setting(k, v);
     set(SETTING_SERVER_ID, &server.to_string())?;
     set(SETTING_JOIN_REQUEST, &id.to_string())?;
     set(SETTING_JOIN_TOKEN, token)?;
@@ -136,7 +201,7 @@ pub async fn submit_join(
 
 /// Asks the registry about the first request; on approval writes the
 /// certificates.
-pub async fn poll_join(home: &Path) -> Result<JoinState, String> {
+pub async fn poll_join(home: &Path) -> Result<JoinState, JoinError> {
     let dir = ServerDir(home.to_owned());
     if !dir.auth_cert().exists() && pending_join(home)?.is_none() {
         let anchor = if dir.anchor().exists() {
@@ -144,27 +209,25 @@ pub async fn poll_join(home: &Path) -> Result<JoinState, String> {
         } else {
             "ANCHOR_FILE".to_string()
         };
-        return Err(format!(
-            "no registration request was submitted from {} (none was made, or it was refused), so there is nothing to resume; with an enrollment token from the registration officer, run `{}`",
-            home.display(),
-            init_command(home, &anchor, "SERVER", "HOST:PORT")
-        ));
+        return Err(JoinError::NothingToResume {
+            home: home.to_owned(),
+            init: init_command(home, &anchor, "SERVER", "HOST:PORT"),
+        });
     }
     let s = store(&dir)?;
     let server = crate::server::server_id(&s)?;
-    let get = |k: &str| -> Result<String, String> {
-        s.setting(k)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("no pending registration in {}", home.display()))
+    let get = |k: &str| -> Result<String, JoinError> {
+        s.setting(k)?
+            .ok_or_else(|| JoinError::NoPendingRegistration(home.to_owned()))
     };
     if dir.auth_cert().exists() {
         return Ok(JoinState::Approved);
     }
     let id: u64 = get(SETTING_JOIN_REQUEST)?
         .parse()
-        .map_err(|_| "stored request id is unreadable".to_string())?;
+        .map_err(|_| JoinError::UnreadableRequestId)?;
     let token = get(SETTING_JOIN_TOKEN)?;
-    let anchor = client::read_anchor(&dir.anchor()).map_err(|e| e.to_string())?;
+    let anchor = client::read_anchor(&dir.anchor())?;
     let reply = ask(&anchor, None, id, token).await?;
     match pb::RequestState::try_from(reply.state) {
         Ok(pb::RequestState::Approved) => {
@@ -173,14 +236,13 @@ pub async fn poll_join(home: &Path) -> Result<JoinState, String> {
             let signing = reply
                 .signing_certificates
                 .first()
-                .ok_or("the approval carries no signing certificate")?;
+                .ok_or(JoinError::NoSigningCertificate)?;
             pem::write_certs(
                 &dir.signing_cert(&server.owner),
                 &[CertificateDer::from(signing.clone())],
-            )
-            .map_err(|e| e.to_string())?;
+            )?;
             // The auth certificate last: its presence marks the join done.
-            pem::write_certs(&dir.auth_cert(), &chain).map_err(|e| e.to_string())?;
+            pem::write_certs(&dir.auth_cert(), &chain)?;
             Ok(JoinState::Approved)
         }
         Ok(pb::RequestState::Rejected) => Ok(JoinState::Rejected {
@@ -193,11 +255,11 @@ pub async fn poll_join(home: &Path) -> Result<JoinState, String> {
 /// Asks the registry to let this server serve `subsystem`. When the
 /// subsystem's member has no signing key here yet, one is made and its CSR
 /// travels with the request. Returns the request id.
-pub async fn submit_client(home: &Path, subsystem: &SubsystemId) -> Result<u64, String> {
+pub async fn submit_client(home: &Path, subsystem: &SubsystemId) -> Result<u64, JoinError> {
     let dir = ServerDir(home.to_owned());
     let s = store(&dir)?;
     let server = crate::server::server_id(&s)?;
-    let anchor = client::read_anchor(&dir.anchor()).map_err(|e| e.to_string())?;
+    let anchor = client::read_anchor(&dir.anchor())?;
     let keys = Keys::load(
         &dir,
         &server,
@@ -211,8 +273,8 @@ pub async fn submit_client(home: &Path, subsystem: &SubsystemId) -> Result<u64, 
         let key = match pem::read_key(&path) {
             Ok(k) => k,
             Err(_) => {
-                let k = PrivateKey::generate(SIGNING_KEY_ALGORITHM).map_err(|e| e.to_string())?;
-                pem::write_key(&path, &k).map_err(|e| e.to_string())?;
+                let k = PrivateKey::generate(SIGNING_KEY_ALGORITHM)?;
+                pem::write_key(&path, &k)?;
                 k
             }
         };
@@ -225,30 +287,27 @@ pub async fn submit_client(home: &Path, subsystem: &SubsystemId) -> Result<u64, 
         subsystem,
         new_key.as_ref().map(|k| (member, k)),
         &owner,
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     let id = submit(&anchor, Some(&keys.auth), req).await?;
     s.set_setting(
         &format!("{SETTING_CLIENT_REQUEST_PREFIX}{id}"),
         &subsystem.to_string(),
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     Ok(id)
 }
 
 /// Asks about a client request; on approval writes any new signing
 /// certificate.
-pub async fn poll_client(home: &Path, id: u64) -> Result<JoinState, String> {
+pub async fn poll_client(home: &Path, id: u64) -> Result<JoinState, JoinError> {
     let dir = ServerDir(home.to_owned());
     let s = store(&dir)?;
     let server = crate::server::server_id(&s)?;
     let subsystem: SubsystemId = s
-        .setting(&format!("{SETTING_CLIENT_REQUEST_PREFIX}{id}"))
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("request {id} was not made from this server"))?
+        .setting(&format!("{SETTING_CLIENT_REQUEST_PREFIX}{id}"))?
+        .ok_or(JoinError::NotOurRequest(id))?
         .parse()
-        .map_err(|e| format!("stored subsystem: {e}"))?;
-    let anchor = client::read_anchor(&dir.anchor()).map_err(|e| e.to_string())?;
+        .map_err(JoinError::StoredSubsystem)?;
+    let anchor = client::read_anchor(&dir.anchor())?;
     let keys = Keys::load(
         &dir,
         &server,
@@ -275,10 +334,8 @@ async fn submit(
     anchor: &Anchor,
     identity: Option<&lienthong_certs::tls::Identity>,
     req: pb::SubmitRequest,
-) -> Result<u64, String> {
-    registration::submit(anchor, identity, req)
-        .await
-        .map_err(|e| e.to_string())
+) -> Result<u64, ClientError> {
+    registration::submit(anchor, identity, req).await
 }
 
 /// Asks the registry about request `id`.
@@ -287,22 +344,27 @@ async fn ask(
     identity: Option<&lienthong_certs::tls::Identity>,
     id: u64,
     enrollment_token: String,
-) -> Result<pb::GetRequestReply, String> {
-    registration::request_state(anchor, identity, id, enrollment_token)
-        .await
-        .map_err(|e| e.to_string())
+) -> Result<pb::GetRequestReply, ClientError> {
+    registration::request_state(anchor, identity, id, enrollment_token).await
 }
 
-fn write_member_cert(dir: &ServerDir, member: &MemberId, der: &[u8]) -> Result<(), String> {
+fn write_member_cert(dir: &ServerDir, member: &MemberId, der: &[u8]) -> Result<(), CertError> {
     let path = dir.signing_cert(member);
     if path.exists() {
         return Ok(());
     }
-    pem::write_certs(&path, &[CertificateDer::from(der.to_vec())]).map_err(|e| e.to_string())
+    pem::write_certs(&path, &[CertificateDer::from(der.to_vec())])
 }
 
-fn owner_signer(dir: &ServerDir, server: &ServerId) -> Result<Signer, String> {
-    let key = pem::read_key(&dir.signing_key(&server.owner)).map_err(|e| e.to_string())?;
-    let cert = pem::read_cert(&dir.signing_cert(&server.owner)).map_err(|e| e.to_string())?;
-    Signer::new(&key, &cert).map_err(|e| e.to_string())
+fn owner_signer(dir: &ServerDir, server: &ServerId) -> Result<Signer, CertError> {
+    let key = pem::read_key(&dir.signing_key(&server.owner))?;
+    let cert = pem::read_cert(&dir.signing_cert(&server.owner))?;
+    Signer::new(&key, &cert)
+}
+
+fn create_dir_all(path: &Path) -> Result<(), JoinError> {
+    std::fs::create_dir_all(path).map_err(|source| JoinError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }

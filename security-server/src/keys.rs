@@ -23,8 +23,60 @@ use std::time::SystemTime;
 
 use lienthong_certs::signing::Signer;
 use lienthong_certs::tls::Identity;
-use lienthong_certs::{pem, verify};
+use lienthong_certs::{CertError, pem, verify};
 use lienthong_proto::id::{MemberId, ServerId};
+
+/// Why a server's keys or certificates could not be loaded or made.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// A key or certificate file that is not readable or not usable.
+    #[error(transparent)]
+    Cert(#[from] CertError),
+    #[error("no auth certificate ({0}); finish `lienthong server init` first")]
+    NoAuthCertificate(#[source] CertError),
+    #[error("{} holds no certificate", .0.display())]
+    EmptyAuthChain(PathBuf),
+    #[error("auth certificate {}: {source}", .path.display())]
+    AuthCertificate {
+        path: PathBuf,
+        #[source]
+        source: CertError,
+    },
+    #[error("signing certificate {}: {source}", .path.display())]
+    SigningCertificate {
+        path: PathBuf,
+        #[source]
+        source: CertError,
+    },
+    #[error("no signing certificate for the owner {0}; finish `lienthong server init` first")]
+    NoOwnerCertificate(MemberId),
+    #[error("{}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the log key directory {} is inside the message log's directory; keep the keys apart from the log",
+        .0.display()
+    )]
+    KeyDirInsideLog(PathBuf),
+    #[error("{} holds no log key yet; start the server once first", .0.display())]
+    NoLogKey(PathBuf),
+    #[error("{} is not a 32-byte key", .0.display())]
+    NotAKey(PathBuf),
+    #[error("the system random number generator failed")]
+    Random,
+}
+
+impl KeyError {
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
+        move |source| KeyError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
 
 /// The files of a security server's home directory.
 #[derive(Debug, Clone)]
@@ -94,40 +146,38 @@ impl Keys {
         server: &ServerId,
         ca: &[u8],
         now: SystemTime,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, KeyError> {
         let ca = rustls_pki_types::CertificateDer::from(ca.to_vec());
-        let anchors = verify::anchors(std::slice::from_ref(&ca)).map_err(|e| e.to_string())?;
-        let chain = pem::read_certs(&dir.auth_cert()).map_err(|e| {
-            format!("no auth certificate ({e}); finish `lienthong server init` first")
-        })?;
-        let key = pem::read_key(&dir.auth_key()).map_err(|e| e.to_string())?;
+        let anchors = verify::anchors(std::slice::from_ref(&ca))?;
+        let chain = pem::read_certs(&dir.auth_cert()).map_err(KeyError::NoAuthCertificate)?;
+        let key = pem::read_key(&dir.auth_key())?;
         let leaf = chain
             .first()
-            .ok_or_else(|| format!("{} holds no certificate", dir.auth_cert().display()))?;
+            .ok_or_else(|| KeyError::EmptyAuthChain(dir.auth_cert()))?;
         verify::verify_auth_cert(leaf, &anchors, now, verify::Usage::TlsServer, Some(server))
-            .map_err(|e| format!("auth certificate {}: {e}", dir.auth_cert().display()))?;
+            .map_err(|source| KeyError::AuthCertificate {
+                path: dir.auth_cert(),
+                source,
+            })?;
         let auth = Identity { chain, key };
 
         let mut signers = HashMap::new();
-        let entries = std::fs::read_dir(dir.signing_dir())
-            .map_err(|e| format!("{}: {e}", dir.signing_dir().display()))?;
+        let signing_dir = dir.signing_dir();
+        let entries = std::fs::read_dir(&signing_dir).map_err(KeyError::io(&signing_dir))?;
         for entry in entries.flatten() {
             let path = entry.path();
             if path.extension().and_then(|e| e.to_str()) != Some("pem") {
                 continue;
             }
-            let cert = pem::read_cert(&path).map_err(|e| e.to_string())?;
+            let cert = pem::read_cert(&path)?;
             let member = verify::verify_signing_cert(&cert, &anchors, now, None)
-                .map_err(|e| format!("signing certificate {}: {e}", path.display()))?;
-            let key = pem::read_key(&dir.signing_key(&member)).map_err(|e| e.to_string())?;
-            let signer = Signer::new(&key, &cert).map_err(|e| e.to_string())?;
+                .map_err(|source| KeyError::SigningCertificate { path, source })?;
+            let key = pem::read_key(&dir.signing_key(&member))?;
+            let signer = Signer::new(&key, &cert)?;
             signers.insert(member, Arc::new(signer));
         }
         if !signers.contains_key(&server.owner) {
-            return Err(format!(
-                "no signing certificate for the owner {}; finish `lienthong server init` first",
-                server.owner
-            ));
+            return Err(KeyError::NoOwnerCertificate(server.owner.clone()));
         }
         Ok(Keys {
             server: server.clone(),
@@ -151,12 +201,10 @@ impl Keys {
 /// The TLS identity of the server at `dir`, for what its operator asks
 /// the registry as that server (the trace portal asking which checkpoints
 /// were witnessed last). The registry checks it; nothing is checked here.
-pub fn auth_identity(dir: &ServerDir) -> Result<Identity, String> {
+pub fn auth_identity(dir: &ServerDir) -> Result<Identity, KeyError> {
     Ok(Identity {
-        chain: pem::read_certs(&dir.auth_cert()).map_err(|e| {
-            format!("no auth certificate ({e}); finish `lienthong server init` first")
-        })?,
-        key: pem::read_key(&dir.auth_key()).map_err(|e| e.to_string())?,
+        chain: pem::read_certs(&dir.auth_cert()).map_err(KeyError::NoAuthCertificate)?,
+        key: pem::read_key(&dir.auth_key())?,
     })
 }
 
@@ -168,26 +216,24 @@ pub fn log_keys(
     dir: &ServerDir,
     key_dir: Option<&Path>,
     owner: &str,
-) -> Result<crate::message_log::LogKeys, String> {
+) -> Result<crate::message_log::LogKeys, KeyError> {
     let key_dir = key_dir.unwrap_or(&dir.0);
     if key_dir.starts_with(dir.message_log()) {
-        return Err(format!(
-            "the log key directory {} is inside the message log's directory; keep the keys apart from the log",
-            key_dir.display()
-        ));
+        return Err(KeyError::KeyDirInsideLog(key_dir.to_owned()));
     }
-    std::fs::create_dir_all(key_dir).map_err(|e| format!("{}: {e}", key_dir.display()))?;
-    let as_key = |k: Vec<u8>| -> Result<[u8; 32], String> {
-        k.try_into()
-            .map_err(|_| "a log sealing key is not 32 bytes".to_string())
+    std::fs::create_dir_all(key_dir).map_err(KeyError::io(key_dir))?;
+    let as_key = |path: PathBuf| -> Result<[u8; 32], KeyError> {
+        secret_key(&path)?
+            .try_into()
+            .map_err(|_| KeyError::NotAKey(path))
     };
-    let mut seal = vec![(1, as_key(secret_key(&key_dir.join("log-seal.key"))?)?)];
+    let mut seal = vec![(1, as_key(key_dir.join("log-seal.key"))?)];
     for n in 2u32.. {
         let path = key_dir.join(format!("log-seal-{n}.key"));
         if !path.exists() {
             break;
         }
-        seal.push((n, as_key(secret_key(&path)?)?));
+        seal.push((n, as_key(path)?));
     }
     Ok(crate::message_log::LogKeys {
         owner: owner.to_string(),
@@ -199,13 +245,10 @@ pub fn log_keys(
 /// Starts a new log sealing key in `key_dir` (default: the server's
 /// directory): segments started from the next server start on are sealed
 /// under it; the older keys stay for reading. Returns the new key's id.
-pub fn rotate_log_key(dir: &ServerDir, key_dir: Option<&Path>) -> Result<u32, String> {
+pub fn rotate_log_key(dir: &ServerDir, key_dir: Option<&Path>) -> Result<u32, KeyError> {
     let key_dir = key_dir.unwrap_or(&dir.0);
     if !key_dir.join("log-seal.key").exists() {
-        return Err(format!(
-            "{} holds no log key yet; start the server once first",
-            key_dir.display()
-        ));
+        return Err(KeyError::NoLogKey(key_dir.to_owned()));
     }
     let n = (2u32..)
         .find(|n| !key_dir.join(format!("log-seal-{n}.key")).exists())
@@ -215,17 +258,17 @@ pub fn rotate_log_key(dir: &ServerDir, key_dir: Option<&Path>) -> Result<u32, St
 }
 
 /// Reads (or creates, 0600) a 32-byte secret key.
-pub fn secret_key(path: &Path) -> Result<Vec<u8>, String> {
+pub fn secret_key(path: &Path) -> Result<Vec<u8>, KeyError> {
     if let Ok(k) = std::fs::read(path) {
         if k.len() == 32 {
             return Ok(k);
         }
-        return Err(format!("{} is not a 32-byte key", path.display()));
+        return Err(KeyError::NotAKey(path.to_owned()));
     }
     let mut key = vec![0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
-        .map_err(|_| "the system random number generator failed".to_string())?;
-    pem::write_atomic(path, &key, 0o600).map_err(|e| e.to_string())?;
+        .map_err(|_| KeyError::Random)?;
+    pem::write_atomic(path, &key, 0o600)?;
     Ok(key)
 }
 
@@ -266,6 +309,10 @@ mod tests {
         assert!(elsewhere.path().join("log-seal.key").exists());
         let inside = dir.message_log().join("keys");
         let refused = log_keys(&dir, Some(&inside), "VN/GOV/1/ss1").unwrap_err();
-        assert!(refused.contains("inside the message log"), "{refused}");
+        assert!(matches!(refused, KeyError::KeyDirInsideLog(_)), "{refused}");
+        assert!(
+            refused.to_string().contains("inside the message log"),
+            "{refused}"
+        );
     }
 }

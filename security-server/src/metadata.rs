@@ -294,12 +294,28 @@ pub fn put_bin(headers: &mut HeaderMap, name: &'static str, bytes: &[u8]) {
     headers.insert(HeaderName::from_static(name), value);
 }
 
+/// Why binary metadata was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BinError {
+    #[error("{name} is larger than {max} bytes")]
+    TooLarge { name: String, max: usize },
+    #[error("{name} is not base64: {source}")]
+    NotBase64 {
+        name: String,
+        #[source]
+        source: base64::DecodeError,
+    },
+}
+
 /// Reads binary metadata (`*-bin`) of at most `max` decoded bytes.
-pub fn get_bin(headers: &HeaderMap, name: &str, max: usize) -> Result<Option<Vec<u8>>, String> {
+pub fn get_bin(headers: &HeaderMap, name: &str, max: usize) -> Result<Option<Vec<u8>>, BinError> {
     let Some(v) = headers.get(name) else {
         return Ok(None);
     };
-    let too_large = || format!("{name} is larger than {max} bytes");
+    let too_large = || BinError::TooLarge {
+        name: name.to_owned(),
+        max,
+    };
     // A cheap bound before decoding; the exact one after (the text bound
     // lets up to two bytes more through).
     if v.len() > max * 4 / 3 + 4 {
@@ -307,7 +323,10 @@ pub fn get_bin(headers: &HeaderMap, name: &str, max: usize) -> Result<Option<Vec
     }
     let bytes = B64
         .decode(v.as_bytes())
-        .map_err(|e| format!("{name} is not base64: {e}"))?;
+        .map_err(|source| BinError::NotBase64 {
+            name: name.to_owned(),
+            source,
+        })?;
     if bytes.len() > max {
         return Err(too_large());
     }

@@ -24,6 +24,7 @@ use lienthong_proto::pb::operational::v1 as pb;
 use lienthong_proto::pb::trace::v1::LogLeaf;
 
 use crate::builtin::Caller;
+use crate::faults::FaultError;
 use crate::message_log::{LogError, LogReader};
 use crate::trace::blocking;
 use lienthong_proto::time::unix_ms;
@@ -37,6 +38,11 @@ pub const DEFAULT_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const DEFAULT_LIMIT: u64 = 100;
 /// Most records per answer.
 pub const MAX_LIMIT: u64 = 1000;
+
+/// A query's message id that is not one (the refusal says why).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.message)]
+pub struct BadMessageId(pub FaultError);
 
 /// Which records a query wants.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,12 +67,12 @@ impl Selection {
         limit: u64,
         now_ms: i64,
         window: Duration,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, BadMessageId> {
         let start = now_ms.saturating_sub(millis(window));
         let message_id = if message_id.is_empty() {
             None
         } else {
-            crate::metadata::check_message_id(message_id).map_err(|e| e.message)?;
+            crate::metadata::check_message_id(message_id).map_err(BadMessageId)?;
             Some(message_id.to_owned())
         };
         Ok(Selection {
@@ -87,7 +93,7 @@ impl Selection {
         query: &OperationalQuery,
         now_ms: i64,
         window: Duration,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, BadMessageId> {
         let since_hours = i64::from(query.since_hours.unwrap_or(24));
         Self::within_window(
             now_ms - since_hours * 3_600_000,
@@ -217,7 +223,7 @@ impl OperationalService {
         viewer: &Viewer,
         q: pb::OperationalQuery,
     ) -> Result<pb::OperationalReport, (tonic::Code, String)> {
-        let invalid = |m: String| (tonic::Code::InvalidArgument, m);
+        let invalid = |e: BadMessageId| (tonic::Code::InvalidArgument, e.to_string());
         let now = unix_ms(SystemTime::now());
         let selection = Selection::within_window(
             q.since_unix_ms,
@@ -313,7 +319,7 @@ mod tests {
         let parse = |q: &str| {
             serde_urlencoded::from_str::<OperationalQuery>(q)
                 .map_err(|e| e.to_string())
-                .and_then(|q| Selection::from_query(&q, now, week))
+                .and_then(|q| Selection::from_query(&q, now, week).map_err(|e| e.to_string()))
         };
         let s = parse("since_hours=1000&limit=3").unwrap();
         assert_eq!((s.since_ms, s.limit), (now - 7 * 86_400_000, 3));

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use lienthong_certs::tls;
-use lienthong_proto::id::ServerId;
-use lienthong_registry_client as client;
+use lienthong_certs::{CertError, tls};
+use lienthong_proto::id::{IdError, ServerId};
+use lienthong_registry_client::{self as client, ClientError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -19,22 +19,25 @@ use crate::admin::{Admin, MeteredLog, Metrics};
 use crate::allowed_methods::AllowedMethodsService;
 use crate::batch::Signers;
 use crate::builtin::BuiltIn;
+use crate::checkpoint::CheckpointError;
 use crate::checkpoint::{Checkpointer, DEFAULT_CHECKPOINT_INTERVAL};
-use crate::conf_client::ConfClient;
+use crate::conf_client::{ConfClient, ConfigurationError};
+use crate::consumer::local::LocalServiceError;
 use crate::consumer::tls::{self as consumer_tls, ConsumerTransport};
 use crate::consumer::{Consumer, DEFAULT_MAX_MESSAGE_BYTES, LocalServices, ProviderPool, local};
 use crate::faults::Fault;
-use crate::keys::{Keys, ServerDir, log_keys};
+use crate::keys::{KeyError, Keys, ServerDir, log_keys};
 use crate::limits::{DEFAULT_MAX_CALLS_PER_PEER, ListenerLimits, PerPeerCalls};
 use crate::listen::Listener;
 use crate::message_log::audit::{AUDIT_INTERVAL, AuditReport, AuditStatus};
 use crate::message_log::{
-    DangerousDiscard, LogReader, LogRecord, MessageLog, Phase, SegmentLog, StoredCheckpoint,
+    DangerousDiscard, LogError, LogReader, LogRecord, MessageLog, Phase, SegmentLog,
+    StoredCheckpoint,
 };
 use crate::operational::OperationalService;
 use crate::provider::{Limits, Policies, Provider};
 use crate::replay::DEFAULT_MAX_CLOCK_SKEW_MS;
-use crate::store::{Backend, ServerStore};
+use crate::store::{Backend, ServerStore, StoreError};
 use crate::trace::TraceService;
 
 /// Default address of the consumer side (the agency's information systems).
@@ -52,6 +55,104 @@ pub const SETTING_SERVER_ID: &str = "server_id";
 /// OS lock on, and writes its process id into: one process per directory
 /// (two would write one message log and corrupt it).
 pub const LOCK_FILE: &str = "serve.lock";
+
+/// Why a home directory's server identity could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerIdError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("this directory holds no security server; run `lienthong server init` first")]
+    NotInitialised,
+    #[error("stored server id: {0}")]
+    Unreadable(#[source] IdError),
+}
+
+/// Why the lock on a server's home was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("cannot open {}: {source}", .path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{} is already served by {holder} (it holds the lock on {}); stop it first: two servers on one directory corrupt its message log",
+        .dir.display(),
+        .path.display()
+    )]
+    Held {
+        dir: PathBuf,
+        path: PathBuf,
+        /// `process N`, or `another process` when the file names none.
+        holder: String,
+    },
+    #[error("cannot lock {}: {source}", .path.display())]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {}: {source}", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why a security server did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{} holds no security server; run `lienthong server init` first", .0.display())]
+    NotInitialised(PathBuf),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    ServerId(#[from] ServerIdError),
+    #[error(transparent)]
+    Anchor(#[from] ClientError),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error("no global configuration is cached and the download failed: {0}")]
+    NoConfiguration(#[source] Box<ConfigurationError>),
+    #[error(
+        "the cached global configuration is unusable ({damaged}) and the download failed: {source}"
+    )]
+    UnusableConfiguration {
+        damaged: Box<ConfigurationError>,
+        #[source]
+        source: Box<ConfigurationError>,
+    },
+    #[error("moving the message log into segments failed: {0}")]
+    MigrateLog(#[source] LogError),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    LocalServices(#[from] LocalServiceError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A listener or the message log's directory refused an operation.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Cert(#[from] CertError),
+}
+
+/// Why an audit asked for now did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Task(#[from] tokio::task::JoinError),
+}
 
 /// How to run a security server.
 #[derive(Debug, Clone)]
@@ -191,7 +292,7 @@ struct DirLock {
 impl DirLock {
     /// Locks `dir` for this process and writes its id into the lock file,
     /// or says which process holds it.
-    fn take(dir: &Path) -> Result<Self, String> {
+    fn take(dir: &Path) -> Result<Self, LockError> {
         let path = dir.join(LOCK_FILE);
         let mut file = std::fs::OpenOptions::new()
             .read(true)
@@ -199,7 +300,10 @@ impl DirLock {
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+            .map_err(|source| LockError::Open {
+                path: path.clone(),
+                source,
+            })?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -209,38 +313,37 @@ impl DirLock {
                     "" => "another process".to_owned(),
                     pid => format!("process {pid}"),
                 };
-                return Err(format!(
-                    "{} is already served by {holder} (it holds the lock on {}); stop it first: two servers on one directory corrupt its message log",
-                    dir.display(),
-                    path.display()
-                ));
+                return Err(LockError::Held {
+                    dir: dir.to_owned(),
+                    path,
+                    holder,
+                });
             }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(format!("cannot lock {}: {e}", path.display()));
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(LockError::Lock { path, source });
             }
         }
         file.set_len(0)
             .and_then(|()| writeln!(file, "{}", std::process::id()))
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            .map_err(|source| LockError::Write { path, source })?;
         Ok(DirLock { _held: file })
     }
 }
 
 /// Reads the server id a home directory was initialised for.
-pub fn server_id(store: &ServerStore) -> Result<ServerId, String> {
+pub fn server_id(store: &ServerStore) -> Result<ServerId, ServerIdError> {
     store
-        .setting(SETTING_SERVER_ID)
-        .map_err(|e| e.to_string())?
-        .ok_or("this directory holds no security server; run `lienthong server init` first")?
+        .setting(SETTING_SERVER_ID)?
+        .ok_or(ServerIdError::NotInitialised)?
         .parse()
-        .map_err(|e| format!("stored server id: {e}"))
+        .map_err(ServerIdError::Unreadable)
 }
 
 impl SecurityServer {
     /// Starts serving. Refuses to start, saying why, without valid
     /// certificates or without any configuration (none cached and the
     /// registry unreachable).
-    pub async fn start(opts: ServerOptions) -> Result<Self, String> {
+    pub async fn start(opts: ServerOptions) -> Result<Self, StartError> {
         Self::start_on(opts, None).await
     }
 
@@ -250,18 +353,15 @@ impl SecurityServer {
     pub async fn start_on(
         opts: ServerOptions,
         provider_listener: Option<std::net::TcpListener>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, StartError> {
         let dir = ServerDir(opts.dir.clone());
         if !dir.store().exists() {
-            return Err(format!(
-                "{} holds no security server; run `lienthong server init` first",
-                opts.dir.display()
-            ));
+            return Err(StartError::NotInitialised(opts.dir.clone()));
         }
         let lock = DirLock::take(&opts.dir)?;
-        let store = Arc::new(ServerStore::open(&dir.store()).map_err(|e| e.to_string())?);
+        let store = Arc::new(ServerStore::open(&dir.store())?);
         let id = server_id(&store)?;
-        let anchor = client::read_anchor(&dir.anchor()).map_err(|e| e.to_string())?;
+        let anchor = client::read_anchor(&dir.anchor())?;
         let ca = anchor.instance_ca_certificate.clone();
         let keys = Arc::new(Keys::load(&dir, &id, &ca, SystemTime::now())?);
 
@@ -273,9 +373,9 @@ impl SecurityServer {
         match conf.load_cached() {
             Ok(Some(_)) => {}
             Ok(None) => {
-                conf.refresh().await.map_err(|e| {
-                    format!("no global configuration is cached and the download failed: {e}")
-                })?;
+                conf.refresh()
+                    .await
+                    .map_err(|e| StartError::NoConfiguration(Box::new(e)))?;
             }
             // A damaged copy is only a cache: the registry has the original.
             Err(damaged) => {
@@ -283,11 +383,12 @@ impl SecurityServer {
                     error = %damaged,
                     "the cached global configuration is unusable; downloading a fresh one"
                 );
-                conf.refresh().await.map_err(|e| {
-                    format!(
-                        "the cached global configuration is unusable ({damaged}) and the download failed: {e}"
-                    )
-                })?;
+                if let Err(e) = conf.refresh().await {
+                    return Err(StartError::UnusableConfiguration {
+                        damaged: Box::new(damaged),
+                        source: Box::new(e),
+                    });
+                }
                 tracing::warn!(
                     version = ?conf.view().map(|v| v.version),
                     "the unusable cached configuration was replaced by a fresh download"
@@ -301,7 +402,7 @@ impl SecurityServer {
             if opts.dangerous_disable_message_log {
                 tracing::warn!("the message log is DISABLED: exchanges leave no record");
                 // Its reader answers from an empty log.
-                std::fs::create_dir_all(dir.message_log()).map_err(|e| e.to_string())?;
+                std::fs::create_dir_all(dir.message_log())?;
                 (Arc::new(DangerousDiscard), None, None)
             } else {
                 crate::message_log::legacy::migrate(
@@ -309,15 +410,14 @@ impl SecurityServer {
                     &dir.message_log(),
                     &keys_for_log,
                 )
-                .map_err(|e| format!("moving the message log into segments failed: {e}"))?;
+                .map_err(StartError::MigrateLog)?;
                 let l = SegmentLog::open_with(
                     &dir.message_log(),
                     keys_for_log.clone(),
                     crate::message_log::writer::Options {
                         segment_bytes: opts.log_segment_bytes,
                     },
-                )
-                .map_err(|e| e.to_string())?;
+                )?;
                 let stats = l.stats_handle();
                 stats.report_to(metrics.commit_histograms());
                 let lag = l.lag_handle();
@@ -325,13 +425,12 @@ impl SecurityServer {
             };
         let log: Arc<dyn MessageLog> = Arc::new(MeteredLog::new(raw_log, metrics.clone()));
         let retention_log = log.clone();
-        let mut reader =
-            LogReader::open(&dir.message_log(), keys_for_log).map_err(|e| e.to_string())?;
+        let mut reader = LogReader::open(&dir.message_log(), keys_for_log)?;
         if let Some(writer) = &index_lag {
             reader = reader.following(writer.clone());
         }
         let reader = Arc::new(reader);
-        let policies = Policies::load(store.clone()).map_err(|e| e.to_string())?;
+        let policies = Policies::load(store.clone())?;
         let signers = Arc::new(Signers::start(&keys));
         let shared = crate::Shared {
             keys: keys.clone(),
@@ -375,22 +474,20 @@ impl SecurityServer {
         if !opts.dangerous_disable_message_log {
             let window = 2 * opts.max_clock_skew.as_millis() as i64;
             let since = lienthong_proto::time::unix_ms(SystemTime::now()) - window;
-            let accepted = reader
-                .provider_requests_since(since)
-                .map_err(|e| e.to_string())?;
+            let accepted = reader.provider_requests_since(since)?;
             provider.remember_accepted(&accepted);
         }
 
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
-                .map_err(|e| format!("cannot listen on {addr}: {e}"))
+                .map_err(|source| StartError::Listen { addr, source })
         };
         let consumer_listener = bind(opts.consumer_listen).await?;
         let provider_listener = match provider_listener {
             Some(l) => {
-                l.set_nonblocking(true).map_err(|e| e.to_string())?;
-                TcpListener::from_std(l).map_err(|e| e.to_string())?
+                l.set_nonblocking(true)?;
+                TcpListener::from_std(l)?
             }
             None => bind(opts.provider_listen).await?,
         };
@@ -403,20 +500,16 @@ impl SecurityServer {
         };
         let admin_addr = match &admin_listener {
             None => None,
-            Some(l) => Some(l.local_addr().map_err(|e| e.to_string())?),
+            Some(l) => Some(l.local_addr()?),
         };
-        let auth_not_after = lienthong_certs::verify::parse(&keys.auth.chain[0])
-            .map_err(|e| e.to_string())?
-            .not_after;
-        let consumer_addr = consumer_listener.local_addr().map_err(|e| e.to_string())?;
-        let provider_addr = provider_listener.local_addr().map_err(|e| e.to_string())?;
+        let auth_not_after = lienthong_certs::verify::parse(&keys.auth.chain[0])?.not_after;
+        let consumer_addr = consumer_listener.local_addr()?;
+        let provider_addr = provider_listener.local_addr()?;
         // The handshake admits any certificate of the instance's CA that is
         // not revoked; whether the configuration pins it is the provider's
         // first check of every request (provider/peer.rs), which looks for a
         // server that joined since the last poll instead of refusing it.
-        let tls_config = Arc::new(
-            tls::server_config_chained_clients(&keys.auth, trust).map_err(|e| e.to_string())?,
-        );
+        let tls_config = Arc::new(tls::server_config_chained_clients(&keys.auth, trust)?);
 
         let checkpointer =
             Checkpointer::new(reader.clone(), keys.clone(), conf.registries().clone());
@@ -540,23 +633,22 @@ impl SecurityServer {
     }
 
     /// Checkpoints the message log now and has the registry witness it.
-    pub async fn checkpoint_now(&self) -> Result<Option<StoredCheckpoint>, String> {
+    pub async fn checkpoint_now(&self) -> Result<Option<StoredCheckpoint>, CheckpointError> {
         self.checkpointer.checkpoint_now().await
     }
 
     /// The message log's reader.
     /// Audits the whole message log now (it is also audited in batches
     /// every few seconds) and reports what the audit has found so far.
-    pub async fn audit_now(&self) -> Result<AuditReport, String> {
+    pub async fn audit_now(&self) -> Result<AuditReport, AuditError> {
         let (audit, reader) = (self.audit.clone(), self.reader.clone());
-        tokio::task::spawn_blocking(move || {
+        let report = tokio::task::spawn_blocking(move || {
             audit.restart();
             audit.step(&reader, u64::MAX)?;
-            Ok(audit.report())
+            Ok::<_, LogError>(audit.report())
         })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e: crate::message_log::LogError| e.to_string())
+        .await??;
+        Ok(report)
     }
 
     pub fn log_reader(&self) -> &Arc<LogReader> {
@@ -568,23 +660,15 @@ impl SecurityServer {
         &self,
         subsystem: &lienthong_proto::id::SubsystemId,
         on: bool,
-    ) -> Result<(), String> {
-        self.store
-            .set_body_logging(subsystem, on)
-            .map_err(|e| e.to_string())?;
-        self.policies
-            .reload(None)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+    ) -> Result<(), StoreError> {
+        self.store.set_body_logging(subsystem, on)?;
+        self.policies.reload(None).map(|_| ())
     }
 
     /// Grants an access right, in force at once.
-    pub fn grant(&self, rule: &AccessRule) -> Result<(), String> {
-        self.store.grant(rule).map_err(|e| e.to_string())?;
-        self.policies
-            .reload(None)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+    pub fn grant(&self, rule: &AccessRule) -> Result<(), StoreError> {
+        self.store.grant(rule)?;
+        self.policies.reload(None).map(|_| ())
     }
 
     /// Pins an information system's certificate for `subsystem`, in force at once.
@@ -592,23 +676,15 @@ impl SecurityServer {
         &self,
         subsystem: &lienthong_proto::id::SubsystemId,
         fp: &lienthong_certs::Fingerprint,
-    ) -> Result<(), String> {
-        self.store
-            .pin_client(subsystem, fp)
-            .map_err(|e| e.to_string())?;
-        self.policies
-            .reload(None)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+    ) -> Result<(), StoreError> {
+        self.store.pin_client(subsystem, fp)?;
+        self.policies.reload(None).map(|_| ())
     }
 
     /// Sets a backend, in force at once.
-    pub fn set_backend(&self, backend: &Backend) -> Result<(), String> {
-        self.store.set_backend(backend).map_err(|e| e.to_string())?;
-        self.policies
-            .reload(None)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+    pub fn set_backend(&self, backend: &Backend) -> Result<(), StoreError> {
+        self.store.set_backend(backend)?;
+        self.policies.reload(None).map(|_| ())
     }
 
     /// Stops listening and polling; open connections are shut down

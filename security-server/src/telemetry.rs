@@ -278,9 +278,24 @@ impl Drop for Telemetry {
     }
 }
 
+/// Why logging or span export could not be installed.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("logging is already installed: {0}")]
+    AlreadyInstalled(#[source] tracing_subscriber::util::TryInitError),
+    #[error("cannot start the span exporter: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("invalid OTLP exporter settings: {0}")]
+    Exporter(#[source] opentelemetry_otlp::ExporterBuildError),
+}
+
 /// Installs the process's logging (`filter` as in `RUST_LOG`, to stderr,
 /// in colour only when stderr is a terminal) and, with `otlp`, span export for exchanges. Once per process.
-pub fn install(format: LogFormat, filter: &str, otlp: Option<Otlp>) -> Result<Telemetry, String> {
+pub fn install(
+    format: LogFormat,
+    filter: &str,
+    otlp: Option<Otlp>,
+) -> Result<Telemetry, TelemetryError> {
     // Colour only for a person at a terminal: a file or a journal gets
     // plain text, not escape codes.
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -326,17 +341,19 @@ pub fn install(format: LogFormat, filter: &str, otlp: Option<Otlp>) -> Result<Te
         .with(logs)
         .with(spans)
         .try_init()
-        .map_err(|e| format!("logging is already installed: {e}"))?;
+        .map_err(TelemetryError::AlreadyInstalled)?;
     Ok(Telemetry { provider, runtime })
 }
 
-fn otlp_provider(otlp: &Otlp) -> Result<(SdkTracerProvider, tokio::runtime::Runtime), String> {
+fn otlp_provider(
+    otlp: &Otlp,
+) -> Result<(SdkTracerProvider, tokio::runtime::Runtime), TelemetryError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("otlp-export")
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the span exporter: {e}"))?;
+        .map_err(TelemetryError::Runtime)?;
     let exporter = runtime.block_on(async {
         let builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
         let builder = match &otlp.endpoint {
@@ -345,7 +362,7 @@ fn otlp_provider(otlp: &Otlp) -> Result<(SdkTracerProvider, tokio::runtime::Runt
         };
         builder.build()
     });
-    let exporter = exporter.map_err(|e| format!("invalid OTLP exporter settings: {e}"))?;
+    let exporter = exporter.map_err(TelemetryError::Exporter)?;
     let mut resource =
         opentelemetry_sdk::Resource::builder().with_service_name(otlp.service_name.clone());
     if let Some(id) = &otlp.instance_id {

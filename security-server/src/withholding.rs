@@ -33,19 +33,30 @@ impl Grant {
     }
 }
 
-impl TryFrom<&pb::WithholdingGrant> for Grant {
-    type Error = String;
+/// Why a withholding grant of the configuration is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GrantError {
+    #[error("names no group")]
+    NoGroup,
+    #[error("names an unreadable group")]
+    UnreadableGroup,
+    #[error("has no usable maximum duration")]
+    NoMaxDuration,
+}
 
-    fn try_from(g: &pb::WithholdingGrant) -> Result<Self, String> {
+impl TryFrom<&pb::WithholdingGrant> for Grant {
+    type Error = GrantError;
+
+    fn try_from(g: &pb::WithholdingGrant) -> Result<Self, GrantError> {
         let group =
-            g.group.as_ref().ok_or("names no group").and_then(|g| {
-                GlobalGroupId::try_from(g).map_err(|_| "names an unreadable group")
+            g.group.as_ref().ok_or(GrantError::NoGroup).and_then(|g| {
+                GlobalGroupId::try_from(g).map_err(|_| GrantError::UnreadableGroup)
             })?;
         let max_duration_ms = i64::try_from(g.max_duration_seconds)
             .ok()
             .and_then(|s| s.checked_mul(1000))
             .filter(|ms| *ms > 0)
-            .ok_or("has no usable maximum duration")?;
+            .ok_or(GrantError::NoMaxDuration)?;
         Ok(Grant {
             group,
             max_duration_ms,

@@ -275,7 +275,9 @@ impl<B: Backend> Store for B {
             .map(|r| {
                 Ok(Operator {
                     name: r.text(0)?,
-                    role: r.text(1)?.parse().map_err(StoreError::Internal)?,
+                    role: r.text(1)?.parse().map_err(|e: crate::model::UnknownRole| {
+                        StoreError::Internal(e.to_string())
+                    })?,
                 })
             })
             .transpose()

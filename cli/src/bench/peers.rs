@@ -50,9 +50,23 @@ impl Kind {
     }
 }
 
+/// Why a peer's binary was not found (the peer is then skipped).
+#[derive(Debug, thiserror::Error)]
+pub enum LocateError {
+    #[error("--{name} {}: not an executable file", .path.display())]
+    FlagNotExecutable { name: &'static str, path: PathBuf },
+    #[error("{var}={}: not an executable file", .path.display())]
+    VariableNotExecutable { var: &'static str, path: PathBuf },
+    #[error("no {name} binary (give --{name} PATH, set {var}=PATH, or put it on PATH)")]
+    NotFound {
+        name: &'static str,
+        var: &'static str,
+    },
+}
+
 /// Where to look for a peer's binary: the flag, then the environment
 /// variable, then `PATH`, then the usual places.
-pub fn locate(kind: Kind, flag: Option<&Path>) -> std::result::Result<PathBuf, String> {
+pub fn locate(kind: Kind, flag: Option<&Path>) -> std::result::Result<PathBuf, LocateError> {
     let (var, name, usual): (&str, &str, &[&str]) = match kind {
         Kind::Nginx => ("NGINX", "nginx", &["/usr/sbin/nginx"]),
         Kind::Envoy => ("ENVOY", "envoy", &[]),
@@ -65,14 +79,17 @@ pub fn locate(kind: Kind, flag: Option<&Path>) -> std::result::Result<PathBuf, S
         return if executable(p) {
             Ok(p.to_owned())
         } else {
-            Err(format!("--{name} {}: not an executable file", p.display()))
+            Err(LocateError::FlagNotExecutable {
+                name,
+                path: p.to_owned(),
+            })
         };
     }
     if let Some(p) = std::env::var_os(var).map(PathBuf::from) {
         return if executable(&p) {
             Ok(p)
         } else {
-            Err(format!("{var}={}: not an executable file", p.display()))
+            Err(LocateError::VariableNotExecutable { var, path: p })
         };
     }
     let on_path = std::env::var_os("PATH")
@@ -86,9 +103,7 @@ pub fn locate(kind: Kind, flag: Option<&Path>) -> std::result::Result<PathBuf, S
         .into_iter()
         .chain(usual.iter().map(PathBuf::from))
         .find(|p| executable(p))
-        .ok_or_else(|| {
-            format!("no {name} binary (give --{name} PATH, set {var}=PATH, or put it on PATH)")
-        })
+        .ok_or(LocateError::NotFound { name, var })
 }
 
 /// One gateway process.
@@ -675,7 +690,7 @@ fn version(kind: Kind, binary: &Path) -> String {
 pub async fn start(
     dir: &Path,
     backend: SocketAddr,
-    binaries: [(Kind, std::result::Result<PathBuf, String>); 2],
+    binaries: [(Kind, std::result::Result<PathBuf, LocateError>); 2],
 ) -> Result<Peers> {
     let run = dir.join("peers");
     let pki = make_pki(&run.join("certs"))?;
@@ -728,7 +743,14 @@ mod tests {
     #[test]
     fn a_missing_binary_is_a_reason_to_skip() {
         let why = locate(Kind::Nginx, Some(Path::new("/nonexistent/nginx"))).unwrap_err();
-        assert!(why.contains("--nginx /nonexistent/nginx"), "{why}");
+        assert!(
+            matches!(why, LocateError::FlagNotExecutable { name: "nginx", .. }),
+            "{why}"
+        );
+        assert!(
+            why.to_string().contains("--nginx /nonexistent/nginx"),
+            "{why}"
+        );
     }
 
     #[test]

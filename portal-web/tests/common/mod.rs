@@ -19,7 +19,7 @@ use lienthong_portal_web::app::{Portal, router};
 use lienthong_portal_web::bundle::Bundle;
 use lienthong_portal_web::http_client::HttpClient;
 use lienthong_portal_web::oidc::{Oidc, OidcConfig};
-use lienthong_portal_web::source::{BoxFuture, TraceSource, Traced};
+use lienthong_portal_web::source::{BoxFuture, SourceError, TraceSource, Traced};
 use lienthong_portal_web::state::Limits;
 use lienthong_proto::fields::DataSubjectFormats;
 use lienthong_proto::pb::trace::v1::Side;
@@ -138,14 +138,11 @@ impl FakeSource {
 }
 
 impl TraceSource for FakeSource {
-    fn canonical_subject(&self, claimed: &str) -> Result<String, String> {
-        DataSubjectFormats::default()
-            .canonical(claimed)
-            .map(str::to_owned)
-            .map_err(|e| e.to_string())
+    fn canonical_subject(&self, claimed: &str) -> Result<String, SourceError> {
+        Ok(DataSubjectFormats::default().canonical(claimed)?.to_owned())
     }
 
-    fn trace<'a>(&'a self, subject: &'a str) -> BoxFuture<'a, Result<Traced, String>> {
+    fn trace<'a>(&'a self, subject: &'a str) -> BoxFuture<'a, Result<Traced, SourceError>> {
         self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let report = self.reports.get(subject).cloned().unwrap_or_default();
         let mut names = BTreeMap::new();

@@ -25,13 +25,91 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use lienthong_proto::id::{ServiceId, SubsystemId};
+use lienthong_proto::id::{IdError, ServiceId, SubsystemId};
 use serde::{Deserialize, Serialize};
 
 use super::Admin;
 use super::operators::{self, AuditRecord, Operator, Role};
 use crate::access::{AccessRule, Subject};
+use crate::server::ServerIdError;
+use crate::store::StoreError;
 use lienthong_proto::time::unix_ms;
+
+/// Why an access change does not name a rule.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    #[error("subject {given:?}: {source}")]
+    Subject {
+        given: String,
+        #[source]
+        source: IdError,
+    },
+    #[error("service {given:?}: {source}")]
+    Service {
+        given: String,
+        #[source]
+        source: IdError,
+    },
+    #[error("give the service without a version: PROVIDER_SUBSYSTEM/grpc.Service")]
+    Versioned,
+    #[error("method {0:?} is not a gRPC method name")]
+    Method(String),
+}
+
+/// Why the server's own state could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    ServerId(#[from] ServerIdError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why an operator's action was not done.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error(transparent)]
+    Rule(#[from] RuleError),
+    #[error("no global configuration to check the service against")]
+    NoConfiguration,
+    #[error(
+        "{provider} is not a client of this server ({server}) in configuration version {version}"
+    )]
+    NotAClient {
+        provider: Box<SubsystemId>,
+        server: Box<lienthong_proto::id::ServerId>,
+        version: u64,
+    },
+    #[error("{provider} offers no service {service} in configuration version {version}")]
+    NotOffered {
+        provider: Box<SubsystemId>,
+        service: String,
+        version: u64,
+    },
+    #[error("no such grant: {0}")]
+    NoSuchGrant(Box<AccessRule>),
+    #[error("action {0:?}: grant or revoke")]
+    UnknownAction(String),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+}
+
+impl From<StoreError> for ActionError {
+    fn from(e: StoreError) -> Self {
+        ActionError::Read(ReadError::Store(e))
+    }
+}
+
+impl ActionError {
+    /// The HTTP status this refusal is answered with.
+    fn status(&self) -> StatusCode {
+        match self {
+            ActionError::NoSuchGrant(_) => StatusCode::NOT_FOUND,
+            ActionError::Read(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
 
 /// The configuration in force.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -138,19 +216,25 @@ fn subject_text(s: &Subject) -> String {
 
 /// Parses an access change into a rule (the same rules as
 /// `lienthong server acl`).
-pub fn rule_of(change: &AccessChange) -> Result<AccessRule, String> {
+pub fn rule_of(change: &AccessChange) -> Result<AccessRule, RuleError> {
     let subject: Subject = change
         .subject
         .trim()
         .parse()
-        .map_err(|e| format!("subject {:?}: {e}", change.subject))?;
+        .map_err(|source| RuleError::Subject {
+            given: change.subject.clone(),
+            source,
+        })?;
     let id: ServiceId = change
         .service
         .trim()
         .parse()
-        .map_err(|e| format!("service {:?}: {e}", change.service))?;
+        .map_err(|source| RuleError::Service {
+            given: change.service.clone(),
+            source,
+        })?;
     if id.version.is_some() {
-        return Err("give the service without a version: PROVIDER_SUBSYSTEM/grpc.Service".into());
+        return Err(RuleError::Versioned);
     }
     let method = change
         .method
@@ -161,7 +245,7 @@ pub fn rule_of(change: &AccessChange) -> Result<AccessRule, String> {
     if let Some(m) = &method
         && !m.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
     {
-        return Err(format!("method {m:?} is not a gRPC method name"));
+        return Err(RuleError::Method(m.clone()));
     }
     Ok(AccessRule {
         subject,
@@ -209,7 +293,7 @@ impl Admin {
         op: &Operator,
         action: &str,
         detail: String,
-        act: impl FnOnce() -> Result<String, (StatusCode, String)>,
+        act: impl FnOnce() -> Result<String, ActionError>,
     ) -> Response {
         let (status, result, answer) = if op.role != Role::Admin {
             let why = format!("{} is an observer and may not {action}", op.name);
@@ -217,7 +301,7 @@ impl Admin {
         } else {
             match act() {
                 Ok(done) => (StatusCode::OK, "ok".to_owned(), done),
-                Err((status, why)) => (status, why.clone(), why),
+                Err(e) => (e.status(), e.to_string(), e.to_string()),
             }
         };
         let record = AuditRecord {
@@ -243,7 +327,8 @@ impl Admin {
     fn status_view(&self) -> StatusView {
         let now = SystemTime::now();
         StatusView {
-            server: crate::server_id(&self.store).map_or_else(|e| e, |id| id.to_string()),
+            server: crate::server_id(&self.store)
+                .map_or_else(|e| e.to_string(), |id| id.to_string()),
             configuration: self.conf.view().map(|v| ConfSummary {
                 version: v.version,
                 created_at_ms: v.created_at_ms,
@@ -264,12 +349,12 @@ impl Admin {
         }
     }
 
-    fn clients_view(&self) -> Result<ClientsView, String> {
+    fn clients_view(&self) -> Result<ClientsView, ReadError> {
         let me = crate::server_id(&self.store)?;
         let view = self.conf.view();
         let entry = view.as_ref().and_then(|v| v.server(&me));
-        let pins = self.store.client_pins().map_err(|e| e.to_string())?;
-        let bodies = self.store.body_logging().map_err(|e| e.to_string())?;
+        let pins = self.store.client_pins()?;
+        let bodies = self.store.body_logging()?;
         let mut names: BTreeSet<SubsystemId> = BTreeSet::new();
         if let Some(e) = entry {
             names.extend(e.clients.iter().cloned());
@@ -299,11 +384,11 @@ impl Admin {
         })
     }
 
-    fn services_view(&self) -> Result<Vec<ServiceView>, String> {
+    fn services_view(&self) -> Result<Vec<ServiceView>, ReadError> {
         let me = crate::server_id(&self.store)?;
         let view = self.conf.view();
-        let backends = self.store.backends().map_err(|e| e.to_string())?;
-        let rules = self.store.rules().map_err(|e| e.to_string())?;
+        let backends = self.store.backends()?;
+        let rules = self.store.rules()?;
         let mut named: BTreeSet<(String, String)> = backends
             .iter()
             .map(|b| (b.provider.to_string(), b.service.clone()))
@@ -338,11 +423,10 @@ impl Admin {
             .collect())
     }
 
-    fn rules_view(&self) -> Result<Vec<RuleView>, String> {
+    fn rules_view(&self) -> Result<Vec<RuleView>, StoreError> {
         Ok(self
             .store
-            .rules()
-            .map_err(|e| e.to_string())?
+            .rules()?
             .iter()
             .map(|r| RuleView {
                 subject: subject_text(&r.subject),
@@ -355,70 +439,62 @@ impl Admin {
     /// Grants or revokes; a grant only for a service the configuration
     /// lists as provided here (as `lienthong server acl grant` without
     /// `--force`). In force when it returns.
-    fn change_access(&self, change: &AccessChange) -> Result<String, (StatusCode, String)> {
-        let bad = |e: String| (StatusCode::BAD_REQUEST, e);
-        let failed = |e: String| (StatusCode::INTERNAL_SERVER_ERROR, e);
-        let rule = rule_of(change).map_err(bad)?;
+    fn change_access(&self, change: &AccessChange) -> Result<String, ActionError> {
+        let rule = rule_of(change)?;
         let done = match change.action.as_str() {
             "grant" => {
-                let me = crate::server_id(&self.store).map_err(failed)?;
+                let me = crate::server_id(&self.store).map_err(ReadError::from)?;
                 match self.conf.view() {
-                    None => {
-                        return Err(bad(
-                            "no global configuration to check the service against".into()
-                        ));
-                    }
+                    None => return Err(ActionError::NoConfiguration),
                     Some(v) if !v.serves(&me, &rule.provider) => {
-                        return Err(bad(format!(
-                            "{} is not a client of this server ({me}) in configuration version {}",
-                            rule.provider, v.version
-                        )));
+                        return Err(ActionError::NotAClient {
+                            provider: Box::new(rule.provider),
+                            server: Box::new(me),
+                            version: v.version,
+                        });
                     }
                     Some(v) if !v.offers(&rule.provider, &rule.service) => {
-                        return Err(bad(format!(
-                            "{} offers no service {} in configuration version {}",
-                            rule.provider, rule.service, v.version
-                        )));
+                        return Err(ActionError::NotOffered {
+                            provider: Box::new(rule.provider),
+                            service: rule.service,
+                            version: v.version,
+                        });
                     }
                     Some(_) => {}
                 }
-                let new = self.store.grant(&rule).map_err(|e| failed(e.to_string()))?;
+                let new = self.store.grant(&rule)?;
                 format!(
                     "{}: {rule}",
                     if new { "granted" } else { "already granted" }
                 )
             }
             "revoke" => {
-                if !self
-                    .store
-                    .revoke(&rule)
-                    .map_err(|e| failed(e.to_string()))?
-                {
-                    return Err((StatusCode::NOT_FOUND, format!("no such grant: {rule}")));
+                if !self.store.revoke(&rule)? {
+                    return Err(ActionError::NoSuchGrant(Box::new(rule)));
                 }
                 format!("revoked: {rule}")
             }
-            other => return Err(bad(format!("action {other:?}: grant or revoke"))),
+            other => return Err(ActionError::UnknownAction(other.to_owned())),
         };
         if let Some(p) = &self.policies {
-            p.reload(None).map_err(|e| failed(e.to_string()))?;
+            p.reload(None)?;
         }
         Ok(done)
     }
 }
 
-fn json_or_500<T: Serialize>(r: Result<T, String>) -> Response {
+fn json_or_500<T: Serialize, E: std::fmt::Display>(r: Result<T, E>) -> Response {
     match r {
         Ok(v) => Json(v).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
 /// Runs `read` on a blocking thread (the store is SQLite) for a known operator.
-async fn read<T: Serialize + Send + 'static>(
+async fn read<T: Serialize + Send + 'static, E: std::fmt::Display>(
     admin: Admin,
     headers: HeaderMap,
-    read: impl FnOnce(&Admin) -> Result<T, String> + Send + 'static,
+    read: impl FnOnce(&Admin) -> Result<T, E> + Send + 'static,
 ) -> Response {
     let answer = tokio::task::spawn_blocking(move || match admin.operator(&headers) {
         Err(r) => r,
@@ -438,7 +514,10 @@ pub(super) async fn whoami(State(a): State<Admin>, headers: HeaderMap) -> Respon
 }
 
 pub(super) async fn status(State(a): State<Admin>, headers: HeaderMap) -> Response {
-    read(a, headers, |a| Ok(a.status_view())).await
+    read(a, headers, |a| {
+        Ok::<_, std::convert::Infallible>(a.status_view())
+    })
+    .await
 }
 
 pub(super) async fn clients(State(a): State<Admin>, headers: HeaderMap) -> Response {
@@ -454,10 +533,7 @@ pub(super) async fn access(State(a): State<Admin>, headers: HeaderMap) -> Respon
 }
 
 pub(super) async fn audit(State(a): State<Admin>, headers: HeaderMap) -> Response {
-    read(a, headers, |a| {
-        operators::audit_log(&a.store).map_err(|e| e.to_string())
-    })
-    .await
+    read(a, headers, |a| operators::audit_log(&a.store)).await
 }
 
 pub(super) async fn change_access(

@@ -212,17 +212,19 @@ impl Admin {
 
     /// Operational data as a JSON array, for `?since_hours=&limit=` or
     /// `?message_id=` (the owner's view: every record in the window).
-    pub fn operational_data(&self, query: &OperationalQuery) -> Result<String, String> {
+    pub fn operational_data(
+        &self,
+        query: &OperationalQuery,
+    ) -> Result<String, OperationalDataError> {
         use crate::message_log::leaf::{phase_name, side_name};
         use crate::operational::{Selection, Viewer};
         let reader = self
             .reader
             .as_ref()
-            .ok_or("this server keeps no message log")?;
+            .ok_or(OperationalDataError::NoMessageLog)?;
         let selection =
             Selection::from_query(query, unix_ms(SystemTime::now()), self.operational_window)?;
-        let (records, _) = crate::operational::select(reader, &selection, &Viewer::Owner)
-            .map_err(|e| e.to_string())?;
+        let (records, _) = crate::operational::select(reader, &selection, &Viewer::Owner)?;
         let rows: Vec<OperationalRow<'_>> = records
             .iter()
             .map(|l| OperationalRow {
@@ -241,7 +243,7 @@ impl Admin {
                 duration_us: l.duration_us,
             })
             .collect();
-        serde_json::to_string(&rows).map_err(|e| e.to_string())
+        Ok(serde_json::to_string(&rows)?)
     }
 
     /// Prometheus text exposition: the figures other parts keep are read
@@ -383,8 +385,35 @@ async fn operational_route(
     };
     match tokio::task::spawn_blocking(move || admin.operational_data(&query)).await {
         Ok(Ok(json)) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
-        Ok(Err(e)) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+        Ok(Err(e)) => (e.status(), format!("{e}\n")).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+/// Why operational data was not answered.
+#[derive(Debug, thiserror::Error)]
+pub enum OperationalDataError {
+    #[error("this server keeps no message log")]
+    NoMessageLog,
+    #[error(transparent)]
+    Query(#[from] crate::operational::BadMessageId),
+    #[error(transparent)]
+    Log(#[from] crate::message_log::LogError),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
+impl OperationalDataError {
+    /// The HTTP status this refusal is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            OperationalDataError::NoMessageLog | OperationalDataError::Query(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            OperationalDataError::Log(_) | OperationalDataError::Json(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
     }
 }
 

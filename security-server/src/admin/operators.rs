@@ -41,13 +41,18 @@ pub enum Role {
     Observer,
 }
 
+/// A role's name that is neither `admin` nor `observer`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("role {0:?}: admin or observer")]
+pub struct UnknownRole(pub String);
+
 impl std::str::FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownRole;
+    fn from_str(s: &str) -> Result<Self, UnknownRole> {
         match s {
             "admin" => Ok(Role::Admin),
             "observer" => Ok(Role::Observer),
-            other => Err(format!("role {other:?}: admin or observer")),
+            other => Err(UnknownRole(other.to_owned())),
         }
     }
 }

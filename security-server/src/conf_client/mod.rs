@@ -32,17 +32,50 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use lienthong_certs::CertError;
+use lienthong_certs::conf::ConfError;
 use lienthong_certs::tls::{Trust, TrustStore};
 use lienthong_proto::catalogue::DescriptorSet;
 use lienthong_proto::pb::globalconf::v1::{Anchor, SignedConfiguration};
-use lienthong_registry_client::{Registries, catalogue, configuration};
+use lienthong_registry_client::catalogue::CatalogueError;
+use lienthong_registry_client::configuration::CacheError;
+use lienthong_registry_client::{ClientError, Registries, catalogue, configuration};
 use tokio::sync::{Notify, watch};
+
+use self::view::ViewError;
 
 pub use view::ConfView;
 
 /// The directory, beside the cached configuration, of the catalogue's
 /// descriptor sets (`<sha256 hex>.binpb`).
 pub const CATALOGUE_DIR: &str = "catalogue";
+
+/// Why a configuration could not be downloaded, loaded or kept.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigurationError {
+    /// The registries could not be reached, or refused.
+    #[error(transparent)]
+    Download(#[from] ClientError),
+    /// The document's signature, instance or version is not acceptable.
+    #[error(transparent)]
+    Verify(#[from] ConfError),
+    #[error(transparent)]
+    View(#[from] ViewError),
+    #[error("configuration trust: {0}")]
+    Trust(#[source] CertError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error("cannot keep the configuration on disk: {0}")]
+    KeepOnDisk(#[source] CertError),
+    #[error(transparent)]
+    Catalogue(CatalogueError),
+    #[error("cannot keep it in {}: {source}", .dir.display())]
+    KeepDescriptorSet {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 /// First retry delay after a failed download; each further failure
 /// doubles it, up to the poll interval, with random jitter (up to the
@@ -145,22 +178,23 @@ impl ConfClient {
         f(&mut g);
     }
 
-    fn install(&self, signed: &SignedConfiguration, held: Option<u64>) -> Result<u64, String> {
+    fn install(
+        &self,
+        signed: &SignedConfiguration,
+        held: Option<u64>,
+    ) -> Result<u64, ConfigurationError> {
         let now = SystemTime::now();
         // A cached copy may have expired: it is still loaded (so `status`
         // can say so and exchanges fail with conf_expired), never used.
-        let decoded =
-            configuration::verify(&self.anchor, signed, held, now).map_err(|e| e.to_string())?;
+        let decoded = configuration::verify(&self.anchor, signed, held, now)?;
         let view = ConfView::build(&decoded, now)?;
         let held = read_descriptor_sets(&self.catalogue_dir(), &view);
         let view = view.with_descriptor_sets(&held);
         for s in &view.skipped {
             tracing::warn!(version = view.version, entry = %s, "configuration entry skipped");
         }
-        self.trust.replace(
-            view.trust()
-                .map_err(|e| format!("configuration trust: {e}"))?,
-        );
+        self.trust
+            .replace(view.trust().map_err(ConfigurationError::Trust)?);
         self.registries.learn(&view.registry_addresses);
         let version = view.version;
         let expires = view.expires_at_ms;
@@ -189,8 +223,8 @@ impl ConfClient {
 
     /// Loads the cached copy, if there is one (signature and instance
     /// checked; an expired copy is loaded but refuses every exchange).
-    pub fn load_cached(&self) -> Result<Option<u64>, String> {
-        match configuration::read_cached(&self.cache).map_err(|e| e.to_string())? {
+    pub fn load_cached(&self) -> Result<Option<u64>, ConfigurationError> {
+        match configuration::read_cached(&self.cache)? {
             Some(signed) => self.install(&signed, None).map(Some),
             None => Ok(None),
         }
@@ -226,7 +260,7 @@ impl ConfClient {
         for digest in &missing {
             let kept = match catalogue::download(channel.clone(), digest).await {
                 Ok(set) => keep_descriptor_set(&dir, digest, set.bytes()),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(ConfigurationError::Catalogue(e)),
             };
             match kept {
                 Ok(()) => fetched += 1,
@@ -260,11 +294,9 @@ impl ConfClient {
 
     /// Downloads a newer configuration if there is one; returns whether
     /// one was installed.
-    pub async fn refresh(&self) -> Result<bool, String> {
+    pub async fn refresh(&self) -> Result<bool, ConfigurationError> {
         let held = self.view().map(|v| v.version);
-        let reply = configuration::download_from(&self.registries, None, held)
-            .await
-            .map_err(|e| e.to_string())?;
+        let reply = configuration::download_from(&self.registries, None, held).await?;
         self.set_status(|s| {
             s.last_success = Some(SystemTime::now());
             s.last_error = None;
@@ -275,7 +307,7 @@ impl ConfClient {
         };
         let version = self.install(&signed, held)?;
         configuration::write_cached(&self.cache, &signed)
-            .map_err(|e| format!("cannot keep the configuration on disk: {e}"))?;
+            .map_err(ConfigurationError::KeepOnDisk)?;
         tracing::info!(version, "global configuration installed");
         self.complete_catalogue().await;
         Ok(true)
@@ -338,7 +370,7 @@ impl ConfClient {
                         .next()
                         .unwrap_or(interval);
                     tracing::warn!(error = %e, retry_in = ?wait, "configuration download failed");
-                    self.set_status(|s| s.last_error = Some(e));
+                    self.set_status(|s| s.last_error = Some(e.to_string()));
                     wait
                 }
             };
@@ -369,7 +401,11 @@ fn descriptor_file(dir: &Path, sha256: &[u8; 32]) -> PathBuf {
 
 /// Writes a checked descriptor set where [`read_descriptor_sets`] finds it
 /// (through a temporary file, so a crash leaves no half-written set).
-fn keep_descriptor_set(dir: &Path, sha256: &[u8; 32], bytes: &[u8]) -> Result<(), String> {
+fn keep_descriptor_set(
+    dir: &Path,
+    sha256: &[u8; 32],
+    bytes: &[u8],
+) -> Result<(), ConfigurationError> {
     let keep = || -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
         let path = descriptor_file(dir, sha256);
@@ -377,7 +413,10 @@ fn keep_descriptor_set(dir: &Path, sha256: &[u8; 32], bytes: &[u8]) -> Result<()
         std::fs::write(&tmp, bytes)?;
         std::fs::rename(&tmp, &path)
     };
-    keep().map_err(|e| format!("cannot keep it in {}: {e}", dir.display()))
+    keep().map_err(|source| ConfigurationError::KeepDescriptorSet {
+        dir: dir.to_owned(),
+        source,
+    })
 }
 
 /// The descriptor sets `view` names that `dir` holds, each checked against

@@ -9,13 +9,25 @@ use std::time::SystemTime;
 
 use lienthong_certs::signing::VerifyingKey;
 use lienthong_certs::tls::Trust;
-use lienthong_certs::{Fingerprint, verify};
+use lienthong_certs::{CertError, Fingerprint, verify};
 use lienthong_proto::catalogue::DescriptorSet;
-use lienthong_proto::fields::{DataSubjectFormat, DataSubjectFormats};
-use lienthong_proto::id::{GlobalGroupId, Instance, MemberId, ServerId, SubsystemId};
+use lienthong_proto::fields::{DataSubjectFormat, DataSubjectFormats, FieldError};
+use lienthong_proto::id::{GlobalGroupId, IdError, Instance, MemberId, ServerId, SubsystemId};
 use lienthong_proto::pb::globalconf::v1::GlobalConfiguration;
 use lienthong_proto::time::{unix_ms, unix_secs};
 use rustls_pki_types::CertificateDer;
+
+/// Why a verified configuration cannot be used at all (an unreadable
+/// entry is skipped instead).
+#[derive(Debug, thiserror::Error)]
+pub enum ViewError {
+    #[error("configuration instance: {0}")]
+    Instance(#[source] IdError),
+    #[error("trusted CAs: {0}")]
+    TrustedCas(#[source] CertError),
+    #[error("data-subject formats: {0}")]
+    SubjectFormats(#[source] FieldError),
+}
 
 /// One security server as the configuration lists it.
 #[derive(Debug, Clone)]
@@ -82,18 +94,15 @@ impl ConfView {
     /// Indexes a verified configuration. Entries with unreadable identifiers
     /// or certificates are skipped (and listed in `skipped`) rather than
     /// failing the whole document: one bad entry must not stop an instance.
-    pub fn build(conf: &GlobalConfiguration, now: SystemTime) -> Result<Self, String> {
-        let instance: Instance = conf
-            .instance
-            .parse()
-            .map_err(|e| format!("configuration instance: {e}"))?;
+    pub fn build(conf: &GlobalConfiguration, now: SystemTime) -> Result<Self, ViewError> {
+        let instance: Instance = conf.instance.parse().map_err(ViewError::Instance)?;
         let mut skipped = Vec::new();
         let trusted_cas: Vec<CertificateDer<'static>> = conf
             .trusted_ca_certificates
             .iter()
             .map(|c| CertificateDer::from(c.clone()))
             .collect();
-        let anchors = verify::anchors(&trusted_cas).map_err(|e| format!("trusted CAs: {e}"))?;
+        let anchors = verify::anchors(&trusted_cas).map_err(ViewError::TrustedCas)?;
         let revoked: HashSet<Fingerprint> = conf
             .revoked_certificate_sha256
             .iter()
@@ -217,7 +226,7 @@ impl ConfView {
             .map(|f| DataSubjectFormat::new(&f.name, &f.mask))
             .collect::<Result<Vec<_>, _>>()
             .and_then(DataSubjectFormats::new)
-            .map_err(|e| format!("data-subject formats: {e}"))?;
+            .map_err(ViewError::SubjectFormats)?;
 
         let mut groups_of: HashMap<SubsystemId, HashSet<GlobalGroupId>> = HashMap::new();
         for g in &conf.global_groups {

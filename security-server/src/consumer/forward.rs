@@ -74,6 +74,19 @@ impl std::fmt::Debug for ProviderPool {
     }
 }
 
+/// Why no channel to a provider's server could be made.
+#[derive(Debug, thiserror::Error)]
+enum ChannelError {
+    #[error(transparent)]
+    Tls(#[from] lienthong_certs::CertError),
+    #[error("address {address:?}: {source}")]
+    Address {
+        address: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
 impl ProviderPool {
     pub fn new(keys: Arc<Keys>, trust: TrustStore) -> Self {
         ProviderPool {
@@ -84,7 +97,7 @@ impl ProviderPool {
         }
     }
 
-    fn channel(&self, server: &ServerId, address: &str) -> Result<Channel, String> {
+    fn channel(&self, server: &ServerId, address: &str) -> Result<Channel, ChannelError> {
         let key = (server.clone(), address.to_owned());
         let mut map = match self.channels.lock() {
             Ok(g) => g,
@@ -93,10 +106,12 @@ impl ProviderPool {
         if let Some(c) = map.get(&key) {
             return Ok(c.clone());
         }
-        let config = tls::client_config(&self.keys.auth, self.trust.clone(), Some(server.clone()))
-            .map_err(|e| e.to_string())?;
+        let config = tls::client_config(&self.keys.auth, self.trust.clone(), Some(server.clone()))?;
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| format!("address {address:?}: {e}"))?
+            .map_err(|source| ChannelError::Address {
+                address: address.to_owned(),
+                source,
+            })?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))

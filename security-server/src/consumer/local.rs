@@ -29,6 +29,27 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
+/// Why the consumer port's own services could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalServiceError {
+    #[error("{}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: not a protobuf descriptor set (FileDescriptorSet): {source}", .path.display())]
+    NotADescriptorSet {
+        path: PathBuf,
+        #[source]
+        source: tonic_reflection::server::Error,
+    },
+    #[error("server reflection: {0}")]
+    Decode(#[from] prost::DecodeError),
+    #[error("server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
 use bytes::Bytes;
 use http::{Request, Response};
 use tokio::sync::watch;
@@ -85,7 +106,7 @@ impl LocalServices {
     pub fn start(
         views: watch::Receiver<Option<Arc<ConfView>>>,
         descriptor_sets: &[Vec<u8>],
-    ) -> Result<Self, String> {
+    ) -> Result<Self, LocalServiceError> {
         let (reporter, health) = tonic_health::server::health_reporter();
         let local = LocalDescriptors::new(descriptor_sets)?;
         let (first, listed) = {
@@ -145,11 +166,15 @@ impl LocalServices {
 /// The encoded descriptor sets in `dir` (files ending `.binpb`, `.pb` or
 /// `.protoset`), in file-name order; none when `dir` does not exist. A file
 /// that is no descriptor set is refused, naming it.
-pub fn read_descriptor_sets(dir: &Path) -> Result<Vec<Vec<u8>>, String> {
+pub fn read_descriptor_sets(dir: &Path) -> Result<Vec<Vec<u8>>, LocalServiceError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| LocalServiceError::Io { path, source }
+    };
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(format!("{}: {e}", dir.display())),
+        Err(e) => return Err(io(dir)(e)),
     };
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -161,16 +186,13 @@ pub fn read_descriptor_sets(dir: &Path) -> Result<Vec<Vec<u8>>, String> {
     paths.sort();
     let mut sets = Vec::with_capacity(paths.len());
     for path in paths {
-        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        tonic_reflection::server::Builder::configure()
+        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        if let Err(source) = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(&bytes)
             .build_v1()
-            .map_err(|e| {
-                format!(
-                    "{}: not a protobuf descriptor set (FileDescriptorSet): {e}",
-                    path.display()
-                )
-            })?;
+        {
+            return Err(LocalServiceError::NotADescriptorSet { path, source });
+        }
         sets.push(bytes);
     }
     Ok(sets)
@@ -221,11 +243,10 @@ fn catalogue_key(view: Option<&ConfView>) -> CatalogueKey {
 }
 
 impl LocalDescriptors {
-    fn new(sets: &[Vec<u8>]) -> Result<Self, String> {
+    fn new(sets: &[Vec<u8>]) -> Result<Self, LocalServiceError> {
         let mut services = BTreeSet::new();
         for set in sets {
-            let names = <FileSet as prost::Message>::decode(set.as_slice())
-                .map_err(|e| format!("server reflection: {e}"))?;
+            let names = <FileSet as prost::Message>::decode(set.as_slice())?;
             for f in names.file {
                 let package = f.package.unwrap_or_default();
                 for s in f.service {
@@ -246,7 +267,7 @@ impl LocalDescriptors {
 
     /// Both reflection services over the local sets and the catalogue's
     /// sets that `view` holds, listing exactly the services they are for.
-    fn reflection(&self, view: Option<&ConfView>) -> Result<Routes, String> {
+    fn reflection(&self, view: Option<&ConfView>) -> Result<Routes, LocalServiceError> {
         let mut names: BTreeSet<&str> = self.services.iter().map(String::as_str).collect();
         names.insert("grpc.health.v1.Health");
         let mut sets: Vec<&[u8]> = vec![tonic_health::pb::FILE_DESCRIPTOR_SET];
@@ -271,12 +292,10 @@ impl LocalDescriptors {
         };
         let v1 = builder()
             .with_service_name("grpc.reflection.v1.ServerReflection")
-            .build_v1()
-            .map_err(|e| format!("server reflection: {e}"))?;
+            .build_v1()?;
         let v1alpha = builder()
             .with_service_name("grpc.reflection.v1alpha.ServerReflection")
-            .build_v1alpha()
-            .map_err(|e| format!("server reflection: {e}"))?;
+            .build_v1alpha()?;
         Ok(Routes::new(v1).add_service(v1alpha))
     }
 }

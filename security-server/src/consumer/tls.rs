@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use lienthong_certs::CertError;
 use lienthong_certs::tls::{self, Identity};
 use rustls::ServerConfig;
 
@@ -25,14 +26,19 @@ pub enum ConsumerTransport {
     MutualTls,
 }
 
+/// A consumer transport's name that is none of `h2c`, `tls`, `mtls`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown transport {0:?}: use h2c, tls or mtls")]
+pub struct UnknownTransport(pub String);
+
 impl std::str::FromStr for ConsumerTransport {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownTransport;
+    fn from_str(s: &str) -> Result<Self, UnknownTransport> {
         match s {
             "h2c" => Ok(ConsumerTransport::Plain),
             "tls" => Ok(ConsumerTransport::Tls),
             "mtls" => Ok(ConsumerTransport::MutualTls),
-            other => Err(format!("unknown transport {other:?}: use h2c, tls or mtls")),
+            other => Err(UnknownTransport(other.to_owned())),
         }
     }
 }
@@ -42,12 +48,10 @@ pub fn server_config(
     transport: ConsumerTransport,
     identity: &Identity,
     policies: &Policies,
-) -> Result<Option<ServerConfig>, String> {
+) -> Result<Option<ServerConfig>, CertError> {
     match transport {
         ConsumerTransport::Plain => Ok(None),
-        ConsumerTransport::Tls => tls::server_config_no_client_auth(identity)
-            .map(Some)
-            .map_err(|e| e.to_string()),
+        ConsumerTransport::Tls => tls::server_config_no_client_auth(identity).map(Some),
         ConsumerTransport::MutualTls => {
             // Which subsystem a certificate may call as is checked per call.
             let policies = policies.clone();
@@ -56,7 +60,6 @@ pub fn server_config(
                 Arc::new(move |fp| policies.current().is_pinned(fp)),
             )
             .map(Some)
-            .map_err(|e| e.to_string())
         }
     }
 }

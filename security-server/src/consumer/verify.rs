@@ -63,7 +63,7 @@ pub fn check_response(
         metadata::RESPONSE_ENVELOPE,
         metadata::MAX_ENVELOPE,
     )
-    .map_err(bad)?
+    .map_err(|e| bad(e.to_string()))?
     .ok_or_else(|| bad("the response carries no signed envelope".into()))?;
     let env = ResponseEnvelope::decode(bytes.as_slice())
         .map_err(|e| bad(format!("the response envelope is malformed: {e}")))?;

@@ -142,7 +142,7 @@ impl Closing {
                 signature: Some(signature),
             }
             .encode_to_vec(),
-            Err(e) => return refuse(Fault::ProviderInternal.with(e)).await,
+            Err(e) => return refuse(Fault::ProviderInternal.with(e.to_string())).await,
         };
         metadata::put_bin(&mut trailers, metadata::RESPONSE_ENVELOPE, &envelope);
         let mut r = facts.record_with(Phase::Response, envelope);

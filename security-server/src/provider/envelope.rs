@@ -60,7 +60,7 @@ fn read(
     let path =
         metadata::parse_path(parts.uri.path()).map_err(|e| Fault::BadEnvelope.with(e.message))?;
     let bytes = metadata::get_bin(&parts.headers, metadata::ENVELOPE, metadata::MAX_ENVELOPE)
-        .map_err(|e| Fault::BadEnvelope.with(e))?
+        .map_err(|e| Fault::BadEnvelope.with(e.to_string()))?
         .ok_or_else(|| Fault::BadEnvelope.with("the request carries no lt-envelope-bin"))?;
     let envelope = RequestEnvelope::decode(bytes.as_slice())
         .map_err(|e| Fault::BadEnvelope.with(format!("the envelope does not decode: {e}")))?;

@@ -71,18 +71,32 @@ pub struct Backend {
     pub timeout: Duration,
 }
 
+/// Why a backend URL is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendUrlError {
+    #[error("backend URL {url:?}: {source}")]
+    Unreadable {
+        url: String,
+        #[source]
+        source: http::uri::InvalidUri,
+    },
+    #[error("backend URL {0:?} must be http://host:port (h2c); TLS backends are not supported yet")]
+    NotHttpHostPort(String),
+    #[error("backend URL {0:?} must not have a path")]
+    HasPath(String),
+}
+
 /// Checks a backend URL: `http://host:port` (h2c on a trusted network).
-pub fn check_backend_url(url: &str) -> Result<(), String> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| format!("backend URL {url:?}: {e}"))?;
+pub fn check_backend_url(url: &str) -> Result<(), BackendUrlError> {
+    let uri: http::Uri = url.parse().map_err(|source| BackendUrlError::Unreadable {
+        url: url.to_owned(),
+        source,
+    })?;
     if uri.scheme_str() != Some("http") || uri.host().is_none() || uri.port_u16().is_none() {
-        return Err(format!(
-            "backend URL {url:?} must be http://host:port (h2c); TLS backends are not supported yet"
-        ));
+        return Err(BackendUrlError::NotHttpHostPort(url.to_owned()));
     }
     if uri.path() != "/" && !uri.path().is_empty() {
-        return Err(format!("backend URL {url:?} must not have a path"));
+        return Err(BackendUrlError::HasPath(url.to_owned()));
     }
     Ok(())
 }
@@ -351,7 +365,7 @@ impl ServerStore {
 
     /// Sets where a served service's backend is.
     pub fn set_backend(&self, b: &Backend) -> Result<(), StoreError> {
-        check_backend_url(&b.url).map_err(StoreError)?;
+        check_backend_url(&b.url).map_err(|e| StoreError(e.to_string()))?;
         let provider = b.provider.to_string();
         let timeout_ms = i64::try_from(b.timeout.as_millis()).unwrap_or(i64::MAX);
         self.changed(

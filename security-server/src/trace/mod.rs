@@ -33,17 +33,19 @@ pub const DEFAULT_PAGE: u32 = 100;
 /// Most records per page.
 pub const MAX_PAGE: u32 = 1000;
 
+/// A personal ID that is not one; holds at most its first 80 characters.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("personal ID {0:?} must be 1..=64 letters, digits or '-'")]
+pub struct BadSubject(pub String);
+
 /// Checks a personal ID: 1..=64 characters of letters, digits and `-`.
-pub fn check_subject(s: &str) -> Result<(), String> {
+pub fn check_subject(s: &str) -> Result<(), BadSubject> {
     let ok =
         !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "personal ID {:?} must be 1..=64 letters, digits or '-'",
-            s.chars().take(80).collect::<String>()
-        ))
+        Err(BadSubject(s.chars().take(80).collect()))
     }
 }
 
@@ -79,7 +81,7 @@ impl TraceService {
     ) -> Result<pb::FindUsageReply, (tonic::Code, String)> {
         let invalid = |m: String| (tonic::Code::InvalidArgument, m);
         let internal = |e: crate::message_log::LogError| (tonic::Code::Internal, e.to_string());
-        check_subject(&req.data_subject).map_err(invalid)?;
+        check_subject(&req.data_subject).map_err(|e| invalid(e.to_string()))?;
         let page = match req.page_size {
             0 => DEFAULT_PAGE,
             n => n.min(MAX_PAGE),

@@ -11,8 +11,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime};
 
-use lienthong_certs::Fingerprint;
 use lienthong_certs::signing::VerifyingKey;
+use lienthong_certs::{CertError, Fingerprint};
 use lienthong_proto::canonical;
 use lienthong_proto::id::{ServerId, SubsystemId};
 use lienthong_proto::merkle::{self, Hash};
@@ -28,6 +28,77 @@ use crate::metadata;
 
 /// Most pages read from one server.
 pub const MAX_PAGES: usize = 50;
+
+/// Why a server's answer, or one record in it, does not count.
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    #[error("the leaf names no data subject")]
+    NoSubject,
+    #[error("the record is not about the data subject asked about")]
+    OtherSubject,
+    #[error("an opening for a leaf that commits to nothing")]
+    OpeningForNothing,
+    #[error("the leaf shows what it should commit to")]
+    CommittedShown,
+    #[error("released, but what its leaf commits to was not revealed")]
+    NotRevealed,
+    #[error("the revealed official and purpose are not what its leaf commits to")]
+    OpeningMismatch,
+    /// A record put into the trace in another member's name.
+    #[error(
+        "{server} returned a {side} record of message {message_id} for {named} that it does not serve"
+    )]
+    NotRightfulEnd {
+        server: Box<ServerId>,
+        /// `consumer`, `provider` or `unspecified`.
+        side: String,
+        message_id: String,
+        /// The client (consumer side) or the service (provider side).
+        named: String,
+    },
+    #[error("no witnessed checkpoint yet")]
+    NoCheckpoint,
+    #[error("the checkpoint is another server's")]
+    OtherServersCheckpoint,
+    #[error("the checkpoint is not signed")]
+    CheckpointNotSigned,
+    #[error("the checkpoint is not signed by the server's owner")]
+    NotSignedByOwner,
+    #[error("the checkpoint signature does not verify: {0}")]
+    BadSignature(#[source] CertError),
+    #[error("the checkpoint was not witnessed")]
+    NotWitnessed,
+    #[error("the checkpoint is not countersigned by the registry")]
+    NotCountersigned,
+    #[error("the registry's countersignature does not verify: {0}")]
+    BadCountersignature(#[source] CertError),
+    #[error("the checkpoint root is not 32 bytes")]
+    BadRoot,
+}
+
+/// Why a server was not asked, or did not answer in full.
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    #[error(transparent)]
+    Unreachable(#[from] tonic::transport::Error),
+    #[error("identifier is not ASCII")]
+    NotAscii,
+    /// The call was refused; `fault` is its `lt-fault` (if any).
+    #[error("{}", format!("{fault} {message}").trim())]
+    Refused { fault: String, message: String },
+    #[error("the answer has more than {MAX_PAGES} pages; the trace is incomplete")]
+    TooManyPages,
+}
+
+/// Why no trace report was made.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    /// The data subject is in none of the instance's formats.
+    #[error(transparent)]
+    Subject(#[from] lienthong_proto::fields::FieldError),
+    #[error(transparent)]
+    Task(#[from] tokio::task::JoinError),
+}
 
 /// One exchange as the citizen sees it, merged from both sides.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,7 +253,7 @@ fn verify_reply(
         }
         let young = young(now_ms, leaf.at_unix_ms);
         if let Err(why) = logged_by_rightful_end(view, server, &leaf) {
-            failures.push(why);
+            failures.push(why.to_string());
             out.push(Record {
                 server: server.clone(),
                 leaf,
@@ -248,8 +319,9 @@ fn verify_reply(
                 Proof::Pending
             }
             Err(e) => {
-                if !failures.contains(e) {
-                    failures.push(e.clone());
+                let e = e.to_string();
+                if !failures.contains(&e) {
+                    failures.push(e);
                 }
                 Proof::Failed
             }
@@ -271,16 +343,16 @@ fn verify_reply(
 /// Whether a record's leaf is about `subject`: its commitment opens with
 /// the salt the server revealed. Leaves written before commitments carry
 /// the server's keyed hash instead, which only that server can check.
-fn about_subject(leaf: &pb::LogLeaf, salt: &[u8], subject: &str) -> Result<(), String> {
+fn about_subject(leaf: &pb::LogLeaf, salt: &[u8], subject: &str) -> Result<(), AnswerError> {
     if leaf.data_subject_commitment.is_empty() {
         return match leaf.data_subject_hash.len() {
             32 => Ok(()),
-            _ => Err("the leaf names no data subject".into()),
+            _ => Err(AnswerError::NoSubject),
         };
     }
     let expected = lienthong_proto::canonical::subject_commitment(salt, subject);
     if salt.len() != 32 || expected.as_slice() != leaf.data_subject_commitment.as_slice() {
-        return Err("the record is not about the data subject asked about".into());
+        return Err(AnswerError::OtherSubject);
     }
     Ok(())
 }
@@ -292,24 +364,24 @@ fn open_hidden(
     leaf: &mut pb::LogLeaf,
     opening: Option<&pb::HiddenOpening>,
     still_withheld: bool,
-) -> Result<(), String> {
+) -> Result<(), AnswerError> {
     if leaf.hidden_commitment.is_empty() {
         // Never withheld, or withheld before leaves carried commitments.
         return match opening {
             None => Ok(()),
-            Some(_) => Err("an opening for a leaf that commits to nothing".into()),
+            Some(_) => Err(AnswerError::OpeningForNothing),
         };
     }
     if !leaf.user_id.is_empty() || !leaf.purpose.is_empty() {
-        return Err("the leaf shows what it should commit to".into());
+        return Err(AnswerError::CommittedShown);
     }
     if still_withheld {
         return Ok(());
     }
-    let o = opening.ok_or("released, but what its leaf commits to was not revealed")?;
+    let o = opening.ok_or(AnswerError::NotRevealed)?;
     let expected = lienthong_proto::canonical::hidden_commitment(&o.salt, &o.user_id, &o.purpose);
     if o.salt.len() != 32 || expected.as_slice() != leaf.hidden_commitment.as_slice() {
-        return Err("the revealed official and purpose are not what its leaf commits to".into());
+        return Err(AnswerError::OpeningMismatch);
     }
     leaf.user_id = o.user_id.clone();
     leaf.purpose = o.purpose.clone();
@@ -325,7 +397,7 @@ fn logged_by_rightful_end(
     view: &ConfView,
     server: &ServerId,
     leaf: &pb::LogLeaf,
-) -> Result<(), String> {
+) -> Result<(), AnswerError> {
     let side = pb::Side::try_from(leaf.side).unwrap_or(pb::Side::Unspecified);
     let rightful = match side {
         pb::Side::Consumer => leaf
@@ -343,18 +415,19 @@ fn logged_by_rightful_end(
     if rightful {
         Ok(())
     } else {
-        Err(format!(
-            "{server} returned a {} record of message {} for {} that it does not serve",
-            side.as_str_name()
+        Err(AnswerError::NotRightfulEnd {
+            server: Box::new(server.clone()),
+            side: side
+                .as_str_name()
                 .trim_start_matches("SIDE_")
                 .to_lowercase(),
-            leaf.message_id,
-            if side == pb::Side::Consumer {
-                &leaf.client
+            message_id: leaf.message_id.clone(),
+            named: if side == pb::Side::Consumer {
+                leaf.client.clone()
             } else {
-                &leaf.service
-            }
-        ))
+                leaf.service.clone()
+            },
+        })
     }
 }
 
@@ -365,11 +438,8 @@ fn checked_head(
     server: &ServerId,
     reply: &pb::FindUsageReply,
     now: SystemTime,
-) -> Result<(u64, Hash), String> {
-    let cp = reply
-        .checkpoint
-        .as_ref()
-        .ok_or("no witnessed checkpoint yet")?;
+) -> Result<(u64, Hash), AnswerError> {
+    let cp = reply.checkpoint.as_ref().ok_or(AnswerError::NoCheckpoint)?;
     if cp
         .server
         .as_ref()
@@ -377,39 +447,39 @@ fn checked_head(
         .as_ref()
         != Some(server)
     {
-        return Err("the checkpoint is another server's".into());
+        return Err(AnswerError::OtherServersCheckpoint);
     }
     let digest = canonical::digest(&canonical::checkpoint(cp));
     let sig = cp
         .signature
         .as_ref()
-        .ok_or("the checkpoint is not signed")?;
+        .ok_or(AnswerError::CheckpointNotSigned)?;
     let signer = Fingerprint::from_slice(&sig.signer_certificate_sha256)
         .and_then(|fp| view.signing_cert(&fp, now))
         .filter(|c| c.member == server.owner)
-        .ok_or("the checkpoint is not signed by the server's owner")?;
+        .ok_or(AnswerError::NotSignedByOwner)?;
     signer
         .key
         .verify(sig, &digest)
-        .map_err(|e| format!("the checkpoint signature does not verify: {e}"))?;
+        .map_err(AnswerError::BadSignature)?;
     let counter = reply
         .witness
         .as_ref()
         .and_then(|w| w.countersignature.as_ref())
-        .ok_or("the checkpoint was not witnessed")?;
+        .ok_or(AnswerError::NotWitnessed)?;
     let registry = anchor
         .configuration_signing_certificates
         .iter()
         .find(|c| Fingerprint::of(c).0.as_slice() == counter.signer_certificate_sha256.as_slice())
-        .ok_or("the checkpoint is not countersigned by the registry")?;
+        .ok_or(AnswerError::NotCountersigned)?;
     VerifyingKey::from_cert(registry)
         .and_then(|k| k.verify(counter, &digest))
-        .map_err(|e| format!("the registry's countersignature does not verify: {e}"))?;
+        .map_err(AnswerError::BadCountersignature)?;
     let root: Hash = cp
         .root_hash
         .as_slice()
         .try_into()
-        .map_err(|_| "the checkpoint root is not 32 bytes")?;
+        .map_err(|_| AnswerError::BadRoot)?;
     Ok((cp.tree_size, root))
 }
 
@@ -421,41 +491,42 @@ pub async fn ask(
     portal: &SubsystemId,
     server: &ServerId,
     subject: &str,
-) -> Result<Vec<pb::FindUsageReply>, String> {
+) -> Result<Vec<pb::FindUsageReply>, AskError> {
     let mut replies = Vec::new();
     let mut token = String::new();
     for _ in 0..MAX_PAGES {
         let mut grpc = tonic::client::Grpc::new(consumer.clone());
-        grpc.ready().await.map_err(|e| e.to_string())?;
+        grpc.ready().await?;
         let mut req = tonic::Request::new(pb::FindUsageRequest {
             data_subject: subject.to_owned(),
             page_token: token.clone(),
             ..Default::default()
         });
         let m = req.metadata_mut();
-        let ascii = |v: String| v.parse().map_err(|_| "identifier is not ASCII".to_string());
+        let ascii = |v: String| v.parse().map_err(|_| AskError::NotAscii);
         m.insert(metadata::CLIENT, ascii(portal.to_string())?);
         m.insert(metadata::SERVER, ascii(server.to_string())?);
         m.insert(metadata::DATA_SUBJECT, ascii(subject.to_owned())?);
         m.insert(
             metadata::PURPOSE,
-            "access trace requested by the data subject"
-                .parse()
-                .map_err(|_| "purpose is not ASCII")?,
+            tonic::metadata::MetadataValue::from_static(
+                "access trace requested by the data subject",
+            ),
         );
         let path = format!("/{SERVICE}/FindUsage")
             .parse()
-            .map_err(|_| "invalid path")?;
+            .expect("a gRPC service and method name make a valid path");
         let reply: pb::FindUsageReply = grpc
             .unary(req, path, tonic_prost::ProstCodec::default())
             .await
-            .map_err(|s| {
-                let fault = s
+            .map_err(|s| AskError::Refused {
+                fault: s
                     .metadata()
                     .get("lt-fault")
                     .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
-                format!("{fault} {}", s.message()).trim().to_owned()
+                    .unwrap_or("")
+                    .to_owned(),
+                message: s.message().to_owned(),
             })?
             .into_inner();
         token = reply.next_page_token.clone();
@@ -466,9 +537,7 @@ pub async fn ask(
     }
     // An answer cut short is no answer: what was left out could be the
     // exchange the citizen asks about.
-    Err(format!(
-        "the answer has more than {MAX_PAGES} pages; the trace is incomplete"
-    ))
+    Err(AskError::TooManyPages)
 }
 
 /// Asks every server of `view` about `subject` through the portal's
@@ -481,11 +550,9 @@ pub async fn trace(
     subject: &str,
     timeout: Duration,
     witnessed: &Witnessed,
-) -> Result<TraceReport, String> {
+) -> Result<TraceReport, TraceError> {
     // Records are logged under the canonical spelling only.
-    view.subject_formats()
-        .canonical(subject)
-        .map_err(|e| e.to_string())?;
+    view.subject_formats().canonical(subject)?;
     let (portal, subject) = (portal.clone(), subject.to_owned());
     fan_out_witnessed(
         view,
@@ -573,16 +640,17 @@ impl Witnessed {
 /// then verifies every answer and merges them: what [`trace`] does over
 /// the bus, with the asking left to the caller (a benchmark simulates
 /// hundreds of servers with it).
-pub async fn fan_out<A, F>(
+pub async fn fan_out<A, F, E>(
     view: &ConfView,
     anchor: &Anchor,
     subject: &str,
     timeout: Duration,
     ask: A,
-) -> Result<TraceReport, String>
+) -> Result<TraceReport, TraceError>
 where
     A: Fn(ServerId) -> F,
-    F: std::future::Future<Output = Result<Vec<pb::FindUsageReply>, String>> + Send + 'static,
+    F: std::future::Future<Output = Result<Vec<pb::FindUsageReply>, E>> + Send + 'static,
+    E: std::fmt::Display,
 {
     fan_out_witnessed(view, anchor, subject, timeout, &Witnessed::unknown(), ask).await
 }
@@ -590,17 +658,18 @@ where
 /// [`fan_out`], judging unwitnessed records by what the registry witnessed.
 /// Every record must open its leaf's commitment to `subject` (the
 /// canonical id asked about) with the salt the server revealed.
-pub async fn fan_out_witnessed<A, F>(
+pub async fn fan_out_witnessed<A, F, E>(
     view: &ConfView,
     anchor: &Anchor,
     subject: &str,
     timeout: Duration,
     witnessed: &Witnessed,
     ask: A,
-) -> Result<TraceReport, String>
+) -> Result<TraceReport, TraceError>
 where
     A: Fn(ServerId) -> F,
-    F: std::future::Future<Output = Result<Vec<pb::FindUsageReply>, String>> + Send + 'static,
+    F: std::future::Future<Output = Result<Vec<pb::FindUsageReply>, E>> + Send + 'static,
+    E: std::fmt::Display,
 {
     let mut tasks = Vec::new();
     let mut servers: Vec<ServerId> = view.servers().map(|s| s.id.clone()).collect();
@@ -608,9 +677,12 @@ where
     for server in servers {
         let asked = ask(server.clone());
         tasks.push(tokio::spawn(async move {
-            let answer = tokio::time::timeout(timeout, asked)
-                .await
-                .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")));
+            // Why a server did not answer is the report's to show.
+            let answer = match tokio::time::timeout(timeout, asked).await {
+                Ok(Ok(replies)) => Ok(replies),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no answer within {timeout:?}")),
+            };
             (server, answer)
         }));
     }
@@ -621,7 +693,7 @@ where
     let mut withheld: HashMap<String, i64> = HashMap::new();
     let now = SystemTime::now();
     for t in tasks {
-        let (server, answer) = t.await.map_err(|e| e.to_string())?;
+        let (server, answer) = t.await?;
         match answer {
             Err(e) => {
                 cx.unanswered.insert(server.clone());

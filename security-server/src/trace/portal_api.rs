@@ -114,7 +114,7 @@ impl TracePortal for PortalApi {
         request: Request<pb::TraceRequest>,
     ) -> Result<Response<pb::TraceReport>, Status> {
         let subject = request.into_inner().data_subject;
-        super::check_subject(&subject).map_err(Status::invalid_argument)?;
+        super::check_subject(&subject).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let view = self.conf.view().ok_or_else(|| {
             Status::unavailable("the portal's security server has no configuration yet")
         })?;
@@ -132,7 +132,7 @@ impl TracePortal for PortalApi {
             &witnessed,
         )
         .await
-        .map_err(Status::unavailable)?;
+        .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(to_proto(&report)))
     }
 }

@@ -236,7 +236,12 @@ fn descriptor_sets_are_read_in_name_order_and_garbage_is_named() {
     std::fs::write(missing.join("c-broken.pb"), b"\xff\xff\xff").unwrap();
     let e = read_descriptor_sets(&missing).unwrap_err();
     assert!(
-        e.contains("c-broken.pb: not a protobuf descriptor set"),
+        matches!(&e, LocalServiceError::NotADescriptorSet { path, .. } if path.ends_with("c-broken.pb")),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .contains("c-broken.pb: not a protobuf descriptor set"),
         "{e}"
     );
 }
