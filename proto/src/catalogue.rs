@@ -31,6 +31,15 @@ pub enum DescriptorSetError {
     ServiceMissing { wanted: String, defined: String },
 }
 
+/// Whether `name` is a protobuf identifier: `[A-Za-z_][A-Za-z0-9_]*`.
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// A `FileDescriptorSet` read for its files' `syntax` alone.
 #[derive(Clone, PartialEq, prost::Message)]
 struct SyntaxOnlySet {
@@ -94,6 +103,22 @@ impl DescriptorSet {
             .map_err(|e| DescriptorSetError::Unreadable(e.to_string()))?;
         if pool.services().len() == 0 {
             return Err(DescriptorSetError::NoService);
+        }
+        // The names are shown in reflection answers, pages and logs, and
+        // looked up by name: only protobuf identifiers.
+        for service in pool.services() {
+            let full = service.full_name();
+            if !full.split('.').all(is_identifier) {
+                return Err(DescriptorSetError::Unreadable(format!(
+                    "the service name {full:?} is not dot-separated protobuf identifiers"
+                )));
+            }
+            if let Some(bad) = service.methods().find(|m| !is_identifier(m.name())) {
+                return Err(DescriptorSetError::Unreadable(format!(
+                    "{full} has a method named {:?}, not a protobuf identifier",
+                    bad.name()
+                )));
+            }
         }
         Ok(DescriptorSet { bytes, pool })
     }
@@ -296,5 +321,27 @@ mod tests {
         );
         proto3.syntax = Some("proto3".into());
         assert!(DescriptorSet::parse(set(vec![proto3])).is_ok());
+    }
+
+    /// Names that are no protobuf identifiers are refused (the fuzz
+    /// target's second find: a NUL in a package made a listed service
+    /// unfindable by its own name).
+    #[test]
+    fn names_that_are_no_protobuf_identifiers_are_refused() {
+        for (package, service, method) in [
+            ("op\0v1", "PersonRegistry", "GetPerson"),
+            ("population.v1", "Person\u{1b}[31m", "GetPerson"),
+            ("population.v1", "PersonRegistry", "Get Person"),
+            ("population.v1", "9Registry", "GetPerson"),
+        ] {
+            let mut f = file("population.proto", &[], Some((service, &[method])));
+            f.package = Some(package.into());
+            for m in &mut f.service[0].method {
+                let own = Some(format!(".{package}.M16"));
+                (m.input_type, m.output_type) = (own.clone(), own);
+            }
+            let e = DescriptorSet::parse(set(vec![f])).unwrap_err();
+            assert!(e.to_string().contains("protobuf identifier"), "{e}");
+        }
     }
 }
