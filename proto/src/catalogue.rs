@@ -40,34 +40,105 @@ fn is_identifier(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// A `FileDescriptorSet` read for its files' `syntax` alone.
+/// The most files one descriptor set may hold: a service's files and
+/// their imports are a few dozen; the bound also bounds how deep the
+/// decoder's recursion over imports can go.
+pub const MAX_DESCRIPTOR_FILES: usize = 512;
+
+/// A `FileDescriptorSet` read for its files' names, imports and syntax.
 #[derive(Clone, PartialEq, prost::Message)]
-struct SyntaxOnlySet {
+struct FilesOnlySet {
     #[prost(message, repeated, tag = "1")]
-    file: Vec<SyntaxOnlyFile>,
+    file: Vec<FileOnly>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-struct SyntaxOnlyFile {
+struct FileOnly {
     #[prost(string, optional, tag = "1")]
     name: Option<String>,
+    #[prost(string, repeated, tag = "3")]
+    dependency: Vec<String>,
     #[prost(string, optional, tag = "12")]
     syntax: Option<String>,
 }
 
-/// Refuses a file whose `syntax` is neither proto2 nor proto3 (editions
-/// are not supported by the decoder), before the decoder sees it.
-fn known_syntax(bytes: &[u8]) -> Result<(), DescriptorSetError> {
-    let set = <SyntaxOnlySet as prost::Message>::decode(bytes)
+/// What the decoder is not given, because it has crashed on it (an unknown
+/// `syntax` panicked; an import cycle recursed until the stack overflowed,
+/// which no `catch_unwind` stops): more than [`MAX_DESCRIPTOR_FILES`]
+/// files, a syntax other than proto2 or proto3 (editions are not supported
+/// by the decoder), or imports that form a cycle (which protoc refuses
+/// too).
+fn precheck(bytes: &[u8]) -> Result<(), DescriptorSetError> {
+    let unreadable = |why: String| Err(DescriptorSetError::Unreadable(why));
+    let set = <FilesOnlySet as prost::Message>::decode(bytes)
         .map_err(|e| DescriptorSetError::Unreadable(e.to_string()))?;
+    if set.file.len() > MAX_DESCRIPTOR_FILES {
+        return unreadable(format!(
+            "it holds {} files; at most {MAX_DESCRIPTOR_FILES} are accepted",
+            set.file.len()
+        ));
+    }
+    let name = |f: &FileOnly| f.name.clone().unwrap_or_default();
     for file in &set.file {
         match file.syntax.as_deref() {
             None | Some("proto2" | "proto3") => {}
             Some(other) => {
-                return Err(DescriptorSetError::Unreadable(format!(
+                return unreadable(format!(
                     "{} has syntax {other:?}; proto2 and proto3 are supported",
-                    file.name.as_deref().unwrap_or("a file")
-                )));
+                    name(file)
+                ));
+            }
+        }
+    }
+    // Imports as edges between the set's files (imports of files not in
+    // the set are the decoder's to refuse); then a depth-first search that
+    // keeps its own stack, so that no input can make it recurse.
+    let index: std::collections::HashMap<String, usize> = set
+        .file
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (name(f), i))
+        .collect();
+    let edges: Vec<Vec<usize>> = set
+        .file
+        .iter()
+        .map(|f| {
+            f.dependency
+                .iter()
+                .filter_map(|d| index.get(d).copied())
+                .collect()
+        })
+        .collect();
+    // 0: not seen, 1: on the current path, 2: done.
+    let mut state = vec![0u8; edges.len()];
+    for root in 0..edges.len() {
+        if state[root] != 0 {
+            continue;
+        }
+        let mut stack = vec![(root, 0usize)];
+        state[root] = 1;
+        while let Some((node, next)) = stack.last_mut() {
+            match edges[*node].get(*next) {
+                Some(&to) => {
+                    *next += 1;
+                    match state[to] {
+                        0 => {
+                            state[to] = 1;
+                            stack.push((to, 0));
+                        }
+                        1 => {
+                            return unreadable(format!(
+                                "its imports form a cycle through {}",
+                                name(&set.file[to])
+                            ));
+                        }
+                        _ => {}
+                    }
+                }
+                None => {
+                    state[*node] = 2;
+                    stack.pop();
+                }
             }
         }
     }
@@ -92,10 +163,10 @@ impl DescriptorSet {
         if bytes.is_empty() {
             return Err(DescriptorSetError::Empty);
         }
-        known_syntax(&bytes)?;
-        // The decoder has panicked on malformed sets (an unknown `syntax`,
-        // refused just above); bytes from a peer or an officer must never
-        // take the process down, whatever else it may trip on.
+        precheck(&bytes)?;
+        // The decoder has crashed on malformed sets (see `precheck`); bytes
+        // from a peer or an officer must never take the process down,
+        // whatever else it may panic on.
         let pool = std::panic::catch_unwind(|| DescriptorPool::decode(bytes.as_slice()))
             .map_err(|_| {
                 DescriptorSetError::Unreadable("the descriptor decoder failed on it".into())
@@ -343,5 +414,33 @@ mod tests {
             let e = DescriptorSet::parse(set(vec![f])).unwrap_err();
             assert!(e.to_string().contains("protobuf identifier"), "{e}");
         }
+    }
+
+    /// Imports that form a cycle made the decoder recurse until the stack
+    /// overflowed (the fuzz target's third find): refused before it.
+    #[test]
+    fn import_cycles_and_too_many_files_are_refused() {
+        let service = Some(("PersonRegistry", &["GetPerson"][..]));
+        let mut own = file("a.proto", &["a.proto"], service);
+        own.public_dependency = vec![0];
+        let mut a = file("a.proto", &["b.proto"], service);
+        a.public_dependency = vec![0];
+        let mut b = file("b.proto", &["a.proto"], None);
+        b.public_dependency = vec![0];
+        for files in [vec![own], vec![a, b]] {
+            let e = DescriptorSet::parse(set(files)).unwrap_err();
+            assert!(e.to_string().contains("imports form a cycle"), "{e}");
+        }
+        let many: Vec<FileDescriptorProto> = (0..=MAX_DESCRIPTOR_FILES)
+            .map(|i| file(&format!("f{i}.proto"), &[], None))
+            .collect();
+        let e = DescriptorSet::parse(set(many)).unwrap_err();
+        assert!(e.to_string().contains("at most 512"), "{e}");
+        // A chain without a cycle is fine (names of other lengths: the
+        // fixture names each file's message after its name's length).
+        let top = file("t.proto", &["mid.proto"], service);
+        let mid = file("mid.proto", &["lowest.proto"], None);
+        let low = file("lowest.proto", &[], None);
+        assert!(DescriptorSet::parse(set(vec![low, mid, top])).is_ok());
     }
 }
