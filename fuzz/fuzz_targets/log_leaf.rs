@@ -13,7 +13,7 @@ use libfuzzer_sys::fuzz_target;
 use lienthong_fuzz::Input;
 use lienthong_proto::pb::operational::v1::OperationalQuery;
 use lienthong_proto::pb::trace::v1::{FindUsageRequest, LogLeaf, Phase as PbPhase, Side};
-use lienthong_security_server::conf_client::view::unix_ms;
+use lienthong_proto::time::unix_ms;
 use lienthong_security_server::message_log::leaf::{leaf_bytes, phase_name, side_name};
 use lienthong_security_server::message_log::{LogRecord, Phase, Role};
 use lienthong_security_server::operational::{self, Selection, Viewer};
