@@ -27,6 +27,11 @@ pub enum DatabaseError {
     /// The PostgreSQL server refused, or the connection failed.
     #[error("{}", postgres_words(.0))]
     Postgres(#[from] ::postgres::Error),
+    /// No connection within the pool's patience: the server's own words
+    /// when it refused (a wrong password, no such database), else the
+    /// pool's.
+    #[error("{0}")]
+    Unreachable(String),
     /// SQLite failed.
     #[error("{0}")]
     Sqlite(#[from] rusqlite::Error),

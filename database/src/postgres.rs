@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use postgres::Config;
 use postgres::config::{Host, SslMode};
@@ -159,9 +160,28 @@ impl PgTarget {
         Ok(self.config.connect(self.tls()?)?)
     }
 
-    /// The connection manager for an `r2d2` pool of this target.
-    pub fn manager(&self) -> Result<Manager, DatabaseError> {
-        Ok(Manager::new(self.config.clone(), self.tls()?))
+    /// A pool of at most `size` connections, one kept idle, waiting up to
+    /// `patience` for the database. Blocking: not on an async runtime's
+    /// threads.
+    pub fn pool(
+        &self,
+        size: u32,
+        patience: Duration,
+    ) -> Result<r2d2::Pool<Manager>, DatabaseError> {
+        let manager = Manager::new(self.config.clone(), self.tls()?);
+        r2d2::Pool::builder()
+            .max_size(size)
+            .min_idle(Some(1))
+            .connection_timeout(patience)
+            .build(manager)
+            .map_err(|e| {
+                // The pool's error says only "db error": ask once more for
+                // the server's words (a wrong password, a missing database).
+                DatabaseError::Unreachable(match self.connect() {
+                    Err(direct) => direct.to_string(),
+                    Ok(_) => e.to_string(),
+                })
+            })
     }
 }
 

@@ -179,23 +179,9 @@ impl PgStorage {
                 e.0
             )));
         }
-        let manager = target.manager()?;
-        let pool = r2d2::Pool::builder()
-            .max_size(POOL_SIZE)
-            .min_idle(Some(1))
-            .connection_timeout(CONNECT_TIMEOUT)
-            .build(manager)
-            .map_err(|e| {
-                // The pool's error says only "db error": ask once more for
-                // the server's words (a wrong password, a missing database).
-                let why = match target.connect() {
-                    Err(direct) => direct.to_string(),
-                    Ok(_) => e.to_string(),
-                };
-                StoreError(format!(
-                    "cannot reach the cluster's database {shown}: {why}"
-                ))
-            })?;
+        let pool = target
+            .pool(POOL_SIZE, CONNECT_TIMEOUT)
+            .map_err(|e| StoreError(format!("cannot reach the cluster's database {shown}: {e}")))?;
         let storage = PgStorage {
             pool: Some(pool),
             shown,

@@ -124,21 +124,9 @@ impl PgStore {
 
     fn connect(target: &PgTarget) -> Result<Self, StoreError> {
         let shown = target.shown();
-        let manager = target.manager()?;
-        let pool = r2d2::Pool::builder()
-            .max_size(POOL_SIZE)
-            .min_idle(Some(1))
-            .connection_timeout(CONNECT_TIMEOUT)
-            .build(manager)
-            .map_err(|e| {
-                // The pool's error says only "db error": ask once more for
-                // the server's words (a wrong password, a missing database).
-                let why = match target.connect() {
-                    Err(direct) => direct.to_string(),
-                    Ok(_) => e.to_string(),
-                };
-                StoreError::Internal(format!("cannot reach the registry database {shown}: {why}"))
-            })?;
+        let pool = target.pool(POOL_SIZE, CONNECT_TIMEOUT).map_err(|e| {
+            StoreError::Internal(format!("cannot reach the registry database {shown}: {e}"))
+        })?;
         let store = PgStore {
             pool: Some(pool),
             shown,
