@@ -11,11 +11,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
-
 /// A command block of the guide: its fence's tags after `sh`, its text.
 struct Block {
     tags: Vec<String>,
@@ -161,7 +156,7 @@ fn every_command_of_the_operator_guide_works() {
         .env_remove("LIENTHONG_ANCHOR")
         .env_remove("LIENTHONG_DATABASE_URL")
         .env_remove("LIENTHONG_DATABASE_PASSWORD");
-    for var in [
+    const VARS: [&str; 11] = [
         "REGISTRY",
         "SS1",
         "SS1_SYSTEMS",
@@ -173,8 +168,10 @@ fn every_command_of_the_operator_guide_works() {
         "SS2",
         "SS2_SYSTEMS",
         "SS2_ADMIN",
-    ] {
-        cmd.env(var, free_addr());
+    ];
+    let addresses = lienthong_integration_tests::nodes::free_addresses::<{ VARS.len() }>();
+    for (var, addr) in VARS.into_iter().zip(addresses) {
+        cmd.env(var, addr.to_string());
     }
     if let Some((url, file)) = &database {
         cmd.env("DB_URL", url).env("DB_PASSWORD_FILE", file);

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 
+use lienthong_integration_tests::nodes::free_addresses;
 use lienthong_integration_tests::wait::{PATIENCE, wait_until_blocking};
 
 fn lienthong(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Output {
@@ -38,19 +39,12 @@ fn serve(d: &Path, addr: &str) -> Serving {
     Serving(child)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn init_serve_operate_restart() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let addr = format!("127.0.0.1:{}", free_port());
+    let [addr] = free_addresses();
+    let addr = addr.to_string();
     let out = lienthong(
         &[
             "registry",
@@ -221,7 +215,8 @@ fn serve_takes_host_names_and_answers_on_its_admin_port() {
     use std::io::{BufRead, BufReader, Read, Write};
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let port = free_port();
+    let [addr] = free_addresses();
+    let port = addr.port();
     let out = lienthong(
         &[
             "registry",

@@ -144,11 +144,15 @@ impl SharedStore {
     }
 }
 
-/// A loopback address no one listens on now (for a node to bind next).
-pub fn free_address() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
+/// `N` loopback addresses no one listens on now (for nodes to bind next),
+/// all different: each is held until all are chosen, since the kernel may
+/// hand a port it just released to the next `bind` (two nodes told the
+/// same port, one fails with "address in use").
+pub fn free_addresses<const N: usize>() -> [SocketAddr; N] {
+    let held: [std::net::TcpListener; N] = std::array::from_fn(|_| {
+        std::net::TcpListener::bind("127.0.0.1:0").expect("a free loopback port")
+    });
+    held.map(|l| l.local_addr().expect("a bound address"))
 }
 
 /// The home of another node of the registry in `first`: its keys and TLS

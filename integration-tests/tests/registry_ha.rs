@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use lienthong_integration_tests::federation::{Federation, InformationSystem};
 use lienthong_integration_tests::nodes::{
-    RegistryNode, SharedStore, database_url, free_address, second_home,
+    RegistryNode, SharedStore, database_url, free_addresses, second_home,
 };
 use lienthong_integration_tests::registry::TestRegistry;
 use lienthong_proto::pb::globalconf::v1::Anchor;
@@ -238,7 +238,7 @@ impl Load {
 async fn servers_keep_exchanging_and_updating_when_the_publishing_registry_node_dies() {
     let Some(url) = database_url() else { return };
     let store = blocking(move || SharedStore::new(&url, "federation")).await;
-    let (first, second) = (free_address(), free_address());
+    let [first, second] = free_addresses();
     let home_a = tempfile::tempdir().unwrap();
     let done = {
         let (s, h) = (store.clone(), home_a.path().to_owned());
@@ -343,7 +343,7 @@ async fn servers_keep_exchanging_and_updating_when_the_publishing_registry_node_
 async fn a_server_fails_over_to_a_registry_node_only_the_configuration_lists() {
     let Some(url) = database_url() else { return };
     let store = blocking(move || SharedStore::new(&url, "addresses")).await;
-    let (first, second) = (free_address(), free_address());
+    let [first, second] = free_addresses();
     let home_a = tempfile::tempdir().unwrap();
     let done = {
         let (s, h) = (store.clone(), home_a.path().to_owned());
