@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use lienthong_certs::ca::DEFAULT_CERT_VALIDITY;
 use lienthong_certs::{net, tls};
+use lienthong_database::HomeLock;
 use lienthong_proto::pb::registry::v1::checkpoint_witness_server::CheckpointWitnessServer;
 use lienthong_proto::pb::registry::v1::configuration_distribution_server::ConfigurationDistributionServer;
 use lienthong_proto::pb::registry::v1::registration_server::RegistrationServer;
@@ -108,7 +109,12 @@ pub struct Registry {
     shutdown: Option<oneshot::Sender<()>>,
     serving: JoinHandle<Result<(), tonic::transport::Error>>,
     publishing: JoinHandle<()>,
+    /// Held while the node runs; released when it drops.
+    _home: HomeLock,
 }
+
+/// What two registries on one home directory would break.
+const ONE_REGISTRY_PER_HOME: &str = "two registry processes on one home serve its store and keys twice; run another node from a home of its own (docs/registry.md, high availability)";
 
 impl Registry {
     /// Opens the store, checks that this node holds the keys the store
@@ -117,6 +123,8 @@ impl Registry {
     /// distributes the newest version in the store — and starts serving.
     pub async fn start(opts: RegistryOptions) -> Result<Self, RegistryError> {
         check_permissions_for(&opts.dir, &opts.database)?;
+        let home = HomeLock::take(&opts.dir, ONE_REGISTRY_PER_HOME)
+            .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
         let loaded = load(&opts.dir)?;
         let (db, dir) = (opts.database.clone(), opts.dir.clone());
         let store: Arc<dyn Store> = Arc::from(blocking(move || Ok(db.open(&dir)?)).await?);
@@ -233,6 +241,7 @@ impl Registry {
             shutdown: Some(tx),
             serving,
             publishing,
+            _home: home,
         })
     }
 

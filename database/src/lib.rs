@@ -3,11 +3,15 @@
 //! SQLite and PostgreSQL ([`migrations`]), and the PostgreSQL target —
 //! a libpq-style URL with several hosts, TLS by rustls, the password
 //! kept apart from the URL and out of every message ([`postgres`]).
-//! Each store keeps its own tables, transactions and errors.
+//! Each store keeps its own tables, transactions and errors. The lock
+//! that keeps one process per home directory ([`home_lock`]) is shared too.
 
+pub mod copy;
+pub mod home_lock;
 pub mod migrations;
 pub mod postgres;
 
+pub use home_lock::{HomeLock, HomeLockError, LOCK_FILE};
 pub use migrations::{Migration, Schema};
 pub use postgres::PgTarget;
 

@@ -1,9 +1,8 @@
 //! Starting a security server: its lock on its directory, its store,
 //! keys, configuration, message log, and the two listeners.
 
-use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -54,7 +53,10 @@ pub const SETTING_SERVER_ID: &str = "server_id";
 /// The file in a server's home that a running server holds an exclusive
 /// OS lock on, and writes its process id into: one process per directory
 /// (two would write one message log and corrupt it).
-pub const LOCK_FILE: &str = "serve.lock";
+pub use lienthong_database::LOCK_FILE;
+
+/// What two servers on one directory would break.
+const ONE_SERVER_PER_HOME: &str = "two servers on one directory corrupt its message log";
 
 /// Why a home directory's server identity could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -68,38 +70,7 @@ pub enum ServerIdError {
 }
 
 /// Why the lock on a server's home was not taken.
-#[derive(Debug, thiserror::Error)]
-pub enum LockError {
-    #[error("cannot open {}: {source}", .path.display())]
-    Open {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(
-        "{} is already served by {holder} (it holds the lock on {}); stop it first: two servers on one directory corrupt its message log",
-        .dir.display(),
-        .path.display()
-    )]
-    Held {
-        dir: PathBuf,
-        path: PathBuf,
-        /// `process N`, or `another process` when the file names none.
-        holder: String,
-    },
-    #[error("cannot lock {}: {source}", .path.display())]
-    Lock {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot write {}: {source}", .path.display())]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
+pub use lienthong_database::HomeLockError as LockError;
 
 /// Why a security server did not start.
 #[derive(Debug, thiserror::Error)]
@@ -280,54 +251,7 @@ pub struct SecurityServer {
     tasks: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
     /// Held while the server runs; released when it drops.
-    _lock: DirLock,
-}
-
-/// An exclusive OS lock on a server's home ([`LOCK_FILE`]).
-#[derive(Debug)]
-struct DirLock {
-    _held: std::fs::File,
-}
-
-impl DirLock {
-    /// Locks `dir` for this process and writes its id into the lock file,
-    /// or says which process holds it.
-    fn take(dir: &Path) -> Result<Self, LockError> {
-        let path = dir.join(LOCK_FILE);
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|source| LockError::Open {
-                path: path.clone(),
-                source,
-            })?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                let holder = match holder.trim() {
-                    "" => "another process".to_owned(),
-                    pid => format!("process {pid}"),
-                };
-                return Err(LockError::Held {
-                    dir: dir.to_owned(),
-                    path,
-                    holder,
-                });
-            }
-            Err(std::fs::TryLockError::Error(source)) => {
-                return Err(LockError::Lock { path, source });
-            }
-        }
-        file.set_len(0)
-            .and_then(|()| writeln!(file, "{}", std::process::id()))
-            .map_err(|source| LockError::Write { path, source })?;
-        Ok(DirLock { _held: file })
-    }
+    _lock: lienthong_database::HomeLock,
 }
 
 /// Reads the server id a home directory was initialised for.
@@ -358,7 +282,7 @@ impl SecurityServer {
         if !dir.store().exists() {
             return Err(StartError::NotInitialised(opts.dir.clone()));
         }
-        let lock = DirLock::take(&opts.dir)?;
+        let lock = lienthong_database::HomeLock::take(&opts.dir, ONE_SERVER_PER_HOME)?;
         let store = Arc::new(ServerStore::open(&dir.store())?);
         let id = server_id(&store)?;
         let anchor = client::read_anchor(&dir.anchor())?;

@@ -17,6 +17,7 @@ mod sql;
 mod sqlite;
 #[cfg(test)]
 mod tests;
+pub mod to_postgres;
 
 use std::path::Path;
 
@@ -84,7 +85,10 @@ impl Database {
     /// Opens the store, applying any pending migrations.
     pub fn open(&self, dir: &Path) -> Result<Box<dyn Store>, StoreError> {
         Ok(match self {
-            Database::Home => Box::new(SqliteStore::open(&dir.join("registry.db"))?),
+            Database::Home => match to_postgres::moved_away(dir) {
+                Some(moved) => return Err(moved),
+                None => Box::new(SqliteStore::open(&dir.join("registry.db"))?),
+            },
             Database::Postgres(t) => Box::new(PgStore::open(t)?),
         })
     }
