@@ -143,6 +143,30 @@ pub enum RegistryCommand {
         #[command(flatten)]
         db: DatabaseArgs,
     },
+    /// Move this registry's store from `registry.db` (SQLite) into an
+    /// empty PostgreSQL database, where more nodes can share it (on the
+    /// registry host, with the registry stopped).
+    ///
+    /// Every row is copied in one transaction — audit log, published
+    /// versions with their signed bytes, operators, tokens, requests,
+    /// checkpoints, alarms — and read back; `registry.db` is then renamed
+    /// `registry.db.moved` (keep it as a backup). From then on serve the
+    /// node with --database-url. A failure leaves the database empty and
+    /// `registry.db` in place.
+    ///
+    /// Example: lienthong registry move-store --dir /var/lib/lienthong/registry --database-url postgres://lienthong@db1.gov.vn/registry --database-password-file /etc/lienthong/db-password
+    MoveStore {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The PostgreSQL database to move into (it must hold no registry):
+        /// postgres://USER@HOST[:PORT][,HOST2...]/DATABASE[?OPTIONS].
+        #[arg(long, env = "LIENTHONG_DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+        /// A file holding the database password (its first line); else
+        /// LIENTHONG_DATABASE_PASSWORD.
+        #[arg(long, env = "LIENTHONG_DATABASE_PASSWORD_FILE")]
+        database_password_file: Option<PathBuf>,
+    },
     /// Manage operators (on the registry host).
     #[command(subcommand)]
     Operator(OperatorCommand),
@@ -547,6 +571,37 @@ async fn run_async(cmd: RegistryCommand) -> Result<()> {
             println!("the next configuration version published is {next}");
             Ok(())
         }
+        RegistryCommand::MoveStore {
+            dir,
+            database_url,
+            database_password_file,
+        } => {
+            let target = lienthong_central_registry::store::postgres_target(
+                &database_url,
+                database_password_file.as_deref(),
+            )?;
+            let moved = tokio::task::spawn_blocking(move || {
+                lienthong_central_registry::store::to_postgres::move_to_postgres(&dir, &target)
+                    .map(|m| (m, target.shown()))
+            })
+            .await??;
+            let (moved, shown) = moved;
+            for (table, rows) in &moved.copied.tables {
+                println!("  {table:<22} {rows:>9} rows");
+            }
+            println!(
+                "{} rows moved to {shown}; newest configuration version {}",
+                moved.copied.rows(),
+                moved
+                    .version
+                    .map_or_else(|| "none yet".to_owned(), |v| v.to_string())
+            );
+            println!(
+                "{} is kept as a backup; serve every node with --database-url {shown}",
+                moved.kept.display()
+            );
+            Ok(())
+        }
         RegistryCommand::Operator(OperatorCommand::Add {
             dir,
             name,
@@ -849,6 +904,7 @@ async fn operate(cmd: RegistryCommand) -> Result<()> {
         | RegistryCommand::Serve { .. }
         | RegistryCommand::Anchor { .. }
         | RegistryCommand::VersionFloor { .. }
+        | RegistryCommand::MoveStore { .. }
         | RegistryCommand::Operator(_) => unreachable!("handled in run_async"),
     }
     Ok(())

@@ -58,20 +58,37 @@ fn python_with_grpc() -> Option<PathBuf> {
         })
 }
 
-/// `DB_URL` (without its password, in a fresh schema) and the password
-/// file for the guide's cluster section, from the test database.
-fn cluster_database(dir: &Path) -> Option<(String, PathBuf)> {
+/// The databases of the guide's high-availability sections, from the
+/// test database: each URL without its password, in a fresh schema.
+struct Databases {
+    /// `DB_URL`: the server cluster's (section 7).
+    cluster: String,
+    /// `REGISTRY_DB_URL`: the registry nodes' (section 8).
+    registry: String,
+    /// `DB_PASSWORD_FILE`.
+    password_file: PathBuf,
+}
+
+fn databases(dir: &Path) -> Option<Databases> {
     let url = std::env::var("LIENTHONG_TEST_DATABASE_URL").ok()?;
-    let schema = lienthong_integration_tests::nodes::fresh_schema(&url, "guide");
     let (bare, password) = lienthong_security_server::store::without_password(&url)
         .expect("LIENTHONG_TEST_DATABASE_URL is a postgres:// URL");
     let sep = if bare.contains('?') { '&' } else { '?' };
-    let file = dir.join("db-password");
-    std::fs::write(&file, format!("{}\n", password.unwrap_or_default())).unwrap();
-    Some((
-        format!("{bare}{sep}options=-c%20search_path%3D{schema}"),
-        file,
-    ))
+    let in_fresh_schema = |what: &str| {
+        let schema = lienthong_integration_tests::nodes::fresh_schema(&url, what);
+        format!("{bare}{sep}options=-c%20search_path%3D{schema}")
+    };
+    let password_file = dir.join("db-password");
+    std::fs::write(
+        &password_file,
+        format!("{}\n", password.unwrap_or_default()),
+    )
+    .unwrap();
+    Some(Databases {
+        cluster: in_fresh_schema("guide"),
+        registry: in_fresh_schema("guidereg"),
+        password_file,
+    })
 }
 
 /// What the script printed between the marker of the block holding
@@ -124,10 +141,10 @@ fn every_command_of_the_operator_guide_works() {
             "skipping the guide's `sh grpcio` blocks (its Python client's call and refusal): no python3 imports grpc and grpc_tools; install Debian's python3-grpc-tools (.ci/run does)"
         ),
     }
-    let database = cluster_database(secrets.path());
+    let database = databases(secrets.path());
     if database.is_none() {
         eprintln!(
-            "skipping the guide's `sh postgres` blocks (section 7, a security server cluster): LIENTHONG_TEST_DATABASE_URL is not set (.ci/run sets it)"
+            "skipping the guide's `sh postgres` blocks (sections 7 and 8: a security server cluster, a registry on two nodes): LIENTHONG_TEST_DATABASE_URL is not set (.ci/run sets it)"
         );
     }
     let runs = |b: &Block| {
@@ -156,8 +173,11 @@ fn every_command_of_the_operator_guide_works() {
         .env_remove("LIENTHONG_ANCHOR")
         .env_remove("LIENTHONG_DATABASE_URL")
         .env_remove("LIENTHONG_DATABASE_PASSWORD");
-    const VARS: [&str; 11] = [
+    const VARS: [&str; 14] = [
         "REGISTRY",
+        "REGISTRY_ADMIN",
+        "REGISTRY2",
+        "REGISTRY2_ADMIN",
         "SS1",
         "SS1_SYSTEMS",
         "SS1_ADMIN",
@@ -173,8 +193,10 @@ fn every_command_of_the_operator_guide_works() {
     for (var, addr) in VARS.into_iter().zip(addresses) {
         cmd.env(var, addr.to_string());
     }
-    if let Some((url, file)) = &database {
-        cmd.env("DB_URL", url).env("DB_PASSWORD_FILE", file);
+    if let Some(db) = &database {
+        cmd.env("DB_URL", &db.cluster)
+            .env("REGISTRY_DB_URL", &db.registry)
+            .env("DB_PASSWORD_FILE", &db.password_file);
     }
     let out = cmd.output().expect("bash runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -212,7 +234,7 @@ fn every_command_of_the_operator_guide_works() {
             assert!(call.contains(expected), "missing {expected:?} in:\n{call}");
         }
     }
-    if let Some((_, password_file)) = &database {
+    if let Some(db) = &database {
         let ss1 = output_of(&stdout, &run, "--dir ss1 --provider-listen");
         assert!(
             ss1.contains("carried over from server.db into the cluster's database")
@@ -227,7 +249,34 @@ fn every_command_of_the_operator_guide_works() {
                 && ss2.contains("policy shared with the cluster through postgres://"),
             "ss2 shows ss1's grant and says the policy is shared:\n{ss2}"
         );
-        let password = std::fs::read_to_string(password_file).unwrap();
+        let moved = output_of(&stdout, &run, "registry move-store");
+        assert!(
+            moved.contains("rows moved to postgres://")
+                && moved.contains("registry.db.moved is kept as a backup"),
+            "the registry's store moves and says where:\n{moved}"
+        );
+        let second = output_of(&stdout, &run, "--dir registry2");
+        assert!(
+            second.contains("serves what the publishing node stores"),
+            "the second node serves what the first publishes:\n{second}"
+        );
+        let survivor = output_of(&stdout, &run, "kill $REGISTRY1");
+        let version_after = |what: &str| -> Option<u64> {
+            let rest = &survivor[survivor.find(what)? + what.len()..];
+            let rest =
+                &rest[rest.find("configuration version ")? + "configuration version ".len()..];
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        };
+        let published = version_after("member VN/GOV/000417 added");
+        let downloaded = version_after("security server VN/GOV/000305/ss1");
+        assert!(
+            published.is_some() && downloaded >= published,
+            "a change made through the surviving node is published ({published:?}), and a server downloads it ({downloaded:?}):\n{survivor}"
+        );
+        let password = std::fs::read_to_string(&db.password_file).unwrap();
         let password = password.trim();
         assert!(
             password.is_empty() || !stdout.contains(password) && !stderr.contains(password),

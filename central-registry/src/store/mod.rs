@@ -47,27 +47,12 @@ pub enum Database {
 }
 
 impl Database {
-    /// The store for `url` (`postgres://...`), with the password from
-    /// `password_file` when given, else from `LIENTHONG_DATABASE_PASSWORD`
-    /// when set, else from the URL (or none: peer or certificate
-    /// authentication, or a `.pgpass`-less trust setup).
+    /// The store in the PostgreSQL database at `url` ([`postgres_target`]).
     pub fn postgres(url: &str, password_file: Option<&Path>) -> Result<Self, StoreError> {
-        let target = PgTarget::parse(url)?;
-        let password = match password_file {
-            Some(f) => Some(
-                std::fs::read_to_string(f)
-                    .map_err(|e| {
-                        StoreError::Internal(format!("database password file {}: {e}", f.display()))
-                    })?
-                    .trim_end_matches(['\r', '\n'])
-                    .to_owned(),
-            ),
-            None => std::env::var("LIENTHONG_DATABASE_PASSWORD").ok(),
-        };
-        Ok(Database::Postgres(Box::new(match password {
-            Some(p) => target.with_password(&p),
-            None => target,
-        })))
+        Ok(Database::Postgres(Box::new(postgres_target(
+            url,
+            password_file,
+        )?)))
     }
 
     /// Creates the store (SQLite: `registry.db` in `dir`).
@@ -92,6 +77,29 @@ impl Database {
             Database::Postgres(t) => Box::new(PgStore::open(t)?),
         })
     }
+}
+
+/// The PostgreSQL database at `url` (`postgres://...`), with the password
+/// from `password_file` when given, else from `LIENTHONG_DATABASE_PASSWORD`
+/// when set, else from the URL (or none: peer or certificate
+/// authentication, or a `.pgpass`-less trust setup).
+pub fn postgres_target(url: &str, password_file: Option<&Path>) -> Result<PgTarget, StoreError> {
+    let target = PgTarget::parse(url)?;
+    let password = match password_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .map_err(|e| {
+                    StoreError::Internal(format!("database password file {}: {e}", f.display()))
+                })?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned(),
+        ),
+        None => std::env::var("LIENTHONG_DATABASE_PASSWORD").ok(),
+    };
+    Ok(match password {
+        Some(p) => target.with_password(&p),
+        None => target,
+    })
 }
 
 /// Why the store refused or failed.
