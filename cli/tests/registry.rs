@@ -136,6 +136,32 @@ fn init_serve_operate_restart() {
     let (_, conf) = run(&["registry", "conf"]);
     assert!(conf.contains("1 members"), "{conf}");
 
+    // Neither a second node on this home nor moving its store while it
+    // serves: both are refused, naming the serving process.
+    let (ok, text) = run(&[
+        "registry",
+        "move-store",
+        "--dir",
+        "reg",
+        "--database-url",
+        "postgres://lienthong@127.0.0.1:1/registry",
+    ]);
+    assert!(
+        !ok && text.contains("is already served by process") && text.contains("stop it first"),
+        "{text}"
+    );
+    assert!(d.join("reg/registry.db").exists(), "left in place");
+    let [other] = free_addresses();
+    let (ok, text) = run(&[
+        "registry",
+        "serve",
+        "--dir",
+        "reg",
+        "--listen",
+        &other.to_string(),
+    ]);
+    assert!(!ok && text.contains("is already served by process"), "{text}");
+
     let bad = lienthong(
         &["registry", "conf"],
         d,
