@@ -8,12 +8,14 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use lienthong_central_registry::init::{self, InitOptions, Initialised};
 use lienthong_central_registry::store::{Database, PgTarget};
 use lienthong_central_registry::{Registry, RegistryOptions};
-use lienthong_proto::pb::globalconf::v1::{GlobalConfiguration, SignedConfiguration};
+use lienthong_proto::pb::globalconf::v1::{Anchor, GlobalConfiguration, SignedConfiguration};
+use lienthong_proto::pb::registry::v1 as pb;
+use lienthong_registry_client as client;
 use prost::Message;
 
 /// The test database's URL, or `None` after printing why the test skips.
@@ -269,4 +271,42 @@ impl Drop for RegistryNode {
             rt.shutdown_background();
         }
     }
+}
+
+/// `anchor` naming only the node at `addr`.
+pub fn only(anchor: &Anchor, addr: SocketAddr) -> Anchor {
+    Anchor {
+        registry_addresses: vec![addr.to_string()],
+        ..anchor.clone()
+    }
+}
+
+/// The version a node hands out, verified with the anchor.
+pub async fn served(anchor: &Anchor, addr: SocketAddr) -> (u64, Vec<u8>) {
+    let anchor = only(anchor, addr);
+    let signed = client::configuration::download(&anchor, None, None)
+        .await
+        .expect("the node serves a configuration")
+        .expect("a configuration is published");
+    let conf = client::configuration::verify(&anchor, &signed, None, SystemTime::now())
+        .expect("verifies with the anchor");
+    (conf.version, signed.configuration)
+}
+
+/// An officer adds a member class on the node at `addr`; returns the
+/// version that includes it, as the reply names it.
+pub async fn change_on(anchor: &Anchor, token: &str, addr: SocketAddr, class: &str) -> u64 {
+    let channel = client::connect(&only(anchor, addr), None)
+        .await
+        .expect("node reachable");
+    client::operator_client(channel, token)
+        .expect("token")
+        .add_member_class(pb::AddMemberClassRequest {
+            code: class.into(),
+            description: format!("class {class}"),
+        })
+        .await
+        .expect("the change is applied")
+        .into_inner()
+        .configuration_version
 }

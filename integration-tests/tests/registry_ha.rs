@@ -5,19 +5,15 @@
 //! `LIENTHONG_TEST_DATABASE_URL` (`.ci/run` sets it); without it each test
 //! says why it skips.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use lienthong_integration_tests::federation::{Federation, InformationSystem};
 use lienthong_integration_tests::nodes::{
-    RegistryNode, SharedStore, database_url, free_addresses, second_home,
+    RegistryNode, SharedStore, change_on, database_url, free_addresses, only, second_home, served,
 };
 use lienthong_integration_tests::registry::TestRegistry;
-use lienthong_proto::pb::globalconf::v1::Anchor;
-use lienthong_proto::pb::registry::v1 as pb;
-use lienthong_registry_client as client;
 use lienthong_security_server::conf_client::ConfClient;
 use tokio::sync::watch;
 
@@ -28,44 +24,6 @@ const PATIENCE: Duration = Duration::from_secs(20);
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.expect("no panic")
-}
-
-/// `anchor` naming only the node at `addr`.
-fn only(anchor: &Anchor, addr: SocketAddr) -> Anchor {
-    Anchor {
-        registry_addresses: vec![addr.to_string()],
-        ..anchor.clone()
-    }
-}
-
-/// The version a node hands out, verified with the anchor.
-async fn served(anchor: &Anchor, addr: SocketAddr) -> (u64, Vec<u8>) {
-    let anchor = only(anchor, addr);
-    let signed = client::configuration::download(&anchor, None, None)
-        .await
-        .expect("the node serves a configuration")
-        .expect("a configuration is published");
-    let conf = client::configuration::verify(&anchor, &signed, None, SystemTime::now())
-        .expect("verifies with the anchor");
-    (conf.version, signed.configuration)
-}
-
-/// An officer adds a member class on the node at `addr`; returns the
-/// version that includes it, as the reply names it.
-async fn change_on(anchor: &Anchor, token: &str, addr: SocketAddr, class: &str) -> u64 {
-    let channel = client::connect(&only(anchor, addr), None)
-        .await
-        .expect("node reachable");
-    client::operator_client(channel, token)
-        .expect("token")
-        .add_member_class(pb::AddMemberClassRequest {
-            code: class.into(),
-            description: format!("class {class}"),
-        })
-        .await
-        .expect("the change is applied")
-        .into_inner()
-        .configuration_version
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
