@@ -161,13 +161,20 @@ impl PgTarget {
     }
 
     /// A pool of at most `size` connections, one kept idle, waiting up to
-    /// `patience` for the database. Blocking: not on an async runtime's
-    /// threads.
+    /// `patience` for a database that cannot be reached. A database that
+    /// answers with a refusal (a wrong password, no such database or role)
+    /// will not change its mind by waiting: that is said at once, in its
+    /// words. Blocking: not on an async runtime's threads.
     pub fn pool(
         &self,
         size: u32,
         patience: Duration,
     ) -> Result<r2d2::Pool<Manager>, DatabaseError> {
+        if let Err(DatabaseError::Postgres(e)) = self.connect()
+            && e.as_db_error().is_some()
+        {
+            return Err(DatabaseError::Postgres(e));
+        }
         let manager = Manager::new(self.config.clone(), self.tls()?);
         r2d2::Pool::builder()
             .max_size(size)
@@ -176,7 +183,7 @@ impl PgTarget {
             .build(manager)
             .map_err(|e| {
                 // The pool's error says only "db error": ask once more for
-                // the server's words (a wrong password, a missing database).
+                // the server's words (it may have come up refusing).
                 DatabaseError::Unreachable(match self.connect() {
                     Err(direct) => direct.to_string(),
                     Ok(_) => e.to_string(),
@@ -188,6 +195,19 @@ impl PgTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreachable_database_is_waited_for_then_named() {
+        let t = PgTarget::parse("postgres://lienthong:s3cret@127.0.0.1:1/registry").unwrap();
+        let started = std::time::Instant::now();
+        let Err(e) = t.pool(1, Duration::from_millis(300)) else {
+            panic!("nothing listens on port 1")
+        };
+        assert!(matches!(e, DatabaseError::Unreachable(_)), "{e}");
+        let said = e.to_string();
+        assert!(!said.contains("s3cret"), "{said}");
+        assert!(started.elapsed() >= Duration::from_millis(300), "waited");
+    }
 
     #[test]
     fn urls_are_parsed_and_shown_without_password_or_options() {

@@ -8,6 +8,7 @@ use super::postgres::TestDatabase as _;
 use super::*;
 use crate::model::*;
 
+mod faults;
 mod moving;
 mod publication;
 use publication::{LONG, record};

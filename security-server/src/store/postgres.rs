@@ -168,20 +168,16 @@ impl PgStorage {
 
     fn connect(target: &PgTarget) -> Result<Self, StoreError> {
         let shown = target.shown();
-        // The database's refusal (a wrong password, no such database or
-        // role) will not change by waiting: say it at once. Only a
-        // database that cannot be reached is waited for, below.
-        if let Err(e) = target.connect().map_err(StoreError::from)
-            && e.0.starts_with("database: ")
-        {
-            return Err(StoreError(format!(
-                "the cluster's database {shown} refused this node: {}",
-                e.0
-            )));
-        }
+        // A refusal (a wrong password, no such database or role) is said
+        // at once; only a database that cannot be reached is waited for.
         let pool = target
             .pool(POOL_SIZE, CONNECT_TIMEOUT)
-            .map_err(|e| StoreError(format!("cannot reach the cluster's database {shown}: {e}")))?;
+            .map_err(|e| match e {
+                lienthong_database::DatabaseError::Postgres(_) => StoreError(format!(
+                    "the cluster's database {shown} refused this node: {e}"
+                )),
+                e => StoreError(format!("cannot reach the cluster's database {shown}: {e}")),
+            })?;
         let storage = PgStorage {
             pool: Some(pool),
             shown,

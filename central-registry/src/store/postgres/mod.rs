@@ -124,9 +124,18 @@ impl PgStore {
 
     fn connect(target: &PgTarget) -> Result<Self, StoreError> {
         let shown = target.shown();
-        let pool = target.pool(POOL_SIZE, CONNECT_TIMEOUT).map_err(|e| {
-            StoreError::Internal(format!("cannot reach the registry database {shown}: {e}"))
-        })?;
+        // A refusal (a wrong password, no such database or role) is said
+        // at once; only a database that cannot be reached is waited for.
+        let pool = target
+            .pool(POOL_SIZE, CONNECT_TIMEOUT)
+            .map_err(|e| match e {
+                lienthong_database::DatabaseError::Postgres(_) => StoreError::Internal(format!(
+                    "the registry database {shown} refused this node: {e}"
+                )),
+                e => {
+                    StoreError::Internal(format!("cannot reach the registry database {shown}: {e}"))
+                }
+            })?;
         let store = PgStore {
             pool: Some(pool),
             shown,
