@@ -50,9 +50,10 @@ pub fn leaf_bytes(r: &LogRecord, subject: Option<[u8; 32]>, hidden: Option<[u8; 
         duration_us: r.duration_us,
         hidden_commitment: hidden.map(|h| h.to_vec()).unwrap_or_default(),
         data_subject_commitment: subject.map(|h| h.to_vec()).unwrap_or_default(),
-        pruned_from: r.pruned.map(|p| p.0).unwrap_or_default(),
-        pruned_to: r.pruned.map(|p| p.1).unwrap_or_default(),
-        pruned_leaves_digest: r.pruned.map(|p| p.2.to_vec()).unwrap_or_default(),
+        pruned_from: r.pruned.map(|p| p.from).unwrap_or_default(),
+        pruned_to: r.pruned.map(|p| p.to).unwrap_or_default(),
+        pruned_leaves_digest: r.pruned.map(|p| p.digest.to_vec()).unwrap_or_default(),
+        pruned_through_unix_ms: r.pruned.map(|p| p.through_ms).unwrap_or_default(),
     }
     .encode_to_vec()
 }
@@ -106,7 +107,14 @@ mod tests {
             Box::new(|r| r.grpc_status = 1),
             Box::new(|r| r.fault.push('x')),
             Box::new(|r| r.withheld_until_ms = 1),
-            Box::new(|r| r.pruned = Some((1, 2, [3; 32]))),
+            Box::new(|r| {
+                r.pruned = Some(crate::Pruned {
+                    from: 1,
+                    to: 2,
+                    digest: [3; 32],
+                    through_ms: 4,
+                })
+            }),
         ];
         for (i, e) in edits.iter().enumerate() {
             let mut r = base.clone();

@@ -101,9 +101,20 @@ pub struct LogRecord {
     /// The body (request or response), only for subsystems that opted in;
     /// stored sealed, never in the leaf.
     pub body: Option<bytes::Bytes>,
-    /// For [`Phase::Retention`]: the records pruned, `[from, to)`, and
-    /// SHA-256 over their leaf hashes.
-    pub pruned: Option<(u64, u64, [u8; 32])>,
+    /// For [`Phase::Retention`]: what was pruned.
+    pub pruned: Option<Pruned>,
+}
+
+/// What a retention record says was pruned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    /// The records `[from, to)`.
+    pub from: u64,
+    pub to: u64,
+    /// SHA-256 over their leaf hashes, in order.
+    pub digest: [u8; 32],
+    /// The time of the newest record pruned (Unix ms).
+    pub through_ms: i64,
 }
 
 /// Why a record could not be made durable or read.

@@ -21,7 +21,7 @@ use rusqlite::{Connection, params};
 use crate::checkpoints::{self, StoredCheckpoint};
 use crate::index::{self, Keys, Row, Segments};
 use crate::record::Stored;
-use crate::retention::{self, Marker};
+use crate::retention::{self, Marker, PrunePlan};
 use crate::tree::{self, Audit, Nodes};
 use crate::{LogError, LogKeys};
 
@@ -298,6 +298,36 @@ impl LogReader {
             });
         }
         Ok(out)
+    }
+
+    /// The newest retention record among the first `size` records (those a
+    /// checkpoint of that size proves), with its leaf bytes: what the
+    /// server's retention took last, and the time of the newest record it
+    /// took. `None` when nothing was pruned. Read from the record, never
+    /// the index; one whose segment is gone too is passed over for the
+    /// newest that can still be shown.
+    pub fn latest_retention(&self, size: u64) -> Result<Option<(u64, Vec<u8>)>, LogError> {
+        let mut g = self.fresh();
+        // The ids "retention-FROM-TO", by the message id index ('.' follows '-').
+        let rows = self.rows(
+            &g,
+            &format!(
+                "SELECT {} FROM records
+                  WHERE message_id >= 'retention-' AND message_id < 'retention.'
+                    AND leaf_index < ?1 AND segment >= 0 AND hash_only = 0
+                  ORDER BY leaf_index DESC",
+                Row::COLUMNS
+            ),
+            [size as i64],
+        )?;
+        for row in rows {
+            if let Ok((stored, leaf)) = self.read(&mut g, &row)
+                && leaf.phase == Phase::Retention as i32
+            {
+                return Ok(Some((row.leaf_index, stored.leaf)));
+            }
+        }
+        Ok(None)
     }
 
     fn stored(&self, index: u64) -> Result<Option<Stored>, LogError> {
@@ -646,7 +676,7 @@ impl LogReader {
     /// record may go at `before_ms` ([`retention::prunable`]), as a marker
     /// already made durable. The caller appends the marker's retention
     /// record to the log and then calls [`LogReader::prune`].
-    pub fn plan_prune(&self, before_ms: i64, now_ms: i64) -> Result<Option<Marker>, LogError> {
+    pub fn plan_prune(&self, before_ms: i64, now_ms: i64) -> Result<Option<PrunePlan>, LogError> {
         let mut g = self.fresh();
         let list = crate::segment::list(&self.dir)?;
         let size = index::size(&g.index)?;
@@ -683,6 +713,7 @@ impl LogReader {
         }
         let leaves = tree::leaf_hashes(&g.index, first, next)?;
         let mut hashes = Vec::with_capacity(rows.len());
+        let mut through_ms = 0;
         for row in &rows {
             if !row.hash_only {
                 // Decided on the record itself, never on the index.
@@ -690,6 +721,7 @@ impl LogReader {
                 if !retention::prunable(leaf.at_unix_ms, leaf.withheld_until_unix_ms, before_ms) {
                     return Ok(None);
                 }
+                through_ms = through_ms.max(leaf.at_unix_ms);
             }
             let h = leaves
                 .get(&row.leaf_index)
@@ -704,7 +736,7 @@ impl LogReader {
             leaf_hashes: hashes,
         };
         marker.write(&self.dir)?;
-        Ok(Some(marker))
+        Ok(Some(PrunePlan { marker, through_ms }))
     }
 
     /// Removes the segment `marker` covers, once its retention record is
@@ -1132,20 +1164,34 @@ mod tests {
         let mut pruned = 0;
         // Records are at 1000..1060; everything is past retention at 5000,
         // but record 45 is withheld until 10,000.
-        while let Some(marker) = r.plan_prune(5000, 7000).unwrap() {
-            let digest = marker.digest();
-            log.append(LogRecord {
-                phase: crate::Phase::Retention,
-                at_ms: 7000,
-                message_id: format!("retention-{}-{}", marker.from, marker.to),
-                pruned: Some((marker.from, marker.to, digest)),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-            pruned += r.prune(&marker).unwrap();
+        assert_eq!(r.latest_retention(60).unwrap(), None, "nothing pruned yet");
+        let mut last = None;
+        while let Some(plan) = r.plan_prune(5000, 7000).unwrap() {
+            log.append(plan.record(7000)).await.unwrap();
+            pruned += r.prune(&plan.marker).unwrap();
+            last = Some(plan);
         }
         assert!(pruned > 0 && pruned <= 45, "{pruned}");
+        // The newest retention record says what went last: the records up
+        // to the newest one pruned (records are dated 1000 + their index).
+        let last = last.unwrap();
+        assert_eq!(last.through_ms, 1000 + last.marker.to as i64 - 1);
+        let size = r.tree_size().unwrap();
+        let (at, bytes) = r
+            .latest_retention(size)
+            .unwrap()
+            .expect("a retention record");
+        let leaf = LogLeaf::decode(bytes.as_slice()).unwrap();
+        assert!(at >= 60 && leaf.phase == Phase::Retention as i32);
+        assert_eq!(
+            (leaf.pruned_to, leaf.pruned_through_unix_ms, leaf.at_unix_ms),
+            (last.marker.to, last.through_ms, 7000)
+        );
+        assert_eq!(
+            r.latest_retention(60).unwrap(),
+            None,
+            "only below the size asked"
+        );
         assert_eq!(r.root(60).unwrap(), root, "the tree is untouched");
         let kept = r.about(CITIZEN, 0, i64::MAX, 0, 100).unwrap();
         assert_eq!(kept.len() as u64, 60 - pruned);
@@ -1153,7 +1199,6 @@ mod tests {
             kept.iter().any(|k| k.leaf_index == 45),
             "withheld record kept"
         );
-        let size = r.tree_size().unwrap();
         for k in kept {
             let proof = r.inclusion_proof(k.leaf_index, 60).unwrap();
             assert!(merkle::verify_inclusion(

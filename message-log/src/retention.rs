@@ -19,6 +19,37 @@ use crate::LogError;
 
 const MAGIC: &[u8; 8] = b"LTPRUNE1";
 
+/// A pruning planned by [`crate::LogReader::plan_prune`]: its marker,
+/// already durable, and the time of the newest record it takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrunePlan {
+    pub marker: Marker,
+    /// The time of the newest record pruned (Unix ms; 0 when every record
+    /// was pruned before the log moved to segments, with no time kept).
+    pub through_ms: i64,
+}
+
+impl PrunePlan {
+    /// The retention record to append, durably, before
+    /// [`crate::LogReader::prune`] deletes anything: it puts the pruning
+    /// under the next witnessed checkpoint.
+    pub fn record(&self, now_ms: i64) -> crate::LogRecord {
+        let m = &self.marker;
+        crate::LogRecord {
+            phase: crate::Phase::Retention,
+            at_ms: now_ms,
+            message_id: format!("retention-{}-{}", m.from, m.to),
+            pruned: Some(crate::Pruned {
+                from: m.from,
+                to: m.to,
+                digest: m.digest(),
+                through_ms: self.through_ms,
+            }),
+            ..Default::default()
+        }
+    }
+}
+
 /// A retention marker: what was pruned and when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Marker {

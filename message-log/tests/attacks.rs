@@ -15,7 +15,7 @@ use lienthong_message_log::retention::Marker;
 use lienthong_message_log::segment::{self, FrameBuilder, Header, KIND_PRUNED};
 use lienthong_message_log::writer::Options;
 use lienthong_message_log::{
-    LogKeys, LogReader, LogRecord, MessageLog, Phase, SegmentLog, StoredCheckpoint,
+    LogKeys, LogReader, LogRecord, MessageLog, SegmentLog, StoredCheckpoint,
 };
 use lienthong_proto::pb::trace::v1::LogLeaf;
 use prost::Message;
@@ -379,17 +379,9 @@ async fn a_copy_of_the_log_directory_reveals_nothing_personal() {
         log.append(r).await.unwrap();
     }
     let r = reader(dir.path());
-    while let Some(m) = r.plan_prune(10_000, 20_000).unwrap() {
-        log.append(LogRecord {
-            phase: Phase::Retention,
-            at_ms: 20_000,
-            message_id: format!("retention-{}-{}", m.from, m.to),
-            pruned: Some((m.from, m.to, m.digest())),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        r.prune(&m).unwrap();
+    while let Some(plan) = r.plan_prune(10_000, 20_000).unwrap() {
+        log.append(plan.record(20_000)).await.unwrap();
+        r.prune(&plan.marker).unwrap();
     }
     witness(dir.path());
     drop(r);
@@ -795,16 +787,9 @@ async fn retention_resumes_after_a_crash_inside_prune() {
         log.append(r).await.unwrap();
     }
     let r = reader(dir.path());
-    let m = r.plan_prune(10_000, 20_000).unwrap().unwrap();
-    log.append(LogRecord {
-        phase: Phase::Retention,
-        at_ms: 20_000,
-        message_id: format!("retention-{}-{}", m.from, m.to),
-        pruned: Some((m.from, m.to, m.digest())),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let plan = r.plan_prune(10_000, 20_000).unwrap().unwrap();
+    log.append(plan.record(20_000)).await.unwrap();
+    let m = plan.marker;
     log.close();
     // What prune did before the crash: its UPDATE, not the remove_file.
     let db = rusqlite::Connection::open(index::path(dir.path())).unwrap();

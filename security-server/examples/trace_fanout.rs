@@ -156,6 +156,7 @@ fn answer(
         }),
         next_page_token: String::new(),
         withheld_records: Vec::new(),
+        retention_records: Vec::new(),
     }
 }
 

@@ -30,8 +30,7 @@ use crate::limits::{DEFAULT_MAX_CALLS_PER_PEER, ListenerLimits, PerPeerCalls};
 use crate::listen::Listener;
 use crate::message_log::audit::{AUDIT_INTERVAL, AuditReport, AuditStatus};
 use crate::message_log::{
-    DangerousDiscard, LogError, LogReader, LogRecord, MessageLog, Phase, SegmentLog,
-    StoredCheckpoint,
+    DangerousDiscard, LogError, LogReader, MessageLog, SegmentLog, StoredCheckpoint,
 };
 use crate::operational::OperationalService;
 use crate::provider::{Limits, Policies, Provider};
@@ -646,24 +645,18 @@ async fn prune_once(
         let now = lienthong_proto::time::unix_ms(SystemTime::now());
         let cutoff = now - retention.as_millis() as i64;
         let r = reader.clone();
-        let Some(marker) = tokio::task::spawn_blocking(move || r.plan_prune(cutoff, now))
+        let Some(plan) = tokio::task::spawn_blocking(move || r.plan_prune(cutoff, now))
             .await
             .map_err(joined)?
             .map_err(|e| Some(e.to_string()))?
         else {
             return Ok(pruned);
         };
-        log.append(LogRecord {
-            phase: Phase::Retention,
-            at_ms: now,
-            message_id: format!("retention-{}-{}", marker.from, marker.to),
-            pruned: Some((marker.from, marker.to, marker.digest())),
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| Some(e.to_string()))?;
+        log.append(plan.record(now))
+            .await
+            .map_err(|e| Some(e.to_string()))?;
         let r = reader.clone();
-        pruned += tokio::task::spawn_blocking(move || r.prune(&marker))
+        pruned += tokio::task::spawn_blocking(move || r.prune(&plan.marker))
             .await
             .map_err(joined)?
             .map_err(|e| Some(e.to_string()))?;

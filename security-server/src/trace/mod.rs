@@ -177,6 +177,16 @@ impl TraceService {
                 rec.subject_salt,
             ));
         }
+        // What retention took last, on the first page: the portal tells a
+        // record retention took from one someone hid.
+        let mut retention_records = Vec::new();
+        if offset == 0
+            && let Some((index, bytes)) = self.reader.latest_retention(size).map_err(internal)?
+            && let Ok(leaf) = pb::LogLeaf::decode(bytes.as_slice())
+        {
+            let proof = proof_of(index)?;
+            retention_records.push(usage_record(&leaf, index, bytes, proof, None, Vec::new()));
+        }
         let (checkpoint, witness) = match checkpoint {
             Some(c) => (
                 Some(Checkpoint {
@@ -217,6 +227,7 @@ impl TraceService {
                 String::new()
             },
             withheld_records,
+            retention_records,
         })
     }
 }
@@ -266,5 +277,100 @@ fn usage_record(
         inclusion_proof: proof,
         opening,
         subject_salt,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message_log::writer::Options;
+    use crate::message_log::{LogKeys, LogRecord, MessageLog, SegmentLog, StoredCheckpoint};
+
+    const CITIZEN: &str = "001099012345";
+    const DAY_MS: i64 = 86_400_000;
+
+    /// FindUsage answers, on its first page only, the newest retention
+    /// record with its proof: what retention took, up to when, and when.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_first_page_carries_the_newest_retention_record_with_its_proof() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = || LogKeys::new("VN/GOV/000102/ss1", b"subject key".to_vec(), [7; 32]);
+        let log = SegmentLog::open_with(
+            dir.path(),
+            keys(),
+            Options {
+                segment_bytes: 2048,
+            },
+        )
+        .unwrap();
+        let now = unix_ms(SystemTime::now());
+        let long_ago = now - 400 * DAY_MS;
+        for i in 0..40 {
+            log.append(LogRecord {
+                at_ms: long_ago + i,
+                message_id: format!("m-{i}"),
+                client: "VN/GOV/000305/business".into(),
+                service: "VN/GOV/000102/population/population.v1.PersonRegistry".into(),
+                method: "GetPerson".into(),
+                data_subject: CITIZEN.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        }
+        let reader = Arc::new(LogReader::open(dir.path(), keys()).unwrap());
+        let cutoff = now - 180 * DAY_MS;
+        let plan = reader.plan_prune(cutoff, now).unwrap().expect("old enough");
+        log.append(plan.record(now)).await.unwrap();
+        reader.prune(&plan.marker).unwrap();
+        let size = reader.tree_size().unwrap();
+        reader
+            .record_checkpoint(&StoredCheckpoint {
+                tree_size: size,
+                root: reader.root(size).unwrap(),
+                created_at_ms: now,
+                signature: Vec::new(),
+                countersignature: Vec::new(),
+                witnessed_at_ms: now,
+            })
+            .unwrap();
+
+        let service = TraceService::new("VN/GOV/000102/ss1".parse().unwrap(), reader.clone());
+        let ask = |page_token: &str| {
+            service
+                .find_usage(pb::FindUsageRequest {
+                    data_subject: CITIZEN.into(),
+                    page_size: 5,
+                    page_token: page_token.into(),
+                    ..Default::default()
+                })
+                .unwrap()
+        };
+        let first = ask("");
+        let [retention] = first.retention_records.as_slice() else {
+            panic!("one retention record: {:?}", first.retention_records);
+        };
+        let leaf = pb::LogLeaf::decode(retention.leaf.as_slice()).unwrap();
+        assert_eq!(leaf.phase, pb::Phase::Retention as i32);
+        assert_eq!(
+            (leaf.pruned_to, leaf.pruned_through_unix_ms, leaf.at_unix_ms),
+            (plan.marker.to, long_ago + plan.marker.to as i64 - 1, now)
+        );
+        let proof: Vec<lienthong_proto::merkle::Hash> = retention
+            .inclusion_proof
+            .iter()
+            .map(|h| h.as_slice().try_into().unwrap())
+            .collect();
+        assert!(lienthong_proto::merkle::verify_inclusion(
+            &lienthong_proto::merkle::leaf_hash(&retention.leaf),
+            retention.leaf_index,
+            size,
+            &proof,
+            &reader.root(size).unwrap(),
+        ));
+        assert!(!first.next_page_token.is_empty());
+        let second = ask(&first.next_page_token);
+        assert!(second.retention_records.is_empty(), "first page only");
+        log.close();
     }
 }

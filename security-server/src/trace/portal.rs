@@ -187,6 +187,12 @@ fn young(now_ms: i64, at_ms: i64) -> bool {
         || (-crate::replay::DEFAULT_MAX_CLOCK_SKEW_MS..0).contains(&age)
 }
 
+/// The shortest retention the portal believes: a server that pruned
+/// records sooner after their time than this is not believed when it says
+/// retention took them (its exchanges missing there stay discrepancies).
+/// The servers' default ([`crate::server::DEFAULT_RETENTION`]).
+pub const MIN_BELIEVED_RETENTION_MS: i64 = crate::server::DEFAULT_RETENTION.as_millis() as i64;
+
 /// One server's answer, verified.
 #[derive(Debug, Default)]
 struct Verified {
@@ -196,6 +202,60 @@ struct Verified {
     withheld: Vec<Record>,
     failures: Vec<String>,
     unwitnessed: u32,
+    /// Up to when (Unix ms) the server's proven retention took records,
+    /// if it says so believably ([`pruned_through`]).
+    pruned_through: Option<i64>,
+}
+
+/// Up to when (Unix ms) a server's retention took records, from the
+/// retention records it answered with (pure): each must be a retention
+/// leaf proven in the checkpoint `head` (size, root), dated no later than
+/// the clock skew allows, and must have kept its records at least
+/// [`MIN_BELIEVED_RETENTION_MS`]. A retention record that fails its
+/// proof is a failure, as any record is; one that is merely unproven yet,
+/// or pruned too soon, is not believed.
+fn pruned_through(
+    records: &[pb::UsageRecord],
+    head: Option<(u64, &Hash)>,
+    now_ms: i64,
+    failures: &mut Vec<String>,
+) -> Option<i64> {
+    let mut through = None;
+    for r in records {
+        let Ok(leaf) = pb::LogLeaf::decode(r.leaf.as_slice()) else {
+            failures.push(format!(
+                "retention record {} is not a log leaf",
+                r.leaf_index
+            ));
+            continue;
+        };
+        let Some((size, root)) = head.filter(|(size, _)| r.leaf_index < *size) else {
+            continue;
+        };
+        let proof: Option<Vec<Hash>> = r
+            .inclusion_proof
+            .iter()
+            .map(|h| h.as_slice().try_into().ok())
+            .collect();
+        let proven = proof.is_some_and(|p| {
+            merkle::verify_inclusion(&merkle::leaf_hash(&r.leaf), r.leaf_index, size, &p, root)
+        });
+        if !proven {
+            failures.push(format!(
+                "retention record {} does not match the witnessed log: it was changed after it was written",
+                r.leaf_index
+            ));
+            continue;
+        }
+        let kept = leaf.at_unix_ms.saturating_sub(leaf.pruned_through_unix_ms);
+        if leaf.phase == pb::Phase::Retention as i32
+            && leaf.at_unix_ms <= now_ms.saturating_add(crate::replay::DEFAULT_MAX_CLOCK_SKEW_MS)
+            && kept >= MIN_BELIEVED_RETENTION_MS
+        {
+            through = through.max(Some(leaf.pruned_through_unix_ms));
+        }
+    }
+    through
 }
 
 /// Verifies one server's answer: checkpoint signature and countersignature,
@@ -332,11 +392,18 @@ fn verify_reply(
             proof,
         });
     }
+    let pruned_through = pruned_through(
+        &reply.retention_records,
+        head.as_ref().ok().map(|(size, root)| (*size, root)),
+        now_ms,
+        &mut failures,
+    );
     Verified {
         records: out,
         withheld: withheld_out,
         failures,
         unwitnessed,
+        pruned_through,
     }
 }
 
@@ -711,6 +778,10 @@ where
                         witnessed.of_server(&server),
                     );
                     checked.extend(v.records);
+                    if let Some(through) = v.pruned_through {
+                        let t = cx.pruned_through.entry(server.clone()).or_insert(through);
+                        *t = (*t).max(through);
+                    }
                     report
                         .failures
                         .extend(v.failures.into_iter().map(|f| (server.clone(), f)));
@@ -809,6 +880,86 @@ fn merge(records: Vec<Record>, cx: &pairing::Context) -> Vec<TracedExchange> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const DAY_MS: i64 = 86_400_000;
+
+    /// A log of `n` exchange leaves and then one retention leaf, and the
+    /// retention leaf's record as a server answers it.
+    fn log_with_retention(at: i64, through: i64, phase: pb::Phase) -> (Vec<Hash>, pb::UsageRecord) {
+        let mut leaves: Vec<Vec<u8>> = (0..5)
+            .map(|i| {
+                pb::LogLeaf {
+                    message_id: format!("m{i}"),
+                    ..Default::default()
+                }
+                .encode_to_vec()
+            })
+            .collect();
+        leaves.push(
+            pb::LogLeaf {
+                phase: phase as i32,
+                at_unix_ms: at,
+                pruned_from: 0,
+                pruned_to: 3,
+                pruned_through_unix_ms: through,
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        );
+        let hashes: Vec<Hash> = leaves.iter().map(|l| merkle::leaf_hash(l)).collect();
+        let record = pb::UsageRecord {
+            leaf_index: 5,
+            leaf: leaves[5].clone(),
+            inclusion_proof: merkle::inclusion_proof(&hashes, 5)
+                .unwrap()
+                .iter()
+                .map(|h| h.to_vec())
+                .collect(),
+            ..Default::default()
+        };
+        (hashes, record)
+    }
+
+    #[test]
+    fn retention_is_believed_only_proven_and_after_the_minimum_period() {
+        let now = 1_780_000_000_000;
+        let kept = MIN_BELIEVED_RETENTION_MS;
+        let believe = |at: i64, through: i64, phase: pb::Phase, size: u64, tamper: bool| {
+            let (hashes, mut r) = log_with_retention(at, through, phase);
+            if tamper {
+                r.leaf[0] ^= 1;
+            }
+            let root = merkle::root(&hashes[..size.min(6) as usize]);
+            let mut failures = Vec::new();
+            let through = pruned_through(&[r], Some((size, &root)), now, &mut failures);
+            (through, failures)
+        };
+        let ok = pb::Phase::Retention;
+        assert_eq!(
+            believe(now - DAY_MS, now - DAY_MS - kept, ok, 6, false),
+            (Some(now - DAY_MS - kept), vec![])
+        );
+        // Pruned sooner than the minimum after its records: not believed.
+        assert_eq!(
+            believe(now, now - kept + DAY_MS, ok, 6, false),
+            (None, vec![])
+        );
+        // Not yet in the checkpoint: not believed yet, not a failure.
+        assert_eq!(believe(now, now - 2 * kept, ok, 5, false).0, None);
+        // Not a retention leaf (an exchange dressed as one).
+        assert_eq!(
+            believe(now, now - 2 * kept, pb::Phase::Request, 6, false),
+            (None, vec![])
+        );
+        // Dated beyond the clock skew, to look as if it waited long enough.
+        assert_eq!(
+            believe(now + DAY_MS, now + DAY_MS - kept, ok, 6, false),
+            (None, vec![])
+        );
+        // Changed after it was written: a failure.
+        let (through, failures) = believe(now, now - 2 * kept, ok, 6, true);
+        assert!(through.is_none() && failures.len() == 1, "{failures:?}");
+    }
 
     #[test]
     fn youth_of_any_record_date() {
