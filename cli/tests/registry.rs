@@ -160,7 +160,10 @@ fn init_serve_operate_restart() {
         "--listen",
         &other.to_string(),
     ]);
-    assert!(!ok && text.contains("is already served by process"), "{text}");
+    assert!(
+        !ok && text.contains("is already served by process"),
+        "{text}"
+    );
 
     let bad = lienthong(
         &["registry", "conf"],
