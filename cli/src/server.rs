@@ -154,7 +154,9 @@ pub enum ServerCommand {
         /// HOST:PORT.
         #[arg(long, default_value = DEFAULT_PROVIDER_LISTEN)]
         provider_listen: String,
-        /// Largest request, and largest single message of a response, in bytes.
+        /// Largest request, and largest response (each message, and all of
+        /// its messages together: a provider holds a response whole until
+        /// its record is durable), in bytes.
         #[arg(long, default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
         max_message_bytes: usize,
         /// Most message ids the provider side remembers against replay

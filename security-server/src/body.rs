@@ -253,6 +253,8 @@ pub struct Observed<B> {
     captured: Option<(bytes::BytesMut, usize)>,
     /// The per-message size limit, if any.
     bounds: Option<MessageBounds>,
+    /// The whole body's size limit, if any (a body held whole).
+    total_limit: Option<u64>,
     oversized: Option<u64>,
 }
 
@@ -273,8 +275,17 @@ impl<B> Observed<B> {
             state: State::Streaming,
             captured: None,
             bounds: None,
+            total_limit: None,
             oversized: None,
         }
+    }
+
+    /// Cuts the body off where it would grow past `max` bytes in all (for
+    /// a body held whole before it leaves); the finisher sees the size it
+    /// reached in [`Observation::oversized`].
+    pub fn bounded_whole(mut self, max: usize) -> Self {
+        self.total_limit = Some(max as u64);
+        self
     }
 
     /// Cuts the body off before the first gRPC message larger than `max`
@@ -338,7 +349,13 @@ where
                 State::Streaming => match Pin::new(&mut this.inner).poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                         Ok(mut data) => {
-                            let cut = this.bounds.as_mut().and_then(|b| b.feed(&data).err());
+                            let mut cut = this.bounds.as_mut().and_then(|b| b.feed(&data).err());
+                            if let Some(limit) = this.total_limit {
+                                let reached = this.size + data.len() as u64;
+                                if cut.is_none() && reached > limit {
+                                    cut = Some(((limit - this.size) as usize, reached));
+                                }
+                            }
                             if let Some((at, len)) = cut {
                                 // Nothing of the oversized message passes on.
                                 data.truncate(at);
@@ -566,5 +583,33 @@ mod tests {
         assert_eq!(obs.oversized, Some(9));
         assert_eq!(obs.size, first.len() as u64);
         assert_eq!(obs.digest, lienthong_proto::sha256(&first));
+    }
+
+    #[tokio::test]
+    async fn a_body_held_whole_is_cut_off_where_it_outgrows_its_bound() {
+        // Messages of 5 bytes each (10 with their prefixes), none over the
+        // per-message limit, adding up past the whole body's.
+        let inner = Frames(VecDeque::from(
+            (0..4)
+                .map(|_| Frame::data(Bytes::from(message(5))))
+                .collect::<Vec<_>>(),
+        ));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let body = Observed::new(
+            inner,
+            Box::new(move |obs: Observation| {
+                Box::pin(async move {
+                    let _ = tx.send(obs);
+                    HeaderMap::new()
+                })
+            }),
+        )
+        .bounded(100)
+        .bounded_whole(25);
+        let collected = body.collect().await.unwrap();
+        assert_eq!(collected.to_bytes().len(), 25, "nothing past the bound");
+        let obs = rx.await.unwrap();
+        assert_eq!(obs.oversized, Some(30), "the size it would have reached");
+        assert_eq!(obs.size, 25);
     }
 }

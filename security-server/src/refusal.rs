@@ -22,6 +22,9 @@ pub struct Refusal {
     /// Boxed: every stage's `Result` carries a `Refusal`, and should stay
     /// small.
     pub record: Box<LogRecord>,
+    /// A record the exchange made but left to be logged with its outcome
+    /// (the provider's request record), logged just before this one.
+    pub preceding: Option<Box<LogRecord>>,
     /// The exchange's spans, marked with its outcome.
     pub spans: Vec<tracing::Span>,
 }
@@ -31,8 +34,15 @@ impl Refusal {
         Refusal {
             fault,
             record: Box::new(record),
+            preceding: None,
             spans: Vec::new(),
         }
+    }
+
+    /// Logs `record` just before the refusal's own, in the same commit.
+    pub fn after(mut self, record: LogRecord) -> Self {
+        self.preceding = Some(Box::new(record));
+        self
     }
 
     /// Marks `span` with the outcome too.
@@ -49,6 +59,7 @@ impl Refusal {
         let Refusal {
             fault,
             mut record,
+            preceding,
             spans,
         } = self;
         tracing::info!(
@@ -66,7 +77,14 @@ impl Refusal {
         if record.at_ms == 0 {
             record.at_ms = unix_ms(SystemTime::now());
         }
-        match log.append(*record).await {
+        // Both queued before either is awaited: one commit holds them.
+        let preceding = preceding.map(|p| log.append(*p));
+        let own = log.append(*record);
+        let logged = match preceding {
+            Some(p) => p.await.and(own.await),
+            None => own.await,
+        };
+        match logged {
             Ok(()) => fault,
             Err(e) => log_failed.with(e.0),
         }

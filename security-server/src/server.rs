@@ -135,8 +135,10 @@ pub struct ServerOptions {
     /// # Default
     /// `0.0.0.0:5500` ([`DEFAULT_PROVIDER_LISTEN`]): mutual TLS.
     pub provider_listen: SocketAddr,
-    /// Largest request, and largest single gRPC message of a response
-    /// (a response is cut off before a larger one).
+    /// Largest request, and largest response: each gRPC message of it,
+    /// and all of them together at the provider, which holds a response
+    /// whole until its record is durable (a response is cut off before
+    /// it grows larger).
     /// # Default
     /// 4 MiB ([`DEFAULT_MAX_MESSAGE_BYTES`]).
     pub max_message_bytes: usize,

@@ -1,13 +1,16 @@
-//! Stage 10: the answer. The backend's response streams back as it
-//! arrives, hashed; at its end it is signed (binding the request digest),
-//! logged, and the signed envelope goes out in the trailers — with the
-//! gRPC status the client acts on, so neither leaves before the record is
-//! durable.
+//! Stage 10: the answer. The backend's response is read whole (it is
+//! bounded by the message size limit), hashed; at its end it is signed
+//! (binding the request digest), and the request and response records are
+//! committed together, in one fdatasync; only then does the response leave
+//! — head, body and the trailers carrying the signed envelope and the gRPC
+//! status the client acts on. So the provider's side of an exchange waits
+//! for one commit, not one per record.
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Response};
+use http_body_util::BodyExt as _;
 use lienthong_proto::canonical;
 use lienthong_proto::pb::exchange::v1::{ResponseEnvelope, ResponseHeader};
 use prost::Message;
@@ -16,9 +19,9 @@ use tonic::body::Body;
 use super::Facts;
 use super::backend::Served;
 use crate::batch::Signers;
-use crate::body::{Finish, FinishFuture, Observation, Observed};
+use crate::body::{Complete, Finish, FinishFuture, Observation, Observed};
 use crate::faults::Fault;
-use crate::message_log::{MessageLog, Phase};
+use crate::message_log::{LogRecord, MessageLog, Phase};
 use crate::metadata;
 use lienthong_proto::time::unix_ms;
 
@@ -26,8 +29,9 @@ use lienthong_proto::time::unix_ms;
 /// move into the trailers the provider signs.
 const STATUS_HEADERS: [&str; 3] = ["grpc-status", "grpc-message", "grpc-status-details-bin"];
 
-/// Streams the backend's response back, closing it signed and logged.
-pub fn answer(
+/// Reads the backend's response whole, signs and logs it, and gives it
+/// back to leave.
+pub async fn answer(
     served: Served,
     log: Arc<dyn MessageLog>,
     signers: Arc<Signers>,
@@ -35,6 +39,7 @@ pub fn answer(
 ) -> Response<Body> {
     let Served {
         facts,
+        request,
         log_bodies,
         response,
     } = served;
@@ -52,6 +57,7 @@ pub fn answer(
         body,
         Closing {
             facts,
+            request,
             moved,
             log,
             signers,
@@ -59,13 +65,35 @@ pub fn answer(
         },
     )
     .capturing(log_bodies, max_message)
-    .bounded(max_message);
-    Response::from_parts(parts, Body::new(observed))
+    .bounded(max_message)
+    .bounded_whole(max_message);
+    // The observed body holds at most `max_message` bytes, and ends a
+    // broken backend's answer with a refusal's trailers rather than an
+    // error; an error all the same is answered as the provider's own.
+    let whole = match observed.collect().await {
+        Ok(whole) => whole,
+        Err(status) => {
+            return Fault::ProviderInternal
+                .with(format!(
+                    "the response could not be read: {}",
+                    status.message()
+                ))
+                .into_response();
+        }
+    };
+    let trailers = whole.trailers().cloned().unwrap_or_default();
+    let data = whole.to_bytes();
+    Response::from_parts(
+        parts,
+        Body::new(Complete::new((!data.is_empty()).then_some(data), trailers)),
+    )
 }
 
 /// The response's end: sign, log, and decide the trailers.
 struct Closing {
     facts: Facts,
+    /// The request's record, logged with the response's.
+    request: Box<LogRecord>,
     /// The status of a trailers-only answer.
     moved: HeaderMap,
     log: Arc<dyn MessageLog>,
@@ -83,27 +111,30 @@ impl Closing {
     async fn close(self, obs: Observation) -> HeaderMap {
         let Closing {
             facts,
+            request,
             moved,
             log,
             signers,
             max_message,
         } = self;
-        let refuse = |fault| async {
+        let refuse = |fault, request: Box<LogRecord>| async {
             facts
                 .refused(fault)
+                .after(*request)
                 .settle(&*log, Fault::ProviderLogFailed)
                 .await
                 .trailers()
         };
         if let Some(len) = obs.oversized {
             return refuse(Fault::ProviderMessageTooLarge.with(format!(
-                "the backend's response holds a message of {len} bytes; at most {max_message} are passed on"
-            )))
+                "the backend's response reaches {len} bytes (a message of that size, or messages adding up to it); at most {max_message} are passed on"
+            )), request)
             .await;
         }
         if let Some(e) = &obs.error {
             return refuse(
                 Fault::ServiceUnavailable.with(format!("the backend's response broke off: {e}")),
+                request,
             )
             .await;
         }
@@ -132,6 +163,7 @@ impl Closing {
             return refuse(
                 Fault::ProviderInternal
                     .with(format!("no signing key for {}", facts.target.member())),
+                request,
             )
             .await;
         };
@@ -142,7 +174,7 @@ impl Closing {
                 signature: Some(signature),
             }
             .encode_to_vec(),
-            Err(e) => return refuse(Fault::ProviderInternal.with(e.to_string())).await,
+            Err(e) => return refuse(Fault::ProviderInternal.with(e.to_string()), request).await,
         };
         metadata::put_bin(&mut trailers, metadata::RESPONSE_ENVELOPE, &envelope);
         let mut r = facts.record_with(Phase::Response, envelope);
@@ -150,7 +182,10 @@ impl Closing {
         r.payload_size = obs.size;
         r.body = obs.body;
         r.grpc_status = grpc_status;
-        match log.append(r).await {
+        // Both queued before either is awaited: one commit holds them.
+        let request = log.append(*request);
+        let response = log.append(r);
+        match request.await.and(response.await) {
             Ok(()) => trailers,
             Err(e) => Fault::ProviderLogFailed.with(e.0).trailers(),
         }

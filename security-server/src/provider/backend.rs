@@ -1,7 +1,9 @@
 //! Stage 9: the backend — the provider's own service, with the original
 //! path and payload and the verified caller in its metadata, bounded by
 //! its timeout and the caller's deadline; or a built-in service of this
-//! server. The request record is durable before its answer goes on.
+//! server. The backend may see the request before any record of it is
+//! durable; no byte of its answer leaves before both are
+//! ([`super::answer`]).
 
 use std::time::Duration;
 
@@ -18,14 +20,16 @@ use super::peer::Peer;
 use super::policy::{BackendConn, Policies, Policy};
 use crate::builtin::BuiltIn;
 use crate::faults::{Fault, FaultError};
+use crate::message_log::LogRecord;
 use crate::metadata::{self, Target};
 use crate::refusal::Refusal;
 use crate::telemetry;
 
-/// A request the backend answered (its response not read yet), with its
-/// record durable.
+/// A request the backend answered (its response not read yet), with the
+/// request's record to log with the response's.
 pub struct Served {
     pub facts: Facts,
+    pub request: Box<LogRecord>,
     pub log_bodies: bool,
     pub response: Response<Body>,
 }
@@ -34,7 +38,7 @@ pub struct Served {
 pub async fn call(logged: Logged, policy: &Policy, builtin: &BuiltIn) -> Result<Served, Refusal> {
     let Logged {
         received,
-        durable,
+        request,
         log_bodies,
     } = logged;
     let verified = received.verified;
@@ -84,13 +88,11 @@ pub async fn call(logged: Logged, policy: &Policy, builtin: &BuiltIn) -> Result<
     };
     let response = match answered {
         Ok(r) => r,
-        Err(fault) => return Err(facts.refused(fault)),
+        Err(fault) => return Err(facts.refused(fault).after(*request)),
     };
-    if let Err(e) = durable.await {
-        return Err(facts.refused(Fault::ProviderLogFailed.with(e.0)));
-    }
     Ok(Served {
         facts,
+        request,
         log_bodies,
         response,
     })

@@ -1,33 +1,35 @@
-//! Stage 8: the request record queued (with the body if the provider
-//! subsystem's operator opted in). It becomes durable while the backend
-//! works; no byte of the response leaves before it is ([`super::backend`]).
+//! Stage 8: the request record, made (with the body if the provider
+//! subsystem's operator opted in) but not yet appended: it is committed
+//! with the response record, in one fdatasync, before any byte of the
+//! response leaves ([`super::answer`]); or with the fault record if the
+//! exchange fails on the way ([`crate::refusal::Refusal::after`]).
 
 use super::payload::Received;
 use super::policy::Policy;
-use crate::message_log::{Appended, MessageLog, Phase};
+use crate::message_log::{LogRecord, Phase};
 use crate::metadata::Target;
 
-/// An accepted request whose record is on its way to disk.
+/// An accepted request with its record, to be logged with its outcome.
 pub struct Logged {
     pub received: Received,
-    pub durable: Appended,
+    /// Boxed: it travels through every later stage.
+    pub request: Box<LogRecord>,
     /// Whether the provider subsystem's operator logs bodies (the
     /// response's too).
     pub log_bodies: bool,
 }
 
-/// Queues the request record of `received`.
-pub fn queue(received: Received, policy: &Policy, log: &dyn MessageLog) -> Logged {
+/// Makes the request record of `received`.
+pub fn record(received: Received, policy: &Policy) -> Logged {
     let log_bodies = match &received.verified.facts.target {
         Target::Provider(p) => policy.logs_bodies(p),
         Target::Server(_) => false,
     };
-    let mut record = received.verified.facts.record(Phase::Request);
-    record.body = log_bodies.then(|| received.payload.to_bytes());
-    let durable = log.append(record);
+    let mut request = received.verified.facts.record(Phase::Request);
+    request.body = log_bodies.then(|| received.payload.to_bytes());
     Logged {
         received,
-        durable,
+        request: Box::new(request),
         log_bodies,
     }
 }

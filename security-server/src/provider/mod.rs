@@ -21,14 +21,14 @@
 //! 7. [`replay`]: its message id is new, here and on the other nodes of
 //!    its cluster (remembered only now, so a member without rights cannot
 //!    fill the cache);
-//! 8. [`log_request`]: the request record is queued; it becomes durable
-//!    while the backend works → [`log_request::Logged`];
+//! 8. [`log_request`]: the request record is made, to be committed with
+//!    the exchange's outcome → [`log_request::Logged`];
 //! 9. [`backend`]: the backend (or a built-in service) is called with the
-//!    original path and payload, and the request record is durable before
-//!    any byte of its answer leaves → [`backend::Served`];
-//! 10. [`answer`]: the response streams back; at its end it is signed,
-//!     binding the request digest, logged, and the signed envelope goes
-//!     out in the trailers.
+//!    original path and payload → [`backend::Served`];
+//! 10. [`answer`]: the response is read whole (bounded) and signed,
+//!     binding the request digest; the request and response records are
+//!     committed together, in one fdatasync, and only then does the
+//!     response leave, the signed envelope in its trailers.
 //!
 //! A fault at any stage becomes its record, span outcome and answer in
 //! one place, [`crate::refusal`].
@@ -265,14 +265,15 @@ impl Provider {
         if let Err(f) = replay::check_cluster(claim, &self.replay, self.policies.store()).await {
             return Err(received.verified.facts.refused(f));
         }
-        let logged = log_request::queue(received, &policy, &*self.log);
+        let logged = log_request::record(received, &policy);
         let served = backend::call(logged, &policy, &self.builtin).await?;
         Ok(answer::answer(
             served,
             self.log.clone(),
             self.signers.clone(),
             self.max_message,
-        ))
+        )
+        .await)
     }
 }
 
