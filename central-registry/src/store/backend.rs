@@ -301,6 +301,26 @@ impl<B: Backend> Store for B {
         })
     }
 
+    fn usable_enrollments(&self, now_ms: i64) -> Result<Vec<Enrollment>, StoreError> {
+        self.read(|tx| {
+            tx.query(
+                "SELECT server, expires_at FROM enrollment_tokens
+                 WHERE expires_at > $1 AND used_by_request IS NULL
+                 ORDER BY expires_at LIMIT 1000",
+                &[P::from(&now_ms)],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(Enrollment {
+                    server: parse("server id", &r.text(0)?)?,
+                    expires_at_ms: r.int(1)?,
+                    used_by_request: None,
+                })
+            })
+            .collect()
+        })
+    }
+
     fn certificate(&self, fp: &Fingerprint) -> Result<Option<StoredCert>, StoreError> {
         self.read(|tx| {
             tx.query_opt(

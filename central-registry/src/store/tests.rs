@@ -510,6 +510,39 @@ fn tokens_of_another_server_or_expired_are_refused() {
 }
 
 #[test]
+fn only_usable_enrollment_tokens_are_listed() {
+    for s in stores() {
+        s.apply_all("officer", &base()).unwrap();
+        // Expired, used, and usable.
+        s.apply(
+            "officer",
+            &Change::CreateEnrollmentToken {
+                server: member("000102").server("old").unwrap(),
+                token_hash: [6; 32],
+                expires_at_ms: now_ms() - 1,
+            },
+        )
+        .unwrap();
+        token(s.as_ref(), [8; 32]);
+        s.apply("server", &Change::Submit(Box::new(auth_request([8; 32]))))
+            .unwrap();
+        s.apply(
+            "officer",
+            &Change::CreateEnrollmentToken {
+                server: member("000102").server("next").unwrap(),
+                token_hash: [9; 32],
+                expires_at_ms: now_ms() + 60_000,
+            },
+        )
+        .unwrap();
+        let usable = s.usable_enrollments(now_ms()).unwrap();
+        let servers: Vec<String> = usable.iter().map(|e| e.server.to_string()).collect();
+        assert_eq!(servers, ["VN/GOV/000102/next"]);
+        assert!(usable[0].expires_at_ms > now_ms());
+    }
+}
+
+#[test]
 fn one_key_one_certificate() {
     for s in stores() {
         s.apply_all("officer", &base()).unwrap();
