@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use lienthong_proto::fields::printable;
 use maud::{DOCTYPE, Markup, html};
 
+use crate::i18n::Both;
 use crate::state::{random_token, same};
 
 /// How long a console session lasts from sign-in.
@@ -230,7 +231,7 @@ pub struct Shell {
     /// e.g. "officers' console".
     pub role: &'static str,
     /// (path, label) of each page, shown when signed in.
-    pub nav: &'static [(&'static str, &'static str)],
+    pub nav: &'static [(&'static str, Both)],
     /// Where "Back" leads.
     pub home: &'static str,
 }
@@ -239,7 +240,7 @@ impl Shell {
     pub fn page(&self, title: &str, session: Option<&Session>, body: Markup) -> Markup {
         html! {
             (DOCTYPE)
-            html lang="en" {
+            html lang="vi" {
                 head {
                     meta charset="utf-8";
                     meta name="viewport" content="width=device-width, initial-scale=1";
@@ -252,7 +253,7 @@ impl Shell {
                         p { strong { (self.product) } " · " (self.role) }
                         @if let Some(s) = session {
                             nav.pages aria-label="console" {
-                                @for (path, label) in self.nav { a href=(path) { (label) } }
+                                @for (path, label) in self.nav { a href=(path) { (both(*label)) } }
                             }
                             form method="post" action="/logout" {
                                 span { "Signed in as " strong { (printable(&s.who)) } " " }
@@ -301,6 +302,23 @@ pub fn sign_in_notice(expired: bool) -> Markup {
         @if expired {
             p.notice role="status" { "Your session expired. Sign in again." }
         }
+    }
+}
+
+/// A console's word, Vietnamese first and English second, each marked
+/// with its language for screen readers.
+pub fn both(w: Both) -> Markup {
+    html! { span lang="vi" { (w.vi) } " " span.en lang="en" { "(" (w.en) ")" } }
+}
+
+/// A certificate's validity as the consoles show it: from, until, and
+/// whether it is in force now.
+pub fn validity(not_before: i64, not_after: i64, now_secs: i64) -> Markup {
+    use lienthong_certs::verify::fmt_time;
+    html! {
+        (fmt_time(not_before)) " – " (fmt_time(not_after))
+        @if now_secs > not_after { " " span.bad { "EXPIRED" } }
+        @else if now_secs < not_before { " " span.bad { "not yet valid" } }
     }
 }
 

@@ -218,3 +218,97 @@ static EN: Words = Words {
     forbidden: "Request refused (anti-forgery token missing).",
     answer_of: "Answer gathered at",
 };
+
+/// A word of the operators' consoles in both languages. The consoles show
+/// both together, Vietnamese first and English second: officers and
+/// operators work in Vietnamese, while the command line, runbooks and
+/// vendors' manuals they compare with speak English.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Both {
+    pub vi: &'static str,
+    pub en: &'static str,
+}
+
+impl Both {
+    /// "vi · en", for a page's title.
+    pub fn title(self) -> String {
+        format!("{} · {}", self.vi, self.en)
+    }
+}
+
+/// The consoles' words (see [`Both`]).
+pub mod console {
+    use super::Both;
+
+    macro_rules! words {
+        ($($name:ident = $vi:literal / $en:literal;)*) => {
+            $(pub const $name: Both = Both { vi: $vi, en: $en };)*
+        };
+    }
+
+    words! {
+        REQUESTS = "Yêu cầu đăng ký" / "Registration requests";
+        MEMBERS = "Thành viên" / "Members";
+        SERVERS = "Máy chủ an ninh" / "Security servers";
+        SERVICES = "Dịch vụ và nhóm" / "Services and groups";
+        TRUSTED_CAS = "CA tin cậy" / "Trusted CAs";
+        TOKENS = "Mã ghi danh" / "Enrollment tokens";
+        ALARMS = "Cảnh báo nhân chứng" / "Witness alarms";
+        AUDIT = "Nhật ký thao tác" / "Audit log";
+        STATUS = "Trạng thái" / "Status";
+        CLIENTS = "Hệ thống khách" / "Clients";
+        BACKENDS = "Dịch vụ và máy chủ nghiệp vụ" / "Services and backends";
+        ACCESS = "Quyền truy cập" / "Access rights";
+        OPERATIONS = "Giao dịch" / "Operations";
+        MESSAGE_LOG = "Nhật ký thông điệp" / "Message log";
+        ADD_MEMBER = "Thêm thành viên" / "Add a member";
+        ADD_SUBSYSTEM = "Thêm hệ thống con" / "Add a subsystem";
+        MEMBER = "Thành viên" / "Member";
+        MEMBER_CLASS = "Loại thành viên" / "Member class";
+        MEMBER_CODE = "Mã thành viên" / "Member code";
+        MEMBER_NAME = "Tên thành viên" / "Member name";
+        SUBSYSTEM_CODE = "Mã hệ thống con" / "Subsystem code";
+        SUBSYSTEMS = "Hệ thống con" / "Subsystems";
+        SIGNING_CERTS = "Chứng thư ký" / "Signing certificates";
+        ADDRESS = "Địa chỉ" / "Address";
+        OWNER = "Chủ sở hữu" / "Owner";
+        AUTH_CERTS = "Chứng thư xác thực" / "Auth certificates";
+        VALID = "Hiệu lực" / "Valid";
+        REVOKED = "Đã thu hồi" / "Revoked";
+        PROVIDER = "Bên cung cấp" / "Provider";
+        DESCRIPTION = "Mô tả" / "Description";
+        IN_CATALOGUE = "Có trong danh mục" / "In the catalogue";
+        PERSONAL_DATA = "Dữ liệu cá nhân" / "Personal data";
+        GROUPS = "Nhóm toàn cục" / "Global groups";
+        GROUP_MEMBERS = "Thành phần" / "Members";
+        ADD_TO_GROUP = "Thêm vào nhóm" / "Add to the group";
+        REMOVE = "Gỡ bỏ" / "Remove";
+        SUBSYSTEM = "Hệ thống con" / "Subsystem";
+        ISSUE_TOKEN = "Cấp mã ghi danh" / "Issue an enrollment token";
+        SERVER_ID = "Mã máy chủ" / "Server code";
+        VALID_HOURS = "Hiệu lực (giờ)" / "Valid for (hours)";
+        TOKEN_ONCE = "Mã chỉ hiện một lần: hãy trao cho cơ quan qua kênh riêng" / "Shown once: hand it to the agency out of band";
+        OUTSTANDING = "Mã còn hiệu lực" / "Usable tokens";
+        EXPIRES = "Hết hạn" / "Expires";
+        NO_ALARMS = "Không có cảnh báo: mọi điểm kiểm tra đều nhất quán" / "No alarms: every checkpoint was consistent";
+        SERVER = "Máy chủ" / "Server";
+        WHEN = "Thời điểm (UTC)" / "When (UTC)";
+        REASON = "Lý do" / "Reason";
+        NONE = "Không có" / "None";
+        YES = "có" / "yes";
+        NO = "không" / "no";
+        INSTANCE_CA = "CA của hệ thống" / "The instance's CA";
+        FINGERPRINT = "Dấu vân tay SHA-256" / "SHA-256 fingerprint";
+        SET_BACKEND = "Đặt máy chủ nghiệp vụ" / "Set the backend";
+        BACKEND_URL = "Địa chỉ máy chủ nghiệp vụ" / "Backend URL";
+        TIMEOUT_MS = "Thời gian chờ (ms)" / "Timeout (ms)";
+        SELF_AUDIT = "Tự kiểm tra nhật ký" / "The log's self-audit";
+        CHECKPOINTS = "Điểm kiểm tra đã chứng thực" / "Witnessed checkpoints";
+        RECORDS = "Bản ghi" / "Records";
+        ROOT = "Gốc Merkle" / "Merkle root";
+        WITNESSED = "Chứng thực lúc" / "Witnessed at";
+        SAVE = "Lưu" / "Save";
+        ADD = "Thêm" / "Add";
+        ISSUE = "Cấp mã" / "Issue";
+    }
+}
