@@ -63,3 +63,28 @@ pub(super) async fn page(State(c): State<Arc<RegistryConsole>>, headers: HeaderM
         Err(e) => c.failed(&e, &s),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alarms_name_the_server_and_their_reason_is_text() {
+        let quiet = alarms_markup(&[]).into_string();
+        assert!(quiet.contains("No alarms"), "{quiet}");
+        let server: ServerId = "VN/GOV/000102/ss1".parse().unwrap();
+        let shown = alarms_markup(&[pb::CheckpointAlarm {
+            server: Some((&server).into()),
+            at_unix_ms: 1_700_000_000_000,
+            reason: "tree size went back from 120 to 80 <script>x</script>".into(),
+        }])
+        .into_string();
+        assert!(shown.contains("VN/GOV/000102/ss1"), "{shown}");
+        assert!(shown.contains("role=\"alert\""), "{shown}");
+        assert!(
+            shown.contains("from 120 to 80 &lt;script&gt;x&lt;/script&gt;"),
+            "{shown}"
+        );
+        assert!(!shown.contains("<script>"), "{shown}");
+    }
+}

@@ -76,3 +76,59 @@ pub(super) async fn page(State(c): State<Arc<ServerConsole>>, headers: HeaderMap
     )
     .await
 }
+
+#[cfg(test)]
+mod tests {
+    use lienthong_security_server::admin::log_view::{CheckpointView, SelfAuditView};
+
+    use super::*;
+
+    fn session() -> Session {
+        Session {
+            id: "s".into(),
+            credential: "t".into(),
+            who: "w".into(),
+            person: None,
+            csrf: "c".into(),
+        }
+    }
+
+    #[test]
+    fn checkpoints_are_listed_and_mismatches_alarm_as_text() {
+        let view = LogView {
+            kept: true,
+            tree_size: 42,
+            self_audit: Some(SelfAuditView {
+                checked: 40,
+                passes: 1,
+                found: 1,
+                mismatches: vec!["record 7: <b>index</b> differs".into()],
+            }),
+            checkpoints: vec![CheckpointView {
+                tree_size: 40,
+                root: "ab".repeat(32),
+                created_at_ms: 1_700_000_000_000,
+                witnessed_at_ms: 1_700_000_001_000,
+            }],
+        };
+        let page = log_markup(&view, &session()).into_string();
+        assert!(page.contains(&"ab".repeat(32)), "{page}");
+        assert!(page.contains("<td>40</td>"), "{page}");
+        assert!(
+            page.contains("record 7: &lt;b&gt;index&lt;/b&gt; differs"),
+            "{page}"
+        );
+        assert!(page.contains("class=\"bad\""), "{page}");
+        let none = LogView {
+            kept: false,
+            tree_size: 0,
+            self_audit: None,
+            checkpoints: Vec::new(),
+        };
+        assert!(
+            log_markup(&none, &session())
+                .into_string()
+                .contains("keeps no message log")
+        );
+    }
+}
