@@ -422,6 +422,22 @@ fn audit_is_queryable_by_actor_and_time() {
             .unwrap();
         assert_eq!(bob.len(), 1);
         assert!(bob[0].result.contains("does not exist"));
+        // A person acting with an operator's token is found by either name,
+        // and neither name finds another that merely starts the same.
+        s.record_refusal("lan (via console-officer)", "AddMember", "", "x")
+            .unwrap();
+        s.record_refusal("lan.other", "AddMember", "", "x").unwrap();
+        for name in ["lan", "console-officer"] {
+            let found = s
+                .audit(&AuditFilter {
+                    actor: Some(name.into()),
+                    limit: 100,
+                    ..Default::default()
+                })
+                .unwrap();
+            let actors: Vec<&str> = found.iter().map(|a| a.actor.as_str()).collect();
+            assert_eq!(actors, ["lan (via console-officer)"], "{name}");
+        }
         let future = s
             .audit(&AuditFilter {
                 since_ms: Some(now_ms() + 60_000),
