@@ -13,6 +13,7 @@ use lienthong_proto::fields::printable;
 use maud::{DOCTYPE, Markup, html};
 
 use crate::i18n::Both;
+use crate::i18n::console as w;
 use crate::state::{random_token, same};
 
 /// How long a console session lasts from sign-in.
@@ -229,7 +230,7 @@ pub struct Shell {
     /// e.g. "Lienthong registry".
     pub product: String,
     /// e.g. "officers' console".
-    pub role: &'static str,
+    pub role: Both,
     /// (path, label) of each page, shown when signed in.
     pub nav: &'static [(&'static str, Both)],
     /// Where "Back" leads.
@@ -248,17 +249,17 @@ impl Shell {
                     link rel="stylesheet" href="/style.css";
                 }
                 body {
-                    a.skip href="#main" { "Skip to content" }
+                    a.skip href="#main" { (both(w::SKIP)) }
                     header {
-                        p { strong { (self.product) } " · " (self.role) }
+                        p { strong { (self.product) } " · " (both(self.role)) }
                         @if let Some(s) = session {
                             nav.pages aria-label="console" {
                                 @for (path, label) in self.nav { a href=(path) { (both(*label)) } }
                             }
                             form method="post" action="/logout" {
-                                span { "Signed in as " strong { (printable(&s.who)) } " " }
+                                span { (both(w::SIGNED_IN_AS)) " " strong { (printable(&s.who)) } " " }
                                 input type="hidden" name="csrf" value=(s.csrf);
-                                button.secondary type="submit" { "Sign out" }
+                                button.secondary type="submit" { (both(w::SIGN_OUT)) }
                             }
                         }
                     }
@@ -280,7 +281,7 @@ impl Shell {
             self.page(
                 title,
                 session,
-                html! { p.error role="alert" { (printable(why)) } p { a href=(self.home) { "Back" } } },
+                html! { p.error role="alert" { (printable(why)) } p { a href=(self.home) { (both(w::BACK)) } } },
             ),
         )
             .into_response()
@@ -300,7 +301,7 @@ pub async fn style() -> Response {
 pub fn sign_in_notice(expired: bool) -> Markup {
     html! {
         @if expired {
-            p.notice role="status" { "Your session expired. Sign in again." }
+            p.notice role="status" { (both(w::SESSION_EXPIRED)) }
         }
     }
 }

@@ -11,6 +11,7 @@ use lienthong_proto::pb::registry::v1 as pb;
 use maud::html;
 
 use super::{RegistryCallError, RegistryConsole};
+use crate::console_common::both;
 use crate::i18n::console as w;
 
 /// The newest audit records, most recent first.
@@ -41,9 +42,9 @@ pub(super) async fn page(State(c): State<Arc<RegistryConsole>>, headers: HeaderM
                         article.access {
                             h2 { (r.id) " · " (printable(&r.action)) " · " (printable(&r.result)) }
                             dl {
-                                dt { "When (UTC)" } dd { (lienthong_certs::verify::fmt_time(r.at_unix_ms / 1000)) }
-                                dt { "Who" } dd { (printable(&r.actor)) }
-                                dt { "Detail" } dd { (printable(&r.detail)) }
+                                dt { (both(w::WHEN)) } dd { (lienthong_certs::verify::fmt_time(r.at_unix_ms / 1000)) }
+                                dt { (both(w::WHO)) } dd { (printable(&r.actor)) }
+                                dt { (both(w::DETAIL)) } dd { (printable(&r.detail)) }
                             }
                         }
                     }

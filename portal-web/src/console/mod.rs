@@ -43,7 +43,7 @@ use lienthong_proto::pb::registry::v1 as pb;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use crate::console_common::{Session, Sessions, Shell, sign_in_notice, style};
+use crate::console_common::{Session, Sessions, Shell, both, sign_in_notice, style};
 use crate::i18n::console as w;
 use crate::oidc::{Oidc, PendingLogin};
 
@@ -90,7 +90,7 @@ impl RegistryConsole {
             sessions: Sessions::new("lt_console", secure_cookies),
             shell: Shell {
                 product: "Lienthong registry".into(),
-                role: "officers' console",
+                role: w::OFFICERS_CONSOLE,
                 nav: &[
                     ("/requests", w::REQUESTS),
                     ("/members", w::MEMBERS),
@@ -301,20 +301,20 @@ async fn sign_in_page(
 ) -> Response {
     c.shell
         .page(
-            "Sign in",
+            &w::SIGN_IN.title(),
             None,
             html! {
                 (sign_in_notice(q.expired.is_some()))
                 @if c.oidc.is_some() {
-                    p { a.button #oidc href="/oidc/start" { "Sign in with your organisation's account" } }
-                    p { "Or with an operator token:" }
+                    p { a.button #oidc href="/oidc/start" { (both(w::SIGN_IN_OIDC)) } }
+                    p { (both(w::OR_TOKEN)) }
                 }
                 form method="post" action="/login" {
                     p {
-                        label for="token" { "Operator token (officer or observer)" } br;
+                        label for="token" { (both(w::REGISTRY_TOKEN)) } br;
                         input #token type="password" name="token" autocomplete="off" required;
                     }
-                    p { button type="submit" { "Sign in" } }
+                    p { button type="submit" { (both(w::SIGN_IN)) } }
                 }
             },
         )

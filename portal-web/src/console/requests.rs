@@ -13,7 +13,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::{RegistryCallError, RegistryConsole};
-use crate::console_common::hex_of;
+use crate::console_common::{both, hex_of};
 use crate::i18n::console as w;
 
 fn kind(k: i32) -> &'static str {
@@ -49,12 +49,12 @@ fn request_markup(r: &pb::RequestSummary, csrf: &str) -> Markup {
         article.access {
             h2 { "Request " (r.id) " · " (kind(r.kind)) " · " (state(r.state)) }
             dl {
-                dt { "Server" } dd { (server) }
-                @if let Some(s) = subsystem { dt { "Subsystem" } dd { (s) } }
-                dt { "Submitted" } dd { (lienthong_certs::verify::fmt_time(r.submitted_at_unix_ms / 1000)) }
-                @if !r.decision_note.is_empty() { dt { "Note" } dd { (printable(&r.decision_note)) } }
+                dt { (both(w::SERVER)) } dd { (server) }
+                @if let Some(s) = subsystem { dt { (both(w::SUBSYSTEM)) } dd { (s) } }
+                dt { (both(w::SUBMITTED)) } dd { (lienthong_certs::verify::fmt_time(r.submitted_at_unix_ms / 1000)) }
+                @if !r.decision_note.is_empty() { dt { (both(w::NOTE)) } dd { (printable(&r.decision_note)) } }
                 @for csr in &r.csrs {
-                    dt { @if csr.auth { "Auth key" } @else { "Signing key" } }
+                    dt { @if csr.auth { (both(w::AUTH_KEY)) } @else { (both(w::SIGNING_KEY)) } }
                     dd {
                         (printable(&csr.key_type)) ", SHA-256 " code { (hex_of(&csr.public_key_sha256)) }
                         @if let Some(m) = csr.member.as_ref().and_then(|m| MemberId::try_from(m).ok()) { ", for " (m.to_string()) }
@@ -66,12 +66,12 @@ fn request_markup(r: &pb::RequestSummary, csrf: &str) -> Markup {
                     input type="hidden" name="csrf" value=(csrf);
                     input type="hidden" name="id" value=(r.id);
                     p {
-                        label for=(format!("note{}", r.id)) { "Note for the audit log" } br;
+                        label for=(format!("note{}", r.id)) { (both(w::NOTE_FOR_AUDIT)) } br;
                         input id=(format!("note{}", r.id)) name="note" required;
                     }
                     p {
-                        button type="submit" name="decision" value="approve" { "Approve" } " "
-                        button.secondary type="submit" name="decision" value="reject" { "Reject" }
+                        button type="submit" name="decision" value="approve" { (both(w::APPROVE)) } " "
+                        button.secondary type="submit" name="decision" value="reject" { (both(w::REJECT)) }
                     }
                 }
             }
@@ -105,7 +105,7 @@ pub(super) async fn page(State(c): State<Arc<RegistryConsole>>, headers: HeaderM
                     &w::REQUESTS.title(),
                     Some(&session),
                     html! {
-                        @if list.is_empty() { p { "No requests." } }
+                        @if list.is_empty() { p { (both(w::NO_REQUESTS)) } }
                         @for r in &list { (request_markup(r, &session.csrf)) }
                     },
                 )

@@ -11,7 +11,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::{Refusal, ServerConsole};
-use crate::console_common::Session;
+use crate::console_common::{Session, both};
 use crate::i18n::console as w;
 
 fn rule_text(r: &RuleView) -> String {
@@ -31,7 +31,7 @@ fn access_markup(
 ) -> Markup {
     html! {
         @if let Some(n) = notice { p.notice role="status" { (printable(n)) } }
-        @if rules.is_empty() { p { "No grants: every call is refused (deny by default)." } }
+        @if rules.is_empty() { p { (both(w::NO_GRANTS)) } }
         @for (i, r) in rules.iter().enumerate() {
             article.access {
                 h2 { (printable(&rule_text(r))) }
@@ -41,20 +41,20 @@ fn access_markup(
                     input type="hidden" name="subject" value=(r.subject);
                     input type="hidden" name="service" value=(r.service);
                     input type="hidden" name="method" value=(r.method.as_deref().unwrap_or_default());
-                    button.secondary type="submit" id=(format!("revoke{i}")) { "Revoke" }
+                    button.secondary type="submit" id=(format!("revoke{i}")) { (both(w::REVOKE)) }
                 }
             }
         }
-        h2 { "Grant access" }
+        h2 { (both(w::GRANT_ACCESS)) }
         form method="post" action="/access/change" {
             input type="hidden" name="csrf" value=(s.csrf);
             input type="hidden" name="action" value="grant";
             p {
-                label for="subject" { "Client subsystem (INSTANCE/CLASS/MEMBER/SUBSYSTEM) or group:INSTANCE/GROUP" } br;
+                label for="subject" { (both(w::CLIENT_OR_GROUP)) " (INSTANCE/CLASS/MEMBER/SUBSYSTEM, group:INSTANCE/GROUP)" } br;
                 input #subject name="subject" required size="40";
             }
             p {
-                label for="service" { "Service" } br;
+                label for="service" { (both(w::SERVICE)) } br;
                 select #service name="service" required {
                     @for svc in services.iter().filter(|svc| svc.provided_here) {
                         option value=(svc.service) { (printable(&svc.service)) }
@@ -62,10 +62,10 @@ fn access_markup(
                 }
             }
             p {
-                label for="method" { "Method (empty: the whole service)" } br;
+                label for="method" { (both(w::METHOD)) } br;
                 input #method name="method";
             }
-            p { button type="submit" id="grant" { "Grant" } }
+            p { button type="submit" id="grant" { (both(w::GRANT)) } }
         }
     }
 }

@@ -12,18 +12,19 @@ use lienthong_security_server::admin::operators::AuditRecord;
 use maud::{Markup, html};
 
 use super::{ServerConsole, read_page};
+use crate::console_common::both;
 use crate::i18n::console as w;
 
 fn audit_markup(records: &[AuditRecord]) -> Markup {
     html! {
-        @if records.is_empty() { p { "No operator action yet." } }
+        @if records.is_empty() { p { (both(w::NO_ACTIONS)) } }
         @for r in records {
             article.access {
                 h2 { (printable(&r.action)) " · " (printable(&r.result)) }
                 dl {
-                    dt { "When (UTC)" } dd { (fmt_time(r.at_unix_ms / 1000)) }
-                    dt { "Who" } dd { (printable(&r.actor)) }
-                    dt { "Detail" } dd { (printable(&r.detail)) }
+                    dt { (both(w::WHEN)) } dd { (fmt_time(r.at_unix_ms / 1000)) }
+                    dt { (both(w::WHO)) } dd { (printable(&r.actor)) }
+                    dt { (both(w::DETAIL)) } dd { (printable(&r.detail)) }
                 }
             }
         }

@@ -20,7 +20,7 @@ pub(super) fn clients_markup(v: &ClientsView, _: &Session) -> Markup {
     let now = lienthong_proto::time::now_ms() / 1000;
     html! {
         dl {
-            dt { "Server" } dd { (printable(&v.server)) }
+            dt { (both(w::SERVER)) } dd { (printable(&v.server)) }
             dt { (both(w::ADDRESS)) " (provider side)" } dd { (printable(&v.address)) }
             @for fp in &v.auth_certs { dt { (both(w::AUTH_CERTS)) } dd { code { (printable(fp)) } } }
         }
@@ -29,7 +29,7 @@ pub(super) fn clients_markup(v: &ClientsView, _: &Session) -> Markup {
             article.access {
                 h2 { (printable(&cl.subsystem)) }
                 dl {
-                    dt { "Registered here" }
+                    dt { (both(w::REGISTERED_HERE)) }
                     dd { @if cl.registered { span.ok { "yes" } } @else { span.bad { "not in the configuration in force" } } }
                     dt { (both(w::SIGNING_CERTS)) }
                     dd {
@@ -41,8 +41,8 @@ pub(super) fn clients_markup(v: &ClientsView, _: &Session) -> Markup {
                             br;
                         }
                     }
-                    dt { "Bodies logged" } dd { @if cl.bodies_logged { "yes (sealed)" } @else { "no" } }
-                    dt { "Pinned systems" }
+                    dt { (both(w::BODIES_LOGGED)) } dd { @if cl.bodies_logged { "yes (sealed)" } @else { "no" } }
+                    dt { (both(w::PINNED)) }
                     dd {
                         @if cl.pins.is_empty() { "none" }
                         @for p in &cl.pins { code { (printable(p)) } br; }

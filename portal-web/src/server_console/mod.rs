@@ -50,7 +50,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::console_common::{Session, Sessions, Shell, sign_in_notice, style};
+use crate::console_common::{Session, Sessions, Shell, both, sign_in_notice, style};
 use crate::http_client::HttpClient;
 use crate::i18n::console as w;
 
@@ -106,7 +106,7 @@ impl ServerConsole {
             sessions: Sessions::new("lt_server_console", secure_cookies),
             shell: Shell {
                 product: "Lienthong security server".into(),
-                role: "operator's console",
+                role: w::OPERATORS_CONSOLE,
                 nav: &[
                     ("/status", w::STATUS),
                     ("/clients", w::CLIENTS),
@@ -246,16 +246,16 @@ async fn sign_in_page(
 ) -> Response {
     c.shell
         .page(
-            "Sign in",
+            &w::SIGN_IN.title(),
             None,
             html! {
                 (sign_in_notice(q.expired.is_some()))
                 form method="post" action="/login" {
                     p {
-                        label for="token" { "Operator token (admin or observer)" } br;
+                        label for="token" { (both(w::SERVER_TOKEN)) } br;
                         input #token type="password" name="token" autocomplete="off" required;
                     }
-                    p { button type="submit" { "Sign in" } }
+                    p { button type="submit" { (both(w::SIGN_IN)) } }
                 }
                 p { "An operator token is made on the server with " code { "lienthong server operator add" } "." }
             },

@@ -12,6 +12,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::{ServerConsole, read_page};
+use crate::console_common::both;
 use crate::i18n::console as w;
 
 /// One record of the admin port's operational data.
@@ -38,8 +39,8 @@ fn operations_markup(rows: &[OperationalRow]) -> Markup {
         @else {
             table.operations {
                 thead { tr {
-                    th scope="col" { "When (UTC)" } th scope="col" { "Side" } th scope="col" { "Client" }
-                    th scope="col" { "Service/method" } th scope="col" { "Bytes" } th scope="col" { "Result" } th scope="col" { "µs" }
+                    th scope="col" { (both(w::WHEN)) } th scope="col" { (both(w::SIDE)) } th scope="col" { (both(w::CLIENTS)) }
+                    th scope="col" { (both(w::SERVICE)) } th scope="col" { (both(w::BYTES)) } th scope="col" { (both(w::RESULT)) } th scope="col" { "µs" }
                 } }
                 tbody {
                     @for r in rows {

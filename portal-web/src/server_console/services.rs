@@ -25,16 +25,16 @@ pub(super) fn services_markup(v: &[ServiceView], s: &Session, notice: Option<&st
             article.access {
                 h2 { (printable(&svc.service)) }
                 dl {
-                    dt { "Backend" }
+                    dt { (both(w::BACKEND)) }
                     dd {
                         @match &svc.backend_url {
                             Some(url) => { code { (printable(url)) } @if let Some(t) = svc.timeout_ms { " (timeout " (t) " ms)" } },
                             None => span.bad { "none set: calls fail" },
                         }
                     }
-                    dt { "Provided here" }
+                    dt { (both(w::PROVIDED_HERE)) }
                     dd { @if svc.provided_here { span.ok { "yes, by the configuration" } } @else { span.bad { "not by the configuration in force" } } }
-                    dt { "Personal data" } dd { @if svc.personal_data { "yes: calls name a data subject" } @else { "no" } }
+                    dt { (both(w::PERSONAL_DATA)) } dd { @if svc.personal_data { "yes: calls name a data subject" } @else { "no" } }
                 }
             }
         }
@@ -42,7 +42,7 @@ pub(super) fn services_markup(v: &[ServiceView], s: &Session, notice: Option<&st
         form method="post" action="/services/backend" {
             input type="hidden" name="csrf" value=(s.csrf);
             p {
-                label for="service" { "Service (PROVIDER_SUBSYSTEM/grpc.Service)" } br;
+                label for="service" { (both(w::SERVICE)) " (PROVIDER_SUBSYSTEM/grpc.Service)" } br;
                 input #service name="service" required size="60" list="known-services";
                 datalist #known-services {
                     @for svc in v { option value=(svc.service) {} }

@@ -13,7 +13,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::{ServerConsole, read_page};
-use crate::console_common::Session;
+use crate::console_common::{Session, both};
 use crate::i18n::console as w;
 
 fn ok_mark(ok: bool) -> Markup {
@@ -27,7 +27,7 @@ fn status_markup(v: &StatusView, s: &Session) -> Markup {
         article.access {
             h2 { "Server " (printable(&v.server)) }
             dl {
-                dt { "Global configuration" }
+                dt { (both(w::GLOBAL_CONF)) }
                 dd {
                     @match &v.configuration {
                         None => span.bad { "none downloaded: every exchange fails" },
@@ -38,14 +38,14 @@ fn status_markup(v: &StatusView, s: &Session) -> Markup {
                         }
                     }
                 }
-                dt { "Auth certificate" } dd { "valid until " (fmt_time(v.auth_not_after)) }
-                dt { "Maintenance mode" }
+                dt { (both(w::AUTH_CERT)) } dd { "valid until " (fmt_time(v.auth_not_after)) }
+                dt { (both(w::MAINTENANCE)) }
                 dd { @if v.maintenance { span.bad { "ON: health answers 503, load balancers drain" } } @else { "off" } }
             }
         }
-        h2 { "Health checks" }
+        h2 { (both(w::HEALTH)) }
         table.checks {
-            thead { tr { th scope="col" { "Check" } th scope="col" { "State" } th scope="col" { "Detail" } } }
+            thead { tr { th scope="col" { (both(w::CHECK)) } th scope="col" { (both(w::STATE)) } th scope="col" { (both(w::DETAIL)) } } }
             tbody {
                 @for check in &v.checks {
                     tr {
@@ -56,7 +56,7 @@ fn status_markup(v: &StatusView, s: &Session) -> Markup {
                 }
             }
         }
-        h2 { "Maintenance mode" }
+        h2 { (both(w::MAINTENANCE)) }
         form method="post" action="/maintenance" {
             input type="hidden" name="csrf" value=(s.csrf);
             @if v.maintenance {
