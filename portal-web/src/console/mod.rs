@@ -225,7 +225,7 @@ enum RegistryCallError {
     Refused(Box<tonic::Status>),
     /// The registry refused an action; its code and message.
     #[error("{:?}: {}", .0.code(), .0.message())]
-    Decision(Box<tonic::Status>),
+    Action(Box<tonic::Status>),
     #[error("approve or reject")]
     UnknownDecision,
     /// What the form names is no identifier.
@@ -242,7 +242,7 @@ impl RegistryCallError {
     }
 
     fn action(s: tonic::Status) -> Self {
-        RegistryCallError::Decision(Box::new(s))
+        RegistryCallError::Action(Box::new(s))
     }
 
     /// The console's HTTP status for it.
@@ -250,7 +250,7 @@ impl RegistryCallError {
         use tonic::Code;
         match self {
             RegistryCallError::Unreachable(_) => StatusCode::BAD_GATEWAY,
-            RegistryCallError::Refused(s) | RegistryCallError::Decision(s) => match s.code() {
+            RegistryCallError::Refused(s) | RegistryCallError::Action(s) => match s.code() {
                 Code::PermissionDenied => StatusCode::FORBIDDEN,
                 Code::Unauthenticated => StatusCode::UNAUTHORIZED,
                 Code::InvalidArgument

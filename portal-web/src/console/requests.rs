@@ -154,7 +154,7 @@ pub(super) async fn decide(
             "reject" => op.reject_request(req).await,
             _ => return Err(RegistryCallError::UnknownDecision),
         };
-        r.map_err(|s| RegistryCallError::Decision(Box::new(s)))
+        r.map_err(|s| RegistryCallError::Action(Box::new(s)))
     };
     match decided.await {
         Ok(_) => Redirect::to("/requests").into_response(),
