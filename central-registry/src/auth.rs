@@ -49,6 +49,43 @@ pub fn hash_token(token: &str) -> [u8; 32] {
     sha256(token.as_bytes())
 }
 
+/// Longest name of the person an operator token acts for.
+pub const MAX_PERSON_CHARS: usize = 128;
+
+/// Why a call's "on behalf of" person is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PersonError {
+    #[error("the person acted for (lt-on-behalf-of) is not base64 of UTF-8 text")]
+    NotText,
+    #[error(
+        "the person acted for (lt-on-behalf-of) must be 1 to {MAX_PERSON_CHARS} characters without control characters"
+    )]
+    Shape,
+}
+
+/// The person a call is made for ([`lienthong_registry_client::ON_BEHALF_OF`]):
+/// none when the metadata does not name one.
+pub fn on_behalf_of(metadata: &MetadataMap) -> Result<Option<String>, PersonError> {
+    let Some(value) = metadata.get_bin(lienthong_registry_client::ON_BEHALF_OF) else {
+        return Ok(None);
+    };
+    let bytes = value.to_bytes().map_err(|_| PersonError::NotText)?;
+    let person = String::from_utf8(bytes.to_vec()).map_err(|_| PersonError::NotText)?;
+    let n = person.chars().count();
+    if n == 0 || n > MAX_PERSON_CHARS || person.chars().any(char::is_control) {
+        return Err(PersonError::Shape);
+    }
+    Ok(Some(person))
+}
+
+/// The audit log's actor: the operator, or the person acting with its token.
+pub fn actor(operator: &str, person: Option<&str>) -> String {
+    match person {
+        Some(p) => format!("{p} (via {operator})"),
+        None => operator.to_owned(),
+    }
+}
+
 /// The bearer token of a request, if it carries a well-formed one.
 pub fn bearer(metadata: &MetadataMap) -> Option<&str> {
     let value = metadata.get("authorization")?.to_str().ok()?;
@@ -64,6 +101,30 @@ pub fn bearer(metadata: &MetadataMap) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_person_acted_for_is_checked_and_named_first() {
+        let mut m = MetadataMap::new();
+        assert_eq!(on_behalf_of(&m), Ok(None));
+        m.insert_bin(
+            lienthong_registry_client::ON_BEHALF_OF,
+            tonic::metadata::MetadataValue::from_bytes("Nguyễn Lan".as_bytes()),
+        );
+        let person = on_behalf_of(&m).unwrap();
+        assert_eq!(person.as_deref(), Some("Nguyễn Lan"));
+        assert_eq!(
+            actor("console-officer", person.as_deref()),
+            "Nguyễn Lan (via console-officer)"
+        );
+        assert_eq!(actor("console-officer", None), "console-officer");
+        for bad in [&b"a\nb"[..], &[0xff, 0xfe][..], &b""[..]] {
+            m.insert_bin(
+                lienthong_registry_client::ON_BEHALF_OF,
+                tonic::metadata::MetadataValue::from_bytes(bad),
+            );
+            assert!(on_behalf_of(&m).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn roles_table() {

@@ -35,6 +35,8 @@ pub const DEFAULT_ENROLLMENT_TOKEN_SECS: u32 = 24 * 3600;
 pub const MAX_ENROLLMENT_TOKEN_SECS: u32 = 30 * 24 * 3600;
 /// Most audit records one call returns.
 pub const MAX_AUDIT_RECORDS: usize = 1000;
+/// Most certificates one `GetCertificates` call asks for.
+pub const MAX_CERTIFICATES_ASKED: usize = 1000;
 
 /// Checks free text: length in characters, no control characters.
 pub fn check_text(what: &str, s: &str, min: usize, max: usize) -> Result<String, RegistryError> {
@@ -131,9 +133,10 @@ impl OperatorApi {
                 .await;
             return Err(Status::unauthenticated(msg));
         };
+        let person = auth::on_behalf_of(request.metadata());
         let hash = auth::hash_token(token);
         let store = self.store.clone();
-        let Some(op) = blocking(move || Ok(store.operator_by_token(&hash)?)).await? else {
+        let Some(mut op) = blocking(move || Ok(store.operator_by_token(&hash)?)).await? else {
             let msg = "unknown operator token";
             self.refusals
                 .record(
@@ -147,6 +150,16 @@ impl OperatorApi {
                 .await;
             return Err(Status::unauthenticated(msg));
         };
+        // A person acting with the token (a console's officer signed in
+        // by OpenID Connect) is named in every audit record from here on.
+        match person {
+            Ok(person) => op.name = auth::actor(&op.name, person.as_deref()),
+            Err(e) => {
+                let msg = e.to_string();
+                self.audit_refusal(&op, action, "", &msg).await;
+                return Err(Status::invalid_argument(msg));
+            }
+        }
         if !auth::allows(op.role, access) {
             let msg = format!(
                 "operator {} has the {} role, which may not call {action}",
@@ -648,6 +661,73 @@ impl RegistryOperator for OperatorApi {
                 Status::internal(format!("published configuration does not decode: {e}"))
             })?;
         Ok(Response::new(conf))
+    }
+
+    async fn list_enrollment_tokens(
+        &self,
+        request: Request<pb::ListEnrollmentTokensRequest>,
+    ) -> Result<Response<pb::ListEnrollmentTokensReply>, Status> {
+        self.operator(&request, "ListEnrollmentTokens", Access::Read)
+            .await?;
+        let store = self.store.clone();
+        let now = lienthong_proto::time::now_ms();
+        let usable = blocking(move || Ok(store.usable_enrollments(now)?)).await?;
+        Ok(Response::new(pb::ListEnrollmentTokensReply {
+            tokens: usable
+                .into_iter()
+                .map(|e| pb::EnrollmentTokenSummary {
+                    server: Some((&e.server).into()),
+                    expires_at_unix_ms: e.expires_at_ms,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn get_certificates(
+        &self,
+        request: Request<pb::GetCertificatesRequest>,
+    ) -> Result<Response<pb::GetCertificatesReply>, Status> {
+        self.operator(&request, "GetCertificates", Access::Read)
+            .await?;
+        let wanted = request.into_inner().certificate_sha256;
+        if wanted.len() > MAX_CERTIFICATES_ASKED {
+            return Err(Status::invalid_argument(format!(
+                "{} fingerprints asked; at most {MAX_CERTIFICATES_ASKED}",
+                wanted.len()
+            )));
+        }
+        let fingerprints = wanted
+            .iter()
+            .map(|f| {
+                Fingerprint::from_slice(f).ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "a fingerprint has {} bytes; SHA-256 has 32",
+                        f.len()
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let store = self.store.clone();
+        let found = blocking(move || {
+            let mut found = Vec::new();
+            for fp in &fingerprints {
+                if let Some(c) = store.certificate(fp)? {
+                    found.push(c);
+                }
+            }
+            Ok(found)
+        })
+        .await?;
+        Ok(Response::new(pb::GetCertificatesReply {
+            certificates: found
+                .into_iter()
+                .map(|c| pb::IssuedCertificate {
+                    certificate_sha256: c.fingerprint.0.to_vec(),
+                    der: c.der,
+                    revoked: c.revoked,
+                })
+                .collect(),
+        }))
     }
 
     async fn list_alarms(

@@ -312,6 +312,14 @@ pub enum RegistryCommand {
         #[command(flatten)]
         op: OperatorArgs,
     },
+    /// List the enrollment tokens still usable (unused, unexpired): the
+    /// server each is for and when it expires — never a token or its hash.
+    ///
+    /// Example: lienthong registry tokens
+    Tokens {
+        #[command(flatten)]
+        op: OperatorArgs,
+    },
     /// List registration requests.
     ///
     /// Example: lienthong registry requests --state pending
@@ -817,6 +825,28 @@ async fn operate(cmd: RegistryCommand) -> Result<()> {
                     fmt_ms(a.at_unix_ms),
                     printable(&a.reason)
                 );
+            }
+        }
+        RegistryCommand::Tokens { op } => {
+            let tokens = op
+                .client()
+                .await?
+                .list_enrollment_tokens(pb::ListEnrollmentTokensRequest {})
+                .await
+                .map_err(refused)?
+                .into_inner()
+                .tokens;
+            if tokens.is_empty() {
+                println!("no usable enrollment tokens");
+            }
+            for t in tokens {
+                let server = t
+                    .server
+                    .as_ref()
+                    .and_then(|s| ServerId::try_from(s).ok())
+                    .map(|s| s.to_string())
+                    .unwrap_or_default();
+                println!("{server}  expires {}", fmt_ms(t.expires_at_unix_ms));
             }
         }
         RegistryCommand::TrustedCa { cert, op } => {

@@ -11,6 +11,9 @@ use lienthong_certs::{Fingerprint, pem, verify};
 use lienthong_proto::id::{ServerId, ServiceId, SubsystemId};
 use lienthong_registry_client as client;
 use lienthong_security_server::access::{AccessRule, Subject};
+use lienthong_security_server::admin::backends::{
+    BackendChange, backend_of, detail as backend_detail,
+};
 use lienthong_security_server::conf_client::ConfClient;
 use lienthong_security_server::consumer::DEFAULT_MAX_MESSAGE_BYTES;
 use lienthong_security_server::consumer::tls::ConsumerTransport;
@@ -21,7 +24,7 @@ use lienthong_security_server::limits;
 use lienthong_security_server::message_log::LogReader;
 use lienthong_security_server::operational::DEFAULT_WINDOW as OPERATIONAL_WINDOW;
 use lienthong_security_server::store::{
-    Backend, ClusterDatabase, DEFAULT_BACKEND_TIMEOUT, ENV_DATABASE_PASSWORD, ServerStore,
+    ClusterDatabase, DEFAULT_BACKEND_TIMEOUT, ENV_DATABASE_PASSWORD, ServerStore,
 };
 use lienthong_security_server::{
     DEFAULT_CONSUMER_LISTEN, DEFAULT_PROVIDER_LISTEN, DEFAULT_RETENTION, SecurityServer,
@@ -533,6 +536,43 @@ pub fn run(cmd: ServerCommand) -> Result<()> {
     rt.block_on(run_async(cmd))
 }
 
+/// An access change as the admin port's audit log writes it.
+fn rule_detail(action: &str, r: &AccessRule) -> String {
+    format!(
+        "{action} {} {}/{}{}",
+        r.subject,
+        r.provider,
+        r.service,
+        r.method
+            .as_deref()
+            .map(|m| format!("/{m}"))
+            .unwrap_or_default()
+    )
+}
+
+/// Writes a change made here into the server's operators' audit log, as
+/// the admin port writes the console's (the actor is `cli:` and the Unix
+/// user), and passes the outcome on.
+fn audited<T, E: std::fmt::Display + Into<Box<dyn std::error::Error>>>(
+    store: &ServerStore,
+    action: &str,
+    detail: String,
+    outcome: std::result::Result<T, E>,
+) -> Result<T> {
+    use lienthong_security_server::admin::operators;
+    if let Err(e) = operators::audit_cli(store, action, detail, &outcome) {
+        return Err(format!(
+            "{action}: {} but the operators' audit log cannot be written: {e}",
+            match &outcome {
+                Ok(_) => "done".to_owned(),
+                Err(why) => format!("refused ({why})"),
+            }
+        )
+        .into());
+    }
+    outcome.map_err(Into::into)
+}
+
 fn open_store(dir: &std::path::Path) -> Result<ServerStore> {
     let d = ServerDir(dir.to_owned());
     if !d.store().exists() {
@@ -768,7 +808,9 @@ async fn run_async(cmd: ServerCommand) -> Result<()> {
         }) => {
             let subsystem: SubsystemId = subsystem.parse()?;
             let fp = Fingerprint::of(&pem::read_cert(&cert)?);
-            let new = open_store(&dir)?.pin_client(&subsystem, &fp)?;
+            let store = open_store(&dir)?;
+            let new = store.pin_client(&subsystem, &fp);
+            let new = audited(&store, "pin client", format!("{subsystem} {fp}"), new)?;
             println!(
                 "{} certificate {fp} for {subsystem}",
                 if new { "pinned" } else { "already pinned:" }
@@ -782,9 +824,13 @@ async fn run_async(cmd: ServerCommand) -> Result<()> {
         }) => {
             let subsystem: SubsystemId = subsystem.parse()?;
             let fp = Fingerprint::of(&pem::read_cert(&cert)?);
-            if !open_store(&dir)?.unpin_client(&subsystem, &fp)? {
-                return Err(format!("certificate {fp} was not pinned for {subsystem}").into());
-            }
+            let store = open_store(&dir)?;
+            let done: Result<()> = match store.unpin_client(&subsystem, &fp) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(format!("certificate {fp} was not pinned for {subsystem}").into()),
+                Err(e) => Err(e.into()),
+            };
+            audited(&store, "unpin client", format!("{subsystem} {fp}"), done)?;
             println!("unpinned certificate {fp} for {subsystem}");
             Ok(())
         }
@@ -794,7 +840,10 @@ async fn run_async(cmd: ServerCommand) -> Result<()> {
             off,
         }) => {
             let subsystem: SubsystemId = subsystem.parse()?;
-            open_store(&dir)?.set_body_logging(&subsystem, !off)?;
+            let store = open_store(&dir)?;
+            let done = store.set_body_logging(&subsystem, !off);
+            let word = if off { "off" } else { "on" };
+            audited(&store, "body logging", format!("{subsystem} {word}"), done)?;
             println!(
                 "bodies of {subsystem}'s exchanges are {} logged",
                 if off { "no longer" } else { "now" }
@@ -928,22 +977,30 @@ async fn acl(cmd: AclCommand) -> Result<()> {
             force,
         } => {
             let r = rule(&subject, &service, method)?;
-            match not_provided(&dir, &r).await? {
-                None => {}
+            let detail = format!(
+                "{}{}",
+                rule_detail("grant", &r),
+                if force { " (--force)" } else { "" }
+            );
+            let refusal = match not_provided(&dir, &r).await? {
+                None => None,
                 Some(why) if force => {
                     eprintln!(
                         "warning: granting anyway (--force): {why}; the grant takes effect once the configuration lists the service as provided here"
                     );
+                    None
                 }
-                Some(why) => {
-                    return Err(format!(
-                        "this server does not provide {}/{}: {why}. To prepare the grant before the configuration lists it, add --force",
-                        r.provider, r.service
-                    )
-                    .into());
-                }
-            }
-            let new = open_store(&dir)?.grant(&r)?;
+                Some(why) => Some(format!(
+                    "this server does not provide {}/{}: {why}. To prepare the grant before the configuration lists it, add --force",
+                    r.provider, r.service
+                )),
+            };
+            let store = open_store(&dir)?;
+            let new: Result<bool> = match refusal {
+                Some(why) => Err(why.into()),
+                None => store.grant(&r).map_err(Into::into),
+            };
+            let new = audited(&store, "grant access", detail, new)?;
             println!("{}: {r}", if new { "granted" } else { "already granted" });
         }
         AclCommand::Revoke {
@@ -953,9 +1010,13 @@ async fn acl(cmd: AclCommand) -> Result<()> {
             method,
         } => {
             let r = rule(&subject, &service, method)?;
-            if !open_store(&dir)?.revoke(&r)? {
-                return Err(format!("no such grant: {r}").into());
-            }
+            let store = open_store(&dir)?;
+            let done: Result<()> = match store.revoke(&r) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(format!("no such grant: {r}").into()),
+                Err(e) => Err(e.into()),
+            };
+            audited(&store, "revoke access", rule_detail("revoke", &r), done)?;
             println!("revoked: {r}");
         }
         AclCommand::List { dir } => {
@@ -976,14 +1037,20 @@ fn operator(cmd: OperatorCommand) -> Result<()> {
     match cmd {
         OperatorCommand::Add { dir, name, role } => {
             let role: operators::Role = role.parse()?;
-            let token = operators::add_operator(&open_store(&dir)?, &name, role)?;
+            let store = open_store(&dir)?;
+            let token = operators::add_operator(&store, &name, role);
+            let token = audited(&store, "add operator", format!("{name} ({role})"), token)?;
             eprintln!("operator {name} ({role}); the token is shown once, keep it secret:");
             println!("{token}");
         }
         OperatorCommand::Remove { dir, name } => {
-            if !operators::remove_operator(&open_store(&dir)?, &name)? {
-                return Err(format!("no operator {name}").into());
-            }
+            let store = open_store(&dir)?;
+            let done: Result<()> = match operators::remove_operator(&store, &name) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(format!("no operator {name}").into()),
+                Err(e) => Err(e.into()),
+            };
+            audited(&store, "remove operator", name.clone(), done)?;
             println!("operator {name} removed");
         }
         OperatorCommand::List { dir } => {
@@ -1007,14 +1074,18 @@ fn backend(cmd: BackendCommand) -> Result<()> {
             url,
             timeout_ms,
         } => {
-            let (provider, service) = provided(&service)?;
-            let b = Backend {
-                provider,
+            // The same rules as the console's (the admin port's) backend form.
+            let change = BackendChange {
                 service,
                 url,
-                timeout: Duration::from_millis(timeout_ms.max(1)),
+                timeout_ms: Some(timeout_ms),
             };
-            open_store(&dir)?.set_backend(&b)?;
+            let store = open_store(&dir)?;
+            let set = backend_of(&change).and_then(|b| {
+                store.set_backend(&b)?;
+                Ok(b)
+            });
+            let b = audited(&store, "set backend", backend_detail(&change), set)?;
             println!("{}/{} is served by {}", b.provider, b.service, b.url);
         }
         BackendCommand::List { dir } => {

@@ -2,7 +2,8 @@
 //! refused `server init` retried with a new token, `--resume` with nothing
 //! to resume, a damaged configuration cache replaced from the registry,
 //! listen flags with host names, a port in use refused without unrelated
-//! errors, and grants only for services the server provides.
+//! errors, and grants only for services the server provides — each change,
+//! refused or done, audited under the Unix user like the console's.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
@@ -11,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use lienthong_integration_tests::federation::*;
 use lienthong_proto::pb::registry::v1 as pb;
+use lienthong_security_server::admin::operators;
 use lienthong_security_server::keys::ServerDir;
+use lienthong_security_server::store::ServerStore;
 
 fn lienthong(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_lienthong"))
@@ -296,4 +299,74 @@ async fn grants_are_only_for_services_this_server_provides_unless_forced() {
         list.contains("VN/GOV/000305/business/population.v1.PersonRegistry"),
         "{list}"
     );
+
+    // Every change made here, refusals included, is in the server's
+    // operators' audit log under the Unix user, as the console's are.
+    let revoked = lienthong(&[
+        "server",
+        "acl",
+        "revoke",
+        "--dir",
+        &dir,
+        "VN/GOV/000201/tax",
+        others,
+    ]);
+    assert!(revoked.status.success(), "{}", stderr(&revoked));
+    let tls_backend = lienthong(&[
+        "server",
+        "backend",
+        "set",
+        "--dir",
+        &dir,
+        "VN/GOV/000102/population/population.v1.PersonRegistry",
+        "https://127.0.0.1:9",
+    ]);
+    assert!(!tls_backend.status.success());
+    let store = ServerStore::open(&ServerDir(dir.clone().into()).store()).unwrap();
+    let log = operators::audit_log(&store).unwrap();
+    let actor = operators::cli_actor();
+    let got: Vec<(&str, &str, bool)> = log
+        .iter()
+        .take(6)
+        .map(|r| {
+            assert_eq!(r.actor, actor);
+            (r.action.as_str(), r.detail.as_str(), r.result == "ok")
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "set backend",
+                "VN/GOV/000102/population/population.v1.PersonRegistry -> https://127.0.0.1:9 (timeout 30000 ms)",
+                false
+            ),
+            (
+                "revoke access",
+                "revoke VN/GOV/000201/tax VN/GOV/000305/business/population.v1.PersonRegistry",
+                true
+            ),
+            (
+                "grant access",
+                "grant VN/GOV/000201/tax VN/GOV/000102/population/population.v1.PersonRegistry",
+                true
+            ),
+            (
+                "grant access",
+                "grant VN/GOV/000201/tax VN/GOV/000305/business/population.v1.PersonRegistry (--force)",
+                true
+            ),
+            (
+                "grant access",
+                "grant VN/GOV/000201/tax VN/GOV/000102/population/population.v1.NoSuchService",
+                false
+            ),
+            (
+                "grant access",
+                "grant VN/GOV/000201/tax VN/GOV/000305/business/population.v1.PersonRegistry",
+                false
+            ),
+        ]
+    );
+    assert!(log[0].result.contains("https"), "{}", log[0].result);
 }

@@ -128,6 +128,15 @@ fn init_serve_operate_restart() {
     assert!(run(&["registry", "subsystem", "VN/GOV/000102/population"]).0);
     let (ok, text) = run(&["registry", "token", "VN/GOV/000102/ss1"]);
     assert!(ok && text.contains("lt_"), "{text}");
+    let token = text
+        .split_whitespace()
+        .find(|w| w.starts_with("lt_"))
+        .unwrap()
+        .to_owned();
+    // Listed as usable, without the token.
+    let (ok, text) = run(&["registry", "tokens"]);
+    assert!(ok && text.contains("VN/GOV/000102/ss1  expires "), "{text}");
+    assert!(!text.contains(&token) && !text.contains("lt_"), "{text}");
     let (ok, text) = run(&["registry", "audit"]);
     assert!(
         ok && text.contains("AddMember") && text.contains("already exists"),

@@ -90,6 +90,20 @@ pub fn record(conn: &Connection, c: &StoredCheckpoint) -> Result<(), LogError> {
     Ok(())
 }
 
+/// The newest `limit` checkpoints, newest first.
+pub fn recent(conn: &Connection, limit: usize) -> Result<Vec<StoredCheckpoint>, LogError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM checkpoints ORDER BY tree_size DESC LIMIT ?1"
+    ))?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = stmt.query_map([limit], from_row)?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(row??);
+    }
+    Ok(out)
+}
+
 /// Every checkpoint, oldest first (also of a log of the SQLite era, whose
 /// table is the same).
 pub fn all(conn: &Connection) -> Result<Vec<StoredCheckpoint>, LogError> {

@@ -498,6 +498,11 @@ impl LogReader {
         checkpoints::latest(&self.lock().checkpoints)
     }
 
+    /// The newest `limit` witnessed checkpoints, newest first.
+    pub fn recent_checkpoints(&self, limit: usize) -> Result<Vec<StoredCheckpoint>, LogError> {
+        checkpoints::recent(&self.lock().checkpoints, limit)
+    }
+
     /// Keeps a witnessed checkpoint.
     pub fn record_checkpoint(&self, c: &StoredCheckpoint) -> Result<(), LogError> {
         checkpoints::record(&self.lock().checkpoints, c)

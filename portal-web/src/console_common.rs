@@ -12,6 +12,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use lienthong_proto::fields::printable;
 use maud::{DOCTYPE, Markup, html};
 
+use crate::i18n::Both;
+use crate::i18n::console as w;
 use crate::state::{random_token, same};
 
 /// How long a console session lasts from sign-in.
@@ -228,9 +230,9 @@ pub struct Shell {
     /// e.g. "Lienthong registry".
     pub product: String,
     /// e.g. "officers' console".
-    pub role: &'static str,
+    pub role: Both,
     /// (path, label) of each page, shown when signed in.
-    pub nav: &'static [(&'static str, &'static str)],
+    pub nav: &'static [(&'static str, Both)],
     /// Where "Back" leads.
     pub home: &'static str,
 }
@@ -239,7 +241,7 @@ impl Shell {
     pub fn page(&self, title: &str, session: Option<&Session>, body: Markup) -> Markup {
         html! {
             (DOCTYPE)
-            html lang="en" {
+            html lang="vi" {
                 head {
                     meta charset="utf-8";
                     meta name="viewport" content="width=device-width, initial-scale=1";
@@ -247,17 +249,17 @@ impl Shell {
                     link rel="stylesheet" href="/style.css";
                 }
                 body {
-                    a.skip href="#main" { "Skip to content" }
+                    a.skip href="#main" { (both(w::SKIP)) }
                     header {
-                        p { strong { (self.product) } " · " (self.role) }
+                        p { strong { (self.product) } " · " (both(self.role)) }
                         @if let Some(s) = session {
                             nav.pages aria-label="console" {
-                                @for (path, label) in self.nav { a href=(path) { (label) } }
+                                @for (path, label) in self.nav { a href=(path) { (both(*label)) } }
                             }
                             form method="post" action="/logout" {
-                                span { "Signed in as " strong { (printable(&s.who)) } " " }
+                                span { (both(w::SIGNED_IN_AS)) " " strong { (printable(&s.who)) } " " }
                                 input type="hidden" name="csrf" value=(s.csrf);
-                                button.secondary type="submit" { "Sign out" }
+                                button.secondary type="submit" { (both(w::SIGN_OUT)) }
                             }
                         }
                     }
@@ -279,7 +281,7 @@ impl Shell {
             self.page(
                 title,
                 session,
-                html! { p.error role="alert" { (printable(why)) } p { a href=(self.home) { "Back" } } },
+                html! { p.error role="alert" { (printable(why)) } p { a href=(self.home) { (both(w::BACK)) } } },
             ),
         )
             .into_response()
@@ -299,8 +301,25 @@ pub async fn style() -> Response {
 pub fn sign_in_notice(expired: bool) -> Markup {
     html! {
         @if expired {
-            p.notice role="status" { "Your session expired. Sign in again." }
+            p.notice role="status" { (both(w::SESSION_EXPIRED)) }
         }
+    }
+}
+
+/// A console's word, Vietnamese first and English second, each marked
+/// with its language for screen readers.
+pub fn both(w: Both) -> Markup {
+    html! { span lang="vi" { (w.vi) } " " span.en lang="en" { "(" (w.en) ")" } }
+}
+
+/// A certificate's validity as the consoles show it: from, until, and
+/// whether it is in force now.
+pub fn validity(not_before: i64, not_after: i64, now_secs: i64) -> Markup {
+    use lienthong_certs::verify::fmt_time;
+    html! {
+        (fmt_time(not_before)) " – " (fmt_time(not_after))
+        @if now_secs > not_after { " " span.bad { "EXPIRED" } }
+        @else if now_secs < not_before { " " span.bad { "not yet valid" } }
     }
 }
 

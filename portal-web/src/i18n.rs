@@ -218,3 +218,141 @@ static EN: Words = Words {
     forbidden: "Request refused (anti-forgery token missing).",
     answer_of: "Answer gathered at",
 };
+
+/// A word of the operators' consoles in both languages. The consoles show
+/// both together, Vietnamese first and English second: officers and
+/// operators work in Vietnamese, while the command line, runbooks and
+/// vendors' manuals they compare with speak English.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Both {
+    pub vi: &'static str,
+    pub en: &'static str,
+}
+
+impl Both {
+    /// "vi · en", for a page's title.
+    pub fn title(self) -> String {
+        format!("{} · {}", self.vi, self.en)
+    }
+}
+
+/// The consoles' words (see [`Both`]).
+pub mod console {
+    use super::Both;
+
+    macro_rules! words {
+        ($($name:ident = $vi:literal / $en:literal;)*) => {
+            $(pub const $name: Both = Both { vi: $vi, en: $en };)*
+        };
+    }
+
+    words! {
+        REQUESTS = "Yêu cầu đăng ký" / "Registration requests";
+        MEMBERS = "Thành viên" / "Members";
+        SERVERS = "Máy chủ an ninh" / "Security servers";
+        SERVICES = "Dịch vụ và nhóm" / "Services and groups";
+        TRUSTED_CAS = "CA tin cậy" / "Trusted CAs";
+        TOKENS = "Mã ghi danh" / "Enrollment tokens";
+        ALARMS = "Cảnh báo nhân chứng" / "Witness alarms";
+        AUDIT = "Nhật ký thao tác" / "Audit log";
+        STATUS = "Trạng thái" / "Status";
+        CLIENTS = "Hệ thống khách" / "Clients";
+        BACKENDS = "Dịch vụ và máy chủ nghiệp vụ" / "Services and backends";
+        ACCESS = "Quyền truy cập" / "Access rights";
+        OPERATIONS = "Giao dịch" / "Operations";
+        MESSAGE_LOG = "Nhật ký thông điệp" / "Message log";
+        ADD_MEMBER = "Thêm thành viên" / "Add a member";
+        ADD_SUBSYSTEM = "Thêm hệ thống con" / "Add a subsystem";
+        MEMBER = "Thành viên" / "Member";
+        MEMBER_CLASS = "Loại thành viên" / "Member class";
+        MEMBER_CODE = "Mã thành viên" / "Member code";
+        MEMBER_NAME = "Tên thành viên" / "Member name";
+        SUBSYSTEM_CODE = "Mã hệ thống con" / "Subsystem code";
+        SUBSYSTEMS = "Hệ thống con" / "Subsystems";
+        SIGNING_CERTS = "Chứng thư ký" / "Signing certificates";
+        ADDRESS = "Địa chỉ" / "Address";
+        OWNER = "Chủ sở hữu" / "Owner";
+        AUTH_CERTS = "Chứng thư xác thực" / "Auth certificates";
+        VALID = "Hiệu lực" / "Valid";
+        REVOKED = "Đã thu hồi" / "Revoked";
+        PROVIDER = "Bên cung cấp" / "Provider";
+        DESCRIPTION = "Mô tả" / "Description";
+        IN_CATALOGUE = "Có trong danh mục" / "In the catalogue";
+        PERSONAL_DATA = "Dữ liệu cá nhân" / "Personal data";
+        GROUPS = "Nhóm toàn cục" / "Global groups";
+        GROUP_MEMBERS = "Thành phần" / "Members";
+        ADD_TO_GROUP = "Thêm vào nhóm" / "Add to the group";
+        REMOVE = "Gỡ bỏ" / "Remove";
+        SUBSYSTEM = "Hệ thống con" / "Subsystem";
+        ISSUE_TOKEN = "Cấp mã ghi danh" / "Issue an enrollment token";
+        SERVER_ID = "Mã máy chủ" / "Server code";
+        VALID_HOURS = "Hiệu lực (giờ)" / "Valid for (hours)";
+        TOKEN_ONCE = "Mã chỉ hiện một lần: hãy trao cho cơ quan qua kênh riêng" / "Shown once: hand it to the agency out of band";
+        OUTSTANDING = "Mã còn hiệu lực" / "Usable tokens";
+        EXPIRES = "Hết hạn" / "Expires";
+        NO_ALARMS = "Không có cảnh báo: mọi điểm kiểm tra đều nhất quán" / "No alarms: every checkpoint was consistent";
+        SERVER = "Máy chủ" / "Server";
+        WHEN = "Thời điểm (UTC)" / "When (UTC)";
+        REASON = "Lý do" / "Reason";
+        NONE = "Không có" / "None";
+        YES = "có" / "yes";
+        NO = "không" / "no";
+        INSTANCE_CA = "CA của hệ thống" / "The instance's CA";
+        FINGERPRINT = "Dấu vân tay SHA-256" / "SHA-256 fingerprint";
+        SET_BACKEND = "Đặt máy chủ nghiệp vụ" / "Set the backend";
+        BACKEND_URL = "Địa chỉ máy chủ nghiệp vụ" / "Backend URL";
+        TIMEOUT_MS = "Thời gian chờ (ms)" / "Timeout (ms)";
+        SELF_AUDIT = "Tự kiểm tra nhật ký" / "The log's self-audit";
+        CHECKPOINTS = "Điểm kiểm tra đã chứng thực" / "Witnessed checkpoints";
+        RECORDS = "Bản ghi" / "Records";
+        ROOT = "Gốc Merkle" / "Merkle root";
+        WITNESSED = "Chứng thực lúc" / "Witnessed at";
+        SAVE = "Lưu" / "Save";
+        ADD = "Thêm" / "Add";
+        ISSUE = "Cấp mã" / "Issue";
+        SIGN_IN = "Đăng nhập" / "Sign in";
+        SIGN_OUT = "Đăng xuất" / "Sign out";
+        SIGNED_IN_AS = "Đăng nhập với" / "Signed in as";
+        SKIP = "Bỏ qua, đến nội dung chính" / "Skip to content";
+        BACK = "Quay lại" / "Back";
+        SESSION_EXPIRED = "Phiên đăng nhập đã hết hạn. Vui lòng đăng nhập lại." / "Your session expired. Sign in again.";
+        OFFICERS_CONSOLE = "bàn điều khiển của cán bộ" / "officers' console";
+        OPERATORS_CONSOLE = "bàn điều khiển vận hành" / "operator's console";
+        REGISTRY_TOKEN = "Mã vận hành (cán bộ hoặc quan sát viên)" / "Operator token (officer or observer)";
+        SERVER_TOKEN = "Mã vận hành (quản trị hoặc quan sát viên)" / "Operator token (admin or observer)";
+        SIGN_IN_OIDC = "Đăng nhập bằng tài khoản của cơ quan" / "Sign in with your organisation's account";
+        OR_TOKEN = "Hoặc bằng mã vận hành:" / "Or with an operator token:";
+        NO_REQUESTS = "Không có yêu cầu nào." / "No requests.";
+        SUBMITTED = "Gửi lúc" / "Submitted";
+        NOTE = "Ghi chú" / "Note";
+        NOTE_FOR_AUDIT = "Ghi chú cho nhật ký thao tác" / "Note for the audit log";
+        APPROVE = "Phê duyệt" / "Approve";
+        REJECT = "Từ chối" / "Reject";
+        AUTH_KEY = "Khóa xác thực" / "Auth key";
+        SIGNING_KEY = "Khóa ký" / "Signing key";
+        WHO = "Người thực hiện" / "Who";
+        DETAIL = "Chi tiết" / "Detail";
+        GLOBAL_CONF = "Cấu hình toàn cục" / "Global configuration";
+        AUTH_CERT = "Chứng thư xác thực" / "Auth certificate";
+        MAINTENANCE = "Chế độ bảo trì" / "Maintenance mode";
+        HEALTH = "Kiểm tra sức khỏe" / "Health checks";
+        CHECK = "Hạng mục" / "Check";
+        STATE = "Tình trạng" / "State";
+        REGISTERED_HERE = "Đăng ký tại máy chủ này" / "Registered here";
+        BODIES_LOGGED = "Ghi nội dung thông điệp" / "Bodies logged";
+        PINNED = "Hệ thống được ghim" / "Pinned systems";
+        BACKEND = "Máy chủ nghiệp vụ" / "Backend";
+        PROVIDED_HERE = "Cung cấp tại đây" / "Provided here";
+        GRANT_ACCESS = "Cấp quyền truy cập" / "Grant access";
+        GRANT = "Cấp quyền" / "Grant";
+        REVOKE = "Thu hồi" / "Revoke";
+        SERVICE = "Dịch vụ" / "Service";
+        METHOD = "Phương thức (để trống: cả dịch vụ)" / "Method (empty: the whole service)";
+        CLIENT_OR_GROUP = "Hệ thống con khách hoặc nhóm" / "Client subsystem or group";
+        NO_GRANTS = "Chưa cấp quyền nào: mọi lời gọi bị từ chối (mặc định từ chối)." / "No grants: every call is refused (deny by default).";
+        NO_ACTIONS = "Chưa có thao tác nào." / "No operator action yet.";
+        RESULT = "Kết quả" / "Result";
+        SIDE = "Phía" / "Side";
+        BYTES = "Byte" / "Bytes";
+    }
+}

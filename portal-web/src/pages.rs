@@ -43,6 +43,8 @@ h1,h2,h3,p,li{overflow-wrap:anywhere}select{max-width:100%}
 table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.35rem .5rem;border-bottom:1px solid #ccc;vertical-align:top;overflow-wrap:anywhere}
 footer{color:#444;font-size:.9rem;border-top:1px solid #ccc}
 form.filters label{min-width:0;max-width:100%}
+span.en{color:#4a4a4a;font-size:.9em}form.inline{display:inline}code{overflow-wrap:anywhere}
+@media (max-width:40rem){table.services thead,table.alarms thead,table.checkpoints thead,table.tokens thead{display:none}table.services td,table.alarms td,table.checkpoints td,table.tokens td{display:block;border:0;padding:.1rem 0}table.services tr,table.alarms tr,table.checkpoints tr,table.tokens tr{display:block;border-bottom:1px solid #ccc;padding:.4rem 0}}
 @media (max-width:40rem){dl{grid-template-columns:1fr}dt{margin-top:.4rem}header{display:block}form.filters label,form.filters select,form.filters input{width:100%}}
 "#;
 

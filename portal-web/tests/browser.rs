@@ -4,8 +4,10 @@
 //! markup in records stays text; a form without its anti-forgery token is
 //! refused; an expired session goes back to the sign-in page. The
 //! operators' consoles: an officer approves a pending server registration
-//! and the server then joins; an operator grants access on a security
-//! server's console and the next call succeeds.
+//! and the server then joins, adds a member and its subsystem and sees
+//! them listed, issues an enrollment token; an operator sets a backend
+//! and grants access on a security server's console and the next call
+//! succeeds.
 //!
 //! With LIENTHONG_SCREENSHOTS=DIR set, each page is saved there at desktop
 //! and phone width (the README's pictures come from `docs/screenshots`).
@@ -385,6 +387,89 @@ async fn an_officer_approves_a_server_in_the_registry_console() {
     b.goto(&format!("{url}/audit")).await.unwrap();
     assert!(text(&b).await.contains("ApproveRequest"));
     screenshots(&b, "console-audit").await;
+
+    // The officer adds a member, then a subsystem of it, and sees both.
+    b.goto(&format!("{url}/members")).await.unwrap();
+    for (field, value) in [
+        ("class", "GOV"),
+        ("code", "000305"),
+        ("name", "Sở Kế hoạch và Đầu tư"),
+    ] {
+        b.find(Locator::Id(field))
+            .await
+            .unwrap()
+            .send_keys(value)
+            .await
+            .unwrap();
+    }
+    b.find(Locator::Id("add-member"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait()
+        .for_element(Locator::Id("add-subsystem"))
+        .await
+        .unwrap();
+    assert!(
+        text(&b)
+            .await
+            .contains("Sở Kế hoạch và Đầu tư · VN/GOV/000305")
+    );
+    b.find(Locator::Id("member"))
+        .await
+        .unwrap()
+        .select_by_value("VN/GOV/000305")
+        .await
+        .unwrap();
+    b.find(Locator::Id("subsystem"))
+        .await
+        .unwrap()
+        .send_keys("business")
+        .await
+        .unwrap();
+    b.find(Locator::Id("add-subsystem"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait()
+        .for_element(Locator::Id("add-subsystem"))
+        .await
+        .unwrap();
+    let body = text(&b).await;
+    assert!(body.contains("VN/GOV/000305/business"), "{body}");
+    screenshots(&b, "console-members").await;
+    // A token for the new member's server, shown once.
+    b.goto(&format!("{url}/tokens")).await.unwrap();
+    b.find(Locator::Id("member"))
+        .await
+        .unwrap()
+        .select_by_value("VN/GOV/000305")
+        .await
+        .unwrap();
+    b.find(Locator::Id("server"))
+        .await
+        .unwrap()
+        .send_keys("ss1")
+        .await
+        .unwrap();
+    b.find(Locator::Id("issue"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let token = b.wait().for_element(Locator::Id("token")).await.unwrap();
+    assert!(token.text().await.unwrap().starts_with("lt_"));
+    screenshots(&b, "console-tokens").await;
+    for page in ["servers", "services", "trust", "alarms"] {
+        b.goto(&format!("{url}/{page}")).await.unwrap();
+        b.wait().for_element(Locator::Css("main h1")).await.unwrap();
+        screenshots(&b, &format!("console-{page}")).await;
+    }
     b.close().await.unwrap();
 
     // The server then joins: it fetches its certificates and starts on
@@ -445,11 +530,57 @@ async fn an_operator_grants_access_and_the_next_call_succeeds() {
         assert!(body.contains("Global configuration"), "{body}");
         if i == 0 {
             screenshots(&b, "server-status").await;
-            for page in ["clients", "services"] {
+            for page in ["clients", "log"] {
                 b.goto(&format!("{url}/{page}")).await.unwrap();
                 b.wait().for_element(Locator::Css("main h1")).await.unwrap();
                 screenshots(&b, &format!("server-{page}")).await;
             }
+            // The operator sets the population service's backend (where it
+            // is, with a shorter timeout); calls keep reaching it.
+            let backend = lienthong_security_server::store::ServerStore::open(
+                &lienthong_security_server::keys::ServerDir(agency.dir.path().to_owned()).store(),
+            )
+            .unwrap()
+            .backends()
+            .unwrap()
+            .into_iter()
+            .find(|b| b.service == "population.v1.PersonRegistry")
+            .expect("the population service has a backend")
+            .url;
+            b.goto(&format!("{url}/services")).await.unwrap();
+            for (field, value) in [
+                (
+                    "service",
+                    "VN/GOV/000102/population/population.v1.PersonRegistry",
+                ),
+                ("url", backend.as_str()),
+            ] {
+                b.find(Locator::Id(field))
+                    .await
+                    .unwrap()
+                    .send_keys(value)
+                    .await
+                    .unwrap();
+            }
+            let timeout = b.find(Locator::Id("timeout")).await.unwrap();
+            timeout.clear().await.unwrap();
+            timeout.send_keys("5000").await.unwrap();
+            b.find(Locator::Id("set-backend"))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+            b.wait()
+                .for_element(Locator::Css("p.notice"))
+                .await
+                .unwrap();
+            let body = text(&b).await;
+            assert!(
+                body.contains(&format!("is served by {backend} (timeout 5000 ms)")),
+                "{body}"
+            );
+            screenshots(&b, "server-services").await;
         }
         b.goto(&format!("{url}/access")).await.unwrap();
         b.find(Locator::Id("subject"))

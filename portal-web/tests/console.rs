@@ -308,5 +308,40 @@ async fn officers_sign_in_as_themselves_by_openid_connect() {
         .into_inner()
         .requests;
     assert_eq!(listed[0].state, pb::RequestState::Approved as i32);
-    assert_eq!(listed[0].decision_note, "[lan.officer] checked by phone");
+    // The note is hers; the audit record of the decision, of her other
+    // actions and of the observer's refused try name the person and the
+    // token each acted with.
+    assert_eq!(listed[0].decision_note, "checked by phone");
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("class", "GOV"),
+        ("code", "000999"),
+        ("name", "Sở Tư pháp"),
+    ];
+    let (status, _, body) = b.post(&format!("{url}/members/add"), &form).await;
+    assert_eq!(status, 303, "{body}");
+    let records = reg
+        .officer()
+        .await
+        .list_audit(pb::ListAuditRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .records;
+    let by = |action: &str, result_ok: bool| {
+        records
+            .iter()
+            .rev()
+            .find(|r| r.action == action && (r.result == "ok") == result_ok)
+            .map(|r| r.actor.clone())
+            .unwrap_or_else(|| panic!("no {action} in {records:?}"))
+    };
+    assert_eq!(by("ApproveRequest", true), "lan.officer (via admin)");
+    assert_eq!(by("AddMember", true), "lan.officer (via admin)");
+    assert_eq!(
+        by("ApproveRequest", false),
+        "an.observer (via console-observer)"
+    );
+    let (_, _, audit) = b.get(&format!("{url}/audit")).await;
+    assert!(audit.contains("lan.officer (via admin)"), "{audit}");
 }

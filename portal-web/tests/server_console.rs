@@ -265,3 +265,133 @@ async fn an_expired_session_goes_back_to_sign_in() {
     assert_eq!(status, 200);
     assert!(body.contains("Your session expired"), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_sets_a_backend_and_reads_keys_and_the_log() {
+    let f = Federation::start().await;
+    let agency = &f.population[0];
+    let admin = agency.server().admin_addr().unwrap();
+    let url = server_console(agency, None).await;
+    let service = "VN/GOV/000102/population/population.v1.PersonRegistry";
+
+    // The observer reads the clients' signing certificates and the log,
+    // and may not set a backend.
+    let observer = agency.operator_token("auditor", Role::Observer);
+    let mut b = signed_in(&url, &observer).await;
+    let (status, _, body) = b.get(&format!("{url}/clients")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Chứng thư ký"), "{body}");
+    assert!(!body.contains("none in the configuration"), "{body}");
+    let (status, _, body) = b.get(&format!("{url}/log")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Records checked"), "{body}");
+    let (_, _, body) = b.get(&format!("{url}/services")).await;
+    let set = |csrf: &str, url: &str, timeout: &str| -> Vec<(String, String)> {
+        [
+            ("csrf", csrf),
+            ("service", service),
+            ("url", url),
+            ("timeout_ms", timeout),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    };
+    let form = set(&csrf_of(&body), "http://127.0.0.1:9", "1000");
+    let (status, _, body) = b
+        .post(&format!("{url}/services/backend"), &pairs(&form))
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("auditor is an observer"), "{body}");
+
+    // The admin: the tax department may call; the backend it reaches is
+    // the one set here, in force when the page comes back.
+    let token = agency.operator_token("lan.nguyen", Role::Admin);
+    for (i, a) in f.population.iter().enumerate() {
+        let t = if i == 0 {
+            token.clone()
+        } else {
+            a.operator_token("lan.nguyen", Role::Admin)
+        };
+        let (status, body) = admin_request_as(
+            a.server().admin_addr().unwrap(),
+            Some(&t),
+            "POST",
+            "/api/access",
+            &format!(r#"{{"action":"grant","subject":"VN/GOV/000201/tax","service":"{service}"}}"#),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(tax_gets_person(&f).await, Ok(()));
+    let (_, services) = admin_request_as(admin, Some(&token), "GET", "/api/services", "").await;
+    let services: Vec<lienthong_security_server::admin::api::ServiceView> =
+        serde_json::from_str(&services).unwrap();
+    let original = services
+        .iter()
+        .find(|s| s.service == service)
+        .and_then(|s| s.backend_url.clone())
+        .expect("the population service has a backend");
+
+    let mut a = signed_in(&url, &token).await;
+    let (_, _, body) = a.get(&format!("{url}/services")).await;
+    let csrf = csrf_of(&body);
+    // Without the form's token: refused, nothing changed.
+    let mut missing = set("", "http://127.0.0.1:9", "1000");
+    missing.remove(0);
+    let (status, _, body) = a
+        .post(&format!("{url}/services/backend"), &pairs(&missing))
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("anti-forgery"), "{body}");
+    // Markup as the URL: refused, shown as text.
+    let bad = set(&csrf, "<script>alert('url')</script>", "1000");
+    let (status, _, body) = a
+        .post(&format!("{url}/services/backend"), &pairs(&bad))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(!body.contains("<script>alert"), "{body}");
+    assert!(body.contains("&lt;script&gt;alert('url')"), "{body}");
+
+    // Both population servers' backends moved to a closed port: calls fail;
+    // moved back: they succeed.
+    let urls = [url.clone(), server_console(&f.population[1], None).await];
+    let mut consoles = vec![a];
+    consoles.push(
+        signed_in(
+            &urls[1],
+            &f.population[1].operator_token("lan.nguyen", Role::Admin),
+        )
+        .await,
+    );
+    for (target, timeout) in [("http://127.0.0.1:9", "1000"), (original.as_str(), "5000")] {
+        for (c, u) in consoles.iter_mut().zip(&urls) {
+            let (_, _, body) = c.get(&format!("{u}/services")).await;
+            let form = set(&csrf_of(&body), target, timeout);
+            let (status, _, body) = c
+                .post(&format!("{u}/services/backend"), &pairs(&form))
+                .await;
+            assert_eq!(status, 200, "{body}");
+            assert!(
+                body.contains(&format!("is served by {target} (timeout {timeout} ms)")),
+                "{body}"
+            );
+        }
+        let called = tax_gets_person(&f).await;
+        if target == original {
+            assert_eq!(called, Ok(()));
+        } else {
+            assert!(called.is_err(), "a closed backend port answered");
+            assert_ne!(called, Err("server.serverproxy.access_denied".into()));
+        }
+    }
+
+    // The audit log shows the changes and the refusals, with who.
+    let (_, _, audit) = consoles[0].get(&format!("{url}/audit")).await;
+    assert!(audit.contains("set backend · ok"), "{audit}");
+    assert!(audit.contains("lan.nguyen"), "{audit}");
+    assert!(
+        audit.contains("auditor is an observer and may not set backend"),
+        "{audit}"
+    );
+}

@@ -35,7 +35,9 @@ pub use anchor::{MAX_ANCHOR_BYTES, read_anchor, write_anchor};
 pub use configuration::distribution_client;
 pub use connect::{CONNECT_TIMEOUT, Registries, connect, dial_order};
 pub use error::{ClientError, error_chain};
-pub use operator::{BearerToken, OperatorClient, operator_client};
+pub use operator::{
+    BearerToken, ON_BEHALF_OF, OperatorClient, operator_client, operator_client_for,
+};
 pub use registration::{
     client_request, client_request_with_consent, first_request, server_request, sign_submission,
 };

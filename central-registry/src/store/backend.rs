@@ -238,10 +238,16 @@ impl<B: Backend> Store for B {
     }
 
     fn audit(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
+        let as_person = f.actor.as_ref().map(|a| format!("{a} (via "));
+        let via = f.actor.as_ref().map(|a| format!(" (via {a})"));
         self.read(|tx| {
             tx.query(
+                // The actor, or a person acting with the actor's token
+                // ("person (via actor)"), or the actor as that person.
                 "SELECT id, at, actor, action, detail, result FROM audit
-                 WHERE at >= $1 AND at < $2 AND ($5 OR actor = $3)
+                 WHERE at >= $1 AND at < $2 AND ($5 OR actor = $3
+                   OR substr(actor, 1, length(CAST($6 AS TEXT))) = CAST($6 AS TEXT)
+                   OR substr(actor, length(actor) - length(CAST($7 AS TEXT)) + 1) = CAST($7 AS TEXT))
                  ORDER BY id LIMIT $4",
                 &[
                     f.since_ms.unwrap_or(0).into(),
@@ -249,6 +255,8 @@ impl<B: Backend> Store for B {
                     P::Text(f.actor.as_deref()),
                     (f.limit as i64).into(),
                     f.actor.is_none().into(),
+                    P::Text(as_person.as_deref()),
+                    P::Text(via.as_deref()),
                 ],
             )?
             .iter()
@@ -298,6 +306,26 @@ impl<B: Backend> Store for B {
                 })
             })
             .transpose()
+        })
+    }
+
+    fn usable_enrollments(&self, now_ms: i64) -> Result<Vec<Enrollment>, StoreError> {
+        self.read(|tx| {
+            tx.query(
+                "SELECT server, expires_at FROM enrollment_tokens
+                 WHERE expires_at > $1 AND used_by_request IS NULL
+                 ORDER BY expires_at LIMIT 1000",
+                &[P::from(&now_ms)],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(Enrollment {
+                    server: parse("server id", &r.text(0)?)?,
+                    expires_at_ms: r.int(1)?,
+                    used_by_request: None,
+                })
+            })
+            .collect()
         })
     }
 

@@ -233,6 +233,9 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     fn audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError>;
     fn operator_by_token(&self, token_hash: &[u8; 32]) -> Result<Option<Operator>, StoreError>;
     fn enrollment(&self, token_hash: &[u8; 32]) -> Result<Option<Enrollment>, StoreError>;
+    /// The enrollment tokens still usable at `now_ms` (unused, unexpired),
+    /// soonest to expire first.
+    fn usable_enrollments(&self, now_ms: i64) -> Result<Vec<Enrollment>, StoreError>;
 
     /// A certificate the registry issued, by fingerprint.
     fn certificate(&self, fingerprint: &Fingerprint) -> Result<Option<StoredCert>, StoreError>;

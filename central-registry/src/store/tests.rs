@@ -424,6 +424,22 @@ fn audit_is_queryable_by_actor_and_time() {
             .unwrap();
         assert_eq!(bob.len(), 1);
         assert!(bob[0].result.contains("does not exist"));
+        // A person acting with an operator's token is found by either name,
+        // and neither name finds another that merely starts the same.
+        s.record_refusal("lan (via console-officer)", "AddMember", "", "x")
+            .unwrap();
+        s.record_refusal("lan.other", "AddMember", "", "x").unwrap();
+        for name in ["lan", "console-officer"] {
+            let found = s
+                .audit(&AuditFilter {
+                    actor: Some(name.into()),
+                    limit: 100,
+                    ..Default::default()
+                })
+                .unwrap();
+            let actors: Vec<&str> = found.iter().map(|a| a.actor.as_str()).collect();
+            assert_eq!(actors, ["lan (via console-officer)"], "{name}");
+        }
         let future = s
             .audit(&AuditFilter {
                 since_ms: Some(now_ms() + 60_000),
@@ -508,6 +524,39 @@ fn tokens_of_another_server_or_expired_are_refused() {
             );
         }
         assert_eq!(state(s.as_ref()), before);
+    }
+}
+
+#[test]
+fn only_usable_enrollment_tokens_are_listed() {
+    for s in stores() {
+        s.apply_all("officer", &base()).unwrap();
+        // Expired, used, and usable.
+        s.apply(
+            "officer",
+            &Change::CreateEnrollmentToken {
+                server: member("000102").server("old").unwrap(),
+                token_hash: [6; 32],
+                expires_at_ms: now_ms() - 1,
+            },
+        )
+        .unwrap();
+        token(s.as_ref(), [8; 32]);
+        s.apply("server", &Change::Submit(Box::new(auth_request([8; 32]))))
+            .unwrap();
+        s.apply(
+            "officer",
+            &Change::CreateEnrollmentToken {
+                server: member("000102").server("next").unwrap(),
+                token_hash: [9; 32],
+                expires_at_ms: now_ms() + 60_000,
+            },
+        )
+        .unwrap();
+        let usable = s.usable_enrollments(now_ms()).unwrap();
+        let servers: Vec<String> = usable.iter().map(|e| e.server.to_string()).collect();
+        assert_eq!(servers, ["VN/GOV/000102/next"]);
+        assert!(usable[0].expires_at_ms > now_ms());
     }
 }
 

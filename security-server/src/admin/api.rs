@@ -9,6 +9,8 @@
 //! | `GET /api/clients` | any | this server's client subsystems, pins, body logging |
 //! | `GET /api/services` | any | backends, and whether the configuration lists each service here |
 //! | `GET /api/access` | any | the access rights |
+//! | `POST /api/backends` | admin | set a service's backend ([`super::backends::BackendChange`], JSON) |
+//! | `GET /api/log` | any | the message log's self-audit and latest witnessed checkpoints |
 //! | `POST /api/access` | admin | grant or revoke one ([`AccessChange`], JSON) |
 //! | `GET /api/audit` | any | the operators' audit log, newest first |
 //! | `POST /maintenance` | admin | `on` or `off` |
@@ -100,7 +102,12 @@ impl From<StoreError> for ActionError {
     }
 }
 
-impl ActionError {
+/// A refused action's HTTP status.
+pub(super) trait ActionStatus: std::fmt::Display {
+    fn status(&self) -> StatusCode;
+}
+
+impl ActionStatus for ActionError {
     /// The HTTP status this refusal is answered with.
     fn status(&self) -> StatusCode {
         match self {
@@ -148,6 +155,21 @@ pub struct ClientView {
     /// Pinned information systems' certificates (SHA-256).
     pub pins: Vec<String>,
     pub bodies_logged: bool,
+    /// Its member's signing certificates by the configuration in force.
+    #[serde(default)]
+    pub signing_certs: Vec<SigningCertView>,
+}
+
+/// A member's signing certificate, by the configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SigningCertView {
+    /// SHA-256 of the certificate, hex.
+    pub sha256: String,
+    /// Validity, Unix seconds.
+    pub not_before: i64,
+    pub not_after: i64,
+    /// Revoked by the configuration in force.
+    pub revoked: bool,
 }
 
 /// `GET /api/clients`.
@@ -203,7 +225,7 @@ pub struct ApiError {
     pub error: String,
 }
 
-fn error(status: StatusCode, why: impl Into<String>) -> Response {
+pub(super) fn error(status: StatusCode, why: impl Into<String>) -> Response {
     (status, Json(ApiError { error: why.into() })).into_response()
 }
 
@@ -288,12 +310,12 @@ impl Admin {
 
     /// An admin's action: refused (and audited) for an observer; `act`'s
     /// outcome audited otherwise.
-    pub(super) fn act(
+    pub(super) fn act<E: ActionStatus>(
         &self,
         op: &Operator,
         action: &str,
         detail: String,
-        act: impl FnOnce() -> Result<String, ActionError>,
+        act: impl FnOnce() -> Result<String, E>,
     ) -> Response {
         let (status, result, answer) = if op.role != Role::Admin {
             let why = format!("{} is an observer and may not {action}", op.name);
@@ -361,9 +383,24 @@ impl Admin {
         }
         names.extend(pins.iter().map(|(s, _)| s.clone()));
         names.extend(bodies.iter().cloned());
+        let signing_of = |s: &SubsystemId| -> Vec<SigningCertView> {
+            let Some(v) = &view else { return Vec::new() };
+            let mut certs: Vec<SigningCertView> = v
+                .signing_certs_of(&s.member)
+                .map(|(fp, c)| SigningCertView {
+                    sha256: fp.to_string(),
+                    not_before: c.not_before,
+                    not_after: c.not_after,
+                    revoked: v.is_revoked(fp),
+                })
+                .collect();
+            certs.sort_by_key(|c| std::cmp::Reverse(c.not_after));
+            certs
+        };
         let clients = names
             .into_iter()
             .map(|s| ClientView {
+                signing_certs: signing_of(&s),
                 registered: entry.is_some_and(|e| e.clients.contains(&s)),
                 pins: pins
                     .iter()
@@ -491,7 +528,7 @@ fn json_or_500<T: Serialize, E: std::fmt::Display>(r: Result<T, E>) -> Response 
 }
 
 /// Runs `read` on a blocking thread (the store is SQLite) for a known operator.
-async fn read<T: Serialize + Send + 'static, E: std::fmt::Display>(
+pub(super) async fn read<T: Serialize + Send + 'static, E: std::fmt::Display>(
     admin: Admin,
     headers: HeaderMap,
     read: impl FnOnce(&Admin) -> Result<T, E> + Send + 'static,
@@ -596,7 +633,7 @@ pub(super) async fn maintenance(
             } else {
                 tracing::info!("maintenance mode off");
             }
-            Ok(format!("maintenance {word}"))
+            Ok::<_, ActionError>(format!("maintenance {word}"))
         })
     })
     .await;

@@ -11,13 +11,16 @@
 //! answers 503 so load balancers drain the server, while calls in flight
 //! finish) and the operators' API under `/api/` that the server's console
 //! uses ([`api`]): status, clients, services, access rights to grant and
-//! revoke, the audit log. Keep the port on loopback or a management
+//! revoke, backends to set ([`backends`]), the message log's self-audit
+//! and checkpoints ([`log_view`]), the audit log. Keep the port on loopback or a management
 //! network all the same.
 //!
 //! `GET` routes answer `HEAD` too; `/metrics` is the Prometheus text
 //! format (see [`metrics`] for the families).
 
 pub mod api;
+pub mod backends;
+pub mod log_view;
 mod metrics;
 pub mod operators;
 
@@ -315,6 +318,11 @@ impl Admin {
                     .post(api::change_access)
                     .layer(DefaultBodyLimit::max(4096)),
             )
+            .route(
+                "/api/backends",
+                post(backends::set).layer(DefaultBodyLimit::max(4096)),
+            )
+            .route("/api/log", get(log_view::log))
             .route("/api/audit", get(api::audit))
             .fallback(|| async {
                 (

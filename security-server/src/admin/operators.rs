@@ -218,6 +218,62 @@ fn audit_keeping(store: &ServerStore, record: AuditRecord, keep: usize) -> Resul
     store.set_setting(SETTING_AUDIT, &to_json(&list)?)
 }
 
+/// The actor of a change made with the command line on the server itself
+/// (`lienthong server acl grant`, `backend set`, …): `cli:` and the Unix
+/// user running it, by the process's user id (not an environment variable
+/// a caller sets).
+pub fn cli_actor() -> String {
+    format!("cli:{}", unix_user())
+}
+
+#[cfg(unix)]
+fn unix_user() -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
+        return std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    };
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let id: u32 = f.nth(1)?.parse().ok()?;
+            (id == uid).then(|| name.to_owned())
+        })
+        .next()
+        .unwrap_or_else(|| format!("uid {uid}"))
+}
+
+#[cfg(not(unix))]
+fn unix_user() -> String {
+    std::env::var("USERNAME").unwrap_or_else(|_| "unknown".into())
+}
+
+/// Audits a change made with the command line, as the admin port audits
+/// the console's: `outcome` is what the command did (`ok`) or why it
+/// refused.
+pub fn audit_cli<T, E: std::fmt::Display>(
+    store: &ServerStore,
+    action: &str,
+    detail: String,
+    outcome: &Result<T, E>,
+) -> Result<(), StoreError> {
+    audit(
+        store,
+        AuditRecord {
+            at_unix_ms: lienthong_proto::time::now_ms(),
+            actor: cli_actor(),
+            action: action.to_owned(),
+            detail,
+            result: match outcome {
+                Ok(_) => "ok".to_owned(),
+                Err(e) => e.to_string(),
+            },
+        },
+    )
+}
+
 /// The audit log, newest first.
 pub fn audit_log(store: &ServerStore) -> Result<Vec<AuditRecord>, StoreError> {
     let mut list = audit_records(store)?;
@@ -258,6 +314,34 @@ mod tests {
         assert!(remove_operator(&store, "audit").unwrap());
         assert_eq!(authenticate(&store, &observer).unwrap(), None);
         assert!(add_operator(&store, "<script>", Role::Admin).is_err());
+    }
+
+    #[test]
+    fn the_command_line_audits_as_its_unix_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ServerStore::open(&dir.path().join("server.db")).unwrap();
+        let actor = cli_actor();
+        assert!(actor.starts_with("cli:") && actor.len() > 4, "{actor}");
+        audit_cli(
+            &store,
+            "grant access",
+            "grant a b".into(),
+            &Ok::<_, String>(()),
+        )
+        .unwrap();
+        audit_cli(
+            &store,
+            "revoke access",
+            "revoke a b".into(),
+            &Err::<(), _>("no such grant: a b"),
+        )
+        .unwrap();
+        let log = audit_log(&store).unwrap();
+        assert_eq!(log.len(), 2);
+        assert_eq!(log[0].actor, actor);
+        assert_eq!(log[0].result, "no such grant: a b");
+        assert_eq!(log[1].action, "grant access");
+        assert_eq!(log[1].result, "ok");
     }
 
     #[test]

@@ -383,6 +383,16 @@ impl ConfView {
     }
 
     /// The global groups `subsystem` belongs to.
+    /// The signing certificates the configuration holds for `member`.
+    pub fn signing_certs_of<'a>(
+        &'a self,
+        member: &'a MemberId,
+    ) -> impl Iterator<Item = (&'a Fingerprint, &'a SigningCert)> + 'a {
+        self.signing
+            .iter()
+            .filter(move |(_, c)| &c.member == member)
+    }
+
     pub fn groups_of(&self, subsystem: &SubsystemId) -> Option<&HashSet<GlobalGroupId>> {
         self.groups_of.get(subsystem)
     }
