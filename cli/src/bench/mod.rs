@@ -15,6 +15,7 @@
 //! quantiles, CPU per exchange of each side (from `/proc`) and peak resident
 //! memory.
 
+mod disk;
 mod echo;
 mod load;
 mod peers;
@@ -338,6 +339,11 @@ async fn run_async(args: BenchArgs) -> Result<()> {
     for route in &routes {
         latency.push(measure(route, 4096, 1, duration).await);
     }
+    // What one commit costs on the logs' disk, in the same run.
+    let fdatasync = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || disk::median_fdatasync(&dir, disk::SAMPLES)).await??
+    };
 
     let mut sweep = Vec::new();
     for &c in &args.sweep {
@@ -366,7 +372,9 @@ async fn run_async(args: BenchArgs) -> Result<()> {
     drop(routes);
     peers.stop();
     bus.stop();
-    report(&args, &table, &latency, &sweep, &rss, batch, &notes);
+    report(
+        &args, &table, &latency, fdatasync, &sweep, &rss, batch, &notes,
+    );
     if !by_services.is_empty() {
         println!(
             "\nGrowth with the configuration (full bus, 4 KiB, {} callers)\n",
@@ -381,7 +389,10 @@ async fn run_async(args: BenchArgs) -> Result<()> {
         }
     }
     if let Some(path) = &args.json {
-        std::fs::write(path, json(&table, &latency, &sweep, &rss, &notes))?;
+        std::fs::write(
+            path,
+            json(&table, &latency, fdatasync, &sweep, &rss, &notes),
+        )?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())
@@ -433,10 +444,12 @@ fn print_rows(title: &str, rows: &[Row]) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn report(
     args: &BenchArgs,
     table: &[Row],
     latency: &[Row],
+    fdatasync: Duration,
     sweep: &[Row],
     rss: &[(String, u64)],
     batch: String,
@@ -467,6 +480,19 @@ fn report(
             b.p50 as i64 - d.p50 as i64
         );
     }
+    let sync = fdatasync.as_micros() as i64;
+    println!("median fdatasync of 4 KiB on the logs' disk, same run: {sync} µs");
+    if let (Some(b), Some(n)) = (
+        latency.iter().find(|r| r.mode == Mode::Bus),
+        latency.iter().find(|r| r.mode == Mode::BusNoLog),
+    ) {
+        let log = b.p50 as i64 - n.p50 as i64;
+        let bound = 2 * sync + 100;
+        println!(
+            "the log's added median latency (bus − bus with the log off): {log} µs; at most 2 × fdatasync + 100 µs = {bound} µs: {}",
+            if log <= bound { "met" } else { "missed" }
+        );
+    }
     if !sweep.is_empty() {
         print_rows("Growth with concurrency (4 KiB)", sweep);
     }
@@ -480,6 +506,7 @@ fn report(
 fn json(
     table: &[Row],
     latency: &[Row],
+    fdatasync: Duration,
     sweep: &[Row],
     rss: &[(String, u64)],
     notes: &Notes,
@@ -512,9 +539,10 @@ fn json(
         .join(",");
     let notes = serde_json::Value::from(notes.lines.clone()).to_string();
     format!(
-        r#"{{"throughput":[{}],"latency":[{}],"sweep":[{}],"peak_rss_kib":{{{}}},"notes":{}}}"#,
+        r#"{{"throughput":[{}],"latency":[{}],"fdatasync_median_us":{},"sweep":[{}],"peak_rss_kib":{{{}}},"notes":{}}}"#,
         rows(table),
         rows(latency),
+        fdatasync.as_micros(),
         rows(sweep),
         rss,
         notes

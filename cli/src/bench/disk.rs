@@ -1,0 +1,44 @@
+//! What one durable commit costs on the disk the logs are on: the median
+//! time of appending 4 KiB to a file and `fdatasync`ing it, measured in the
+//! same run as the exchanges, so the log's added latency can be read
+//! against it.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Commits timed to find the median.
+pub const SAMPLES: usize = 200;
+
+/// The median of `samples` appends of 4 KiB, each followed by
+/// `fdatasync`, in a scratch file under `dir` (removed afterwards).
+pub fn median_fdatasync(dir: &Path, samples: usize) -> std::io::Result<Duration> {
+    let path = dir.join("fdatasync-probe");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
+    let block = [0x5au8; 4096];
+    let mut times = Vec::with_capacity(samples.max(1));
+    for _ in 0..samples.max(1) {
+        let start = Instant::now();
+        file.write_all(&block)?;
+        file.sync_data()?;
+        times.push(start.elapsed());
+    }
+    drop(file);
+    std::fs::remove_file(&path)?;
+    times.sort();
+    Ok(times[times.len() / 2])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_commit_takes_some_time_and_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let median = super::median_fdatasync(dir.path(), 5).unwrap();
+        assert!(median > std::time::Duration::ZERO);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}
