@@ -448,16 +448,19 @@ fn catch_up_batch(
                         }
                     }
                 };
-                if frame.first != size {
+                let end = frame.first + frame.entries.len() as u64;
+                if frame.first > size || end <= size {
                     failure = Some(LogError(format!(
                         "segment {first}: a commit at byte {} starts at record {}, expected {size}",
                         frame.offset, frame.first
                     )));
                     break 'segments;
                 }
+                // A position cut back inside a commit (to what the tiles
+                // held): its first records are in the index already.
+                let entries = &frame.entries[(size - frame.first) as usize..];
                 // The whole commit is checked before any of it is added.
-                let checked: Result<Vec<_>, LogError> = frame
-                    .entries
+                let checked: Result<Vec<_>, LogError> = entries
                     .iter()
                     .map(|e| entry_keys(e, key, keys, first))
                     .collect();
@@ -468,7 +471,7 @@ fn catch_up_batch(
                         break 'segments;
                     }
                 };
-                for (e, (leaf_hash, k)) in frame.entries.iter().zip(checked) {
+                for (e, (leaf_hash, k)) in entries.iter().zip(checked) {
                     insert.execute(params![
                         e.index as i64,
                         k.at,
@@ -485,7 +488,7 @@ fn catch_up_batch(
                     }
                     frontier.push(leaf_hash, |l, i, h| pending.add(l, i, h));
                 }
-                size += frame.entries.len() as u64;
+                size = end;
                 at = frame.end;
                 pos = Some((first, at));
                 if size - start >= BATCH {
