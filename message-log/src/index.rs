@@ -141,13 +141,18 @@ pub fn size(conn: &Connection) -> Result<u64, LogError> {
 /// recovery cut off after the index had seen them), and cuts the tiles to
 /// match.
 pub fn cut_back(conn: &mut Connection, dir: &Path, size: u64) -> Result<(), LogError> {
+    // Nothing to forget: tiles past the position, if any, are cut by the
+    // next batch ([`reconcile`]), under the index's write lock.
+    if self::size(conn)? <= size {
+        return Ok(());
+    }
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     if self::size(&tx)? > size {
         forget_from(&tx, size)?;
+        Tiles::open(dir).cut(size)?;
     }
-    let kept = self::size(&tx)?;
     tx.commit()?;
-    Tiles::open(dir).cut(kept)
+    Ok(())
 }
 
 /// Deletes the index's entries of records `size` and after.

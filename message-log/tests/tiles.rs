@@ -166,29 +166,24 @@ async fn a_torn_tile_tail_recovers_to_the_same_tree() {
     }
 }
 
-/// The writer's start cuts the tiles back to the index's position (a
-/// crash after a batch's nodes were written and before its position
-/// committed): `index::cut_back` is what it calls.
+/// The writer's start cuts the index and the tiles back together (tail
+/// recovery, `index::cut_back`); after a crash between a batch's nodes and
+/// its position, the tiles hold nodes past the position, here garbage: the
+/// next batch cuts them and the records are indexed again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nodes_the_index_never_committed_are_cut_when_the_writer_starts() {
+async fn nodes_the_index_never_committed_are_cut_and_written_again() {
     let (dir, root) = log().await;
-    // The index lost its last 30 records: their nodes are in the tiles.
+    // The index forgets its last 30 records (the tail cut after a crash).
     let mut db = index::open(dir.path()).unwrap();
-    let tx = db.transaction().unwrap();
-    tx.execute("DELETE FROM records WHERE leaf_index >= 70", [])
-        .unwrap();
-    lienthong_message_log::subjects::cut_back(&tx, 70).unwrap();
-    tx.execute(
-        "UPDATE position SET size = 70, segment = -1, offset = 0",
-        [],
-    )
-    .unwrap();
-    tx.commit().unwrap();
-    assert_eq!(tile_lengths(dir.path()), lengths_of(N));
-    index::cut_back(&mut db, dir.path(), N).unwrap();
+    index::cut_back(&mut db, dir.path(), 70).unwrap();
     assert_eq!(tile_lengths(dir.path()), lengths_of(70));
     drop(db);
-    recovered(dir.path(), root, "position behind the tiles").await;
+    // A batch that never committed wrote nodes past the position: garbled.
+    for (level, bytes) in lengths_of(N).into_iter().enumerate() {
+        edit_tile(dir.path(), level as u32, |b| b.resize(bytes as usize, 0x77));
+    }
+    assert_eq!(tile_lengths(dir.path()), lengths_of(N));
+    recovered(dir.path(), root, "nodes past the position").await;
 }
 
 /// After a power loss, tiles written since their last `fdatasync` may
