@@ -1,6 +1,7 @@
 //! How the message log grows: append rate with group commit while the
 //! indexer and the self-audit run, the log's CPU per record, the index lag
-//! at the end, bytes on disk per record (segments, and the index apart),
+//! at the end, bytes on disk per record (segments, the tree's tiles, and
+//! the index apart),
 //! subject lookup with inclusion proof, and the time to open again (tail
 //! recovery) — at 10⁴, 10⁵ and 10⁶ records (more with
 //! `-- --sizes 10000,10000000`; `--appenders N` concurrent appenders, each
@@ -81,9 +82,9 @@ async fn main() {
         .unwrap_or(256);
     let keys = LogKeys::new("VN/GOV/000102/ss1", vec![7; 32], [9; 32]);
     println!(
-        "| records | appenders | append rate (records/s) | log CPU per record | index lag at the end | segment bytes per record | index bytes per record | lookup of 10 records by subject, with proofs (median) | open again (tail recovery) | self-audit |"
+        "| records | appenders | append rate (records/s) | log CPU per record | index lag at the end | segment bytes per record | tree (tiles) bytes per record | index bytes per record | lookup of 10 records by subject, with proofs (median) | open again (tail recovery) | self-audit |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for n in sizes {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
@@ -162,10 +163,11 @@ async fn main() {
         let read = reopened.recovered().bytes_read;
         drop(reopened);
         println!(
-            "| {n} | {appenders} | {rate:.0} | {:.1} µs | {lag_records} records, caught up in {:.0?} | {} | {} | {:.0?} | {:.0?} ({} KiB read) | {} records checked |",
+            "| {n} | {appenders} | {rate:.0} | {:.1} µs | {lag_records} records, caught up in {:.0?} | {} | {} | {} | {:.0?} | {:.0?} ({} KiB read) | {} records checked |",
             cpu_per_record.as_secs_f64() * 1e6,
             lag,
             dir_bytes(&path, ".seg") / n,
+            dir_bytes(&path, ".tile") / n,
             dir_bytes(&path, "index.db") / n,
             median(lookups),
             reopen,

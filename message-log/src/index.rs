@@ -1,7 +1,11 @@
 //! The index: everything derived from the segments that readers need fast —
-//! the tree's nodes, and each record's position, time, message id, keyed
-//! subject hash and withheld-until date — in one SQLite file
-//! (`index.db`, WAL, `synchronous=NORMAL`: it is rebuilt, never trusted).
+//! each record's position, time, message id, keyed subject hash and
+//! withheld-until date in one SQLite file (`index.db`, WAL,
+//! `synchronous=NORMAL`: it is rebuilt, never trusted), and the tree's
+//! nodes in append-only tiles beside it ([`crate::tiles`]), written by the
+//! same batches. The index's committed position says how much of both is
+//! true: tiles past it are cut, tiles short of it cut the index back to
+//! what they hold, and the records after are indexed again.
 //!
 //! [`catch_up`] reads the frames written since the index's position and
 //! adds them, in transactions of at most [`BATCH`] records. The writer's
@@ -22,14 +26,16 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::record::SegmentKey;
 use crate::retention::Marker;
 use crate::segment::{self, Header, KIND_PRUNED, KIND_SEALED};
-use crate::tree::{Frontier, store_nodes};
+use crate::tiles::{self, Pending, SYNC_EVERY, Tiles};
+use crate::tree::Frontier;
 use crate::{LogError, LogKeys};
 
 /// Most records added in one transaction.
 pub const BATCH: u64 = 20_000;
 /// The index's layout: an index of an older one is rebuilt on open.
-/// (2: the subject index as sorted runs, [`crate::subjects`].)
-const LAYOUT: i64 = 2;
+/// (2: the subject index as sorted runs, [`crate::subjects`]; 3: the
+/// tree's nodes in tiles, [`crate::tiles`].)
+const LAYOUT: i64 = 3;
 /// SQLite's page cache per connection, in KiB (negative: SQLite's unit).
 const CACHE_KIB: i64 = -16 * 1024;
 
@@ -49,19 +55,18 @@ const SCHEMA: &str = r#"
         hash_only      INTEGER NOT NULL
     ) STRICT;
     CREATE INDEX IF NOT EXISTS records_message ON records (message_id);
-    CREATE TABLE IF NOT EXISTS nodes (
-        level INTEGER NOT NULL,
-        idx   INTEGER NOT NULL,
-        hash  BLOB NOT NULL,
-        PRIMARY KEY (level, idx)
-    ) STRICT, WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS position (
         id      INTEGER PRIMARY KEY CHECK (id = 0),
         size    INTEGER NOT NULL,
         segment INTEGER NOT NULL,
-        offset  INTEGER NOT NULL
+        offset  INTEGER NOT NULL,
+        -- The tiles were fdatasynced with this many records in.
+        tiles_synced INTEGER NOT NULL,
+        -- The boot the tiles were last written under (tiles::boot).
+        boot    TEXT NOT NULL
     ) STRICT;
-    INSERT OR IGNORE INTO position (id, size, segment, offset) VALUES (0, 0, -1, 0);
+    INSERT OR IGNORE INTO position (id, size, segment, offset, tiles_synced, boot)
+        VALUES (0, 0, -1, 0, 0, '');
 "#;
 
 /// The index file of the log in `dir`.
@@ -82,8 +87,10 @@ pub fn open(dir: &Path) -> Result<Connection, LogError> {
     }
 }
 
-/// Deletes the index of the log in `dir` (it is rebuilt on the next open).
+/// Deletes the index of the log in `dir`, tiles included (it is rebuilt
+/// on the next open).
 pub fn remove(dir: &Path) -> Result<(), LogError> {
+    tiles::remove(dir)?;
     for suffix in ["", "-wal", "-shm"] {
         let mut p = path(dir).into_os_string();
         p.push(suffix);
@@ -131,23 +138,72 @@ pub fn size(conn: &Connection) -> Result<u64, LogError> {
 }
 
 /// Forgets what the index holds at and after `size` (records the tail
-/// recovery cut off after the index had seen them).
-pub fn cut_back(conn: &mut Connection, size: u64) -> Result<(), LogError> {
+/// recovery cut off after the index had seen them), and cuts the tiles to
+/// match.
+pub fn cut_back(conn: &mut Connection, dir: &Path, size: u64) -> Result<(), LogError> {
+    // Nothing to forget: tiles past the position, if any, are cut by the
+    // next batch ([`reconcile`]), under the index's write lock.
     if self::size(conn)? <= size {
         return Ok(());
     }
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    if self::size(&tx)? > size {
+        forget_from(&tx, size)?;
+        Tiles::open(dir).cut(size)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Deletes the index's entries of records `size` and after.
+fn forget_from(tx: &rusqlite::Transaction<'_>, size: u64) -> Result<(), LogError> {
     tx.execute("DELETE FROM records WHERE leaf_index >= ?1", [size as i64])?;
-    // A node goes when its last leaf, (idx + 1) · 2^level − 1, is cut.
+    crate::subjects::cut_back(tx, size)?;
     tx.execute(
-        "DELETE FROM nodes WHERE ((idx + 1) << level) > ?1",
+        "UPDATE position SET size = ?1, segment = -1, offset = 0,
+            tiles_synced = min(tiles_synced, ?1)",
         [size as i64],
     )?;
-    crate::subjects::cut_back(&tx, size)?;
-    tx.execute(
-        "UPDATE position SET size = ?1, segment = -1, offset = 0",
-        [size as i64],
-    )?;
+    Ok(())
+}
+
+/// Brings the tiles in line with the index's committed position `size`
+/// (inside the batch's write transaction `tx`): a level shorter than the
+/// position needs (a tile deleted, cut, or not yet on the disk at a power
+/// loss) cuts the index back to what the tiles hold; after a boot other
+/// than the one the tiles were written under, only what was synced is
+/// believed; whatever lies past the position (a batch that never
+/// committed, a garbage tail) is cut. Returns the position kept.
+fn reconcile(
+    tx: &rusqlite::Transaction<'_>,
+    tiles: &mut Tiles,
+    size: u64,
+    synced: u64,
+    boot: &str,
+) -> Result<u64, LogError> {
+    let mut kept = tiles.coverage(size)?;
+    if boot != tiles::boot() {
+        kept = kept.min(synced);
+    }
+    if kept < size {
+        tracing::warn!(
+            position = size,
+            kept,
+            "message log tree tiles hold less than the index: indexing the rest again"
+        );
+        forget_from(tx, kept)?;
+    }
+    tiles.cut(kept)?;
+    tiles.reconciled = true;
+    Ok(kept)
+}
+
+/// Makes the tiles durable up to the index's position (when the indexer
+/// stops: a later start after a power loss then indexes nothing again).
+pub fn settle(conn: &mut Connection, segments: &mut Segments, dir: &Path) -> Result<(), LogError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    segments.tiles(dir).sync()?;
+    tx.execute("UPDATE position SET tiles_synced = size", [])?;
     tx.commit()?;
     Ok(())
 }
@@ -191,6 +247,8 @@ pub struct Segments {
     /// The index's size after the last batch: a catch-up with nothing new
     /// below its limit costs nothing.
     indexed: Option<u64>,
+    /// The tree's tiles, opened with the first batch.
+    tiles: Option<Tiles>,
 }
 
 impl Segments {
@@ -226,11 +284,18 @@ impl Segments {
         Ok(&self.open[&first])
     }
 
-    /// Forgets open files (after retention removed some).
+    /// The tree's tiles of the log in `dir`.
+    pub fn tiles(&mut self, dir: &Path) -> &mut Tiles {
+        self.tiles.get_or_insert_with(|| Tiles::open(dir))
+    }
+
+    /// Forgets open files (after retention removed some, or a batch
+    /// failed: the tiles are then checked against the position again).
     pub fn clear(&mut self) {
         self.open.clear();
         self.frontier = None;
         self.indexed = None;
+        self.tiles = None;
     }
 }
 
@@ -297,17 +362,26 @@ fn catch_up_batch(
 ) -> Result<(u64, u64), LogError> {
     let limit = limit.unwrap_or(u64::MAX);
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let (size, seg, off): (i64, i64, i64) =
-        tx.query_row("SELECT size, segment, offset FROM position", [], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?;
-    let start = size as u64;
+    let (size, mut seg, mut off, synced, boot): (i64, i64, i64, i64, String) = tx.query_row(
+        "SELECT size, segment, offset, tiles_synced, boot FROM position",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+    )?;
+    let (mut start, mut synced) = (size as u64, synced as u64);
+    let tiles = segments.tiles(dir);
+    if !tiles.reconciled {
+        let kept = reconcile(&tx, tiles, start, synced, &boot)?;
+        if kept < start {
+            (start, seg, off, synced) = (kept, -1, 0, synced.min(kept));
+        }
+    }
     let mut size = start;
     let list = segment::list(dir)?;
     let mut frontier = match segments.frontier.take() {
         Some(f) if f.size() == size => f,
-        _ => Frontier::load(&tx, size)?,
+        _ => Frontier::load(&mut segments.tiles(dir).view(size), size)?,
     };
+    let mut pending = Pending::default();
     let mut pos: Option<(u64, u64)> = None;
     // What stopped the batch short; what came before it is kept.
     let mut failure: Option<LogError> = None;
@@ -334,7 +408,7 @@ fn catch_up_batch(
                     0,
                     1
                 ])?;
-                store_nodes(&tx, &frontier.push(*leaf_hash))?;
+                frontier.push(*leaf_hash, |l, i, h| pending.add(l, i, h));
             }
             size = marker.to;
         }
@@ -379,16 +453,19 @@ fn catch_up_batch(
                         }
                     }
                 };
-                if frame.first != size {
+                let end = frame.first + frame.entries.len() as u64;
+                if frame.first > size || end <= size {
                     failure = Some(LogError(format!(
                         "segment {first}: a commit at byte {} starts at record {}, expected {size}",
                         frame.offset, frame.first
                     )));
                     break 'segments;
                 }
+                // A position cut back inside a commit (to what the tiles
+                // held): its first records are in the index already.
+                let entries = &frame.entries[(size - frame.first) as usize..];
                 // The whole commit is checked before any of it is added.
-                let checked: Result<Vec<_>, LogError> = frame
-                    .entries
+                let checked: Result<Vec<_>, LogError> = entries
                     .iter()
                     .map(|e| entry_keys(e, key, keys, first))
                     .collect();
@@ -399,7 +476,7 @@ fn catch_up_batch(
                         break 'segments;
                     }
                 };
-                for (e, (leaf_hash, k)) in frame.entries.iter().zip(checked) {
+                for (e, (leaf_hash, k)) in entries.iter().zip(checked) {
                     insert.execute(params![
                         e.index as i64,
                         k.at,
@@ -414,9 +491,9 @@ fn catch_up_batch(
                     if let Some(subject) = &k.subject_key {
                         crate::subjects::add(&tx, e.index, subject)?;
                     }
-                    store_nodes(&tx, &frontier.push(leaf_hash))?;
+                    frontier.push(leaf_hash, |l, i, h| pending.add(l, i, h));
                 }
-                size += frame.entries.len() as u64;
+                size = end;
                 at = frame.end;
                 pos = Some((first, at));
                 if size - start >= BATCH {
@@ -427,9 +504,18 @@ fn catch_up_batch(
     }
     let (seg, off) = pos.map(|(f, o)| (f as i64, o as i64)).unwrap_or((seg, off));
     crate::subjects::merge(&tx, start, size)?;
+    // The nodes go to their tiles before the position that covers them
+    // commits; synced now and then, so a power loss costs a bounded
+    // re-indexing (tiles::SYNC_EVERY).
+    let tiles = segments.tiles(dir);
+    pending.write(tiles)?;
+    if size - synced >= SYNC_EVERY {
+        tiles.sync()?;
+        synced = size;
+    }
     tx.execute(
-        "UPDATE position SET size = ?1, segment = ?2, offset = ?3",
-        params![size as i64, seg, off],
+        "UPDATE position SET size = ?1, segment = ?2, offset = ?3, tiles_synced = ?4, boot = ?5",
+        params![size as i64, seg, off, synced as i64, tiles::boot()],
     )?;
     tx.commit()?;
     segments.frontier = Some(frontier);

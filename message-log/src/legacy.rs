@@ -243,7 +243,7 @@ pub fn migrate(old: &Path, dir: &Path, keys: &LogKeys) -> Result<Option<Migrated
 mod tests {
     use super::*;
     use crate::leaf::leaf_bytes;
-    use crate::tree::{Frontier, store_nodes};
+    use crate::tree::Frontier;
     use crate::{LogReader, LogRecord, MessageLog, SegmentLog};
     use lienthong_proto::merkle;
     use rusqlite::params;
@@ -293,7 +293,14 @@ mod tests {
                 prost::Message::decode(leaf_bytes(&r, None, None).as_slice()).unwrap();
             leaf_msg.data_subject_hash = hash.to_vec();
             let leaf = prost::Message::encode_to_vec(&leaf_msg);
-            store_nodes(&conn, &f.push(merkle::leaf_hash(&leaf))).unwrap();
+            // The SQLite era's nodes table: the migration reads the leaves'.
+            let leaf_hash = merkle::leaf_hash(&leaf);
+            f.push(leaf_hash, |_, _, _| {});
+            conn.execute(
+                "INSERT INTO nodes (level, idx, hash) VALUES (0, ?1, ?2)",
+                params![i as i64, leaf_hash.to_vec()],
+            )
+            .unwrap();
             let pruned = i < 5;
             conn.execute(
                 "INSERT INTO records (leaf_index, at, message_id, subject_hash, withheld_until,

@@ -14,9 +14,10 @@
 //! * [`SegmentLog`] ([`writer`]) — one thread seals whatever has queued up
 //!   ([`record`]) and appends it as one checksummed frame to the current
 //!   segment file ([`segment`]), with one `fdatasync` per group commit.
-//! * [`index`] — the tree's nodes and the lookups (message id, subject key
-//!   ([`subjects`]), time), derived from the segments behind the writer, never on an
-//!   exchange's path, rebuilt from the segments when behind or damaged.
+//! * [`index`] — the tree's nodes ([`tiles`]) and the lookups (message id,
+//!   subject key ([`subjects`]), time), derived from the segments behind the
+//!   writer, never on an exchange's path, rebuilt from the segments when
+//!   behind or damaged.
 //! * [`LogReader`] — queries by data subject, message id and time, proofs,
 //!   checkpoints ([`checkpoints`]); every record it returns is re-read from
 //!   its segment and its keys re-derived from the leaf.
@@ -36,6 +37,7 @@ pub mod record;
 pub mod retention;
 pub mod segment;
 pub mod subjects;
+pub mod tiles;
 pub mod tree;
 pub mod writer;
 

@@ -22,7 +22,7 @@ use crate::checkpoints::{self, StoredCheckpoint};
 use crate::index::{self, Keys, Row, Segments};
 use crate::record::Stored;
 use crate::retention::{self, Marker, PrunePlan};
-use crate::tree::{self, Audit, Nodes};
+use crate::tree::{self, Audit};
 use crate::{LogError, LogKeys};
 
 /// A record about a data subject.
@@ -131,20 +131,32 @@ impl LogReader {
         index::size(&self.fresh().index)
     }
 
+    /// Runs `f` over the tree the index's committed position covers
+    /// (nodes past it are refused, whatever the tiles hold).
+    fn with_tree<T>(
+        &self,
+        f: impl FnOnce(&mut crate::tiles::View<'_>) -> Result<T, LogError>,
+    ) -> Result<T, LogError> {
+        let mut g = self.fresh();
+        let inner = &mut *g;
+        let committed = index::size(&inner.index)?;
+        f(&mut inner.segments.tiles(&self.dir).view(committed))
+    }
+
     /// The root of the first `size` records.
     pub fn root(&self, size: u64) -> Result<Hash, LogError> {
-        merkle::root_from(&mut Nodes(&self.fresh().index), size)
+        self.with_tree(|t| merkle::root_from(t, size))
     }
 
     /// Inclusion proof of record `index` in the tree of `size` records.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, LogError> {
-        merkle::inclusion_proof_from(&mut Nodes(&self.fresh().index), index, size)?
+        self.with_tree(|t| merkle::inclusion_proof_from(t, index, size))?
             .ok_or_else(|| LogError(format!("record {index} is not in a tree of {size}")))
     }
 
     /// Consistency proof from the tree of `old` records to that of `new`.
     pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, LogError> {
-        merkle::consistency_proof_from(&mut Nodes(&self.fresh().index), old, new)?
+        self.with_tree(|t| merkle::consistency_proof_from(t, old, new))?
             .ok_or_else(|| LogError(format!("no consistency proof from {old} to {new}")))
     }
 
@@ -153,8 +165,9 @@ impl LogReader {
     fn read(&self, inner: &mut Inner, row: &Row) -> Result<(Stored, LogLeaf), LogError> {
         let (stored, leaf) = self.open_row(inner, row)?;
         let i = row.leaf_index;
-        let node = tree::leaf_hashes(&inner.index, i, i + 1)?;
-        if node.get(&i).map(Vec::as_slice) != Some(merkle::leaf_hash(&stored.leaf).as_slice()) {
+        // The row is in the committed index, so its leaf node is too.
+        let node = inner.segments.tiles(&self.dir).node(0, i);
+        if node.ok() != Some(merkle::leaf_hash(&stored.leaf)) {
             return Err(LogError(format!(
                 "record {i}: its bytes do not hash to the tree's leaf (edited after it was written)"
             )));
@@ -518,11 +531,10 @@ impl LogReader {
         let mut g = self.fresh();
         // One snapshot of the index: the indexer merges subject runs as it
         // goes, and where an entry lies depends on the index's size.
-        let (size, rows, leaves, entries, past) = snapshot(&g.index, |c| {
+        let (size, rows, entries, past) = snapshot(&g.index, |c| {
             let size = index::size(c)?;
             let to = to.min(size);
             let mut rows = Vec::new();
-            let mut leaves = Default::default();
             let mut entries = Default::default();
             if from < to {
                 rows = c
@@ -533,7 +545,6 @@ impl LogReader {
                     ))?
                     .query_map(params![from as i64, to as i64], Row::from_sql)?
                     .collect::<Result<Vec<_>, _>>()?;
-                leaves = tree::leaf_hashes(c, from, to)?;
                 entries = crate::subjects::entries(c, from, to, size)?;
             }
             let mut past = 0;
@@ -545,9 +556,15 @@ impl LogReader {
                 )?;
                 past = rows as u64 + crate::subjects::past_end(c, size)?;
             }
-            Ok((size, rows, leaves, entries, past))
+            Ok((size, rows, entries, past))
         })?;
         let to = to.min(size);
+        // Nodes under the committed position never change: read outside
+        // the snapshot, from the tiles themselves.
+        let leaves = g
+            .segments
+            .tiles(&self.dir)
+            .leaf_hashes(from, to.max(from))?;
         let mut out = Audit::default();
         if from < to {
             let mut subject_entries = 0u64;
@@ -566,7 +583,7 @@ impl LogReader {
                         .push(format!("record {missing}: its index entry is missing"));
                 }
                 expected = i + 1;
-                let node = leaves.get(&i).map(Vec::as_slice);
+                let node = leaves.get(&i).map(|h| h.as_slice());
                 if row.segment < 0 {
                     let marked = markers.iter().find(|m| m.from <= i && i < m.to);
                     match marked {
@@ -643,7 +660,7 @@ impl LogReader {
                     held - subject_entries
                 ));
             }
-            tree::audit_nodes(&g.index, from, to, leaves, &mut out)?;
+            tree::audit_nodes(g.segments.tiles(&self.dir), from, to, &mut out)?;
         }
         if let Some(why) = &g.behind {
             out.mismatches
@@ -656,7 +673,11 @@ impl LogReader {
                         "the log holds {size} records but the registry witnessed a checkpoint of {} (records cut or removed)",
                         c.tree_size
                     ));
-                } else if merkle::root_from(&mut Nodes(&g.index), c.tree_size)? != c.root {
+                } else if merkle::root_from(
+                    &mut g.segments.tiles(&self.dir).view_uncached(size),
+                    c.tree_size,
+                )? != c.root
+                {
                     out.mismatches.push(format!(
                         "the tree of the first {} records is not the one of the witnessed checkpoint (history rewritten)",
                         c.tree_size
@@ -716,7 +737,7 @@ impl LogReader {
                 "segment {first}: the index lacks some of its records; not pruning"
             )));
         }
-        let leaves = tree::leaf_hashes(&g.index, first, next)?;
+        let leaves = g.segments.tiles(&self.dir).leaf_hashes(first, next)?;
         let mut hashes = Vec::with_capacity(rows.len());
         let mut through_ms = 0;
         for row in &rows {
@@ -730,7 +751,7 @@ impl LogReader {
             }
             let h = leaves
                 .get(&row.leaf_index)
-                .and_then(|h| <Hash>::try_from(h.as_slice()).ok())
+                .copied()
                 .ok_or_else(|| LogError(format!("record {}: no tree leaf", row.leaf_index)))?;
             hashes.push(h);
         }

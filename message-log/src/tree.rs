@@ -1,16 +1,17 @@
 //! The log's Merkle tree, stored as its perfect subtrees.
 //!
 //! Every node whose subtree is complete is written once, when its last leaf
-//! arrives (level 0 are the leaves): about two nodes per record. Any
-//! subtree hash RFC 6962 asks for is then a fold of at most log₂ n stored
-//! nodes, so roots and proofs never read the leaves ([`Nodes`]). The writer
-//! keeps the right edge of the tree in memory ([`Frontier`]) and knows each
-//! new node without reading anything.
+//! arrives (level 0 are the leaves): about two nodes per record, kept in
+//! [`crate::tiles`]. Any subtree hash RFC 6962 asks for is then a fold of
+//! at most log₂ n stored nodes, so roots and proofs never read the leaves
+//! ([`crate::tiles::View`]). The indexer keeps the right edge of the tree
+//! in memory ([`Frontier`]) and knows each new node without reading
+//! anything.
 
-use lienthong_proto::merkle::{self, Hash, SubtreeHashes};
-use rusqlite::{Connection, OptionalExtension, params};
+use lienthong_proto::merkle::{self, Hash};
 
 use crate::LogError;
+use crate::tiles::{Tiles, View};
 
 /// The perfect subtrees along the tree's right edge, largest first.
 #[derive(Debug, Clone, Default)]
@@ -22,12 +23,12 @@ pub struct Frontier {
 
 impl Frontier {
     /// The frontier of the stored tree of `size` leaves.
-    pub fn load(conn: &Connection, size: u64) -> Result<Self, LogError> {
+    pub fn load(nodes: &mut View<'_>, size: u64) -> Result<Self, LogError> {
         let mut edge = Vec::new();
         let mut start = 0u64;
         for level in (0..64u32).rev() {
             if size & (1 << level) != 0 {
-                let hash = node(conn, level, start >> level)?;
+                let hash = nodes.node(level, start >> level)?;
                 edge.push((level, hash));
                 start += 1 << level;
             }
@@ -39,11 +40,11 @@ impl Frontier {
         self.size
     }
 
-    /// Appends a leaf hash; returns the nodes completed by it (including
-    /// the leaf itself) as (level, index, hash), to be stored.
-    pub fn push(&mut self, leaf: Hash) -> Vec<(u32, u64, Hash)> {
+    /// Appends a leaf hash; hands `done` the nodes completed by it
+    /// (the leaf itself first) as (level, index, hash), to be stored.
+    pub fn push(&mut self, leaf: Hash, mut done: impl FnMut(u32, u64, Hash)) {
         let index = self.size;
-        let mut done = vec![(0, index, leaf)];
+        done(0, index, leaf);
         self.edge.push((0, leaf));
         while self.edge.len() >= 2 {
             let (lr, right) = self.edge[self.edge.len() - 1];
@@ -54,11 +55,10 @@ impl Frontier {
             self.edge.truncate(self.edge.len() - 2);
             let parent = merkle::node_hash(&left, &right);
             let level = lr + 1;
-            done.push((level, index >> level, parent));
+            done(level, index >> level, parent);
             self.edge.push((level, parent));
         }
         self.size += 1;
-        done
     }
 
     /// The root of the tree so far.
@@ -69,26 +69,6 @@ impl Frontier {
         };
         it.fold(*last, |acc, (_, left)| merkle::node_hash(left, &acc))
     }
-}
-
-/// Stores the nodes a push completed.
-pub fn store_nodes(conn: &Connection, nodes: &[(u32, u64, Hash)]) -> Result<(), LogError> {
-    let mut stmt =
-        conn.prepare_cached("INSERT INTO nodes (level, idx, hash) VALUES (?1, ?2, ?3)")?;
-    for (level, idx, hash) in nodes {
-        stmt.execute(params![*level as i64, *idx as i64, hash.as_slice()])?;
-    }
-    Ok(())
-}
-
-fn node(conn: &Connection, level: u32, idx: u64) -> Result<Hash, LogError> {
-    let bytes: Option<Vec<u8>> = conn
-        .prepare_cached("SELECT hash FROM nodes WHERE level = ?1 AND idx = ?2")?
-        .query_row(params![level as i64, idx as i64], |r| r.get(0))
-        .optional()?;
-    bytes
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| LogError(format!("tree node {level}/{idx} is missing")))
 }
 
 /// What an audit of a range of records found.
@@ -103,50 +83,18 @@ pub struct Audit {
     pub mismatches: Vec<String>,
 }
 
-/// The stored leaf hashes (level-0 nodes) of records `[from, to)`.
-pub fn leaf_hashes(
-    conn: &Connection,
-    from: u64,
-    to: u64,
-) -> Result<std::collections::HashMap<u64, Vec<u8>>, LogError> {
-    level_nodes(conn, 0, from, to)
-}
-
-fn level_nodes(
-    conn: &Connection,
-    level: u32,
-    lo: u64,
-    hi: u64,
-) -> Result<std::collections::HashMap<u64, Vec<u8>>, LogError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT idx, hash FROM nodes WHERE level = ?1 AND idx >= ?2 AND idx < ?3 ORDER BY idx",
-    )?;
-    let rows = stmt.query_map(params![level as i64, lo as i64, hi as i64], |r| {
-        Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
 /// Checks that every node completed by a record of `[from, to)` is the
-/// hash of its two children (`leaves` are the range's level-0 nodes, as
-/// [`leaf_hashes`] read them). Together with the witnessed checkpoints
-/// (which fix the top of the tree) and the check of each record against
-/// its leaf node, this finds a record edited in place, however many nodes
-/// above it were rewritten to match.
-pub fn audit_nodes(
-    conn: &Connection,
-    from: u64,
-    to: u64,
-    leaves: std::collections::HashMap<u64, Vec<u8>>,
-    out: &mut Audit,
-) -> Result<(), LogError> {
+/// hash of its two children, each read from its tile. Together with the
+/// witnessed checkpoints (which fix the top of the tree) and the check of
+/// each record against its leaf node, this finds a record edited in place,
+/// however many nodes above it were rewritten to match, and a node edited
+/// in its tile.
+pub fn audit_nodes(tiles: &mut Tiles, from: u64, to: u64, out: &mut Audit) -> Result<(), LogError> {
     if from >= to {
         return Ok(());
     }
-    let level_nodes = |level, lo, hi| level_nodes(conn, level, lo, hi);
     // Level L nodes completed by a record of the range: those whose last
     // leaf, (j + 1) · 2^L − 1, lies in [from, to).
-    let mut below = leaves;
     for level in 1..64u32 {
         let width = 1u64 << level;
         if width > to {
@@ -155,108 +103,138 @@ pub fn audit_nodes(
         let lo = (from + 1).div_ceil(width) - 1;
         let hi = to / width;
         if lo >= hi {
-            below = level_nodes(level, lo, hi)?;
             continue;
         }
-        // Children not fetched with the level below (its range was
-        // narrower) are read now.
-        let children = if (2 * lo..2 * hi).all(|c| below.contains_key(&c)) {
-            below
-        } else {
-            level_nodes(level - 1, 2 * lo, 2 * hi)?
-        };
-        let parents = level_nodes(level, lo, hi)?;
+        let children = tiles.range(level - 1, 2 * lo, 2 * hi)?;
+        let parents = tiles.range(level, lo, hi)?;
         for j in lo..hi {
             out.nodes += 1;
+            let at = |v: &Vec<Hash>, k: u64| v.get(k as usize).copied();
             let (Some(l), Some(r), Some(p)) = (
-                children.get(&(2 * j)),
-                children.get(&(2 * j + 1)),
-                parents.get(&j),
+                at(&children, 2 * (j - lo)),
+                at(&children, 2 * (j - lo) + 1),
+                at(&parents, j - lo),
             ) else {
                 out.mismatches.push(format!(
                     "tree node {level}/{j} or one of its children is missing"
                 ));
                 continue;
             };
-            let (Ok(l), Ok(r)) = (
-                <Hash>::try_from(l.as_slice()),
-                <Hash>::try_from(r.as_slice()),
-            ) else {
-                out.mismatches
-                    .push(format!("tree node {level}/{j}: a child is not 32 bytes"));
-                continue;
-            };
-            if p.as_slice() != merkle::node_hash(&l, &r) {
+            if p != merkle::node_hash(&l, &r) {
                 out.mismatches.push(format!(
                     "tree node {level}/{j} is not the hash of its children (rewritten)"
                 ));
             }
         }
-        below = parents;
     }
     Ok(())
-}
-
-/// Subtree hashes from the stored nodes.
-pub struct Nodes<'c>(pub &'c Connection);
-
-impl SubtreeHashes for Nodes<'_> {
-    type Error = LogError;
-
-    fn range(&mut self, a: u64, b: u64) -> Result<Hash, LogError> {
-        let n = b - a;
-        if n.is_power_of_two() && a.is_multiple_of(n) {
-            return node(self.0, n.trailing_zeros(), a >> n.trailing_zeros());
-        }
-        let k = 1u64 << (63 - (n - 1).leading_zeros());
-        let left = self.range(a, a + k)?;
-        let right = self.range(a + k, b)?;
-        Ok(merkle::node_hash(&left, &right))
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tiles::Pending;
     use lienthong_proto::merkle::{
         consistency_proof, consistency_proof_from, inclusion_proof, inclusion_proof_from, root,
         root_from,
     };
 
-    fn db() -> Connection {
-        let c = Connection::open_in_memory().unwrap();
-        c.execute_batch(
-            "CREATE TABLE nodes (level INTEGER, idx INTEGER, hash BLOB, PRIMARY KEY (level, idx))",
-        )
-        .unwrap();
-        c
+    /// A tree of `n` leaves stored in tiles under `dir`, and its leaves.
+    fn stored(dir: &std::path::Path, n: u64) -> (Tiles, Vec<Hash>) {
+        let mut tiles = Tiles::open(dir);
+        let mut f = Frontier::default();
+        let mut pending = Pending::default();
+        let leaves: Vec<Hash> = (0..n)
+            .map(|i| merkle::leaf_hash(&i.to_be_bytes()))
+            .collect();
+        for leaf in &leaves {
+            f.push(*leaf, |l, i, h| pending.add(l, i, h));
+        }
+        pending.write(&mut tiles).unwrap();
+        (tiles, leaves)
     }
 
     #[test]
     fn stored_tree_matches_rfc6962_at_every_size() {
-        let c = db();
+        let dir = tempfile::tempdir().unwrap();
+        let mut tiles = Tiles::open(dir.path());
         let mut f = Frontier::default();
         let mut leaves = Vec::new();
         for i in 0..70u64 {
             let leaf = merkle::leaf_hash(&i.to_be_bytes());
             leaves.push(leaf);
-            store_nodes(&c, &f.push(leaf)).unwrap();
+            let mut pending = Pending::default();
+            f.push(leaf, |l, i, h| pending.add(l, i, h));
+            pending.write(&mut tiles).unwrap();
             let n = leaves.len() as u64;
             assert_eq!(f.root(), root(&leaves), "root at {n}");
-            assert_eq!(root_from(&mut Nodes(&c), n).unwrap(), root(&leaves));
+            assert_eq!(root_from(&mut tiles.view(n), n).unwrap(), root(&leaves));
             // A frontier reloaded from the store is the same.
-            let g = Frontier::load(&c, n).unwrap();
+            let g = Frontier::load(&mut tiles.view(n), n).unwrap();
             assert_eq!(g.root(), f.root());
             for m in [0, n / 3, n - 1] {
                 assert_eq!(
-                    inclusion_proof_from(&mut Nodes(&c), m, n).unwrap(),
+                    inclusion_proof_from(&mut tiles.view(n), m, n).unwrap(),
                     inclusion_proof(&leaves, m as usize)
                 );
                 assert_eq!(
-                    consistency_proof_from(&mut Nodes(&c), m, n).unwrap(),
+                    consistency_proof_from(&mut tiles.view(n), m, n).unwrap(),
                     consistency_proof(&leaves, m as usize)
                 );
             }
         }
+    }
+
+    /// Upper levels answered from the cache give the same proofs as the
+    /// files, and a view never reads past the size it was given.
+    #[test]
+    fn cached_upper_levels_and_the_committed_size_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut tiles, leaves) = stored(dir.path(), 3000);
+        let n = 2999;
+        for m in [0, 1500, 2998] {
+            let want = inclusion_proof(&leaves[..n as usize], m as usize);
+            assert_eq!(
+                inclusion_proof_from(&mut tiles.view(n), m, n).unwrap(),
+                want
+            );
+            assert_eq!(
+                inclusion_proof_from(&mut tiles.view(n), m, n).unwrap(),
+                want
+            );
+        }
+        // The files hold 3000 leaves; a view of 2999 refuses the 3000th
+        // leaf and the node above it.
+        assert!(tiles.view(n).node(0, 2999).is_err());
+        assert!(tiles.view(n).node(1, 1499).is_err());
+        assert!(root_from(&mut tiles.view(n), 3000).is_err());
+        assert_eq!(tiles.view(3000).node(0, 2999).unwrap(), leaves[2999]);
+    }
+
+    #[test]
+    fn the_audit_finds_a_node_edited_in_its_tile() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut tiles, _) = stored(dir.path(), 100);
+        let mut clean = Audit::default();
+        audit_nodes(&mut tiles, 0, 100, &mut clean).unwrap();
+        assert!(clean.mismatches.is_empty(), "{:?}", clean.mismatches);
+        assert_eq!(clean.nodes, 100 - 100u64.count_ones() as u64);
+        // One byte of node 2/5 flipped on disk.
+        let path = crate::tiles::path(dir.path(), 2);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[5 * 32 + 7] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        let mut found = Audit::default();
+        audit_nodes(&mut Tiles::open(dir.path()), 0, 100, &mut found).unwrap();
+        assert!(
+            found
+                .mismatches
+                .contains(&"tree node 2/5 is not the hash of its children (rewritten)".to_string())
+                && found.mismatches.contains(
+                    &"tree node 3/2 is not the hash of its children (rewritten)".to_string()
+                ),
+            "{:?}",
+            found.mismatches
+        );
     }
 }

@@ -173,7 +173,7 @@ impl SegmentLog {
             std::fs::remove_file(path)?;
         }
         let mut conn = index::open(dir)?;
-        index::cut_back(&mut conn, size)?;
+        index::cut_back(&mut conn, dir, size)?;
         let current = Current::create(dir, &keys, size)?;
 
         let stats = Arc::new(CommitStats::default());
@@ -575,6 +575,10 @@ fn indexer(mut conn: rusqlite::Connection, dir: PathBuf, keys: LogKeys, progress
         if progress.stopped.load(Ordering::Acquire)
             && progress.indexed.load(Ordering::Relaxed) >= *lock(&progress.committed)
         {
+            // A clean stop leaves nothing to index again after a power loss.
+            if let Err(e) = index::settle(&mut conn, &mut segments, &dir) {
+                tracing::warn!(error = %e, "message log tree tiles could not be synced");
+            }
             return;
         }
     }
