@@ -253,6 +253,9 @@ async fn connections_that_send_no_request_are_closed_after_the_deadline() {
     // once a silent connection made after it has been closed at the
     // deadline, the calling one's deadline has passed too.
     let is = f.business.client().await;
+    is.business_gets_person()
+        .await
+        .expect("a calling connection is served");
     let mut later = TcpStream::connect(consumer).await.unwrap();
     closed_within(&mut later, within)
         .await
