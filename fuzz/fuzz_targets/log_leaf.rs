@@ -109,6 +109,7 @@ fuzz_target!(|data: &[u8]| {
             want.pruned_from = 0;
             want.pruned_to = 0;
             want.pruned_leaves_digest.clear();
+            want.pruned_through_unix_ms = 0;
             // A withheld record's leaf commits to the official and purpose
             // instead of naming them.
             match hidden {
