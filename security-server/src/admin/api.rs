@@ -541,6 +541,36 @@ pub(super) async fn read<T: Serialize + Send + 'static, E: std::fmt::Display>(
     answer.unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
+/// An operator's change, off the async threads: the caller is
+/// authenticated, `parse` reads the request's body (what it refuses is a
+/// 400 with its words), then `act` does the change, through
+/// [`Admin::act`] (role checked, audited).
+pub(super) async fn change<C: Send + 'static>(
+    admin: Admin,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+    parse: impl FnOnce(&[u8]) -> Result<C, String> + Send + 'static,
+    act: impl FnOnce(&Admin, &Operator, C) -> Response + Send + 'static,
+) -> Response {
+    let answer = tokio::task::spawn_blocking(move || {
+        let op = match admin.operator(&headers) {
+            Ok(op) => op,
+            Err(r) => return r,
+        };
+        match parse(&body) {
+            Ok(c) => act(&admin, &op, c),
+            Err(why) => error(StatusCode::BAD_REQUEST, why),
+        }
+    })
+    .await;
+    answer.unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// A change sent as JSON.
+pub(super) fn json_change<C: serde::de::DeserializeOwned>(body: &[u8]) -> Result<C, String> {
+    serde_json::from_slice(body).map_err(|e| format!("the change: {e}"))
+}
+
 pub(super) async fn whoami(State(a): State<Admin>, headers: HeaderMap) -> Response {
     let answer = tokio::task::spawn_blocking(move || match a.operator(&headers) {
         Ok(op) => Json(op).into_response(),
@@ -578,36 +608,33 @@ pub(super) async fn change_access(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let answer = tokio::task::spawn_blocking(move || {
-        let op = match a.operator(&headers) {
-            Ok(op) => op,
-            Err(r) => return r,
-        };
-        let change: AccessChange = match serde_json::from_slice(&body) {
-            Ok(c) => c,
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("the change: {e}")),
-        };
-        let detail = format!(
-            "{} {} {}{}",
-            change.action,
-            change.subject,
-            change.service,
-            change
-                .method
-                .as_deref()
-                .filter(|m| !m.is_empty())
-                .map(|m| format!("/{m}"))
-                .unwrap_or_default()
-        );
-        let action = if change.action == "revoke" {
-            "revoke access"
-        } else {
-            "grant access"
-        };
-        a.act(&op, action, detail, || a.change_access(&change))
-    })
-    .await;
-    answer.unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    change(
+        a,
+        headers,
+        body,
+        json_change,
+        |a, op, change: AccessChange| {
+            let detail = format!(
+                "{} {} {}{}",
+                change.action,
+                change.subject,
+                change.service,
+                change
+                    .method
+                    .as_deref()
+                    .filter(|m| !m.is_empty())
+                    .map(|m| format!("/{m}"))
+                    .unwrap_or_default()
+            );
+            let action = if change.action == "revoke" {
+                "revoke access"
+            } else {
+                "grant access"
+            };
+            a.act(op, action, detail, || a.change_access(&change))
+        },
+    )
+    .await
 }
 
 pub(super) async fn maintenance(
@@ -615,18 +642,14 @@ pub(super) async fn maintenance(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let answer = tokio::task::spawn_blocking(move || {
-        let op = match a.operator(&headers) {
-            Ok(op) => op,
-            Err(r) => return r,
-        };
-        let on = match body.as_ref() {
-            b"on" => true,
-            b"off" => false,
-            _ => return error(StatusCode::BAD_REQUEST, "send `on` or `off`"),
-        };
+    let parse = |body: &[u8]| match body {
+        b"on" => Ok(true),
+        b"off" => Ok(false),
+        _ => Err("send `on` or `off`".to_owned()),
+    };
+    change(a, headers, body, parse, |a, op, on| {
         let word = if on { "on" } else { "off" };
-        a.act(&op, "maintenance", word.to_owned(), || {
+        a.act(op, "maintenance", word.to_owned(), || {
             a.maintenance.store(on, Ordering::Relaxed);
             if on {
                 tracing::warn!("maintenance mode on: health answers 503");
@@ -636,6 +659,5 @@ pub(super) async fn maintenance(
             Ok::<_, ActionError>(format!("maintenance {word}"))
         })
     })
-    .await;
-    answer.unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    .await
 }

@@ -12,7 +12,7 @@ use lienthong_proto::id::{IdError, ServiceId};
 use serde::{Deserialize, Serialize};
 
 use super::Admin;
-use super::api::{ActionStatus, error};
+use super::api::{ActionStatus, change, json_change};
 use crate::store::{
     Backend, BackendUrlError, DEFAULT_BACKEND_TIMEOUT, StoreError, check_backend_url,
 };
@@ -125,21 +125,18 @@ pub(super) async fn set(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let answer = tokio::task::spawn_blocking(move || {
-        let op = match a.operator(&headers) {
-            Ok(op) => op,
-            Err(r) => return r,
-        };
-        let change: BackendChange = match serde_json::from_slice(&body) {
-            Ok(c) => c,
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("the change: {e}")),
-        };
-        a.act(&op, "set backend", detail(&change), || {
-            a.set_backend(&change)
-        })
-    })
-    .await;
-    answer.unwrap_or_else(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    change(
+        a,
+        headers,
+        body,
+        json_change,
+        |a, op, change: BackendChange| {
+            a.act(op, "set backend", detail(&change), || {
+                a.set_backend(&change)
+            })
+        },
+    )
+    .await
 }
 
 #[cfg(test)]
