@@ -808,7 +808,7 @@ fn markers_reach(dir: &Path, size: u64) -> Result<bool, LogError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::writer::{Options, SegmentLog};
+    use crate::writer::{ALLOCATED_AHEAD, Options, SegmentLog};
     use crate::{LogRecord, MessageLog};
     use std::sync::Arc;
 
@@ -1172,6 +1172,45 @@ mod tests {
         let r = LogReader::open(dir.path(), keys()).unwrap();
         assert_eq!(r.tree_size().unwrap(), 11);
         assert!(r.audit(0, u64::MAX).unwrap().mismatches.is_empty());
+    }
+
+    /// The segment being written has space allocated ahead of its last
+    /// commit; readers stop at it, and a segment no longer written (closed
+    /// when full, or at a stop) keeps none.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn space_allocated_ahead_is_read_past_and_given_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SegmentLog::open_with(
+            dir.path(),
+            keys(),
+            small(),
+        )
+        .unwrap();
+        for i in 0..40 {
+            log.append(record(i, CITIZEN)).await.unwrap();
+        }
+        let segments = crate::segment::list(dir.path()).unwrap();
+        assert!(segments.len() > 1, "segments rolled");
+        let (_, current) = segments.last().unwrap();
+        assert!(
+            std::fs::metadata(current).unwrap().len() >= ALLOCATED_AHEAD,
+            "the segment being written has room allocated ahead"
+        );
+        for (_, closed) in &segments[..segments.len() - 1] {
+            let len = std::fs::metadata(closed).unwrap().len();
+            assert!(len < 16 * 1024, "a closed segment ends at its last frame ({len})");
+        }
+        let r = LogReader::open(dir.path(), keys()).unwrap();
+        assert_eq!(r.tree_size().unwrap(), 40);
+        assert_eq!(r.about(CITIZEN, 0, i64::MAX, 0, 100).unwrap().len(), 40);
+        assert!(r.audit(0, u64::MAX).unwrap().mismatches.is_empty());
+        drop(r);
+        log.close();
+        let (_, last) = crate::segment::list(dir.path()).unwrap().pop().unwrap();
+        assert!(std::fs::metadata(&last).unwrap().len() < 16 * 1024, "given back at the stop");
+        let log = SegmentLog::open(dir.path(), keys()).unwrap();
+        assert_eq!((log.recovered().size, log.recovered().cut), (40, 0));
+        log.close();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

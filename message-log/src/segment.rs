@@ -16,10 +16,15 @@
 //! for a record pruned before the log reached segments, its leaf hash only
 //! ([`KIND_PRUNED`]). All integers are big-endian.
 //!
+//! The segment being written is given its space ahead, a chunk at a time
+//! (`fallocate`, see the writer), so a segment may end in zeros after its
+//! last frame; a segment is cut to its last frame when it is closed.
+//!
 //! After a crash only the last frame of the last segment can be torn:
 //! [`recover_tail`] walks the last segment's frame headers (reading a few
 //! bytes per frame, never the earlier segments), checks the checksum of the
-//! last frame, and moves anything after the last complete frame aside.
+//! last frame, moves whatever is not zero after the last complete frame
+//! aside, and cuts the segment there.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -361,7 +366,15 @@ pub fn recover_tail(dir: &Path, repair: bool) -> Result<Tail, LogError> {
             )));
         }
     }
-    let cut = file_len - good_end;
+    // Past the last commit lie the zeros of the space allocated ahead
+    // (`fallocate`) and, after a crash, perhaps a commit torn in them.
+    let torn_end = if good_end < file_len {
+        read += file_len - good_end;
+        last_nonzero_end(&file, good_end, file_len)?
+    } else {
+        good_end
+    };
+    let cut = torn_end - good_end;
     if cut > 0 {
         tracing::warn!(
             segment = %path.display(),
@@ -369,16 +382,26 @@ pub fn recover_tail(dir: &Path, repair: bool) -> Result<Tail, LogError> {
             "message log: an incomplete commit at the end of the log (a crash during a write) is cut off"
         );
         if repair {
-            move_aside(path, good_end, &mut file, file_len)?;
-            file.set_len(good_end)?;
-            file.sync_all()?;
+            move_aside(path, good_end, &mut file, torn_end)?;
         }
+    }
+    if repair && good_end < file_len {
+        file.set_len(good_end)?;
+        file.sync_all()?;
     }
     Ok(Tail {
         size,
         bytes_read: read,
         cut,
     })
+}
+
+/// Where the bytes of `[from, to)` of `file` end once the zeros at their
+/// end are left off (`from` when all are zero).
+fn last_nonzero_end(file: &File, from: u64, to: u64) -> Result<u64, LogError> {
+    let mut rest = vec![0u8; (to - from) as usize];
+    file.read_exact_at(&mut rest, from)?;
+    Ok(from + rest.iter().rposition(|b| *b != 0).map_or(0, |i| i as u64 + 1))
 }
 
 /// The length of the header at the start of `file`, as far as it can be
@@ -523,7 +546,9 @@ mod tests {
             assert_eq!(tail.size, 57, "case {n}: the 19 earlier commits stay");
             assert_eq!(std::fs::metadata(&p).unwrap().len(), last_start, "case {n}");
             assert!(
-                tail.bytes_read < 20 * FRAME_HEADER as u64 + 2 * 200 + 200,
+                // The headers, the last two frames, what follows the last
+                // complete one.
+                tail.bytes_read < 20 * FRAME_HEADER as u64 + 3 * 200 + 200,
                 "case {n}: read {} bytes",
                 tail.bytes_read
             );
@@ -536,5 +561,48 @@ mod tests {
         // Untouched: nothing is cut.
         let tail = recover_tail(dir.path(), true).unwrap();
         assert_eq!((tail.size, tail.cut), (60, 0));
+    }
+
+    /// Space allocated ahead (zeros after the last frame) is not a torn
+    /// commit: it is cut without being kept aside; a commit torn inside it
+    /// is kept aside without the zeros after it.
+    #[test]
+    fn zeros_allocated_ahead_are_cut_and_only_a_torn_commit_is_kept() {
+        let frames: Vec<Vec<Vec<u8>>> = (0..3).map(|i| vec![vec![i as u8 + 1; 40]]).collect();
+        let torn = {
+            let mut b = FrameBuilder::new(3);
+            b.push(KIND_SEALED, |out| {
+                out.extend_from_slice(&[9; 40]);
+                Ok(())
+            })
+            .unwrap();
+            let mut bytes = b.finish();
+            // Its last bytes never reached the disk.
+            bytes.truncate(bytes.len() - 10);
+            bytes
+        };
+        for with_torn in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = segment(dir.path(), 0, &frames);
+            let end = std::fs::metadata(&path).unwrap().len();
+            let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            if with_torn {
+                f.write_all_at(&torn, end).unwrap();
+            }
+            f.set_len(end + 64 * 1024).unwrap();
+            drop(f);
+            let tail = recover_tail(dir.path(), true).unwrap();
+            assert_eq!(tail.size, 3, "torn: {with_torn}");
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), end);
+            let aside = dir.path().join(format!("{}.torn-0", file_name(0)));
+            if with_torn {
+                assert_eq!(tail.cut, torn.len() as u64);
+                assert_eq!(std::fs::read(&aside).unwrap(), torn);
+            } else {
+                assert_eq!(tail.cut, 0);
+                assert!(!aside.exists(), "zeros are not kept aside");
+            }
+            assert_eq!(recover_tail(dir.path(), true).unwrap().cut, 0);
+        }
     }
 }

@@ -300,12 +300,69 @@ fn create_private_dir(dir: &Path) -> Result<(), LogError> {
     Ok(())
 }
 
+/// Space given to the segment being written ahead of its commits, a chunk
+/// at a time. A commit written inside it leaves the file's size alone, so
+/// its `fdatasync` has no size change to journal: on this project's ext4
+/// disk a small commit then waits about a fifth less (docs/message-log.md).
+pub const ALLOCATED_AHEAD: u64 = 1 << 20;
+
 /// The segment being written.
 struct Current {
     file: File,
     key: SegmentKey,
+    /// Where its last frame ends.
     len: u64,
     frames: u64,
+    /// Its size on disk: `len`, then zeros allocated ahead.
+    allocated: u64,
+}
+
+impl Current {
+    /// Makes room for `bytes` more after the last frame, with
+    /// [`ALLOCATED_AHEAD`] to spare. Best effort: where the file system
+    /// cannot allocate (or the disk is full), the commit appends as it
+    /// would without, and its write says what is wrong.
+    fn allocate_for(&mut self, bytes: u64) {
+        let needed = self.len + bytes;
+        if needed <= self.allocated {
+            return;
+        }
+        let target = needed + ALLOCATED_AHEAD;
+        if allocate(&self.file, self.len, target - self.len).is_ok() {
+            self.allocated = target;
+        }
+    }
+
+    /// Writes `frame` after the last one and makes it durable.
+    fn write(&mut self, frame: &[u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.allocate_for(frame.len() as u64);
+        self.file.write_all_at(frame, self.len)?;
+        self.file.sync_data()
+    }
+}
+
+impl Drop for Current {
+    /// A segment no longer written keeps no zeros after its last frame
+    /// (best effort: readers and recovery stop at them anyway).
+    fn drop(&mut self) {
+        if self.allocated > self.len {
+            let _ = self.file.set_len(self.len);
+        }
+    }
+}
+
+/// `fallocate(2)` of `len` bytes at `offset`, growing the file.
+fn allocate(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return Err(std::io::ErrorKind::InvalidInput.into());
+    };
+    // SAFETY: a plain system call on a descriptor this process owns.
+    match unsafe { libc::fallocate(file.as_raw_fd(), 0, offset, len) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
 }
 
 impl Current {
@@ -333,7 +390,7 @@ impl Current {
         let mut file = std::fs::OpenOptions::new()
             .create_new(true)
             .read(true)
-            .append(true)
+            .write(true)
             .open(&path)
             .map_err(|e| write_failed(dir, &e))?;
         let bytes = header.encode();
@@ -350,6 +407,7 @@ impl Current {
             key: SegmentKey::derive(keys, key_id, &salt)?,
             len: bytes.len() as u64,
             frames: 0,
+            allocated: bytes.len() as u64,
         })
     }
 }
@@ -424,6 +482,9 @@ impl Writer {
                 );
             }
         }
+        // The segment gives back the space allocated ahead before anyone
+        // is told the writer stopped.
+        self.current = None;
         progress.stopped.store(true, Ordering::Release);
         progress.wake.notify_one();
     }
@@ -457,10 +518,7 @@ impl Writer {
         }
         let count = u64::from(frame.count());
         let bytes = frame.finish();
-        let written = current
-            .file
-            .write_all(&bytes)
-            .and_then(|()| current.file.sync_data());
+        let written = current.write(&bytes);
         if let Err(e) = written {
             // Cut the partial frame back; the next commit starts a new
             // segment (a new key), so no position is sealed twice under one.
@@ -468,6 +526,7 @@ impl Writer {
                 .file
                 .set_len(current.len)
                 .and_then(|()| current.file.sync_all());
+            current.allocated = current.len;
             self.current = None;
             if let Err(u) = undone {
                 self.poisoned = true;
