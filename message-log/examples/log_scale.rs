@@ -82,9 +82,9 @@ async fn main() {
         .unwrap_or(256);
     let keys = LogKeys::new("VN/GOV/000102/ss1", vec![7; 32], [9; 32]);
     println!(
-        "| records | appenders | append rate (records/s) | log CPU per record | index lag at the end | segment bytes per record | tree (tiles) bytes per record | index bytes per record | lookup of 10 records by subject, with proofs (median) | open again (tail recovery) | self-audit |"
+        "| records | appenders | append rate (records/s) | log CPU per record | index lag at the end | segment bytes per record | tree (tiles) bytes per record | index bytes per record | lookup of 10 records by subject, with proofs (median) | open again (tail recovery) | self-audit while appending | a whole self-audit pass (records/s) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for n in sizes {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
@@ -101,11 +101,11 @@ async fn main() {
         let auditor = {
             let (stop, status, reader) = (stop.clone(), status.clone(), reader.clone());
             std::thread::spawn(move || {
+                use lienthong_message_log::audit::{AUDIT_INTERVAL, batch_for};
                 while !stop.load(Ordering::Relaxed) {
-                    status
-                        .step(&reader, lienthong_message_log::audit::AUDIT_BATCH)
-                        .unwrap();
-                    std::thread::sleep(lienthong_message_log::audit::AUDIT_INTERVAL);
+                    let batch = batch_for(reader.tree_size().unwrap(), AUDIT_INTERVAL);
+                    status.step(&reader, batch).unwrap();
+                    std::thread::sleep(AUDIT_INTERVAL);
                 }
             })
         };
@@ -156,6 +156,21 @@ async fn main() {
             lookups.push(t.elapsed());
             assert_eq!(found.len() as u64, 10.min(n / 1000));
         }
+        // A whole pass of the self-audit, in the server's batches, without
+        // the pauses between them: what a cycle costs at this size.
+        let t = Instant::now();
+        let batch = lienthong_message_log::audit::batch_for(
+            n,
+            lienthong_message_log::audit::AUDIT_INTERVAL,
+        );
+        let mut from = 0;
+        while from < n {
+            let to = n.min(from + batch);
+            let audit = reader.audit(from, to).unwrap();
+            assert!(audit.mismatches.is_empty(), "{:?}", audit.mismatches);
+            from = to;
+        }
+        let pass = t.elapsed();
         drop(log);
         let t = Instant::now();
         let reopened = SegmentLog::open(&path, keys.clone()).unwrap();
@@ -163,7 +178,7 @@ async fn main() {
         let read = reopened.recovered().bytes_read;
         drop(reopened);
         println!(
-            "| {n} | {appenders} | {rate:.0} | {:.1} µs | {lag_records} records, caught up in {:.0?} | {} | {} | {} | {:.0?} | {:.0?} ({} KiB read) | {} records checked |",
+            "| {n} | {appenders} | {rate:.0} | {:.1} µs | {lag_records} records, caught up in {:.0?} | {} | {} | {} | {:.0?} | {:.0?} ({} KiB read) | {} records checked | {:.1?} ({:.0}) |",
             cpu_per_record.as_secs_f64() * 1e6,
             lag,
             dir_bytes(&path, ".seg") / n,
@@ -173,6 +188,8 @@ async fn main() {
             reopen,
             read / 1024,
             audited.checked,
+            pass,
+            n as f64 / pass.as_secs_f64(),
         );
     }
 }

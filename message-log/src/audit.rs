@@ -13,12 +13,24 @@ use crate::{LogError, LogReader};
 
 /// How often a batch is audited.
 pub const AUDIT_INTERVAL: Duration = Duration::from_secs(6);
-/// Records per batch: each is read from its segment, opened, re-derived and
-/// checked against the tree (the `log_scale` example measures the rate),
-/// short enough not to hold up the log's other readers for long; 200,000
-/// records a minute, so a log of ten million records is audited in 50
-/// minutes.
-pub const AUDIT_BATCH: u64 = 20_000;
+/// A full pass over the log takes at most this long, at any size: the
+/// batches grow with the log ([`batch_for`]).
+pub const AUDIT_CYCLE: Duration = Duration::from_secs(50 * 60);
+/// The fewest records a batch checks (a small log is audited whole every
+/// few steps, at little cost).
+pub const AUDIT_MIN_BATCH: u64 = 1_000;
+
+/// Records to check in each step of `interval` so that a log of `size`
+/// records is audited whole within [`AUDIT_CYCLE`]. Each record is read
+/// from its segment, opened, re-derived and checked against the tree
+/// (`log_scale` measures the rate): a log of ten million records takes
+/// batches of 20,000 every 6 s, a log of a hundred thousand the minimum,
+/// so a small log's audit costs a server almost nothing between
+/// exchanges.
+pub fn batch_for(size: u64, interval: Duration) -> u64 {
+    let steps = (AUDIT_CYCLE.as_millis() / interval.as_millis().max(1)).max(1) as u64;
+    size.div_ceil(steps).max(AUDIT_MIN_BATCH)
+}
 /// Mismatches kept for the report (the count goes on).
 const KEPT: usize = 20;
 /// Distinct mismatches remembered for counting.
@@ -109,6 +121,29 @@ impl AuditStatus {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pass_fits_the_cycle_at_every_size() {
+        let interval = AUDIT_INTERVAL;
+        let steps = AUDIT_CYCLE.as_secs() / interval.as_secs();
+        for size in [0, 1, 999, 100_000, 1_000_000, 10_000_000, 123_456_789] {
+            let batch = batch_for(size, interval);
+            assert!(batch >= AUDIT_MIN_BATCH);
+            assert!(
+                batch * steps >= size,
+                "{size} records: {batch} a step is not a pass per cycle"
+            );
+        }
+        assert_eq!(batch_for(10_000_000, interval), 20_000);
+        assert_eq!(batch_for(100_000, interval), AUDIT_MIN_BATCH);
+        // A shorter interval, smaller batches for the same cycle.
+        assert_eq!(batch_for(10_000_000, Duration::from_secs(3)), 10_000);
+    }
+}
+
 /// Audits a batch every `interval`, for as long as the server runs.
 pub async fn run(status: Arc<AuditStatus>, reader: Arc<LogReader>, interval: Duration) {
     let mut tick = tokio::time::interval(interval);
@@ -116,7 +151,11 @@ pub async fn run(status: Arc<AuditStatus>, reader: Arc<LogReader>, interval: Dur
     loop {
         tick.tick().await;
         let (status, reader) = (status.clone(), reader.clone());
-        let done = tokio::task::spawn_blocking(move || status.step(&reader, AUDIT_BATCH)).await;
+        let done = tokio::task::spawn_blocking(move || {
+            let batch = batch_for(reader.tree_size()?, interval);
+            status.step(&reader, batch)
+        })
+        .await;
         if let Ok(Err(e)) = done {
             tracing::warn!(error = %e, "message log audit could not run");
         }

@@ -237,9 +237,39 @@ impl Keys {
     }
 }
 
+impl Keys {
+    /// The keys [`Keys::of`] finds in the record `r` is sealed as, from
+    /// `r` itself (`subject_key`: the keyed hash of its data subject).
+    pub fn of_record(r: &crate::LogRecord, subject_key: Option<[u8; 32]>) -> Keys {
+        Keys {
+            at: r.at_ms,
+            message_id: r.message_id.clone(),
+            subject_key: subject_key.map(|k| k.to_vec()),
+            withheld_until: r.withheld_until_ms,
+        }
+    }
+}
+
+/// What indexing a record adds, as the writer derived it when it sealed
+/// the record: the indexer takes it instead of opening the record again.
+/// (The self-audit checks every index entry against the record it names,
+/// whoever made the entry.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Derived {
+    pub index: u64,
+    pub leaf_hash: Hash,
+    pub keys: Keys,
+}
+
+/// Most derived entries kept waiting for the indexer; past it the oldest
+/// go, and the indexer opens those records instead.
+pub const MOST_DERIVED: usize = 32_768;
+
 /// Segment files and their keys, opened once.
 #[derive(Default)]
 pub struct Segments {
+    /// What the writer derived from records not yet indexed, in order.
+    derived: std::collections::VecDeque<Derived>,
     open: HashMap<u64, (File, SegmentKey, u64)>,
     /// The tree's right edge after the last batch, kept so the next batch
     /// need not read it back (checked against the index's size).
@@ -289,9 +319,18 @@ impl Segments {
         self.tiles.get_or_insert_with(|| Tiles::open(dir))
     }
 
+    /// Takes what the writer derived from the records it committed since
+    /// (in order, after what was received before).
+    pub fn receive(&mut self, derived: impl IntoIterator<Item = Derived>) {
+        self.derived.extend(derived);
+        let excess = self.derived.len().saturating_sub(MOST_DERIVED);
+        self.derived.drain(..excess);
+    }
+
     /// Forgets open files (after retention removed some, or a batch
     /// failed: the tiles are then checked against the position again).
     pub fn clear(&mut self) {
+        self.derived.clear();
         self.open.clear();
         self.frontier = None;
         self.indexed = None;
@@ -382,6 +421,7 @@ fn catch_up_batch(
         _ => Frontier::load(&mut segments.tiles(dir).view(size), size)?,
     };
     let mut pending = Pending::default();
+    let mut derived = std::mem::take(&mut segments.derived);
     let mut pos: Option<(u64, u64)> = None;
     // What stopped the batch short; what came before it is kept.
     let mut failure: Option<LogError> = None;
@@ -464,10 +504,14 @@ fn catch_up_batch(
                 // A position cut back inside a commit (to what the tiles
                 // held): its first records are in the index already.
                 let entries = &frame.entries[(size - frame.first) as usize..];
-                // The whole commit is checked before any of it is added.
+                // The whole commit is checked before any of it is added;
+                // a record the writer derived is not opened again.
                 let checked: Result<Vec<_>, LogError> = entries
                     .iter()
-                    .map(|e| entry_keys(e, key, keys, first))
+                    .map(|e| match take_derived(&mut derived, e.index) {
+                        Some(d) if e.kind == KIND_SEALED => Ok((d.leaf_hash, d.keys)),
+                        _ => entry_keys(e, key, keys, first),
+                    })
                     .collect();
                 let checked = match checked {
                     Ok(c) => c,
@@ -519,10 +563,20 @@ fn catch_up_batch(
     )?;
     tx.commit()?;
     segments.frontier = Some(frontier);
+    segments.derived = derived;
     match failure {
         Some(e) => Err(e),
         None => Ok((size - start, size)),
     }
+}
+
+/// What the writer derived for record `index`, if it did; drops what it
+/// derived for records before it (indexed already, or cut back).
+fn take_derived(derived: &mut std::collections::VecDeque<Derived>, index: u64) -> Option<Derived> {
+    while derived.front().is_some_and(|d| d.index < index) {
+        derived.pop_front();
+    }
+    derived.pop_front_if(|d| d.index == index)
 }
 
 /// The leaf hash and index keys of one entry, opened and checked: a
@@ -617,4 +671,41 @@ pub fn row(conn: &Connection, index: u64) -> Result<Option<Row>, LogError> {
         ))?
         .query_row([index as i64], Row::from_sql)
         .optional()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LogRecord;
+
+    /// What the writer derives from a record is what the indexer finds
+    /// in its sealed leaf.
+    #[test]
+    fn keys_from_the_record_are_the_keys_of_its_leaf() {
+        let keys = LogKeys::new("VN/GOV/1/ss1", vec![4; 32], [5; 32]);
+        let records = [
+            LogRecord {
+                at_ms: 7,
+                message_id: "m-1".into(),
+                data_subject: "001099012345".into(),
+                ..Default::default()
+            },
+            LogRecord {
+                at_ms: 8,
+                message_id: "m-2".into(),
+                withheld_until_ms: 99,
+                ..Default::default()
+            },
+        ];
+        for r in records {
+            let subject = (!r.data_subject.is_empty()).then(|| [1; 32]);
+            let leaf =
+                LogLeaf::decode(crate::leaf::leaf_bytes(&r, subject, None).as_slice()).unwrap();
+            let hashed = (!r.data_subject.is_empty()).then(|| keys.subject_hash(&r.data_subject));
+            assert_eq!(
+                Keys::of_record(&r, hashed),
+                Keys::of(&leaf, &r.data_subject, &keys)
+            );
+        }
+    }
 }

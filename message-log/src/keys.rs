@@ -49,10 +49,15 @@ impl LogKeys {
 
     /// The keyed hash a data subject is looked up under.
     pub fn subject_hash(&self, subject: &str) -> [u8; 32] {
-        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.subject_hash);
-        let mut out = [0u8; 32];
-        out.copy_from_slice(ring::hmac::sign(&key, subject.as_bytes()).as_ref());
-        out
+        self.subject_hasher().hash(subject)
+    }
+
+    /// [`LogKeys::subject_hash`] with its key prepared once, for many.
+    pub fn subject_hasher(&self) -> SubjectHasher {
+        SubjectHasher(ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            &self.subject_hash,
+        ))
     }
 
     /// The key new segments are sealed under: (id, key).
@@ -66,5 +71,17 @@ impl LogKeys {
     /// The sealing key `id`, for reading.
     pub fn seal_key(&self, id: u32) -> Option<&[u8; 32]> {
         self.seal.iter().find(|(i, _)| *i == id).map(|(_, k)| k)
+    }
+}
+
+/// The keyed hash of data subjects, its key prepared.
+#[derive(Clone)]
+pub struct SubjectHasher(ring::hmac::Key);
+
+impl SubjectHasher {
+    pub fn hash(&self, subject: &str) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ring::hmac::sign(&self.0, subject.as_bytes()).as_ref());
+        out
     }
 }

@@ -1174,18 +1174,43 @@ mod tests {
         assert!(r.audit(0, u64::MAX).unwrap().mismatches.is_empty());
     }
 
+    /// The index the writer's derived keys built is the one the records
+    /// give when it is rebuilt from the segments alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_index_from_derived_keys_is_the_index_rebuilt_from_the_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SegmentLog::open_with(dir.path(), keys(), small()).unwrap();
+        for i in 0..30 {
+            let mut r = record(i, if i % 3 == 0 { "" } else { CITIZEN });
+            if i % 4 == 0 {
+                r.withheld_until_ms = 50_000 + i as i64;
+            }
+            log.append(r).await.unwrap();
+        }
+        log.close();
+        let rows = |dir: &Path| {
+            let conn = index::open(dir).unwrap();
+            (0..30)
+                .map(|i| index::row(&conn, i).unwrap().expect("indexed"))
+                .collect::<Vec<_>>()
+        };
+        let built = rows(dir.path());
+        assert!(built.iter().any(|r| r.keys.subject_key.is_none()));
+        assert!(built.iter().any(|r| r.keys.withheld_until > 0));
+        index::remove(dir.path()).unwrap();
+        let r = LogReader::open(dir.path(), keys()).unwrap();
+        assert_eq!(r.tree_size().unwrap(), 30);
+        drop(r);
+        assert_eq!(rows(dir.path()), built);
+    }
+
     /// The segment being written has space allocated ahead of its last
     /// commit; readers stop at it, and a segment no longer written (closed
     /// when full, or at a stop) keeps none.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn space_allocated_ahead_is_read_past_and_given_back() {
         let dir = tempfile::tempdir().unwrap();
-        let log = SegmentLog::open_with(
-            dir.path(),
-            keys(),
-            small(),
-        )
-        .unwrap();
+        let log = SegmentLog::open_with(dir.path(), keys(), small()).unwrap();
         for i in 0..40 {
             log.append(record(i, CITIZEN)).await.unwrap();
         }
@@ -1198,7 +1223,10 @@ mod tests {
         );
         for (_, closed) in &segments[..segments.len() - 1] {
             let len = std::fs::metadata(closed).unwrap().len();
-            assert!(len < 16 * 1024, "a closed segment ends at its last frame ({len})");
+            assert!(
+                len < 16 * 1024,
+                "a closed segment ends at its last frame ({len})"
+            );
         }
         let r = LogReader::open(dir.path(), keys()).unwrap();
         assert_eq!(r.tree_size().unwrap(), 40);
@@ -1207,7 +1235,10 @@ mod tests {
         drop(r);
         log.close();
         let (_, last) = crate::segment::list(dir.path()).unwrap().pop().unwrap();
-        assert!(std::fs::metadata(&last).unwrap().len() < 16 * 1024, "given back at the stop");
+        assert!(
+            std::fs::metadata(&last).unwrap().len() < 16 * 1024,
+            "given back at the stop"
+        );
         let log = SegmentLog::open(dir.path(), keys()).unwrap();
         assert_eq!((log.recovered().size, log.recovered().cut), (40, 0));
         log.close();

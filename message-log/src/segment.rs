@@ -401,7 +401,11 @@ pub fn recover_tail(dir: &Path, repair: bool) -> Result<Tail, LogError> {
 fn last_nonzero_end(file: &File, from: u64, to: u64) -> Result<u64, LogError> {
     let mut rest = vec![0u8; (to - from) as usize];
     file.read_exact_at(&mut rest, from)?;
-    Ok(from + rest.iter().rposition(|b| *b != 0).map_or(0, |i| i as u64 + 1))
+    Ok(from
+        + rest
+            .iter()
+            .rposition(|b| *b != 0)
+            .map_or(0, |i| i as u64 + 1))
 }
 
 /// The length of the header at the start of `file`, as far as it can be
@@ -585,7 +589,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let path = segment(dir.path(), 0, &frames);
             let end = std::fs::metadata(&path).unwrap().len();
-            let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
             if with_torn {
                 f.write_all_at(&torn, end).unwrap();
             }

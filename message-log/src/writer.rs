@@ -25,7 +25,12 @@ use lienthong_proto::pb::trace::v1::HiddenOpening;
 use lienthong_proto::time::now_ms;
 use tokio::sync::oneshot;
 
-use crate::index::{self, Segments};
+use std::collections::VecDeque;
+
+use lienthong_proto::merkle;
+
+use crate::index::{self, Derived, Keys, Segments};
+use crate::keys::SubjectHasher;
 use crate::leaf::leaf_bytes;
 use crate::record::{SegmentKey, Stored};
 use crate::segment::{self, FrameBuilder, Header, KIND_SEALED, Tail};
@@ -59,7 +64,13 @@ impl Default for Options {
     }
 }
 
-type Job = (LogRecord, oneshot::Sender<Result<(), LogError>>);
+/// A record queued for the writer.
+struct Job {
+    record: LogRecord,
+    /// The keyed hash of its data subject, made on the appender's thread.
+    subject_key: Option<[u8; 32]>,
+    done: oneshot::Sender<Result<(), LogError>>,
+}
 
 /// How group commit is doing.
 #[derive(Debug, Default)]
@@ -106,11 +117,28 @@ struct Progress {
     /// Records in the index.
     indexed: AtomicU64,
     stopped: AtomicBool,
+    /// What the writer derived from the records it committed, waiting for
+    /// the indexer (at most [`index::MOST_DERIVED`]; older ones go).
+    derived: Mutex<VecDeque<Derived>>,
+}
+
+impl Progress {
+    fn give(&self, derived: Vec<Derived>) {
+        let mut waiting = lock(&self.derived);
+        waiting.extend(derived);
+        let excess = waiting.len().saturating_sub(index::MOST_DERIVED);
+        waiting.drain(..excess);
+    }
+
+    fn take(&self) -> VecDeque<Derived> {
+        std::mem::take(&mut *lock(&self.derived))
+    }
 }
 
 /// The message log of one server: segments in a directory.
 pub struct SegmentLog {
     tx: mpsc::Sender<Job>,
+    subjects: SubjectHasher,
     stats: Arc<CommitStats>,
     progress: Arc<Progress>,
     recovered: Tail,
@@ -175,6 +203,7 @@ impl SegmentLog {
         let mut conn = index::open(dir)?;
         index::cut_back(&mut conn, dir, size)?;
         let current = Current::create(dir, &keys, size)?;
+        let subjects = keys.subject_hasher();
 
         let stats = Arc::new(CommitStats::default());
         let progress = Arc::new(Progress::default());
@@ -208,6 +237,7 @@ impl SegmentLog {
         }
         Ok(SegmentLog {
             tx,
+            subjects,
             stats,
             progress,
             recovered,
@@ -456,6 +486,7 @@ impl Writer {
             let result = self.commit(&batch).inspect_err(|e| {
                 tracing::error!(error = %e, records = batch.len(), "message log commit failed");
             });
+            let result = result.map(|derived| progress.give(derived));
             if result.is_ok() {
                 stats.committed(batch.len(), started.elapsed());
                 *lock(&progress.committed) = self.size;
@@ -469,12 +500,12 @@ impl Writer {
                     progress.wake.notify_one();
                 }
             }
-            for (_, done) in batch {
-                let _ = done.send(result.clone());
+            for job in batch {
+                let _ = job.done.send(result.clone());
             }
             if reported.elapsed() >= STATS_EVERY {
                 reported = Instant::now();
-                tracing::debug!(
+                tracing::info!(
                     records = stats.records.load(Ordering::Relaxed),
                     commits = stats.commits.load(Ordering::Relaxed),
                     largest = stats.largest_batch.load(Ordering::Relaxed),
@@ -489,7 +520,9 @@ impl Writer {
         progress.wake.notify_one();
     }
 
-    fn commit(&mut self, batch: &[Job]) -> Result<(), LogError> {
+    /// Writes `batch` as one frame and makes it durable; returns what the
+    /// index takes from each record.
+    fn commit(&mut self, batch: &[Job]) -> Result<Vec<Derived>, LogError> {
         if self.poisoned {
             return Err(LogError(
                 "a failed write could not be undone; restart the server to recover the log".into(),
@@ -509,9 +542,15 @@ impl Writer {
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salts)
             .map_err(|_| LogError("no randomness for the commitments".into()))?;
         let mut frame = FrameBuilder::new(self.size);
-        for ((r, _), hidden_salt) in batch.iter().zip(salts.chunks_exact(32)) {
+        let mut derived = Vec::with_capacity(batch.len());
+        for (job, hidden_salt) in batch.iter().zip(salts.chunks_exact(32)) {
             let index = frame.next_index();
-            let stored = stored(r, &current.key.subject_salt(index), hidden_salt);
+            let stored = stored(&job.record, &current.key.subject_salt(index), hidden_salt);
+            derived.push(Derived {
+                index,
+                leaf_hash: merkle::leaf_hash(&stored.leaf),
+                keys: Keys::of_record(&job.record, job.subject_key),
+            });
             frame.push(KIND_SEALED, |out| {
                 current.key.seal_into(index, &stored, out)
             })?;
@@ -539,7 +578,7 @@ impl Writer {
         current.len += bytes.len() as u64;
         current.frames += 1;
         self.size += count;
-        Ok(())
+        Ok(derived)
     }
 }
 
@@ -614,6 +653,7 @@ fn indexer(mut conn: rusqlite::Connection, dir: PathBuf, keys: LogKeys, progress
         }
         last = Instant::now();
         let acknowledged = *lock(&progress.committed);
+        segments.receive(progress.take());
         match index::catch_up(&mut conn, &dir, &keys, &mut segments, Some(acknowledged)) {
             Ok(n) => {
                 progress.indexed.store(n, Ordering::Relaxed);
@@ -646,7 +686,13 @@ fn indexer(mut conn: rusqlite::Connection, dir: PathBuf, keys: LogKeys, progress
 impl MessageLog for SegmentLog {
     fn append(&self, record: LogRecord) -> Appended {
         let (done, wait) = oneshot::channel();
-        let sent = self.tx.send((record, done));
+        let subject_key =
+            (!record.data_subject.is_empty()).then(|| self.subjects.hash(&record.data_subject));
+        let sent = self.tx.send(Job {
+            record,
+            subject_key,
+            done,
+        });
         Box::pin(async move {
             sent.map_err(|_| LogError("the log writer has stopped".into()))?;
             wait.await
