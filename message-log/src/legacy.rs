@@ -4,18 +4,21 @@
 //! position, so the tree, its root at every size and the registry's
 //! witnessed checkpoints stay valid — the first checkpoint after the move
 //! is consistent with the last one before it. Records retention had
-//! already pruned keep their leaf hash only. The old file is renamed
-//! `messagelog.db.migrated` (delete it once the server runs well).
+//! already pruned keep their leaf hash only. Once the moved log is read
+//! back and gives the old tree's root, the old file is deleted: its first
+//! version kept officials and purposes in clear in its leaves, and no file
+//! a server keeps may.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use lienthong_proto::merkle::Hash;
+use lienthong_proto::merkle::{self, Hash};
 use ring::aead;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::record::{SegmentKey, Stored};
 use crate::segment::{self, FrameBuilder, Header, KIND_PRUNED, KIND_SEALED};
+use crate::tree::Frontier;
 use crate::{LogError, LogKeys, checkpoints};
 
 /// Records per frame written by the migration.
@@ -137,6 +140,8 @@ pub fn migrate(old: &Path, dir: &Path, keys: &LogKeys) -> Result<Option<Migrated
 
     let mut moved = Migrated::default();
     let mut frame = FrameBuilder::new(0);
+    // The old tree, from the old leaves: what the moved log must give.
+    let mut old_tree = Frontier::default();
     let mut stmt = conn.prepare(&format!(
         "SELECT r.leaf_index, r.leaf, r.envelope, r.subject_sealed, r.body_sealed, {}, n.hash
          FROM records r LEFT JOIN nodes n ON n.level = 0 AND n.idx = r.leaf_index
@@ -178,6 +183,7 @@ pub fn migrate(old: &Path, dir: &Path, keys: &LogKeys) -> Result<Option<Migrated
                     ..Default::default()
                 };
                 frame.push(KIND_PRUNED, |out| seg_key.seal_into(index, &pruned, out))?;
+                old_tree.push(hash, |_, _, _| {});
                 moved.pruned += 1;
             }
             Some(leaf) => {
@@ -195,6 +201,7 @@ pub fn migrate(old: &Path, dir: &Path, keys: &LogKeys) -> Result<Option<Migrated
                     pruned_leaf_hash: Vec::new(),
                 };
                 frame.push(KIND_SEALED, |out| seg_key.seal_into(index, &stored, out))?;
+                old_tree.push(merkle::leaf_hash(&stored.leaf), |_, _, _| {});
             }
         }
         moved.records += 1;
@@ -215,16 +222,32 @@ pub fn migrate(old: &Path, dir: &Path, keys: &LogKeys) -> Result<Option<Migrated
         moved.checkpoints += 1;
     }
     drop(cps);
+    // Read back as the server will read it: every record opens, and the
+    // tree is the old one.
+    let moved_root = {
+        let reader = crate::LogReader::open(&staging, keys.clone())?;
+        (reader.tree_size()?, reader.root(moved.records)?)
+    };
+    if moved_root != (moved.records, old_tree.root()) {
+        return Err(LogError(format!(
+            "the log moved from {} does not read back as the old tree ({} records); the old file is left as it was",
+            old.display(),
+            moved.records
+        )));
+    }
     segment::sync_dir(&staging)?;
     if dir.exists() {
         // An empty directory (no segments, checked above).
         std::fs::remove_dir_all(dir)?;
     }
     std::fs::rename(&staging, dir)?;
+    if let Some(parent) = dir.parent() {
+        segment::sync_dir(parent)?;
+    }
     for suffix in ["", "-wal", "-shm"] {
         let from = PathBuf::from(format!("{}{suffix}", old.display()));
         if from.exists() {
-            std::fs::rename(&from, format!("{}.migrated{suffix}", old.display()))?;
+            std::fs::remove_file(&from)?;
         }
     }
     if let Some(parent) = dir.parent() {
@@ -345,7 +368,13 @@ mod tests {
                 checkpoints: 1
             }
         );
-        assert!(!old.exists() && home.path().join("messagelog.db.migrated").exists());
+        // Read back and found to be the old tree, the old file is gone
+        // (its first version kept officials and purposes in clear).
+        let left: Vec<_> = std::fs::read_dir(home.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, vec!["messagelog".to_string()], "{left:?}");
         assert_eq!(migrate(&old, &dir, &keys()).unwrap(), None, "once");
 
         // The server goes on writing where the old log stopped.
