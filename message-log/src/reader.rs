@@ -1204,11 +1204,11 @@ mod tests {
         assert_eq!(rows(dir.path()), built);
     }
 
-    /// The segment being written has space allocated ahead of its last
+    /// The segment being written has zeros written ahead of its last
     /// commit; readers stop at it, and a segment no longer written (closed
     /// when full, or at a stop) keeps none.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn space_allocated_ahead_is_read_past_and_given_back() {
+    async fn zeros_written_ahead_are_read_past_and_given_back() {
         let dir = tempfile::tempdir().unwrap();
         let log = SegmentLog::open_with(dir.path(), keys(), small()).unwrap();
         for i in 0..40 {
@@ -1219,7 +1219,7 @@ mod tests {
         let (_, current) = segments.last().unwrap();
         assert!(
             std::fs::metadata(current).unwrap().len() >= ALLOCATED_AHEAD,
-            "the segment being written has room allocated ahead"
+            "the segment being written has zeros written ahead"
         );
         for (_, closed) in &segments[..segments.len() - 1] {
             let len = std::fs::metadata(closed).unwrap().len();

@@ -16,8 +16,8 @@
 //! for a record pruned before the log reached segments, its leaf hash only
 //! ([`KIND_PRUNED`]). All integers are big-endian.
 //!
-//! The segment being written is given its space ahead, a chunk at a time
-//! (`fallocate`, see the writer), so a segment may end in zeros after its
+//! The segment being written has zeros written ahead of its commits (see
+//! the writer's `ALLOCATED_AHEAD`), so a segment may end in zeros after its
 //! last frame; a segment is cut to its last frame when it is closed.
 //!
 //! After a crash only the last frame of the last segment can be torn:
@@ -366,8 +366,8 @@ pub fn recover_tail(dir: &Path, repair: bool) -> Result<Tail, LogError> {
             )));
         }
     }
-    // Past the last commit lie the zeros of the space allocated ahead
-    // (`fallocate`) and, after a crash, perhaps a commit torn in them.
+    // Past the last commit lie the zeros written ahead and, after a
+    // crash, perhaps a commit torn over them.
     let torn_end = if good_end < file_len {
         read += file_len - good_end;
         last_nonzero_end(&file, good_end, file_len)?
@@ -567,11 +567,11 @@ mod tests {
         assert_eq!((tail.size, tail.cut), (60, 0));
     }
 
-    /// Space allocated ahead (zeros after the last frame) is not a torn
+    /// Zeros written ahead (after the last frame) is not a torn
     /// commit: it is cut without being kept aside; a commit torn inside it
     /// is kept aside without the zeros after it.
     #[test]
-    fn zeros_allocated_ahead_are_cut_and_only_a_torn_commit_is_kept() {
+    fn zeros_written_ahead_are_cut_and_only_a_torn_commit_is_kept() {
         let frames: Vec<Vec<Vec<u8>>> = (0..3).map(|i| vec![vec![i as u8 + 1; 40]]).collect();
         let torn = {
             let mut b = FrameBuilder::new(3);
