@@ -12,6 +12,18 @@ use super::{LogRecord, Phase, Role};
 /// withheld exchange), the official and the purpose are left out of the
 /// leaf and the commitment stands in.
 pub fn leaf_bytes(r: &LogRecord, subject: Option<[u8; 32]>, hidden: Option<[u8; 32]>) -> Vec<u8> {
+    let digest = (!r.envelope.is_empty()).then(|| lienthong_proto::sha256(&r.envelope));
+    leaf_bytes_with(r, subject, hidden, digest)
+}
+
+/// [`leaf_bytes`] with the envelope's SHA-256 already made (`None` for
+/// an empty envelope).
+pub fn leaf_bytes_with(
+    r: &LogRecord,
+    subject: Option<[u8; 32]>,
+    hidden: Option<[u8; 32]>,
+    envelope_digest: Option<[u8; 32]>,
+) -> Vec<u8> {
     let (user_id, purpose) = match hidden {
         Some(_) => (String::new(), String::new()),
         None => (r.user_id.clone(), r.purpose.clone()),
@@ -39,11 +51,7 @@ pub fn leaf_bytes(r: &LogRecord, subject: Option<[u8; 32]>, hidden: Option<[u8; 
         request_digest: r.request_digest.clone(),
         payload_digest: r.payload_digest.clone(),
         payload_size: r.payload_size,
-        envelope_digest: if r.envelope.is_empty() {
-            Vec::new()
-        } else {
-            lienthong_proto::sha256(&r.envelope).to_vec()
-        },
+        envelope_digest: envelope_digest.map(|d| d.to_vec()).unwrap_or_default(),
         grpc_status: r.grpc_status,
         fault: r.fault.clone(),
         withheld_until_unix_ms: r.withheld_until_ms,

@@ -177,7 +177,9 @@ fn field_value(msg: &[u8], field: u64) -> Option<(usize, usize)> {
 }
 
 impl Compact {
-    fn of(record: &Stored, derived_salt: &[u8; 32]) -> Compact {
+    /// `envelope_digest`: the envelope's SHA-256 when the caller made it
+    /// already (else it is made here).
+    fn of(record: &Stored, derived_salt: &[u8; 32], envelope_digest: Option<&[u8; 32]>) -> Compact {
         let salt_is_derived = record.subject_salt.as_slice() == derived_salt;
         let mut derived: Vec<(usize, u8)> = Vec::new();
         let mut cut = |field, kind, value: &dyn Fn() -> [u8; 32]| {
@@ -189,8 +191,9 @@ impl Compact {
             }
         };
         if !record.envelope.is_empty() {
-            cut(15, CUT_ENVELOPE_DIGEST, &|| {
-                lienthong_proto::sha256(&record.envelope)
+            cut(15, CUT_ENVELOPE_DIGEST, &|| match envelope_digest {
+                Some(d) => *d,
+                None => lienthong_proto::sha256(&record.envelope),
             });
         }
         derived.sort_unstable();
@@ -331,8 +334,22 @@ impl SegmentKey {
         record: &Stored,
         out: &mut Vec<u8>,
     ) -> Result<(), LogError> {
+        self.seal_with(index, record, &self.subject_salt(index), None, out)
+    }
+
+    /// [`SegmentKey::seal_into`] with what the writer made already:
+    /// `subject_salt` (this key's [`SegmentKey::subject_salt`] for `index`)
+    /// and the envelope's SHA-256.
+    pub fn seal_with(
+        &self,
+        index: u64,
+        record: &Stored,
+        subject_salt: &[u8; 32],
+        envelope_digest: Option<&[u8; 32]>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), LogError> {
         let start = out.len();
-        let compact = Compact::of(record, &self.subject_salt(index));
+        let compact = Compact::of(record, subject_salt, envelope_digest);
         prost::Message::encode(&compact, out).map_err(|e| LogError(e.to_string()))?;
         let tag = self
             .key
@@ -423,6 +440,12 @@ mod tests {
         let mut compact = Vec::new();
         seg.seal_into(7, &whole, &mut compact).unwrap();
         assert_eq!(seg.open(7, &compact), Some(whole.clone()));
+        // The writer's way, with the salt and digest it made: the same bytes.
+        let mut with = Vec::new();
+        let digest = lienthong_proto::sha256(&record.envelope);
+        seg.seal_with(7, &whole, &salt, Some(&digest), &mut with)
+            .unwrap();
+        assert_eq!(with, compact);
         // A random salt and a leaf whose digests are not the record's are
         // kept as they are.
         let mut kept = whole.clone();

@@ -31,7 +31,7 @@ use lienthong_proto::merkle;
 
 use crate::index::{self, Derived, Keys, Segments};
 use crate::keys::SubjectHasher;
-use crate::leaf::leaf_bytes;
+use crate::leaf::leaf_bytes_with;
 use crate::record::{SegmentKey, Stored};
 use crate::segment::{self, FrameBuilder, Header, KIND_SEALED, Tail};
 use crate::{Appended, LogError, LogKeys, LogRecord, MessageLog};
@@ -547,14 +547,19 @@ impl Writer {
         let mut derived = Vec::with_capacity(batch.len());
         for (job, hidden_salt) in batch.iter().zip(salts.chunks_exact(32)) {
             let index = frame.next_index();
-            let stored = stored(&job.record, &current.key.subject_salt(index), hidden_salt);
+            let salt = current.key.subject_salt(index);
+            let r = &job.record;
+            let digest = (!r.envelope.is_empty()).then(|| lienthong_proto::sha256(&r.envelope));
+            let stored = stored(r, &salt, hidden_salt, digest);
             derived.push(Derived {
                 index,
                 leaf_hash: merkle::leaf_hash(&stored.leaf),
-                keys: Keys::of_record(&job.record, job.subject_key),
+                keys: Keys::of_record(r, job.subject_key),
             });
             frame.push(KIND_SEALED, |out| {
-                current.key.seal_into(index, &stored, out)
+                current
+                    .key
+                    .seal_with(index, &stored, &salt, digest.as_ref(), out)
             })?;
         }
         let count = u64::from(frame.count());
@@ -587,7 +592,12 @@ impl Writer {
 /// What is kept of `r`: its leaf (with the subject committed under
 /// `subject_salt` and, when withheld, the official and purpose under
 /// `hidden_salt`) and everything sealed beside it.
-fn stored(r: &LogRecord, subject_salt: &[u8], hidden_salt: &[u8]) -> Stored {
+fn stored(
+    r: &LogRecord,
+    subject_salt: &[u8],
+    hidden_salt: &[u8],
+    envelope_digest: Option<[u8; 32]>,
+) -> Stored {
     let has_subject = !r.data_subject.is_empty();
     let subject = has_subject.then(|| subject_commitment(subject_salt, &r.data_subject));
     // A withheld exchange's official and purpose stay out of the leaf until
@@ -606,7 +616,7 @@ fn stored(r: &LogRecord, subject_salt: &[u8], hidden_salt: &[u8]) -> Stored {
         (None, Vec::new())
     };
     Stored {
-        leaf: leaf_bytes(r, subject, hidden),
+        leaf: leaf_bytes_with(r, subject, hidden, envelope_digest),
         envelope: r.envelope.clone(),
         data_subject: r.data_subject.clone(),
         subject_salt: if has_subject {
