@@ -121,6 +121,24 @@ impl AuditStatus {
     }
 }
 
+/// Audits a batch every `interval`, for as long as the server runs.
+pub async fn run(status: Arc<AuditStatus>, reader: Arc<LogReader>, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (status, reader) = (status.clone(), reader.clone());
+        let done = tokio::task::spawn_blocking(move || {
+            let batch = batch_for(reader.tree_size()?, interval);
+            status.step(&reader, batch)
+        })
+        .await;
+        if let Ok(Err(e)) = done {
+            tracing::warn!(error = %e, "message log audit could not run");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,23 +159,5 @@ mod tests {
         assert_eq!(batch_for(100_000, interval), AUDIT_MIN_BATCH);
         // A shorter interval, smaller batches for the same cycle.
         assert_eq!(batch_for(10_000_000, Duration::from_secs(3)), 10_000);
-    }
-}
-
-/// Audits a batch every `interval`, for as long as the server runs.
-pub async fn run(status: Arc<AuditStatus>, reader: Arc<LogReader>, interval: Duration) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let (status, reader) = (status.clone(), reader.clone());
-        let done = tokio::task::spawn_blocking(move || {
-            let batch = batch_for(reader.tree_size()?, interval);
-            status.step(&reader, batch)
-        })
-        .await;
-        if let Ok(Err(e)) = done {
-            tracing::warn!(error = %e, "message log audit could not run");
-        }
     }
 }

@@ -698,7 +698,7 @@ mod tests {
             },
         ];
         for r in records {
-            let subject = (!r.data_subject.is_empty()).then(|| [1; 32]);
+            let subject = (!r.data_subject.is_empty()).then_some([1; 32]);
             let leaf =
                 LogLeaf::decode(crate::leaf::leaf_bytes(&r, subject, None).as_slice()).unwrap();
             let hashed = (!r.data_subject.is_empty()).then(|| keys.subject_hash(&r.data_subject));

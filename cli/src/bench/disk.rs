@@ -1,7 +1,8 @@
 //! What one durable commit costs on the disk the logs are on: the median
 //! time of appending 4 KiB to a file and `fdatasync`ing it, measured in the
 //! same run as the exchanges, so the log's added latency can be read
-//! against it.
+//! against it — and of the same write over zeros synced ahead, as the
+//! message log's writer commits (`writer::ALLOCATED_AHEAD`).
 
 use std::io::Write as _;
 use std::path::Path;
@@ -32,6 +33,35 @@ pub fn median_fdatasync(dir: &Path, samples: usize) -> std::io::Result<Duration>
     Ok(times[times.len() / 2])
 }
 
+/// The median of `samples` writes of 4 KiB over zeros written and synced
+/// beforehand, each followed by `fdatasync` (the file's size does not
+/// change), in a scratch file under `dir` (removed afterwards).
+pub fn median_fdatasync_over_zeros(dir: &Path, samples: usize) -> std::io::Result<Duration> {
+    use std::os::unix::fs::FileExt;
+    let path = dir.join("fdatasync-probe-ahead");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)?;
+    let block = [0x5au8; 4096];
+    let samples = samples.max(1);
+    file.write_all_at(&vec![0u8; block.len() * samples], 0)?;
+    file.sync_all()?;
+    let mut times = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let start = Instant::now();
+        file.write_all_at(&block, (i * block.len()) as u64)?;
+        file.sync_data()?;
+        times.push(start.elapsed());
+    }
+    drop(file);
+    std::fs::remove_file(&path)?;
+    times.sort();
+    Ok(times[times.len() / 2])
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -39,6 +69,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let median = super::median_fdatasync(dir.path(), 5).unwrap();
         assert!(median > std::time::Duration::ZERO);
+        let ahead = super::median_fdatasync_over_zeros(dir.path(), 5).unwrap();
+        assert!(ahead > std::time::Duration::ZERO);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

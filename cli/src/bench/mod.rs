@@ -340,9 +340,15 @@ async fn run_async(args: BenchArgs) -> Result<()> {
         latency.push(measure(route, 4096, 1, duration).await);
     }
     // What one commit costs on the logs' disk, in the same run.
-    let fdatasync = {
+    let (fdatasync, over_zeros) = {
         let dir = dir.clone();
-        tokio::task::spawn_blocking(move || disk::median_fdatasync(&dir, disk::SAMPLES)).await??
+        tokio::task::spawn_blocking(move || {
+            Ok::<_, std::io::Error>((
+                disk::median_fdatasync(&dir, disk::SAMPLES)?,
+                disk::median_fdatasync_over_zeros(&dir, disk::SAMPLES)?,
+            ))
+        })
+        .await??
     };
 
     let mut sweep = Vec::new();
@@ -373,7 +379,14 @@ async fn run_async(args: BenchArgs) -> Result<()> {
     peers.stop();
     bus.stop();
     report(
-        &args, &table, &latency, fdatasync, &sweep, &rss, batch, &notes,
+        &args,
+        &table,
+        &latency,
+        (fdatasync, over_zeros),
+        &sweep,
+        &rss,
+        batch,
+        &notes,
     );
     if !by_services.is_empty() {
         println!(
@@ -449,7 +462,7 @@ fn report(
     args: &BenchArgs,
     table: &[Row],
     latency: &[Row],
-    fdatasync: Duration,
+    (fdatasync, over_zeros): (Duration, Duration),
     sweep: &[Row],
     rss: &[(String, u64)],
     batch: String,
@@ -482,6 +495,10 @@ fn report(
     }
     let sync = fdatasync.as_micros() as i64;
     println!("median fdatasync of 4 KiB on the logs' disk, same run: {sync} µs");
+    println!(
+        "the same, written over zeros synced ahead (as the log's writer commits): {} µs",
+        over_zeros.as_micros()
+    );
     if let (Some(b), Some(n)) = (
         latency.iter().find(|r| r.mode == Mode::Bus),
         latency.iter().find(|r| r.mode == Mode::BusNoLog),
