@@ -19,18 +19,13 @@ pub fn median_fdatasync(dir: &Path, samples: usize) -> std::io::Result<Duration>
         .create(true)
         .append(true)
         .open(&path)?;
-    let block = [0x5au8; 4096];
-    let mut times = Vec::with_capacity(samples.max(1));
-    for _ in 0..samples.max(1) {
-        let start = Instant::now();
-        file.write_all(&block)?;
-        file.sync_data()?;
-        times.push(start.elapsed());
-    }
+    let median = median_of(samples, |_, block| {
+        file.write_all(block)?;
+        file.sync_data()
+    });
     drop(file);
     std::fs::remove_file(&path)?;
-    times.sort();
-    Ok(times[times.len() / 2])
+    median
 }
 
 /// The median of `samples` writes of 4 KiB over zeros written and synced
@@ -45,19 +40,31 @@ pub fn median_fdatasync_over_zeros(dir: &Path, samples: usize) -> std::io::Resul
         .read(true)
         .write(true)
         .open(&path)?;
-    let block = [0x5au8; 4096];
-    let samples = samples.max(1);
-    file.write_all_at(&vec![0u8; block.len() * samples], 0)?;
+    file.write_all_at(&vec![0u8; BLOCK * samples.max(1)], 0)?;
     file.sync_all()?;
-    let mut times = Vec::with_capacity(samples);
-    for i in 0..samples {
-        let start = Instant::now();
-        file.write_all_at(&block, (i * block.len()) as u64)?;
-        file.sync_data()?;
-        times.push(start.elapsed());
-    }
+    let median = median_of(samples, |i, block| {
+        file.write_all_at(block, (i * BLOCK) as u64)?;
+        file.sync_data()
+    });
     drop(file);
     std::fs::remove_file(&path)?;
+    median
+}
+
+const BLOCK: usize = 4096;
+
+/// The median time of `samples` (at least one) calls of `commit(i, block)`.
+fn median_of(
+    samples: usize,
+    mut commit: impl FnMut(usize, &[u8]) -> std::io::Result<()>,
+) -> std::io::Result<Duration> {
+    let block = [0x5au8; BLOCK];
+    let mut times = Vec::with_capacity(samples.max(1));
+    for i in 0..samples.max(1) {
+        let start = Instant::now();
+        commit(i, &block)?;
+        times.push(start.elapsed());
+    }
     times.sort();
     Ok(times[times.len() / 2])
 }
