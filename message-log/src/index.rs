@@ -14,7 +14,7 @@
 //! miss a durable record. A deleted or unreadable index is rebuilt from the
 //! segments (and the retention markers of pruned ones) when the log opens.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -235,9 +235,7 @@ impl Keys {
             withheld_until: leaf.withheld_until_unix_ms,
         }
     }
-}
 
-impl Keys {
     /// The keys [`Keys::of`] finds in the record `r` is sealed as, from
     /// `r` itself (`subject_key`: the keyed hash of its data subject).
     pub fn of_record(r: &crate::LogRecord, subject_key: Option<[u8; 32]>) -> Keys {
@@ -265,11 +263,18 @@ pub struct Derived {
 /// go, and the indexer opens those records instead.
 pub const MOST_DERIVED: usize = 32_768;
 
+/// Adds `derived` to `waiting`, keeping the newest [`MOST_DERIVED`].
+pub fn keep_derived(waiting: &mut VecDeque<Derived>, derived: impl IntoIterator<Item = Derived>) {
+    waiting.extend(derived);
+    let excess = waiting.len().saturating_sub(MOST_DERIVED);
+    waiting.drain(..excess);
+}
+
 /// Segment files and their keys, opened once.
 #[derive(Default)]
 pub struct Segments {
     /// What the writer derived from records not yet indexed, in order.
-    derived: std::collections::VecDeque<Derived>,
+    derived: VecDeque<Derived>,
     open: HashMap<u64, (File, SegmentKey, u64)>,
     /// The tree's right edge after the last batch, kept so the next batch
     /// need not read it back (checked against the index's size).
@@ -322,9 +327,7 @@ impl Segments {
     /// Takes what the writer derived from the records it committed since
     /// (in order, after what was received before).
     pub fn receive(&mut self, derived: impl IntoIterator<Item = Derived>) {
-        self.derived.extend(derived);
-        let excess = self.derived.len().saturating_sub(MOST_DERIVED);
-        self.derived.drain(..excess);
+        keep_derived(&mut self.derived, derived);
     }
 
     /// Forgets open files (after retention removed some, or a batch
@@ -572,7 +575,7 @@ fn catch_up_batch(
 
 /// What the writer derived for record `index`, if it did; drops what it
 /// derived for records before it (indexed already, or cut back).
-fn take_derived(derived: &mut std::collections::VecDeque<Derived>, index: u64) -> Option<Derived> {
+fn take_derived(derived: &mut VecDeque<Derived>, index: u64) -> Option<Derived> {
     while derived.front().is_some_and(|d| d.index < index) {
         derived.pop_front();
     }

@@ -124,10 +124,7 @@ struct Progress {
 
 impl Progress {
     fn give(&self, derived: Vec<Derived>) {
-        let mut waiting = lock(&self.derived);
-        waiting.extend(derived);
-        let excess = waiting.len().saturating_sub(index::MOST_DERIVED);
-        waiting.drain(..excess);
+        index::keep_derived(&mut lock(&self.derived), derived);
     }
 
     fn take(&self) -> VecDeque<Derived> {
