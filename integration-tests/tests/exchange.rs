@@ -105,6 +105,36 @@ async fn the_callers_deadline_bounds_every_hop() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_information_system_gave_up_on_is_still_in_the_consumers_log() {
+    let f = Federation::start().await;
+    let is = f.business.client().await;
+    let mut m = call_metadata(&business(), &population());
+    m.insert("lt-message-id", "hung-up-1".parse().unwrap());
+    // The backend answers `Slow` after 3 s; the caller goes away once the
+    // request has reached it, before any answer.
+    let call = tokio::spawn(async move { is.unary("Slow", m, "1").await });
+    wait_until(PATIENCE, "the request to reach the backend", || {
+        f.backend_calls() == 1
+    })
+    .await;
+    call.abort();
+    let reader = f.business.server().log_reader().clone();
+    wait_until(PATIENCE, "the consumer to log the request", || {
+        !reader.by_message("hung-up-1").unwrap().is_empty()
+    })
+    .await;
+    let records = reader.by_message("hung-up-1").unwrap();
+    assert_eq!(records.len(), 1, "the request only: there was no outcome");
+    let leaf = reader.leaf(records[0]).unwrap().expect("a leaf");
+    let leaf = <lienthong_proto::pb::trace::v1::LogLeaf as prost::Message>::decode(&*leaf).unwrap();
+    assert_eq!(
+        leaf.phase(),
+        lienthong_proto::pb::trace::v1::Phase::Request,
+        "{leaf:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn information_systems_over_mutual_tls_are_pinned_per_subsystem() {
     use lienthong_integration_tests::TestPki;
     use lienthong_security_server::consumer::tls::ConsumerTransport;

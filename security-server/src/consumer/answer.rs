@@ -1,8 +1,8 @@
 //! Stage 7: the answer. A provider server's refusal (trailers-only) is
 //! logged and passed on; a response streams back to the information
 //! system as it arrives, hashed, and at its end is verified ([`verify`]),
-//! logged and closed with the provider's status — once both its records
-//! are durable.
+//! logged and closed with the provider's status — once its record and the
+//! request's, committed together, are durable.
 
 use std::sync::Arc;
 
@@ -10,11 +10,12 @@ use http::{HeaderMap, Response};
 use tonic::body::Body;
 
 use super::forward::Forwarded;
+use super::log_request::Pending;
 use super::sign::Signed;
 use super::verify::{self, Expected, grpc_status, header_text};
 use crate::body::{Finish, FinishFuture, Observation, Observed};
 use crate::faults::{FAULT_HEADER, Fault};
-use crate::message_log::{Appended, MessageLog, Phase};
+use crate::message_log::{LogRecord, MessageLog, Phase};
 use crate::metadata;
 use crate::refusal::Refusal;
 
@@ -26,7 +27,7 @@ pub async fn answer(
 ) -> Result<Response<Body>, Refusal> {
     let Forwarded {
         signed,
-        durable,
+        request,
         log_bodies,
         response,
     } = forwarded;
@@ -35,7 +36,7 @@ pub async fn answer(
     if parts.headers.contains_key("grpc-status") {
         // Trailers-only: a refusal by the provider's server, passed on
         // once it is logged.
-        return pass_on_refusal(signed, durable, &*log, parts, body).await;
+        return pass_on_refusal(signed, request, &*log, parts, body).await;
     }
     // With span export the information system learns its trace.
     if let Some((traceparent, _)) = crate::telemetry::propagate(&signed.facts.span)
@@ -47,7 +48,7 @@ pub async fn answer(
         body,
         Closing {
             signed,
-            durable,
+            request,
             log,
             max_message,
         },
@@ -57,25 +58,32 @@ pub async fn answer(
     Ok(Response::from_parts(parts, Body::new(observed)))
 }
 
+/// Logs the request's record and then `outcome`'s in one commit.
+async fn log_both(
+    log: &dyn MessageLog,
+    request: Pending,
+    outcome: LogRecord,
+) -> Result<(), crate::message_log::LogError> {
+    // Both queued before either is awaited: one commit holds them.
+    let request = log.append(request.take());
+    let outcome = log.append(outcome);
+    request.await.and(outcome.await)
+}
+
 async fn pass_on_refusal(
     signed: Signed,
-    durable: Appended,
+    request: Pending,
     log: &dyn MessageLog,
     parts: http::response::Parts,
     body: Body,
 ) -> Result<Response<Body>, Refusal> {
     let meta = Some(&signed.meta);
-    if let Err(e) = durable.await {
-        return Err(signed
-            .facts
-            .refused(Fault::ConsumerLogFailed.with(e.0), meta));
-    }
     let mut r = signed.facts.record(Phase::Fault, meta);
     r.grpc_status = grpc_status(&parts.headers);
     r.fault = header_text(&parts.headers, FAULT_HEADER);
     crate::telemetry::outcome(&signed.facts.span, r.grpc_status, &r.fault);
     crate::telemetry::outcome(&signed.facts.forward, r.grpc_status, &r.fault);
-    if let Err(e) = log.append(r).await {
+    if let Err(e) = log_both(log, request, r).await {
         return Err(signed
             .facts
             .refused(Fault::ConsumerLogFailed.with(e.0), meta));
@@ -86,7 +94,7 @@ async fn pass_on_refusal(
 /// The response's end: verify, log, and decide the trailers.
 struct Closing {
     signed: Signed,
-    durable: Appended,
+    request: Pending,
     log: Arc<dyn MessageLog>,
     max_message: usize,
 }
@@ -101,18 +109,11 @@ impl Closing {
     async fn close(self, obs: Observation) -> HeaderMap {
         let Closing {
             signed,
-            durable,
+            request,
             log,
             max_message,
         } = self;
         let (facts, meta) = (&signed.facts, Some(&signed.meta));
-        if let Err(e) = durable.await {
-            return facts
-                .refused(Fault::ConsumerLogFailed.with(e.0), meta)
-                .settle(&*log, Fault::ConsumerLogFailed)
-                .await
-                .trailers();
-        }
         let expected = Expected {
             provider: signed.meta.target.member(),
             message_id: &facts.message_id,
@@ -127,6 +128,7 @@ impl Closing {
             Err(fault) => {
                 return facts
                     .refused(fault, meta)
+                    .after(request.take())
                     .settle(&*log, Fault::ConsumerLogFailed)
                     .await
                     .trailers();
@@ -140,7 +142,7 @@ impl Closing {
         record.grpc_status = grpc_status(&trailers);
         crate::telemetry::outcome(&facts.span, record.grpc_status, "");
         trailers.remove(metadata::RESPONSE_ENVELOPE);
-        match log.append(record).await {
+        match log_both(&*log, request, record).await {
             Ok(()) => trailers,
             Err(e) => Fault::ConsumerLogFailed.with(e.0).trailers(),
         }

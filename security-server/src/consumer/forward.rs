@@ -22,12 +22,11 @@ use tonic::transport::{Channel, Endpoint};
 use tower::ServiceExt;
 
 use super::check::Checked;
-use super::log_request::Logged;
+use super::log_request::{Logged, Pending};
 use super::sign::Signed;
 use crate::conf_client::ConfView;
 use crate::faults::{Fault, FaultError};
 use crate::keys::Keys;
-use crate::message_log::Appended;
 use crate::metadata::Target;
 use crate::refusal::Refusal;
 
@@ -165,7 +164,8 @@ impl ProviderPool {
 /// A request a provider's server answered (its response not read yet).
 pub struct Forwarded {
     pub signed: Signed,
-    pub durable: Appended,
+    /// The request record, logged with the outcome.
+    pub request: Pending,
     pub log_bodies: bool,
     pub response: Response<Body>,
 }
@@ -174,7 +174,7 @@ pub struct Forwarded {
 pub async fn forward(logged: Logged, pool: &ProviderPool) -> Result<Forwarded, Refusal> {
     let Logged {
         mut signed,
-        durable,
+        request,
         log_bodies,
     } = logged;
     let make = || {
@@ -192,12 +192,15 @@ pub async fn forward(logged: Logged, pool: &ProviderPool) -> Result<Forwarded, R
             signed.facts.peer = server.to_string();
             Ok(Forwarded {
                 signed,
-                durable,
+                request,
                 log_bodies,
                 response,
             })
         }
-        Err(fault) => Err(signed.facts.refused(fault, Some(&signed.meta))),
+        Err(fault) => Err(signed
+            .facts
+            .refused(fault, Some(&signed.meta))
+            .after(request.take())),
     }
 }
 

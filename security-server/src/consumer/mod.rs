@@ -14,14 +14,15 @@
 //! 3. [`sign`]: read the request (bounded, kept in the chunks it came in,
 //!    hashed as they come) and sign its envelope with the client member's
 //!    key → [`sign::Signed`];
-//! 4. [`log_request`]: queue the request record; it becomes durable while
-//!    the request travels → [`log_request::Logged`];
+//! 4. [`log_request`]: make the request record, to be committed with the
+//!    exchange's outcome (one commit per exchange) → [`log_request::Logged`];
 //! 5. [`forward`]: send it over a pooled mutual-TLS connection to a server
 //!    of the provider, failing over to the next → [`forward::Forwarded`];
 //! 6. [`verify`]: at the response's end, check the provider's signature
 //!    and its binding to this request and to what arrived;
-//! 7. [`answer`]: stream the response back, and at its end log it and
-//!    send the trailers — only once both records are durable.
+//! 7. [`answer`]: stream the response back, and at its end log both
+//!    records in one commit and send the trailers — only once they are
+//!    durable.
 //!
 //! A fault at any stage becomes its record, span outcome and answer in
 //! one place, [`crate::refusal`].
@@ -266,7 +267,7 @@ impl Consumer {
             return forward::pass_through(checked, &self.pool).await;
         }
         let signed = sign::sign(checked, &self.signers, self.max_message).await?;
-        let logged = log_request::queue(signed, &*self.log, &self.policies);
+        let logged = log_request::make(signed, &self.log, &self.policies);
         let forwarded = forward::forward(logged, &self.pool).await?;
         answer::answer(forwarded, self.log.clone(), self.max_message).await
     }
