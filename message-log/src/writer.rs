@@ -5,9 +5,10 @@
 //! and adds each commit to the index ([`crate::index::catch_up`]); nothing
 //! on an exchange's path waits for it.
 //!
-//! **Who commits.** Commits never overlap; whoever finds the log idle
-//! commits what is queued. An appender that awaits its record while no
-//! commit is under way commits on its own thread, in that poll: a lone
+//! **Who commits.** Commits never overlap and take the queue in order. An
+//! appender that awaits its record while no commit is under way and the
+//! log is quiet ([`QUIET`]) commits what is queued on its own thread, in
+//! that poll: a lone
 //! exchange (one caller, a quiet server) then waits for its `fdatasync`
 //! and nothing else — no wake-up of a writer thread, none of the
 //! appender's task afterwards, each a few tens of microseconds of CPU and
@@ -15,8 +16,8 @@
 //! way, records queue, and the writer thread commits them as one frame
 //! when it ends; it also writes the zeros ahead and rolls segments over.
 //! The cost of the idle path: the appender's thread (a Tokio worker in
-//! the server) is blocked for one `write` + `fdatasync`, only while no
-//! other commit is running — at most one thread at a time.
+//! the server) is blocked for one `write` + `fdatasync`, only while the
+//! log is quiet and no other commit runs — at most one thread at a time.
 //!
 //! The writer opens a new segment every time it starts and after any failed
 //! write, so that no position is ever sealed twice under one segment key
@@ -54,6 +55,11 @@ use crate::{Appended, LogError, LogKeys, LogRecord, MessageLog};
 
 /// Most records committed in one frame.
 const MAX_BATCH: usize = 1024;
+/// An appender commits on its own thread only while the log is quiet: the
+/// last commit, and what is queued now, at most this many records (an
+/// exchange's two). Under load the writer thread takes every commit, so
+/// appenders' threads are not blocked in turn for small commits.
+const QUIET: usize = 4;
 /// How often the indexer adds what was committed since (the index lag
 /// stays below it, under any load the writer sustains).
 const INDEX_EVERY: Duration = Duration::from_millis(200);
@@ -525,6 +531,8 @@ struct Queue {
     jobs: VecDeque<Job>,
     /// A commit is under way (on the writer thread or an appender's).
     busy: bool,
+    /// Records in the last commit taken.
+    last: usize,
     /// The segment wants zeros written ahead (the writer thread's job,
     /// never an appender's).
     write_ahead: bool,
@@ -535,6 +543,7 @@ impl Queue {
     /// The next commit's records, oldest first.
     fn batch(&mut self) -> Vec<Job> {
         let n = self.jobs.len().min(MAX_BATCH);
+        self.last = n;
         self.jobs.drain(..n).collect()
     }
 }
@@ -575,12 +584,17 @@ impl Shared {
         }
     }
 
-    /// Commits what is queued on the calling thread, if no commit is under
-    /// way (an appender awaiting its record).
+    /// Commits what is queued on the calling thread (an appender awaiting
+    /// its record) if no commit is under way and the log is quiet; else
+    /// leaves it to the writer thread.
     fn lead(&self) {
         let batch = {
             let mut q = lock(&self.queue);
             if q.busy || q.jobs.is_empty() {
+                return;
+            }
+            if q.last > QUIET || q.jobs.len() > QUIET {
+                self.work.notify_one();
                 return;
             }
             q.busy = true;
