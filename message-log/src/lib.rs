@@ -11,9 +11,10 @@
 //!
 //! Storage, in the order a record meets it:
 //!
-//! * [`SegmentLog`] ([`writer`]) — one thread seals whatever has queued up
-//!   ([`record`]) and appends it as one checksummed frame to the current
-//!   segment file ([`segment`]), with one `fdatasync` per group commit.
+//! * [`SegmentLog`] ([`writer`]) — whatever has queued up is sealed
+//!   ([`record`]) and appended as one checksummed frame to the current
+//!   segment file ([`segment`]), with one `fdatasync` per group commit, by
+//!   the appender that finds the log idle or else by the writer thread.
 //! * [`index`] — the tree's nodes ([`tiles`]) and the lookups (message id,
 //!   subject key ([`subjects`]), time), derived from the segments behind the
 //!   writer, never on an exchange's path, rebuilt from the segments when
