@@ -143,6 +143,9 @@ pub trait MessageLog: Send + Sync + 'static {
     /// records become durable in the order they were appended; the future
     /// resolves once this one is durable (so a record that resolved also
     /// vouches for every record appended before it, unless those failed).
+    /// Await the future or drop it: a record is committed when its future
+    /// is first polled or dropped, or with any commit after it, so one
+    /// held unpolled may wait for that.
     fn append(&self, record: LogRecord) -> Appended;
 }
 

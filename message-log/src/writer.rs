@@ -14,7 +14,9 @@
 //! appender's task afterwards, each a few tens of microseconds of CPU and
 //! latency on this project's virtual machines. While a commit is under
 //! way, records queue, and the writer thread commits them as one frame
-//! when it ends; it also writes the zeros ahead and rolls segments over.
+//! when it ends; it alone writes the zeros ahead. (A commit that finds
+//! the segment full, or follows a failed write, starts a new segment
+//! first — a file created and synced — on whichever thread commits.)
 //! The cost of the idle path: the appender's thread (a Tokio worker in
 //! the server) is blocked for one `write` + `fdatasync`, only while the
 //! log is quiet and no other commit runs — at most one thread at a time.
@@ -100,7 +102,7 @@ pub struct CommitStats {
     pub commits: AtomicU64,
     pub records: AtomicU64,
     pub largest_batch: AtomicU64,
-    /// Commits an appender made on its own thread, the log being idle.
+    /// Commits an appender made on its own thread, the log being quiet.
     pub by_appenders: AtomicU64,
     /// Where each commit's time and size are also reported, once the
     /// server's metrics are attached ([`CommitStats::report_to`]).
@@ -188,7 +190,7 @@ impl SegmentLog {
         create_private_dir(dir)?;
         // One writer per log: a second would cut and delete the first's
         // segments under it.
-        // The lock goes with the writer thread, so a log reopened at once
+        // The lock goes when the writer stops, so a log reopened at once
         // (a restart) waits for the old writer's last commit.
         let dir_lock = File::create(dir.join("LOCK"))?;
         let waited = Instant::now();
@@ -237,7 +239,7 @@ impl SegmentLog {
             size,
             poisoned: false,
             reported: Instant::now(),
-            _lock: dir_lock,
+            dir_lock: Some(dir_lock),
         };
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
@@ -510,8 +512,9 @@ struct Writer {
     poisoned: bool,
     /// When group-commit statistics were last reported.
     reported: Instant,
-    /// The log directory's lock, held until the last commit is done.
-    _lock: File,
+    /// The log directory's lock, held until the writer stops (after the
+    /// last commit).
+    dir_lock: Option<File>,
 }
 
 /// What appenders, the writer thread and the indexer share.
@@ -543,7 +546,9 @@ impl Queue {
     /// The next commit's records, oldest first.
     fn batch(&mut self) -> Vec<Job> {
         let n = self.jobs.len().min(MAX_BATCH);
-        self.last = n;
+        if n > 0 {
+            self.last = n;
+        }
         self.jobs.drain(..n).collect()
     }
 }
@@ -552,6 +557,7 @@ impl Shared {
     /// The writer thread: commits what queued up while a commit was under
     /// way (or what nobody waits for), and writes the zeros ahead.
     fn run(&self) {
+        let _failed = Failed(self);
         loop {
             let batch = {
                 let mut q = lock(&self.queue);
@@ -561,9 +567,14 @@ impl Shared {
                     }
                     if q.stopped && !q.busy && q.jobs.is_empty() {
                         drop(q);
-                        // The segment gives back the zeros written ahead
-                        // before anyone is told the writer stopped.
-                        lock(&self.writer).current = None;
+                        // The segment gives back the zeros written ahead,
+                        // and the directory is let go, before anyone is
+                        // told the writer stopped (no commit can follow:
+                        // appends are refused once stopped).
+                        let mut w = lock(&self.writer);
+                        w.current = None;
+                        w.dir_lock = None;
+                        drop(w);
                         self.progress.stopped.store(true, Ordering::Release);
                         self.progress.wake.notify_one();
                         return;
@@ -575,7 +586,7 @@ impl Shared {
                 q.batch()
             };
             if !batch.is_empty() {
-                self.commit(batch);
+                self.commit(batch, false);
             }
             if let Some(current) = &mut lock(&self.writer).current {
                 current.write_ahead();
@@ -600,13 +611,14 @@ impl Shared {
             q.busy = true;
             q.batch()
         };
-        let wants_zeros = self.commit(batch);
-        self.stats.by_appenders.fetch_add(1, Ordering::Relaxed);
+        let _failed = Failed(self);
+        let wants_zeros = self.commit(batch, true);
         let mut q = lock(&self.queue);
         q.busy = false;
         q.write_ahead |= wants_zeros;
-        if !q.jobs.is_empty() || q.write_ahead {
-            // What queued meanwhile goes to the writer thread.
+        if !q.jobs.is_empty() || q.write_ahead || q.stopped {
+            // What queued meanwhile, the zeros ahead, or the stop asked
+            // for during this commit: the writer thread's.
             self.work.notify_one();
         }
     }
@@ -626,7 +638,8 @@ impl Shared {
 
     /// Commits `batch` (the caller marked the queue busy) and answers each
     /// of its appenders; returns whether the segment wants zeros ahead.
-    fn commit(&self, batch: Vec<Job>) -> bool {
+    /// `by_appender`: made on an appender's thread (counted apart).
+    fn commit(&self, batch: Vec<Job>, by_appender: bool) -> bool {
         let (stats, progress) = (&self.stats, &self.progress);
         let started = Instant::now();
         let mut w = lock(&self.writer);
@@ -636,6 +649,9 @@ impl Shared {
         let result = result.map(|derived| progress.give(derived));
         if result.is_ok() {
             stats.committed(batch.len(), started.elapsed());
+            if by_appender {
+                stats.by_appenders.fetch_add(1, Ordering::Relaxed);
+            }
             *lock(&progress.committed) = w.size;
             // The indexer looks every INDEX_EVERY by itself; a large
             // backlog calls it at once.
@@ -662,6 +678,35 @@ impl Shared {
             let _ = job.done.send(result.clone());
         }
         wants_zeros
+    }
+}
+
+/// Held while a commit (or the writer thread) runs: if it panics, nothing
+/// more is written — the segment's end is unknown, as after a write that
+/// could not be undone — and every waiting appender is answered with an
+/// error instead of waiting forever.
+struct Failed<'a>(&'a Shared);
+
+impl Drop for Failed<'_> {
+    fn drop(&mut self) {
+        if !thread::panicking() {
+            return;
+        }
+        lock(&self.0.writer).poisoned = true;
+        let jobs = {
+            let mut q = lock(&self.0.queue);
+            q.busy = false;
+            q.stopped = true;
+            std::mem::take(&mut q.jobs)
+        };
+        for job in jobs {
+            let _ = job.done.send(Err(LogError(
+                "the message log writer failed; restart the server to recover the log".into(),
+            )));
+        }
+        self.0.work.notify_one();
+        self.0.progress.stopped.store(true, Ordering::Release);
+        self.0.progress.wake.notify_one();
     }
 }
 
@@ -871,8 +916,10 @@ impl MessageLog for SegmentLog {
 }
 
 /// An appended record, until it is durable. Polled first while no commit
-/// is under way, it commits what is queued itself ([`Shared::lead`]);
-/// dropped unpolled, it leaves its record to the writer thread.
+/// is under way and the log is quiet, it commits what is queued itself
+/// ([`Shared::lead`]) within that poll — a blocking `write` and
+/// `fdatasync` that a timeout around the future cannot cut short; dropped
+/// unpolled, it leaves its record to the writer thread.
 struct Durable {
     shared: Arc<Shared>,
     answer: oneshot::Receiver<Result<(), LogError>>,
@@ -995,5 +1042,54 @@ mod tests {
         Arc::try_unwrap(log).unwrap().close();
         let r = crate::LogReader::open(dir.path(), keys()).unwrap();
         assert_eq!(r.tree_size().unwrap(), 200);
+    }
+
+    /// A stop asked for while an appender commits on its own thread is
+    /// seen when that commit ends: the writer thread stops and lets the
+    /// directory go.
+    #[test]
+    fn a_stop_during_an_appenders_commit_stops_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(SegmentLog::open(dir.path(), keys()).unwrap());
+        block_on(log.append(record(0))).unwrap();
+        let (_, segment) = crate::segment::list(dir.path()).unwrap().pop().unwrap();
+        let waited = Instant::now();
+        while std::fs::metadata(&segment).unwrap().len() < ALLOCATED_AHEAD
+            || lock(&log.shared.queue).busy
+        {
+            assert!(waited.elapsed() < Duration::from_secs(10), "zeros ahead");
+            thread::sleep(Duration::from_millis(1));
+        }
+        let appender = {
+            let log = log.clone();
+            thread::spawn(move || block_on(log.append(record(1))))
+        };
+        // Stop while the appender's commit is under way.
+        let waited = Instant::now();
+        while !lock(&log.shared.queue).busy && !appender.is_finished() {
+            assert!(waited.elapsed() < Duration::from_secs(10), "a commit");
+            std::hint::spin_loop();
+        }
+        log.shared.stop();
+        appender.join().unwrap().unwrap();
+        let waited = Instant::now();
+        while !log.progress.stopped.load(Ordering::Acquire) {
+            assert!(
+                waited.elapsed() < Duration::from_secs(10),
+                "the writer thread stopped"
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+        // The directory is free again although handles remain.
+        let again = SegmentLog::open(dir.path(), keys()).unwrap();
+        again.close();
+        drop(log);
+    }
+
+    fn block_on<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
     }
 }
