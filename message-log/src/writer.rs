@@ -973,16 +973,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = SegmentLog::open(dir.path(), keys()).unwrap();
         log.append(record(0)).await.unwrap();
-        // The new segment's first commit asks the writer thread for zeros
-        // ahead; once they are written, the log is idle.
-        let (_, segment) = crate::segment::list(dir.path()).unwrap().pop().unwrap();
-        let waited = Instant::now();
-        while std::fs::metadata(&segment).unwrap().len() < ALLOCATED_AHEAD
-            || lock(&log.shared.queue).busy
-        {
-            assert!(waited.elapsed() < Duration::from_secs(10), "zeros ahead");
-            thread::sleep(Duration::from_millis(5));
-        }
+        wait_for_zeros_ahead(dir.path(), &log);
         let before = log.stats().by_appenders.load(Ordering::Relaxed);
         for i in 1..6 {
             log.append(record(i)).await.unwrap();
@@ -1052,14 +1043,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = Arc::new(SegmentLog::open(dir.path(), keys()).unwrap());
         block_on(log.append(record(0))).unwrap();
-        let (_, segment) = crate::segment::list(dir.path()).unwrap().pop().unwrap();
-        let waited = Instant::now();
-        while std::fs::metadata(&segment).unwrap().len() < ALLOCATED_AHEAD
-            || lock(&log.shared.queue).busy
-        {
-            assert!(waited.elapsed() < Duration::from_secs(10), "zeros ahead");
-            thread::sleep(Duration::from_millis(1));
-        }
+        wait_for_zeros_ahead(dir.path(), &log);
         let appender = {
             let log = log.clone();
             thread::spawn(move || block_on(log.append(record(1))))
@@ -1084,6 +1068,19 @@ mod tests {
         let again = SegmentLog::open(dir.path(), keys()).unwrap();
         again.close();
         drop(log);
+    }
+
+    /// Waits until the writer thread has written the zeros ahead that a
+    /// new segment's first commit asked for: the log is then idle.
+    fn wait_for_zeros_ahead(dir: &Path, log: &SegmentLog) {
+        let (_, segment) = crate::segment::list(dir).unwrap().pop().unwrap();
+        let waited = Instant::now();
+        while std::fs::metadata(&segment).unwrap().len() < ALLOCATED_AHEAD
+            || lock(&log.shared.queue).busy
+        {
+            assert!(waited.elapsed() < Duration::from_secs(10), "zeros ahead");
+            thread::sleep(Duration::from_millis(1));
+        }
     }
 
     fn block_on<F: Future>(f: F) -> F::Output {
