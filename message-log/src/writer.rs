@@ -8,11 +8,10 @@
 //! **Who commits.** Commits never overlap and take the queue in order. An
 //! appender that awaits its record while no commit is under way and the
 //! log is quiet ([`QUIET`]) commits what is queued on its own thread, in
-//! that poll: a lone
-//! exchange (one caller, a quiet server) then waits for its `fdatasync`
-//! and nothing else — no wake-up of a writer thread, none of the
-//! appender's task afterwards, each a few tens of microseconds of CPU and
-//! latency on this project's virtual machines. While a commit is under
+//! that poll: a lone exchange (one caller, a quiet server) then waits for
+//! its `fdatasync` and nothing else — no wake-up of a writer thread, none
+//! of the appender's task afterwards, each a few tens of microseconds of
+//! CPU and latency on this project's virtual machines. While a commit is under
 //! way, records queue, and the writer thread commits them as one frame
 //! when it ends; it alone writes the zeros ahead. (A commit that finds
 //! the segment full, or follows a failed write, starts a new segment
