@@ -130,14 +130,21 @@ async fn screenshots(b: &Client, name: &str) {
 }
 
 async fn text(b: &Client) -> String {
-    // A page still loading after a navigation has no body yet.
-    b.wait()
-        .for_element(Locator::Css("body"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    // A page still loading after a navigation has no body yet, and a body
+    // found just before the navigation ends is stale once it has: read
+    // again until a body holds still long enough to be read.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let body = b.wait().for_element(Locator::Css("body")).await.unwrap();
+        match body.text().await {
+            Ok(text) => return text,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("reading the page again: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the page's text cannot be read: {e}"),
+        }
+    }
 }
 
 /// From the page's first screen through the provider's sign-in form.
