@@ -151,7 +151,7 @@ pub fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 /// What one run measured, as the child reports it to the parent.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Run {
     pub engine: String,
     pub n: u64,
@@ -175,75 +175,39 @@ pub struct Run {
     pub per_commit: f64,
 }
 
-impl Run {
-    pub fn line(&self) -> String {
-        format!(
-            "RUN engine={} n={} rate={:.0} cpu_us={:.2} later_cpu_us={:.2} bytes={} allocated={} parts={} lookup_us={:.0} written={} dirtied={} rss_mib={} per_commit={:.1}",
-            self.engine,
-            self.n,
-            self.rate,
-            self.cpu_us,
-            self.later_cpu_us,
-            self.bytes,
-            self.allocated,
-            self.parts,
-            self.lookup_us,
-            self.written,
-            self.dirtied,
-            self.rss_mib,
-            self.per_commit
-        )
-    }
-
-    pub fn parse(line: &str) -> Option<Run> {
-        let rest = line.strip_prefix("RUN ")?;
-        let mut r = Run::default();
-        for kv in rest.split_whitespace() {
-            let (k, v) = kv.split_once('=')?;
-            match k {
-                "engine" => r.engine = v.into(),
-                "n" => r.n = v.parse().ok()?,
-                "rate" => r.rate = v.parse().ok()?,
-                "cpu_us" => r.cpu_us = v.parse().ok()?,
-                "later_cpu_us" => r.later_cpu_us = v.parse().ok()?,
-                "bytes" => r.bytes = v.parse().ok()?,
-                "allocated" => r.allocated = v.parse().ok()?,
-                "parts" => r.parts = v.into(),
-                "lookup_us" => r.lookup_us = v.parse().ok()?,
-                "written" => r.written = v.parse().ok()?,
-                "dirtied" => r.dirtied = v.parse().ok()?,
-                "rss_mib" => r.rss_mib = v.parse().ok()?,
-                "per_commit" => r.per_commit = v.parse().ok()?,
-                _ => {}
-            }
-        }
-        Some(r)
-    }
-}
-
 /// What reopening measured.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Reopen {
     pub ms: f64,
     pub records: u64,
 }
 
-impl Reopen {
-    pub fn line(&self) -> String {
-        format!("REOPEN ms={:.1} records={}", self.ms, self.records)
+/// A child's report on its standard output: one line, a tag and the
+/// figures as JSON.
+pub trait Report: serde::Serialize + serde::de::DeserializeOwned {
+    const TAG: &'static str;
+
+    fn line(&self) -> String {
+        format!(
+            "{} {}",
+            Self::TAG,
+            serde_json::to_string(self).expect("figures serialize")
+        )
     }
 
-    pub fn parse(line: &str) -> Option<Reopen> {
-        let rest = line.strip_prefix("REOPEN ")?;
-        let mut r = Reopen::default();
-        for kv in rest.split_whitespace() {
-            let (k, v) = kv.split_once('=')?;
-            match k {
-                "ms" => r.ms = v.parse().ok()?,
-                "records" => r.records = v.parse().ok()?,
-                _ => {}
-            }
-        }
-        Some(r)
+    /// The report among a child's output lines.
+    fn parse(out: &str) -> Option<Self> {
+        out.lines().find_map(|l| {
+            let json = l.strip_prefix(Self::TAG)?.strip_prefix(' ')?;
+            serde_json::from_str(json).ok()
+        })
     }
+}
+
+impl Report for Run {
+    const TAG: &'static str = "RUN";
+}
+
+impl Report for Reopen {
+    const TAG: &'static str = "REOPEN";
 }

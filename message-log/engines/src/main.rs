@@ -42,7 +42,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Reopen, Run};
+use common::{Reopen, Report, Run};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -159,7 +159,7 @@ fn parent() {
                 let before = load();
                 let ns = n.to_string();
                 let out = spawn(&["--child", engine, &ns, d, &appenders, audit]);
-                let run = out.lines().find_map(Run::parse).expect("a run's figures");
+                let run = Run::parse(&out).expect("a run's figures");
                 let crash = Reopen::parse(&spawn(&["--reopen", engine, &ns, d])).expect("reopen");
                 let clean = Reopen::parse(&spawn(&["--reopen", engine, &ns, d])).expect("reopen");
                 let after = load();
