@@ -21,8 +21,11 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// A provider's request record: the fields a provider takes from the
+/// signed request envelope, and that envelope, encoded as it travels
+/// (an Ed25519 signature, no batch path).
 fn record(i: u64) -> LogRecord {
-    LogRecord {
+    let mut r = LogRecord {
         at_ms: 1_700_000_000_000 + i as i64,
         message_id: format!("{i:016x}{:016x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
         client: "VN/GOV/000305/business".into(),
@@ -40,9 +43,60 @@ fn record(i: u64) -> LogRecord {
         request_digest: vec![1; 32],
         payload_digest: vec![2; 32],
         payload_size: 4096,
-        envelope: vec![3; 300],
         ..Default::default()
+    };
+    r.envelope = envelope(&r);
+    r
+}
+
+/// The signed request envelope `r` was made from.
+fn envelope(r: &LogRecord) -> Vec<u8> {
+    use lienthong_proto::pb::exchange::v1 as ex;
+    use lienthong_proto::pb::identifiers::v1 as id;
+    use prost::Message;
+    let member = |code: &str| id::MemberId {
+        instance: "VN".into(),
+        member_class: "GOV".into(),
+        member_code: code.into(),
+    };
+    let header = ex::RequestHeader {
+        message_id: r.message_id.clone(),
+        client: Some(id::SubsystemId {
+            member: Some(member("000305")),
+            subsystem_code: "business".into(),
+        }),
+        service: Some(id::ServiceId {
+            provider: Some(id::SubsystemId {
+                member: Some(member("000102")),
+                subsystem_code: "population".into(),
+            }),
+            service_code: "population.v1.PersonRegistry".into(),
+            version: String::new(),
+        }),
+        method: r.method.clone(),
+        user_id: r.user_id.clone(),
+        purpose: r.purpose.clone(),
+        data_subject: r.data_subject.clone(),
+        created_at_unix_ms: r.at_ms,
+        payload_digest: r.payload_digest.clone(),
+        payload_size: r.payload_size,
+        traceparent: format!("00-{}-{:016x}-01", r.message_id, r.at_ms),
+        target_server: Some(id::SecurityServerId {
+            owner: Some(member("000102")),
+            server_code: "ss1".into(),
+        }),
+        ..Default::default()
+    };
+    ex::RequestEnvelope {
+        header: Some(header),
+        signature: Some(ex::Signature {
+            algorithm: ex::SignatureAlgorithm::Ed25519 as i32,
+            value: vec![3; 64],
+            signer_certificate_sha256: vec![4; 32],
+            batch: None,
+        }),
     }
+    .encode_to_vec()
 }
 
 /// This process's CPU time (user + system), from /proc.

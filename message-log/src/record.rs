@@ -108,7 +108,9 @@ impl Stored {
 /// before these savings open as they are), less what the key or the record
 /// itself gives again — the subject's salt (a function of the segment key
 /// and the position) and, cut out of the leaf, the envelope's digest (32
-/// bytes each, recomputed when opened). A record that does not match what
+/// bytes each, recomputed when opened) and every value the signed envelope
+/// holds verbatim (the message id, method, official, purpose and digests:
+/// the leaf restates what was signed). A record that does not match what
 /// would be derived is kept whole.
 #[derive(Clone, PartialEq, prost::Message)]
 struct Compact {
@@ -126,8 +128,10 @@ struct Compact {
     hidden_opening: Vec<u8>,
     #[prost(bytes = "vec", tag = "7")]
     pruned_leaf_hash: Vec<u8>,
-    /// What was cut out of the leaf: (what, offset in the whole leaf as
-    /// two bytes), ascending.
+    /// What was cut out of the leaf, ascending by offset: per cut, what
+    /// (one byte) and its offset in the whole leaf (two bytes); a cut from
+    /// the envelope then says where the value starts in the envelope (two
+    /// bytes) and its length (one byte).
     #[prost(bytes = "vec", tag = "8")]
     leaf_cuts: Vec<u8>,
     /// The subject's salt is the segment's for this position.
@@ -137,11 +141,18 @@ struct Compact {
 
 /// A cut: the envelope's SHA-256 (`LogLeaf.envelope_digest`, field 15).
 const CUT_ENVELOPE_DIGEST: u8 = 1;
+/// A cut: a value the envelope holds verbatim.
+const CUT_FROM_ENVELOPE: u8 = 2;
 const DIGEST: usize = 32;
+/// The shortest value cut from the envelope: a cut costs six bytes.
+const SHORTEST_FROM_ENVELOPE: usize = 8;
+/// The leaf's field that holds the envelope's digest.
+const LEAF_ENVELOPE_DIGEST: u64 = 15;
 
-/// Where the value of the first length-delimited top-level `field` lies in
-/// the protobuf message `msg`: (offset, length).
-fn field_value(msg: &[u8], field: u64) -> Option<(usize, usize)> {
+/// The length-delimited top-level fields of the protobuf message `msg`, as
+/// (field, offset of the value, length), in order; stops at the first
+/// thing that does not parse.
+fn length_delimited(msg: &[u8]) -> impl Iterator<Item = (u64, usize, usize)> + '_ {
     fn varint(b: &[u8], at: &mut usize) -> Option<u64> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
@@ -155,25 +166,37 @@ fn field_value(msg: &[u8], field: u64) -> Option<(usize, usize)> {
         None
     }
     let mut at = 0;
-    while at < msg.len() {
-        let tag = varint(msg, &mut at)?;
-        match tag & 7 {
-            0 => {
-                varint(msg, &mut at)?;
-            }
-            1 => at += 8,
-            5 => at += 4,
-            2 => {
-                let len = usize::try_from(varint(msg, &mut at)?).ok()?;
-                if tag >> 3 == field {
-                    return (at + len <= msg.len()).then_some((at, len));
+    std::iter::from_fn(move || {
+        while at < msg.len() {
+            let tag = varint(msg, &mut at)?;
+            match tag & 7 {
+                0 => {
+                    varint(msg, &mut at)?;
                 }
-                at = at.checked_add(len)?;
+                1 => at = at.checked_add(8)?,
+                5 => at = at.checked_add(4)?,
+                2 => {
+                    let len = usize::try_from(varint(msg, &mut at)?).ok()?;
+                    let start = at;
+                    at = at.checked_add(len)?;
+                    if at > msg.len() {
+                        return None;
+                    }
+                    return Some((tag >> 3, start, len));
+                }
+                _ => return None,
             }
-            _ => return None,
         }
-    }
-    None
+        None
+    })
+}
+
+/// What a cut stands for.
+#[derive(Debug, Clone, Copy)]
+enum Cut {
+    EnvelopeDigest,
+    /// The envelope's bytes from this offset, this many.
+    FromEnvelope(u16, u8),
 }
 
 impl Compact {
@@ -181,30 +204,47 @@ impl Compact {
     /// already (else it is made here).
     fn of(record: &Stored, derived_salt: &[u8; 32], envelope_digest: Option<&[u8; 32]>) -> Compact {
         let salt_is_derived = record.subject_salt.as_slice() == derived_salt;
-        let mut derived: Vec<(usize, u8)> = Vec::new();
-        let mut cut = |field, kind, value: &dyn Fn() -> [u8; 32]| {
-            if let Some((at, DIGEST)) = field_value(&record.leaf, field)
-                && at <= usize::from(u16::MAX)
-                && record.leaf[at..at + DIGEST] == value()
-            {
-                derived.push((at, kind));
+        // (offset in the leaf, length, the cut's bytes after the offset)
+        let mut derived: Vec<(usize, usize, Cut)> = Vec::new();
+        let envelope = record.envelope.as_slice();
+        for (field, at, len) in length_delimited(&record.leaf) {
+            if at > usize::from(u16::MAX) || envelope.is_empty() {
+                continue;
             }
-        };
-        if !record.envelope.is_empty() {
-            cut(15, CUT_ENVELOPE_DIGEST, &|| match envelope_digest {
-                Some(d) => *d,
-                None => lienthong_proto::sha256(&record.envelope),
-            });
+            let value = &record.leaf[at..at + len];
+            if field == LEAF_ENVELOPE_DIGEST {
+                let digest = match envelope_digest {
+                    Some(d) => *d,
+                    None => lienthong_proto::sha256(envelope),
+                };
+                if value == digest {
+                    derived.push((at, DIGEST, Cut::EnvelopeDigest));
+                }
+            } else if (SHORTEST_FROM_ENVELOPE..=usize::from(u8::MAX)).contains(&len)
+                && let Some(from) = memchr::memmem::find(envelope, value)
+                && let Ok(from) = u16::try_from(from)
+            {
+                derived.push((at, len, Cut::FromEnvelope(from, len as u8)));
+            }
         }
-        derived.sort_unstable();
         let mut leaf = Vec::with_capacity(record.leaf.len());
-        let mut cuts = Vec::with_capacity(3 * derived.len());
+        let mut cuts = Vec::with_capacity(6 * derived.len());
         let mut from = 0;
-        for (at, kind) in derived {
+        for (at, len, cut) in derived {
             leaf.extend_from_slice(&record.leaf[from..at]);
-            from = at + DIGEST;
-            cuts.push(kind);
-            cuts.extend_from_slice(&(at as u16).to_be_bytes());
+            from = at + len;
+            match cut {
+                Cut::EnvelopeDigest => {
+                    cuts.push(CUT_ENVELOPE_DIGEST);
+                    cuts.extend_from_slice(&(at as u16).to_be_bytes());
+                }
+                Cut::FromEnvelope(start, len) => {
+                    cuts.push(CUT_FROM_ENVELOPE);
+                    cuts.extend_from_slice(&(at as u16).to_be_bytes());
+                    cuts.extend_from_slice(&start.to_be_bytes());
+                    cuts.push(len);
+                }
+            }
         }
         leaf.extend_from_slice(&record.leaf[from..]);
         Compact {
@@ -232,19 +272,29 @@ impl Compact {
             self.subject_salt
         };
         let mut leaf = Vec::with_capacity(self.leaf.len() + self.leaf_cuts.len() / 3 * DIGEST);
-        let mut from = 0;
-        for cut in self.leaf_cuts.chunks(3) {
-            let [kind, hi, lo] = *cut else { return None };
-            let at = usize::from(u16::from_be_bytes([hi, lo]));
+        let mut from = 0usize;
+        let mut cuts = self.leaf_cuts.as_slice();
+        while let [kind, hi, lo, rest @ ..] = cuts {
+            let at = usize::from(u16::from_be_bytes([*hi, *lo]));
             // Offsets in the whole leaf: what came before is in `leaf`.
             let take = at.checked_sub(leaf.len())?;
-            leaf.extend_from_slice(self.leaf.get(from..from + take)?);
+            leaf.extend_from_slice(self.leaf.get(from..from.checked_add(take)?)?);
             from += take;
-            let value = match kind {
-                CUT_ENVELOPE_DIGEST => lienthong_proto::sha256(&self.envelope),
+            cuts = match (*kind, rest) {
+                (CUT_ENVELOPE_DIGEST, rest) => {
+                    leaf.extend_from_slice(&lienthong_proto::sha256(&self.envelope));
+                    rest
+                }
+                (CUT_FROM_ENVELOPE, [hi, lo, len, rest @ ..]) => {
+                    let start = usize::from(u16::from_be_bytes([*hi, *lo]));
+                    leaf.extend_from_slice(self.envelope.get(start..start + usize::from(*len))?);
+                    rest
+                }
                 _ => return None,
             };
-            leaf.extend_from_slice(&value);
+        }
+        if !cuts.is_empty() {
+            return None;
         }
         leaf.extend_from_slice(self.leaf.get(from..)?);
         Some(Stored {
@@ -464,5 +514,83 @@ mod tests {
         );
         // Each position its own salt.
         assert_ne!(seg.subject_salt(7), seg.subject_salt(8));
+    }
+
+    #[test]
+    fn what_the_envelope_holds_is_not_stored_twice() {
+        let k = keys("VN/GOV/1/ss1");
+        let seg = SegmentKey::derive(&k, 1, &[5; 32]).unwrap();
+        let mut record = crate::LogRecord {
+            message_id: "0b6f3c1e-4d2a-4f0e-9a57-3c2d1e0f9a8b".into(),
+            method: "population.v1.PersonRegistry/GetPerson".into(),
+            user_id: "officer-7".into(),
+            purpose: "business registration 2026-114".into(),
+            payload_digest: vec![2; 32],
+            client: "VN/GOV/000305/business".into(),
+            ..Default::default()
+        };
+        // The envelope restates some of the leaf's values (not the client,
+        // which it holds in parts), among other bytes.
+        let mut envelope = vec![0xee; 40];
+        for v in [
+            record.message_id.as_bytes(),
+            record.method.as_bytes(),
+            record.user_id.as_bytes(),
+            record.purpose.as_bytes(),
+            &record.payload_digest,
+        ] {
+            envelope.extend_from_slice(v);
+            envelope.extend_from_slice(&[0xee; 5]);
+        }
+        record.envelope = envelope;
+        let whole = Stored {
+            leaf: crate::leaf::leaf_bytes(&record, None, None),
+            envelope: record.envelope.clone(),
+            ..Default::default()
+        };
+        let mut sealed = Vec::new();
+        seg.seal_into(3, &whole, &mut sealed).unwrap();
+        assert_eq!(seg.open(3, &sealed), Some(whole.clone()));
+        let cut: usize = [
+            record.message_id.len(),
+            record.method.len(),
+            record.user_id.len(),
+            record.purpose.len(),
+            record.payload_digest.len(),
+        ]
+        .iter()
+        .map(|n| n - 6)
+        .sum();
+        let mut uncut = whole.clone();
+        uncut.envelope = vec![0xee; record.envelope.len()];
+        uncut.leaf = crate::leaf::leaf_bytes(
+            &crate::LogRecord {
+                envelope: uncut.envelope.clone(),
+                ..record.clone()
+            },
+            None,
+            None,
+        );
+        let mut kept = Vec::new();
+        seg.seal_into(3, &uncut, &mut kept).unwrap();
+        assert_eq!(seg.open(3, &kept), Some(uncut));
+        // Each value cut, six bytes kept (and the leaf's length prefix
+        // may shrink by a byte).
+        let saved = kept.len() - sealed.len();
+        assert!((cut..=cut + 1).contains(&saved), "{saved} saved, {cut} cut");
+
+        // Cuts that do not fit what they were sealed with open to nothing,
+        // never to other bytes.
+        let compact = Compact::of(&whole, &seg.subject_salt(3), None);
+        assert!(compact.leaf_cuts.len() >= 6 * 5);
+        let mut short = compact.clone();
+        short.envelope.truncate(50);
+        assert_eq!(short.expand(|| [0; 32]), None);
+        let mut unknown = compact.clone();
+        unknown.leaf_cuts[0] = 9;
+        assert_eq!(unknown.expand(|| [0; 32]), None);
+        let mut torn = compact;
+        torn.leaf_cuts.pop();
+        assert_eq!(torn.expand(|| [0; 32]), None);
     }
 }
