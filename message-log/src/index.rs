@@ -209,7 +209,7 @@ pub fn settle(conn: &mut Connection, segments: &mut Segments, dir: &Path) -> Res
 }
 
 /// What a record contributes to the index, derived from its leaf.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Keys {
     pub at: i64,
     pub message_id: String,
@@ -257,6 +257,26 @@ pub struct Derived {
     pub index: u64,
     pub leaf_hash: Hash,
     pub keys: Keys,
+    /// Where the writer put it.
+    pub placed: Placed,
+}
+
+/// Where the writer put a record: the frame of its commit and its sealed
+/// bytes. A commit whose every record the indexer has so is added without
+/// reading the segment again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placed {
+    /// The segment (its first position).
+    pub segment: u64,
+    /// Where the commit's frame starts and ends in the segment file.
+    pub frame: (u64, u64),
+    /// The frame's first record, and how many it holds.
+    pub first: u64,
+    pub records: u64,
+    /// Where the record's sealed bytes lie in the segment file, and their
+    /// length.
+    pub offset: u64,
+    pub len: u64,
 }
 
 /// Most derived entries kept waiting for the indexer; past it the oldest
@@ -477,71 +497,100 @@ fn catch_up_batch(
                     pos = Some((first, at));
                     break 'segments;
                 }
-                let Some(frame) = segment::read_frame(file, at, len)? else {
-                    pos = Some((first, at));
-                    let last = list.last().map(|(f, _)| *f) == Some(first);
-                    // The next segment, if this one was closed.
-                    match list.iter().find(|(f, _)| *f == size) {
-                        Some(_) if first != size => {
-                            pos = None;
-                            continue 'segments;
+                // A commit the writer handed over whole is not read again
+                // (the self-audit reads every record from its segment).
+                let (added, end, frame_end) = if let Some((n, frame_end)) =
+                    handed_over(&mut derived, first, size, at, len)
+                {
+                    let added: Vec<Added> = derived
+                        .drain(..n)
+                        .map(|d| Added {
+                            index: d.index,
+                            leaf_hash: d.leaf_hash,
+                            keys: d.keys,
+                            offset: d.placed.offset,
+                            len: d.placed.len,
+                            pruned: false,
+                        })
+                        .collect();
+                    (added, size + n as u64, frame_end)
+                } else {
+                    let Some(frame) = segment::read_frame(file, at, len)? else {
+                        pos = Some((first, at));
+                        let last = list.last().map(|(f, _)| *f) == Some(first);
+                        // The next segment, if this one was closed.
+                        match list.iter().find(|(f, _)| *f == size) {
+                            Some(_) if first != size => {
+                                pos = None;
+                                continue 'segments;
+                            }
+                            // The end of the log (or a commit being written).
+                            _ if last => break 'segments,
+                            _ => {
+                                failure = Some(LogError(format!(
+                                    "segment {first} ends at record {size} (byte {at} of {len}) but the log goes on: a commit is damaged or records are missing"
+                                )));
+                                break 'segments;
+                            }
                         }
-                        // The end of the log (or a commit being written).
-                        _ if last => break 'segments,
-                        _ => {
-                            failure = Some(LogError(format!(
-                                "segment {first} ends at record {size} (byte {at} of {len}) but the log goes on: a commit is damaged or records are missing"
-                            )));
+                    };
+                    let end = frame.first + frame.entries.len() as u64;
+                    if frame.first > size || end <= size {
+                        failure = Some(LogError(format!(
+                            "segment {first}: a commit at byte {} starts at record {}, expected {size}",
+                            frame.offset, frame.first
+                        )));
+                        break 'segments;
+                    }
+                    // A position cut back inside a commit (to what the tiles
+                    // held): its first records are in the index already.
+                    let entries = &frame.entries[(size - frame.first) as usize..];
+                    // The whole commit is checked before any of it is added;
+                    // a record the writer derived is not opened again.
+                    let checked: Result<Vec<_>, LogError> = entries
+                        .iter()
+                        .map(|e| {
+                            let (leaf_hash, keys) = match take_derived(&mut derived, e.index) {
+                                Some(d) if e.kind == KIND_SEALED => (d.leaf_hash, d.keys),
+                                _ => entry_keys(e, key, keys, first)?,
+                            };
+                            Ok(Added {
+                                index: e.index,
+                                leaf_hash,
+                                keys,
+                                offset: e.offset,
+                                len: e.bytes.len() as u64,
+                                pruned: e.kind == KIND_PRUNED,
+                            })
+                        })
+                        .collect();
+                    match checked {
+                        Ok(added) => (added, end, frame.end),
+                        Err(e) => {
+                            failure = Some(e);
                             break 'segments;
                         }
                     }
                 };
-                let end = frame.first + frame.entries.len() as u64;
-                if frame.first > size || end <= size {
-                    failure = Some(LogError(format!(
-                        "segment {first}: a commit at byte {} starts at record {}, expected {size}",
-                        frame.offset, frame.first
-                    )));
-                    break 'segments;
-                }
-                // A position cut back inside a commit (to what the tiles
-                // held): its first records are in the index already.
-                let entries = &frame.entries[(size - frame.first) as usize..];
-                // The whole commit is checked before any of it is added;
-                // a record the writer derived is not opened again.
-                let checked: Result<Vec<_>, LogError> = entries
-                    .iter()
-                    .map(|e| match take_derived(&mut derived, e.index) {
-                        Some(d) if e.kind == KIND_SEALED => Ok((d.leaf_hash, d.keys)),
-                        _ => entry_keys(e, key, keys, first),
-                    })
-                    .collect();
-                let checked = match checked {
-                    Ok(c) => c,
-                    Err(e) => {
-                        failure = Some(e);
-                        break 'segments;
-                    }
-                };
-                for (e, (leaf_hash, k)) in entries.iter().zip(checked) {
+                for a in added {
                     insert.execute(params![
-                        e.index as i64,
-                        k.at,
-                        k.message_id,
-                        k.subject_key,
-                        k.withheld_until,
+                        a.index as i64,
+                        a.keys.at,
+                        a.keys.message_id,
+                        a.keys.subject_key,
+                        a.keys.withheld_until,
                         first as i64,
-                        e.offset as i64,
-                        e.bytes.len() as i64,
-                        i64::from(e.kind == KIND_PRUNED),
+                        a.offset as i64,
+                        a.len as i64,
+                        i64::from(a.pruned),
                     ])?;
-                    if let Some(subject) = &k.subject_key {
-                        crate::subjects::add(&tx, e.index, subject)?;
+                    if let Some(subject) = &a.keys.subject_key {
+                        crate::subjects::add(&tx, a.index, subject)?;
                     }
-                    frontier.push(leaf_hash, |l, i, h| pending.add(l, i, h));
+                    frontier.push(a.leaf_hash, |l, i, h| pending.add(l, i, h));
                 }
                 size = end;
-                at = frame.end;
+                at = frame_end;
                 pos = Some((first, at));
                 if size - start >= BATCH {
                     break 'segments;
@@ -571,6 +620,45 @@ fn catch_up_batch(
         Some(e) => Err(e),
         None => Ok((size - start, size)),
     }
+}
+
+/// A record as a batch adds it to the index.
+struct Added {
+    index: u64,
+    leaf_hash: Hash,
+    keys: Keys,
+    offset: u64,
+    len: u64,
+    pruned: bool,
+}
+
+/// How many of the waiting derived entries make up the commit at byte
+/// `at` of segment `segment` whose first record is `size`, and where that
+/// commit ends: when the writer handed over every record of it, and it lies
+/// within the file's `file_len` bytes. Drops what was derived for records
+/// before `size`.
+fn handed_over(
+    derived: &mut VecDeque<Derived>,
+    segment: u64,
+    size: u64,
+    at: u64,
+    file_len: u64,
+) -> Option<(usize, u64)> {
+    while derived.front().is_some_and(|d| d.index < size) {
+        derived.pop_front();
+    }
+    let p = derived.front()?.placed;
+    if p.segment != segment || p.frame.0 != at || p.first != size || p.frame.1 > file_len {
+        return None;
+    }
+    let n = usize::try_from(p.records).ok()?;
+    let whole = derived.len() >= n
+        && derived
+            .iter()
+            .take(n)
+            .zip(size..)
+            .all(|(d, i)| d.index == i && d.placed.frame == p.frame);
+    whole.then_some((n, p.frame.1))
 }
 
 /// What the writer derived for record `index`, if it did; drops what it
@@ -683,6 +771,67 @@ mod tests {
 
     /// What the writer derives from a record is what the indexer finds
     /// in its sealed leaf.
+    /// A commit is added without reading only when every record of it
+    /// waits, at the place being read, within the file.
+    #[test]
+    fn only_a_whole_commit_where_it_is_read_is_taken_as_handed_over() {
+        let placed = |first, records| Placed {
+            segment: 100,
+            frame: (64, 64 + 40 * records),
+            first,
+            records,
+            offset: 0,
+            len: 30,
+        };
+        let derived = |indexes: std::ops::Range<u64>, first, records| {
+            indexes
+                .map(|index| Derived {
+                    index,
+                    leaf_hash: [0; 32],
+                    keys: Keys::default(),
+                    placed: placed(first, records),
+                })
+                .collect::<VecDeque<_>>()
+        };
+        // Records before the position are dropped; the commit is taken.
+        let mut d = derived(105..110, 105, 3);
+        d.push_front(derived(104..105, 104, 1)[0].clone());
+        assert_eq!(handed_over(&mut d, 100, 105, 64, 1 << 20), Some((3, 184)));
+        assert_eq!(d.front().unwrap().index, 105);
+        // Not all of the commit waits (the oldest went past MOST_DERIVED,
+        // or the rest is not handed over yet).
+        assert_eq!(
+            handed_over(&mut derived(105..107, 105, 3), 100, 105, 64, 1 << 20),
+            None
+        );
+        // Another segment, another byte, a commit begun before the position
+        // (the index was cut back inside it), a file shorter than the commit.
+        assert_eq!(
+            handed_over(&mut derived(105..108, 105, 3), 101, 105, 64, 1 << 20),
+            None
+        );
+        assert_eq!(
+            handed_over(&mut derived(105..108, 105, 3), 100, 105, 65, 1 << 20),
+            None
+        );
+        assert_eq!(
+            handed_over(&mut derived(105..108, 104, 4), 100, 105, 64, 1 << 20),
+            None
+        );
+        assert_eq!(
+            handed_over(&mut derived(105..108, 105, 3), 100, 105, 64, 150),
+            None
+        );
+        // Records of two commits with the same first record: not one commit.
+        let mut mixed = derived(105..108, 105, 3);
+        mixed[2].placed.frame = (184, 224);
+        assert_eq!(handed_over(&mut mixed, 100, 105, 64, 1 << 20), None);
+        assert_eq!(
+            handed_over(&mut VecDeque::new(), 100, 105, 64, 1 << 20),
+            None
+        );
+    }
+
     #[test]
     fn keys_from_the_record_are_the_keys_of_its_leaf() {
         let keys = LogKeys::new("VN/GOV/1/ss1", vec![4; 32], [5; 32]);

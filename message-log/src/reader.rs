@@ -1174,32 +1174,45 @@ mod tests {
         assert!(r.audit(0, u64::MAX).unwrap().mismatches.is_empty());
     }
 
-    /// The index the writer's derived keys built is the one the records
-    /// give when it is rebuilt from the segments alone.
+    /// The index the writer's derived keys and placements built (its
+    /// commits added without reading them back) is the one the records
+    /// give when it is rebuilt from the segments alone, across segments,
+    /// batches and restarts.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_index_from_derived_keys_is_the_index_rebuilt_from_the_records() {
         let dir = tempfile::tempdir().unwrap();
-        let log = SegmentLog::open_with(dir.path(), keys(), small()).unwrap();
-        for i in 0..30 {
-            let mut r = record(i, if i % 3 == 0 { "" } else { CITIZEN });
-            if i % 4 == 0 {
-                r.withheld_until_ms = 50_000 + i as i64;
+        let mut n: u64 = 0;
+        for round in 0..3 {
+            let log = SegmentLog::open_with(dir.path(), keys(), small()).unwrap();
+            for _ in 0..30 {
+                let mut r = record(n as usize, if n.is_multiple_of(3) { "" } else { CITIZEN });
+                if n.is_multiple_of(4) {
+                    r.withheld_until_ms = 50_000 + n as i64;
+                }
+                // Commits of one record and of many.
+                if round == 1 {
+                    drop(log.append(r));
+                } else {
+                    log.append(r).await.unwrap();
+                }
+                n += 1;
             }
-            log.append(r).await.unwrap();
+            log.close();
         }
-        log.close();
         let rows = |dir: &Path| {
             let conn = index::open(dir).unwrap();
-            (0..30)
+            (0..n)
                 .map(|i| index::row(&conn, i).unwrap().expect("indexed"))
                 .collect::<Vec<_>>()
         };
         let built = rows(dir.path());
         assert!(built.iter().any(|r| r.keys.subject_key.is_none()));
         assert!(built.iter().any(|r| r.keys.withheld_until > 0));
+        assert!(built.iter().any(|r| r.segment > 0), "more than one segment");
         index::remove(dir.path()).unwrap();
         let r = LogReader::open(dir.path(), keys()).unwrap();
-        assert_eq!(r.tree_size().unwrap(), 30);
+        assert_eq!(r.tree_size().unwrap(), n);
+        assert!(r.audit(0, u64::MAX).unwrap().mismatches.is_empty());
         drop(r);
         assert_eq!(rows(dir.path()), built);
     }

@@ -47,7 +47,7 @@ use std::collections::VecDeque;
 
 use lienthong_proto::merkle;
 
-use crate::index::{self, Derived, Keys, Segments};
+use crate::index::{self, Derived, Keys, Placed, Segments};
 use crate::keys::SubjectHasher;
 use crate::leaf::leaf_bytes_with;
 use crate::record::{SegmentKey, Stored};
@@ -377,6 +377,8 @@ pub const ALLOCATED_AHEAD: u64 = 1 << 20;
 /// The segment being written.
 struct Current {
     file: File,
+    /// Its first position (its name).
+    first: u64,
     key: SegmentKey,
     /// Where its last frame ends.
     len: u64,
@@ -476,6 +478,7 @@ impl Current {
         }
         Ok(Current {
             file,
+            first,
             key: SegmentKey::derive(keys, key_id, &salt)?,
             len: bytes.len() as u64,
             frames: 0,
@@ -733,25 +736,39 @@ impl Writer {
             .map_err(|_| LogError("no randomness for the commitments".into()))?;
         let mut frame = FrameBuilder::new(self.size);
         let mut derived = Vec::with_capacity(batch.len());
+        let start = current.len;
         for (job, hidden_salt) in batch.iter().zip(salts.chunks_exact(32)) {
             let index = frame.next_index();
             let salt = current.key.subject_salt(index);
             let r = &job.record;
             let digest = (!r.envelope.is_empty()).then(|| lienthong_proto::sha256(&r.envelope));
             let stored = stored(r, &salt, hidden_salt, digest);
-            derived.push(Derived {
-                index,
-                leaf_hash: merkle::leaf_hash(&stored.leaf),
-                keys: Keys::of_record(r, job.subject_key),
-            });
-            frame.push(KIND_SEALED, |out| {
+            let leaf_hash = merkle::leaf_hash(&stored.leaf);
+            let (at, len) = frame.push(KIND_SEALED, |out| {
                 current
                     .key
                     .seal_with(index, &stored, &salt, digest.as_ref(), out)
             })?;
+            derived.push(Derived {
+                index,
+                leaf_hash,
+                keys: Keys::of_record(r, job.subject_key),
+                placed: Placed {
+                    segment: current.first,
+                    frame: (start, 0),
+                    first: self.size,
+                    records: 0,
+                    offset: start + at,
+                    len: u64::from(len),
+                },
+            });
         }
         let count = u64::from(frame.count());
         let bytes = frame.finish();
+        for d in &mut derived {
+            d.placed.frame.1 = start + bytes.len() as u64;
+            d.placed.records = count;
+        }
         let written = current.write(&bytes);
         if let Err(e) = written {
             // Cut the partial frame back; the next commit starts a new
