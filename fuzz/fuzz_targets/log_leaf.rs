@@ -1,8 +1,10 @@
 //! Log records: the `LogLeaf` protobuf a trace portal or an auditor
 //! decodes (round trip through `leaf_bytes`, visibility and operational
-//! records), and the built-in services' requests read from the log's
+//! records), the built-in services' requests read from the log's
 //! callers (`FindUsageRequest`, `OperationalQuery` and the admin port's
-//! query into a `Selection`). Input: `mode: u8`, then the bytes.
+//! query into a `Selection`), and a record sealed and opened again with
+//! any leaf and envelope (what is cut from the sealed leaf comes back byte
+//! for byte). Input: `mode: u8`, then the bytes.
 
 #![no_main]
 
@@ -15,7 +17,8 @@ use lienthong_proto::pb::operational::v1::OperationalQuery;
 use lienthong_proto::pb::trace::v1::{FindUsageRequest, LogLeaf, Phase as PbPhase, Side};
 use lienthong_proto::time::unix_ms;
 use lienthong_security_server::message_log::leaf::{leaf_bytes, phase_name, side_name};
-use lienthong_security_server::message_log::{LogRecord, Phase, Role};
+use lienthong_security_server::message_log::record::{SegmentKey, Stored};
+use lienthong_security_server::message_log::{LogKeys, LogRecord, Phase, Role};
 use lienthong_security_server::operational::{self, Selection, Viewer};
 use lienthong_security_server::trace;
 use prost::Message;
@@ -32,7 +35,7 @@ fn selection_in_window(s: &Selection, now: i64) {
 
 fuzz_target!(|data: &[u8]| {
     let mut input = Input(data);
-    let mode = input.byte() % 3;
+    let mode = input.byte() % 4;
     let bytes = input.rest();
     let now = unix_ms(SystemTime::now());
     match mode {
@@ -141,6 +144,32 @@ fuzz_target!(|data: &[u8]| {
             {
                 selection_in_window(&s, now);
             }
+        }
+        3 => {
+            // A record sealed and opened: leaf and envelope split at a
+            // point the input names, the envelope often restating the
+            // leaf's tail so that values are cut from it.
+            let mut input = Input(bytes);
+            let split = usize::from(input.u16());
+            let restate = input.byte();
+            let rest = input.rest();
+            let (leaf, tail) = rest.split_at(split.min(rest.len()));
+            let mut envelope = tail.to_vec();
+            if restate & 1 != 0 {
+                envelope.extend_from_slice(leaf);
+            }
+            let keys = LogKeys::new("VN/GOV/000102/ss1", vec![1; 32], [2; 32]);
+            let key = SegmentKey::derive(&keys, 1, &[3; 32]).expect("key 1 is there");
+            let stored = Stored {
+                leaf: leaf.to_vec(),
+                envelope,
+                ..Default::default()
+            };
+            let index = u64::from(restate);
+            let mut sealed = Vec::new();
+            key.seal_into(index, &stored, &mut sealed)
+                .expect("any record seals");
+            assert_eq!(key.open(index, &sealed), Some(stored));
         }
         _ => {
             // The admin port's query, as its parameters arrive.

@@ -307,6 +307,29 @@ pub struct Segments {
 }
 
 impl Segments {
+    /// Forgets segment `first` if its file is no longer the one opened
+    /// (the writer starts a segment again under the same name when the
+    /// first commit into a new segment failed, e.g. on a full disk, and
+    /// retention deletes whole segments); true if it did. The next
+    /// [`Segments::get`] opens the file that is there now.
+    pub fn forget_if_replaced(&mut self, dir: &Path, first: u64) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Some((file, _, _)) = self.open.get(&first) else {
+            return false;
+        };
+        let replaced = match (
+            std::fs::metadata(dir.join(segment::file_name(first))),
+            file.metadata(),
+        ) {
+            (Ok(now), Ok(opened)) => (now.dev(), now.ino()) != (opened.dev(), opened.ino()),
+            _ => true,
+        };
+        if replaced {
+            self.open.remove(&first);
+        }
+        replaced
+    }
+
     /// The segment starting at `first`: (file, key, header length).
     pub fn get(
         &mut self,
@@ -402,7 +425,7 @@ fn locate(
     };
     let (file, _, header_len) = segments.get(dir, keys, first)?;
     let len = file.metadata()?.len();
-    if hint.0 == first as i64 && hint.1 <= len {
+    if hint.0 == first as i64 && (*header_len..=len).contains(&hint.1) {
         return Ok(Some((first, hint.1)));
     }
     let mut at = *header_len;
@@ -524,8 +547,16 @@ fn catch_up_batch(
                                 pos = None;
                                 continue 'segments;
                             }
-                            // The end of the log (or a commit being written).
-                            _ if last => break 'segments,
+                            // The end of the log (or a commit being written),
+                            // unless the file was started again since it was
+                            // opened here.
+                            _ if last => {
+                                if segments.forget_if_replaced(dir, first) {
+                                    pos = None;
+                                    continue 'segments;
+                                }
+                                break 'segments;
+                            }
                             _ => {
                                 failure = Some(LogError(format!(
                                     "segment {first} ends at record {size} (byte {at} of {len}) but the log goes on: a commit is damaged or records are missing"
@@ -769,8 +800,6 @@ mod tests {
     use super::*;
     use crate::LogRecord;
 
-    /// What the writer derives from a record is what the indexer finds
-    /// in its sealed leaf.
     /// A commit is added without reading only when every record of it
     /// waits, at the place being read, within the file.
     #[test]
@@ -832,6 +861,8 @@ mod tests {
         );
     }
 
+    /// What the writer derives from a record is what the indexer finds
+    /// in its sealed leaf.
     #[test]
     fn keys_from_the_record_are_the_keys_of_its_leaf() {
         let keys = LogKeys::new("VN/GOV/1/ss1", vec![4; 32], [5; 32]);

@@ -187,8 +187,24 @@ impl LogReader {
         Ok((stored, leaf))
     }
 
-    /// Opens the entry an index row points to, whatever its kind.
+    /// Opens the entry an index row points to, whatever its kind (again
+    /// from the file there now, if its segment's file was started again
+    /// since this reader opened it).
     fn open_entry(&self, inner: &mut Inner, row: &Row) -> Result<Stored, LogError> {
+        match self.open_entry_once(inner, row) {
+            Err(_)
+                if row.segment >= 0
+                    && inner
+                        .segments
+                        .forget_if_replaced(&self.dir, row.segment as u64) =>
+            {
+                self.open_entry_once(inner, row)
+            }
+            opened => opened,
+        }
+    }
+
+    fn open_entry_once(&self, inner: &mut Inner, row: &Row) -> Result<Stored, LogError> {
         let i = row.leaf_index;
         if row.segment < 0 {
             return Err(LogError(format!("record {i} was pruned")));
@@ -1215,6 +1231,116 @@ mod tests {
         assert!(r.audit(0, u64::MAX).unwrap().mismatches.is_empty());
         drop(r);
         assert_eq!(rows(dir.path()), built);
+    }
+
+    /// A commit handed over whole is indexed from the writer's account
+    /// alone: with every frame's checksum spoiled on disk, reading the
+    /// segments indexes nothing, and the same segments with the writer's
+    /// account index every record as before.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_handed_over_whole_is_indexed_without_reading_it() {
+        use crate::index::{Derived, Placed, Segments};
+        use crate::segment;
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), 40, small()).await;
+        let k = keys();
+        // What the writer handed over, rebuilt from the log as written.
+        let conn = index::open(dir.path()).unwrap();
+        let rows: Vec<_> = (0..40)
+            .map(|i| index::row(&conn, i).unwrap().unwrap())
+            .collect();
+        let mut tiles = crate::tiles::Tiles::open(dir.path());
+        let mut segments = Segments::default();
+        let (mut derived, mut checksums) = (Vec::new(), Vec::new());
+        for (first, path) in segment::list(dir.path()).unwrap() {
+            let (file, _, header_len) = segments.get(dir.path(), &k, first).unwrap();
+            let len = file.metadata().unwrap().len();
+            let mut at = *header_len;
+            while let Some(frame) = segment::read_frame(file, at, len).unwrap() {
+                for e in &frame.entries {
+                    derived.push(Derived {
+                        index: e.index,
+                        leaf_hash: tiles.node(0, e.index).unwrap(),
+                        keys: rows[e.index as usize].keys.clone(),
+                        placed: Placed {
+                            segment: first,
+                            frame: (frame.offset, frame.end),
+                            first: frame.first,
+                            records: frame.entries.len() as u64,
+                            offset: e.offset,
+                            len: e.bytes.len() as u64,
+                        },
+                    });
+                }
+                // The frame's checksum: bytes 8 to 12 of its header.
+                checksums.push((path.clone(), frame.offset + 8));
+                at = frame.end;
+            }
+        }
+        assert_eq!(derived.len(), 40);
+        assert!(checksums.len() > 5, "several commits, several segments");
+        drop((conn, tiles, segments));
+        index::remove(dir.path()).unwrap();
+        for (path, at) in checksums {
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .unwrap();
+            let mut b = [0u8; 1];
+            f.read_exact_at(&mut b, at).unwrap();
+            f.write_all_at(&[b[0] ^ 0xff], at).unwrap();
+        }
+        let mut conn = index::open(dir.path()).unwrap();
+        let read = index::catch_up(&mut conn, dir.path(), &k, &mut Segments::default(), None);
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        let mut handed = Segments::default();
+        handed.receive(derived);
+        let size = index::catch_up(&mut conn, dir.path(), &k, &mut handed, None).unwrap();
+        assert_eq!(size, 40);
+        let again: Vec<_> = (0..40)
+            .map(|i| index::row(&conn, i).unwrap().unwrap())
+            .collect();
+        assert_eq!(again, rows);
+    }
+
+    /// A segment started again under its name (the writer does that when
+    /// the first commit into a new segment failed, e.g. on a full disk) is
+    /// read from its new file by an indexer and a reader that had opened
+    /// the old one, header alone: neither stays stuck before it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_segment_started_again_under_its_name_is_read_from_its_new_file() {
+        use crate::index::Segments;
+        use crate::segment;
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), 10, Options::default()).await;
+        let k = keys();
+        let path = dir.path().join(segment::file_name(0));
+        let full = std::fs::read(&path).unwrap();
+        let header_len = Segments::default().get(dir.path(), &k, 0).unwrap().2;
+        index::remove(dir.path()).unwrap();
+        // The segment before its first commit: its header alone.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, &full[..header_len as usize]).unwrap();
+        let reader = LogReader::open(dir.path(), k.clone()).unwrap();
+        assert_eq!(reader.tree_size().unwrap(), 0);
+        let mut conn = index::open(dir.path()).unwrap();
+        let mut indexer = Segments::default();
+        assert_eq!(
+            index::catch_up(&mut conn, dir.path(), &k, &mut indexer, None).unwrap(),
+            0
+        );
+        // Started again under the same name (another file), committed to.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, &full).unwrap();
+        assert_eq!(
+            index::catch_up(&mut conn, dir.path(), &k, &mut indexer, None).unwrap(),
+            10
+        );
+        for i in 0..10 {
+            assert!(reader.leaf(i).unwrap().is_some(), "record {i}");
+        }
     }
 
     /// The segment being written has zeros written ahead of its last

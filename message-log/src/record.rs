@@ -207,6 +207,10 @@ impl Compact {
         // (offset in the leaf, length, the cut's bytes after the offset)
         let mut derived: Vec<(usize, usize, Cut)> = Vec::new();
         let envelope = record.envelope.as_slice();
+        // Only a value that starts within two bytes' reach can be cut.
+        let reach = &envelope[..envelope
+            .len()
+            .min(usize::from(u16::MAX) + usize::from(u8::MAX))];
         for (field, at, len) in length_delimited(&record.leaf) {
             if at > usize::from(u16::MAX) || envelope.is_empty() {
                 continue;
@@ -221,7 +225,7 @@ impl Compact {
                     derived.push((at, DIGEST, Cut::EnvelopeDigest));
                 }
             } else if (SHORTEST_FROM_ENVELOPE..=usize::from(u8::MAX)).contains(&len)
-                && let Some(from) = memchr::memmem::find(envelope, value)
+                && let Some(from) = memchr::memmem::find(reach, value)
                 && let Ok(from) = u16::try_from(from)
             {
                 derived.push((at, len, Cut::FromEnvelope(from, len as u8)));

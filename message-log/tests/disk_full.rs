@@ -138,6 +138,18 @@ async fn a_full_disk_refuses_appends_loses_nothing_and_recovers() {
             .expect("appends succeed again once space returns, without a restart");
         acknowledged.push(next);
     }
+    // The running log's index follows into the segments started after
+    // the disk was full (one of them may have replaced, under the same
+    // name, a segment the indexer had opened).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while log.index_lag() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the index is stuck {} records behind after the disk was full",
+            log.index_lag()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     log.close();
 
     // Opened again: every acknowledged record is there, in order, and
