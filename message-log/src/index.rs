@@ -307,22 +307,23 @@ pub struct Segments {
 }
 
 impl Segments {
-    /// Forgets segment `first` if its file is no longer the one opened
-    /// (the writer starts a segment again under the same name when the
-    /// first commit into a new segment failed, e.g. on a full disk, and
-    /// retention deletes whole segments); true if it did. The next
-    /// [`Segments::get`] opens the file that is there now.
+    /// Forgets segment `first` if its name no longer holds the file opened
+    /// (the writer starts a segment again under the same name, as a new
+    /// file with a new key, when the first commit into it failed, e.g. on
+    /// a full disk, or when it starts again and the last segment holds no
+    /// record); true if it did. The next [`Segments::get`] opens the file
+    /// that is there now. A name that cannot be looked up for any reason
+    /// but its absence counts as unchanged.
     pub fn forget_if_replaced(&mut self, dir: &Path, first: u64) -> bool {
         use std::os::unix::fs::MetadataExt;
         let Some((file, _, _)) = self.open.get(&first) else {
             return false;
         };
-        let replaced = match (
-            std::fs::metadata(dir.join(segment::file_name(first))),
-            file.metadata(),
-        ) {
-            (Ok(now), Ok(opened)) => (now.dev(), now.ino()) != (opened.dev(), opened.ino()),
-            _ => true,
+        let replaced = match std::fs::metadata(dir.join(segment::file_name(first))) {
+            Ok(now) => file
+                .metadata()
+                .is_ok_and(|opened| (now.dev(), now.ino()) != (opened.dev(), opened.ino())),
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
         };
         if replaced {
             self.open.remove(&first);
@@ -423,6 +424,12 @@ fn locate(
     let Some(&(first, _)) = list.iter().rev().find(|(f, _)| *f <= size) else {
         return Ok(None);
     };
+    // A position past the end of the file opened here: the name may hold
+    // another file now (the segment was started again).
+    let opened_len = segments.get(dir, keys, first)?.0.metadata()?.len();
+    if hint.0 == first as i64 && hint.1 > opened_len {
+        segments.forget_if_replaced(dir, first);
+    }
     let (file, _, header_len) = segments.get(dir, keys, first)?;
     let len = file.metadata()?.len();
     if hint.0 == first as i64 && (*header_len..=len).contains(&hint.1) {
@@ -471,6 +478,8 @@ fn catch_up_batch(
     let mut pos: Option<(u64, u64)> = None;
     // What stopped the batch short; what came before it is kept.
     let mut failure: Option<LogError> = None;
+    // Whether the last segment's file was opened again in this batch.
+    let mut reopened = false;
     {
         let mut insert = tx.prepare_cached(
             "INSERT INTO records (leaf_index, at, message_id, subject_key, withheld_until,
@@ -548,12 +557,23 @@ fn catch_up_batch(
                                 continue 'segments;
                             }
                             // The end of the log (or a commit being written),
-                            // unless the file was started again since it was
-                            // opened here.
+                            // unless the segment holds no record yet and was
+                            // started again since it was opened here (only such
+                            // a segment ever is): then its new file is read,
+                            // from its header on (once a batch).
                             _ if last => {
-                                if segments.forget_if_replaced(dir, first) {
-                                    pos = None;
-                                    continue 'segments;
+                                if first == size
+                                    && !reopened
+                                    && segments.forget_if_replaced(dir, first)
+                                {
+                                    reopened = true;
+                                    if segments.get(dir, keys, first).is_ok() {
+                                        pos = Some((first, 0));
+                                        continue 'segments;
+                                    }
+                                    // Not there again yet (removed and not yet
+                                    // made, or its header not yet written):
+                                    // the next batch reads it.
                                 }
                                 break 'segments;
                             }
@@ -629,7 +649,12 @@ fn catch_up_batch(
             }
         }
     }
-    let (seg, off) = pos.map(|(f, o)| (f as i64, o as i64)).unwrap_or((seg, off));
+    // A batch that added nothing keeps the position it found: where it
+    // walked to in a file it could not read on says nothing of the log.
+    let (seg, off) = match pos {
+        Some((f, o)) if size > start => (f as i64, o as i64),
+        _ => (seg, off),
+    };
     crate::subjects::merge(&tx, start, size)?;
     // The nodes go to their tiles before the position that covers them
     // commits; synced now and then, so a power loss costs a bounded

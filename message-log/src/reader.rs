@@ -1343,6 +1343,37 @@ mod tests {
         }
     }
 
+    /// The same with the writer's own way of starting a segment again:
+    /// each start makes a new segment at the log's end and removes a last
+    /// one that holds no record, so a reader that saw the segment empty
+    /// must read its new file (another key) once records come.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_follows_a_segment_the_writer_started_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = keys();
+        write(dir.path(), 10, Options::default()).await;
+        // A start: segment 10, its header alone.
+        let log = SegmentLog::open(dir.path(), k.clone()).unwrap();
+        let reader = LogReader::open(dir.path(), k.clone()).unwrap();
+        assert_eq!(reader.tree_size().unwrap(), 10);
+        assert!(reader.leaf(9).unwrap().is_some());
+        log.close();
+        // The next start makes segment 10 again, and commits to it.
+        let log = SegmentLog::open(dir.path(), k.clone()).unwrap();
+        for i in 10..20 {
+            log.append(record(i, CITIZEN)).await.unwrap();
+        }
+        log.close();
+        assert_eq!(reader.tree_size().unwrap(), 20);
+        for i in 0..20 {
+            assert!(reader.leaf(i).unwrap().is_some(), "record {i}");
+        }
+        assert_eq!(
+            reader.audit(0, u64::MAX).unwrap().mismatches,
+            Vec::<String>::new()
+        );
+    }
+
     /// The segment being written has zeros written ahead of its last
     /// commit; readers stop at it, and a segment no longer written (closed
     /// when full, or at a stop) keeps none.
