@@ -116,6 +116,14 @@ impl Sides<'_> {
             Sides::Gateways(a, b) => Some((a.cpu_seconds(), b.cpu_seconds())),
         }
     }
+
+    /// CPU seconds of the message log's own threads, each side.
+    fn log_cpu_seconds(&self) -> Option<(f64, f64)> {
+        match self {
+            Sides::Servers(c, p) => Some((c.log_cpu_seconds(), p.log_cpu_seconds())),
+            _ => None,
+        }
+    }
 }
 
 /// One way a call can go, ready to load.
@@ -140,6 +148,8 @@ struct Row {
     /// CPU µs per exchange: consumer side, provider side (servers or
     /// gateways 1 and 2).
     cpu_us: Option<(f64, f64)>,
+    /// Of that, the message log's writer and indexer threads (servers).
+    log_cpu_us: Option<(f64, f64)>,
 }
 
 fn median_by<T: Clone>(mut v: Vec<T>, key: impl Fn(&T) -> f64) -> T {
@@ -164,6 +174,7 @@ async fn channel(addr: std::net::SocketAddr) -> Result<Channel> {
 /// Runs one load on one route; returns the row.
 async fn measure(route: &Route<'_>, payload: usize, concurrency: usize, duration: Duration) -> Row {
     let before = route.sides.cpu_seconds();
+    let log_before = route.sides.log_cpu_seconds();
     let m: Measured = load::run(
         route.channel.clone(),
         route.metadata.clone(),
@@ -172,12 +183,15 @@ async fn measure(route: &Route<'_>, payload: usize, concurrency: usize, duration
         duration,
     )
     .await;
-    let cpu_us = match (before, route.sides.cpu_seconds()) {
+    let per_exchange = |before: Option<(f64, f64)>, after: Option<(f64, f64)>| match (before, after)
+    {
         (Some((c0, p0)), Some((c, p))) if m.ok > 0 => {
             Some(((c - c0) * 1e6 / m.ok as f64, (p - p0) * 1e6 / m.ok as f64))
         }
         _ => None,
     };
+    let cpu_us = per_exchange(before, route.sides.cpu_seconds());
+    let log_cpu_us = per_exchange(log_before, route.sides.log_cpu_seconds());
     if let Some(e) = &m.first_error {
         eprintln!(
             "  {} errors in {} mode; first: {e}",
@@ -195,6 +209,7 @@ async fn measure(route: &Route<'_>, payload: usize, concurrency: usize, duration
         p99: m.quantile(0.99),
         errors: m.errors,
         cpu_us,
+        log_cpu_us,
     }
 }
 
@@ -510,6 +525,16 @@ fn report(
             if log <= bound { "met" } else { "missed" }
         );
     }
+    for (rows, callers) in [(table, "callers"), (latency, "caller")] {
+        for r in rows.iter().filter(|r| r.mode == Mode::Bus) {
+            if let Some((c, p)) = r.log_cpu_us {
+                println!(
+                    "the message log's own threads (writer, indexer) at {} B and {} {callers}: {c:.0} µs (consumer) + {p:.0} µs (provider) of CPU per exchange",
+                    r.payload, r.concurrency
+                );
+            }
+        }
+    }
     if !sweep.is_empty() {
         print_rows("Growth with concurrency (4 KiB)", sweep);
     }
@@ -528,40 +553,37 @@ fn json(
     rss: &[(String, u64)],
     notes: &Notes,
 ) -> String {
+    use serde_json::json;
     let rows = |rows: &[Row]| {
         rows.iter()
             .map(|r| {
-                format!(
-                    r#"{{"payload":{},"concurrency":{},"mode":"{}","rps":{:.1},"ratio":{:.3},"p50_us":{},"p90_us":{},"p99_us":{},"errors":{},"cpu_us_consumer":{},"cpu_us_provider":{}}}"#,
-                    r.payload,
-                    r.concurrency,
-                    r.mode.name(),
-                    r.rps,
-                    ratio(rows, r),
-                    r.p50,
-                    r.p90,
-                    r.p99,
-                    r.errors,
-                    r.cpu_us.map_or("null".into(), |c| format!("{:.1}", c.0)),
-                    r.cpu_us.map_or("null".into(), |c| format!("{:.1}", c.1)),
-                )
+                json!({
+                    "payload": r.payload,
+                    "concurrency": r.concurrency,
+                    "mode": r.mode.name(),
+                    "rps": r.rps,
+                    "ratio": ratio(rows, r),
+                    "p50_us": r.p50,
+                    "p90_us": r.p90,
+                    "p99_us": r.p99,
+                    "errors": r.errors,
+                    "cpu_us_consumer": r.cpu_us.map(|c| c.0),
+                    "cpu_us_provider": r.cpu_us.map(|c| c.1),
+                    "log_threads_cpu_us_consumer": r.log_cpu_us.map(|c| c.0),
+                    "log_threads_cpu_us_provider": r.log_cpu_us.map(|c| c.1),
+                })
             })
             .collect::<Vec<_>>()
-            .join(",")
     };
-    let rss = rss
-        .iter()
-        .map(|(n, k)| format!(r#""{n}":{k}"#))
-        .collect::<Vec<_>>()
-        .join(",");
-    let notes = serde_json::Value::from(notes.lines.clone()).to_string();
-    format!(
-        r#"{{"throughput":[{}],"latency":[{}],"fdatasync_median_us":{},"sweep":[{}],"peak_rss_kib":{{{}}},"notes":{}}}"#,
-        rows(table),
-        rows(latency),
-        fdatasync.as_micros(),
-        rows(sweep),
-        rss,
-        notes
-    )
+    let rss: serde_json::Map<String, serde_json::Value> =
+        rss.iter().map(|(n, k)| (n.clone(), json!(k))).collect();
+    json!({
+        "throughput": rows(table),
+        "latency": rows(latency),
+        "fdatasync_median_us": fdatasync.as_micros() as u64,
+        "sweep": rows(sweep),
+        "peak_rss_kib": rss,
+        "notes": notes.lines,
+    })
+    .to_string()
 }

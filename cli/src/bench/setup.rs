@@ -37,7 +37,27 @@ pub struct Proc {
 
 /// User + system CPU seconds a process spent so far (0 once it is gone).
 pub fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    stat_cpu_seconds(&format!("/proc/{pid}/stat"))
+}
+
+/// User + system CPU seconds spent so far by the threads of process `pid`
+/// whose name starts with `prefix` (as `/proc` gives it: 15 bytes at most).
+pub fn threads_cpu_seconds(pid: u32, prefix: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix))
+        })
+        .map(|t| stat_cpu_seconds(&t.path().join("stat").to_string_lossy()))
+        .sum()
+}
+
+/// User + system CPU seconds in a `/proc/…/stat` file (0 if unreadable).
+fn stat_cpu_seconds(path: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(path) else {
         return 0.0;
     };
     let fields: Vec<&str> = stat
@@ -75,6 +95,12 @@ impl Proc {
     /// User + system CPU seconds so far.
     pub fn cpu_seconds(&self) -> f64 {
         cpu_seconds(self.pid())
+    }
+
+    /// CPU seconds so far of the message log's own threads: its writer
+    /// (`message-log`) and its indexer (`message-log-index`).
+    pub fn log_cpu_seconds(&self) -> f64 {
+        threads_cpu_seconds(self.pid(), "message-log")
     }
 
     /// The last lines the server wrote to its log (for a failure report).
