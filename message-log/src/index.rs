@@ -331,6 +331,14 @@ impl Segments {
         replaced
     }
 
+    /// Closes the files of segments that are no longer in `list` (sorted,
+    /// as [`segment::list`] gives it): retention deleted them, and an open
+    /// file keeps its disk space until it is closed.
+    pub fn keep_listed(&mut self, list: &[(u64, PathBuf)]) {
+        self.open
+            .retain(|first, _| list.binary_search_by_key(first, |(f, _)| *f).is_ok());
+    }
+
     /// The segment starting at `first`: (file, key, header length).
     pub fn get(
         &mut self,
@@ -469,6 +477,7 @@ fn catch_up_batch(
     }
     let mut size = start;
     let list = segment::list(dir)?;
+    segments.keep_listed(&list);
     let mut frontier = match segments.frontier.take() {
         Some(f) if f.size() == size => f,
         _ => Frontier::load(&mut segments.tiles(dir).view(size), size)?,

@@ -1432,17 +1432,48 @@ mod tests {
         }
         let r = LogReader::open(dir.path(), keys()).unwrap();
         let root = r.root(60).unwrap();
+        // Another reader that has read every record, so holds every
+        // segment open.
+        let other = LogReader::open(dir.path(), keys()).unwrap();
+        for i in 0..60 {
+            assert!(other.leaf(i).unwrap().is_some());
+        }
         let mut pruned = 0;
         // Records are at 1000..1060; everything is past retention at 5000,
         // but record 45 is withheld until 10,000.
         assert_eq!(r.latest_retention(60).unwrap(), None, "nothing pruned yet");
         let mut last = None;
+        let mut plans = 0;
         while let Some(plan) = r.plan_prune(5000, 7000).unwrap() {
             log.append(plan.record(7000)).await.unwrap();
+            plans += 1;
             pruned += r.prune(&plan.marker).unwrap();
             last = Some(plan);
         }
         assert!(pruned > 0 && pruned <= 45, "{pruned}");
+        // Once they next look at the log, neither that reader nor the
+        // writer's indexer (after the next commit) keeps a deleted segment
+        // open: an open file keeps its disk space.
+        log.append(record(60, "")).await.unwrap();
+        assert_eq!(other.tree_size().unwrap(), 61 + plans);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while log.index_lag() > 0 {
+            assert!(std::time::Instant::now() < deadline, "index lag");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let held: Vec<_> = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .filter(|target| {
+                target.starts_with(dir.path()) && target.to_string_lossy().ends_with(" (deleted)")
+            })
+            .collect();
+        assert_eq!(
+            held,
+            Vec::<std::path::PathBuf>::new(),
+            "deleted segments held open"
+        );
         // The newest retention record says what went last: the records up
         // to the newest one pruned (records are dated 1000 + their index).
         let last = last.unwrap();
