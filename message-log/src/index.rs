@@ -331,6 +331,14 @@ impl Segments {
         replaced
     }
 
+    /// [`Segments::forget_if_replaced`] for every segment open here.
+    pub fn forget_replaced(&mut self, dir: &Path) {
+        let open: Vec<u64> = self.open.keys().copied().collect();
+        for first in open {
+            self.forget_if_replaced(dir, first);
+        }
+    }
+
     /// Closes the files of segments that are no longer in `list` (sorted,
     /// as [`segment::list`] gives it): retention deleted them, and an open
     /// file keeps its disk space until it is closed.

@@ -545,6 +545,9 @@ impl LogReader {
     /// it, and the segments hold every indexed record.
     pub fn audit(&self, from: u64, to: u64) -> Result<Audit, LogError> {
         let mut g = self.fresh();
+        // The audit reads what the directory holds now, not a file this
+        // reader opened before another was put in its place.
+        g.segments.forget_replaced(&self.dir);
         // One snapshot of the index: the indexer merges subject runs as it
         // goes, and where an entry lies depends on the index's size.
         let (size, rows, entries, past) = snapshot(&g.index, |c| {
@@ -1372,6 +1375,28 @@ mod tests {
             reader.audit(0, u64::MAX).unwrap().mismatches,
             Vec::<String>::new()
         );
+    }
+
+    /// A segment replaced under its name by an edited copy (a new file)
+    /// is found by the next audit of a reader that had the original open.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_edited_copy_put_in_a_segments_place_is_found_by_a_reader_that_had_it_open() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), 10, Options::default()).await;
+        let reader = LogReader::open(dir.path(), keys()).unwrap();
+        assert!(reader.leaf(5).unwrap().is_some());
+        assert!(reader.audit(0, u64::MAX).unwrap().mismatches.is_empty());
+        let row = index::row(&index::open(dir.path()).unwrap(), 5)
+            .unwrap()
+            .unwrap();
+        let path = dir.path().join(crate::segment::file_name(0));
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[(row.offset + row.len / 2) as usize] ^= 1;
+        let copy = dir.path().join("copy");
+        std::fs::write(&copy, bytes).unwrap();
+        std::fs::rename(&copy, &path).unwrap();
+        let found = reader.audit(0, u64::MAX).unwrap().mismatches;
+        assert!(found.iter().any(|m| m.contains("record 5")), "{found:?}");
     }
 
     /// The segment being written has zeros written ahead of its last
