@@ -290,12 +290,22 @@ pub fn keep_derived(waiting: &mut VecDeque<Derived>, derived: impl IntoIterator<
     waiting.drain(..excess);
 }
 
-/// Segment files and their keys, opened once.
+/// Most segment files one [`Segments`] keeps open. A reader looking far
+/// back, or an index rebuilt from the start, would otherwise hold every
+/// segment of the log: hundreds in a national server's retention period,
+/// against a process's limit on open files (1,024 by default).
+pub const MOST_OPEN: usize = 32;
+
+/// Segment files and their keys, opened once (at most [`MOST_OPEN`] at a
+/// time: the one asked for least recently is closed first).
 #[derive(Default)]
 pub struct Segments {
     /// What the writer derived from records not yet indexed, in order.
     derived: VecDeque<Derived>,
     open: HashMap<u64, (File, SegmentKey, u64)>,
+    /// When each open segment was last asked for, by a counter.
+    used: HashMap<u64, u64>,
+    asked: u64,
     /// The tree's right edge after the last batch, kept so the next batch
     /// need not read it back (checked against the index's size).
     frontier: Option<Frontier>,
@@ -327,6 +337,7 @@ impl Segments {
         };
         if replaced {
             self.open.remove(&first);
+            self.used.remove(&first);
         }
         replaced
     }
@@ -345,6 +356,7 @@ impl Segments {
     pub fn keep_listed(&mut self, list: &[(u64, PathBuf)]) {
         self.open
             .retain(|first, _| list.binary_search_by_key(first, |(f, _)| *f).is_ok());
+        self.used.retain(|first, _| self.open.contains_key(first));
     }
 
     /// The segment starting at `first`: (file, key, header length).
@@ -355,6 +367,20 @@ impl Segments {
         first: u64,
     ) -> Result<&(File, SegmentKey, u64), LogError> {
         use std::collections::hash_map::Entry;
+        self.asked += 1;
+        self.used.insert(first, self.asked);
+        if !self.open.contains_key(&first)
+            && self.open.len() >= MOST_OPEN
+            && let Some(&oldest) = self
+                .used
+                .iter()
+                .filter(|(f, _)| **f != first && self.open.contains_key(f))
+                .min_by_key(|(_, at)| **at)
+                .map(|(f, _)| f)
+        {
+            self.open.remove(&oldest);
+            self.used.remove(&oldest);
+        }
         if let Entry::Vacant(slot) = self.open.entry(first) {
             let path = dir.join(segment::file_name(first));
             let file = File::open(&path).map_err(|e| {
@@ -395,6 +421,7 @@ impl Segments {
     pub fn clear(&mut self) {
         self.derived.clear();
         self.open.clear();
+        self.used.clear();
         self.frontier = None;
         self.indexed = None;
         self.tiles = None;

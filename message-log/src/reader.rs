@@ -1399,6 +1399,32 @@ mod tests {
         assert!(found.iter().any(|m| m.contains("record 5")), "{found:?}");
     }
 
+    /// A reader that reads the whole log keeps at most
+    /// [`index::MOST_OPEN`] segment files open, and still reads and audits
+    /// every record.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_keeps_a_bounded_number_of_segments_open() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), 1000, small()).await;
+        let segments = crate::segment::list(dir.path()).unwrap().len();
+        assert!(segments > index::MOST_OPEN + 8, "{segments} segments");
+        let reader = LogReader::open(dir.path(), keys()).unwrap();
+        for i in (0..1000).chain(0..1000) {
+            assert!(reader.leaf(i).unwrap().is_some(), "record {i}");
+        }
+        assert!(reader.audit(0, u64::MAX).unwrap().mismatches.is_empty());
+        let open = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .filter(|t| t.starts_with(dir.path()) && t.to_string_lossy().ends_with(".seg"))
+            .count();
+        assert!(
+            (1..=index::MOST_OPEN).contains(&open),
+            "{open} segment files open"
+        );
+    }
+
     /// The segment being written has zeros written ahead of its last
     /// commit; readers stop at it, and a segment no longer written (closed
     /// when full, or at a stop) keeps none.
