@@ -154,16 +154,11 @@ const LEAF_ENVELOPE_DIGEST: u64 = 15;
 /// thing that does not parse.
 fn length_delimited(msg: &[u8]) -> impl Iterator<Item = (u64, usize, usize)> + '_ {
     fn varint(b: &[u8], at: &mut usize) -> Option<u64> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let byte = *b.get(*at)?;
-            *at += 1;
-            v |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
+        let mut rest = b.get(*at..)?;
+        let before = rest.len();
+        let v = prost::encoding::decode_varint(&mut rest).ok()?;
+        *at += before - rest.len();
+        Some(v)
     }
     let mut at = 0;
     std::iter::from_fn(move || {
