@@ -24,9 +24,20 @@ pub fn leaf_bytes_with(
     hidden: Option<[u8; 32]>,
     envelope_digest: Option<[u8; 32]>,
 ) -> Vec<u8> {
+    leaf_of(r.clone(), subject, hidden, envelope_digest).encode_to_vec()
+}
+
+/// The leaf of `r` as a message, its values moved out of `r` (the
+/// writer's way: nothing is copied); encoded, it is [`leaf_bytes_with`].
+pub fn leaf_of(
+    r: LogRecord,
+    subject: Option<[u8; 32]>,
+    hidden: Option<[u8; 32]>,
+    envelope_digest: Option<[u8; 32]>,
+) -> pb::LogLeaf {
     let (user_id, purpose) = match hidden {
         Some(_) => (String::new(), String::new()),
-        None => (r.user_id.clone(), r.purpose.clone()),
+        None => (r.user_id, r.purpose),
     };
     pb::LogLeaf {
         side: match r.role {
@@ -40,20 +51,20 @@ pub fn leaf_bytes_with(
             Phase::Retention => pb::Phase::Retention,
         } as i32,
         at_unix_ms: r.at_ms,
-        message_id: r.message_id.clone(),
-        client: r.client.clone(),
-        service: r.service.clone(),
-        method: r.method.clone(),
+        message_id: r.message_id,
+        client: r.client,
+        service: r.service,
+        method: r.method,
         user_id,
         purpose,
         data_subject_hash: Vec::new(),
-        peer: r.peer.clone(),
-        request_digest: r.request_digest.clone(),
-        payload_digest: r.payload_digest.clone(),
+        peer: r.peer,
+        request_digest: r.request_digest,
+        payload_digest: r.payload_digest,
         payload_size: r.payload_size,
         envelope_digest: envelope_digest.map(|d| d.to_vec()).unwrap_or_default(),
         grpc_status: r.grpc_status,
-        fault: r.fault.clone(),
+        fault: r.fault,
         withheld_until_unix_ms: r.withheld_until_ms,
         duration_us: r.duration_us,
         hidden_commitment: hidden.map(|h| h.to_vec()).unwrap_or_default(),
@@ -63,7 +74,6 @@ pub fn leaf_bytes_with(
         pruned_leaves_digest: r.pruned.map(|p| p.digest.to_vec()).unwrap_or_default(),
         pruned_through_unix_ms: r.pruned.map(|p| p.through_ms).unwrap_or_default(),
     }
-    .encode_to_vec()
 }
 
 /// The side a leaf was written by, as a word.

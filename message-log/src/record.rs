@@ -186,6 +186,35 @@ fn length_delimited(msg: &[u8]) -> impl Iterator<Item = (u64, usize, usize)> + '
     })
 }
 
+/// Most of the envelope's values a leaf's value is compared with.
+const MOST_ENVELOPE_VALUES: usize = 64;
+
+/// Where the envelope holds values a leaf may restate, as (offset,
+/// length): its length-delimited fields and those of its sub-messages (the
+/// header's message id, method, official, purpose and digests), each
+/// [`SHORTEST_FROM_ENVELOPE`] to 255 bytes long and starting within two
+/// bytes' reach, at most [`MOST_ENVELOPE_VALUES`]. Linear in the
+/// envelope's length whatever it holds, and so is comparing a leaf with
+/// them (a substring search would build a searcher per value).
+fn envelope_values(envelope: &[u8]) -> Vec<(u16, u8)> {
+    let mut out = Vec::with_capacity(16);
+    let mut keep = |at: usize, len: usize| {
+        if let (Ok(at), Ok(len)) = (u16::try_from(at), u8::try_from(len))
+            && usize::from(len) >= SHORTEST_FROM_ENVELOPE
+            && out.len() < MOST_ENVELOPE_VALUES
+        {
+            out.push((at, len));
+        }
+    };
+    for (_, at, len) in length_delimited(envelope) {
+        keep(at, len);
+        for (_, inner, n) in length_delimited(&envelope[at..at + len]) {
+            keep(at + inner, n);
+        }
+    }
+    out
+}
+
 /// What a cut stands for.
 #[derive(Debug, Clone, Copy)]
 enum Cut {
@@ -197,15 +226,12 @@ enum Cut {
 impl Compact {
     /// `envelope_digest`: the envelope's SHA-256 when the caller made it
     /// already (else it is made here).
-    fn of(record: &Stored, derived_salt: &[u8; 32], envelope_digest: Option<&[u8; 32]>) -> Compact {
+    fn of(record: Stored, derived_salt: &[u8; 32], envelope_digest: Option<&[u8; 32]>) -> Compact {
         let salt_is_derived = record.subject_salt.as_slice() == derived_salt;
         // (offset in the leaf, length, the cut's bytes after the offset)
         let mut derived: Vec<(usize, usize, Cut)> = Vec::new();
         let envelope = record.envelope.as_slice();
-        // Only a value that starts within two bytes' reach can be cut.
-        let reach = &envelope[..envelope
-            .len()
-            .min(usize::from(u16::MAX) + usize::from(u8::MAX))];
+        let values = envelope_values(envelope);
         for (field, at, len) in length_delimited(&record.leaf) {
             if at > usize::from(u16::MAX) || envelope.is_empty() {
                 continue;
@@ -219,11 +245,11 @@ impl Compact {
                 if value == digest {
                     derived.push((at, DIGEST, Cut::EnvelopeDigest));
                 }
-            } else if (SHORTEST_FROM_ENVELOPE..=usize::from(u8::MAX)).contains(&len)
-                && let Some(from) = memchr::memmem::find(reach, value)
-                && let Ok(from) = u16::try_from(from)
-            {
-                derived.push((at, len, Cut::FromEnvelope(from, len as u8)));
+            } else if let Some(&(from, n)) = values.iter().find(|&&(from, n)| {
+                usize::from(n) == len
+                    && &envelope[usize::from(from)..usize::from(from) + len] == value
+            }) {
+                derived.push((at, len, Cut::FromEnvelope(from, n)));
             }
         }
         let mut leaf = Vec::with_capacity(record.leaf.len());
@@ -248,16 +274,16 @@ impl Compact {
         leaf.extend_from_slice(&record.leaf[from..]);
         Compact {
             leaf,
-            envelope: record.envelope.clone(),
-            data_subject: record.data_subject.clone(),
+            envelope: record.envelope,
+            data_subject: record.data_subject,
             subject_salt: if salt_is_derived {
                 Vec::new()
             } else {
-                record.subject_salt.clone()
+                record.subject_salt
             },
-            body: record.body.clone(),
-            hidden_opening: record.hidden_opening.clone(),
-            pruned_leaf_hash: record.pruned_leaf_hash.clone(),
+            body: record.body,
+            hidden_opening: record.hidden_opening,
+            pruned_leaf_hash: record.pruned_leaf_hash,
             leaf_cuts: cuts,
             derived_salt: salt_is_derived,
         }
@@ -383,16 +409,17 @@ impl SegmentKey {
         record: &Stored,
         out: &mut Vec<u8>,
     ) -> Result<(), LogError> {
-        self.seal_with(index, record, &self.subject_salt(index), None, out)
+        self.seal_with(index, record.clone(), &self.subject_salt(index), None, out)
     }
 
     /// [`SegmentKey::seal_into`] with what the writer made already:
     /// `subject_salt` (this key's [`SegmentKey::subject_salt`] for `index`)
-    /// and the envelope's SHA-256.
+    /// and the envelope's SHA-256; takes the record (nothing of it is
+    /// copied).
     pub fn seal_with(
         &self,
         index: u64,
-        record: &Stored,
+        record: Stored,
         subject_salt: &[u8; 32],
         envelope_digest: Option<&[u8; 32]>,
         out: &mut Vec<u8>,
@@ -492,7 +519,7 @@ mod tests {
         // The writer's way, with the salt and digest it made: the same bytes.
         let mut with = Vec::new();
         let digest = lienthong_proto::sha256(&record.envelope);
-        seg.seal_with(7, &whole, &salt, Some(&digest), &mut with)
+        seg.seal_with(7, whole.clone(), &salt, Some(&digest), &mut with)
             .unwrap();
         assert_eq!(with, compact);
         // A random salt and a leaf whose digests are not the record's are
@@ -528,20 +555,29 @@ mod tests {
             client: "VN/GOV/000305/business".into(),
             ..Default::default()
         };
-        // The envelope restates some of the leaf's values (not the client,
-        // which it holds in parts), among other bytes.
-        let mut envelope = vec![0xee; 40];
-        for v in [
-            record.message_id.as_bytes(),
-            record.method.as_bytes(),
-            record.user_id.as_bytes(),
-            record.purpose.as_bytes(),
-            &record.payload_digest,
-        ] {
-            envelope.extend_from_slice(v);
-            envelope.extend_from_slice(&[0xee; 5]);
-        }
-        record.envelope = envelope;
+        // The signed envelope restates some of the leaf's values (not the
+        // client, which it holds in parts), among other fields.
+        let envelope = |r: &crate::LogRecord| {
+            use lienthong_proto::pb::exchange::v1 as ex;
+            prost::Message::encode_to_vec(&ex::RequestEnvelope {
+                header: Some(ex::RequestHeader {
+                    message_id: r.message_id.clone(),
+                    method: r.method.clone(),
+                    user_id: r.user_id.clone(),
+                    purpose: r.purpose.clone(),
+                    payload_digest: r.payload_digest.clone(),
+                    created_at_unix_ms: 1_790_000_000_000,
+                    traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+                    ..Default::default()
+                }),
+                signature: Some(ex::Signature {
+                    value: vec![3; 64],
+                    signer_certificate_sha256: vec![4; 32],
+                    ..Default::default()
+                }),
+            })
+        };
+        record.envelope = envelope(&record);
         let whole = Stored {
             leaf: crate::leaf::leaf_bytes(&record, None, None),
             envelope: record.envelope.clone(),
@@ -560,8 +596,18 @@ mod tests {
         .iter()
         .map(|n| n - 6)
         .sum();
+        // The same envelope with other values of the same lengths.
+        let other = |v: &str| "x".repeat(v.len());
         let mut uncut = whole.clone();
-        uncut.envelope = vec![0xee; record.envelope.len()];
+        uncut.envelope = envelope(&crate::LogRecord {
+            message_id: other(&record.message_id),
+            method: other(&record.method),
+            user_id: other(&record.user_id),
+            purpose: other(&record.purpose),
+            payload_digest: vec![9; 32],
+            ..Default::default()
+        });
+        assert_eq!(uncut.envelope.len(), record.envelope.len());
         uncut.leaf = crate::leaf::leaf_bytes(
             &crate::LogRecord {
                 envelope: uncut.envelope.clone(),
@@ -580,7 +626,7 @@ mod tests {
 
         // Cuts that do not fit what they were sealed with open to nothing,
         // never to other bytes.
-        let compact = Compact::of(&whole, &seg.subject_salt(3), None);
+        let compact = Compact::of(whole.clone(), &seg.subject_salt(3), None);
         assert!(compact.leaf_cuts.len() >= 6 * 5);
         let mut short = compact.clone();
         short.envelope.truncate(50);

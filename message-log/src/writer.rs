@@ -49,7 +49,7 @@ use lienthong_proto::merkle;
 
 use crate::index::{self, Derived, Keys, Placed, Segments};
 use crate::keys::SubjectHasher;
-use crate::leaf::leaf_bytes_with;
+use crate::leaf::leaf_of;
 use crate::record::{SegmentKey, Stored};
 use crate::segment::{self, FrameBuilder, Header, KIND_SEALED, Tail};
 use crate::{Appended, LogError, LogKeys, LogRecord, MessageLog};
@@ -641,11 +641,11 @@ impl Shared {
     /// Commits `batch` (the caller marked the queue busy) and answers each
     /// of its appenders; returns whether the segment wants zeros ahead.
     /// `by_appender`: made on an appender's thread (counted apart).
-    fn commit(&self, batch: Vec<Job>, by_appender: bool) -> bool {
+    fn commit(&self, mut batch: Vec<Job>, by_appender: bool) -> bool {
         let (stats, progress) = (&self.stats, &self.progress);
         let started = Instant::now();
         let mut w = lock(&self.writer);
-        let result = w.commit(&batch).inspect_err(|e| {
+        let result = w.commit(&mut batch).inspect_err(|e| {
             tracing::error!(error = %e, records = batch.len(), "message log commit failed");
         });
         let result = result.map(|derived| progress.give(derived));
@@ -715,7 +715,7 @@ impl Drop for Failed<'_> {
 impl Writer {
     /// Writes `batch` as one frame and makes it durable; returns what the
     /// index takes from each record.
-    fn commit(&mut self, batch: &[Job]) -> Result<Vec<Derived>, LogError> {
+    fn commit(&mut self, batch: &mut [Job]) -> Result<Vec<Derived>, LogError> {
         if self.poisoned {
             return Err(LogError(
                 "a failed write could not be undone; restart the server to recover the log".into(),
@@ -737,22 +737,26 @@ impl Writer {
         let mut frame = FrameBuilder::new(self.size);
         let mut derived = Vec::with_capacity(batch.len());
         let start = current.len;
-        for (job, hidden_salt) in batch.iter().zip(salts.chunks_exact(32)) {
+        for (job, hidden_salt) in batch.iter_mut().zip(salts.chunks_exact(32)) {
             let index = frame.next_index();
             let salt = current.key.subject_salt(index);
-            let r = &job.record;
+            // The record is the writer's from here: what it holds moves
+            // into the leaf and the sealed record, and its appender is
+            // answered whatever the commit's outcome.
+            let r = std::mem::take(&mut job.record);
+            let keys = Keys::of_record(&r, job.subject_key);
             let digest = (!r.envelope.is_empty()).then(|| lienthong_proto::sha256(&r.envelope));
             let stored = stored(r, &salt, hidden_salt, digest);
             let leaf_hash = merkle::leaf_hash(&stored.leaf);
             let (at, len) = frame.push(KIND_SEALED, |out| {
                 current
                     .key
-                    .seal_with(index, &stored, &salt, digest.as_ref(), out)
+                    .seal_with(index, stored, &salt, digest.as_ref(), out)
             })?;
             derived.push(Derived {
                 index,
                 leaf_hash,
-                keys: Keys::of_record(r, job.subject_key),
+                keys,
                 placed: Placed {
                     segment: current.first,
                     frame: (start, 0),
@@ -796,9 +800,10 @@ impl Writer {
 
 /// What is kept of `r`: its leaf (with the subject committed under
 /// `subject_salt` and, when withheld, the official and purpose under
-/// `hidden_salt`) and everything sealed beside it.
+/// `hidden_salt`) and everything sealed beside it. Takes `r`: its values
+/// move into what is kept, none is copied.
 fn stored(
-    r: &LogRecord,
+    mut r: LogRecord,
     subject_salt: &[u8],
     hidden_salt: &[u8],
     envelope_digest: Option<[u8; 32]>,
@@ -808,28 +813,29 @@ fn stored(
     // A withheld exchange's official and purpose stay out of the leaf until
     // its release: a salted commitment stands in, its opening sealed beside.
     let (hidden, opening) = if r.withheld_until_ms > 0 {
+        let hidden = hidden_commitment(hidden_salt, &r.user_id, &r.purpose);
         let opening = HiddenOpening {
             salt: hidden_salt.to_vec(),
-            user_id: r.user_id.clone(),
-            purpose: r.purpose.clone(),
+            user_id: std::mem::take(&mut r.user_id),
+            purpose: std::mem::take(&mut r.purpose),
         };
-        (
-            Some(hidden_commitment(hidden_salt, &r.user_id, &r.purpose)),
-            prost::Message::encode_to_vec(&opening),
-        )
+        (Some(hidden), prost::Message::encode_to_vec(&opening))
     } else {
         (None, Vec::new())
     };
+    let envelope = std::mem::take(&mut r.envelope);
+    let data_subject = std::mem::take(&mut r.data_subject);
+    let body = r.body.take().map(Vec::from);
     Stored {
-        leaf: leaf_bytes_with(r, subject, hidden, envelope_digest),
-        envelope: r.envelope.clone(),
-        data_subject: r.data_subject.clone(),
+        leaf: prost::Message::encode_to_vec(&leaf_of(r, subject, hidden, envelope_digest)),
+        envelope,
+        data_subject,
         subject_salt: if has_subject {
             subject_salt.to_vec()
         } else {
             Vec::new()
         },
-        body: r.body.as_ref().map(|b| b.to_vec()),
+        body,
         hidden_opening: opening,
         pruned_leaf_hash: Vec::new(),
     }
