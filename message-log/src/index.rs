@@ -524,6 +524,9 @@ fn catch_up_batch(
     let mut failure: Option<LogError> = None;
     // Whether the last segment's file was opened again in this batch.
     let mut reopened = false;
+    // The subject entries of the records added, put in at the end in the
+    // table's order.
+    let mut subject_entries = Vec::new();
     {
         let mut insert = tx.prepare_cached(
             "INSERT INTO records (leaf_index, at, message_id, subject_key, withheld_until,
@@ -680,7 +683,7 @@ fn catch_up_batch(
                         i64::from(a.pruned),
                     ])?;
                     if let Some(subject) = &a.keys.subject_key {
-                        crate::subjects::add(&tx, a.index, subject)?;
+                        subject_entries.push(crate::subjects::entry(a.index, subject));
                     }
                     frontier.push(a.leaf_hash, |l, i, h| pending.add(l, i, h));
                 }
@@ -699,6 +702,7 @@ fn catch_up_batch(
         Some((f, o)) if size > start => (f as i64, o as i64),
         _ => (seg, off),
     };
+    crate::subjects::add_all(&tx, &mut subject_entries)?;
     crate::subjects::merge(&tx, start, size)?;
     // The nodes go to their tiles before the position that covers them
     // commits; synced now and then, so a power loss costs a bounded

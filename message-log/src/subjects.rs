@@ -90,10 +90,22 @@ pub fn live_runs(size: u64) -> Vec<i64> {
     runs
 }
 
-/// Adds record `leaf`'s entry (the index then holds `leaf + 1` records).
-pub fn add(tx: &Transaction<'_>, leaf: u64, subject_key: &[u8]) -> Result<(), LogError> {
-    tx.prepare_cached("INSERT INTO subjects (run, key, leaf_index) VALUES (?1, ?2, ?3)")?
-        .execute(params![run_id(0, leaf), key(subject_key), leaf as i64])?;
+/// Record `leaf`'s entry under `subject_key`, for [`add_all`].
+pub fn entry(leaf: u64, subject_key: &[u8]) -> (i64, i64, i64) {
+    (run_id(0, leaf), key(subject_key), leaf as i64)
+}
+
+/// Adds `entries` (made by [`entry`]; the index then holds records up
+/// to the last of them) in the table's order: a batch's entries land together
+/// in its newest runs, each page taken once, instead of at random places
+/// one after another.
+pub fn add_all(tx: &Transaction<'_>, entries: &mut [(i64, i64, i64)]) -> Result<(), LogError> {
+    entries.sort_unstable();
+    let mut insert =
+        tx.prepare_cached("INSERT INTO subjects (run, key, leaf_index) VALUES (?1, ?2, ?3)")?;
+    for (run, key, leaf) in entries.iter() {
+        insert.execute(params![run, key, leaf])?;
+    }
     Ok(())
 }
 
@@ -327,9 +339,8 @@ mod tests {
         while size < n {
             let tx = conn.transaction().unwrap();
             let next = (size + 3_001).min(n);
-            for i in size..next {
-                add(&tx, i, &subject(i)).unwrap();
-            }
+            let mut entries: Vec<_> = (size..next).map(|i| entry(i, &subject(i))).collect();
+            add_all(&tx, &mut entries).unwrap();
             merge(&tx, size, next).unwrap();
             tx.commit().unwrap();
             size = next;
