@@ -729,15 +729,25 @@ impl Writer {
             self.current = Some(Current::create(&self.dir, &self.keys, self.size)?);
         }
         let current = self.current.as_mut().expect("opened above");
-        // Salts for the withheld commitments: one draw per commit. (The
-        // subject's salt is the segment key's for the position.)
-        let mut salts = vec![0u8; 32 * batch.len()];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salts)
-            .map_err(|_| LogError("no randomness for the commitments".into()))?;
+        // Salts for the withheld records' commitments: one draw per
+        // commit that has any. (The subject's salt is the segment key's
+        // for the position.)
+        let withheld = batch.iter().filter(|j| is_withheld(&j.record)).count();
+        let mut salts = vec![0u8; 32 * withheld];
+        if withheld > 0 {
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salts)
+                .map_err(|_| LogError("no randomness for the commitments".into()))?;
+        }
+        let mut salts = salts.chunks_exact(32);
         let mut frame = FrameBuilder::new(self.size);
         let mut derived = Vec::with_capacity(batch.len());
         let start = current.len;
-        for (job, hidden_salt) in batch.iter_mut().zip(salts.chunks_exact(32)) {
+        for job in batch.iter_mut() {
+            let hidden_salt: &[u8] = if is_withheld(&job.record) {
+                salts.next().expect("a salt was drawn per withheld record")
+            } else {
+                &[]
+            };
             let index = frame.next_index();
             let salt = current.key.subject_salt(index);
             // The record is the writer's from here: what it holds moves
@@ -798,9 +808,15 @@ impl Writer {
     }
 }
 
+/// Whether `r`'s official and purpose are withheld from the data subject
+/// (until `withheld_until_ms`).
+fn is_withheld(r: &LogRecord) -> bool {
+    r.withheld_until_ms > 0
+}
+
 /// What is kept of `r`: its leaf (with the subject committed under
 /// `subject_salt` and, when withheld, the official and purpose under
-/// `hidden_salt`) and everything sealed beside it. Takes `r`: its values
+/// `hidden_salt`, 32 random bytes drawn for it) and everything sealed beside it. Takes `r`: its values
 /// move into what is kept, none is copied.
 fn stored(
     mut r: LogRecord,
@@ -812,7 +828,7 @@ fn stored(
     let subject = has_subject.then(|| subject_commitment(subject_salt, &r.data_subject));
     // A withheld exchange's official and purpose stay out of the leaf until
     // its release: a salted commitment stands in, its opening sealed beside.
-    let (hidden, opening) = if r.withheld_until_ms > 0 {
+    let (hidden, opening) = if is_withheld(&r) {
         let hidden = hidden_commitment(hidden_salt, &r.user_id, &r.purpose);
         let opening = HiddenOpening {
             salt: hidden_salt.to_vec(),
@@ -1004,6 +1020,74 @@ mod tests {
         assert_eq!(log.stats().by_appenders.load(Ordering::Relaxed) - before, 5);
         assert_eq!(log.acknowledged().acknowledged(), 6);
         log.close();
+    }
+
+    /// A commit mixing withheld and released records: each withheld one
+    /// gets salt of its own, its leaf commits to its official and purpose
+    /// under it, and the others keep theirs in the leaf.
+    #[test]
+    fn each_withheld_record_of_a_commit_has_its_own_salt() {
+        use lienthong_proto::pb::trace::v1::LogLeaf;
+        use prost::Message;
+        let dir = tempfile::tempdir().unwrap();
+        let log = SegmentLog::open(dir.path(), keys()).unwrap();
+        let withheld = |i: u64| !i.is_multiple_of(3);
+        for i in 0..9 {
+            let mut r = record(i);
+            r.user_id = format!("officer-{i}");
+            r.purpose = format!("case {i}");
+            if withheld(i) {
+                r.withheld_until_ms = 4_000_000_000_000;
+            }
+            drop(log.append(r));
+        }
+        let waited = Instant::now();
+        while log.acknowledged().acknowledged() < 9 {
+            assert!(waited.elapsed() < Duration::from_secs(10), "committed");
+            thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            log.stats().commits.load(Ordering::Relaxed) < 9,
+            "some commits hold several"
+        );
+        log.close();
+        let r = crate::LogReader::open(dir.path(), keys()).unwrap();
+        let found = r.about("001190012345", 0, i64::MAX, 0, 100).unwrap();
+        assert_eq!(found.len(), 9);
+        let mut salts = std::collections::HashSet::new();
+        for f in found {
+            let i = f.leaf_index;
+            let leaf = LogLeaf::decode(f.leaf.as_slice()).unwrap();
+            match f.hidden {
+                Some(opening) => {
+                    assert!(withheld(i), "record {i}");
+                    let o = HiddenOpening::decode(opening.as_slice()).unwrap();
+                    assert_eq!(o.salt.len(), 32);
+                    assert!(
+                        salts.insert(o.salt.clone()),
+                        "record {i}: a salt used twice"
+                    );
+                    assert_eq!(
+                        (o.user_id.as_str(), o.purpose.as_str()),
+                        (
+                            format!("officer-{i}").as_str(),
+                            format!("case {i}").as_str()
+                        )
+                    );
+                    assert_eq!(
+                        leaf.hidden_commitment,
+                        hidden_commitment(&o.salt, &o.user_id, &o.purpose)
+                    );
+                    assert!(leaf.user_id.is_empty() && leaf.purpose.is_empty());
+                }
+                None => {
+                    assert!(!withheld(i), "record {i}");
+                    assert_eq!(leaf.user_id, format!("officer-{i}"));
+                    assert!(leaf.hidden_commitment.is_empty());
+                }
+            }
+        }
+        assert_eq!(salts.len(), 6);
     }
 
     /// Records whose appenders never wait for them are committed all the
