@@ -26,9 +26,13 @@
 //!   index and tree against each other.
 //! * [`legacy`] — moves a log of the SQLite era into segments, same leaves,
 //!   same positions.
+//!
+//! [`cpu`] reads what the log's own threads (writer, indexer) cost, for
+//! the benchmarks.
 
 pub mod audit;
 pub mod checkpoints;
+pub mod cpu;
 pub mod index;
 pub mod keys;
 pub mod leaf;

@@ -249,12 +249,12 @@ impl SegmentLog {
         });
         let on_thread = shared.clone();
         thread::Builder::new()
-            .name("message-log".into())
+            .name(crate::cpu::THREADS.into())
             .spawn(move || on_thread.run())
             .map_err(|e| LogError(format!("cannot start the log writer: {e}")))?;
         let (indexer_dir, indexer_progress) = (dir.to_owned(), progress.clone());
         let indexer = thread::Builder::new()
-            .name("message-log-index".into())
+            .name(format!("{}-index", crate::cpu::THREADS))
             .spawn(move || indexer(conn, indexer_dir, keys, indexer_progress))
             .map_err(|e| LogError(format!("cannot start the log indexer: {e}")))?;
         if recovered.cut > 0 {

@@ -17,15 +17,13 @@ use lienthong_registry_client as client;
 use lienthong_security_server::access::{AccessRule, Subject};
 use lienthong_security_server::join::{self, JoinState};
 use lienthong_security_server::keys::ServerDir;
+use lienthong_security_server::message_log::cpu;
 use lienthong_security_server::store::{Backend, ServerStore};
 use tonic::metadata::MetadataMap;
 
 use super::echo;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
-
-/// Clock ticks per second of `/proc/*/stat` (100 on every Linux we run on).
-const CLK_TCK: f64 = 100.0;
 
 /// A security server process.
 pub struct Proc {
@@ -37,41 +35,7 @@ pub struct Proc {
 
 /// User + system CPU seconds a process spent so far (0 once it is gone).
 pub fn cpu_seconds(pid: u32) -> f64 {
-    stat_cpu_seconds(&format!("/proc/{pid}/stat"))
-}
-
-/// User + system CPU seconds spent so far by the threads of process `pid`
-/// whose name starts with `prefix` (as `/proc` gives it: 15 bytes at most).
-pub fn threads_cpu_seconds(pid: u32, prefix: &str) -> f64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0.0;
-    };
-    tasks
-        .flatten()
-        .filter(|t| {
-            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix))
-        })
-        .map(|t| stat_cpu_seconds(&t.path().join("stat").to_string_lossy()))
-        .sum()
-}
-
-/// User + system CPU seconds in a `/proc/…/stat` file (0 if unreadable).
-fn stat_cpu_seconds(path: &str) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(path) else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let tick = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (tick(11) + tick(12)) / CLK_TCK
+    cpu::process_seconds(pid)
 }
 
 /// Peak resident memory of a process, KiB (0 once it is gone).
@@ -100,7 +64,7 @@ impl Proc {
     /// CPU seconds so far of the message log's own threads: its writer
     /// (`message-log`) and its indexer (`message-log-index`).
     pub fn log_cpu_seconds(&self) -> f64 {
-        threads_cpu_seconds(self.pid(), "message-log")
+        cpu::threads_seconds(self.pid(), cpu::THREADS)
     }
 
     /// The last lines the server wrote to its log (for a failure report).

@@ -1,0 +1,101 @@
+//! CPU time as `/proc` gives it: a process's, and that of the log's own
+//! threads (the writer and the indexer name theirs [`THREADS`] and
+//! `THREADS-index`), so a benchmark can tell the log's cost from the rest
+//! of the process's.
+
+/// The name of the writer thread, and the start of the indexer's.
+pub const THREADS: &str = "message-log";
+
+/// Clock ticks per second of `/proc/*/stat` (USER_HZ: 100 on every Linux
+/// this runs on).
+const CLK_TCK: f64 = 100.0;
+
+/// User + system CPU seconds process `pid` spent so far (0 once it is gone,
+/// or where there is no `/proc`).
+pub fn process_seconds(pid: u32) -> f64 {
+    stat_seconds(&format!("/proc/{pid}/stat"))
+}
+
+/// User + system CPU seconds spent so far by the threads of process `pid`
+/// whose name starts with `prefix` (as `/proc` gives it: 15 bytes at most).
+pub fn threads_seconds(pid: u32, prefix: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix))
+        })
+        .map(|t| stat_seconds(&t.path().join("stat").to_string_lossy()))
+        .sum()
+}
+
+/// User + system CPU seconds in a `/proc/…/stat` file (0 if unreadable).
+fn stat_seconds(path: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(path) else {
+        return 0.0;
+    };
+    // The fields after the command name (which may hold spaces and
+    // parentheses); utime and stime are the 12th and 13th of them.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (tick(11) + tick(12)) / CLK_TCK
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The writer's and indexer's threads are found by their names, and
+    /// only they: CPU a thread of another name spends is not counted.
+    #[test]
+    fn the_logs_threads_are_told_from_the_rest() {
+        use std::sync::{Arc, Barrier};
+        const SPENT: f64 = 0.15;
+        let me = std::process::id();
+        let before = (process_seconds(me), threads_seconds(me, THREADS));
+        // Each thread spends SPENT seconds of its own CPU, then stays (a
+        // finished thread leaves /proc) until it has been counted.
+        let (spent, counted) = (Arc::new(Barrier::new(3)), Arc::new(Barrier::new(3)));
+        let spin = |name: String| {
+            let (spent, counted) = (spent.clone(), counted.clone());
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(move || {
+                    let mut x = 0u64;
+                    while stat_seconds("/proc/thread-self/stat") < SPENT {
+                        for _ in 0..100_000 {
+                            x = std::hint::black_box(x.wrapping_add(1));
+                        }
+                    }
+                    spent.wait();
+                    counted.wait();
+                })
+                .unwrap()
+        };
+        let threads = [
+            spin("cpu-test-other".into()),
+            spin(format!("{THREADS}-index")),
+        ];
+        spent.wait();
+        let after = (process_seconds(me), threads_seconds(me, THREADS));
+        counted.wait();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let logged = after.1 - before.1;
+        assert!(logged >= SPENT, "{logged} s in the log's thread");
+        assert!(logged < 2.0 * SPENT, "{logged} s: another thread counted");
+        assert!(after.0 - before.0 >= 2.0 * SPENT, "{after:?} {before:?}");
+    }
+}
