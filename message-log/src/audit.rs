@@ -1,5 +1,5 @@
 //! The log's self-audit: a cursor walks the records in batches, checking
-//! each stored record against the stored tree ([`super::tree::audit`]), and
+//! each stored record against the stored tree ([`super::tree::audit_nodes`]), and
 //! starts over at the end. The registry's witness sees only the tree's
 //! top, so a record edited in place (with the nodes above it rewritten to
 //! match, up to below a witnessed one) is found here — and reported on the

@@ -7,8 +7,8 @@
 //!
 //! **Who commits.** Commits never overlap and take the queue in order. An
 //! appender that awaits its record while no commit is under way and the
-//! log is quiet ([`QUIET`]) commits what is queued on its own thread, in
-//! that poll: a lone exchange (one caller, a quiet server) then waits for
+//! log is quiet (at most four records a commit) commits what is queued on
+//! its own thread, in that poll: a lone exchange (one caller, a quiet server) then waits for
 //! its `fdatasync` and nothing else — no wake-up of a writer thread, none
 //! of the appender's task afterwards, each a few tens of microseconds of
 //! CPU and latency on this project's virtual machines. While a commit is under
