@@ -56,14 +56,14 @@ fn stat_seconds(path: &str) -> f64 {
 mod tests {
     use super::*;
 
-    /// The writer's and indexer's threads are found by their names, and
-    /// only they: CPU a thread of another name spends is not counted.
+    /// Threads are found by the start of their names, and only they: CPU
+    /// a thread of another name spends is not counted.
     #[test]
-    fn the_logs_threads_are_told_from_the_rest() {
+    fn threads_are_told_apart_by_their_names() {
         use std::sync::{Arc, Barrier};
         const SPENT: f64 = 0.15;
         let me = std::process::id();
-        let before = (process_seconds(me), threads_seconds(me, THREADS));
+        let before = (process_seconds(me), threads_seconds(me, "cpu-test-log"));
         // Each thread spends SPENT seconds of its own CPU, then stays (a
         // finished thread leaves /proc) until it has been counted.
         let (spent, counted) = (Arc::new(Barrier::new(3)), Arc::new(Barrier::new(3)));
@@ -83,12 +83,11 @@ mod tests {
                 })
                 .unwrap()
         };
-        let threads = [
-            spin("cpu-test-other".into()),
-            spin(format!("{THREADS}-index")),
-        ];
+        // Named apart from the log's own threads, which other tests of
+        // this binary run meanwhile.
+        let threads = [spin("cpu-test-other".into()), spin("cpu-test-log".into())];
         spent.wait();
-        let after = (process_seconds(me), threads_seconds(me, THREADS));
+        let after = (process_seconds(me), threads_seconds(me, "cpu-test-log"));
         counted.wait();
         for t in threads {
             t.join().unwrap();

@@ -196,9 +196,10 @@ impl KvLog {
                             (!r.envelope.is_empty()).then(|| lienthong_proto::sha256(&r.envelope));
                         let s = stored(r, &salt, digest);
                         let mut sealed = Vec::with_capacity(s.leaf.len() + s.envelope.len() + 64);
-                        key.seal_with(position, &s, &salt, digest.as_ref(), &mut sealed)
+                        let hash = leaf_hash(&s.leaf);
+                        key.seal_with(position, s, &salt, digest.as_ref(), &mut sealed)
                             .expect("seal");
-                        frontier.push(leaf_hash(&s.leaf), &mut nodes);
+                        frontier.push(hash, &mut nodes);
                         let mut subject = [0u8; 40];
                         subject[..32].copy_from_slice(subject_hash);
                         subject[32..].copy_from_slice(&position.to_be_bytes());
