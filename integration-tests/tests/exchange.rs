@@ -351,6 +351,14 @@ async fn the_admin_port_reports_health_and_metrics_and_drains() {
         .and_then(|n| n.parse::<u64>().ok())
         .expect("commits are counted");
     assert!(commits >= 1);
+    // The log's own threads' CPU, in whole seconds (a few exchanges take
+    // well under one).
+    let log_cpu = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("lienthong_log_cpu_seconds_total "))
+        .and_then(|n| n.parse::<u64>().ok())
+        .expect("the log's CPU is read");
+    assert!(log_cpu <= 5, "{log_cpu} s of CPU for a few exchanges");
     for histogram in [
         "lienthong_log_commit_seconds",
         "lienthong_log_commit_records",

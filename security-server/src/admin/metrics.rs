@@ -80,6 +80,12 @@ const FAMILIES: &[(&str, Kind, Option<Unit>, &str)] = &[
         "Records committed to the message log.",
     ),
     (
+        "lienthong_log_cpu_seconds_total",
+        Kind::Counter,
+        Some(Unit::Seconds),
+        "CPU time (user and system, whole seconds) of the message log's own threads, its writer and its indexer; beside process_cpu_seconds_total, the log's share of the server's CPU.",
+    ),
+    (
         "lienthong_log_largest_batch",
         Kind::Gauge,
         None,

@@ -265,6 +265,9 @@ impl Admin {
             counter!("lienthong_log_records_total").absolute(s.records.load(Ordering::Relaxed));
             gauge!("lienthong_log_largest_batch")
                 .set(s.largest_batch.load(Ordering::Relaxed) as f64);
+            use crate::message_log::cpu;
+            counter!("lienthong_log_cpu_seconds_total")
+                .absolute(cpu::threads_seconds(std::process::id(), cpu::THREADS) as u64);
         }
         if let Some(lag) = &self.index_lag {
             gauge!("lienthong_log_index_lag_records").set(lag.records() as f64);
