@@ -302,9 +302,8 @@ pub const MOST_OPEN: usize = 32;
 pub struct Segments {
     /// What the writer derived from records not yet indexed, in order.
     derived: VecDeque<Derived>,
-    open: HashMap<u64, (File, SegmentKey, u64)>,
-    /// When each open segment was last asked for, by a counter.
-    used: HashMap<u64, u64>,
+    /// Each open segment, and when it was last asked for (by `asked`).
+    open: HashMap<u64, ((File, SegmentKey, u64), u64)>,
     asked: u64,
     /// The tree's right edge after the last batch, kept so the next batch
     /// need not read it back (checked against the index's size).
@@ -326,7 +325,7 @@ impl Segments {
     /// but its absence counts as unchanged.
     pub fn forget_if_replaced(&mut self, dir: &Path, first: u64) -> bool {
         use std::os::unix::fs::MetadataExt;
-        let Some((file, _, _)) = self.open.get(&first) else {
+        let Some(((file, _, _), _)) = self.open.get(&first) else {
             return false;
         };
         let replaced = match std::fs::metadata(dir.join(segment::file_name(first))) {
@@ -337,7 +336,6 @@ impl Segments {
         };
         if replaced {
             self.open.remove(&first);
-            self.used.remove(&first);
         }
         replaced
     }
@@ -356,7 +354,6 @@ impl Segments {
     pub fn keep_listed(&mut self, list: &[(u64, PathBuf)]) {
         self.open
             .retain(|first, _| list.binary_search_by_key(first, |(f, _)| *f).is_ok());
-        self.used.retain(|first, _| self.open.contains_key(first));
     }
 
     /// The segment starting at `first`: (file, key, header length).
@@ -368,18 +365,15 @@ impl Segments {
     ) -> Result<&(File, SegmentKey, u64), LogError> {
         use std::collections::hash_map::Entry;
         self.asked += 1;
-        self.used.insert(first, self.asked);
         if !self.open.contains_key(&first)
             && self.open.len() >= MOST_OPEN
             && let Some(&oldest) = self
-                .used
+                .open
                 .iter()
-                .filter(|(f, _)| **f != first && self.open.contains_key(f))
-                .min_by_key(|(_, at)| **at)
+                .min_by_key(|(_, (_, used))| *used)
                 .map(|(f, _)| f)
         {
             self.open.remove(&oldest);
-            self.used.remove(&oldest);
         }
         if let Entry::Vacant(slot) = self.open.entry(first) {
             let path = dir.join(segment::file_name(first));
@@ -400,9 +394,11 @@ impl Segments {
                 )));
             }
             let key = SegmentKey::derive(keys, header.key_id, &header.salt)?;
-            slot.insert((file, key, len));
+            slot.insert(((file, key, len), 0));
         }
-        Ok(&self.open[&first])
+        let (segment, used) = self.open.get_mut(&first).expect("opened above");
+        *used = self.asked;
+        Ok(segment)
     }
 
     /// The tree's tiles of the log in `dir`.
@@ -421,7 +417,6 @@ impl Segments {
     pub fn clear(&mut self) {
         self.derived.clear();
         self.open.clear();
-        self.used.clear();
         self.frontier = None;
         self.indexed = None;
         self.tiles = None;

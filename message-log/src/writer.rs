@@ -8,10 +8,11 @@
 //! **Who commits.** Commits never overlap and take the queue in order. An
 //! appender that awaits its record while no commit is under way and the
 //! log is quiet (at most four records a commit) commits what is queued on
-//! its own thread, in that poll: a lone exchange (one caller, a quiet server) then waits for
-//! its `fdatasync` and nothing else — no wake-up of a writer thread, none
-//! of the appender's task afterwards, each a few tens of microseconds of
-//! CPU and latency on this project's virtual machines. While a commit is under
+//! its own thread, in that poll: a lone exchange (one caller, a quiet
+//! server) then waits for its `fdatasync` and nothing else — no wake-up
+//! of a writer thread, none of the appender's task afterwards, each a few
+//! tens of microseconds of CPU and latency on this project's virtual
+//! machines. While a commit is under
 //! way, records queue, and the writer thread commits them as one frame
 //! when it ends; it alone writes the zeros ahead. (A commit that finds
 //! the segment full, or follows a failed write, starts a new segment
@@ -816,8 +817,9 @@ fn is_withheld(r: &LogRecord) -> bool {
 
 /// What is kept of `r`: its leaf (with the subject committed under
 /// `subject_salt` and, when withheld, the official and purpose under
-/// `hidden_salt`, 32 random bytes drawn for it) and everything sealed beside it. Takes `r`: its values
-/// move into what is kept, none is copied.
+/// `hidden_salt`, 32 random bytes drawn for it) and everything sealed
+/// beside it. Takes `r`: its values move into what is kept, none is
+/// copied.
 fn stored(
     mut r: LogRecord,
     subject_salt: &[u8],
