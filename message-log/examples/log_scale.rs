@@ -121,9 +121,9 @@ async fn main() {
         .unwrap_or(256);
     let keys = LogKeys::new("VN/GOV/000102/ss1", vec![7; 32], [9; 32]);
     println!(
-        "| records | appenders | append rate (records/s) | process CPU per record | the log's threads' CPU per record (writer, indexer) | index lag at the end | segment bytes per record | tree (tiles) bytes per record | index bytes per record | lookup of 10 records by subject, with proofs (median) | open again (tail recovery) | self-audit while appending | a whole self-audit pass (records/s) |"
+        "| records | appenders | append rate (records/s) | process CPU per record | the log's CPU per record: its threads (writer, indexer) + its commits on appenders' threads | records per commit (share of commits made by appenders) | index lag at the end | segment bytes per record | tree (tiles) bytes per record | index bytes per record | lookup of 10 records by subject, with proofs (median) | open again (tail recovery) | self-audit while appending | a whole self-audit pass (records/s) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for n in sizes {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
@@ -152,6 +152,7 @@ async fn main() {
         let cpu_before = (
             cpu::process_seconds(me),
             cpu::threads_seconds(me, cpu::THREADS),
+            log.stats().appender_cpu(),
         );
         let started = Instant::now();
         let mut next = 0u64;
@@ -178,9 +179,17 @@ async fn main() {
         // that make the records and await them included), and the log's
         // own threads' (the writer and the indexer, until the index caught
         // up; not the self-audit, which runs on a thread of its own).
+        let stats = log.stats();
         let cpu_per_record = (
             (cpu::process_seconds(me) - cpu_before.0) * 1e6 / n as f64,
             (cpu::threads_seconds(me, cpu::THREADS) - cpu_before.1) * 1e6 / n as f64,
+            (stats.appender_cpu() - cpu_before.2).as_secs_f64() * 1e6 / n as f64,
+        );
+        // One log per size: its statistics are this size's alone.
+        let commits = stats.commits.load(Ordering::Relaxed);
+        let batching = (
+            n as f64 / commits as f64,
+            100 * stats.by_appenders.load(Ordering::Relaxed) / commits.max(1),
         );
         stop.store(true, Ordering::Relaxed);
         auditor.join().unwrap();
@@ -232,9 +241,12 @@ async fn main() {
         let read = reopened.recovered().bytes_read;
         reopened.close();
         println!(
-            "| {n} | {appenders} | {rate:.0} | {:.1} µs | {:.1} µs | {lag_records} records, caught up in {:.0?} | {} | {} | {} | {:.0?} | {:.0?} ({} KiB read) | {} records checked | {:.1?} ({:.0}) |",
+            "| {n} | {appenders} | {rate:.0} | {:.1} µs | {:.1} + {:.1} µs | {:.1} ({} %) | {lag_records} records, caught up in {:.0?} | {} | {} | {} | {:.0?} | {:.0?} ({} KiB read) | {} records checked | {:.1?} ({:.0}) |",
             cpu_per_record.0,
             cpu_per_record.1,
+            cpu_per_record.2,
+            batching.0,
+            batching.1,
             lag,
             dir_bytes(&path, ".seg") / n,
             dir_bytes(&path, ".tile") / n,

@@ -1,7 +1,11 @@
 //! CPU time as `/proc` gives it: a process's, and that of the log's own
 //! threads (the writer and the indexer name theirs [`THREADS`] and
 //! `THREADS-index`), so a benchmark can tell the log's cost from the rest
-//! of the process's.
+//! of the process's; and the calling thread's, to the nanosecond, for the
+//! commits an appender makes on its own thread
+//! ([`CommitStats::appender_cpu`](crate::writer::CommitStats::appender_cpu)).
+
+use std::time::Duration;
 
 /// The name of the writer thread, and the start of the indexer's.
 pub const THREADS: &str = "message-log";
@@ -29,6 +33,25 @@ pub fn threads_seconds(pid: u32, prefix: &str) -> f64 {
         })
         .map(|t| stat_seconds(&t.path().join("stat").to_string_lossy()))
         .sum()
+}
+
+/// User + system CPU time the calling thread has spent so far
+/// (`CLOCK_THREAD_CPUTIME_ID`, to the nanosecond; zero if the clock cannot
+/// be read).
+pub fn this_thread() -> Duration {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid, writable timespec for the call's duration.
+    let read = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    if read != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
 }
 
 /// User + system CPU seconds in a `/proc/…/stat` file (0 if unreadable).
@@ -96,5 +119,29 @@ mod tests {
         assert!(logged >= SPENT, "{logged} s in the log's thread");
         assert!(logged < 2.0 * SPENT, "{logged} s: another thread counted");
         assert!(after.0 - before.0 >= 2.0 * SPENT, "{after:?} {before:?}");
+    }
+
+    /// The calling thread's clock counts what it spends, and not what it
+    /// waits, nor what another thread spends meanwhile.
+    #[test]
+    fn this_thread_counts_its_own_cpu_only() {
+        const SPENT: Duration = Duration::from_millis(50);
+        let before = this_thread();
+        let mut x = 0u64;
+        while this_thread() - before < SPENT {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let spun = this_thread() - before;
+        assert!(spun >= SPENT && spun < 4 * SPENT, "{spun:?}");
+
+        let before = this_thread();
+        let other = std::thread::spawn(|| {
+            let started = this_thread();
+            while this_thread() - started < SPENT {}
+        });
+        std::thread::sleep(SPENT);
+        other.join().unwrap();
+        let waited = this_thread() - before;
+        assert!(waited < SPENT / 5, "{waited:?} counted while waiting");
     }
 }

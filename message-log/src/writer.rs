@@ -104,6 +104,9 @@ pub struct CommitStats {
     pub largest_batch: AtomicU64,
     /// Commits an appender made on its own thread, the log being quiet.
     pub by_appenders: AtomicU64,
+    /// CPU time (ns) those commits took on the appenders' threads: the
+    /// log's work that its own threads' CPU (`/proc`) does not show.
+    appender_cpu_ns: AtomicU64,
     /// Where each commit's time and size are also reported, once the
     /// server's metrics are attached ([`CommitStats::report_to`]).
     histograms: std::sync::OnceLock<CommitHistograms>,
@@ -114,12 +117,29 @@ pub struct CommitStats {
 pub struct CommitHistograms {
     pub seconds: metrics::Histogram,
     pub records: metrics::Histogram,
+    /// CPU time of each commit made on an appender's thread.
+    pub appender_cpu_seconds: metrics::Histogram,
 }
 
 impl CommitStats {
+    /// CPU time the commits made on appenders' threads took there (see
+    /// [`CommitStats::by_appenders`]); with the CPU of the log's own
+    /// threads ([`crate::cpu::THREADS`]), the whole of the log's commits.
+    pub fn appender_cpu(&self) -> Duration {
+        Duration::from_nanos(self.appender_cpu_ns.load(Ordering::Relaxed))
+    }
+
     /// Reports every later commit to `histograms` too (the first call wins).
     pub fn report_to(&self, histograms: CommitHistograms) {
         let _ = self.histograms.set(histograms);
+    }
+
+    fn appender_committed(&self, cpu: Duration) {
+        self.appender_cpu_ns
+            .fetch_add(cpu.as_nanos() as u64, Ordering::Relaxed);
+        if let Some(h) = self.histograms.get() {
+            h.appender_cpu_seconds.record(cpu.as_secs_f64());
+        }
     }
 
     fn committed(&self, records: usize, took: std::time::Duration) {
@@ -645,6 +665,7 @@ impl Shared {
     fn commit(&self, mut batch: Vec<Job>, by_appender: bool) -> bool {
         let (stats, progress) = (&self.stats, &self.progress);
         let started = Instant::now();
+        let cpu_before = by_appender.then(crate::cpu::this_thread);
         let mut w = lock(&self.writer);
         let result = w.commit(&mut batch).inspect_err(|e| {
             tracing::error!(error = %e, records = batch.len(), "message log commit failed");
@@ -679,6 +700,9 @@ impl Shared {
         drop(w);
         for job in batch {
             let _ = job.done.send(result.clone());
+        }
+        if let Some(before) = cpu_before {
+            stats.appender_committed(crate::cpu::this_thread().saturating_sub(before));
         }
         wants_zeros
     }
@@ -1020,6 +1044,9 @@ mod tests {
         }
         assert_eq!(log.stats().commits.load(Ordering::Relaxed), 6);
         assert_eq!(log.stats().by_appenders.load(Ordering::Relaxed) - before, 5);
+        // Their CPU is counted apart from the log's threads': five
+        // commits' sealing, write and fdatasync take more than nothing.
+        assert!(log.stats().appender_cpu() > Duration::ZERO);
         assert_eq!(log.acknowledged().acknowledged(), 6);
         log.close();
     }
@@ -1107,6 +1134,7 @@ mod tests {
             thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(log.stats().by_appenders.load(Ordering::Relaxed), 0);
+        assert_eq!(log.stats().appender_cpu(), Duration::ZERO);
         log.close();
         let r = crate::LogReader::open(dir.path(), keys()).unwrap();
         let ids: Vec<u64> = (0..3)

@@ -30,6 +30,8 @@ pub struct Proc {
     pub name: String,
     child: Child,
     pub consumer: SocketAddr,
+    /// Its admin port (`GET /metrics`).
+    admin: SocketAddr,
     log: PathBuf,
 }
 
@@ -61,10 +63,16 @@ impl Proc {
         cpu_seconds(self.pid())
     }
 
-    /// CPU seconds so far of the message log's own threads: its writer
-    /// (`message-log`) and its indexer (`message-log-index`).
-    pub fn log_cpu_seconds(&self) -> f64 {
-        cpu::threads_seconds(self.pid(), cpu::THREADS)
+    /// CPU seconds so far of the message log: its own threads, its writer
+    /// (`message-log`) and its indexer (`message-log-index`), and the
+    /// commits it made on the threads of calls awaiting them, which `/proc`
+    /// counts as theirs (the server times those on its admin port).
+    pub async fn log_cpu_seconds(&self) -> Result<f64> {
+        // Absent where the server keeps no log.
+        let on_callers = scrape(self.admin, "lienthong_log_appender_commit_cpu_seconds_sum")
+            .await?
+            .unwrap_or(0.0);
+        Ok(cpu::threads_seconds(self.pid(), cpu::THREADS) + on_callers)
     }
 
     /// The last lines the server wrote to its log (for a failure report).
@@ -141,6 +149,28 @@ fn member(code: &str) -> MemberId {
 
 fn sub(code: &str, s: &str) -> SubsystemId {
     member(code).subsystem(s).expect("valid subsystem")
+}
+
+/// One sample's value from a server's `GET /metrics` (Prometheus text),
+/// if it has that sample.
+async fn scrape(admin: SocketAddr, name: &str) -> Result<Option<f64>> {
+    use http_body_util::BodyExt;
+    let tcp = tokio::net::TcpStream::connect(admin).await?;
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+    tokio::spawn(conn);
+    let request = http::Request::get("/metrics")
+        .header(http::header::HOST, "admin")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+    let body = send
+        .send_request(request)
+        .await?
+        .into_body()
+        .collect()
+        .await?;
+    Ok(String::from_utf8_lossy(&body.to_bytes())
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()))
 }
 
 pub(super) fn reserve() -> Result<(std::net::TcpListener, SocketAddr)> {
@@ -290,6 +320,8 @@ fn spawn(name: &str, dir: &Path, provider: std::net::TcpListener, flags: &[&str]
     drop(provider);
     let (c, consumer) = reserve()?;
     drop(c);
+    let (a, admin) = reserve()?;
+    drop(a);
     let log = dir.join("serve.log");
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.args([
@@ -306,7 +338,7 @@ fn spawn(name: &str, dir: &Path, provider: std::net::TcpListener, flags: &[&str]
         "--poll-interval",
         "1",
         "--admin-listen",
-        "127.0.0.1:0",
+        &admin.to_string(),
     ]);
     cmd.args(flags);
     if let Ok(w) = std::env::var("LIENTHONG_WORKER_THREADS") {
@@ -320,6 +352,7 @@ fn spawn(name: &str, dir: &Path, provider: std::net::TcpListener, flags: &[&str]
         name: name.to_owned(),
         child,
         consumer,
+        admin,
         log,
     })
 }

@@ -266,8 +266,9 @@ impl Admin {
             gauge!("lienthong_log_largest_batch")
                 .set(s.largest_batch.load(Ordering::Relaxed) as f64);
             use crate::message_log::cpu;
+            let threads = cpu::threads_seconds(std::process::id(), cpu::THREADS);
             counter!("lienthong_log_cpu_seconds_total")
-                .absolute(cpu::threads_seconds(std::process::id(), cpu::THREADS) as u64);
+                .absolute((threads + s.appender_cpu().as_secs_f64()) as u64);
         }
         if let Some(lag) = &self.index_lag {
             gauge!("lienthong_log_index_lag_records").set(lag.records() as f64);
