@@ -137,17 +137,35 @@ struct Compact {
     /// The subject's salt is the segment's for this position.
     #[prost(bool, tag = "9")]
     derived_salt: bool,
+    /// The data subject is the request envelope's (its header's field 7),
+    /// not stored again.
+    #[prost(bool, tag = "10")]
+    subject_from_envelope: bool,
 }
 
 /// A cut: the envelope's SHA-256 (`LogLeaf.envelope_digest`, field 15).
 const CUT_ENVELOPE_DIGEST: u8 = 1;
 /// A cut: a value the envelope holds verbatim.
 const CUT_FROM_ENVELOPE: u8 = 2;
+/// A cut: the subject commitment (`LogLeaf.data_subject_commitment`,
+/// field 21), made again from the record's salt and data subject.
+const CUT_SUBJECT_COMMITMENT: u8 = 3;
+/// A cut: the client (`LogLeaf.client`, field 5), named from the request
+/// envelope's client ([`client_name`]).
+const CUT_CLIENT: u8 = 4;
+/// A cut: the service (`LogLeaf.service`, field 6), named from the request
+/// envelope's service ([`service_name`]).
+const CUT_SERVICE: u8 = 5;
 const DIGEST: usize = 32;
 /// The shortest value cut from the envelope: a cut costs six bytes.
 const SHORTEST_FROM_ENVELOPE: usize = 8;
 /// The leaf's field that holds the envelope's digest.
 const LEAF_ENVELOPE_DIGEST: u64 = 15;
+/// The leaf's fields that hold the client, the service and the subject
+/// commitment.
+const LEAF_CLIENT: u64 = 5;
+const LEAF_SERVICE: u64 = 6;
+const LEAF_SUBJECT_COMMITMENT: u64 = 21;
 
 /// The length-delimited top-level fields of the protobuf message `msg`, as
 /// (field, offset of the value, length), in order; stops at the first
@@ -186,6 +204,63 @@ fn length_delimited(msg: &[u8]) -> impl Iterator<Item = (u64, usize, usize)> + '
     })
 }
 
+/// The first length-delimited field `want` of the protobuf message `msg`.
+fn field(msg: &[u8], want: u64) -> Option<&[u8]> {
+    length_delimited(msg)
+        .find(|&(f, _, _)| f == want)
+        .map(|(_, at, len)| &msg[at..at + len])
+}
+
+/// The header of a request envelope (`RequestEnvelope.header`), read in
+/// place.
+fn request_header(envelope: &[u8]) -> Option<&[u8]> {
+    field(envelope, 1)
+}
+
+/// `INSTANCE/CLASS/MEMBER/SUBSYSTEM` of an encoded `SubsystemId`, as the
+/// server names a client in the leaf, appended to `out`; `None` if a part
+/// is missing. The record format's own spelling: what was cut with it is
+/// made again with it, whatever the rest of the code base names ids like.
+fn subsystem_name(id: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    let member = field(id, 1)?;
+    let parts = [
+        field(member, 1)?,
+        field(member, 2)?,
+        field(member, 3)?,
+        field(id, 2)?,
+    ];
+    for (i, part) in parts.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b'/');
+        }
+        out.extend_from_slice(part);
+    }
+    Some(())
+}
+
+/// The leaf's client, named from the request envelope's header (field 2).
+fn client_name(envelope: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(32);
+    subsystem_name(field(request_header(envelope)?, 2)?, &mut out)?;
+    Some(out)
+}
+
+/// The leaf's service, `PROVIDER_SUBSYSTEM/SERVICE_CODE`, named from the
+/// request envelope's header (field 3: its provider and service code).
+fn service_name(envelope: &[u8]) -> Option<Vec<u8>> {
+    let service = field(request_header(envelope)?, 3)?;
+    let mut out = Vec::with_capacity(64);
+    subsystem_name(field(service, 1)?, &mut out)?;
+    out.push(b'/');
+    out.extend_from_slice(field(service, 2)?);
+    Some(out)
+}
+
+/// The request envelope's data subject (its header's field 7).
+fn envelope_subject(envelope: &[u8]) -> Option<&[u8]> {
+    field(request_header(envelope)?, 7)
+}
+
 /// Most of the envelope's values a leaf's value is compared with.
 const MOST_ENVELOPE_VALUES: usize = 64;
 
@@ -221,6 +296,22 @@ enum Cut {
     EnvelopeDigest,
     /// The envelope's bytes from this offset, this many.
     FromEnvelope(u16, u8),
+    SubjectCommitment,
+    Client,
+    Service,
+}
+
+impl Cut {
+    /// The kind byte of a cut that is made again from the record alone.
+    fn derived_kind(self) -> Option<u8> {
+        match self {
+            Cut::EnvelopeDigest => Some(CUT_ENVELOPE_DIGEST),
+            Cut::SubjectCommitment => Some(CUT_SUBJECT_COMMITMENT),
+            Cut::Client => Some(CUT_CLIENT),
+            Cut::Service => Some(CUT_SERVICE),
+            Cut::FromEnvelope(..) => None,
+        }
+    }
 }
 
 impl Compact {
@@ -233,11 +324,23 @@ impl Compact {
         let envelope = record.envelope.as_slice();
         let values = envelope_values(envelope);
         for (field, at, len) in length_delimited(&record.leaf) {
-            if at > usize::from(u16::MAX) || envelope.is_empty() {
+            if at > usize::from(u16::MAX) {
                 continue;
             }
             let value = &record.leaf[at..at + len];
-            if field == LEAF_ENVELOPE_DIGEST {
+            if field == LEAF_SUBJECT_COMMITMENT {
+                if !record.data_subject.is_empty()
+                    && value == subject_commitment(&record.subject_salt, &record.data_subject)
+                {
+                    derived.push((at, DIGEST, Cut::SubjectCommitment));
+                }
+            } else if envelope.is_empty() {
+                continue;
+            } else if field == LEAF_CLIENT && client_name(envelope).as_deref() == Some(value) {
+                derived.push((at, len, Cut::Client));
+            } else if field == LEAF_SERVICE && service_name(envelope).as_deref() == Some(value) {
+                derived.push((at, len, Cut::Service));
+            } else if field == LEAF_ENVELOPE_DIGEST {
                 let digest = match envelope_digest {
                     Some(d) => *d,
                     None => lienthong_proto::sha256(envelope),
@@ -259,8 +362,8 @@ impl Compact {
             leaf.extend_from_slice(&record.leaf[from..at]);
             from = at + len;
             match cut {
-                Cut::EnvelopeDigest => {
-                    cuts.push(CUT_ENVELOPE_DIGEST);
+                Cut::EnvelopeDigest | Cut::SubjectCommitment | Cut::Client | Cut::Service => {
+                    cuts.extend(cut.derived_kind());
                     cuts.extend_from_slice(&(at as u16).to_be_bytes());
                 }
                 Cut::FromEnvelope(start, len) => {
@@ -272,10 +375,16 @@ impl Compact {
             }
         }
         leaf.extend_from_slice(&record.leaf[from..]);
+        let subject_from_envelope = !record.data_subject.is_empty()
+            && envelope_subject(&record.envelope) == Some(record.data_subject.as_bytes());
         Compact {
             leaf,
             envelope: record.envelope,
-            data_subject: record.data_subject,
+            data_subject: if subject_from_envelope {
+                String::new()
+            } else {
+                record.data_subject
+            },
             subject_salt: if salt_is_derived {
                 Vec::new()
             } else {
@@ -286,6 +395,7 @@ impl Compact {
             pruned_leaf_hash: record.pruned_leaf_hash,
             leaf_cuts: cuts,
             derived_salt: salt_is_derived,
+            subject_from_envelope,
         }
     }
 
@@ -295,6 +405,14 @@ impl Compact {
             derived_salt().to_vec()
         } else {
             self.subject_salt
+        };
+        let data_subject = if self.subject_from_envelope {
+            if !self.data_subject.is_empty() {
+                return None;
+            }
+            String::from_utf8(envelope_subject(&self.envelope)?.to_vec()).ok()?
+        } else {
+            self.data_subject
         };
         let mut leaf = Vec::with_capacity(self.leaf.len() + self.leaf_cuts.len() / 3 * DIGEST);
         let mut from = 0usize;
@@ -308,6 +426,18 @@ impl Compact {
             cuts = match (*kind, rest) {
                 (CUT_ENVELOPE_DIGEST, rest) => {
                     leaf.extend_from_slice(&lienthong_proto::sha256(&self.envelope));
+                    rest
+                }
+                (CUT_SUBJECT_COMMITMENT, rest) if !data_subject.is_empty() => {
+                    leaf.extend_from_slice(&subject_commitment(&subject_salt, &data_subject));
+                    rest
+                }
+                (CUT_CLIENT, rest) => {
+                    leaf.extend_from_slice(&client_name(&self.envelope)?);
+                    rest
+                }
+                (CUT_SERVICE, rest) => {
+                    leaf.extend_from_slice(&service_name(&self.envelope)?);
                     rest
                 }
                 (CUT_FROM_ENVELOPE, [hi, lo, len, rest @ ..]) => {
@@ -325,7 +455,7 @@ impl Compact {
         Some(Stored {
             leaf,
             envelope: self.envelope,
-            data_subject: self.data_subject,
+            data_subject,
             subject_salt,
             body: self.body,
             hidden_opening: self.hidden_opening,
@@ -637,5 +767,115 @@ mod tests {
         let mut torn = compact;
         torn.leaf_cuts.pop();
         assert_eq!(torn.expand(|| [0; 32]), None);
+    }
+
+    /// A request record's client, service and data subject, which its
+    /// signed envelope holds in parts, and its subject commitment, which
+    /// its salt and subject give again, are not stored: they come back
+    /// exactly, and a record whose values are not those is kept whole.
+    #[test]
+    fn names_and_subject_come_back_from_the_request_envelope() {
+        use lienthong_proto::pb::exchange::v1 as ex;
+        use lienthong_proto::pb::identifiers::v1 as id;
+        let k = keys("VN/GOV/1/ss1");
+        let seg = SegmentKey::derive(&k, 1, &[5; 32]).unwrap();
+        let subsystem = |code: &str, sub: &str| id::SubsystemId {
+            member: Some(id::MemberId {
+                instance: "VN".into(),
+                member_class: "GOV".into(),
+                member_code: code.into(),
+            }),
+            subsystem_code: sub.into(),
+        };
+        let envelope = |client: &str, provider: &str, subject: &str| {
+            prost::Message::encode_to_vec(&ex::RequestEnvelope {
+                header: Some(ex::RequestHeader {
+                    message_id: "0b6f3c1e".into(),
+                    client: Some(subsystem(client, "business")),
+                    service: Some(id::ServiceId {
+                        provider: Some(subsystem(provider, "population")),
+                        service_code: "population.v1.PersonRegistry".into(),
+                        version: String::new(),
+                    }),
+                    data_subject: subject.into(),
+                    ..Default::default()
+                }),
+                signature: Some(ex::Signature {
+                    value: vec![3; 64],
+                    ..Default::default()
+                }),
+            })
+        };
+        let salt = seg.subject_salt(4);
+        let stored = |envelope: Vec<u8>, subject: &str, salt: &[u8; 32]| {
+            let record = crate::LogRecord {
+                client: "VN/GOV/000305/business".into(),
+                service: "VN/GOV/000102/population/population.v1.PersonRegistry".into(),
+                data_subject: subject.into(),
+                envelope,
+                ..Default::default()
+            };
+            Stored {
+                leaf: crate::leaf::leaf_bytes(
+                    &record,
+                    Some(subject_commitment(salt, subject)),
+                    None,
+                ),
+                envelope: record.envelope,
+                data_subject: subject.into(),
+                subject_salt: salt.to_vec(),
+                ..Default::default()
+            }
+        };
+        let seal = |whole: &Stored| {
+            let mut sealed = Vec::new();
+            seg.seal_into(4, whole, &mut sealed).unwrap();
+            assert_eq!(seg.open(4, &sealed).as_ref(), Some(whole));
+            sealed.len()
+        };
+        let subject = "001099012345";
+        let cut = seal(&stored(
+            envelope("000305", "000102", subject),
+            subject,
+            &salt,
+        ));
+        // Other members and another subject of the same lengths in the
+        // envelope: nothing of it is the leaf's, and all of it is kept.
+        let kept = seal(&stored(
+            envelope("000999", "000998", "001099000000"),
+            subject,
+            &salt,
+        ));
+        // The client (22 bytes) and service (53) for three bytes each, and
+        // the subject (12 and its two-byte prefix, for the flag's two).
+        assert_eq!(kept - cut, 19 + 50 + 12, "{kept} kept, {cut} cut");
+        // The commitment (32 bytes for three) is cut in both; one under
+        // another salt is not the record's, and is kept.
+        let mut other_salt = stored(envelope("000305", "000102", subject), subject, &[8; 32]);
+        other_salt.subject_salt = salt.to_vec();
+        assert_eq!(seal(&other_salt) - cut, 29);
+
+        // A response envelope names neither: its record opens as it was.
+        let response = prost::Message::encode_to_vec(&ex::ResponseEnvelope {
+            header: Some(ex::ResponseHeader {
+                message_id: "0b6f3c1e".into(),
+                request_digest: vec![1; 32],
+                ..Default::default()
+            }),
+            signature: None,
+        });
+        seal(&stored(response, subject, &salt));
+
+        // A flagged subject with one stored as well, or an envelope
+        // without one, opens to nothing.
+        let whole = stored(envelope("000305", "000102", subject), subject, &salt);
+        let compact = Compact::of(whole, &salt, None);
+        assert!(compact.subject_from_envelope && compact.data_subject.is_empty());
+        let mut both = compact.clone();
+        both.data_subject = subject.into();
+        assert_eq!(both.expand(|| salt), None);
+        let mut none = compact;
+        none.envelope = envelope("000305", "000102", "");
+        assert_eq!(none.expand(|| salt), None);
     }
 }

@@ -241,12 +241,15 @@ async fn leaf_rewritten_with_the_keys_is_found_while_the_index_remembers_the_tre
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), 10, Options::default()).await;
     let _ = reader(dir.path()).tree_size().unwrap();
-    // Same length, so the index's offsets stay right: the subject
-    // commitment now names nobody.
+    // Same length, so the index's offsets stay right: the record, leaf
+    // and all, now names another citizen.
     reseal(dir.path(), 5, |s| {
+        let other = "001099012346";
         let mut leaf = LogLeaf::decode(s.leaf.as_slice()).unwrap();
-        leaf.data_subject_commitment[0] ^= 1;
+        leaf.data_subject_commitment =
+            lienthong_proto::canonical::subject_commitment(&s.subject_salt, other).to_vec();
         s.leaf = leaf.encode_to_vec();
+        s.data_subject = other.into();
     });
     let found = audit(dir.path());
     assert!(
