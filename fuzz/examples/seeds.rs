@@ -364,6 +364,12 @@ fn leaf_seeds() {
         Some([4; 32]),
     );
     c.put("leaf-fault", &with_mode(0, &leaf));
+    // A request-shaped record sealed and opened: the leaf above, then the
+    // names and subject its envelope's header is made of.
+    let names = b"VN/GOV/000305/business/VN/GOV/000102/population/population.v1.PersonRegistry/001099012345";
+    let split = u16::try_from(leaf.len()).expect("a leaf is short");
+    let sealed = [&split.to_be_bytes()[..], &[2], &leaf, names].concat();
+    c.put("sealed-request", &with_mode(3, &sealed));
     let q = FindUsageRequest {
         data_subject: "001099012345".into(),
         page_size: 10,

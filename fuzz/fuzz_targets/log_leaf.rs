@@ -3,8 +3,8 @@
 //! records), the built-in services' requests read from the log's
 //! callers (`FindUsageRequest`, `OperationalQuery` and the admin port's
 //! query into a `Selection`), and a record sealed and opened again with
-//! any leaf and envelope (what is cut from the sealed leaf comes back byte
-//! for byte). Input: `mode: u8`, then the bytes.
+//! any leaf and envelope, request-shaped ones among them (what is cut
+//! from the sealed leaf comes back byte for byte). Input: `mode: u8`, then the bytes.
 
 #![no_main]
 
@@ -30,6 +30,73 @@ fn selection_in_window(s: &Selection, now: i64) {
     assert!((1..=operational::MAX_LIMIT).contains(&s.limit));
     if let Some(id) = &s.message_id {
         assert!(lienthong_security_server::metadata::check_message_id(id).is_ok());
+    }
+}
+
+/// A request record as a server seals one: its envelope's header names
+/// a client, a service and a data subject (the parts split from `text` at
+/// `/`), and its leaf (`leaf`, then those names and the subject's
+/// commitment under `salt`) restates them, so the cuts that name them
+/// again from the envelope are taken — or, where the parts are not what
+/// the leaf says, not.
+fn request_shaped(leaf: &[u8], text: &[u8], salt: &[u8; 32]) -> Stored {
+    use lienthong_proto::pb::exchange::v1 as ex;
+    use lienthong_proto::pb::identifiers::v1 as id;
+    let text = String::from_utf8_lossy(text);
+    let parts: Vec<&str> = text.split('/').collect();
+    let part = |i: usize| parts.get(i).copied().unwrap_or("").to_owned();
+    let subsystem = |at: usize| id::SubsystemId {
+        member: Some(id::MemberId {
+            instance: part(at),
+            member_class: part(at + 1),
+            member_code: part(at + 2),
+        }),
+        subsystem_code: part(at + 3),
+    };
+    let subject = part(9);
+    let envelope = ex::RequestEnvelope {
+        header: Some(ex::RequestHeader {
+            client: Some(subsystem(0)),
+            service: Some(id::ServiceId {
+                provider: Some(subsystem(4)),
+                service_code: part(8),
+                version: String::new(),
+            }),
+            data_subject: subject.clone(),
+            ..Default::default()
+        }),
+        signature: None,
+    }
+    .encode_to_vec();
+    let mut leaf = leaf.to_vec();
+    let mut field = |number: u32, value: &[u8]| {
+        prost::encoding::encode_key(
+            number,
+            prost::encoding::WireType::LengthDelimited,
+            &mut leaf,
+        );
+        prost::encoding::encode_varint(value.len() as u64, &mut leaf);
+        leaf.extend_from_slice(value);
+    };
+    field(5, parts[..parts.len().min(4)].join("/").as_bytes());
+    field(
+        6,
+        parts[parts.len().min(4)..parts.len().min(9)]
+            .join("/")
+            .as_bytes(),
+    );
+    if !subject.is_empty() {
+        field(
+            21,
+            &lienthong_proto::canonical::subject_commitment(salt, &subject),
+        );
+    }
+    Stored {
+        leaf,
+        envelope,
+        data_subject: subject,
+        subject_salt: salt.to_vec(),
+        ..Default::default()
     }
 }
 
@@ -160,12 +227,16 @@ fuzz_target!(|data: &[u8]| {
             }
             let keys = LogKeys::new("VN/GOV/000102/ss1", vec![1; 32], [2; 32]);
             let key = SegmentKey::derive(&keys, 1, &[3; 32]).expect("key 1 is there");
-            let stored = Stored {
-                leaf: leaf.to_vec(),
-                envelope,
-                ..Default::default()
-            };
             let index = u64::from(restate);
+            let stored = if restate & 2 != 0 {
+                request_shaped(leaf, tail, &key.subject_salt(index))
+            } else {
+                Stored {
+                    leaf: leaf.to_vec(),
+                    envelope,
+                    ..Default::default()
+                }
+            };
             let mut sealed = Vec::new();
             key.seal_into(index, &stored, &mut sealed)
                 .expect("any record seals");

@@ -36,18 +36,9 @@ pub fn threads_seconds(pid: u32, prefix: &str) -> f64 {
 }
 
 /// User + system CPU time the calling thread has spent so far
-/// (`CLOCK_THREAD_CPUTIME_ID`, to the nanosecond; zero if the clock cannot
-/// be read).
+/// (`CLOCK_THREAD_CPUTIME_ID`, to the nanosecond).
 pub fn this_thread() -> Duration {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `t` is a valid, writable timespec for the call's duration.
-    let read = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
-    if read != 0 {
-        return Duration::ZERO;
-    }
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
     Duration::new(
         u64::try_from(t.tv_sec).unwrap_or(0),
         u32::try_from(t.tv_nsec).unwrap_or(0),

@@ -27,8 +27,10 @@
 //! * [`legacy`] — moves a log of the SQLite era into segments, same leaves,
 //!   same positions.
 //!
-//! [`cpu`] reads what the log's own threads (writer, indexer) cost, for
-//! the benchmarks.
+//! [`cpu`] reads what the log costs (its own threads, and its commits on
+//! appenders' threads), for the benchmarks and the admin port.
+
+#![forbid(unsafe_code)]
 
 pub mod audit;
 pub mod checkpoints;

@@ -107,11 +107,13 @@ impl Stored {
 /// A [`Stored`] as it is sealed: the same fields (so records sealed
 /// before these savings open as they are), less what the key or the record
 /// itself gives again — the subject's salt (a function of the segment key
-/// and the position) and, cut out of the leaf, the envelope's digest (32
-/// bytes each, recomputed when opened) and every value the signed envelope
-/// holds verbatim (the message id, method, official, purpose and digests:
-/// the leaf restates what was signed). A record that does not match what
-/// would be derived is kept whole.
+/// and the position), the data subject when the request envelope's header
+/// holds it, and, cut out of the leaf, the envelope's digest and the
+/// subject commitment (32 bytes each, made again when opened), the client
+/// and service the request envelope's header names in parts, and every
+/// value the signed envelope holds verbatim (the message id, method,
+/// official, purpose and digests: the leaf restates what was signed). A
+/// value that is not what would be derived is kept as it is.
 #[derive(Clone, PartialEq, prost::Message)]
 struct Compact {
     #[prost(bytes = "vec", tag = "1")]
@@ -212,7 +214,11 @@ fn field(msg: &[u8], want: u64) -> Option<&[u8]> {
 }
 
 /// The header of a request envelope (`RequestEnvelope.header`), read in
-/// place.
+/// place. Any envelope is read so: a response envelope's header has no
+/// client, service or subject fields of the types read here (its fields
+/// 2 and 3 are a digest and a number), and whatever is read from other
+/// bytes is only ever compared with the leaf's values, and made again
+/// from the same bytes when opened.
 fn request_header(envelope: &[u8]) -> Option<&[u8]> {
     field(envelope, 1)
 }
@@ -296,20 +302,23 @@ enum Cut {
     EnvelopeDigest,
     /// The envelope's bytes from this offset, this many.
     FromEnvelope(u16, u8),
+    /// The subject commitment, made again from the salt and the subject.
     SubjectCommitment,
+    /// The client, named again from the request envelope's header.
     Client,
+    /// The service, named again from the request envelope's header.
     Service,
 }
 
 impl Cut {
-    /// The kind byte of a cut that is made again from the record alone.
-    fn derived_kind(self) -> Option<u8> {
+    /// Its kind byte.
+    fn kind(self) -> u8 {
         match self {
-            Cut::EnvelopeDigest => Some(CUT_ENVELOPE_DIGEST),
-            Cut::SubjectCommitment => Some(CUT_SUBJECT_COMMITMENT),
-            Cut::Client => Some(CUT_CLIENT),
-            Cut::Service => Some(CUT_SERVICE),
-            Cut::FromEnvelope(..) => None,
+            Cut::EnvelopeDigest => CUT_ENVELOPE_DIGEST,
+            Cut::FromEnvelope(..) => CUT_FROM_ENVELOPE,
+            Cut::SubjectCommitment => CUT_SUBJECT_COMMITMENT,
+            Cut::Client => CUT_CLIENT,
+            Cut::Service => CUT_SERVICE,
         }
     }
 }
@@ -323,6 +332,8 @@ impl Compact {
         let mut derived: Vec<(usize, usize, Cut)> = Vec::new();
         let envelope = record.envelope.as_slice();
         let values = envelope_values(envelope);
+        // Named once each, if the leaf has the field at all.
+        let (mut client, mut service) = (None, None);
         for (field, at, len) in length_delimited(&record.leaf) {
             if at > usize::from(u16::MAX) {
                 continue;
@@ -336,9 +347,19 @@ impl Compact {
                 }
             } else if envelope.is_empty() {
                 continue;
-            } else if field == LEAF_CLIENT && client_name(envelope).as_deref() == Some(value) {
+            } else if field == LEAF_CLIENT
+                && client
+                    .get_or_insert_with(|| client_name(envelope))
+                    .as_deref()
+                    == Some(value)
+            {
                 derived.push((at, len, Cut::Client));
-            } else if field == LEAF_SERVICE && service_name(envelope).as_deref() == Some(value) {
+            } else if field == LEAF_SERVICE
+                && service
+                    .get_or_insert_with(|| service_name(envelope))
+                    .as_deref()
+                    == Some(value)
+            {
                 derived.push((at, len, Cut::Service));
             } else if field == LEAF_ENVELOPE_DIGEST {
                 let digest = match envelope_digest {
@@ -361,17 +382,11 @@ impl Compact {
         for (at, len, cut) in derived {
             leaf.extend_from_slice(&record.leaf[from..at]);
             from = at + len;
-            match cut {
-                Cut::EnvelopeDigest | Cut::SubjectCommitment | Cut::Client | Cut::Service => {
-                    cuts.extend(cut.derived_kind());
-                    cuts.extend_from_slice(&(at as u16).to_be_bytes());
-                }
-                Cut::FromEnvelope(start, len) => {
-                    cuts.push(CUT_FROM_ENVELOPE);
-                    cuts.extend_from_slice(&(at as u16).to_be_bytes());
-                    cuts.extend_from_slice(&start.to_be_bytes());
-                    cuts.push(len);
-                }
+            cuts.push(cut.kind());
+            cuts.extend_from_slice(&(at as u16).to_be_bytes());
+            if let Cut::FromEnvelope(start, len) = cut {
+                cuts.extend_from_slice(&start.to_be_bytes());
+                cuts.push(len);
             }
         }
         leaf.extend_from_slice(&record.leaf[from..]);

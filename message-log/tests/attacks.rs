@@ -243,6 +243,8 @@ async fn leaf_rewritten_with_the_keys_is_found_while_the_index_remembers_the_tre
     let _ = reader(dir.path()).tree_size().unwrap();
     // Same length, so the index's offsets stay right: the record, leaf
     // and all, now names another citizen.
+    let segment = segment_of(dir.path(), 5);
+    let before = std::fs::metadata(&segment).unwrap().len();
     reseal(dir.path(), 5, |s| {
         let other = "001099012346";
         let mut leaf = LogLeaf::decode(s.leaf.as_slice()).unwrap();
@@ -251,6 +253,7 @@ async fn leaf_rewritten_with_the_keys_is_found_while_the_index_remembers_the_tre
         s.leaf = leaf.encode_to_vec();
         s.data_subject = other.into();
     });
+    assert_eq!(std::fs::metadata(&segment).unwrap().len(), before);
     let found = audit(dir.path());
     assert!(
         found
@@ -455,6 +458,8 @@ async fn resealed_subject_hides_a_record_and_the_audit_is_silent() {
     write(dir.path(), 10, Options::default()).await;
     let cp = witness(dir.path());
     assert_eq!(citizen_records(dir.path()), vec![5, 0]);
+    // (The sealed record grows: its commitment no longer matches its
+    // subject, so it is kept instead of cut. The index is rebuilt below.)
     reseal(dir.path(), 5, |s| s.data_subject = "001099012346".into());
     index::remove(dir.path()).unwrap();
     let _ = cp;
