@@ -117,14 +117,15 @@ impl Sides<'_> {
         }
     }
 
-    /// CPU seconds of the message log, each side (none where a server
-    /// could not be read).
-    async fn log_cpu_seconds(&self) -> Option<(f64, f64)> {
+    /// CPU seconds of the message log, each side: all of it, and of that
+    /// its commits on callers' threads (none where a server could not be
+    /// read).
+    async fn log_cpu_seconds(&self) -> Option<((f64, f64), (f64, f64))> {
         let Sides::Servers(c, p) = self else {
             return None;
         };
         match (c.log_cpu_seconds().await, p.log_cpu_seconds().await) {
-            (Ok(c), Ok(p)) => Some((c, p)),
+            (Ok(c), Ok(p)) => Some(((c.0, p.0), (c.1, p.1))),
             (Err(e), _) | (_, Err(e)) => {
                 eprintln!("  the message log's CPU could not be read: {e}");
                 None
@@ -158,6 +159,8 @@ struct Row {
     /// Of that, the message log's: its writer and indexer threads, and its
     /// commits on the threads of calls awaiting them (servers).
     log_cpu_us: Option<(f64, f64)>,
+    /// Of that, its commits made on callers' threads.
+    log_callers_cpu_us: Option<(f64, f64)>,
 }
 
 fn median_by<T: Clone>(mut v: Vec<T>, key: impl Fn(&T) -> f64) -> T {
@@ -199,7 +202,9 @@ async fn measure(route: &Route<'_>, payload: usize, concurrency: usize, duration
         _ => None,
     };
     let cpu_us = per_exchange(before, route.sides.cpu_seconds());
-    let log_cpu_us = per_exchange(log_before, route.sides.log_cpu_seconds().await);
+    let log_after = route.sides.log_cpu_seconds().await;
+    let log_cpu_us = per_exchange(log_before.map(|b| b.0), log_after.map(|a| a.0));
+    let log_callers_cpu_us = per_exchange(log_before.map(|b| b.1), log_after.map(|a| a.1));
     if let Some(e) = &m.first_error {
         eprintln!(
             "  {} errors in {} mode; first: {e}",
@@ -218,6 +223,7 @@ async fn measure(route: &Route<'_>, payload: usize, concurrency: usize, duration
         errors: m.errors,
         cpu_us,
         log_cpu_us,
+        log_callers_cpu_us,
     }
 }
 
@@ -535,9 +541,9 @@ fn report(
     }
     for (rows, callers) in [(table, "callers"), (latency, "caller")] {
         for r in rows.iter().filter(|r| r.mode == Mode::Bus) {
-            if let Some((c, p)) = r.log_cpu_us {
+            if let Some(((c, p), (cc, pc))) = r.log_cpu_us.zip(r.log_callers_cpu_us) {
                 println!(
-                    "the message log (its writer and indexer threads, and its commits on callers' threads) at {} B and {} {callers}: {c:.0} µs (consumer) + {p:.0} µs (provider) of CPU per exchange",
+                    "the message log (its writer and indexer threads, and its commits on callers' threads) at {} B and {} {callers}: {c:.0} µs (consumer) + {p:.0} µs (provider) of CPU per exchange; of which commits on callers' threads: {cc:.0} + {pc:.0} µs",
                     r.payload, r.concurrency
                 );
             }
@@ -579,6 +585,8 @@ fn json(
                     "cpu_us_provider": r.cpu_us.map(|c| c.1),
                     "log_cpu_us_consumer": r.log_cpu_us.map(|c| c.0),
                     "log_cpu_us_provider": r.log_cpu_us.map(|c| c.1),
+                    "log_callers_cpu_us_consumer": r.log_callers_cpu_us.map(|c| c.0),
+                    "log_callers_cpu_us_provider": r.log_callers_cpu_us.map(|c| c.1),
                 })
             })
             .collect::<Vec<_>>()

@@ -66,13 +66,17 @@ impl Proc {
     /// CPU seconds so far of the message log: its own threads, its writer
     /// (`message-log`) and its indexer (`message-log-index`), and the
     /// commits it made on the threads of calls awaiting them, which `/proc`
-    /// counts as theirs (the server times those on its admin port).
-    pub async fn log_cpu_seconds(&self) -> Result<f64> {
+    /// counts as theirs (the server times those on its admin port). Gives
+    /// (all of it, of which those commits).
+    pub async fn log_cpu_seconds(&self) -> Result<(f64, f64)> {
         // Absent where the server keeps no log.
         let on_callers = scrape(self.admin, "lienthong_log_appender_commit_cpu_seconds_sum")
             .await?
             .unwrap_or(0.0);
-        Ok(cpu::threads_seconds(self.pid(), cpu::THREADS) + on_callers)
+        Ok((
+            cpu::threads_seconds(self.pid(), cpu::THREADS) + on_callers,
+            on_callers,
+        ))
     }
 
     /// The last lines the server wrote to its log (for a failure report).
