@@ -312,15 +312,28 @@ impl Agency {
         opts.poll_interval = Some(Duration::from_millis(200));
         opts.admin_listen = Some("127.0.0.1:0".parse().expect("valid"));
         configure(&mut opts);
-        let reserved = self
+        let mut reserved = self
             .reserved
             .take()
             .filter(|l| l.local_addr().ok() == Some(self.provider_addr));
-        self.server = Some(
-            SecurityServer::start_on(opts, reserved)
-                .await
-                .expect("server starts"),
-        );
+        // The server just dropped lets go of its listeners once the runtime
+        // drops its aborted tasks, a moment later: until then its provider
+        // address is still taken.
+        let started = std::time::Instant::now();
+        self.server = Some(loop {
+            match SecurityServer::start_on(opts.clone(), reserved.take()).await {
+                Ok(server) => break server,
+                Err(e)
+                    if std::error::Error::source(&e)
+                        .and_then(|s| s.downcast_ref::<std::io::Error>())
+                        .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
+                        && started.elapsed() < Duration::from_secs(5) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("server starts: {e:?}"),
+            }
+        });
     }
 
     /// Hands over a bound listener for the next start (after a move).
