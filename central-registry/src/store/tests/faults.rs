@@ -79,8 +79,10 @@ fn a_connection_lost_in_the_middle_of_a_change_leaves_nothing_of_it() {
         "the stalled change's connection was cut"
     );
     t.execute("DROP TRIGGER stall ON audit").unwrap();
+    // PostgreSQL sends why before it closes; a client under load may
+    // read the close first.
     assert!(
-        refused.contains("terminating connection"),
+        refused.contains("terminating connection") || refused.contains("connection closed"),
         "the operator's command says what happened: {refused}"
     );
     assert_eq!(state(&store), before, "nothing of the change is left");
