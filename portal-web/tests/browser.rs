@@ -129,6 +129,20 @@ async fn screenshots(b: &Client, name: &str) {
     b.set_window_size(1280, 1000).await.unwrap();
 }
 
+/// The page's text once it holds `needle` (the page a click leads to may
+/// not have replaced the one clicked on yet), or as it is after ten
+/// seconds, for the caller's assertion to show.
+async fn text_with(b: &Client, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = text(b).await;
+        if text.contains(needle) || std::time::Instant::now() >= deadline {
+            return text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 async fn text(b: &Client) -> String {
     // A page still loading after a navigation has no body yet, and a body
     // found just before the navigation ends is stale once it has: read
@@ -230,7 +244,11 @@ async fn a_citizen_reads_her_trace_in_a_real_browser() {
         .click()
         .await
         .unwrap();
-    assert!(text(&b).await.contains("thiếu mã chống giả mạo"));
+    assert!(
+        text_with(&b, "thiếu mã chống giả mạo")
+            .await
+            .contains("thiếu mã chống giả mạo")
+    );
     b.goto(&format!("{}/trace", page.url())).await.unwrap();
     assert_eq!(
         b.find_all(Locator::Css("article.access"))
@@ -363,7 +381,7 @@ async fn an_officer_approves_a_server_in_the_registry_console() {
         .for_element(Locator::Css("article.access"))
         .await
         .unwrap();
-    let body = text(&b).await;
+    let body = text_with(&b, &format!("Request {id} · new server · pending")).await;
     assert!(
         body.contains(&format!("Request {id} · new server · pending")),
         "{body}"
@@ -385,7 +403,7 @@ async fn an_officer_approves_a_server_in_the_registry_console() {
         .for_element(Locator::Css("article.access"))
         .await
         .unwrap();
-    let body = text(&b).await;
+    let body = text_with(&b, &format!("Request {id} · new server · approved")).await;
     assert!(
         body.contains(&format!("Request {id} · new server · approved")),
         "{body}"
@@ -446,7 +464,7 @@ async fn an_officer_approves_a_server_in_the_registry_console() {
         .for_element(Locator::Id("add-subsystem"))
         .await
         .unwrap();
-    let body = text(&b).await;
+    let body = text_with(&b, "VN/GOV/000305/business").await;
     assert!(body.contains("VN/GOV/000305/business"), "{body}");
     screenshots(&b, "console-members").await;
     // A token for the new member's server, shown once.
@@ -582,11 +600,9 @@ async fn an_operator_grants_access_and_the_next_call_succeeds() {
                 .for_element(Locator::Css("p.notice"))
                 .await
                 .unwrap();
-            let body = text(&b).await;
-            assert!(
-                body.contains(&format!("is served by {backend} (timeout 5000 ms)")),
-                "{body}"
-            );
+            let served = format!("is served by {backend} (timeout 5000 ms)");
+            let body = text_with(&b, &served).await;
+            assert!(body.contains(&served), "{body}");
             screenshots(&b, "server-services").await;
         }
         b.goto(&format!("{url}/access")).await.unwrap();
@@ -612,11 +628,9 @@ async fn an_operator_grants_access_and_the_next_call_succeeds() {
             .for_element(Locator::Css("p.notice"))
             .await
             .unwrap();
-        let body = text(&b).await;
-        assert!(
-            body.contains("granted: VN/GOV/000201/tax may call VN/GOV/000102/population/population.v1.PersonRegistry/GetPerson"),
-            "{body}"
-        );
+        let granted = "granted: VN/GOV/000201/tax may call VN/GOV/000102/population/population.v1.PersonRegistry/GetPerson";
+        let body = text_with(&b, granted).await;
+        assert!(body.contains(granted), "{body}");
         if i == 0 {
             screenshots(&b, "server-access").await;
             b.goto(&format!("{url}/audit")).await.unwrap();
