@@ -540,8 +540,8 @@ impl LogReader {
     /// Checks records `[from, to)`: each has exactly one index entry; each
     /// opens, hashes to its tree leaf, and was indexed under the keys its
     /// leaf gives; a record without a segment lies in a retention marker
-    /// whose hashes match the tree; every node completed in the range is
-    /// the hash of its children. At the end of the log: no index entry past
+    /// whose hashes match the tree; every stored node completed in the
+    /// range is the fold of the stored nodes below it. At the end of the log: no index entry past
     /// it, and the segments hold every indexed record.
     pub fn audit(&self, from: u64, to: u64) -> Result<Audit, LogError> {
         let mut g = self.fresh();

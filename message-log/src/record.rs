@@ -130,10 +130,11 @@ struct Compact {
     hidden_opening: Vec<u8>,
     #[prost(bytes = "vec", tag = "7")]
     pruned_leaf_hash: Vec<u8>,
-    /// What was cut out of the leaf, ascending by offset: per cut, what
-    /// (one byte) and its offset in the whole leaf (two bytes); a cut from
-    /// the envelope then says where the value starts in the envelope (two
-    /// bytes) and its length (one byte).
+    /// What was cut out of the leaf by offset (records sealed before
+    /// [`Compact::field_cuts`]; never written now), ascending: per cut,
+    /// what (one byte) and its offset in the whole leaf (two bytes); a cut
+    /// from the envelope then says where the value starts in the envelope
+    /// (two bytes) and its length (one byte).
     #[prost(bytes = "vec", tag = "8")]
     leaf_cuts: Vec<u8>,
     /// The subject's salt is the segment's for this position.
@@ -143,9 +144,19 @@ struct Compact {
     /// not stored again.
     #[prost(bool, tag = "10")]
     subject_from_envelope: bool,
+    /// The leaf's fields cut out whole (key, length and value), in the
+    /// leaf's order: per cut, the leaf bytes kept since the last cut (a
+    /// varint), what it is and which field (one byte: the kind in the top
+    /// three bits, the leaf's field number, at most 31, in the others),
+    /// and for a value from the envelope, which of the envelope's values
+    /// ([`envelope_values`], one byte). Two or three bytes a cut where the
+    /// offsets took five to eight.
+    #[prost(bytes = "vec", tag = "11")]
+    field_cuts: Vec<u8>,
 }
 
 /// A cut: the envelope's SHA-256 (`LogLeaf.envelope_digest`, field 15).
+/// (Kinds are at most 7: three bits of a whole-field cut's byte.)
 const CUT_ENVELOPE_DIGEST: u8 = 1;
 /// A cut: a value the envelope holds verbatim.
 const CUT_FROM_ENVELOPE: u8 = 2;
@@ -159,8 +170,10 @@ const CUT_CLIENT: u8 = 4;
 /// envelope's service ([`service_name`]).
 const CUT_SERVICE: u8 = 5;
 const DIGEST: usize = 32;
-/// The shortest value cut from the envelope: a cut costs six bytes.
+/// The shortest value cut from the envelope.
 const SHORTEST_FROM_ENVELOPE: usize = 8;
+/// The largest leaf field number a whole-field cut can name (five bits).
+const LARGEST_CUT_FIELD: u64 = 31;
 /// The leaf's field that holds the envelope's digest.
 const LEAF_ENVELOPE_DIGEST: u64 = 15;
 /// The leaf's fields that hold the client, the service and the subject
@@ -296,12 +309,21 @@ fn envelope_values(envelope: &[u8]) -> Vec<(u16, u8)> {
     out
 }
 
+/// The key and length of a length-delimited protobuf field, as the
+/// shortest varints.
+fn field_key(field: u64, len: usize) -> Vec<u8> {
+    let mut key = Vec::with_capacity(4);
+    prost::encoding::encode_varint(field << 3 | 2, &mut key);
+    prost::encoding::encode_varint(len as u64, &mut key);
+    key
+}
+
 /// What a cut stands for.
 #[derive(Debug, Clone, Copy)]
 enum Cut {
     EnvelopeDigest,
-    /// The envelope's bytes from this offset, this many.
-    FromEnvelope(u16, u8),
+    /// The envelope's value of this rank in [`envelope_values`].
+    FromEnvelope(u8),
     /// The subject commitment, made again from the salt and the subject.
     SubjectCommitment,
     /// The client, named again from the request envelope's header.
@@ -328,65 +350,69 @@ impl Compact {
     /// already (else it is made here).
     fn of(record: Stored, derived_salt: &[u8; 32], envelope_digest: Option<&[u8; 32]>) -> Compact {
         let salt_is_derived = record.subject_salt.as_slice() == derived_salt;
-        // (offset in the leaf, length, the cut's bytes after the offset)
-        let mut derived: Vec<(usize, usize, Cut)> = Vec::new();
+        // (where the field's key starts in the leaf, where its value ends,
+        // the field, the cut)
+        let mut derived: Vec<(usize, usize, u64, Cut)> = Vec::new();
         let envelope = record.envelope.as_slice();
         let values = envelope_values(envelope);
         // Named once each, if the leaf has the field at all.
         let (mut client, mut service) = (None, None);
         for (field, at, len) in length_delimited(&record.leaf) {
-            if at > usize::from(u16::MAX) {
-                continue;
-            }
             let value = &record.leaf[at..at + len];
-            if field == LEAF_SUBJECT_COMMITMENT {
-                if !record.data_subject.is_empty()
-                    && value == subject_commitment(&record.subject_salt, &record.data_subject)
-                {
-                    derived.push((at, DIGEST, Cut::SubjectCommitment));
-                }
+            let cut = if field == LEAF_SUBJECT_COMMITMENT {
+                (!record.data_subject.is_empty()
+                    && value == subject_commitment(&record.subject_salt, &record.data_subject))
+                .then_some(Cut::SubjectCommitment)
             } else if envelope.is_empty() {
-                continue;
-            } else if field == LEAF_CLIENT
-                && client
+                None
+            } else if field == LEAF_CLIENT {
+                (client
                     .get_or_insert_with(|| client_name(envelope))
                     .as_deref()
-                    == Some(value)
-            {
-                derived.push((at, len, Cut::Client));
-            } else if field == LEAF_SERVICE
-                && service
+                    == Some(value))
+                .then_some(Cut::Client)
+            } else if field == LEAF_SERVICE {
+                (service
                     .get_or_insert_with(|| service_name(envelope))
                     .as_deref()
-                    == Some(value)
-            {
-                derived.push((at, len, Cut::Service));
+                    == Some(value))
+                .then_some(Cut::Service)
             } else if field == LEAF_ENVELOPE_DIGEST {
                 let digest = match envelope_digest {
                     Some(d) => *d,
                     None => lienthong_proto::sha256(envelope),
                 };
-                if value == digest {
-                    derived.push((at, DIGEST, Cut::EnvelopeDigest));
-                }
-            } else if let Some(&(from, n)) = values.iter().find(|&&(from, n)| {
-                usize::from(n) == len
-                    && &envelope[usize::from(from)..usize::from(from) + len] == value
-            }) {
-                derived.push((at, len, Cut::FromEnvelope(from, n)));
+                (value == digest).then_some(Cut::EnvelopeDigest)
+            } else {
+                values
+                    .iter()
+                    .position(|&(from, n)| {
+                        usize::from(n) == len
+                            && &envelope[usize::from(from)..usize::from(from) + len] == value
+                    })
+                    .map(|rank| Cut::FromEnvelope(rank as u8))
+            };
+            // Only a field whose key and length are encoded as they will
+            // be again (the shortest varints) is cut whole.
+            let key = field_key(field, len);
+            if let Some(cut) = cut
+                && (1..=LARGEST_CUT_FIELD).contains(&field)
+                && at >= key.len()
+                && record.leaf[at - key.len()..at] == key[..]
+            {
+                derived.push((at - key.len(), at + len, field, cut));
             }
         }
         let mut leaf = Vec::with_capacity(record.leaf.len());
-        let mut cuts = Vec::with_capacity(6 * derived.len());
+        let mut cuts = Vec::with_capacity(3 * derived.len());
         let mut from = 0;
-        for (at, len, cut) in derived {
-            leaf.extend_from_slice(&record.leaf[from..at]);
-            from = at + len;
-            cuts.push(cut.kind());
-            cuts.extend_from_slice(&(at as u16).to_be_bytes());
-            if let Cut::FromEnvelope(start, len) = cut {
-                cuts.extend_from_slice(&start.to_be_bytes());
-                cuts.push(len);
+        for (start, end, field, cut) in derived {
+            prost::encoding::encode_varint((start - from) as u64, &mut cuts);
+            leaf.extend_from_slice(&record.leaf[from..start]);
+            from = end;
+            cuts.push(cut.kind() << 5 | field as u8);
+            if let Cut::FromEnvelope(rank) = cut {
+                cuts.push(rank);
             }
         }
         leaf.extend_from_slice(&record.leaf[from..]);
@@ -408,18 +434,19 @@ impl Compact {
             body: record.body,
             hidden_opening: record.hidden_opening,
             pruned_leaf_hash: record.pruned_leaf_hash,
-            leaf_cuts: cuts,
+            leaf_cuts: Vec::new(),
+            field_cuts: cuts,
             derived_salt: salt_is_derived,
             subject_from_envelope,
         }
     }
 
     /// The record again; `None` when the cuts do not fit the leaf.
-    fn expand(self, derived_salt: impl FnOnce() -> [u8; 32]) -> Option<Stored> {
+    fn expand(mut self, derived_salt: impl FnOnce() -> [u8; 32]) -> Option<Stored> {
         let subject_salt = if self.derived_salt {
             derived_salt().to_vec()
         } else {
-            self.subject_salt
+            std::mem::take(&mut self.subject_salt)
         };
         let data_subject = if self.subject_from_envelope {
             if !self.data_subject.is_empty() {
@@ -427,8 +454,28 @@ impl Compact {
             }
             String::from_utf8(envelope_subject(&self.envelope)?.to_vec()).ok()?
         } else {
-            self.data_subject
+            std::mem::take(&mut self.data_subject)
         };
+        let leaf = if self.field_cuts.is_empty() {
+            self.leaf_by_offsets(&subject_salt, &data_subject)?
+        } else if self.leaf_cuts.is_empty() {
+            self.leaf_by_fields(&subject_salt, &data_subject)?
+        } else {
+            return None;
+        };
+        Some(Stored {
+            leaf,
+            envelope: self.envelope,
+            data_subject,
+            subject_salt,
+            body: self.body,
+            hidden_opening: self.hidden_opening,
+            pruned_leaf_hash: self.pruned_leaf_hash,
+        })
+    }
+
+    /// The whole leaf from cuts by offset ([`Compact::leaf_cuts`]).
+    fn leaf_by_offsets(&self, subject_salt: &[u8], data_subject: &str) -> Option<Vec<u8>> {
         let mut leaf = Vec::with_capacity(self.leaf.len() + self.leaf_cuts.len() / 3 * DIGEST);
         let mut from = 0usize;
         let mut cuts = self.leaf_cuts.as_slice();
@@ -444,7 +491,7 @@ impl Compact {
                     rest
                 }
                 (CUT_SUBJECT_COMMITMENT, rest) if !data_subject.is_empty() => {
-                    leaf.extend_from_slice(&subject_commitment(&subject_salt, &data_subject));
+                    leaf.extend_from_slice(&subject_commitment(subject_salt, data_subject));
                     rest
                 }
                 (CUT_CLIENT, rest) => {
@@ -467,15 +514,56 @@ impl Compact {
             return None;
         }
         leaf.extend_from_slice(self.leaf.get(from..)?);
-        Some(Stored {
-            leaf,
-            envelope: self.envelope,
-            data_subject,
-            subject_salt,
-            body: self.body,
-            hidden_opening: self.hidden_opening,
-            pruned_leaf_hash: self.pruned_leaf_hash,
-        })
+        Some(leaf)
+    }
+
+    /// The whole leaf from cuts of whole fields ([`Compact::field_cuts`]).
+    fn leaf_by_fields(&self, subject_salt: &[u8], data_subject: &str) -> Option<Vec<u8>> {
+        let mut leaf = Vec::with_capacity(self.leaf.len() + self.field_cuts.len() * 24);
+        let mut values = None;
+        let mut from = 0usize;
+        let mut cuts = self.field_cuts.as_slice();
+        while !cuts.is_empty() {
+            let kept = usize::try_from(prost::encoding::decode_varint(&mut cuts).ok()?).ok()?;
+            leaf.extend_from_slice(self.leaf.get(from..from.checked_add(kept)?)?);
+            from += kept;
+            let [what, rest @ ..] = cuts else {
+                return None;
+            };
+            let field = u64::from(what & 0x1f);
+            let named;
+            let (value, rest): (&[u8], &[u8]) = match (what >> 5, rest) {
+                _ if field == 0 => return None,
+                (CUT_ENVELOPE_DIGEST, rest) => {
+                    named = lienthong_proto::sha256(&self.envelope).to_vec();
+                    (&named, rest)
+                }
+                (CUT_SUBJECT_COMMITMENT, rest) if !data_subject.is_empty() => {
+                    named = subject_commitment(subject_salt, data_subject).to_vec();
+                    (&named, rest)
+                }
+                (CUT_CLIENT, rest) => {
+                    named = client_name(&self.envelope)?;
+                    (&named, rest)
+                }
+                (CUT_SERVICE, rest) => {
+                    named = service_name(&self.envelope)?;
+                    (&named, rest)
+                }
+                (CUT_FROM_ENVELOPE, [rank, rest @ ..]) => {
+                    let values = values.get_or_insert_with(|| envelope_values(&self.envelope));
+                    let &(at, len) = values.get(usize::from(*rank))?;
+                    let at = usize::from(at);
+                    (self.envelope.get(at..at + usize::from(len))?, rest)
+                }
+                _ => return None,
+            };
+            leaf.extend_from_slice(&field_key(field, value.len()));
+            leaf.extend_from_slice(value);
+            cuts = rest;
+        }
+        leaf.extend_from_slice(self.leaf.get(from..)?);
+        Some(leaf)
     }
 }
 
@@ -739,7 +827,7 @@ mod tests {
             record.payload_digest.len(),
         ]
         .iter()
-        .map(|n| n - 6)
+        .map(|n| n - 1)
         .sum();
         // The same envelope with other values of the same lengths.
         let other = |v: &str| "x".repeat(v.len());
@@ -764,23 +852,24 @@ mod tests {
         let mut kept = Vec::new();
         seg.seal_into(3, &uncut, &mut kept).unwrap();
         assert_eq!(seg.open(3, &kept), Some(uncut));
-        // Each value cut, six bytes kept (and the leaf's length prefix
-        // may shrink by a byte).
+        // Each value cut with its key and length, three bytes kept (and
+        // the leaf's length prefix and the varint of the gap before the
+        // next cut may each take a byte less).
         let saved = kept.len() - sealed.len();
-        assert!((cut..=cut + 1).contains(&saved), "{saved} saved, {cut} cut");
+        assert!((cut..=cut + 2).contains(&saved), "{saved} saved, {cut} cut");
 
         // Cuts that do not fit what they were sealed with open to nothing,
         // never to other bytes.
         let compact = Compact::of(whole.clone(), &seg.subject_salt(3), None);
-        assert!(compact.leaf_cuts.len() >= 6 * 5);
+        assert!(compact.leaf_cuts.is_empty() && compact.field_cuts.len() >= 3 * 5);
         let mut short = compact.clone();
         short.envelope.truncate(50);
         assert_eq!(short.expand(|| [0; 32]), None);
         let mut unknown = compact.clone();
-        unknown.leaf_cuts[0] = 9;
+        unknown.field_cuts[1] = 7 << 5 | 1;
         assert_eq!(unknown.expand(|| [0; 32]), None);
         let mut torn = compact;
-        torn.leaf_cuts.pop();
+        torn.field_cuts.pop();
         assert_eq!(torn.expand(|| [0; 32]), None);
     }
 
@@ -861,14 +950,17 @@ mod tests {
             subject,
             &salt,
         ));
-        // The client (22 bytes) and service (53) for three bytes each, and
-        // the subject (12 and its two-byte prefix, for the flag's two).
-        assert_eq!(kept - cut, 19 + 50 + 12, "{kept} kept, {cut} cut");
-        // The commitment (32 bytes for three) is cut in both; one under
-        // another salt is not the record's, and is kept.
+        // The client (22 bytes) and service (53), each with its key and
+        // length for two bytes, and the subject (12 and its two-byte
+        // prefix, for the flag's two).
+        assert_eq!(kept - cut, 22 + 53 + 12, "{kept} kept, {cut} cut");
+        // The commitment (32 bytes and two of key and length, for two) is
+        // cut in both; one under another salt is not the record's, and is
+        // kept.
         let mut other_salt = stored(envelope("000305", "000102", subject), subject, &[8; 32]);
         other_salt.subject_salt = salt.to_vec();
-        assert_eq!(seal(&other_salt) - cut, 29);
+        // (A byte more where the leaf's length prefix takes one less.)
+        assert!((32..=33).contains(&(seal(&other_salt) - cut)));
 
         // A response envelope names neither: its record opens as it was.
         let response = prost::Message::encode_to_vec(&ex::ResponseEnvelope {
@@ -892,5 +984,112 @@ mod tests {
         let mut none = compact;
         none.envelope = envelope("000305", "000102", "");
         assert_eq!(none.expand(|| salt), None);
+    }
+
+    /// A request record with every kind of cut: its envelope restates the
+    /// leaf's message id, method, official, purpose and payload digest,
+    /// names its client, service and data subject, and its digest and
+    /// subject commitment are made again.
+    fn every_cut() -> (SegmentKey, Stored) {
+        use lienthong_proto::pb::exchange::v1 as ex;
+        use lienthong_proto::pb::identifiers::v1 as id;
+        let seg = SegmentKey::derive(&keys("VN/GOV/000102/ss1"), 1, &[5; 32]).unwrap();
+        let subsystem = |code: &str, sub: &str| id::SubsystemId {
+            member: Some(id::MemberId {
+                instance: "VN".into(),
+                member_class: "GOV".into(),
+                member_code: code.into(),
+            }),
+            subsystem_code: sub.into(),
+        };
+        let mut record = crate::LogRecord {
+            message_id: "0b6f3c1e-4d2a-4f0e-9a57-3c2d1e0f9a8b".into(),
+            method: "population.v1.PersonRegistry/GetPerson".into(),
+            user_id: "officer-7".into(),
+            purpose: "business registration 2026-114".into(),
+            payload_digest: vec![2; 32],
+            client: "VN/GOV/000305/business".into(),
+            service: "VN/GOV/000102/population/population.v1.PersonRegistry".into(),
+            data_subject: "001099012345".into(),
+            ..Default::default()
+        };
+        record.envelope = prost::Message::encode_to_vec(&ex::RequestEnvelope {
+            header: Some(ex::RequestHeader {
+                message_id: record.message_id.clone(),
+                client: Some(subsystem("000305", "business")),
+                service: Some(id::ServiceId {
+                    provider: Some(subsystem("000102", "population")),
+                    service_code: "population.v1.PersonRegistry".into(),
+                    version: String::new(),
+                }),
+                method: record.method.clone(),
+                user_id: record.user_id.clone(),
+                purpose: record.purpose.clone(),
+                payload_digest: record.payload_digest.clone(),
+                data_subject: record.data_subject.clone(),
+                created_at_unix_ms: 1_790_000_000_000,
+                ..Default::default()
+            }),
+            signature: Some(ex::Signature {
+                value: vec![3; 64],
+                signer_certificate_sha256: vec![4; 32],
+                ..Default::default()
+            }),
+        });
+        let salt = seg.subject_salt(11);
+        let stored = Stored {
+            leaf: crate::leaf::leaf_bytes(
+                &record,
+                Some(subject_commitment(&salt, &record.data_subject)),
+                None,
+            ),
+            envelope: record.envelope,
+            data_subject: record.data_subject,
+            subject_salt: salt.to_vec(),
+            ..Default::default()
+        };
+        (seg, stored)
+    }
+
+    /// A record sealed by the release before whole-field cuts (cuts by
+    /// offset, [`Compact::leaf_cuts`]) still opens to what was sealed; the
+    /// same record sealed now is smaller.
+    #[test]
+    fn records_cut_by_offset_still_open() {
+        let (seg, whole) = every_cut();
+        let hex = [
+            "0fb4f0eed6431463cea2600aa2a50c791aa5602a0c99d706c3f8c71989b16c14",
+            "bc1ebcbdfe2d7ce059e969e253dfd841a3299599e857132e0b4501d70a08e9d6",
+            "a85e72bb3fe1613101a306aa615379142d9498a4f763596c681bf52f676fe177",
+            "6d5f661d17fe20aea277c91a8f96d2fd6818411ad269c606e5e51deba4533ed1",
+            "37d747b62e75f9621b9a669ce6f97b83e4914ed0aad52cc93e1f080ffdbc8efc",
+            "fddc42588fe8450903b0215ffb3231649b12e38a6ced24aa32935094ffacadfa",
+            "b16e70cf09adaf017430c03ddfd7a585b23ab2e3a61138f09e3ce96aa608af9c",
+            "b7f37a642ffbfc112431340fcf1bd24390404b48888befb9736dfa08eb585aac",
+            "f5f82bcc6f5ad44fb4ca3426ecf484e3fc7de36098761a4c4f72987adbf79593",
+            "f7504ee400611c27d5f3f4fc2fc195791f794c8794fc74e04dea66fa74fd8eb7",
+            "728ae6dfc39b0349e68c1b19c365334664830ed45a6587dff5390804babd2530",
+            "313dbb62c2922f3fdf89f34d1b9b3fe4e1b54e845d99892d89dcf7ceac5737b2",
+            "c239374721c8a3fdb0582b6c55b7e88eb50ed0d291e7bb433c69ca87782367fd",
+            "8b3e5c086208775bc48f0f18a138043d3f65885fc84b3523e58864315c2cc569",
+            "7e33e526392475d481323170d6f06948205d9d8166",
+        ]
+        .concat();
+        let sealed: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        assert_eq!(seg.open(11, &sealed).as_ref(), Some(&whole));
+        let mut now = Vec::new();
+        seg.seal_into(11, &whole, &mut now).unwrap();
+        assert_eq!(seg.open(11, &now).as_ref(), Some(&whole));
+        // Nine cuts: five from the envelope (five bytes each saved), the
+        // client, the service, the digest and the commitment (three each),
+        // and the leaf's length prefix takes a byte less.
+        assert_eq!(sealed.len() - now.len(), 5 * 5 + 4 * 3 + 1);
+        // Cuts of both kinds in one record open to nothing.
+        let mut both = Compact::of(whole.clone(), &seg.subject_salt(11), None);
+        both.leaf_cuts = vec![CUT_ENVELOPE_DIGEST, 0, 0];
+        assert_eq!(both.expand(|| seg.subject_salt(11)), None);
     }
 }

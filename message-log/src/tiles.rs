@@ -1,8 +1,17 @@
-//! The tree's nodes on disk, as append-only tiles: one file per level in
-//! the log's directory (`tree-NN.tile`), node (level, i) being the 32 bytes at offset
-//! 32·i. A node is written once, when its subtree completes, by the index
-//! batch that adds its last leaf ([`crate::index::catch_up`]); each level's
-//! file only ever grows at its end, and any node is one `pread` away.
+//! The tree's nodes on disk, as append-only tiles: one file per stored
+//! level in the log's directory (`tree-NN.tile`), node (level, i) being the
+//! 32 bytes at offset 32·i. Every [`STRIDE`]th level is stored, the leaves
+//! (level 0) first; a node of a level between is the fold of the 2, 4 or 8
+//! nodes of the stored level under it, read with one `pread`. A node is
+//! written once, when its subtree completes, by the index batch that adds
+//! its last leaf ([`crate::index::catch_up`]); each level's file only ever
+//! grows at its end.
+//!
+//! Why every fourth level: storing them all costs 64 bytes a record (32
+//! for the leaf, 32 for the levels above); every fourth, 34. What a proof
+//! pays for it is at most 1 + 3 + 7 hashes for each group of three levels
+//! not stored (a few microseconds), and the levels from
+//! [`CACHED_FROM_LEVEL`] up come from the cache as before.
 //!
 //! Why a file per level rather than C2SP tlog-tiles' 256-wide tiles of
 //! eight levels: those are made to be served and cached over HTTP, each
@@ -43,6 +52,32 @@ const CACHED_FROM_LEVEL: u32 = 8;
 const CACHED_NODES: usize = 1 << 16;
 /// Levels a tree of up to 2⁶⁴ − 1 leaves has.
 const LEVELS: u32 = 64;
+/// Levels stored: 0, `STRIDE`, 2·`STRIDE`, … (the others are folded from
+/// the stored level below them).
+pub const STRIDE: u32 = 4;
+
+/// Whether the nodes of `level` are kept in a file.
+pub fn stored(level: u32) -> bool {
+    level.is_multiple_of(STRIDE)
+}
+
+/// The levels kept in files.
+fn stored_levels() -> impl Iterator<Item = u32> {
+    (0..LEVELS).step_by(STRIDE as usize)
+}
+
+/// The hash of a perfect subtree from its nodes of one level, left to
+/// right (a power of two of them).
+pub fn fold(mut nodes: Vec<Hash>) -> Hash {
+    debug_assert!(nodes.len().is_power_of_two());
+    while nodes.len() > 1 {
+        nodes = nodes
+            .chunks_exact(2)
+            .map(|pair| merkle::node_hash(&pair[0], &pair[1]))
+            .collect();
+    }
+    nodes[0]
+}
 
 /// The file of one level of the log in `log_dir`.
 pub fn path(log_dir: &Path, level: u32) -> PathBuf {
@@ -136,11 +171,21 @@ impl Tiles {
         }
     }
 
-    /// Node (level, idx) as the file holds it, unchecked against any
-    /// position: callers know it is committed.
+    /// Node (level, idx) as the files hold it (folded from the stored
+    /// level below when its own level is not stored), unchecked against
+    /// any position: callers know it is committed.
     pub fn node(&mut self, level: u32, idx: u64) -> Result<Hash, LogError> {
-        let mut hash = [0u8; 32];
         let missing = || LogError(format!("tree node {level}/{idx} is missing"));
+        if !stored(level) {
+            let below = level - level % STRIDE;
+            let width = level - below;
+            let nodes = self.range(below, idx << width, (idx + 1) << width)?;
+            if nodes.len() as u64 != 1 << width {
+                return Err(missing());
+            }
+            return Ok(fold(nodes));
+        }
+        let mut hash = [0u8; 32];
         let f = self.file(level, false)?.ok_or_else(missing)?;
         match f.read_exact_at(&mut hash, idx * NODE) {
             Ok(()) => Ok(hash),
@@ -189,7 +234,7 @@ impl Tiles {
     /// hold: node (L, i) is needed once leaf (i + 1)·2^L − 1 is in.
     pub fn coverage(&mut self, size: u64) -> Result<u64, LogError> {
         let mut covered = size;
-        for level in 0..LEVELS {
+        for level in stored_levels() {
             let expected = size >> level;
             if expected == 0 {
                 break;
@@ -202,13 +247,22 @@ impl Tiles {
         Ok(covered)
     }
 
-    /// Cuts every level to exactly the nodes of a tree of `size` leaves
-    /// (what a batch wrote and the index never committed, or a garbage
-    /// tail).
+    /// Cuts every stored level to exactly the nodes of a tree of `size`
+    /// leaves (what a batch wrote and the index never committed, or a
+    /// garbage tail), and deletes the files of levels not stored (kept by
+    /// releases that stored every level).
     pub fn cut(&mut self, size: u64) -> Result<(), LogError> {
         self.cache.clear();
         self.cached_size = 0;
-        for level in 0..LEVELS {
+        for level in (0..LEVELS).filter(|l| !stored(*l)) {
+            self.files[level as usize] = None;
+            match std::fs::remove_file(path(&self.log_dir, level)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for level in stored_levels() {
             let keep = (size >> level) * NODE;
             if let Some(f) = self.file(level, false)?
                 && f.metadata()?.len() > keep
@@ -317,8 +371,11 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// Adds node (level, idx).
+    /// Adds node (level, idx), if its level is stored.
     pub fn add(&mut self, level: u32, idx: u64, hash: Hash) {
+        if !stored(level) {
+            return;
+        }
         let level = level as usize;
         if self.levels.len() <= level {
             self.levels.resize_with(level + 1, Default::default);

@@ -1,17 +1,18 @@
 //! The log's Merkle tree, stored as its perfect subtrees.
 //!
-//! Every node whose subtree is complete is written once, when its last leaf
-//! arrives (level 0 are the leaves): about two nodes per record, kept in
+//! Every node of a stored level whose subtree is complete is written once,
+//! when its last leaf arrives (level 0 are the leaves, then every
+//! [`crate::tiles::STRIDE`]th level): about 1.07 nodes per record, kept in
 //! [`crate::tiles`]. Any subtree hash RFC 6962 asks for is then a fold of
-//! at most log₂ n stored nodes, so roots and proofs never read the leaves
-//! ([`crate::tiles::View`]). The indexer keeps the right edge of the tree
+//! at most log₂ n nodes, each stored or folded from a few stored ones, so
+//! roots and proofs never read the records ([`crate::tiles::View`]). The indexer keeps the right edge of the tree
 //! in memory ([`Frontier`]) and knows each new node without reading
 //! anything.
 
 use lienthong_proto::merkle::{self, Hash};
 
 use crate::LogError;
-use crate::tiles::{Tiles, View};
+use crate::tiles::{STRIDE, Tiles, View, fold};
 
 /// The perfect subtrees along the tree's right edge, largest first.
 #[derive(Debug, Clone, Default)]
@@ -83,19 +84,20 @@ pub struct Audit {
     pub mismatches: Vec<String>,
 }
 
-/// Checks that every node completed by a record of `[from, to)` is the
-/// hash of its two children, each read from its tile. Together with the
-/// witnessed checkpoints (which fix the top of the tree) and the check of
-/// each record against its leaf node, this finds a record edited in place,
-/// however many nodes above it were rewritten to match, and a node edited
-/// in its tile.
+/// Checks that every stored node completed by a record of `[from, to)` is
+/// the fold of the 2^STRIDE nodes of the stored level below it, each read
+/// from its tile. Together with the witnessed checkpoints (which fix the
+/// top of the tree) and the check of each record against its leaf node,
+/// this finds a record edited in place, however many nodes above it were
+/// rewritten to match, and a node edited in its tile.
 pub fn audit_nodes(tiles: &mut Tiles, from: u64, to: u64, out: &mut Audit) -> Result<(), LogError> {
     if from >= to {
         return Ok(());
     }
+    let span = 1u64 << STRIDE;
     // Level L nodes completed by a record of the range: those whose last
     // leaf, (j + 1) · 2^L − 1, lies in [from, to).
-    for level in 1..64u32 {
+    for level in (STRIDE..64u32).step_by(STRIDE as usize) {
         let width = 1u64 << level;
         if width > to {
             break;
@@ -105,24 +107,23 @@ pub fn audit_nodes(tiles: &mut Tiles, from: u64, to: u64, out: &mut Audit) -> Re
         if lo >= hi {
             continue;
         }
-        let children = tiles.range(level - 1, 2 * lo, 2 * hi)?;
+        let below = tiles.range(level - STRIDE, lo * span, hi * span)?;
         let parents = tiles.range(level, lo, hi)?;
         for j in lo..hi {
             out.nodes += 1;
-            let at = |v: &Vec<Hash>, k: u64| v.get(k as usize).copied();
-            let (Some(l), Some(r), Some(p)) = (
-                at(&children, 2 * (j - lo)),
-                at(&children, 2 * (j - lo) + 1),
-                at(&parents, j - lo),
+            let first = ((j - lo) * span) as usize;
+            let (Some(under), Some(p)) = (
+                below.get(first..first + span as usize),
+                parents.get((j - lo) as usize),
             ) else {
                 out.mismatches.push(format!(
-                    "tree node {level}/{j} or one of its children is missing"
+                    "tree node {level}/{j} or a node below it is missing"
                 ));
                 continue;
             };
-            if p != merkle::node_hash(&l, &r) {
+            if *p != fold(under.to_vec()) {
                 out.mismatches.push(format!(
-                    "tree node {level}/{j} is not the hash of its children (rewritten)"
+                    "tree node {level}/{j} is not the hash of the nodes below it (rewritten)"
                 ));
             }
         }
@@ -214,27 +215,70 @@ mod tests {
     #[test]
     fn the_audit_finds_a_node_edited_in_its_tile() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut tiles, _) = stored(dir.path(), 100);
+        let (mut tiles, _) = stored(dir.path(), 300);
         let mut clean = Audit::default();
-        audit_nodes(&mut tiles, 0, 100, &mut clean).unwrap();
+        audit_nodes(&mut tiles, 0, 300, &mut clean).unwrap();
         assert!(clean.mismatches.is_empty(), "{:?}", clean.mismatches);
-        assert_eq!(clean.nodes, 100 - 100u64.count_ones() as u64);
-        // One byte of node 2/5 flipped on disk.
-        let path = crate::tiles::path(dir.path(), 2);
+        // Stored: 300 >> 4 nodes of level 4, 300 >> 8 of level 8.
+        assert_eq!(clean.nodes, 18 + 1);
+        // Only every fourth level has a file.
+        for level in 0..10 {
+            assert_eq!(
+                crate::tiles::path(dir.path(), level).exists(),
+                level % 4 == 0 && level < 9,
+                "level {level}"
+            );
+        }
+        // One byte of node 4/5 flipped on disk.
+        let path = crate::tiles::path(dir.path(), 4);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[5 * 32 + 7] ^= 1;
         std::fs::write(&path, bytes).unwrap();
         let mut found = Audit::default();
-        audit_nodes(&mut Tiles::open(dir.path()), 0, 100, &mut found).unwrap();
+        audit_nodes(&mut Tiles::open(dir.path()), 0, 300, &mut found).unwrap();
+        assert_eq!(
+            found.mismatches,
+            [
+                "tree node 4/5 is not the hash of the nodes below it (rewritten)",
+                "tree node 8/0 is not the hash of the nodes below it (rewritten)"
+            ],
+        );
+        // A node of level 4 missing its last leaf.
+        let leaves = crate::tiles::path(dir.path(), 0);
+        let len = std::fs::metadata(&leaves).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&leaves)
+            .unwrap()
+            .set_len(len - 32 * 13)
+            .unwrap();
+        let mut found = Audit::default();
+        audit_nodes(&mut Tiles::open(dir.path()), 0, 300, &mut found).unwrap();
         assert!(
             found
                 .mismatches
-                .contains(&"tree node 2/5 is not the hash of its children (rewritten)".to_string())
-                && found.mismatches.contains(
-                    &"tree node 3/2 is not the hash of its children (rewritten)".to_string()
-                ),
+                .contains(&"tree node 4/17 or a node below it is missing".to_string()),
             "{:?}",
             found.mismatches
         );
+    }
+
+    /// A node of a level not stored is the fold of the stored level below
+    /// it, and one the files do not hold all of is missing.
+    #[test]
+    fn nodes_between_stored_levels_are_folded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut tiles, leaves) = stored(dir.path(), 40);
+        for (level, idx) in [(1, 0), (1, 19), (2, 3), (3, 4), (5, 0)] {
+            let width = 1usize << level;
+            let first = idx as usize * width;
+            assert_eq!(
+                tiles.node(level, idx).unwrap(),
+                root(&leaves[first..first + width]),
+                "{level}/{idx}"
+            );
+        }
+        assert!(tiles.node(3, 5).is_err(), "needs leaves 40 to 47");
+        assert!(tiles.node(6, 0).is_err());
     }
 }

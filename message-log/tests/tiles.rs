@@ -63,10 +63,15 @@ async fn log() -> (tempfile::TempDir, merkle::Hash) {
     (dir, root)
 }
 
-/// Bytes of each level's tile, level 0 first, up to the first that is
-/// missing or empty.
+/// The levels kept in files: 0, 4, 8, …
+fn stored_levels() -> impl Iterator<Item = u32> {
+    (0..64).step_by(tiles::STRIDE as usize)
+}
+
+/// Bytes of each stored level's tile, level 0 first, up to the first that
+/// is missing or empty.
 fn tile_lengths(dir: &Path) -> Vec<u64> {
-    (0..64)
+    stored_levels()
         .map_while(|l| {
             let bytes = std::fs::metadata(tiles::path(dir, l)).ok()?.len();
             (bytes > 0).then_some(bytes)
@@ -76,7 +81,7 @@ fn tile_lengths(dir: &Path) -> Vec<u64> {
 
 /// The lengths a tree of `size` leaves needs.
 fn lengths_of(size: u64) -> Vec<u64> {
-    (0..64)
+    stored_levels()
         .map(|l| (size >> l) * 32)
         .take_while(|b| *b > 0)
         .collect()
@@ -140,20 +145,20 @@ async fn a_torn_tile_tail_recovers_to_the_same_tree() {
         ("garbage after the leaves", |d| {
             edit_tile(d, 0, |b| b.extend_from_slice(&[0xa5; 45]))
         }),
-        ("whole garbage nodes after level 2", |d| {
-            edit_tile(d, 2, |b| b.extend_from_slice(&[0x5a; 64]))
+        ("whole garbage nodes after level 4", |d| {
+            edit_tile(d, 4, |b| b.extend_from_slice(&[0x5a; 64]))
         }),
         ("a level that does not exist yet", |d| {
-            std::fs::write(tiles::path(d, 7), [1u8; 32]).unwrap()
+            std::fs::write(tiles::path(d, 8), [1u8; 32]).unwrap()
         }),
         ("leaves cut to 60", |d| {
             edit_tile(d, 0, |b| b.truncate(60 * 32))
         }),
-        ("half a node cut from level 3", |d| {
-            edit_tile(d, 3, |b| b.truncate(b.len() - 5))
+        ("half a node cut from level 4", |d| {
+            edit_tile(d, 4, |b| b.truncate(b.len() - 5))
         }),
-        ("level 1 deleted", |d| {
-            std::fs::remove_file(tiles::path(d, 1)).unwrap()
+        ("level 4 deleted", |d| {
+            std::fs::remove_file(tiles::path(d, 4)).unwrap()
         }),
         ("every tile deleted", |d| tiles::remove(d).unwrap()),
     ];
@@ -179,8 +184,8 @@ async fn nodes_the_index_never_committed_are_cut_and_written_again() {
     assert_eq!(tile_lengths(dir.path()), lengths_of(70));
     drop(db);
     // A batch that never committed wrote nodes past the position: garbled.
-    for (level, bytes) in lengths_of(N).into_iter().enumerate() {
-        edit_tile(dir.path(), level as u32, |b| b.resize(bytes as usize, 0x77));
+    for (level, bytes) in stored_levels().zip(lengths_of(N)) {
+        edit_tile(dir.path(), level, |b| b.resize(bytes as usize, 0x77));
     }
     assert_eq!(tile_lengths(dir.path()), lengths_of(N));
     recovered(dir.path(), root, "nodes past the position").await;
@@ -194,7 +199,7 @@ async fn nodes_the_index_never_committed_are_cut_and_written_again() {
 async fn after_a_power_loss_only_synced_tiles_are_believed() {
     let garbage = |d: &Path| {
         edit_tile(d, 0, |b| b[40 * 32..].fill(0));
-        edit_tile(d, 1, |b| b[20 * 32..].fill(0x33));
+        edit_tile(d, 4, |b| b[2 * 32..].fill(0x33));
     };
     let (dir, _) = log().await;
     let db = rusqlite::Connection::open(index::path(dir.path())).unwrap();
@@ -221,7 +226,7 @@ async fn after_a_power_loss_only_synced_tiles_are_believed() {
             .any(|m| m.starts_with("record 40: its bytes do not hash to the tree's leaf"))
             && found
                 .iter()
-                .any(|m| m.contains("is not the hash of its children")),
+                .any(|m| m.contains("is not the hash of the nodes below it")),
         "{found:?}"
     );
 
@@ -234,6 +239,41 @@ async fn after_a_power_loss_only_synced_tiles_are_believed() {
     );
     garbage(dir.path());
     recovered(dir.path(), root, "power loss").await;
+}
+
+/// Tiles of the layout that stored every level: the files of the levels
+/// no longer stored are deleted when the log is next indexed, and the
+/// tree and its proofs are the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiles_of_every_level_lose_the_levels_no_longer_stored() {
+    let (dir, root) = log().await;
+    // What a release storing every level left: levels 1, 2, 3, 5, 6.
+    let leaves = Tiles::open(dir.path()).leaf_hashes(0, N).unwrap();
+    let mut level: Vec<merkle::Hash> = (0..N).map(|i| leaves[&i]).collect();
+    for l in 1..7u32 {
+        level = level
+            .chunks_exact(2)
+            .map(|p| merkle::node_hash(&p[0], &p[1]))
+            .collect();
+        if l % tiles::STRIDE != 0 {
+            std::fs::write(tiles::path(dir.path(), l), level.concat()).unwrap();
+        }
+    }
+    let (position, files): (i64, Vec<u32>) = (
+        rusqlite::Connection::open(index::path(dir.path()))
+            .unwrap()
+            .query_row("SELECT size FROM position", [], |r| r.get(0))
+            .unwrap(),
+        (0..8)
+            .filter(|l| tiles::path(dir.path(), *l).exists())
+            .collect(),
+    );
+    assert_eq!((position as u64, files), (N, vec![0, 1, 2, 3, 4, 5, 6]));
+    recovered(dir.path(), root, "every level stored").await;
+    let files: Vec<u32> = (0..8)
+        .filter(|l| tiles::path(dir.path(), *l).exists())
+        .collect();
+    assert_eq!(files, [0, 4]);
 }
 
 /// An index of the layout that kept nodes in SQLite is rebuilt, tiles and
@@ -308,17 +348,19 @@ async fn nodes_edited_in_their_tiles_are_found() {
         found
             .iter()
             .any(|m| m.starts_with("record 7: its bytes do not hash"))
-            && found.contains(&"tree node 1/3 is not the hash of its children (rewritten)".into()),
+            && found.contains(
+                &"tree node 4/0 is not the hash of the nodes below it (rewritten)".into()
+            ),
         "{found:?}"
     );
 
-    // Node 6/0 (records 0 to 63) is the top of the left half of the
-    // tree: no stored node lies above it, only the checkpoint.
+    // Node 4/5 (records 80 to 95): no stored node lies above it, only
+    // the checkpoint.
     fresh();
-    edit_tile(dir.path(), 6, |b| b[0] ^= 0x80);
+    edit_tile(dir.path(), 4, |b| b[5 * 32] ^= 0x80);
     let found = audit(dir.path());
     assert!(
-        found.contains(&"tree node 6/0 is not the hash of its children (rewritten)".into())
+        found.contains(&"tree node 4/5 is not the hash of the nodes below it (rewritten)".into())
             && found.iter().any(|m| m.contains("history rewritten")),
         "{found:?}"
     );
