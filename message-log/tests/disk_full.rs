@@ -168,3 +168,81 @@ async fn a_full_disk_refuses_appends_loses_nothing_and_recovers() {
     let audit = reader.audit(0, acknowledged.len() as u64).unwrap();
     assert!(audit.mismatches.is_empty(), "{:?}", audit.mismatches);
 }
+
+/// The disk fills up under 64 concurrent appenders, so commits fail while
+/// records keep queueing behind them and segments are started again and
+/// again: every acknowledged record is in the log once, in a position of
+/// its own, and no refused one is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_filling_under_concurrent_appends_keeps_exactly_what_was_acknowledged() {
+    const APPENDERS: usize = 64;
+    let fs = match Tmpfs::mount(4 << 20) {
+        Ok(fs) => fs,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let dir = fs.at.join("messagelog");
+    let filler = fs.at.join("filler");
+    let log = std::sync::Arc::new(SegmentLog::open(&dir, keys()).unwrap());
+    let appenders: Vec<_> = (0..APPENDERS)
+        .map(|a| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                for k in 0..MOST_APPENDS {
+                    let id = a * MOST_APPENDS + k;
+                    match log.append(record(id)).await {
+                        Ok(()) => acknowledged.push(id),
+                        Err(e) => return (acknowledged, id, e.to_string()),
+                    }
+                }
+                panic!("appender {a}: {MOST_APPENDS} appends and none refused");
+            })
+        })
+        .collect();
+    // Let them commit for a while, then fill the disk under them.
+    while log.acknowledged().acknowledged() < 2_000 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let fill_at = filler.clone();
+    tokio::task::spawn_blocking(move || fill(&fill_at))
+        .await
+        .unwrap();
+    let mut acknowledged = Vec::new();
+    let mut refused = Vec::new();
+    for a in appenders {
+        let (mut acked, id, said) = a.await.unwrap();
+        assert!(said.contains("no space left"), "{said}");
+        acknowledged.append(&mut acked);
+        refused.push(id);
+    }
+
+    std::fs::remove_file(&filler).unwrap();
+    for k in 0..20 {
+        let id = APPENDERS * MOST_APPENDS + k;
+        log.append(record(id))
+            .await
+            .expect("appends succeed again once space returns");
+        acknowledged.push(id);
+    }
+    std::sync::Arc::try_unwrap(log).unwrap().close();
+
+    let reader = LogReader::open(&dir, keys()).unwrap();
+    assert_eq!(reader.tree_size().unwrap(), acknowledged.len() as u64);
+    let mut positions = std::collections::HashSet::new();
+    for id in &acknowledged {
+        let found = reader.by_message(&format!("m-{id}")).unwrap();
+        assert_eq!(found.len(), 1, "acknowledged record m-{id}: {found:?}");
+        assert!(positions.insert(found[0]), "m-{id} shares a position");
+    }
+    for id in &refused {
+        assert!(
+            reader.by_message(&format!("m-{id}")).unwrap().is_empty(),
+            "refused record m-{id} is in the log"
+        );
+    }
+    let audit = reader.audit(0, acknowledged.len() as u64).unwrap();
+    assert!(audit.mismatches.is_empty(), "{:?}", audit.mismatches);
+}
