@@ -104,6 +104,20 @@ impl Stored {
     }
 }
 
+/// What the writer made for a record before sealing it, so that sealing
+/// does not make it again.
+#[derive(Debug, Clone, Copy)]
+pub struct Made<'a> {
+    /// The segment key's [`SegmentKey::subject_salt`] for the record's
+    /// position.
+    pub subject_salt: &'a [u8; 32],
+    /// The SHA-256 of the record's envelope.
+    pub envelope_digest: Option<&'a [u8; 32]>,
+    /// The commitment to the record's data subject under its salt
+    /// (`canonical::subject_commitment`); made here when not given.
+    pub subject_commitment: Option<&'a [u8; 32]>,
+}
+
 /// A [`Stored`] as it is sealed: the same fields (so records sealed
 /// before these savings open as they are), less what the key or the record
 /// itself gives again — the subject's salt (a function of the segment key
@@ -346,10 +360,20 @@ impl Cut {
 }
 
 impl Compact {
-    /// `envelope_digest`: the envelope's SHA-256 when the caller made it
-    /// already (else it is made here).
-    fn of(record: Stored, derived_salt: &[u8; 32], envelope_digest: Option<&[u8; 32]>) -> Compact {
-        let salt_is_derived = record.subject_salt.as_slice() == derived_salt;
+    /// `made`: what the caller made already (the rest is made here).
+    fn of(record: Stored, made: Made<'_>) -> Compact {
+        let salt_is_derived = record.subject_salt.as_slice() == made.subject_salt;
+        let commitment = || match made.subject_commitment {
+            Some(c) => {
+                debug_assert_eq!(
+                    *c,
+                    subject_commitment(&record.subject_salt, &record.data_subject),
+                    "the commitment given is the record's"
+                );
+                *c
+            }
+            None => subject_commitment(&record.subject_salt, &record.data_subject),
+        };
         // (where the field's key starts in the leaf, where its value ends,
         // the field, the cut)
         let mut derived: Vec<(usize, usize, u64, Cut)> = Vec::new();
@@ -360,9 +384,8 @@ impl Compact {
         for (field, at, len) in length_delimited(&record.leaf) {
             let value = &record.leaf[at..at + len];
             let cut = if field == LEAF_SUBJECT_COMMITMENT {
-                (!record.data_subject.is_empty()
-                    && value == subject_commitment(&record.subject_salt, &record.data_subject))
-                .then_some(Cut::SubjectCommitment)
+                (!record.data_subject.is_empty() && value == commitment())
+                    .then_some(Cut::SubjectCommitment)
             } else if envelope.is_empty() {
                 None
             } else if field == LEAF_CLIENT {
@@ -378,7 +401,7 @@ impl Compact {
                     == Some(value))
                 .then_some(Cut::Service)
             } else if field == LEAF_ENVELOPE_DIGEST {
-                let digest = match envelope_digest {
+                let digest = match made.envelope_digest {
                     Some(d) => *d,
                     None => lienthong_proto::sha256(envelope),
                 };
@@ -642,23 +665,26 @@ impl SegmentKey {
         record: &Stored,
         out: &mut Vec<u8>,
     ) -> Result<(), LogError> {
-        self.seal_with(index, record.clone(), &self.subject_salt(index), None, out)
+        let salt = self.subject_salt(index);
+        let made = Made {
+            subject_salt: &salt,
+            envelope_digest: None,
+            subject_commitment: None,
+        };
+        self.seal_with(index, record.clone(), made, out)
     }
 
-    /// [`SegmentKey::seal_into`] with what the writer made already:
-    /// `subject_salt` (this key's [`SegmentKey::subject_salt`] for `index`)
-    /// and the envelope's SHA-256; takes the record (nothing of it is
-    /// copied).
+    /// [`SegmentKey::seal_into`] with what the writer made already (see
+    /// [`Made`]); takes the record (nothing of it is copied).
     pub fn seal_with(
         &self,
         index: u64,
         record: Stored,
-        subject_salt: &[u8; 32],
-        envelope_digest: Option<&[u8; 32]>,
+        made: Made<'_>,
         out: &mut Vec<u8>,
     ) -> Result<(), LogError> {
         let start = out.len();
-        let compact = Compact::of(record, subject_salt, envelope_digest);
+        let compact = Compact::of(record, made);
         prost::Message::encode(&compact, out).map_err(|e| LogError(e.to_string()))?;
         let tag = self
             .key
@@ -696,6 +722,15 @@ mod tests {
 
     fn keys(owner: &str) -> LogKeys {
         LogKeys::new(owner, vec![1; 32], [2; 32])
+    }
+
+    /// Nothing made but the salt.
+    fn made(salt: &[u8; 32]) -> Made<'_> {
+        Made {
+            subject_salt: salt,
+            envelope_digest: None,
+            subject_commitment: None,
+        }
     }
 
     #[test]
@@ -752,8 +787,12 @@ mod tests {
         // The writer's way, with the salt and digest it made: the same bytes.
         let mut with = Vec::new();
         let digest = lienthong_proto::sha256(&record.envelope);
-        seg.seal_with(7, whole.clone(), &salt, Some(&digest), &mut with)
-            .unwrap();
+        let made = Made {
+            subject_salt: &salt,
+            envelope_digest: Some(&digest),
+            subject_commitment: Some(&subject),
+        };
+        seg.seal_with(7, whole.clone(), made, &mut with).unwrap();
         assert_eq!(with, compact);
         // A random salt and a leaf whose digests are not the record's are
         // kept as they are.
@@ -860,7 +899,7 @@ mod tests {
 
         // Cuts that do not fit what they were sealed with open to nothing,
         // never to other bytes.
-        let compact = Compact::of(whole.clone(), &seg.subject_salt(3), None);
+        let compact = Compact::of(whole.clone(), made(&seg.subject_salt(3)));
         assert!(compact.leaf_cuts.is_empty() && compact.field_cuts.len() >= 3 * 5);
         let mut short = compact.clone();
         short.envelope.truncate(50);
@@ -976,7 +1015,7 @@ mod tests {
         // A flagged subject with one stored as well, or an envelope
         // without one, opens to nothing.
         let whole = stored(envelope("000305", "000102", subject), subject, &salt);
-        let compact = Compact::of(whole, &salt, None);
+        let compact = Compact::of(whole, made(&salt));
         assert!(compact.subject_from_envelope && compact.data_subject.is_empty());
         let mut both = compact.clone();
         both.data_subject = subject.into();
@@ -1088,7 +1127,7 @@ mod tests {
         // and the leaf's length prefix takes a byte less.
         assert_eq!(sealed.len() - now.len(), 5 * 5 + 4 * 3 + 1);
         // Cuts of both kinds in one record open to nothing.
-        let mut both = Compact::of(whole.clone(), &seg.subject_salt(11), None);
+        let mut both = Compact::of(whole.clone(), made(&seg.subject_salt(11)));
         both.leaf_cuts = vec![CUT_ENVELOPE_DIGEST, 0, 0];
         assert_eq!(both.expand(|| seg.subject_salt(11)), None);
     }

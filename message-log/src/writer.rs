@@ -51,7 +51,7 @@ use lienthong_proto::merkle;
 use crate::index::{self, Derived, Keys, Placed, Segments};
 use crate::keys::SubjectHasher;
 use crate::leaf::leaf_of;
-use crate::record::{SegmentKey, Stored};
+use crate::record::{Made, SegmentKey, Stored};
 use crate::segment::{self, FrameBuilder, Header, KIND_SEALED, Tail};
 use crate::{Appended, LogError, LogKeys, LogRecord, MessageLog};
 
@@ -786,12 +786,15 @@ impl Writer {
             let r = std::mem::take(&mut job.record);
             let keys = Keys::of_record(&r, job.subject_key);
             let digest = (!r.envelope.is_empty()).then(|| lienthong_proto::sha256(&r.envelope));
-            let stored = stored(r, &salt, hidden_salt, digest);
+            let (stored, commitment) = stored(r, &salt, hidden_salt, digest);
             let leaf_hash = merkle::leaf_hash(&stored.leaf);
+            let made = Made {
+                subject_salt: &salt,
+                envelope_digest: digest.as_ref(),
+                subject_commitment: commitment.as_ref(),
+            };
             let (at, len) = frame.push(KIND_SEALED, |out| {
-                current
-                    .key
-                    .seal_with(index, stored, &salt, digest.as_ref(), out)
+                current.key.seal_with(index, stored, made, out)
             })?;
             derived.push(Derived {
                 index,
@@ -847,14 +850,14 @@ fn is_withheld(r: &LogRecord) -> bool {
 /// What is kept of `r`: its leaf (with the subject committed under
 /// `subject_salt` and, when withheld, the official and purpose under
 /// `hidden_salt`, 32 random bytes drawn for it) and everything sealed
-/// beside it. Takes `r`: its values move into what is kept, none is
-/// copied.
+/// beside it, and the subject commitment. Takes `r`: its values move into
+/// what is kept, none is copied.
 fn stored(
     mut r: LogRecord,
     subject_salt: &[u8],
     hidden_salt: &[u8],
     envelope_digest: Option<[u8; 32]>,
-) -> Stored {
+) -> (Stored, Option<[u8; 32]>) {
     let has_subject = !r.data_subject.is_empty();
     let subject = has_subject.then(|| subject_commitment(subject_salt, &r.data_subject));
     // A withheld exchange's official and purpose stay out of the leaf until
@@ -873,7 +876,7 @@ fn stored(
     let envelope = std::mem::take(&mut r.envelope);
     let data_subject = std::mem::take(&mut r.data_subject);
     let body = r.body.take().map(Vec::from);
-    Stored {
+    let stored = Stored {
         leaf: prost::Message::encode_to_vec(&leaf_of(r, subject, hidden, envelope_digest)),
         envelope,
         data_subject,
@@ -885,7 +888,8 @@ fn stored(
         body,
         hidden_opening: opening,
         pruned_leaf_hash: Vec::new(),
-    }
+    };
+    (stored, subject)
 }
 
 /// Follows the writer, adding each commit to the index.

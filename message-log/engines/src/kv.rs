@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use lienthong_message_log::keys::SubjectHasher;
 use lienthong_message_log::leaf::leaf_bytes_with;
-use lienthong_message_log::record::{SegmentKey, Stored};
+use lienthong_message_log::record::{Made, SegmentKey, Stored};
 use lienthong_message_log::{Appended, LogError, LogKeys, LogRecord, MessageLog};
 use lienthong_proto::canonical::subject_commitment;
 use lienthong_proto::merkle::{Hash, leaf_hash, node_hash};
@@ -150,15 +150,20 @@ fn sealing_key(keys: &LogKeys) -> SegmentKey {
 
 /// What our writer keeps of a record (`writer::stored`, for a record that
 /// is not withheld, as all of log_scale's are).
-fn stored(r: &LogRecord, subject_salt: &[u8], envelope_digest: Option<[u8; 32]>) -> Stored {
+fn stored(
+    r: &LogRecord,
+    subject_salt: &[u8],
+    envelope_digest: Option<[u8; 32]>,
+) -> (Stored, [u8; 32]) {
     let subject = subject_commitment(subject_salt, &r.data_subject);
-    Stored {
+    let stored = Stored {
         leaf: leaf_bytes_with(r, Some(subject), None, envelope_digest),
         envelope: r.envelope.clone(),
         data_subject: r.data_subject.clone(),
         subject_salt: subject_salt.to_vec(),
         ..Default::default()
-    }
+    };
+    (stored, subject)
 }
 
 impl KvLog {
@@ -194,11 +199,15 @@ impl KvLog {
                         let salt = key.subject_salt(position);
                         let digest =
                             (!r.envelope.is_empty()).then(|| lienthong_proto::sha256(&r.envelope));
-                        let s = stored(r, &salt, digest);
+                        let (s, subject) = stored(r, &salt, digest);
                         let mut sealed = Vec::with_capacity(s.leaf.len() + s.envelope.len() + 64);
                         let hash = leaf_hash(&s.leaf);
-                        key.seal_with(position, s, &salt, digest.as_ref(), &mut sealed)
-                            .expect("seal");
+                        let made = Made {
+                            subject_salt: &salt,
+                            envelope_digest: digest.as_ref(),
+                            subject_commitment: Some(&subject),
+                        };
+                        key.seal_with(position, s, made, &mut sealed).expect("seal");
                         frontier.push(hash, &mut nodes);
                         let mut subject = [0u8; 40];
                         subject[..32].copy_from_slice(subject_hash);
