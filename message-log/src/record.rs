@@ -105,7 +105,11 @@ impl Stored {
 }
 
 /// What the writer made for a record before sealing it, so that sealing
-/// does not make it again.
+/// does not make it again. Each must be what it says for the record being
+/// sealed: a value is cut when the leaf holds it and made again from the
+/// record when opened, so one that is not the record's own makes a record
+/// that never opens to what was sealed (debug builds check the
+/// commitment).
 #[derive(Debug, Clone, Copy)]
 pub struct Made<'a> {
     /// The segment key's [`SegmentKey::subject_salt`] for the record's
@@ -145,7 +149,8 @@ struct Compact {
     #[prost(bytes = "vec", tag = "7")]
     pruned_leaf_hash: Vec<u8>,
     /// What was cut out of the leaf by offset (records sealed before
-    /// [`Compact::field_cuts`]; never written now), ascending: per cut,
+    /// [`Compact::field_cuts`]; beside those, only
+    /// [`FIELD_CUTS_MARKER`]), ascending: per cut,
     /// what (one byte) and its offset in the whole leaf (two bytes); a cut
     /// from the envelope then says where the value starts in the envelope
     /// (two bytes) and its length (one byte).
@@ -186,6 +191,10 @@ const CUT_SERVICE: u8 = 5;
 const DIGEST: usize = 32;
 /// The shortest value cut from the envelope.
 const SHORTEST_FROM_ENVELOPE: usize = 8;
+/// What [`Compact::leaf_cuts`] holds beside cuts by whole field: too
+/// short to be a cut by offset, so a release that knows only those refuses
+/// the record instead of opening it to a leaf without the fields cut.
+const FIELD_CUTS_MARKER: u8 = 0;
 /// The largest leaf field number a whole-field cut can name (five bits).
 const LARGEST_CUT_FIELD: u64 = 31;
 /// The leaf's field that holds the envelope's digest.
@@ -304,6 +313,12 @@ const MOST_ENVELOPE_VALUES: usize = 64;
 /// bytes' reach, at most [`MOST_ENVELOPE_VALUES`]. Linear in the
 /// envelope's length whatever it holds, and so is comparing a leaf with
 /// them (a substring search would build a searcher per value).
+///
+/// **Part of the record format:** a cut from the envelope names its value
+/// by its rank in this list, so the list — what is kept, in what order,
+/// the limits above — must never change for records already sealed (a
+/// change would open them to other bytes, which the audit reports as
+/// edits). A different list needs a new kind of cut.
 fn envelope_values(envelope: &[u8]) -> Vec<(u16, u8)> {
     let mut out = Vec::with_capacity(16);
     let mut keep = |at: usize, len: usize| {
@@ -417,13 +432,13 @@ impl Compact {
             };
             // Only a field whose key and length are encoded as they will
             // be again (the shortest varints) is cut whole.
-            let key = field_key(field, len);
             if let Some(cut) = cut
                 && (1..=LARGEST_CUT_FIELD).contains(&field)
-                && at >= key.len()
-                && record.leaf[at - key.len()..at] == key[..]
             {
-                derived.push((at - key.len(), at + len, field, cut));
+                let key = field_key(field, len);
+                if at >= key.len() && record.leaf[at - key.len()..at] == key[..] {
+                    derived.push((at - key.len(), at + len, field, cut));
+                }
             }
         }
         let mut leaf = Vec::with_capacity(record.leaf.len());
@@ -457,7 +472,14 @@ impl Compact {
             body: record.body,
             hidden_opening: record.hidden_opening,
             pruned_leaf_hash: record.pruned_leaf_hash,
-            leaf_cuts: Vec::new(),
+            // Cuts by whole field come with the marker a release that
+            // knows only cuts by offset refuses, rather than opening the
+            // record to a leaf without the fields cut.
+            leaf_cuts: if cuts.is_empty() {
+                Vec::new()
+            } else {
+                vec![FIELD_CUTS_MARKER]
+            },
             field_cuts: cuts,
             derived_salt: salt_is_derived,
             subject_from_envelope,
@@ -481,7 +503,7 @@ impl Compact {
         };
         let leaf = if self.field_cuts.is_empty() {
             self.leaf_by_offsets(&subject_salt, &data_subject)?
-        } else if self.leaf_cuts.is_empty() {
+        } else if self.leaf_cuts == [FIELD_CUTS_MARKER] {
             self.leaf_by_fields(&subject_salt, &data_subject)?
         } else {
             return None;
@@ -543,7 +565,9 @@ impl Compact {
     /// The whole leaf from cuts of whole fields ([`Compact::field_cuts`]).
     fn leaf_by_fields(&self, subject_salt: &[u8], data_subject: &str) -> Option<Vec<u8>> {
         let mut leaf = Vec::with_capacity(self.leaf.len() + self.field_cuts.len() * 24);
+        // Each made at most once, however many cuts name it.
         let mut values = None;
+        let (mut digest, mut commitment, mut client, mut service) = (None, None, None, None);
         let mut from = 0usize;
         let mut cuts = self.field_cuts.as_slice();
         while !cuts.is_empty() {
@@ -554,25 +578,29 @@ impl Compact {
                 return None;
             };
             let field = u64::from(what & 0x1f);
-            let named;
             let (value, rest): (&[u8], &[u8]) = match (what >> 5, rest) {
                 _ if field == 0 => return None,
-                (CUT_ENVELOPE_DIGEST, rest) => {
-                    named = lienthong_proto::sha256(&self.envelope).to_vec();
-                    (&named, rest)
-                }
-                (CUT_SUBJECT_COMMITMENT, rest) if !data_subject.is_empty() => {
-                    named = subject_commitment(subject_salt, data_subject).to_vec();
-                    (&named, rest)
-                }
-                (CUT_CLIENT, rest) => {
-                    named = client_name(&self.envelope)?;
-                    (&named, rest)
-                }
-                (CUT_SERVICE, rest) => {
-                    named = service_name(&self.envelope)?;
-                    (&named, rest)
-                }
+                (CUT_ENVELOPE_DIGEST, rest) => (
+                    digest.get_or_insert_with(|| lienthong_proto::sha256(&self.envelope)),
+                    rest,
+                ),
+                (CUT_SUBJECT_COMMITMENT, rest) if !data_subject.is_empty() => (
+                    commitment
+                        .get_or_insert_with(|| subject_commitment(subject_salt, data_subject)),
+                    rest,
+                ),
+                (CUT_CLIENT, rest) => (
+                    client
+                        .get_or_insert_with(|| client_name(&self.envelope))
+                        .as_deref()?,
+                    rest,
+                ),
+                (CUT_SERVICE, rest) => (
+                    service
+                        .get_or_insert_with(|| service_name(&self.envelope))
+                        .as_deref()?,
+                    rest,
+                ),
                 (CUT_FROM_ENVELOPE, [rank, rest @ ..]) => {
                     let values = values.get_or_insert_with(|| envelope_values(&self.envelope));
                     let &(at, len) = values.get(usize::from(*rank))?;
@@ -900,7 +928,7 @@ mod tests {
         // Cuts that do not fit what they were sealed with open to nothing,
         // never to other bytes.
         let compact = Compact::of(whole.clone(), made(&seg.subject_salt(3)));
-        assert!(compact.leaf_cuts.is_empty() && compact.field_cuts.len() >= 3 * 5);
+        assert!(compact.leaf_cuts == [FIELD_CUTS_MARKER] && compact.field_cuts.len() >= 3 * 5);
         let mut short = compact.clone();
         short.envelope.truncate(50);
         assert_eq!(short.expand(|| [0; 32]), None);
@@ -1124,11 +1152,47 @@ mod tests {
         assert_eq!(seg.open(11, &now).as_ref(), Some(&whole));
         // Nine cuts: five from the envelope (five bytes each saved), the
         // client, the service, the digest and the commitment (three each),
-        // and the leaf's length prefix takes a byte less.
-        assert_eq!(sealed.len() - now.len(), 5 * 5 + 4 * 3 + 1);
+        // and the leaf's length prefix takes a byte less; less the three
+        // bytes of the marker beside them.
+        assert_eq!(sealed.len() - now.len(), 5 * 5 + 4 * 3 + 1 - 3);
+        // What a release that knows only cuts by offset reads of it (field
+        // 11 unknown to it, so skipped): the marker, which it refuses.
+        let mut old_reading = Compact::of(whole.clone(), made(&seg.subject_salt(11)));
+        old_reading.field_cuts.clear();
+        assert_eq!(old_reading.expand(|| seg.subject_salt(11)), None);
         // Cuts of both kinds in one record open to nothing.
         let mut both = Compact::of(whole.clone(), made(&seg.subject_salt(11)));
         both.leaf_cuts = vec![CUT_ENVELOPE_DIGEST, 0, 0];
         assert_eq!(both.expand(|| seg.subject_salt(11)), None);
+    }
+
+    /// A record sealed with cuts by whole field (the format since
+    /// 2026-12-02) opens to what was sealed: what names a cut —
+    /// [`envelope_values`]'s ranks among them — is part of the format.
+    #[test]
+    fn records_cut_by_whole_field_open_as_sealed() {
+        let (seg, whole) = every_cut();
+        let hex = [
+            "0fa7f0eed64324bee6bec23d92a77e1266dd396947dc503387d85f36b7475e7b",
+            "b517bfbeaf332cb20ea06ce351d8cc14fd7be2a9db272c1b703870e62976dafc",
+            "c85723b36ec3492918cb718f462f1f2011d8bda8d85978555a78a935065ddd48",
+            "193c255e3df01a83ba6cb377a9adac9f5b3e786ec6458659a4a04398da4a3ecf",
+            "6ccd17ec177fe50368845b89f4fc6983ff8702d8ac8b72ec370c0f09fc80c5ed",
+            "a581664f84b90c173ea5335ae9322a72da7bf0cf12d833ab2e9214cff5ada2e0",
+            "a6797bcd79fac5336431da3cd48edfcaa639bce9b01767a6d84be471f553f1cb",
+            "f2ad6b277ea69952607265429f448d5191444c3e25621f2fc5558018d86a6197",
+            "c7cb1bfd596d96cd6e0994a8dabca6e3fc7de36098761a4c4f72987acb9185d1",
+            "f6514fe501601d26d4f2f5fd2ec0946878680f8794fc74e04dea66fa74fd8eb7",
+            "728ae6dfc39b0349e68c1b19c365334664830ed45a6587dff5390804babd2530",
+            "281ebc65c5952838d88ef44a1c9c38e3e6b2499a7999892d89dcf7ceac5737b2",
+            "c23971422584a6a9b506386c15b3ec0fb1acd49196a5d9453c26cf82112067fe",
+            "8e4b0971fd03eb084a9448954f99bafc6bcc",
+        ]
+        .concat();
+        let sealed: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        assert_eq!(seg.open(11, &sealed).as_ref(), Some(&whole));
     }
 }

@@ -78,7 +78,8 @@ pub struct Audit {
     /// Records whose sealed bytes were opened and checked (those pruned by
     /// retention have none).
     pub leaves: u64,
-    /// Stored nodes checked against their children.
+    /// Stored nodes (levels 4, 8, …) checked against the stored nodes
+    /// below them.
     pub nodes: u64,
     /// What does not match, a sentence each.
     pub mismatches: Vec<String>,
