@@ -121,7 +121,7 @@ async fn main() {
         .unwrap_or(256);
     let keys = LogKeys::new("VN/GOV/000102/ss1", vec![7; 32], [9; 32]);
     println!(
-        "| records | appenders | append rate (records/s) | process CPU per record | the log's CPU per record: its threads (writer, indexer) + its commits on appenders' threads | records per commit (share of commits made by appenders) | index lag at the end | segment bytes per record | tree (tiles) bytes per record | index bytes per record | lookup of 10 records by subject, with proofs (median) | open again (tail recovery) | self-audit while appending | a whole self-audit pass (records/s) |"
+        "| records | appenders | append rate (records/s) | process CPU per record | the log's CPU per record: its threads (writer and indexer; the indexer's in brackets) + its commits on appenders' threads | records per commit (share of commits made by appenders) | index lag at the end | segment bytes per record | tree (tiles) bytes per record | index bytes per record | lookup of 10 records by subject, with proofs (median) | open again (tail recovery) | self-audit while appending | a whole self-audit pass (records/s) |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for n in sizes {
@@ -153,6 +153,7 @@ async fn main() {
             cpu::process_seconds(me),
             cpu::threads_seconds(me, cpu::THREADS),
             log.stats().appender_cpu(),
+            cpu::threads_seconds(me, cpu::INDEXER),
         );
         let started = Instant::now();
         let mut next = 0u64;
@@ -184,6 +185,7 @@ async fn main() {
             (cpu::process_seconds(me) - cpu_before.0) * 1e6 / n as f64,
             (cpu::threads_seconds(me, cpu::THREADS) - cpu_before.1) * 1e6 / n as f64,
             (stats.appender_cpu() - cpu_before.2).as_secs_f64() * 1e6 / n as f64,
+            (cpu::threads_seconds(me, cpu::INDEXER) - cpu_before.3) * 1e6 / n as f64,
         );
         // One log per size: its statistics are this size's alone.
         let commits = stats.commits.load(Ordering::Relaxed);
@@ -241,9 +243,10 @@ async fn main() {
         let read = reopened.recovered().bytes_read;
         reopened.close();
         println!(
-            "| {n} | {appenders} | {rate:.0} | {:.1} µs | {:.1} + {:.1} µs | {:.1} ({} %) | {lag_records} records, caught up in {:.0?} | {} | {} | {} | {:.0?} | {:.0?} ({} KiB read) | {} records checked | {:.1?} ({:.0}) |",
+            "| {n} | {appenders} | {rate:.0} | {:.1} µs | {:.1} ({:.1}) + {:.1} µs | {:.1} ({} %) | {lag_records} records, caught up in {:.0?} | {} | {} | {} | {:.0?} | {:.0?} ({} KiB read) | {} records checked | {:.1?} ({:.0}) |",
             cpu_per_record.0,
             cpu_per_record.1,
+            cpu_per_record.3,
             cpu_per_record.2,
             batching.0,
             batching.1,

@@ -9,6 +9,9 @@ use std::time::Duration;
 
 /// The name of the writer thread, and the start of the indexer's.
 pub const THREADS: &str = "message-log";
+/// The indexer thread's name as `/proc` gives it (`THREADS-index`, cut to
+/// 15 bytes).
+pub const INDEXER: &str = "message-log-ind";
 
 /// Clock ticks per second of `/proc/*/stat` (USER_HZ: 100 on every Linux
 /// this runs on).
@@ -134,5 +137,35 @@ mod tests {
         other.join().unwrap();
         let waited = this_thread() - before;
         assert!(waited < SPENT / 5, "{waited:?} counted while waiting");
+    }
+
+    /// The names the log's threads have in `/proc`: the writer's is
+    /// [`THREADS`], the indexer's [`INDEXER`] (which starts with it).
+    #[test]
+    fn the_logs_threads_go_by_the_names_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = crate::LogKeys::new("VN/GOV/000102/ss1", vec![1; 32], [2; 32]);
+        let log = crate::SegmentLog::open(dir.path(), keys).unwrap();
+        let names = || -> Vec<String> {
+            std::fs::read_dir(format!("/proc/{}/task", std::process::id()))
+                .unwrap()
+                .flatten()
+                .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                .map(|c| c.trim_end().to_owned())
+                .collect()
+        };
+        // A thread names itself once it runs.
+        let waited = std::time::Instant::now();
+        let mut seen = names();
+        while !(seen.iter().any(|n| n == THREADS) && seen.iter().any(|n| n == INDEXER)) {
+            assert!(
+                waited.elapsed() < Duration::from_secs(10),
+                "the log's threads are not named as counted: {seen:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+            seen = names();
+        }
+        log.close();
+        assert!(INDEXER.starts_with(THREADS));
     }
 }
