@@ -950,14 +950,6 @@ mod tests {
         use lienthong_proto::pb::identifiers::v1 as id;
         let k = keys("VN/GOV/1/ss1");
         let seg = SegmentKey::derive(&k, 1, &[5; 32]).unwrap();
-        let subsystem = |code: &str, sub: &str| id::SubsystemId {
-            member: Some(id::MemberId {
-                instance: "VN".into(),
-                member_class: "GOV".into(),
-                member_code: code.into(),
-            }),
-            subsystem_code: sub.into(),
-        };
         let envelope = |client: &str, provider: &str, subject: &str| {
             prost::Message::encode_to_vec(&ex::RequestEnvelope {
                 header: Some(ex::RequestHeader {
@@ -1053,6 +1045,26 @@ mod tests {
         assert_eq!(none.expand(|| salt), None);
     }
 
+    fn from_hex(hex: &str) -> Vec<u8> {
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// Subsystem `sub` of member `VN/GOV/code`.
+    fn subsystem(code: &str, sub: &str) -> lienthong_proto::pb::identifiers::v1::SubsystemId {
+        use lienthong_proto::pb::identifiers::v1 as id;
+        id::SubsystemId {
+            member: Some(id::MemberId {
+                instance: "VN".into(),
+                member_class: "GOV".into(),
+                member_code: code.into(),
+            }),
+            subsystem_code: sub.into(),
+        }
+    }
+
     /// A request record with every kind of cut: its envelope restates the
     /// leaf's message id, method, official, purpose and payload digest,
     /// names its client, service and data subject, and its digest and
@@ -1061,14 +1073,6 @@ mod tests {
         use lienthong_proto::pb::exchange::v1 as ex;
         use lienthong_proto::pb::identifiers::v1 as id;
         let seg = SegmentKey::derive(&keys("VN/GOV/000102/ss1"), 1, &[5; 32]).unwrap();
-        let subsystem = |code: &str, sub: &str| id::SubsystemId {
-            member: Some(id::MemberId {
-                instance: "VN".into(),
-                member_class: "GOV".into(),
-                member_code: code.into(),
-            }),
-            subsystem_code: sub.into(),
-        };
         let mut record = crate::LogRecord {
             message_id: "0b6f3c1e-4d2a-4f0e-9a57-3c2d1e0f9a8b".into(),
             method: "population.v1.PersonRegistry/GetPerson".into(),
@@ -1142,10 +1146,7 @@ mod tests {
             "7e33e526392475d481323170d6f06948205d9d8166",
         ]
         .concat();
-        let sealed: Vec<u8> = (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-            .collect();
+        let sealed = from_hex(&hex);
         assert_eq!(seg.open(11, &sealed).as_ref(), Some(&whole));
         let mut now = Vec::new();
         seg.seal_into(11, &whole, &mut now).unwrap();
@@ -1189,10 +1190,7 @@ mod tests {
             "8e4b0971fd03eb084a9448954f99bafc6bcc",
         ]
         .concat();
-        let sealed: Vec<u8> = (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-            .collect();
+        let sealed = from_hex(&hex);
         assert_eq!(seg.open(11, &sealed).as_ref(), Some(&whole));
     }
 }

@@ -71,6 +71,21 @@ impl Drop for Tmpfs {
     }
 }
 
+/// A 4 MiB tmpfs, the log's directory on it and a file to fill it with;
+/// `None` (the test says why and does nothing) where it cannot be mounted.
+fn small_disk() -> Option<(Tmpfs, PathBuf, PathBuf)> {
+    match Tmpfs::mount(4 << 20) {
+        Ok(fs) => {
+            let (dir, filler) = (fs.at.join("messagelog"), fs.at.join("filler"));
+            Some((fs, dir, filler))
+        }
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            None
+        }
+    }
+}
+
 /// Writes `path` until the file system refuses more.
 fn fill(path: &Path) {
     let mut f = std::fs::File::create(path).unwrap();
@@ -89,15 +104,9 @@ fn fill(path: &Path) {
 
 #[tokio::test]
 async fn a_full_disk_refuses_appends_loses_nothing_and_recovers() {
-    let fs = match Tmpfs::mount(4 << 20) {
-        Ok(fs) => fs,
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            return;
-        }
+    let Some((_fs, dir, filler)) = small_disk() else {
+        return;
     };
-    let dir = fs.at.join("messagelog");
-    let filler = fs.at.join("filler");
     let log = SegmentLog::open(&dir, keys()).unwrap();
     let mut acknowledged = Vec::new();
     for i in 0..100 {
@@ -176,15 +185,9 @@ async fn a_full_disk_refuses_appends_loses_nothing_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disk_filling_under_concurrent_appends_keeps_exactly_what_was_acknowledged() {
     const APPENDERS: usize = 64;
-    let fs = match Tmpfs::mount(4 << 20) {
-        Ok(fs) => fs,
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            return;
-        }
+    let Some((_fs, dir, filler)) = small_disk() else {
+        return;
     };
-    let dir = fs.at.join("messagelog");
-    let filler = fs.at.join("filler");
     let log = std::sync::Arc::new(SegmentLog::open(&dir, keys()).unwrap());
     let appenders: Vec<_> = (0..APPENDERS)
         .map(|a| {
