@@ -3,7 +3,8 @@
 //! countersignature, inclusion proofs) and merges them. Input: `mode: u8`,
 //! then the reply. Mode 1 re-signs the reply's checkpoint with the owner's
 //! and the registry's fixture keys; mode 2 also rebuilds the tree from the
-//! records' leaves (indexes and proofs), so every record's proof must hold.
+//! leaves of every record the reply proves — visible, withheld and
+//! retention records (indexes and proofs) — so every proof must hold.
 
 #![no_main]
 
@@ -42,12 +43,21 @@ fuzz_target!(|data: &[u8]| {
     };
     let f = fixture();
     if mode == 2 {
+        // One tree of every record the reply proves: the visible ones, the
+        // withheld ones and the retention record.
         let hashes: Vec<merkle::Hash> = reply
             .records
             .iter()
+            .chain(&reply.withheld_records)
+            .chain(&reply.retention_records)
             .map(|r| merkle::leaf_hash(&r.leaf))
             .collect();
-        for (i, r) in reply.records.iter_mut().enumerate() {
+        let proved = reply
+            .records
+            .iter_mut()
+            .chain(reply.withheld_records.iter_mut())
+            .chain(reply.retention_records.iter_mut());
+        for (i, r) in proved.enumerate() {
             r.leaf_index = i as u64;
             r.inclusion_proof = merkle::inclusion_proof(&hashes, i)
                 .expect("in range")
@@ -100,7 +110,8 @@ fuzz_target!(|data: &[u8]| {
     assert!(report.unwitnessed as usize <= reply.records.len());
     let _ = report.outcome();
     if mode == 2 {
-        // Rebuilt and re-signed: every decodable record is in the tree.
+        // Rebuilt and re-signed: every decodable record (withheld and
+        // retention records included) is in the tree.
         assert!(
             report
                 .failures
