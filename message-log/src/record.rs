@@ -398,23 +398,20 @@ impl Compact {
         let (mut client, mut service) = (None, None);
         for (field, at, len) in length_delimited(&record.leaf) {
             let value = &record.leaf[at..at + len];
+            // Whether the leaf's value is the name `name` gives the
+            // envelope (made at most once, into `slot`).
+            let named = |slot: &mut Option<Option<Vec<u8>>>, name: fn(&[u8]) -> Option<Vec<u8>>| {
+                slot.get_or_insert_with(|| name(envelope)).as_deref() == Some(value)
+            };
             let cut = if field == LEAF_SUBJECT_COMMITMENT {
                 (!record.data_subject.is_empty() && value == commitment())
                     .then_some(Cut::SubjectCommitment)
             } else if envelope.is_empty() {
                 None
             } else if field == LEAF_CLIENT {
-                (client
-                    .get_or_insert_with(|| client_name(envelope))
-                    .as_deref()
-                    == Some(value))
-                .then_some(Cut::Client)
+                named(&mut client, client_name).then_some(Cut::Client)
             } else if field == LEAF_SERVICE {
-                (service
-                    .get_or_insert_with(|| service_name(envelope))
-                    .as_deref()
-                    == Some(value))
-                .then_some(Cut::Service)
+                named(&mut service, service_name).then_some(Cut::Service)
             } else if field == LEAF_ENVELOPE_DIGEST {
                 let digest = match made.envelope_digest {
                     Some(d) => *d,
