@@ -2,7 +2,7 @@
 //! indexer and the self-audit run, CPU per record (the process's, and the
 //! log's own threads': its writer and indexer), the index lag
 //! at the end, bytes on disk per record (segments, the tree's tiles, and
-//! the index apart),
+//! the index — `index.db` and `records.loc` — apart),
 //! subject lookup with inclusion proof, and the time to open again (tail
 //! recovery) — at 10⁴, 10⁵ and 10⁶ records (more with
 //! `-- --sizes 10000,10000000`; `--appenders N` concurrent appenders, each
@@ -253,7 +253,7 @@ async fn main() {
             lag,
             dir_bytes(&path, ".seg") / n,
             dir_bytes(&path, ".tile") / n,
-            dir_bytes(&path, "index.db") / n,
+            (dir_bytes(&path, "index.db") + dir_bytes(&path, "records.loc")) / n,
             median(lookups),
             reopen,
             read / 1024,

@@ -1,11 +1,13 @@
 //! The index: everything derived from the segments that readers need fast —
-//! each record's position, time, message id, keyed subject hash and
-//! withheld-until date in one SQLite file (`index.db`, WAL,
-//! `synchronous=NORMAL`: it is rebuilt, never trusted), and the tree's
-//! nodes in append-only tiles beside it ([`crate::tiles`]), written by the
-//! same batches. The index's committed position says how much of both is
-//! true: tiles past it are cut, tiles short of it cut the index back to
-//! what they hold, and the records after are indexed again.
+//! where each record lies and its time, in a file of fixed-width entries
+//! ([`crate::locations`]); the tree's nodes in append-only tiles
+//! ([`crate::tiles`]); and the lookups by subject and by message id as
+//! sorted runs ([`crate::runs`]) in one SQLite file (`index.db`, WAL,
+//! `synchronous=NORMAL`: it is rebuilt, never trusted), which also holds
+//! the index's committed position. That position says how much of all of
+//! it is true: entries and tiles past it are cut, entries or tiles short of
+//! it cut the index back to what they hold, and the records after are
+//! indexed again.
 //!
 //! [`catch_up`] reads the frames written since the index's position and
 //! adds them, in transactions of at most [`BATCH`] records. The writer's
@@ -21,8 +23,9 @@ use std::path::{Path, PathBuf};
 use lienthong_proto::merkle::{self, Hash};
 use lienthong_proto::pb::trace::v1::LogLeaf;
 use prost::Message;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
+use crate::locations::{self, Locations};
 use crate::record::SegmentKey;
 use crate::retention::Marker;
 use crate::segment::{self, Header, KIND_PRUNED, KIND_SEALED};
@@ -33,34 +36,21 @@ use crate::{LogError, LogKeys};
 /// Most records added in one transaction.
 pub const BATCH: u64 = 20_000;
 /// The index's layout: an index of an older one is rebuilt on open.
-/// (2: the subject index as sorted runs, [`crate::subjects`]; 3: the
-/// tree's nodes in tiles, [`crate::tiles`].)
-const LAYOUT: i64 = 3;
+/// (2: the subject index as sorted runs; 3: the tree's nodes in tiles,
+/// [`crate::tiles`]; 4: records' places in [`crate::locations`], message
+/// ids beside subjects in [`crate::runs`].)
+const LAYOUT: i64 = 4;
 /// SQLite's page cache per connection, in KiB (negative: SQLite's unit).
 const CACHE_KIB: i64 = -16 * 1024;
 
 const SCHEMA: &str = r#"
-    CREATE TABLE IF NOT EXISTS records (
-        leaf_index     INTEGER PRIMARY KEY,
-        at             INTEGER NOT NULL,
-        message_id     TEXT NOT NULL,
-        subject_key    BLOB,
-        withheld_until INTEGER NOT NULL,
-        -- The segment (its first position) and where the sealed record
-        -- lies in it; -1 once retention pruned it.
-        segment        INTEGER NOT NULL,
-        offset         INTEGER NOT NULL,
-        len            INTEGER NOT NULL,
-        -- 1: only the leaf hash is kept (pruned before migration).
-        hash_only      INTEGER NOT NULL
-    ) STRICT;
-    CREATE INDEX IF NOT EXISTS records_message ON records (message_id);
     CREATE TABLE IF NOT EXISTS position (
         id      INTEGER PRIMARY KEY CHECK (id = 0),
         size    INTEGER NOT NULL,
         segment INTEGER NOT NULL,
         offset  INTEGER NOT NULL,
-        -- The tiles were fdatasynced with this many records in.
+        -- The tiles and the records' entries were fdatasynced with this
+        -- many records in.
         tiles_synced INTEGER NOT NULL,
         -- The boot the tiles were last written under (tiles::boot).
         boot    TEXT NOT NULL
@@ -91,6 +81,7 @@ pub fn open(dir: &Path) -> Result<Connection, LogError> {
 /// on the next open).
 pub fn remove(dir: &Path) -> Result<(), LogError> {
     tiles::remove(dir)?;
+    locations::remove(dir)?;
     for suffix in ["", "-wal", "-shm"] {
         let mut p = path(dir).into_os_string();
         p.push(suffix);
@@ -113,7 +104,7 @@ fn try_open(dir: &Path) -> Result<Connection, LogError> {
     conn.pragma_update(None, "cache_size", CACHE_KIB)?;
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let tables: i64 = conn.query_row(
-        "SELECT count(*) FROM sqlite_master WHERE name = 'records'",
+        "SELECT count(*) FROM sqlite_master WHERE name IN ('records', 'position')",
         [],
         |r| r.get(0),
     )?;
@@ -123,7 +114,7 @@ fn try_open(dir: &Path) -> Result<Connection, LogError> {
         )));
     }
     conn.execute_batch(SCHEMA)?;
-    conn.execute_batch(crate::subjects::SCHEMA)?;
+    conn.execute_batch(crate::runs::SCHEMA)?;
     conn.pragma_update(None, "user_version", LAYOUT)?;
     // Readable at all (a full integrity check would read the whole index:
     // seconds at ten million records, on every start). A page damaged
@@ -150,15 +141,16 @@ pub fn cut_back(conn: &mut Connection, dir: &Path, size: u64) -> Result<(), LogE
     if self::size(&tx)? > size {
         forget_from(&tx, size)?;
         Tiles::open(dir).cut(size)?;
+        Locations::open(dir).cut(size)?;
     }
     tx.commit()?;
     Ok(())
 }
 
-/// Deletes the index's entries of records `size` and after.
+/// Deletes the index's entries of records `size` and after (the caller
+/// cuts the files).
 fn forget_from(tx: &rusqlite::Transaction<'_>, size: u64) -> Result<(), LogError> {
-    tx.execute("DELETE FROM records WHERE leaf_index >= ?1", [size as i64])?;
-    crate::subjects::cut_back(tx, size)?;
+    crate::runs::cut_back(tx, size)?;
     tx.execute(
         "UPDATE position SET size = ?1, segment = -1, offset = 0,
             tiles_synced = min(tiles_synced, ?1)",
@@ -167,21 +159,25 @@ fn forget_from(tx: &rusqlite::Transaction<'_>, size: u64) -> Result<(), LogError
     Ok(())
 }
 
-/// Brings the tiles in line with the index's committed position `size`
-/// (inside the batch's write transaction `tx`): a level shorter than the
-/// position needs (a tile deleted, cut, or not yet on the disk at a power
-/// loss) cuts the index back to what the tiles hold; after a boot other
-/// than the one the tiles were written under, only what was synced is
-/// believed; whatever lies past the position (a batch that never
+/// Brings the tiles and the records' entries in line with the index's
+/// committed position `size` (inside the batch's write transaction `tx`):
+/// a file shorter than the position needs (deleted, cut, or not yet on
+/// the disk at a power loss) cuts the index back to what the files hold;
+/// after a boot other than the one they were written under, only what was
+/// synced is believed; whatever lies past the position (a batch that never
 /// committed, a garbage tail) is cut. Returns the position kept.
 fn reconcile(
     tx: &rusqlite::Transaction<'_>,
-    tiles: &mut Tiles,
+    segments: &mut Segments,
+    dir: &Path,
     size: u64,
     synced: u64,
     boot: &str,
 ) -> Result<u64, LogError> {
-    let mut kept = tiles.coverage(size)?;
+    let mut kept = segments
+        .tiles(dir)
+        .coverage(size)?
+        .min(segments.locations(dir).coverage(size)?);
     if boot != tiles::boot() {
         kept = kept.min(synced);
     }
@@ -189,10 +185,12 @@ fn reconcile(
         tracing::warn!(
             position = size,
             kept,
-            "message log tree tiles hold less than the index: indexing the rest again"
+            "message log tree tiles or record entries hold less than the index: indexing the rest again"
         );
         forget_from(tx, kept)?;
     }
+    segments.locations(dir).cut(kept)?;
+    let tiles = segments.tiles(dir);
     tiles.cut(kept)?;
     tiles.reconciled = true;
     Ok(kept)
@@ -203,6 +201,7 @@ fn reconcile(
 pub fn settle(conn: &mut Connection, segments: &mut Segments, dir: &Path) -> Result<(), LogError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     segments.tiles(dir).sync()?;
+    segments.locations(dir).sync()?;
     tx.execute("UPDATE position SET tiles_synced = size", [])?;
     tx.commit()?;
     Ok(())
@@ -211,28 +210,28 @@ pub fn settle(conn: &mut Connection, segments: &mut Segments, dir: &Path) -> Res
 /// What a record contributes to the index, derived from its leaf.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Keys {
-    pub at: i64,
-    pub message_id: String,
-    pub subject_key: Option<Vec<u8>>,
-    pub withheld_until: i64,
+    /// The lookup key of its message id ([`crate::runs::message_key`]);
+    /// none for a hash-only entry.
+    pub message: Option<i64>,
+    /// The keyed hash of its data subject, if it has one.
+    pub subject_key: Option<[u8; 32]>,
+    /// A retention record: found under [`crate::runs::RETENTION_KEY`] too.
+    pub retention: bool,
 }
 
 impl Keys {
     /// The index keys of a record: from its leaf, and its sealed subject.
     pub fn of(leaf: &LogLeaf, data_subject: &str, keys: &LogKeys) -> Keys {
         let subject_key = if !data_subject.is_empty() {
-            Some(keys.subject_hash(data_subject).to_vec())
-        } else if leaf.data_subject_hash.len() == 32 {
-            // A leaf of the SQLite era carries the keyed hash itself.
-            Some(leaf.data_subject_hash.clone())
+            Some(keys.subject_hash(data_subject))
         } else {
-            None
+            // A leaf of the SQLite era carries the keyed hash itself.
+            leaf.data_subject_hash.as_slice().try_into().ok()
         };
         Keys {
-            at: leaf.at_unix_ms,
-            message_id: leaf.message_id.clone(),
+            message: Some(crate::runs::message_key(&leaf.message_id)),
             subject_key,
-            withheld_until: leaf.withheld_until_unix_ms,
+            retention: leaf.phase == lienthong_proto::pb::trace::v1::Phase::Retention as i32,
         }
     }
 
@@ -240,11 +239,23 @@ impl Keys {
     /// `r` itself (`subject_key`: the keyed hash of its data subject).
     pub fn of_record(r: &crate::LogRecord, subject_key: Option<[u8; 32]>) -> Keys {
         Keys {
-            at: r.at_ms,
-            message_id: r.message_id.clone(),
-            subject_key: subject_key.map(|k| k.to_vec()),
-            withheld_until: r.withheld_until_ms,
+            message: Some(crate::runs::message_key(&r.message_id)),
+            subject_key,
+            retention: r.phase == crate::Phase::Retention,
         }
+    }
+
+    /// The lookup keys the record is found under ([`crate::runs`]), each
+    /// with what it looks up.
+    pub fn lookups(&self) -> impl Iterator<Item = (&'static str, i64)> {
+        let message = self.message.map(|k| ("message id", k));
+        let subject = self
+            .subject_key
+            .map(|k| ("subject", crate::runs::subject_key(&k)));
+        let retention = self
+            .retention
+            .then_some(("retention", crate::runs::RETENTION_KEY));
+        message.into_iter().chain(subject).chain(retention)
     }
 }
 
@@ -313,6 +324,8 @@ pub struct Segments {
     indexed: Option<u64>,
     /// The tree's tiles, opened with the first batch.
     tiles: Option<Tiles>,
+    /// The records' entries, opened with the first batch.
+    locations: Option<Locations>,
 }
 
 impl Segments {
@@ -406,6 +419,11 @@ impl Segments {
         self.tiles.get_or_insert_with(|| Tiles::open(dir))
     }
 
+    /// The records' entries of the log in `dir`.
+    pub fn locations(&mut self, dir: &Path) -> &mut Locations {
+        self.locations.get_or_insert_with(|| Locations::open(dir))
+    }
+
     /// Takes what the writer derived from the records it committed since
     /// (in order, after what was received before).
     pub fn receive(&mut self, derived: impl IntoIterator<Item = Derived>) {
@@ -420,6 +438,7 @@ impl Segments {
         self.frontier = None;
         self.indexed = None;
         self.tiles = None;
+        self.locations = None;
     }
 }
 
@@ -498,9 +517,8 @@ fn catch_up_batch(
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
     )?;
     let (mut start, mut synced) = (size as u64, synced as u64);
-    let tiles = segments.tiles(dir);
-    if !tiles.reconciled {
-        let kept = reconcile(&tx, tiles, start, synced, &boot)?;
+    if !segments.tiles(dir).reconciled {
+        let kept = reconcile(&tx, segments, dir, start, synced, &boot)?;
         if kept < start {
             (start, seg, off, synced) = (kept, -1, 0, synced.min(kept));
         }
@@ -519,32 +537,18 @@ fn catch_up_batch(
     let mut failure: Option<LogError> = None;
     // Whether the last segment's file was opened again in this batch.
     let mut reopened = false;
-    // The subject entries of the records added, put in at the end in the
-    // table's order.
-    let mut subject_entries = Vec::new();
+    // The records' entries from `start` on, and their lookup entries, put
+    // in at the end in the table's order.
+    let mut entries: Vec<u8> = Vec::new();
+    let mut lookups = Vec::new();
     {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO records (leaf_index, at, message_id, subject_key, withheld_until,
-                segment, offset, len, hash_only)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )?;
         // Records pruned by retention are known by their markers only.
         if !list.iter().any(|(f, _)| *f <= size)
             && let Some(marker) = Marker::starting_at(dir, size)?
         {
             for (i, leaf_hash) in marker.leaf_hashes.iter().enumerate() {
                 let index = marker.from + i as u64;
-                insert.execute(params![
-                    index as i64,
-                    0,
-                    "",
-                    None::<Vec<u8>>,
-                    0,
-                    -1,
-                    0,
-                    0,
-                    1
-                ])?;
+                entries.extend_from_slice(&locations::Row::pruned(index).encode()?);
                 frontier.push(*leaf_hash, |l, i, h| pending.add(l, i, h));
             }
             size = marker.to;
@@ -666,20 +670,19 @@ fn catch_up_batch(
                     }
                 };
                 for a in added {
-                    insert.execute(params![
-                        a.index as i64,
-                        a.keys.at,
-                        a.keys.message_id,
-                        a.keys.subject_key,
-                        a.keys.withheld_until,
-                        first as i64,
-                        a.offset as i64,
-                        a.len as i64,
-                        i64::from(a.pruned),
-                    ])?;
-                    if let Some(subject) = &a.keys.subject_key {
-                        subject_entries.push(crate::subjects::entry(a.index, subject));
-                    }
+                    let row = locations::Row {
+                        leaf_index: a.index,
+                        segment: first as i64,
+                        offset: a.offset,
+                        len: a.len,
+                        hash_only: a.pruned,
+                    };
+                    entries.extend_from_slice(&row.encode()?);
+                    lookups.extend(
+                        a.keys
+                            .lookups()
+                            .map(|(_, k)| crate::runs::entry(a.index, k)),
+                    );
                     frontier.push(a.leaf_hash, |l, i, h| pending.add(l, i, h));
                 }
                 size = end;
@@ -697,15 +700,17 @@ fn catch_up_batch(
         Some((f, o)) if size > start => (f as i64, o as i64),
         _ => (seg, off),
     };
-    crate::subjects::add_all(&tx, &mut subject_entries)?;
-    crate::subjects::merge(&tx, start, size)?;
-    // The nodes go to their tiles before the position that covers them
-    // commits; synced now and then, so a power loss costs a bounded
-    // re-indexing (tiles::SYNC_EVERY).
-    let tiles = segments.tiles(dir);
-    pending.write(tiles)?;
+    crate::runs::add_all(&tx, &mut lookups)?;
+    crate::runs::merge(&tx, start, size)?;
+    // The entries and nodes go to their files before the position that
+    // covers them commits; synced now and then, so a power loss costs a
+    // bounded re-indexing (tiles::SYNC_EVERY).
+    debug_assert_eq!(entries.len() as u64, (size - start) * locations::ENTRY);
+    segments.locations(dir).write(start, &entries)?;
+    pending.write(segments.tiles(dir))?;
     if size - synced >= SYNC_EVERY {
-        tiles.sync()?;
+        segments.tiles(dir).sync()?;
+        segments.locations(dir).sync()?;
         synced = size;
     }
     tx.execute(
@@ -803,15 +808,7 @@ fn entry_keys(
                 .as_slice()
                 .try_into()
                 .map_err(|_| LogError(format!("record {i}: a pruned entry is not 32 bytes")))?;
-            Ok((
-                h,
-                Keys {
-                    at: 0,
-                    message_id: String::new(),
-                    subject_key: None,
-                    withheld_until: 0,
-                },
-            ))
+            Ok((h, Keys::default()))
         }
         kind => Err(LogError(format!(
             "record {i}: an entry of kind {kind} that does not hold what its kind says"
@@ -819,48 +816,19 @@ fn entry_keys(
     }
 }
 
-/// An index row: where a record lies and the keys it was indexed under.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Row {
-    pub leaf_index: u64,
-    pub keys: Keys,
-    /// -1 once pruned by retention.
-    pub segment: i64,
-    pub offset: u64,
-    pub len: u64,
-    pub hash_only: bool,
-}
+pub use crate::locations::Row;
 
-impl Row {
-    pub const COLUMNS: &str =
-        "leaf_index, at, message_id, subject_key, withheld_until, segment, offset, len, hash_only";
-
-    pub fn from_sql(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
-        Ok(Row {
-            leaf_index: r.get::<_, i64>(0)? as u64,
-            keys: Keys {
-                at: r.get(1)?,
-                message_id: r.get(2)?,
-                subject_key: r.get(3)?,
-                withheld_until: r.get(4)?,
-            },
-            segment: r.get(5)?,
-            offset: r.get::<_, i64>(6)? as u64,
-            len: r.get::<_, i64>(7)? as u64,
-            hash_only: r.get::<_, i64>(8)? != 0,
-        })
+/// The entry of record `index`, if the index's committed position covers
+/// it (`locations`: the log's, as [`Segments::locations`] gives it).
+pub fn row(
+    conn: &Connection,
+    locations: &mut Locations,
+    index: u64,
+) -> Result<Option<Row>, LogError> {
+    if index >= size(conn)? {
+        return Ok(None);
     }
-}
-
-/// The index row of record `index`.
-pub fn row(conn: &Connection, index: u64) -> Result<Option<Row>, LogError> {
-    Ok(conn
-        .prepare_cached(&format!(
-            "SELECT {} FROM records WHERE leaf_index = ?1",
-            Row::COLUMNS
-        ))?
-        .query_row([index as i64], Row::from_sql)
-        .optional()?)
+    locations.get(index)
 }
 
 #[cfg(test)]

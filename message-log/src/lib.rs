@@ -15,10 +15,10 @@
 //!   ([`record`]) and appended as one checksummed frame to the current
 //!   segment file ([`segment`]), with one `fdatasync` per group commit, by
 //!   the appender that finds the log idle or else by the writer thread.
-//! * [`index`] — the tree's nodes ([`tiles`]) and the lookups (message id,
-//!   subject key ([`subjects`]), time), derived from the segments behind the
-//!   writer, never on an exchange's path, rebuilt from the segments when
-//!   behind or damaged.
+//! * [`index`] — the tree's nodes ([`tiles`]), each record's place and
+//!   time ([`locations`]) and the lookups by subject key and message id
+//!   ([`runs`]), derived from the segments behind the writer, never on an
+//!   exchange's path, rebuilt from the segments when behind or damaged.
 //! * [`LogReader`] — queries by data subject, message id and time, proofs,
 //!   checkpoints ([`checkpoints`]); every record it returns is re-read from
 //!   its segment and its keys re-derived from the leaf.
@@ -39,11 +39,12 @@ pub mod index;
 pub mod keys;
 pub mod leaf;
 pub mod legacy;
+pub mod locations;
 mod reader;
 pub mod record;
 pub mod retention;
+pub mod runs;
 pub mod segment;
-pub mod subjects;
 pub mod tiles;
 pub mod tree;
 pub mod writer;

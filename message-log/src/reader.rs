@@ -16,7 +16,7 @@ use std::sync::{Mutex, MutexGuard};
 use lienthong_proto::merkle::{self, Hash};
 use lienthong_proto::pb::trace::v1::{LogLeaf, Phase, Side};
 use prost::Message;
-use rusqlite::{Connection, params};
+use rusqlite::Connection;
 
 use crate::checkpoints::{self, StoredCheckpoint};
 use crate::index::{self, Keys, Row, Segments};
@@ -162,11 +162,11 @@ impl LogReader {
 
     /// Reads and opens the record an index row points to, checked against
     /// the tree's leaf.
-    fn read(&self, inner: &mut Inner, row: &Row) -> Result<(Stored, LogLeaf), LogError> {
-        let (stored, leaf) = self.open_row(inner, row)?;
+    fn read(&self, segments: &mut Segments, row: &Row) -> Result<(Stored, LogLeaf), LogError> {
+        let (stored, leaf) = self.open_row(segments, row)?;
         let i = row.leaf_index;
         // The row is in the committed index, so its leaf node is too.
-        let node = inner.segments.tiles(&self.dir).node(0, i);
+        let node = segments.tiles(&self.dir).node(0, i);
         if node.ok() != Some(merkle::leaf_hash(&stored.leaf)) {
             return Err(LogError(format!(
                 "record {i}: its bytes do not hash to the tree's leaf (edited after it was written)"
@@ -176,12 +176,12 @@ impl LogReader {
     }
 
     /// Reads and opens the record an index row points to.
-    fn open_row(&self, inner: &mut Inner, row: &Row) -> Result<(Stored, LogLeaf), LogError> {
+    fn open_row(&self, segments: &mut Segments, row: &Row) -> Result<(Stored, LogLeaf), LogError> {
         let i = row.leaf_index;
         if row.hash_only {
             return Err(LogError(format!("record {i} was pruned")));
         }
-        let stored = self.open_entry(inner, row)?;
+        let stored = self.open_entry(segments, row)?;
         let leaf = LogLeaf::decode(stored.leaf.as_slice())
             .map_err(|e| LogError(format!("record {i}: its leaf does not decode: {e}")))?;
         Ok((stored, leaf))
@@ -190,28 +190,24 @@ impl LogReader {
     /// Opens the entry an index row points to, whatever its kind (again
     /// from the file there now, if its segment's file was started again
     /// since this reader opened it).
-    fn open_entry(&self, inner: &mut Inner, row: &Row) -> Result<Stored, LogError> {
-        match self.open_entry_once(inner, row) {
+    fn open_entry(&self, segments: &mut Segments, row: &Row) -> Result<Stored, LogError> {
+        match self.open_entry_once(segments, row) {
             Err(_)
                 if row.segment >= 0
-                    && inner
-                        .segments
-                        .forget_if_replaced(&self.dir, row.segment as u64) =>
+                    && segments.forget_if_replaced(&self.dir, row.segment as u64) =>
             {
-                self.open_entry_once(inner, row)
+                self.open_entry_once(segments, row)
             }
             opened => opened,
         }
     }
 
-    fn open_entry_once(&self, inner: &mut Inner, row: &Row) -> Result<Stored, LogError> {
+    fn open_entry_once(&self, segments: &mut Segments, row: &Row) -> Result<Stored, LogError> {
         let i = row.leaf_index;
         if row.segment < 0 {
             return Err(LogError(format!("record {i} was pruned")));
         }
-        let (file, key, _) = inner
-            .segments
-            .get(&self.dir, &self.keys, row.segment as u64)?;
+        let (file, key, _) = segments.get(&self.dir, &self.keys, row.segment as u64)?;
         let mut sealed = vec![0u8; row.len as usize];
         file.read_exact_at(&mut sealed, row.offset)
             .map_err(|e| LogError(format!("record {i}: {e}")))?;
@@ -226,13 +222,8 @@ impl LogReader {
     /// pruning is then in the tree the registry witnesses).
     fn retention_recorded(&self, inner: &mut Inner, m: &Marker) -> Result<bool, LogError> {
         let id = format!("retention-{}-{}", m.from, m.to);
-        let rows = self.rows(
-            inner,
-            &format!("SELECT {} FROM records WHERE message_id = ?1", Row::COLUMNS),
-            [id.as_str()],
-        )?;
-        for row in rows {
-            if let Ok((_, leaf)) = self.read(inner, &row)
+        for row in self.found_under(inner, crate::runs::message_key(&id))? {
+            if let Ok((_, leaf)) = self.read(&mut inner.segments, &row)
                 && leaf.phase == Phase::Retention as i32
                 && leaf.pruned_from == m.from
                 && leaf.pruned_to == m.to
@@ -245,15 +236,41 @@ impl LogReader {
         Ok(false)
     }
 
-    fn rows(
+    /// The entries of the records found under lookup key `key`
+    /// ([`crate::runs`]), oldest first: candidates, which callers check
+    /// against the records themselves. (One with no entry is left out; the
+    /// self-audit reports it.)
+    fn found_under(&self, inner: &mut Inner, key: i64) -> Result<Vec<Row>, LogError> {
+        let mut leaves = snapshot(&inner.index, |c| {
+            let size = index::size(c)?;
+            let mut leaves = Vec::new();
+            crate::runs::lookup(c, key, size, |leaf| {
+                leaves.push(leaf);
+                Ok(true)
+            })?;
+            Ok(leaves)
+        })?;
+        leaves.sort_unstable();
+        let locations = inner.segments.locations(&self.dir);
+        let mut rows = Vec::with_capacity(leaves.len());
+        for leaf in leaves {
+            rows.extend(locations.get(leaf)?);
+        }
+        Ok(rows)
+    }
+
+    /// The entries of records `[from, to)` (`to` at most the index's
+    /// committed position), by record; `None` where the file holds no
+    /// entry.
+    fn rows_between(
         &self,
-        inner: &Inner,
-        sql: &str,
-        args: impl rusqlite::Params,
-    ) -> Result<Vec<Row>, LogError> {
-        let mut stmt = inner.index.prepare_cached(sql)?;
-        let rows = stmt.query_map(args, Row::from_sql)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        inner: &mut Inner,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Option<Row>>, LogError> {
+        let mut rows = inner.segments.locations(&self.dir).range(from, to)?;
+        rows.resize((to.max(from) - from) as usize, None);
+        Ok(rows)
     }
 
     /// Records about `subject` in `[since, until)`, newest first, skipping
@@ -269,63 +286,65 @@ impl LogReader {
     ) -> Result<Vec<SubjectRecord>, LogError> {
         let key = self.keys.subject_hash(subject);
         let mut g = self.fresh();
+        let inner = &mut *g;
+        let segments = &mut inner.segments;
+        let mut out = Vec::new();
         // One snapshot: where an entry lies depends on the index's size.
-        let rows = snapshot(&g.index, |c| {
+        snapshot(&inner.index, |c| {
             let size = index::size(c)?;
-            let mut rows = Vec::new();
             let mut skipped = 0;
-            crate::subjects::lookup(c, &key, size, |leaf_index| {
-                if rows.len() as u64 >= limit {
+            crate::runs::lookup(c, crate::runs::subject_key(&key), size, |leaf_index| {
+                if out.len() as u64 >= limit {
                     return Ok(false);
                 }
-                // Retention emptied it: not an answer.
-                let Some(row) = index::row(c, leaf_index)? else {
-                    return Ok(true);
+                // Each record is read and kept only if its own subject and
+                // time say so; nothing the index says is believed. One that
+                // cannot be believed makes the answer fail rather than come
+                // back short: a short page would end the paging, and the
+                // records after it would silently go missing. (Not checked
+                // against the tree here: a record edited in place is
+                // answered as it is, and the portal's proof check says so.)
+                let unbelievable = |why: String| {
+                    LogError(format!(
+                        "the index names record {leaf_index} as about this subject, and {why} (an edited index; the self-audit reports it)"
+                    ))
                 };
+                let row = segments
+                    .locations(&self.dir)
+                    .get(leaf_index)?
+                    .ok_or_else(|| unbelievable("holds no entry for it".into()))?;
+                // Retention takes a record's lookup entries with it.
                 if row.segment < 0 || row.hash_only {
+                    return Err(unbelievable("its entry says it was pruned".into()));
+                }
+                let (stored, leaf) = self
+                    .open_row(segments, &row)
+                    .map_err(|e| unbelievable(format!("it cannot be read: {e}")))?;
+                // Another subject under the same 8-byte lookup key: a
+                // collision, or an entry edited in (the audit reports it).
+                if Keys::of(&leaf, &stored.data_subject, &self.keys).subject_key != Some(key) {
                     return Ok(true);
                 }
-                if row.keys.at < since_ms || row.keys.at >= until_ms {
+                if let Err(why) = stored.check(&leaf, &self.keys) {
+                    return Err(unbelievable(format!("it does not hold together: {why}")));
+                }
+                if leaf.at_unix_ms < since_ms || leaf.at_unix_ms >= until_ms {
                     return Ok(true);
                 }
                 if skipped < offset {
                     skipped += 1;
                     return Ok(true);
                 }
-                rows.push(row);
-                Ok((rows.len() as u64) < limit)
-            })?;
-            Ok(rows)
+                out.push(SubjectRecord {
+                    leaf_index,
+                    withheld_until_ms: leaf.withheld_until_unix_ms,
+                    leaf: stored.leaf,
+                    hidden: (!stored.hidden_opening.is_empty()).then_some(stored.hidden_opening),
+                    subject_salt: stored.subject_salt,
+                });
+                Ok((out.len() as u64) < limit)
+            })
         })?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            // Not checked against the tree here: a record edited in place is
-            // answered as it is, and the portal's proof check says so.
-            // A row that cannot be believed makes the answer fail rather
-            // than come back short: a short page would end the paging, and
-            // the records after it would silently go missing.
-            let (stored, leaf) = self.open_row(&mut g, &row).map_err(|e| {
-                LogError(format!("the index names a record that cannot be read: {e}"))
-            })?;
-            let derived = Keys::of(&leaf, &stored.data_subject, &self.keys);
-            if derived.subject_key.as_deref() != Some(key.as_slice())
-                || leaf.at_unix_ms < since_ms
-                || leaf.at_unix_ms >= until_ms
-                || stored.check(&leaf, &self.keys).is_err()
-            {
-                return Err(LogError(format!(
-                    "the index names record {} as about this subject and time, and it is not (an edited index; the self-audit reports it)",
-                    row.leaf_index
-                )));
-            }
-            out.push(SubjectRecord {
-                leaf_index: row.leaf_index,
-                withheld_until_ms: leaf.withheld_until_unix_ms,
-                leaf: stored.leaf,
-                hidden: (!stored.hidden_opening.is_empty()).then_some(stored.hidden_opening),
-                subject_salt: stored.subject_salt,
-            });
-        }
         Ok(out)
     }
 
@@ -337,20 +356,13 @@ impl LogReader {
     /// newest that can still be shown.
     pub fn latest_retention(&self, size: u64) -> Result<Option<(u64, Vec<u8>)>, LogError> {
         let mut g = self.fresh();
-        // The ids "retention-FROM-TO", by the message id index ('.' follows '-').
-        let rows = self.rows(
-            &g,
-            &format!(
-                "SELECT {} FROM records
-                  WHERE message_id >= 'retention-' AND message_id < 'retention.'
-                    AND leaf_index < ?1 AND segment >= 0 AND hash_only = 0
-                  ORDER BY leaf_index DESC",
-                Row::COLUMNS
-            ),
-            [size as i64],
-        )?;
+        let rows = self.found_under(&mut g, crate::runs::RETENTION_KEY)?;
+        let rows = rows
+            .into_iter()
+            .rev()
+            .filter(|r| r.leaf_index < size && r.segment >= 0 && !r.hash_only);
         for row in rows {
-            if let Ok((stored, leaf)) = self.read(&mut g, &row)
+            if let Ok((stored, leaf)) = self.read(&mut g.segments, &row)
                 && leaf.phase == Phase::Retention as i32
             {
                 return Ok(Some((row.leaf_index, stored.leaf)));
@@ -361,13 +373,15 @@ impl LogReader {
 
     fn stored(&self, index: u64) -> Result<Option<Stored>, LogError> {
         let mut g = self.fresh();
-        let Some(row) = index::row(&g.index, index)? else {
+        let inner = &mut *g;
+        let Some(row) = index::row(&inner.index, inner.segments.locations(&self.dir), index)?
+        else {
             return Ok(None);
         };
         if row.segment < 0 || row.hash_only {
             return Ok(None);
         }
-        Ok(Some(self.read(&mut g, &row)?.0))
+        Ok(Some(self.read(&mut inner.segments, &row)?.0))
     }
 
     /// The data subject of record `index`, unsealed (for this server's
@@ -393,22 +407,14 @@ impl LogReader {
     /// The records of one exchange (both phases), oldest first.
     pub fn by_message(&self, message_id: &str) -> Result<Vec<u64>, LogError> {
         let mut g = self.fresh();
-        let rows = self.rows(
-            &g,
-            &format!(
-                "SELECT {} FROM records WHERE message_id = ?1 ORDER BY leaf_index",
-                Row::COLUMNS
-            ),
-            [message_id],
-        )?;
+        let rows = self.found_under(&mut g, crate::runs::message_key(message_id))?;
         let mut out = Vec::new();
         for row in rows {
-            match self.read(&mut g, &row) {
+            match self.read(&mut g.segments, &row) {
                 Ok((_, leaf)) if leaf.message_id == message_id => out.push(row.leaf_index),
-                Ok(_) => tracing::error!(
-                    record = row.leaf_index,
-                    "message log: the index names a record of another exchange (edited index)"
-                ),
+                // Another exchange under the same lookup key (a collision,
+                // or an edited index: the self-audit reports that).
+                Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "message log: a record cannot be read"),
             }
         }
@@ -449,25 +455,20 @@ impl LogReader {
         mut each: impl FnMut(u64, &LogLeaf) -> bool,
     ) -> Result<(), LogError> {
         const SLACK_MS: i64 = 60_000;
-        const PAGE: i64 = 1_000;
+        const PAGE: u64 = 1_000;
         let mut g = self.fresh();
-        let mut below = i64::MAX;
-        loop {
-            let rows = self.rows(
-                &g,
-                &format!(
-                    "SELECT {} FROM records WHERE leaf_index < ?1 AND segment >= 0 AND hash_only = 0
-                     ORDER BY leaf_index DESC LIMIT ?2",
-                    Row::COLUMNS
-                ),
-                params![below, PAGE],
-            )?;
-            let Some(last) = rows.last() else {
-                return Ok(());
-            };
-            below = last.leaf_index as i64;
+        let mut below = index::size(&g.index)?;
+        while below > 0 {
+            let from = below.saturating_sub(PAGE);
+            let rows = self.rows_between(&mut g, from, below)?;
+            below = from;
+            let rows = rows
+                .into_iter()
+                .rev()
+                .flatten()
+                .filter(|r| r.segment >= 0 && !r.hash_only);
             for row in rows {
-                let leaf = match self.read(&mut g, &row) {
+                let leaf = match self.read(&mut g.segments, &row) {
                     Ok((_, leaf)) => leaf,
                     Err(e) => {
                         tracing::error!(error = %e, "message log: a record cannot be read");
@@ -481,6 +482,7 @@ impl LogReader {
                 }
             }
         }
+        Ok(())
     }
 
     /// Operational data: the decoded records written in `[since, until)`
@@ -550,34 +552,23 @@ impl LogReader {
         g.segments.forget_replaced(&self.dir);
         // One snapshot of the index: the indexer merges subject runs as it
         // goes, and where an entry lies depends on the index's size.
-        let (size, rows, entries, past) = snapshot(&g.index, |c| {
+        let (size, entries, past) = snapshot(&g.index, |c| {
             let size = index::size(c)?;
             let to = to.min(size);
-            let mut rows = Vec::new();
             let mut entries = Default::default();
             if from < to {
-                rows = c
-                    .prepare_cached(&format!(
-                        "SELECT {} FROM records WHERE leaf_index >= ?1 AND leaf_index < ?2
-                         ORDER BY leaf_index",
-                        Row::COLUMNS
-                    ))?
-                    .query_map(params![from as i64, to as i64], Row::from_sql)?
-                    .collect::<Result<Vec<_>, _>>()?;
-                entries = crate::subjects::entries(c, from, to, size)?;
+                entries = crate::runs::entries(c, from, to, size)?;
             }
             let mut past = 0;
             if to == size {
-                let rows: i64 = c.query_row(
-                    "SELECT count(*) FROM records WHERE leaf_index >= ?1",
-                    [size as i64],
-                    |r| r.get(0),
-                )?;
-                past = rows as u64 + crate::subjects::past_end(c, size)?;
+                past = crate::runs::past_end(c, size)?;
             }
-            Ok((size, rows, entries, past))
+            Ok((size, entries, past))
         })?;
         let to = to.min(size);
+        // Entries under the committed position change only when retention
+        // marks them pruned (checked below either way).
+        let rows = self.rows_between(&mut g, from, to.max(from))?;
         // Nodes under the committed position never change: read outside
         // the snapshot, from the tiles themselves.
         let leaves = g
@@ -586,7 +577,8 @@ impl LogReader {
             .leaf_hashes(from, to.max(from))?;
         let mut out = Audit::default();
         if from < to {
-            let mut subject_entries = 0u64;
+            // The lookup entries the records give.
+            let mut given = 0u64;
             // Entries of records that do not open: those records are
             // reported already, and what they give cannot be known.
             let mut unopened_entries = 0u64;
@@ -594,14 +586,13 @@ impl LogReader {
                 out.mismatches.push(format!("retention markers: {e}"));
                 Vec::new()
             });
-            let mut expected = from;
-            for row in &rows {
-                let i = row.leaf_index;
-                for missing in expected..i {
+            for (i, row) in (from..).zip(&rows) {
+                let Some(row) = row else {
+                    unopened_entries += entries.get(&i).map_or(0, |keys| keys.len() as u64);
                     out.mismatches
-                        .push(format!("record {missing}: its index entry is missing"));
-                }
-                expected = i + 1;
+                        .push(format!("record {i}: its index entry is missing"));
+                    continue;
+                };
                 let node = leaves.get(&i).map(|h| h.as_slice());
                 if row.segment < 0 {
                     let marked = markers.iter().find(|m| m.from <= i && i < m.to);
@@ -630,7 +621,7 @@ impl LogReader {
                     continue;
                 }
                 if row.hash_only {
-                    match self.open_entry(&mut g, row) {
+                    match self.open_entry(&mut g.segments, row) {
                         Ok(stored) if Some(stored.pruned_leaf_hash.as_slice()) == node => {}
                         Ok(_) => out.mismatches.push(format!(
                             "record {i}: its pruned entry does not match the tree"
@@ -639,23 +630,16 @@ impl LogReader {
                     }
                     continue;
                 }
-                match self.read(&mut g, row) {
+                match self.read(&mut g.segments, row) {
                     Ok((stored, leaf)) => {
                         out.leaves += 1;
                         let derived = Keys::of(&leaf, &stored.data_subject, &self.keys);
-                        if let Some(subject) = &derived.subject_key {
-                            subject_entries += 1;
-                            let key = crate::subjects::key(subject);
+                        for (what, key) in derived.lookups() {
+                            given += 1;
                             if !entries.get(&i).is_some_and(|keys| keys.contains(&key)) {
-                                out.mismatches.push(format!(
-                                    "record {i}: its subject index entry is missing"
-                                ));
+                                out.mismatches
+                                    .push(format!("record {i}: its {what} index entry is missing"));
                             }
-                        }
-                        if derived != row.keys {
-                            out.mismatches.push(format!(
-                                "record {i}: its index entry does not match the record (edited index)"
-                            ));
                         }
                         if let Err(why) = stored.check(&leaf, &self.keys) {
                             out.mismatches.push(format!("record {i}: {why}"));
@@ -667,16 +651,12 @@ impl LogReader {
                     }
                 }
             }
-            for missing in expected..to {
-                out.mismatches
-                    .push(format!("record {missing}: its index entry is missing"));
-            }
             let held: u64 =
                 entries.values().map(|keys| keys.len() as u64).sum::<u64>() - unopened_entries;
-            if held > subject_entries {
+            if held > given {
                 out.mismatches.push(format!(
-                    "records {from} to {to}: the subject index holds {} entries no record gives (edited index)",
-                    held - subject_entries
+                    "records {from} to {to}: the lookup index holds {} entries no record gives (edited index)",
+                    held - given
                 ));
             }
             tree::audit_nodes(g.segments.tiles(&self.dir), from, to, &mut out)?;
@@ -732,18 +712,9 @@ impl LogReader {
         if next > size {
             return Ok(None);
         }
-        let rows = self.rows(
-            &g,
-            &format!(
-                "SELECT {} FROM records WHERE leaf_index >= ?1 AND leaf_index < ?2
-                 ORDER BY leaf_index",
-                Row::COLUMNS
-            ),
-            params![first as i64, next as i64],
-        )?;
-        // A prune cut short after the index was updated: finish it.
-        if !rows.is_empty()
-            && rows.iter().all(|r| r.segment < 0)
+        let rows = self.rows_between(&mut g, first, next)?;
+        // A prune cut short after it began marking the entries: finish it.
+        if rows.iter().flatten().any(|r| r.segment < 0)
             && let Some(m) = Marker::starting_at(&self.dir, first)?
             && m.to == next
         {
@@ -751,18 +722,18 @@ impl LogReader {
             self.prune(&m)?;
             return self.plan_prune(before_ms, now_ms);
         }
-        if rows.len() as u64 != next - first {
+        let Some(rows) = rows.into_iter().collect::<Option<Vec<Row>>>() else {
             return Err(LogError(format!(
                 "segment {first}: the index lacks some of its records; not pruning"
             )));
-        }
+        };
         let leaves = g.segments.tiles(&self.dir).leaf_hashes(first, next)?;
         let mut hashes = Vec::with_capacity(rows.len());
         let mut through_ms = 0;
         for row in &rows {
             if !row.hash_only {
                 // Decided on the record itself, never on the index.
-                let (_, leaf) = self.read(&mut g, row)?;
+                let (_, leaf) = self.read(&mut g.segments, row)?;
                 if !retention::prunable(leaf.at_unix_ms, leaf.withheld_until_unix_ms, before_ms) {
                     return Ok(None);
                 }
@@ -788,14 +759,15 @@ impl LogReader {
     /// durable. Returns how many records went.
     pub fn prune(&self, marker: &Marker) -> Result<u64, LogError> {
         let mut g = self.lock();
-        let tx = g.index.unchecked_transaction()?;
-        tx.execute(
-            "UPDATE records SET segment = -1, offset = 0, len = 0, subject_key = NULL
-             WHERE leaf_index >= ?1 AND leaf_index < ?2",
-            params![marker.from as i64, marker.to as i64],
-        )?;
+        let inner = &mut *g;
+        // Marked first: a crash after it finishes the prune at the next plan.
+        inner
+            .segments
+            .locations(&self.dir)
+            .mark_pruned(marker.from, marker.to)?;
+        let tx = inner.index.unchecked_transaction()?;
         let size = index::size(&tx)?;
-        crate::subjects::remove_range(&tx, marker.from, marker.to, size)?;
+        crate::runs::remove_range(&tx, marker.from, marker.to, size)?;
         tx.commit()?;
         g.segments.clear();
         let path = self.dir.join(crate::segment::file_name(marker.from));
@@ -982,6 +954,22 @@ mod tests {
         assert!(db.execute(sql, []).unwrap() > 0, "{sql}");
     }
 
+    /// Writes `bytes` over record `i`'s entry in `records.loc` (as
+    /// `edit` makes them from the entry there).
+    fn edit_entry(dir: &Path, i: u64, edit: impl FnOnce(&mut [u8; 24])) {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(crate::locations::path(dir))
+            .unwrap();
+        let mut b = [0u8; 24];
+        f.read_exact_at(&mut b, i * crate::locations::ENTRY)
+            .unwrap();
+        edit(&mut b);
+        f.write_all_at(&b, i * crate::locations::ENTRY).unwrap();
+    }
+
     fn audit(dir: &Path) -> Vec<String> {
         LogReader::open(dir, keys())
             .unwrap()
@@ -1004,47 +992,48 @@ mod tests {
             }
             d
         };
-        let withheld =
-            "UPDATE records SET withheld_until = 4102444800000 WHERE leaf_index = 10".to_string();
-        let other_key = format!(
-            "UPDATE records SET subject_key = x'{}' WHERE leaf_index = 10",
-            "00".repeat(32)
-        );
-        let cases: [(&str, &str, &str); 5] = [
+        // One of the citizen's records (appends are concurrent: which
+        // positions are theirs varies).
+        let theirs = LogReader::open(base.path(), keys())
+            .unwrap()
+            .about(CITIZEN, 0, i64::MAX, 0, 100)
+            .unwrap()[1]
+            .leaf_index;
+        type Edit = fn(&mut [u8; 24]);
+        let cases: [(Edit, &str, &str); 4] = [
+            (|b| *b = [0; 24], "its index entry is missing", "deleted"),
             (
-                "DELETE FROM records WHERE leaf_index = 10",
-                "record 10: its index entry is missing",
-                "deleted",
+                // Flagged as a record pruned before migration.
+                |b| b[23] |= 1,
+                "its pruned entry does not match the tree",
+                "hash only",
             ),
             (
-                &withheld,
-                "record 10: its index entry does not match",
-                "withheld",
-            ),
-            (
-                &other_key,
-                "record 10: its index entry does not match",
-                "subject",
-            ),
-            (
-                "UPDATE records SET segment = -1 WHERE leaf_index = 10",
-                "record 10: pruned, but no retention marker",
+                |b| b[0..8].copy_from_slice(&u64::MAX.to_be_bytes()),
+                "pruned, but no retention marker",
                 "pruned",
             ),
             (
-                "UPDATE records SET offset = offset + 1 WHERE leaf_index = 10",
-                "record 10: it does not open",
+                |b| b[15] = b[15].wrapping_add(1),
+                "it does not open",
                 "moved",
             ),
         ];
-        for (sql, expect, name) in cases {
+        for (edit, expect, name) in cases {
             let d = fresh();
-            tamper(d.path(), sql);
+            edit_entry(d.path(), theirs, edit);
             let found = audit(d.path());
+            let expect = format!("record {theirs}: {expect}");
             assert!(
-                found.iter().any(|m| m.starts_with(expect)),
+                found.iter().any(|m| m.starts_with(&expect)),
                 "{name}: {found:?}"
             );
+            // The citizen's answer fails rather than come back without it.
+            let answer =
+                LogReader::open(d.path(), keys())
+                    .unwrap()
+                    .about(CITIZEN, 0, i64::MAX, 0, 100);
+            assert!(answer.is_err(), "{name}: {:?}", answer.map(|r| r.len()));
             // An index rebuilt from the segments answers the truth again.
             index::remove(d.path()).unwrap();
             let r = LogReader::open(d.path(), keys()).unwrap();
@@ -1058,12 +1047,11 @@ mod tests {
                 "{name}"
             );
         }
-        // An index entry past the end.
+        // A lookup entry past the end.
         let d = fresh();
         tamper(
             d.path(),
-            "INSERT INTO records SELECT leaf_index + 100, at, message_id, subject_key,
-                withheld_until, segment, offset, len, hash_only FROM records WHERE leaf_index = 3",
+            "INSERT INTO runs SELECT run, key, leaf_index + 100 FROM runs WHERE leaf_index = 3",
         );
         assert!(
             audit(d.path())
@@ -1072,12 +1060,13 @@ mod tests {
         );
     }
 
-    /// The subject index (sorted runs) edited: an entry deleted hides the
-    /// record from lookups until the audit finds it; an entry added names a
-    /// record not about the subject, which lookups refuse and the audit
-    /// finds; a rebuilt index answers the truth again.
+    /// The lookup index (sorted runs) edited: a subject's or a message's
+    /// entry deleted hides the record from lookups until the audit finds
+    /// it; an entry added names a record not about the subject, which
+    /// lookups drop and the audit finds; a rebuilt index answers the truth
+    /// again.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn subject_index_edits_are_found() {
+    async fn lookup_index_edits_are_found() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), 30, small()).await;
         // Concurrent appends: which positions are the citizen's varies.
@@ -1091,7 +1080,7 @@ mod tests {
         let (theirs, other) = (citizen[0], (0..30).find(|i| !citizen.contains(i)).unwrap());
         tamper(
             dir.path(),
-            &format!("DELETE FROM subjects WHERE leaf_index = {theirs}"),
+            &format!("DELETE FROM runs WHERE leaf_index = {theirs} AND key >= 0"),
         );
         let found = audit(dir.path());
         let missing = format!("record {theirs}: its subject index entry is missing");
@@ -1099,21 +1088,44 @@ mod tests {
         index::remove(dir.path()).unwrap();
         assert!(audit(dir.path()).is_empty());
 
+        let r = LogReader::open(dir.path(), keys()).unwrap();
+        let leaf = r.leaf(theirs).unwrap().unwrap();
+        let message_id = LogLeaf::decode(leaf.as_slice()).unwrap().message_id;
+        assert_eq!(r.by_message(&message_id).unwrap(), [theirs]);
+        tamper(
+            dir.path(),
+            &format!("DELETE FROM runs WHERE leaf_index = {theirs} AND key < 0"),
+        );
+        assert!(r.by_message(&message_id).unwrap().is_empty());
+        let found = r.audit(0, u64::MAX).unwrap().mismatches;
+        let missing = format!("record {theirs}: its message id index entry is missing");
+        assert!(found.contains(&missing), "{found:?}");
+        drop(r);
+        index::remove(dir.path()).unwrap();
+        assert!(audit(dir.path()).is_empty());
+
         tamper(
             dir.path(),
             &format!(
-                "INSERT INTO subjects SELECT run, key, {other} FROM subjects WHERE leaf_index = {theirs}"
+                "INSERT INTO runs SELECT run, key, {other} FROM runs WHERE leaf_index = {theirs} AND key >= 0"
             ),
         );
         let found = audit(dir.path());
         assert!(
             found
                 .iter()
-                .any(|m| m.contains("subject index holds 1 entries")),
+                .any(|m| m.contains("lookup index holds 1 entries")),
             "{found:?}"
         );
+        // The record named is read and dropped: it is someone else's.
         let r = LogReader::open(dir.path(), keys()).unwrap();
-        assert!(r.about(CITIZEN, 0, i64::MAX, 0, 100).is_err());
+        let answer: Vec<u64> = r
+            .about(CITIZEN, 0, i64::MAX, 0, 100)
+            .unwrap()
+            .iter()
+            .map(|r| r.leaf_index)
+            .collect();
+        assert_eq!(answer, citizen);
         drop(r);
         index::remove(dir.path()).unwrap();
         let r = LogReader::open(dir.path(), keys()).unwrap();
@@ -1218,16 +1230,37 @@ mod tests {
             }
             log.close();
         }
+        // The records' entries, and their lookup entries.
         let rows = |dir: &Path| {
             let conn = index::open(dir).unwrap();
-            (0..n)
-                .map(|i| index::row(&conn, i).unwrap().expect("indexed"))
-                .collect::<Vec<_>>()
+            let mut locations = crate::locations::Locations::open(dir);
+            let rows = (0..n)
+                .map(|i| {
+                    index::row(&conn, &mut locations, i)
+                        .unwrap()
+                        .expect("indexed")
+                })
+                .collect::<Vec<_>>();
+            let mut lookups: Vec<_> = crate::runs::entries(&conn, 0, n, n)
+                .unwrap()
+                .into_iter()
+                .map(|(leaf, mut keys)| {
+                    keys.sort_unstable();
+                    (leaf, keys)
+                })
+                .collect();
+            lookups.sort_unstable();
+            (rows, lookups)
         };
         let built = rows(dir.path());
-        assert!(built.iter().any(|r| r.keys.subject_key.is_none()));
-        assert!(built.iter().any(|r| r.keys.withheld_until > 0));
-        assert!(built.iter().any(|r| r.segment > 0), "more than one segment");
+        let keys_per_record = |k: usize| built.1.iter().filter(|(_, keys)| keys.len() == k).count();
+        assert!(keys_per_record(1) > 0, "records without a subject");
+        assert!(keys_per_record(2) > 0, "records with one");
+        assert_eq!(built.1.len() as u64, n);
+        assert!(
+            built.0.iter().any(|r| r.segment > 0),
+            "more than one segment"
+        );
         index::remove(dir.path()).unwrap();
         let r = LogReader::open(dir.path(), keys()).unwrap();
         assert_eq!(r.tree_size().unwrap(), n);
@@ -1249,22 +1282,26 @@ mod tests {
         let k = keys();
         // What the writer handed over, rebuilt from the log as written.
         let conn = index::open(dir.path()).unwrap();
+        let mut locations = crate::locations::Locations::open(dir.path());
         let rows: Vec<_> = (0..40)
-            .map(|i| index::row(&conn, i).unwrap().unwrap())
+            .map(|i| index::row(&conn, &mut locations, i).unwrap().unwrap())
             .collect();
+        let lookups = crate::runs::entries(&conn, 0, 40, 40).unwrap();
         let mut tiles = crate::tiles::Tiles::open(dir.path());
         let mut segments = Segments::default();
         let (mut derived, mut checksums) = (Vec::new(), Vec::new());
         for (first, path) in segment::list(dir.path()).unwrap() {
-            let (file, _, header_len) = segments.get(dir.path(), &k, first).unwrap();
+            let (file, key, header_len) = segments.get(dir.path(), &k, first).unwrap();
             let len = file.metadata().unwrap().len();
             let mut at = *header_len;
             while let Some(frame) = segment::read_frame(file, at, len).unwrap() {
                 for e in &frame.entries {
+                    let stored = key.open(e.index, &e.bytes).unwrap();
+                    let leaf = LogLeaf::decode(stored.leaf.as_slice()).unwrap();
                     derived.push(Derived {
                         index: e.index,
                         leaf_hash: tiles.node(0, e.index).unwrap(),
-                        keys: rows[e.index as usize].keys.clone(),
+                        keys: Keys::of(&leaf, &stored.data_subject, &k),
                         placed: Placed {
                             segment: first,
                             frame: (frame.offset, frame.end),
@@ -1282,7 +1319,7 @@ mod tests {
         }
         assert_eq!(derived.len(), 40);
         assert!(checksums.len() > 5, "several commits, several segments");
-        drop((conn, tiles, segments));
+        drop((conn, tiles, segments, locations));
         index::remove(dir.path()).unwrap();
         for (path, at) in checksums {
             use std::os::unix::fs::FileExt;
@@ -1302,10 +1339,12 @@ mod tests {
         handed.receive(derived);
         let size = index::catch_up(&mut conn, dir.path(), &k, &mut handed, None).unwrap();
         assert_eq!(size, 40);
+        let mut locations = crate::locations::Locations::open(dir.path());
         let again: Vec<_> = (0..40)
-            .map(|i| index::row(&conn, i).unwrap().unwrap())
+            .map(|i| index::row(&conn, &mut locations, i).unwrap().unwrap())
             .collect();
         assert_eq!(again, rows);
+        assert_eq!(crate::runs::entries(&conn, 0, 40, 40).unwrap(), lookups);
     }
 
     /// A segment started again under its name (the writer does that when
@@ -1386,9 +1425,13 @@ mod tests {
         let reader = LogReader::open(dir.path(), keys()).unwrap();
         assert!(reader.leaf(5).unwrap().is_some());
         assert!(reader.audit(0, u64::MAX).unwrap().mismatches.is_empty());
-        let row = index::row(&index::open(dir.path()).unwrap(), 5)
-            .unwrap()
-            .unwrap();
+        let row = index::row(
+            &index::open(dir.path()).unwrap(),
+            &mut crate::locations::Locations::open(dir.path()),
+            5,
+        )
+        .unwrap()
+        .unwrap();
         let path = dir.path().join(crate::segment::file_name(0));
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[(row.offset + row.len / 2) as usize] ^= 1;

@@ -9,7 +9,6 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use lienthong_message_log::index;
 use lienthong_message_log::record::{SegmentKey, Stored};
 use lienthong_message_log::retention::Marker;
 use lienthong_message_log::segment::{self, FrameBuilder, Header, KIND_PRUNED};
@@ -17,6 +16,7 @@ use lienthong_message_log::writer::Options;
 use lienthong_message_log::{
     LogKeys, LogReader, LogRecord, MessageLog, SegmentLog, StoredCheckpoint,
 };
+use lienthong_message_log::{index, locations};
 use lienthong_proto::pb::trace::v1::LogLeaf;
 use prost::Message;
 
@@ -417,8 +417,9 @@ async fn a_copy_of_the_log_directory_reveals_nothing_personal() {
     }
 }
 
-/// Index columns edited to make a withheld record look old and released
-/// do not get it pruned: retention decides on the record itself.
+/// An index entry edited to point a withheld record at an old, released
+/// one does not get it pruned: retention decides on the record itself,
+/// checked against the tree.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_ignores_index_edits_that_would_prune_a_withheld_record() {
     let dir = tempfile::tempdir().unwrap();
@@ -434,13 +435,16 @@ async fn retention_ignores_index_edits_that_would_prune_a_withheld_record() {
     log.close();
     let r = reader(dir.path());
     let _ = r.tree_size().unwrap();
-    let db = rusqlite::Connection::open(index::path(dir.path())).unwrap();
-    db.execute(
-        "UPDATE records SET withheld_until = 0, at = 0 WHERE leaf_index = 3",
-        [],
-    )
-    .unwrap();
-    assert_eq!(r.plan_prune(10_000, 20_000).unwrap(), None);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(locations::path(dir.path()))
+        .unwrap();
+    let mut entry = [0u8; locations::ENTRY as usize];
+    f.read_exact_at(&mut entry, 2 * locations::ENTRY).unwrap();
+    f.write_all_at(&entry, 3 * locations::ENTRY).unwrap();
+    let plan = r.plan_prune(10_000, 20_000);
+    assert!(!matches!(plan, Ok(Some(_))), "{plan:?}");
 }
 
 // ---------------------------------------------------------------------------
@@ -791,15 +795,11 @@ async fn retention_resumes_after_a_crash_inside_prune() {
     log.append(plan.record(20_000)).await.unwrap();
     let m = plan.marker;
     log.close();
-    // What prune did before the crash: its UPDATE, not the remove_file.
-    let db = rusqlite::Connection::open(index::path(dir.path())).unwrap();
-    db.execute(
-        "UPDATE records SET segment = -1, offset = 0, len = 0, subject_key = NULL
-         WHERE leaf_index >= ?1 AND leaf_index < ?2",
-        [m.from as i64, m.to as i64],
-    )
-    .unwrap();
-    drop(db);
+    // What prune did before the crash: half its marking of the entries
+    // (a write torn by a power loss), not the rest, nor the remove_file.
+    locations::Locations::open(dir.path())
+        .mark_pruned(m.from, m.from + (m.to - m.from) / 2)
+        .unwrap();
     drop(r);
     let r = reader(dir.path());
     let next = r.plan_prune(10_000, 30_000);
@@ -810,8 +810,8 @@ async fn retention_resumes_after_a_crash_inside_prune() {
     );
 }
 
-/// No key needed: the citizen's keyed subject hash is copied from one of
-/// their rows in index.db onto the newest rows of other people's records.
+/// No key needed: the citizen's subject lookup key is copied from one of
+/// their entries in index.db onto the newest records of other people.
 /// A short page would end `FindUsage`'s paging and leave the citizen's real
 /// records out: `about` fails instead (the trace is then incomplete, never
 /// silently short), and the audit flags the edited rows.
@@ -823,8 +823,9 @@ async fn rows_dropped_by_about_do_not_end_the_answer_early() {
     let db = rusqlite::Connection::open(index::path(dir.path())).unwrap();
     let n = db
         .execute(
-            "UPDATE records SET subject_key = (SELECT subject_key FROM records WHERE leaf_index = 0)
-             WHERE leaf_index >= 26",
+            "INSERT INTO runs SELECT run,
+                 (SELECT key FROM runs WHERE leaf_index = 0 AND key >= 0), leaf_index
+             FROM runs WHERE leaf_index >= 26 AND key < 0",
             [],
         )
         .unwrap();

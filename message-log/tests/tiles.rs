@@ -1,16 +1,16 @@
-//! The tree's tiles after crashes and edits: a torn tail (a level file
-//! longer or shorter than the index's position, a garbage tail), tiles
-//! lost in a power loss, a deleted tile, an index of the older layout, and
-//! nodes edited on disk.
+//! The tree's tiles, and the records' entries beside them, after crashes
+//! and edits: a torn tail (a file longer or shorter than the index's
+//! position, a garbage tail), tiles lost in a power loss, a deleted file,
+//! an index of the older layout, and nodes edited on disk.
 
 use std::path::Path;
 
-use lienthong_message_log::index;
 use lienthong_message_log::tiles::{self, Pending, Tiles};
 use lienthong_message_log::tree::Frontier;
 use lienthong_message_log::{
     LogKeys, LogReader, LogRecord, MessageLog, SegmentLog, StoredCheckpoint,
 };
+use lienthong_message_log::{index, locations};
 use lienthong_proto::merkle;
 
 /// Records written by [`write`].
@@ -87,6 +87,18 @@ fn lengths_of(size: u64) -> Vec<u64> {
         .collect()
 }
 
+/// Bytes of the records' entries (`records.loc`).
+fn entries_length(dir: &Path) -> u64 {
+    std::fs::metadata(locations::path(dir)).map_or(0, |m| m.len())
+}
+
+fn edit_entries(dir: &Path, edit: impl FnOnce(&mut Vec<u8>)) {
+    let path = locations::path(dir);
+    let mut bytes = std::fs::read(&path).unwrap_or_default();
+    edit(&mut bytes);
+    std::fs::write(&path, bytes).unwrap();
+}
+
 fn edit_tile(dir: &Path, level: u32, edit: impl FnOnce(&mut Vec<u8>)) {
     let path = tiles::path(dir, level);
     let mut bytes = std::fs::read(&path).unwrap_or_default();
@@ -107,6 +119,7 @@ async fn recovered(dir: &Path, root: merkle::Hash, case: &str) {
     assert_eq!(r.tree_size().unwrap(), N, "{case}");
     assert_eq!(r.root(N).unwrap(), root, "{case}");
     assert_eq!(tile_lengths(dir), lengths_of(N), "{case}");
+    assert_eq!(entries_length(dir), N * locations::ENTRY, "{case}");
     assert_eq!(
         r.audit(0, u64::MAX).unwrap().mismatches,
         Vec::<String>::new(),
@@ -128,20 +141,26 @@ async fn recovered(dir: &Path, root: merkle::Hash, case: &str) {
         "{case}"
     );
     assert_eq!(tile_lengths(dir), lengths_of(N + 5), "{case}");
+    assert_eq!(entries_length(dir), (N + 5) * locations::ENTRY, "{case}");
+    assert_eq!(
+        r.about("001099012345", 0, i64::MAX, 0, 100).unwrap().len(),
+        11,
+        "{case}"
+    );
     assert!(
         r.audit(0, u64::MAX).unwrap().mismatches.is_empty(),
         "{case}"
     );
 }
 
-/// A level file longer than the index's position (a batch written and
-/// never committed, a garbage tail) is cut; one shorter (torn, cut, or
-/// deleted) makes the index forget what the tiles do not hold and index
-/// it again from the segments.
+/// A level file or the records' entries longer than the index's position
+/// (a batch written and never committed, a garbage tail) is cut; one
+/// shorter (torn, cut, or deleted) makes the index forget what the files
+/// do not hold and index it again from the segments.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_torn_tile_tail_recovers_to_the_same_tree() {
     type Edit = fn(&Path);
-    let cases: [(&str, Edit); 7] = [
+    let cases: [(&str, Edit); 11] = [
         ("garbage after the leaves", |d| {
             edit_tile(d, 0, |b| b.extend_from_slice(&[0xa5; 45]))
         }),
@@ -161,12 +180,31 @@ async fn a_torn_tile_tail_recovers_to_the_same_tree() {
             std::fs::remove_file(tiles::path(d, 4)).unwrap()
         }),
         ("every tile deleted", |d| tiles::remove(d).unwrap()),
+        ("garbage after the entries", |d| {
+            edit_entries(d, |b| b.extend_from_slice(&[0xa5; 45]))
+        }),
+        ("entries cut to 60", |d| {
+            edit_entries(d, |b| b.truncate(60 * locations::ENTRY as usize))
+        }),
+        ("half an entry cut", |d| {
+            edit_entries(d, |b| b.truncate(b.len() - 5))
+        }),
+        ("the entries deleted", |d| locations::remove(d).unwrap()),
     ];
     for (case, edit) in cases {
         let (dir, root) = log().await;
-        assert_eq!(tile_lengths(dir.path()), lengths_of(N), "{case}");
+        let lengths = |d: &Path| (tile_lengths(d), entries_length(d));
+        assert_eq!(
+            lengths(dir.path()),
+            (lengths_of(N), N * locations::ENTRY),
+            "{case}"
+        );
         edit(dir.path());
-        assert_ne!(tile_lengths(dir.path()), lengths_of(N), "{case}: edited");
+        assert_ne!(
+            lengths(dir.path()),
+            (lengths_of(N), N * locations::ENTRY),
+            "{case}: edited"
+        );
         recovered(dir.path(), root, case).await;
     }
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use lienthong_integration_tests::federation::Agency;
 use lienthong_security_server::keys::{ServerDir, log_keys};
 use lienthong_security_server::message_log::record::Stored;
-use lienthong_security_server::message_log::{index, segment};
+use lienthong_security_server::message_log::{LogReader, index, locations, segment};
 
 pub fn log_dir(agency: &Agency) -> PathBuf {
     ServerDir(agency.dir.path().to_owned()).message_log()
@@ -23,7 +23,42 @@ pub fn index_db(agency: &Agency) -> rusqlite::Connection {
 }
 
 fn row(agency: &Agency, leaf_index: u64) -> index::Row {
-    index::row(&index_db(agency), leaf_index).unwrap().unwrap()
+    let mut entries = locations::Locations::open(&log_dir(agency));
+    index::row(&index_db(agency), &mut entries, leaf_index)
+        .unwrap()
+        .unwrap()
+}
+
+/// Marks every record's entry in the server's index (`records.loc`) as
+/// pruned by retention. Returns how many entries it marked.
+pub fn mark_every_record_pruned(agency: &Agency) -> u64 {
+    // In place, as the running server has the file open.
+    let path = locations::path(&log_dir(agency));
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let entries = f.metadata().unwrap().len() / locations::ENTRY;
+    for i in 0..entries {
+        f.write_all_at(&u64::MAX.to_be_bytes(), i * locations::ENTRY)
+            .unwrap();
+    }
+    entries
+}
+
+/// Deletes every lookup entry (by subject, by message id) of the records
+/// of exchange `message_id` from the server's index, as `sqlite3` would:
+/// lookups no longer find them. Returns how many records lost theirs.
+pub fn delete_exchange_from_index(agency: &Agency, message_id: &str) -> usize {
+    let dir = ServerDir(agency.dir.path().to_owned());
+    let keys = log_keys(&dir, None, &agency.id.to_string()).unwrap();
+    let leaves = LogReader::open(&log_dir(agency), keys)
+        .unwrap()
+        .by_message(message_id)
+        .unwrap();
+    let db = index_db(agency);
+    for leaf in &leaves {
+        db.execute("DELETE FROM runs WHERE leaf_index = ?1", [*leaf as i64])
+            .unwrap();
+    }
+    leaves.len()
 }
 
 /// Flips one bit of record `leaf_index` as it lies in its segment.

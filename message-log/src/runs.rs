@@ -1,7 +1,14 @@
-//! The subject index: which records are about a data subject, as sorted
-//! runs (a small log-structured merge tree inside `index.db`).
+//! The lookup index: which records are about a data subject, and which
+//! belong to an exchange (a message id), as sorted runs (a small
+//! log-structured merge tree inside `index.db`).
 //!
-//! A B-tree keyed by the subject's keyed hash takes every new record at a
+//! Each entry is (run, key, record): the key is [`subject_key`] of the
+//! subject's keyed hash (never negative) or [`message_key`] of the message
+//! id (always negative), 8 bytes either way, so both kinds share one table
+//! and each batch one sorted insert. A key collision only adds a
+//! candidate, which the reader then drops.
+//!
+//! A B-tree keyed by a hash takes every new record at a
 //! random place: each indexing batch rewrites pages all over it, and the
 //! cost grows with the log (the whole index was rewritten into the WAL
 //! about once a batch at a million records). Here each entry
@@ -13,9 +20,9 @@
 //! lookup probes each live run once (about 40 probes at 10⁷ records).
 //!
 //! Like the rest of the index, it is derived: rebuilt with it, checked by
-//! the self-audit (every record with a subject has exactly its entry), and
-//! never believed — a reader re-derives the subject of every record it
-//! returns.
+//! the self-audit (every record has exactly the entries its keys give), and
+//! never believed — a reader re-derives the subject or message id of every
+//! record it returns.
 
 use rusqlite::{Connection, Transaction, params};
 
@@ -30,7 +37,7 @@ pub const FAN: u64 = 1 << FAN_BITS;
 pub const TOP: u32 = 2;
 
 pub const SCHEMA: &str = r#"
-    CREATE TABLE IF NOT EXISTS subjects (
+    CREATE TABLE IF NOT EXISTS runs (
         run        INTEGER NOT NULL,
         key        INTEGER NOT NULL,
         leaf_index INTEGER NOT NULL,
@@ -47,13 +54,30 @@ fn run_id(level: u32, leaf: u64) -> i64 {
     (i64::from(level) << 48) | (leaf >> bits(level)) as i64
 }
 
-/// The lookup key of a keyed subject hash: its first eight bytes (a
-/// collision only adds a candidate, which the reader then drops).
-pub fn key(subject_key: &[u8]) -> i64 {
+/// The lookup key of a keyed subject hash: its first eight bytes, the
+/// sign bit cleared.
+pub fn subject_key(subject_hash: &[u8]) -> i64 {
     let mut b = [0u8; 8];
-    let n = subject_key.len().min(8);
-    b[..n].copy_from_slice(&subject_key[..n]);
-    i64::from_be_bytes(b)
+    let n = subject_hash.len().min(8);
+    b[..n].copy_from_slice(&subject_hash[..n]);
+    i64::from_be_bytes(b) & i64::MAX
+}
+
+/// The lookup key every retention record is also found under (the newest
+/// is what a citizen's trace shows: [`crate::LogReader::latest_retention`]).
+pub const RETENTION_KEY: i64 = i64::MIN;
+
+/// The lookup key of a message id: the first eight bytes of its SHA-256
+/// (under a label of its own), the sign bit set. Unkeyed: a message id is
+/// not personal data, and a consumer that picks ids colliding with another
+/// exchange's only adds candidates its lookups drop.
+pub fn message_key(message_id: &str) -> i64 {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(b"lienthong message id\0");
+    ctx.update(message_id.as_bytes());
+    let digest = ctx.finish();
+    let b: [u8; 8] = digest.as_ref()[..8].try_into().expect("32 bytes");
+    i64::from_be_bytes(b) | i64::MIN
 }
 
 /// The run that holds `leaf` in an index of `size` records: the highest
@@ -90,9 +114,9 @@ pub fn live_runs(size: u64) -> Vec<i64> {
     runs
 }
 
-/// Record `leaf`'s entry under `subject_key`, for [`add_all`].
-pub fn entry(leaf: u64, subject_key: &[u8]) -> (i64, i64, i64) {
-    (run_id(0, leaf), key(subject_key), leaf as i64)
+/// Record `leaf`'s entry under lookup key `key`, for [`add_all`].
+pub fn entry(leaf: u64, key: i64) -> (i64, i64, i64) {
+    (run_id(0, leaf), key, leaf as i64)
 }
 
 /// Adds `entries` (made by [`entry`]; the index then holds records up
@@ -101,12 +125,39 @@ pub fn entry(leaf: u64, subject_key: &[u8]) -> (i64, i64, i64) {
 /// one after another.
 pub fn add_all(tx: &Transaction<'_>, entries: &mut [(i64, i64, i64)]) -> Result<(), LogError> {
     entries.sort_unstable();
-    let mut insert =
-        tx.prepare_cached("INSERT INTO subjects (run, key, leaf_index) VALUES (?1, ?2, ?3)")?;
-    for (run, key, leaf) in entries.iter() {
+    let mut chunks = entries.chunks_exact(ROWS_PER_INSERT);
+    if chunks.len() > 0 {
+        let mut insert = tx.prepare_cached(&insert_rows(ROWS_PER_INSERT))?;
+        for chunk in &mut chunks {
+            for (n, (run, key, leaf)) in chunk.iter().enumerate() {
+                insert.raw_bind_parameter(3 * n + 1, run)?;
+                insert.raw_bind_parameter(3 * n + 2, key)?;
+                insert.raw_bind_parameter(3 * n + 3, leaf)?;
+            }
+            insert.raw_execute()?;
+        }
+    }
+    let mut insert = tx.prepare_cached(&insert_rows(1))?;
+    for (run, key, leaf) in chunks.remainder() {
         insert.execute(params![run, key, leaf])?;
     }
     Ok(())
+}
+
+/// Entries one statement of [`add_all`] inserts: one statement per entry
+/// costs more in SQLite's statement machinery than in its B-tree.
+const ROWS_PER_INSERT: usize = 64;
+
+/// The statement inserting `rows` entries.
+fn insert_rows(rows: usize) -> String {
+    let mut sql = String::from("INSERT INTO runs (run, key, leaf_index) VALUES ");
+    for n in 0..rows {
+        if n > 0 {
+            sql.push(',');
+        }
+        sql.push_str(&format!("(?{}, ?{}, ?{})", 3 * n + 1, 3 * n + 2, 3 * n + 3));
+    }
+    sql
 }
 
 /// Merges the runs completed when the index grew from `old` to `new`
@@ -133,12 +184,12 @@ pub fn merge(tx: &Transaction<'_>, old: u64, new: u64) -> Result<(), LogError> {
 /// the new run is written front to back).
 fn move_runs(tx: &Transaction<'_>, lo: i64, hi: i64, to: i64) -> Result<(), LogError> {
     tx.prepare_cached(
-        "INSERT INTO subjects (run, key, leaf_index)
-         SELECT ?3, key, leaf_index FROM subjects WHERE run >= ?1 AND run < ?2
+        "INSERT INTO runs (run, key, leaf_index)
+         SELECT ?3, key, leaf_index FROM runs WHERE run >= ?1 AND run < ?2
          ORDER BY key, leaf_index",
     )?
     .execute(params![lo, hi, to])?;
-    tx.prepare_cached("DELETE FROM subjects WHERE run >= ?1 AND run < ?2")?
+    tx.prepare_cached("DELETE FROM runs WHERE run >= ?1 AND run < ?2")?
         .execute(params![lo, hi])?;
     Ok(())
 }
@@ -146,19 +197,19 @@ fn move_runs(tx: &Transaction<'_>, lo: i64, hi: i64, to: i64) -> Result<(), LogE
 /// Forgets entries at and after `size`, and splits the runs that are no
 /// longer complete back into the runs an index of `size` records has.
 pub fn cut_back(tx: &Transaction<'_>, size: u64) -> Result<(), LogError> {
-    tx.execute("DELETE FROM subjects WHERE leaf_index >= ?1", [size as i64])?;
+    tx.execute("DELETE FROM runs WHERE leaf_index >= ?1", [size as i64])?;
     for level in 1..=TOP {
         let span = 1u64 << bits(level);
         // The one run of this level that may now be incomplete.
         let first = size / span * span;
         let run = run_id(level, first);
         let entries: Vec<(i64, i64)> = tx
-            .prepare("SELECT key, leaf_index FROM subjects WHERE run = ?1")?
+            .prepare("SELECT key, leaf_index FROM runs WHERE run = ?1")?
             .query_map([run], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?;
-        tx.execute("DELETE FROM subjects WHERE run = ?1", [run])?;
+        tx.execute("DELETE FROM runs WHERE run = ?1", [run])?;
         let mut insert =
-            tx.prepare("INSERT INTO subjects (run, key, leaf_index) VALUES (?1, ?2, ?3)")?;
+            tx.prepare("INSERT INTO runs (run, key, leaf_index) VALUES (?1, ?2, ?3)")?;
         for (k, leaf) in entries {
             insert.execute(params![run_for(leaf as u64, size), k, leaf])?;
         }
@@ -170,7 +221,7 @@ pub fn cut_back(tx: &Transaction<'_>, size: u64) -> Result<(), LogError> {
 pub fn remove_range(conn: &Connection, from: u64, to: u64, size: u64) -> Result<(), LogError> {
     for run in overlapping(from, to, size) {
         conn.prepare_cached(
-            "DELETE FROM subjects WHERE run = ?1 AND leaf_index >= ?2 AND leaf_index < ?3",
+            "DELETE FROM runs WHERE run = ?1 AND leaf_index >= ?2 AND leaf_index < ?3",
         )?
         .execute(params![run, from as i64, to as i64])?;
     }
@@ -190,22 +241,22 @@ fn overlapping(from: u64, to: u64, size: u64) -> Vec<i64> {
     runs
 }
 
-/// Visits the records about `subject_key` in an index of `size` records,
-/// newest first, until `visit` says it has enough (returns `false`): the
-/// live runs cover disjoint ranges, newest first, so a lookup of a page of
-/// a subject with thousands of records reads about a page of entries.
+/// Visits the records under lookup key `key` in an index of `size`
+/// records, newest first, until `visit` says it has enough (returns
+/// `false`): the live runs cover disjoint ranges, newest first, so a lookup
+/// of a page of a subject with thousands of records reads about a page of
+/// entries.
 pub fn lookup(
     conn: &Connection,
-    subject_key: &[u8],
+    key: i64,
     size: u64,
     mut visit: impl FnMut(u64) -> Result<bool, LogError>,
 ) -> Result<(), LogError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT leaf_index FROM subjects WHERE run = ?1 AND key = ?2 ORDER BY leaf_index DESC",
+        "SELECT leaf_index FROM runs WHERE run = ?1 AND key = ?2 ORDER BY leaf_index DESC",
     )?;
-    let k = key(subject_key);
     for run in live_runs(size) {
-        let mut rows = stmt.query(params![run, k])?;
+        let mut rows = stmt.query(params![run, key])?;
         let mut last = None;
         while let Some(row) = rows.next()? {
             let leaf = row.get::<_, i64>(0)? as u64;
@@ -233,7 +284,7 @@ pub fn entries(
     let mut out: std::collections::HashMap<u64, Vec<i64>> = Default::default();
     for run in overlapping(from, to, size) {
         let mut stmt = conn.prepare_cached(
-            "SELECT leaf_index, key FROM subjects
+            "SELECT leaf_index, key FROM runs
              WHERE run = ?1 AND leaf_index >= ?2 AND leaf_index < ?3",
         )?;
         let rows = stmt.query_map(params![run, from as i64, to as i64], |r| {
@@ -247,21 +298,13 @@ pub fn entries(
     Ok(out)
 }
 
-/// Whether the index holds record `leaf`'s entry under `subject_key`.
-pub fn holds(
-    conn: &Connection,
-    leaf: u64,
-    subject_key: &[u8],
-    size: u64,
-) -> Result<bool, LogError> {
+/// Whether the index holds record `leaf`'s entry under `key`.
+pub fn holds(conn: &Connection, leaf: u64, key: i64, size: u64) -> Result<bool, LogError> {
     let n: i64 = conn
         .prepare_cached(
-            "SELECT count(*) FROM subjects WHERE run = ?1 AND key = ?2 AND leaf_index = ?3",
+            "SELECT count(*) FROM runs WHERE run = ?1 AND key = ?2 AND leaf_index = ?3",
         )?
-        .query_row(
-            params![run_for(leaf, size), key(subject_key), leaf as i64],
-            |r| r.get(0),
-        )?;
+        .query_row(params![run_for(leaf, size), key, leaf as i64], |r| r.get(0))?;
     Ok(n > 0)
 }
 
@@ -271,7 +314,7 @@ pub fn count(conn: &Connection, from: u64, to: u64, size: u64) -> Result<u64, Lo
     for run in overlapping(from, to, size) {
         n += conn
             .prepare_cached(
-                "SELECT count(*) FROM subjects WHERE run = ?1 AND leaf_index >= ?2 AND leaf_index < ?3",
+                "SELECT count(*) FROM runs WHERE run = ?1 AND leaf_index >= ?2 AND leaf_index < ?3",
             )?
             .query_row(params![run, from as i64, to as i64], |r| r.get::<_, i64>(0))?
             as u64;
@@ -284,7 +327,7 @@ pub fn count(conn: &Connection, from: u64, to: u64, size: u64) -> Result<u64, Lo
 pub fn past_end(conn: &Connection, size: u64) -> Result<u64, LogError> {
     let n: i64 = conn
         .prepare_cached(
-            "SELECT count(*) FROM subjects WHERE run >= ?1 AND run < ?2 AND leaf_index >= ?3",
+            "SELECT count(*) FROM runs WHERE run >= ?1 AND run < ?2 AND leaf_index >= ?3",
         )?
         .query_row(
             params![run_id(0, size.saturating_sub(1)), run_id(1, 0), size as i64],
@@ -296,6 +339,18 @@ pub fn past_end(conn: &Connection, size: u64) -> Result<u64, LogError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subject_and_message_keys_never_meet() {
+        for i in 0..1000u32 {
+            let subject =
+                subject_key(ring::digest::digest(&ring::digest::SHA256, &i.to_be_bytes()).as_ref());
+            assert!(subject >= 0);
+            assert!(message_key(&i.to_string()) < 0);
+            assert_ne!(message_key(&i.to_string()), RETENTION_KEY);
+        }
+        assert_ne!(message_key("m-1"), message_key("m-2"));
+    }
 
     #[test]
     fn live_runs_cover_every_record_once() {
@@ -333,13 +388,17 @@ mod tests {
     fn merges_and_cuts_keep_every_entry_findable() {
         let mut conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(SCHEMA).unwrap();
-        let subject = |i: u64| [(i % 7) as u8; 32];
+        let subject = |i: u64| subject_key(&[(i % 7) as u8; 32]);
+        // Every record also has its message's entry (two records a message).
+        let message = |i: u64| message_key(&format!("m-{}", i / 2));
         let n = 70_000u64;
         let mut size = 0;
         while size < n {
             let tx = conn.transaction().unwrap();
             let next = (size + 3_001).min(n);
-            let mut entries: Vec<_> = (size..next).map(|i| entry(i, &subject(i))).collect();
+            let mut entries: Vec<_> = (size..next)
+                .flat_map(|i| [entry(i, subject(i)), entry(i, message(i))])
+                .collect();
             add_all(&tx, &mut entries).unwrap();
             merge(&tx, size, next).unwrap();
             tx.commit().unwrap();
@@ -347,7 +406,7 @@ mod tests {
         }
         let all = |conn: &Connection, size| {
             let mut found = Vec::new();
-            lookup(conn, &subject(3), size, |leaf| {
+            lookup(conn, subject(3), size, |leaf| {
                 found.push(leaf);
                 Ok(true)
             })
@@ -358,20 +417,28 @@ mod tests {
         assert_eq!(all(&conn, n), expected);
         // Newest first across runs, and it stops when asked to.
         let mut first = Vec::new();
-        lookup(&conn, &subject(3), n, |leaf| {
+        lookup(&conn, subject(3), n, |leaf| {
             first.push(leaf);
             Ok(first.len() < 5)
         })
         .unwrap();
         assert_eq!(first, expected[..5]);
-        assert_eq!(count(&conn, 0, n, n).unwrap(), n);
+        assert_eq!(count(&conn, 0, n, n).unwrap(), 2 * n);
+        let mut exchange = Vec::new();
+        lookup(&conn, message(40_001), n, |leaf| {
+            exchange.push(leaf);
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!(exchange, [40_001, 40_000]);
         // Cut back below a merged run: what remains is findable again.
         let tx = conn.transaction().unwrap();
         cut_back(&tx, 65_000).unwrap();
         tx.commit().unwrap();
         let expected: Vec<u64> = (0..65_000).rev().filter(|i| i % 7 == 3).collect();
         assert_eq!(all(&conn, 65_000), expected);
-        assert!(holds(&conn, 64_999, &subject(64_999), 65_000).unwrap());
+        assert!(holds(&conn, 64_999, subject(64_999), 65_000).unwrap());
+        assert!(holds(&conn, 64_999, message(64_999), 65_000).unwrap());
         assert_eq!(past_end(&conn, 65_000).unwrap(), 0);
     }
 }
