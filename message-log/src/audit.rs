@@ -81,11 +81,22 @@ impl AuditStatus {
             s.cursor
         };
         let to = size.min(from.saturating_add(batch));
-        let audit = reader.audit(from, to)?;
+        // A batch that cannot be audited is a finding, not a pause: the
+        // cursor moves on, and /health says so (rather than the audit
+        // stopping there, unseen, for good).
+        let found = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            reader.audit(from, to)
+        })) {
+            Ok(Ok(audit)) => audit.mismatches,
+            Ok(Err(e)) => vec![format!("records {from} to {to} could not be audited: {e}")],
+            Err(_) => vec![format!(
+                "records {from} to {to} could not be audited: the audit failed (a panic; see the log)"
+            )],
+        };
         let mut s = self.lock();
         s.cursor = to;
         s.checked += to - from;
-        for m in audit.mismatches {
+        for m in found {
             if s.distinct.contains(&m) || s.distinct.len() >= COUNTED {
                 continue;
             }

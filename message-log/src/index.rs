@@ -419,6 +419,11 @@ impl Segments {
         self.tiles.get_or_insert_with(|| Tiles::open(dir))
     }
 
+    /// The index's size after this [`Segments`]' last batch.
+    pub fn indexed(&self) -> Option<u64> {
+        self.indexed
+    }
+
     /// The records' entries of the log in `dir`.
     pub fn locations(&mut self, dir: &Path) -> &mut Locations {
         self.locations.get_or_insert_with(|| Locations::open(dir))
@@ -708,7 +713,8 @@ fn catch_up_batch(
     debug_assert_eq!(entries.len() as u64, (size - start) * locations::ENTRY);
     segments.locations(dir).write(start, &entries)?;
     pending.write(segments.tiles(dir))?;
-    if size - synced >= SYNC_EVERY {
+    // (`synced` above `size` only in an index edited by hand.)
+    if size.saturating_sub(synced) >= SYNC_EVERY {
         segments.tiles(dir).sync()?;
         segments.locations(dir).sync()?;
         synced = size;

@@ -160,6 +160,12 @@ impl Locations {
         let Some(f) = self.file(false)? else {
             return Ok(Vec::new());
         };
+        // Never more than the file holds (a position edited far past it
+        // must not make a reader allocate for it).
+        let to = to.min(f.metadata()?.len() / ENTRY);
+        if from >= to {
+            return Ok(Vec::new());
+        }
         let mut buf = vec![0u8; ((to - from) * ENTRY) as usize];
         let mut read = 0;
         while read < buf.len() {
@@ -179,7 +185,11 @@ impl Locations {
 
     /// Record `i`'s entry, if the file holds one.
     pub fn get(&mut self, i: u64) -> Result<Option<Row>, LogError> {
-        Ok(self.range(i, i + 1)?.into_iter().next().flatten())
+        Ok(self
+            .range(i, i.saturating_add(1))?
+            .into_iter()
+            .next()
+            .flatten())
     }
 
     /// Writes the entries `bytes` (whole entries) from record `first` on.
@@ -190,12 +200,17 @@ impl Locations {
             .map_err(|e| LogError(format!("{}: {e}", self.path.display())))
     }
 
-    /// Marks records `[from, to)` pruned by retention, durably.
+    /// Marks records `[from, to)` pruned by retention, durably (each of
+    /// them, whether the file held its entry or not).
     pub fn mark_pruned(&mut self, from: u64, to: u64) -> Result<(), LogError> {
+        if from > to {
+            return Err(LogError(format!("no records from {from} to {to}")));
+        }
+        let held = self.range(from, to)?;
         let mut bytes = Vec::with_capacity(((to - from) * ENTRY) as usize);
-        for (row, i) in self.range(from, to)?.into_iter().zip(from..) {
+        for i in from..to {
             let mut pruned = Row::pruned(i);
-            if let Some(row) = row {
+            if let Some(Some(row)) = held.get((i - from) as usize) {
                 pruned.hash_only = row.hash_only;
             }
             bytes.extend_from_slice(&pruned.encode()?);

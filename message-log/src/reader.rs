@@ -9,6 +9,7 @@
 //! ([`crate::index::catch_up`]), so it never misses a record the writer
 //! acknowledged.
 
+use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -208,6 +209,12 @@ impl LogReader {
             return Err(LogError(format!("record {i} was pruned")));
         }
         let (file, key, _) = segments.get(&self.dir, &self.keys, row.segment as u64)?;
+        if row.offset.saturating_add(row.len) > file.metadata()?.len() {
+            return Err(LogError(format!(
+                "record {i}: its index entry points past the end of segment {}",
+                row.segment
+            )));
+        }
         let mut sealed = vec![0u8; row.len as usize];
         file.read_exact_at(&mut sealed, row.offset)
             .map_err(|e| LogError(format!("record {i}: {e}")))?;
@@ -457,7 +464,8 @@ impl LogReader {
         const SLACK_MS: i64 = 60_000;
         const PAGE: u64 = 1_000;
         let mut g = self.fresh();
-        let mut below = index::size(&g.index)?;
+        let size = index::size(&g.index)?;
+        let mut below = g.segments.locations(&self.dir).coverage(size)?;
         while below > 0 {
             let from = below.saturating_sub(PAGE);
             let rows = self.rows_between(&mut g, from, below)?;
@@ -546,6 +554,9 @@ impl LogReader {
     /// range is the fold of the stored nodes below it. At the end of the log: no index entry past
     /// it, and the segments hold every indexed record.
     pub fn audit(&self, from: u64, to: u64) -> Result<Audit, LogError> {
+        // What the writer had acknowledged before the index caught up to
+        // it: the index holds at least that much, or cannot follow.
+        let floor = self.writer.as_ref().map(|w| w.acknowledged());
         let mut g = self.fresh();
         // The audit reads what the directory holds now, not a file this
         // reader opened before another was put in its place.
@@ -586,6 +597,10 @@ impl LogReader {
                 out.mismatches.push(format!("retention markers: {e}"));
                 Vec::new()
             });
+            let listed = crate::segment::list(&self.dir)?;
+            // Whether the log holds each marker's retention record, by the
+            // marker's first record (looked up once an audit).
+            let mut recorded: HashMap<u64, bool> = HashMap::new();
             for (i, row) in (from..).zip(&rows) {
                 let Some(row) = row else {
                     unopened_entries += entries.get(&i).map_or(0, |keys| keys.len() as u64);
@@ -598,16 +613,46 @@ impl LogReader {
                     let marked = markers.iter().find(|m| m.from <= i && i < m.to);
                     match marked {
                         Some(m)
-                            if Some(m.leaf_hashes[(i - m.from) as usize].as_slice()) == node =>
+                            if node.is_some()
+                                && m.leaf_hashes
+                                    .get((i - m.from) as usize)
+                                    .map(|h| h.as_slice())
+                                    == node =>
                         {
-                            if i == m.from {
-                                match self.retention_recorded(&mut g, m) {
-                                    Ok(true) => {}
-                                    Ok(false) => out.mismatches.push(format!(
-                                        "records {} to {}: pruned, but the log holds no retention record for them",
-                                        m.from, m.to
-                                    )),
-                                    Err(e) => out.mismatches.push(e.0),
+                            // A marker stands only for a segment retention
+                            // took: its retention record is in the log
+                            // (whichever of its records is audited), and
+                            // no segment left holds the record — unless it
+                            // is that very segment, its prune cut short
+                            // (the next plan finishes it).
+                            let vouched = match recorded.get(&m.from) {
+                                Some(v) => *v,
+                                None => {
+                                    let v = match self.retention_recorded(&mut g, m) {
+                                        Ok(v) => v,
+                                        Err(e) => {
+                                            out.mismatches.push(e.0);
+                                            false
+                                        }
+                                    };
+                                    if !v {
+                                        out.mismatches.push(format!(
+                                            "records {} to {}: pruned, but the log holds no retention record for them",
+                                            m.from, m.to
+                                        ));
+                                    }
+                                    recorded.insert(m.from, v);
+                                    v
+                                }
+                            };
+                            if let Some(at) = listed.iter().rposition(|(f, _)| *f <= i) {
+                                let next = listed.get(at + 1).map(|(f, _)| *f);
+                                let cut_short =
+                                    vouched && listed[at].0 == m.from && next == Some(m.to);
+                                if !cut_short {
+                                    out.mismatches.push(format!(
+                                        "record {i}: marked pruned, but a segment still holds it"
+                                    ));
                                 }
                             }
                         }
@@ -687,6 +732,23 @@ impl LogReader {
                 out.mismatches
                     .push(format!("the index holds {past} entries past the log's end"));
             }
+            if let Some(floor) = floor
+                && size < floor
+            {
+                out.mismatches.push(format!(
+                    "the index stops at {size} records, short of the {floor} the writer acknowledged (it cannot follow the segments)"
+                ));
+            }
+            // The index only grows, but for a crash's tail cut back at a
+            // start: a position that went back under a running reader was
+            // edited (and this reader would not look again).
+            if let Some(indexed) = g.segments.indexed()
+                && indexed > size
+            {
+                out.mismatches.push(format!(
+                    "the index's position went back from {indexed} to {size} records (edited index)"
+                ));
+            }
             let durable = crate::segment::recover_tail(&self.dir, false)?.size;
             if durable < size && !markers_reach(&self.dir, size)? {
                 out.mismatches.push(format!(
@@ -713,11 +775,28 @@ impl LogReader {
             return Ok(None);
         }
         let rows = self.rows_between(&mut g, first, next)?;
-        // A prune cut short after it began marking the entries: finish it.
-        if rows.iter().flatten().any(|r| r.segment < 0)
-            && let Some(m) = Marker::starting_at(&self.dir, first)?
-            && m.to == next
-        {
+        // A prune cut short after it began marking the entries: finish it,
+        // once its marker is the segment's (hashes and all) and its
+        // retention record is in the log — never on the entries' word.
+        if rows.iter().flatten().any(|r| r.segment < 0) {
+            let leaves = g.segments.tiles(&self.dir).leaf_hashes(first, next)?;
+            let finishable = match Marker::starting_at(&self.dir, first)? {
+                Some(m)
+                    if m.to == next
+                        && (first..next)
+                            .zip(&m.leaf_hashes)
+                            .all(|(i, h)| leaves.get(&i) == Some(h))
+                        && self.retention_recorded(&mut g, &m)? =>
+                {
+                    Some(m)
+                }
+                _ => None,
+            };
+            let Some(m) = finishable else {
+                return Err(LogError(format!(
+                    "segment {first}: its index entries say pruned, and no retention of it is recorded (an edited index); not pruning"
+                )));
+            };
             drop(g);
             self.prune(&m)?;
             return self.plan_prune(before_ms, now_ms);
@@ -760,15 +839,29 @@ impl LogReader {
     pub fn prune(&self, marker: &Marker) -> Result<u64, LogError> {
         let mut g = self.lock();
         let inner = &mut *g;
-        // Marked first: a crash after it finishes the prune at the next plan.
-        inner
-            .segments
-            .locations(&self.dir)
-            .mark_pruned(marker.from, marker.to)?;
-        let tx = inner.index.unchecked_transaction()?;
-        let size = index::size(&tx)?;
-        crate::runs::remove_range(&tx, marker.from, marker.to, size)?;
-        tx.commit()?;
+        // Under the index's write lock from the start (a read upgraded to a
+        // write fails at once when the indexer has just committed), and
+        // durable before the segment goes: after a power loss, lookup
+        // entries of records whose segment is gone would remain.
+        inner.index.pragma_update(None, "synchronous", "FULL")?;
+        let removed = (|| {
+            let tx = rusqlite::Transaction::new_unchecked(
+                &inner.index,
+                rusqlite::TransactionBehavior::Immediate,
+            )?;
+            // Marked first: a crash after it finishes the prune at the
+            // next plan.
+            inner
+                .segments
+                .locations(&self.dir)
+                .mark_pruned(marker.from, marker.to)?;
+            let size = index::size(&tx)?;
+            crate::runs::remove_range(&tx, marker.from, marker.to, size)?;
+            tx.commit()?;
+            Ok::<_, LogError>(())
+        })();
+        inner.index.pragma_update(None, "synchronous", "NORMAL")?;
+        removed?;
         g.segments.clear();
         let path = self.dir.join(crate::segment::file_name(marker.from));
         std::fs::remove_file(&path)?;

@@ -97,7 +97,8 @@ impl Marker {
         let to = u64::from_be_bytes(body[16..24].try_into().expect("8 bytes"));
         let pruned_at_ms = i64::from_be_bytes(body[24..32].try_into().expect("8 bytes"));
         let hashes = &body[32..];
-        if to < from || hashes.len() as u64 != 32 * (to - from) {
+        let expected = to.checked_sub(from).and_then(|n| n.checked_mul(32));
+        if expected != Some(hashes.len() as u64) {
             return Err(bad("its range and its hashes disagree"));
         }
         Ok(Marker {

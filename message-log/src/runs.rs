@@ -80,6 +80,13 @@ pub fn message_key(message_id: &str) -> i64 {
     i64::from_be_bytes(b) | i64::MIN
 }
 
+/// The records run `run` covers.
+fn range_of(run: i64) -> std::ops::Range<u64> {
+    let level = (run >> 48) as u32;
+    let first = ((run & ((1 << 48) - 1)) as u64) << bits(level);
+    first..first + (1u64 << bits(level))
+}
+
 /// The run that holds `leaf` in an index of `size` records: the highest
 /// level whose aligned range around it is complete.
 pub fn run_for(leaf: u64, size: u64) -> i64 {
@@ -256,10 +263,18 @@ pub fn lookup(
         "SELECT leaf_index FROM runs WHERE run = ?1 AND key = ?2 ORDER BY leaf_index DESC",
     )?;
     for run in live_runs(size) {
+        let held = range_of(run);
         let mut rows = stmt.query(params![run, key])?;
         let mut last = None;
         while let Some(row) = rows.next()? {
-            let leaf = row.get::<_, i64>(0)? as u64;
+            let leaf = row.get::<_, i64>(0)?;
+            // An entry a run cannot hold (edited in) names nothing.
+            let Ok(leaf) = u64::try_from(leaf) else {
+                continue;
+            };
+            if !held.contains(&leaf) || leaf >= size {
+                continue;
+            }
             // A run holds a record once; a key collision is a candidate
             // like any other (the reader checks each).
             if last == Some(leaf) {
@@ -440,5 +455,22 @@ mod tests {
         assert!(holds(&conn, 64_999, subject(64_999), 65_000).unwrap());
         assert!(holds(&conn, 64_999, message(64_999), 65_000).unwrap());
         assert_eq!(past_end(&conn, 65_000).unwrap(), 0);
+        // Entries edited in where no run holds them name nothing.
+        let live = live_runs(65_000);
+        for (run, leaf) in [
+            (live[0], -1),
+            (live[0], 1i64 << 40),
+            (live[0], 64_999 + 1),
+            (live[live.len() - 1], 5_000),
+        ] {
+            conn.execute(
+                "INSERT OR IGNORE INTO runs (run, key, leaf_index) VALUES (?1, ?2, ?3)",
+                params![run, subject(3), leaf],
+            )
+            .unwrap();
+        }
+        assert_eq!(all(&conn, 65_000), expected);
+        // Those past the end are what the audit counts there.
+        assert_eq!(past_end(&conn, 65_000).unwrap(), 2);
     }
 }

@@ -928,11 +928,21 @@ fn indexer(mut conn: rusqlite::Connection, dir: PathBuf, keys: LogKeys, progress
         last = Instant::now();
         let acknowledged = *lock(&progress.committed);
         segments.receive(progress.take());
-        match index::catch_up(&mut conn, &dir, &keys, &mut segments, Some(acknowledged)) {
-            Ok(n) => {
+        let caught_up = index::catch_up(&mut conn, &dir, &keys, &mut segments, Some(acknowledged))
+            .and_then(|n| {
                 progress.indexed.store(n, Ordering::Relaxed);
-                failing = false;
-            }
+                // Short of what the writer acknowledged with nothing left
+                // to add: the index cannot follow (an edited position);
+                // waited on like any failure, never spun on.
+                if n < acknowledged {
+                    return Err(crate::LogError(format!(
+                        "the index stops at record {n} of the {acknowledged} acknowledged"
+                    )));
+                }
+                Ok(n)
+            });
+        match caught_up {
+            Ok(_) => failing = false,
             Err(e) => {
                 if !failing {
                     tracing::error!(error = %e, "message log index cannot follow the log");

@@ -592,6 +592,142 @@ async fn forged_retention_marker_passes_for_pruning() {
     );
 }
 
+/// No key needed: one of the citizen's records made to look pruned in
+/// the middle of a live segment — its lookup entries deleted, its entry in
+/// `records.loc` marked pruned, and a marker forged for a range around it
+/// from the tiles' leaf hashes. The audit does not take the marker for
+/// pruning wherever the record lies in it: no retention record names the
+/// range, and a segment still holds the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_marked_pruned_inside_a_live_segment_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), 40, small()).await;
+    let x = 15;
+    assert!(citizen_records(dir.path()).contains(&x));
+    let db = rusqlite::Connection::open(index::path(dir.path())).unwrap();
+    db.execute("DELETE FROM runs WHERE leaf_index = ?1", [x as i64])
+        .unwrap();
+    drop(db);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(locations::path(dir.path()))
+        .unwrap();
+    f.write_all_at(&u64::MAX.to_be_bytes(), x * locations::ENTRY)
+        .unwrap();
+    // The record is not the marker's first: the audit must not check the
+    // retention record only there.
+    Marker {
+        from: x - 1,
+        to: x + 1,
+        pruned_at_ms: now_ms(),
+        leaf_hashes: leaf_hashes(dir.path(), x - 1, x + 1),
+    }
+    .write(dir.path())
+    .unwrap();
+    assert!(
+        !citizen_records(dir.path()).contains(&x),
+        "hidden from lookups"
+    );
+    let found = audit(dir.path());
+    assert!(
+        found
+            .iter()
+            .any(|m| m.contains("the log holds no retention record")),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|m| m == &format!("record {x}: marked pruned, but a segment still holds it")),
+        "{found:?}"
+    );
+}
+
+/// No key needed: the first segment's entries marked pruned and a marker
+/// for it forged from the tiles, as a prune cut short would leave them —
+/// but with no retention record in the log. Retention does not finish
+/// that "prune": the segment stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_does_not_finish_a_prune_the_log_never_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = SegmentLog::open_with(dir.path(), keys(), small()).unwrap();
+    for i in 0..40 {
+        let mut r = record(i);
+        r.at_ms = 1000 + i as i64;
+        log.append(r).await.unwrap();
+    }
+    log.close();
+    let list = segment::list(dir.path()).unwrap();
+    let (from, to) = (list[0].0, list[1].0);
+    Marker {
+        from,
+        to,
+        pruned_at_ms: now_ms(),
+        leaf_hashes: leaf_hashes(dir.path(), from, to),
+    }
+    .write(dir.path())
+    .unwrap();
+    locations::Locations::open(dir.path())
+        .mark_pruned(from, from + 1)
+        .unwrap();
+    let plan = reader(dir.path()).plan_prune(10_000, 20_000);
+    assert!(plan.is_err(), "{plan:?}");
+    assert!(list[0].1.exists(), "the segment is still there");
+}
+
+/// No key needed: the index's position moved back under a running reader
+/// (records after it would no longer be found): the reader's audit says
+/// so — as a position that went back when it no longer reads the index
+/// (a server's reader, which knows the writer's acknowledged end), as an
+/// index that cannot follow when it indexes the records again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_moved_back_under_a_running_reader_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    // A server's reader, following its writer.
+    let log = SegmentLog::open(dir.path(), keys()).unwrap();
+    for i in 0..30 {
+        log.append(record(i)).await.unwrap();
+    }
+    let r = reader(dir.path()).following(log.acknowledged());
+    assert_eq!(r.tree_size().unwrap(), 30);
+    let db = rusqlite::Connection::open(index::path(dir.path())).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    db.execute("UPDATE position SET size = 20", []).unwrap();
+    drop(db);
+    let found = r.audit(0, u64::MAX).unwrap().mismatches;
+    assert!(
+        found
+            .iter()
+            .any(|m| m.contains("position went back from 30 to 20")),
+        "{found:?}"
+    );
+    // A reader that indexes again finds it cannot follow.
+    let found = reader(dir.path()).audit(0, u64::MAX).unwrap().mismatches;
+    assert!(!found.is_empty());
+    drop(r);
+    log.close();
+}
+
+/// No key needed: a retention marker claiming a range far larger than the
+/// hashes it holds is refused, never taken for a huge pruned range (nor
+/// does it make the audit panic).
+#[test]
+fn a_marker_claiming_more_records_than_it_holds_is_refused() {
+    let m = Marker {
+        from: 3,
+        to: 4,
+        pruned_at_ms: 0,
+        leaf_hashes: vec![[1; 32]],
+    };
+    let mut bytes = m.encode();
+    // `to` = 3 + 2^59: 32 × 2^59 wraps to 0 in 64 bits.
+    bytes[16..24].copy_from_slice(&(3u64 + (1 << 59)).to_be_bytes());
+    bytes.truncate(32);
+    let crc = crc32fast::hash(&bytes);
+    bytes.extend_from_slice(&crc.to_be_bytes());
+    assert!(Marker::decode(&bytes).is_err());
+}
+
 /// No key needed: a middle segment deleted (or one record in it made
 /// unopenable) and the index rebuilt. The index stops at the gap, keeping
 /// what came before, and the audit reports why it cannot follow.
