@@ -236,10 +236,16 @@ impl Keys {
     }
 
     /// The keys [`Keys::of`] finds in the record `r` is sealed as, from
-    /// `r` itself (`subject_key`: the keyed hash of its data subject).
-    pub fn of_record(r: &crate::LogRecord, subject_key: Option<[u8; 32]>) -> Keys {
+    /// `r` itself (`subject_key`: the keyed hash of its data subject;
+    /// `message_key`: [`crate::runs::message_key`] of its message id).
+    pub fn of_record(
+        r: &crate::LogRecord,
+        subject_key: Option<[u8; 32]>,
+        message_key: i64,
+    ) -> Keys {
+        debug_assert_eq!(message_key, crate::runs::message_key(&r.message_id));
         Keys {
-            message: Some(crate::runs::message_key(&r.message_id)),
+            message: Some(message_key),
             subject_key,
             retention: r.phase == crate::Phase::Retention,
         }
@@ -928,7 +934,7 @@ mod tests {
                 LogLeaf::decode(crate::leaf::leaf_bytes(&r, subject, None).as_slice()).unwrap();
             let hashed = (!r.data_subject.is_empty()).then(|| keys.subject_hash(&r.data_subject));
             assert_eq!(
-                Keys::of_record(&r, hashed),
+                Keys::of_record(&r, hashed, crate::runs::message_key(&r.message_id)),
                 Keys::of(&leaf, &r.data_subject, &keys)
             );
         }

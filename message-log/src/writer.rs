@@ -93,6 +93,9 @@ struct Job {
     record: LogRecord,
     /// The keyed hash of its data subject, made on the appender's thread.
     subject_key: Option<[u8; 32]>,
+    /// The lookup key of its message id ([`crate::runs::message_key`]),
+    /// made there too.
+    message_key: i64,
     done: oneshot::Sender<Result<(), LogError>>,
 }
 
@@ -784,7 +787,7 @@ impl Writer {
             // into the leaf and the sealed record, and its appender is
             // answered whatever the commit's outcome.
             let r = std::mem::take(&mut job.record);
-            let keys = Keys::of_record(&r, job.subject_key);
+            let keys = Keys::of_record(&r, job.subject_key, job.message_key);
             let digest = (!r.envelope.is_empty()).then(|| lienthong_proto::sha256(&r.envelope));
             let (stored, commitment) = stored(r, &salt, hidden_salt, digest);
             let leaf_hash = merkle::leaf_hash(&stored.leaf);
@@ -972,6 +975,7 @@ impl MessageLog for SegmentLog {
         let (done, answer) = oneshot::channel();
         let subject_key =
             (!record.data_subject.is_empty()).then(|| self.subjects.hash(&record.data_subject));
+        let message_key = crate::runs::message_key(&record.message_id);
         let queued = {
             let mut q = lock(&self.shared.queue);
             if q.stopped {
@@ -980,6 +984,7 @@ impl MessageLog for SegmentLog {
                 q.jobs.push_back(Job {
                     record,
                     subject_key,
+                    message_key,
                     done,
                 });
                 true
