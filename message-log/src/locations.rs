@@ -162,21 +162,8 @@ impl Locations {
         };
         // Never more than the file holds (a position edited far past it
         // must not make a reader allocate for it).
-        let to = to.min(f.metadata()?.len() / ENTRY);
-        if from >= to {
-            return Ok(Vec::new());
-        }
-        let mut buf = vec![0u8; ((to - from) * ENTRY) as usize];
-        let mut read = 0;
-        while read < buf.len() {
-            match f.read_at(&mut buf[read..], from * ENTRY + read as u64) {
-                Ok(0) => break,
-                Ok(n) => read += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(self.err(e)),
-            }
-        }
-        Ok(buf[..read - read % ENTRY as usize]
+        let buf = crate::segment::read_items(f, from, to - from, ENTRY).map_err(|e| self.err(e))?;
+        Ok(buf
             .chunks_exact(ENTRY as usize)
             .zip(from..)
             .map(|(b, i)| Row::decode(i, b))

@@ -455,6 +455,24 @@ fn move_aside(path: &Path, from: u64, file: &mut File, len: u64) -> Result<(), L
 }
 
 /// Makes a directory entry (a new or removed file) durable.
+/// Items `first` to `first + count` of `unit` bytes each from `f`, as many
+/// whole ones as the file holds (never allocating for more than it holds).
+pub(crate) fn read_items(f: &File, first: u64, count: u64, unit: u64) -> std::io::Result<Vec<u8>> {
+    let held = (f.metadata()?.len() / unit).saturating_sub(first);
+    let mut buf = vec![0u8; (count.min(held) * unit) as usize];
+    let mut read = 0;
+    while read < buf.len() {
+        match f.read_at(&mut buf[read..], first * unit + read as u64) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(read - read % unit as usize);
+    Ok(buf)
+}
+
 pub fn sync_dir(dir: &Path) -> Result<(), LogError> {
     File::open(dir)?.sync_all()?;
     Ok(())

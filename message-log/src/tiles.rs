@@ -202,17 +202,9 @@ impl Tiles {
         let Some(f) = self.file(level, false)? else {
             return Ok(Vec::new());
         };
-        let mut buf = vec![0u8; ((hi - lo) * NODE) as usize];
-        let mut read = 0;
-        while read < buf.len() {
-            match f.read_at(&mut buf[read..], lo * NODE + read as u64) {
-                Ok(0) => break,
-                Ok(n) => read += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(LogError(format!("tree level {level}: {e}"))),
-            }
-        }
-        Ok(buf[..read - read % NODE as usize]
+        let buf = crate::segment::read_items(f, lo, hi - lo, NODE)
+            .map_err(|e| LogError(format!("tree level {level}: {e}")))?;
+        Ok(buf
             .chunks_exact(NODE as usize)
             .map(|c| c.try_into().expect("chunks of 32 bytes"))
             .collect())

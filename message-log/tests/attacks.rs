@@ -64,6 +64,20 @@ async fn write(dir: &Path, n: usize, options: Options) {
     log.close();
 }
 
+/// Writes records `0..40` dated 1000 + i Unix ms (prunable by any
+/// retention period), `edit` changing each first, in segments of a few
+/// records; the log is left open.
+async fn old_records(dir: &Path, edit: impl Fn(&mut LogRecord)) -> SegmentLog {
+    let log = SegmentLog::open_with(dir, keys(), small()).unwrap();
+    for i in 0..40 {
+        let mut r = record(i);
+        r.at_ms = 1000 + i as i64;
+        edit(&mut r);
+        log.append(r).await.unwrap();
+    }
+    log
+}
+
 fn small() -> Options {
     Options {
         segment_bytes: 4096,
@@ -366,16 +380,13 @@ async fn a_position_cut_back_after_a_crash_is_sealed_again_under_a_new_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_of_the_log_directory_reveals_nothing_personal() {
     let dir = tempfile::tempdir().unwrap();
-    let log = SegmentLog::open_with(dir.path(), keys(), small()).unwrap();
-    for i in 0..40 {
-        let mut r = record(i);
-        r.at_ms = 1000 + i as i64;
-        if i == 7 {
+    let log = old_records(dir.path(), |r| {
+        if r.message_id == "m-7" {
             r.withheld_until_ms = 2000;
         }
         r.body = Some(bytes::Bytes::from(format!("body naming {CITIZEN}")));
-        log.append(r).await.unwrap();
-    }
+    })
+    .await;
     let r = reader(dir.path());
     while let Some(plan) = r.plan_prune(10_000, 20_000).unwrap() {
         log.append(plan.record(20_000)).await.unwrap();
@@ -423,15 +434,12 @@ async fn a_copy_of_the_log_directory_reveals_nothing_personal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_ignores_index_edits_that_would_prune_a_withheld_record() {
     let dir = tempfile::tempdir().unwrap();
-    let log = SegmentLog::open_with(dir.path(), keys(), small()).unwrap();
-    for i in 0..40 {
-        let mut r = record(i);
-        r.at_ms = 1000 + i as i64;
-        if i == 3 {
+    let log = old_records(dir.path(), |r| {
+        if r.message_id == "m-3" {
             r.withheld_until_ms = 1_000_000;
         }
-        log.append(r).await.unwrap();
-    }
+    })
+    .await;
     log.close();
     let r = reader(dir.path());
     let _ = r.tree_size().unwrap();
@@ -650,12 +658,7 @@ async fn a_record_marked_pruned_inside_a_live_segment_is_found() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_does_not_finish_a_prune_the_log_never_recorded() {
     let dir = tempfile::tempdir().unwrap();
-    let log = SegmentLog::open_with(dir.path(), keys(), small()).unwrap();
-    for i in 0..40 {
-        let mut r = record(i);
-        r.at_ms = 1000 + i as i64;
-        log.append(r).await.unwrap();
-    }
+    let log = old_records(dir.path(), |_| {}).await;
     log.close();
     let list = segment::list(dir.path()).unwrap();
     let (from, to) = (list[0].0, list[1].0);
@@ -920,12 +923,7 @@ async fn a_reader_never_counts_a_commit_the_writer_has_not_acknowledged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_resumes_after_a_crash_inside_prune() {
     let dir = tempfile::tempdir().unwrap();
-    let log = SegmentLog::open_with(dir.path(), keys(), small()).unwrap();
-    for i in 0..40 {
-        let mut r = record(i);
-        r.at_ms = 1000 + i as i64;
-        log.append(r).await.unwrap();
-    }
+    let log = old_records(dir.path(), |_| {}).await;
     let r = reader(dir.path());
     let plan = r.plan_prune(10_000, 20_000).unwrap().unwrap();
     log.append(plan.record(20_000)).await.unwrap();
