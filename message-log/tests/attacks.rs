@@ -215,6 +215,19 @@ fn leaf_hashes(dir: &Path, from: u64, to: u64) -> Vec<[u8; 32]> {
         .collect()
 }
 
+/// A retention marker for records `[from, to)`, made from the tiles' leaf
+/// hashes (no key needed), written into the log's directory.
+fn forge_marker(dir: &Path, from: u64, to: u64) {
+    Marker {
+        from,
+        to,
+        pruned_at_ms: now_ms(),
+        leaf_hashes: leaf_hashes(dir, from, to),
+    }
+    .write(dir)
+    .unwrap();
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -577,14 +590,7 @@ async fn forged_retention_marker_passes_for_pruning() {
     assert!(list.len() >= 3);
     let (from, to) = (list[0].0, list[1].0);
     assert!(from == 0 && to > 5, "record 5 is in the first segment");
-    Marker {
-        from,
-        to,
-        pruned_at_ms: now_ms(),
-        leaf_hashes: leaf_hashes(dir.path(), from, to),
-    }
-    .write(dir.path())
-    .unwrap();
+    forge_marker(dir.path(), from, to);
     std::fs::remove_file(&list[0].1).unwrap();
     index::remove(dir.path()).unwrap();
     let r = reader(dir.path());
@@ -624,14 +630,7 @@ async fn a_record_marked_pruned_inside_a_live_segment_is_found() {
         .unwrap();
     // The record is not the marker's first: the audit must not check the
     // retention record only there.
-    Marker {
-        from: x - 1,
-        to: x + 1,
-        pruned_at_ms: now_ms(),
-        leaf_hashes: leaf_hashes(dir.path(), x - 1, x + 1),
-    }
-    .write(dir.path())
-    .unwrap();
+    forge_marker(dir.path(), x - 1, x + 1);
     assert!(
         !citizen_records(dir.path()).contains(&x),
         "hidden from lookups"
@@ -662,14 +661,7 @@ async fn retention_does_not_finish_a_prune_the_log_never_recorded() {
     log.close();
     let list = segment::list(dir.path()).unwrap();
     let (from, to) = (list[0].0, list[1].0);
-    Marker {
-        from,
-        to,
-        pruned_at_ms: now_ms(),
-        leaf_hashes: leaf_hashes(dir.path(), from, to),
-    }
-    .write(dir.path())
-    .unwrap();
+    forge_marker(dir.path(), from, to);
     locations::Locations::open(dir.path())
         .mark_pruned(from, from + 1)
         .unwrap();
