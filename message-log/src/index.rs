@@ -108,7 +108,9 @@ fn try_open(dir: &Path) -> Result<Connection, LogError> {
         [],
         |r| r.get(0),
     )?;
-    if version < LAYOUT && tables > 0 {
+    // Older or newer (a release rolled back): either way rebuilt, never
+    // read in a layout this release does not know.
+    if version != LAYOUT && tables > 0 {
         return Err(LogError(format!(
             "index layout {version}, this version keeps layout {LAYOUT}"
         )));

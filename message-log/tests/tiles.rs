@@ -314,6 +314,29 @@ async fn tiles_of_every_level_lose_the_levels_no_longer_stored() {
     assert_eq!(files, [0, 4]);
 }
 
+/// An index of a layout from a later release (one rolled back) is rebuilt,
+/// never read in a layout this release does not know.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_of_a_newer_layout_is_rebuilt() {
+    let (dir, root) = log().await;
+    let layout = |dir: &Path| -> i64 {
+        rusqlite::Connection::open(index::path(dir))
+            .unwrap()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap()
+    };
+    let ours = layout(dir.path());
+    {
+        let db = rusqlite::Connection::open(index::path(dir.path())).unwrap();
+        db.execute_batch(
+            "DELETE FROM runs; UPDATE position SET size = 7; PRAGMA user_version = 99;",
+        )
+        .unwrap();
+    }
+    recovered(dir.path(), root, "newer layout").await;
+    assert_eq!(layout(dir.path()), ours);
+}
+
 /// An index of the layout that kept nodes in SQLite is rebuilt, tiles and
 /// all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
