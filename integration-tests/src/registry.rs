@@ -58,7 +58,21 @@ impl TestRegistry {
         // A restart binds the same port again, so the anchor stays true.
         let mut opts = RegistryOptions::new(self.path(), self.addr);
         opts.publish_interval = self.publish_interval;
-        let r = Registry::start(opts).await.expect("registry starts");
+        // The home's lock is an OS lock on an open file: a child another
+        // test of this process forks in that instant holds a copy of the
+        // stopped registry's descriptor until it execs, and with it the
+        // lock. Only that refusal, naming this very process, is waited out.
+        let ours = format!("already served by process {}", std::process::id());
+        let mut tries = 0;
+        let r = loop {
+            match Registry::start(opts.clone()).await {
+                Err(e) if tries < 50 && e.to_string().contains(&ours) => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                r => break r.expect("registry starts"),
+            }
+        };
         self.addr = r.local_addr();
         // The anchor names the address actually bound.
         self.anchor.registry_addresses = vec![self.addr.to_string()];

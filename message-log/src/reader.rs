@@ -598,9 +598,22 @@ impl LogReader {
                 Vec::new()
             });
             let listed = crate::segment::list(&self.dir)?;
+            // Retention takes whole segments, one after another: markers
+            // never overlap (an overlapping one could borrow another's
+            // retention record below).
+            let mut ranges: Vec<(u64, u64)> = markers.iter().map(|m| (m.from, m.to)).collect();
+            ranges.sort_unstable();
+            for pair in ranges.windows(2) {
+                if pair[1].0 < pair[0].1 {
+                    out.mismatches.push(format!(
+                        "retention markers of records {} to {} and {} to {} overlap",
+                        pair[0].0, pair[0].1, pair[1].0, pair[1].1
+                    ));
+                }
+            }
             // Whether the log holds each marker's retention record, by the
-            // marker's first record (looked up once an audit).
-            let mut recorded: HashMap<u64, bool> = HashMap::new();
+            // marker's range (looked up once an audit).
+            let mut recorded: HashMap<(u64, u64), bool> = HashMap::new();
             for (i, row) in (from..).zip(&rows) {
                 let Some(row) = row else {
                     unopened_entries += entries.get(&i).map_or(0, |keys| keys.len() as u64);
@@ -625,7 +638,7 @@ impl LogReader {
                             // no segment left holds the record — unless it
                             // is that very segment, its prune cut short
                             // (the next plan finishes it).
-                            let vouched = match recorded.get(&m.from) {
+                            let vouched = match recorded.get(&(m.from, m.to)) {
                                 Some(v) => *v,
                                 None => {
                                     let v = match self.retention_recorded(&mut g, m) {
@@ -641,7 +654,7 @@ impl LogReader {
                                             m.from, m.to
                                         ));
                                     }
-                                    recorded.insert(m.from, v);
+                                    recorded.insert((m.from, m.to), v);
                                     v
                                 }
                             };
@@ -810,18 +823,27 @@ impl LogReader {
         let mut hashes = Vec::with_capacity(rows.len());
         let mut through_ms = 0;
         for row in &rows {
-            if !row.hash_only {
-                // Decided on the record itself, never on the index.
+            let h = leaves
+                .get(&row.leaf_index)
+                .copied()
+                .ok_or_else(|| LogError(format!("record {}: no tree leaf", row.leaf_index)))?;
+            // Decided on the record itself, never on the index: a record
+            // the index calls hash-only must be one in its segment.
+            if row.hash_only {
+                let stored = self.open_entry(&mut g.segments, row)?;
+                if stored.pruned_leaf_hash.as_slice() != h.as_slice() {
+                    return Err(LogError(format!(
+                        "record {}: the index says only its hash is kept, and its segment holds more; not pruning",
+                        row.leaf_index
+                    )));
+                }
+            } else {
                 let (_, leaf) = self.read(&mut g.segments, row)?;
                 if !retention::prunable(leaf.at_unix_ms, leaf.withheld_until_unix_ms, before_ms) {
                     return Ok(None);
                 }
                 through_ms = through_ms.max(leaf.at_unix_ms);
             }
-            let h = leaves
-                .get(&row.leaf_index)
-                .copied()
-                .ok_or_else(|| LogError(format!("record {}: no tree leaf", row.leaf_index)))?;
             hashes.push(h);
         }
         let marker = Marker {

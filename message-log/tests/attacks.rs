@@ -461,9 +461,18 @@ async fn retention_ignores_index_edits_that_would_prune_a_withheld_record() {
         .write(true)
         .open(locations::path(dir.path()))
         .unwrap();
+    let mut own = [0u8; locations::ENTRY as usize];
+    f.read_exact_at(&mut own, 3 * locations::ENTRY).unwrap();
     let mut entry = [0u8; locations::ENTRY as usize];
     f.read_exact_at(&mut entry, 2 * locations::ENTRY).unwrap();
     f.write_all_at(&entry, 3 * locations::ENTRY).unwrap();
+    let plan = r.plan_prune(10_000, 20_000);
+    assert!(!matches!(plan, Ok(Some(_))), "{plan:?}");
+    // Nor does flagging its own entry as a record pruned before migration
+    // (whose time retention cannot read).
+    let mut flagged = own;
+    flagged[23] |= 1;
+    f.write_all_at(&flagged, 3 * locations::ENTRY).unwrap();
     let plan = r.plan_prune(10_000, 20_000);
     assert!(!matches!(plan, Ok(Some(_))), "{plan:?}");
 }
@@ -646,6 +655,49 @@ async fn a_record_marked_pruned_inside_a_live_segment_is_found() {
         found
             .iter()
             .any(|m| m == &format!("record {x}: marked pruned, but a segment still holds it")),
+        "{found:?}"
+    );
+}
+
+/// No key needed: after a real prune of the first segment, the next one
+/// deleted too, its records marked pruned and their lookup entries gone,
+/// under a marker forged from the tiles that starts where the real one
+/// does. It does not borrow the real marker's retention record: the
+/// markers overlap, and none is recorded for the forged range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_marker_does_not_borrow_a_real_ones_retention_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = old_records(dir.path(), |_| {}).await;
+    let r = reader(dir.path());
+    let plan = r.plan_prune(10_000, 20_000).unwrap().unwrap();
+    log.append(plan.record(20_000)).await.unwrap();
+    r.prune(&plan.marker).unwrap();
+    log.close();
+    assert!(r.audit(0, u64::MAX).unwrap().mismatches.is_empty());
+    drop(r);
+    let (a, b) = (plan.marker.from, plan.marker.to);
+    let list = segment::list(dir.path()).unwrap();
+    let (first, next) = (list[0].0, list[1].0);
+    assert_eq!(first, b);
+    std::fs::remove_file(&list[0].1).unwrap();
+    locations::Locations::open(dir.path())
+        .mark_pruned(b, next)
+        .unwrap();
+    let db = rusqlite::Connection::open(index::path(dir.path())).unwrap();
+    db.execute(
+        "DELETE FROM runs WHERE leaf_index >= ?1 AND leaf_index < ?2",
+        [b as i64, next as i64],
+    )
+    .unwrap();
+    drop(db);
+    forge_marker(dir.path(), a, next);
+    let found = audit(dir.path());
+    assert!(found.iter().any(|m| m.contains("overlap")), "{found:?}");
+    assert!(
+        found.iter().any(|m| m
+            == &format!(
+                "records {a} to {next}: pruned, but the log holds no retention record for them"
+            )),
         "{found:?}"
     );
 }
