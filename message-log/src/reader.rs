@@ -22,7 +22,7 @@ use rusqlite::Connection;
 use crate::checkpoints::{self, StoredCheckpoint};
 use crate::index::{self, Keys, Row, Segments};
 use crate::record::Stored;
-use crate::retention::{self, Marker, PrunePlan};
+use crate::retention::{self, Marker, PrunePlan, Receipt};
 use crate::tree::{self, Audit};
 use crate::{LogError, LogKeys};
 
@@ -226,21 +226,46 @@ impl LogReader {
     }
 
     /// Whether the log holds the retention record of marker `m` (the
-    /// pruning is then in the tree the registry witnesses).
+    /// pruning is then in the tree the registry witnesses): read from its
+    /// segment, or — once retention took that segment too — from the
+    /// marker's receipt, whose leaf must hash to the tree's leaf at its
+    /// position. A record found in its segment leaves a receipt behind if
+    /// there is none yet.
     fn retention_recorded(&self, inner: &mut Inner, m: &Marker) -> Result<bool, LogError> {
-        let id = format!("retention-{}-{}", m.from, m.to);
-        for row in self.found_under(inner, crate::runs::message_key(&id))? {
-            if let Ok((_, leaf)) = self.read(&mut inner.segments, &row)
-                && leaf.phase == Phase::Retention as i32
+        let names_m = |leaf: &LogLeaf, index: u64| {
+            leaf.phase == Phase::Retention as i32
                 && leaf.pruned_from == m.from
                 && leaf.pruned_to == m.to
                 && leaf.pruned_leaves_digest == m.digest()
-                && row.leaf_index >= m.to
+                && index >= m.to
+        };
+        let id = format!("retention-{}-{}", m.from, m.to);
+        for row in self.found_under(inner, crate::runs::message_key(&id))? {
+            if let Ok((stored, leaf)) = self.read(&mut inner.segments, &row)
+                && names_m(&leaf, row.leaf_index)
             {
+                if matches!(Receipt::read(&self.dir, m), Ok(None)) {
+                    let receipt = Receipt {
+                        index: row.leaf_index,
+                        leaf: stored.leaf,
+                    };
+                    if let Err(e) = receipt.write(&self.dir, m) {
+                        tracing::warn!(error = %e, "message log: a retention receipt could not be written");
+                    }
+                }
                 return Ok(true);
             }
         }
-        Ok(false)
+        let Some(receipt) = Receipt::read(&self.dir, m)? else {
+            return Ok(false);
+        };
+        let size = index::size(&inner.index)?;
+        let in_tree = receipt.index < size
+            && inner.segments.tiles(&self.dir).node(0, receipt.index).ok()
+                == Some(merkle::leaf_hash(&receipt.leaf));
+        Ok(in_tree
+            && LogLeaf::decode(receipt.leaf.as_slice())
+                .is_ok_and(|leaf| names_m(&leaf, receipt.index)))
     }
 
     /// The entries of the records found under lookup key `key`

@@ -9,7 +9,12 @@
 //! durable, and a retention record naming the range and the digest of
 //! those hashes is appended to the log itself, so the next signed and
 //! witnessed checkpoint covers it. The self-audit accepts a record without
-//! a segment only inside a marker whose hashes match the tree.
+//! a segment only inside a marker whose hashes match the tree, and whose
+//! retention record is in the log. That record's leaf is also kept beside
+//! the marker (`pruned-FROM-TO.receipt`), so the marker stays vouched for
+//! once retention takes the record's own segment in its turn: the
+//! receipt's leaf hashes to the tree's leaf at its position, as the record
+//! did.
 
 use std::path::{Path, PathBuf};
 
@@ -148,6 +153,69 @@ impl Marker {
     /// The marker whose range starts at `from`, if any.
     pub fn starting_at(dir: &Path, from: u64) -> Result<Option<Marker>, LogError> {
         Ok(Marker::list(dir)?.into_iter().find(|m| m.from == from))
+    }
+}
+
+const RECEIPT_MAGIC: &[u8; 8] = b"LTRCPT01";
+
+/// A marker's retention record, kept beside it: its position and its leaf
+/// bytes (a retention record's leaf names a range and a digest, nothing
+/// personal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub index: u64,
+    pub leaf: Vec<u8>,
+}
+
+impl Receipt {
+    pub fn file_name(from: u64, to: u64) -> String {
+        format!("pruned-{from:020}-{to:020}.receipt")
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(20 + self.leaf.len());
+        b.extend_from_slice(RECEIPT_MAGIC);
+        b.extend_from_slice(&self.index.to_be_bytes());
+        b.extend_from_slice(&self.leaf);
+        let crc = crc32fast::hash(&b);
+        b.extend_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Receipt, LogError> {
+        let bad = |why: &str| LogError(format!("retention receipt: {why}"));
+        if b.len() < 20 || &b[..8] != RECEIPT_MAGIC {
+            return Err(bad("not a receipt"));
+        }
+        let (body, crc) = b.split_at(b.len() - 4);
+        if crc32fast::hash(body).to_be_bytes() != crc {
+            return Err(bad("checksum mismatch"));
+        }
+        Ok(Receipt {
+            index: u64::from_be_bytes(body[8..16].try_into().expect("8 bytes")),
+            leaf: body[16..].to_vec(),
+        })
+    }
+
+    /// Writes the receipt of marker `m` durably into `dir`.
+    pub fn write(&self, dir: &Path, m: &Marker) -> Result<(), LogError> {
+        use std::io::Write;
+        let path = dir.join(Self::file_name(m.from, m.to));
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&self.encode())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        crate::segment::sync_dir(dir)
+    }
+
+    /// The receipt of marker `m` in `dir`, if there is one.
+    pub fn read(dir: &Path, m: &Marker) -> Result<Option<Receipt>, LogError> {
+        match std::fs::read(dir.join(Self::file_name(m.from, m.to))) {
+            Ok(b) => Receipt::decode(&b).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

@@ -659,6 +659,78 @@ async fn a_record_marked_pruned_inside_a_live_segment_is_found() {
     );
 }
 
+/// Retention in its second period takes the segments holding the first
+/// period's retention records too: the markers those records vouched for
+/// stay vouched for, by the receipts the audit left beside them, and the
+/// audit stays clean. A receipt edited is not believed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_records_pruned_in_their_turn_still_vouch_for_their_markers() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = old_records(dir.path(), |_| {}).await;
+    let r = reader(dir.path()).following(log.acknowledged());
+    let mut first = Vec::new();
+    while let Some(plan) = r.plan_prune(10_000, 20_000).unwrap() {
+        log.append(plan.record(20_000)).await.unwrap();
+        r.prune(&plan.marker).unwrap();
+        first.push(plan.marker);
+    }
+    assert!(!first.is_empty());
+    // The audit, which runs all along on a server, leaves the receipts.
+    assert!(r.audit(0, u64::MAX).unwrap().mismatches.is_empty());
+    // More records, so the retention records' segments are not the newest.
+    for i in 0..40 {
+        let mut rec = record(100 + i);
+        rec.at_ms = 25_000;
+        log.append(rec).await.unwrap();
+    }
+    let mut second = 0;
+    while let Some(plan) = r.plan_prune(30_000, 40_000).unwrap() {
+        log.append(plan.record(40_000)).await.unwrap();
+        r.prune(&plan.marker).unwrap();
+        second += 1;
+    }
+    assert!(second > 0);
+    let retention_pruned = first.iter().any(|m| {
+        r.by_message(&format!("retention-{}-{}", m.from, m.to))
+            .unwrap()
+            .is_empty()
+    });
+    assert!(
+        retention_pruned,
+        "some first-period retention record was pruned"
+    );
+    let found = r.audit(0, u64::MAX).unwrap().mismatches;
+    assert!(found.is_empty(), "{found:?}");
+    // A receipt edited: the marker it vouched for is no longer vouched for.
+    let m = first
+        .iter()
+        .find(|m| {
+            r.by_message(&format!("retention-{}-{}", m.from, m.to))
+                .unwrap()
+                .is_empty()
+        })
+        .unwrap();
+    let path = dir
+        .path()
+        .join(lienthong_message_log::retention::Receipt::file_name(
+            m.from, m.to,
+        ));
+    let mut receipt =
+        lienthong_message_log::retention::Receipt::decode(&std::fs::read(&path).unwrap()).unwrap();
+    receipt.index += 1;
+    std::fs::write(&path, receipt.encode()).unwrap();
+    let found = r.audit(0, u64::MAX).unwrap().mismatches;
+    assert!(
+        found.iter().any(|f| f.contains(&format!(
+            "records {} to {}: pruned, but the log holds no retention record",
+            m.from, m.to
+        ))),
+        "{found:?}"
+    );
+    drop(r);
+    log.close();
+}
+
 /// No key needed: after a real prune of the first segment, the next one
 /// deleted too, its records marked pruned and their lookup entries gone,
 /// under a marker forged from the tiles that starts where the real one
