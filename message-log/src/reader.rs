@@ -588,9 +588,15 @@ impl LogReader {
         g.segments.forget_replaced(&self.dir);
         // One snapshot of the index: the indexer merges subject runs as it
         // goes, and where an entry lies depends on the index's size.
-        let (size, entries, past) = snapshot(&g.index, |c| {
+        // What the index's files hold bounds what is read: a position past
+        // them (an edited index, or files cut under a running server) is
+        // reported once, never followed.
+        let (size, held, entries, past) = snapshot(&g.index, |c| {
             let size = index::size(c)?;
-            let to = to.min(size);
+            let held = crate::locations::Locations::open(&self.dir)
+                .coverage(size)?
+                .min(crate::tiles::Tiles::open(&self.dir).coverage(size)?);
+            let to = to.min(held);
             let mut entries = Default::default();
             if from < to {
                 entries = crate::runs::entries(c, from, to, size)?;
@@ -599,9 +605,10 @@ impl LogReader {
             if to == size {
                 past = crate::runs::past_end(c, size)?;
             }
-            Ok((size, entries, past))
+            Ok((size, held, entries, past))
         })?;
-        let to = to.min(size);
+        let at_end = to >= size;
+        let to = to.min(size).min(held);
         // Entries under the committed position change only when retention
         // marks them pruned (checked below either way).
         let rows = self.rows_between(&mut g, from, to.max(from))?;
@@ -612,6 +619,11 @@ impl LogReader {
             .tiles(&self.dir)
             .leaf_hashes(from, to.max(from))?;
         let mut out = Audit::default();
+        if held < size {
+            out.mismatches.push(format!(
+                "the index's position says {size} records, and its files hold {held} (an edited index, or its files cut)"
+            ));
+        }
         if from < to {
             // The lookup entries the records give.
             let mut given = 0u64;
@@ -748,7 +760,7 @@ impl LogReader {
             out.mismatches
                 .push(format!("the index cannot follow the segments: {why}"));
         }
-        if to == size {
+        if at_end {
             if let Some(c) = checkpoints::latest(&g.checkpoints)? {
                 if c.tree_size > size {
                     out.mismatches.push(format!(

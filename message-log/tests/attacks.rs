@@ -827,6 +827,36 @@ async fn a_position_moved_back_under_a_running_reader_is_found() {
     log.close();
 }
 
+/// No key needed: the index's position set far past what its files hold,
+/// under a running server: the audit says so once, and reads (and
+/// allocates) no more than the files hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_past_the_index_files_is_reported_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = SegmentLog::open(dir.path(), keys()).unwrap();
+    for i in 0..30 {
+        log.append(record(i)).await.unwrap();
+    }
+    let r = reader(dir.path()).following(log.acknowledged());
+    assert_eq!(r.tree_size().unwrap(), 30);
+    let db = rusqlite::Connection::open(index::path(dir.path())).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    db.execute("UPDATE position SET size = 1000000000000", [])
+        .unwrap();
+    drop(db);
+    let found = r.audit(0, u64::MAX).unwrap().mismatches;
+    assert!(
+        found.iter().any(|m| m
+            == "the index's position says 1000000000000 records, and its files hold 30 (an edited index, or its files cut)"),
+        "{found:?}"
+    );
+    // What follows from it is reported per record held, never per
+    // record the position claims.
+    assert!(found.len() <= 2 * 30 + 2, "{}", found.len());
+    drop(r);
+    log.close();
+}
+
 /// No key needed: a retention marker claiming a range far larger than the
 /// hashes it holds is refused, never taken for a huge pruned range (nor
 /// does it make the audit panic).
