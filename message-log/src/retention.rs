@@ -91,13 +91,7 @@ impl Marker {
 
     pub fn decode(b: &[u8]) -> Result<Marker, LogError> {
         let bad = |why: &str| LogError(format!("retention marker: {why}"));
-        if b.len() < 36 || &b[..8] != MAGIC {
-            return Err(bad("not a marker"));
-        }
-        let (body, crc) = b.split_at(b.len() - 4);
-        if crc32fast::hash(body).to_be_bytes() != crc {
-            return Err(bad("checksum mismatch"));
-        }
+        let body = checked(b, MAGIC, 36, "marker")?;
         let from = u64::from_be_bytes(body[8..16].try_into().expect("8 bytes"));
         let to = u64::from_be_bytes(body[16..24].try_into().expect("8 bytes"));
         let pruned_at_ms = i64::from_be_bytes(body[24..32].try_into().expect("8 bytes"));
@@ -119,14 +113,8 @@ impl Marker {
 
     /// Writes the marker durably into `dir`.
     pub fn write(&self, dir: &Path) -> Result<PathBuf, LogError> {
-        use std::io::Write;
         let path = dir.join(Self::file_name(self.from, self.to));
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&self.encode())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        crate::segment::sync_dir(dir)?;
+        write_durably(dir, &path, &self.encode())?;
         Ok(path)
     }
 
@@ -183,14 +171,7 @@ impl Receipt {
     }
 
     pub fn decode(b: &[u8]) -> Result<Receipt, LogError> {
-        let bad = |why: &str| LogError(format!("retention receipt: {why}"));
-        if b.len() < 20 || &b[..8] != RECEIPT_MAGIC {
-            return Err(bad("not a receipt"));
-        }
-        let (body, crc) = b.split_at(b.len() - 4);
-        if crc32fast::hash(body).to_be_bytes() != crc {
-            return Err(bad("checksum mismatch"));
-        }
+        let body = checked(b, RECEIPT_MAGIC, 20, "receipt")?;
         Ok(Receipt {
             index: u64::from_be_bytes(body[8..16].try_into().expect("8 bytes")),
             leaf: body[16..].to_vec(),
@@ -199,14 +180,11 @@ impl Receipt {
 
     /// Writes the receipt of marker `m` durably into `dir`.
     pub fn write(&self, dir: &Path, m: &Marker) -> Result<(), LogError> {
-        use std::io::Write;
-        let path = dir.join(Self::file_name(m.from, m.to));
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&self.encode())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        crate::segment::sync_dir(dir)
+        write_durably(
+            dir,
+            &dir.join(Self::file_name(m.from, m.to)),
+            &self.encode(),
+        )
     }
 
     /// The receipt of marker `m` in `dir`, if there is one.
@@ -217,6 +195,36 @@ impl Receipt {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// The body of a retention file: `b` starts with `magic`, holds at least
+/// `least` bytes, and ends with the CRC-32 of the rest.
+fn checked<'b>(
+    b: &'b [u8],
+    magic: &[u8; 8],
+    least: usize,
+    what: &str,
+) -> Result<&'b [u8], LogError> {
+    let bad = |why: &str| LogError(format!("retention {what}: {why}"));
+    if b.len() < least || &b[..8] != magic {
+        return Err(bad(&format!("not a {what}")));
+    }
+    let (body, crc) = b.split_at(b.len() - 4);
+    if crc32fast::hash(body).to_be_bytes() != crc {
+        return Err(bad("checksum mismatch"));
+    }
+    Ok(body)
+}
+
+/// Writes `bytes` to `path` in `dir` whole or not at all, durably.
+fn write_durably(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), LogError> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    crate::segment::sync_dir(dir)
 }
 
 /// Whether a record may be pruned at `before_ms` (now − retention): its

@@ -228,6 +228,23 @@ fn forge_marker(dir: &Path, from: u64, to: u64) {
     .unwrap();
 }
 
+/// Thirty records written by a log left open, a reader following it as a
+/// server's does (it has indexed them all), and then the index's position
+/// set to `size` behind their backs.
+async fn served_with_position(dir: &Path, size: u64) -> (SegmentLog, LogReader) {
+    let log = SegmentLog::open(dir, keys()).unwrap();
+    for i in 0..30 {
+        log.append(record(i)).await.unwrap();
+    }
+    let r = reader(dir).following(log.acknowledged());
+    assert_eq!(r.tree_size().unwrap(), 30);
+    let db = rusqlite::Connection::open(index::path(dir)).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    db.execute("UPDATE position SET size = ?1", [size as i64])
+        .unwrap();
+    (log, r)
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -802,17 +819,7 @@ async fn retention_does_not_finish_a_prune_the_log_never_recorded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_position_moved_back_under_a_running_reader_is_found() {
     let dir = tempfile::tempdir().unwrap();
-    // A server's reader, following its writer.
-    let log = SegmentLog::open(dir.path(), keys()).unwrap();
-    for i in 0..30 {
-        log.append(record(i)).await.unwrap();
-    }
-    let r = reader(dir.path()).following(log.acknowledged());
-    assert_eq!(r.tree_size().unwrap(), 30);
-    let db = rusqlite::Connection::open(index::path(dir.path())).unwrap();
-    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
-    db.execute("UPDATE position SET size = 20", []).unwrap();
-    drop(db);
+    let (log, r) = served_with_position(dir.path(), 20).await;
     let found = r.audit(0, u64::MAX).unwrap().mismatches;
     assert!(
         found
@@ -833,17 +840,7 @@ async fn a_position_moved_back_under_a_running_reader_is_found() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_position_past_the_index_files_is_reported_not_followed() {
     let dir = tempfile::tempdir().unwrap();
-    let log = SegmentLog::open(dir.path(), keys()).unwrap();
-    for i in 0..30 {
-        log.append(record(i)).await.unwrap();
-    }
-    let r = reader(dir.path()).following(log.acknowledged());
-    assert_eq!(r.tree_size().unwrap(), 30);
-    let db = rusqlite::Connection::open(index::path(dir.path())).unwrap();
-    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
-    db.execute("UPDATE position SET size = 1000000000000", [])
-        .unwrap();
-    drop(db);
+    let (log, r) = served_with_position(dir.path(), 1_000_000_000_000).await;
     let found = r.audit(0, u64::MAX).unwrap().mismatches;
     assert!(
         found.iter().any(|m| m
