@@ -273,8 +273,9 @@ impl LogReader {
     /// against the records themselves. (One with no entry is left out; the
     /// self-audit reports it.)
     fn found_under(&self, inner: &mut Inner, key: i64) -> Result<Vec<Row>, LogError> {
+        let segments = &mut inner.segments;
         let mut leaves = snapshot(&inner.index, |c| {
-            let size = index::size(c)?;
+            let size = held(index::size(c)?, segments.locations(&self.dir))?;
             let mut leaves = Vec::new();
             crate::runs::lookup(c, key, size, |leaf| {
                 leaves.push(leaf);
@@ -323,7 +324,7 @@ impl LogReader {
         let mut out = Vec::new();
         // One snapshot: where an entry lies depends on the index's size.
         snapshot(&inner.index, |c| {
-            let size = index::size(c)?;
+            let size = held(index::size(c)?, segments.locations(&self.dir))?;
             let mut skipped = 0;
             crate::runs::lookup(c, crate::runs::subject_key(&key), size, |leaf_index| {
                 if out.len() as u64 >= limit {
@@ -931,6 +932,22 @@ impl LogReader {
 
 /// Runs `read` in one read transaction of `conn` (a consistent snapshot,
 /// however the indexer moves on meanwhile).
+/// The index's position `size`, if `records.loc` holds an entry for each
+/// of those records — as it does whenever the position committed (the
+/// entries are written first). A position past them is an edited index,
+/// or one whose file was cut (which the indexer's next batch repairs):
+/// lookups fail at once, rather than probe a run for every 2^18 records
+/// the position claims or come back short (the self-audit reports it too).
+fn held(size: u64, locations: &mut crate::locations::Locations) -> Result<u64, LogError> {
+    let held = locations.coverage(size)?;
+    if held < size {
+        return Err(LogError(format!(
+            "the index's position says {size} records, and records.loc holds entries for {held} (an edited index, or its file cut; the self-audit reports it)"
+        )));
+    }
+    Ok(size)
+}
+
 fn snapshot<T>(
     conn: &rusqlite::Connection,
     read: impl FnOnce(&rusqlite::Connection) -> Result<T, LogError>,

@@ -850,6 +850,17 @@ async fn a_position_past_the_index_files_is_reported_not_followed() {
     // What follows from it is reported per record held, never per
     // record the position claims.
     assert!(found.len() <= 2 * 30 + 2, "{}", found.len());
+    // A citizen's lookup and an exchange's fail at once with the reason,
+    // rather than probe a run per 2^18 records claimed (about four
+    // million here) or come back short.
+    let started = std::time::Instant::now();
+    let why =
+        "the index's position says 1000000000000 records, and records.loc holds entries for 30";
+    let about = r.about(CITIZEN, 0, i64::MAX, 0, 1000).unwrap_err();
+    assert!(about.0.contains(why), "{about}");
+    let exchange = r.by_message("m-3").unwrap_err();
+    assert!(exchange.0.contains(why), "{exchange}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
     drop(r);
     log.close();
 }
