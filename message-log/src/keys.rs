@@ -85,3 +85,63 @@ impl SubjectHasher {
         out
     }
 }
+
+/// The file in the log's directory that says which subject key its
+/// lookups were made under: a check value (HMAC of a fixed label under the
+/// key, 16 bytes), which tells nothing of the key.
+pub const SUBJECT_KEY_CHECK: &str = "subject-key.check";
+
+/// Refuses to write to the log in `dir` (of `size` records) with keys
+/// that cannot read it — a replaced key, the wrong key directory, or a
+/// log copied from another server: its newest segment holding records
+/// must open under `keys`, and its lookups must have been made under
+/// their subject key (recorded on the first open that has none).
+/// Writing on would seal new records no one could read beside the old
+/// ones, and would index citizens under a key their earlier records are
+/// not found by.
+pub fn check_log(dir: &std::path::Path, keys: &LogKeys, size: u64) -> Result<(), crate::LogError> {
+    use crate::LogError;
+    use crate::segment::{self, Header, KIND_SEALED};
+    let wrong = |what: String| {
+        LogError(format!(
+            "{what}: the log key directory is not this log's (a replaced key, the wrong --log-key-dir, or a log copied from another server); restore the key directory from its backup or escrow"
+        ))
+    };
+    let segments = segment::list(dir)?;
+    if let Some((first, path)) = segments.iter().rev().find(|(first, _)| *first < size) {
+        let file = std::fs::File::open(path)?;
+        let (header, at) = Header::read(&file)?;
+        let key = crate::record::SegmentKey::derive(keys, header.key_id, &header.salt)
+            .map_err(|e| wrong(format!("segment {first}: {e}")))?;
+        let len = file.metadata()?.len();
+        let frame = segment::read_frame(&file, at, len)?;
+        let sealed = frame
+            .iter()
+            .flat_map(|f| &f.entries)
+            .find(|e| e.kind == KIND_SEALED);
+        if let Some(e) = sealed
+            && key.open(e.index, &e.bytes).is_none()
+        {
+            return Err(wrong(format!(
+                "record {} does not open under log key {}",
+                e.index, header.key_id
+            )));
+        }
+    }
+    let check = ring::hmac::sign(
+        &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &keys.subject_hash),
+        b"lienthong log subject key check",
+    );
+    let check = &check.as_ref()[..16];
+    let path = dir.join(SUBJECT_KEY_CHECK);
+    match std::fs::read(&path) {
+        Ok(held) if held == check => Ok(()),
+        Ok(_) => Err(wrong(
+            "the subject key is not the one this log's lookups were made under".into(),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            crate::retention::write_durably(dir, &path, check)
+        }
+        Err(e) => Err(LogError(format!("{}: {e}", path.display()))),
+    }
+}

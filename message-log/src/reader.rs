@@ -176,6 +176,16 @@ impl LogReader {
         Ok((stored, leaf))
     }
 
+    /// Whether segment `first` is the one a move from the SQLite era made
+    /// ([`crate::legacy::migrate`]): the log's first, its header's time 0.
+    fn migrated_segment(&self, first: u64) -> bool {
+        first == 0
+            && std::fs::File::open(self.dir.join(crate::segment::file_name(0)))
+                .ok()
+                .and_then(|f| crate::segment::Header::read(&f).ok())
+                .is_some_and(|(h, _)| h.first_index == 0 && h.created_ms == 0)
+    }
+
     /// Reads and opens the record an index row points to.
     fn open_row(&self, segments: &mut Segments, row: &Row) -> Result<(Stored, LogLeaf), LogError> {
         let i = row.leaf_index;
@@ -636,6 +646,9 @@ impl LogReader {
                 Vec::new()
             });
             let listed = crate::segment::list(&self.dir)?;
+            // Whether the first segment is the one a move from the SQLite
+            // era made (read once, when a record needs it).
+            let mut migrated = None;
             // Retention takes whole segments, one after another: markers
             // never overlap (an overlapping one could borrow another's
             // retention record below).
@@ -717,6 +730,17 @@ impl LogReader {
                     continue;
                 }
                 if row.hash_only {
+                    // Only a log moved from the SQLite era holds records
+                    // pruned one by one (its first segment, made by the
+                    // move); anywhere else, a record kept as its hash
+                    // alone is one hidden by someone who holds the keys.
+                    let migrated = *migrated.get_or_insert_with(|| self.migrated_segment(0));
+                    if row.segment != 0 || !migrated {
+                        out.mismatches.push(format!(
+                            "record {i}: only its hash is kept, outside a log moved from the SQLite era (a record hidden by someone with the keys)"
+                        ));
+                        continue;
+                    }
                     match self.open_entry(&mut g.segments, row) {
                         Ok(stored) if Some(stored.pruned_leaf_hash.as_slice()) == node => {}
                         Ok(_) => out.mismatches.push(format!(
@@ -868,6 +892,12 @@ impl LogReader {
             // Decided on the record itself, never on the index: a record
             // the index calls hash-only must be one in its segment.
             if row.hash_only {
+                if row.segment != 0 || !self.migrated_segment(0) {
+                    return Err(LogError(format!(
+                        "record {}: only its hash is kept, outside a log moved from the SQLite era; not pruning",
+                        row.leaf_index
+                    )));
+                }
                 let stored = self.open_entry(&mut g.segments, row)?;
                 if stored.pruned_leaf_hash.as_slice() != h.as_slice() {
                     return Err(LogError(format!(
@@ -1172,9 +1202,10 @@ mod tests {
         let cases: [(Edit, &str, &str); 4] = [
             (|b| *b = [0; 24], "its index entry is missing", "deleted"),
             (
-                // Flagged as a record pruned before migration.
+                // Flagged as a record pruned before migration, in a log
+                // that was never moved.
                 |b| b[23] |= 1,
-                "its pruned entry does not match the tree",
+                "only its hash is kept, outside a log moved",
                 "hash only",
             ),
             (

@@ -217,7 +217,7 @@ fn checked<'b>(
 }
 
 /// Writes `bytes` to `path` in `dir` whole or not at all, durably.
-fn write_durably(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), LogError> {
+pub(crate) fn write_durably(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), LogError> {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp)?;

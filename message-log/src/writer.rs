@@ -239,6 +239,7 @@ impl SegmentLog {
                 c.tree_size
             )));
         }
+        crate::keys::check_log(dir, &keys, size)?;
         // A last segment that holds no record (only its header) goes; the
         // new segment starts at the same position.
         if let Some((first, path)) = segment::list(dir)?.last()

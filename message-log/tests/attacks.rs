@@ -492,10 +492,21 @@ async fn retention_ignores_index_edits_that_would_prune_a_withheld_record() {
     f.write_all_at(&flagged, 3 * locations::ENTRY).unwrap();
     let plan = r.plan_prune(10_000, 20_000);
     assert!(!matches!(plan, Ok(Some(_))), "{plan:?}");
+    // Nor, with the keys, sealing it again as such a record (its own leaf
+    // hash, the tree intact) and rebuilding the index.
+    drop(r);
+    reseal_as_hash_only(dir.path(), 3);
+    let plan = reader(dir.path()).plan_prune(10_000, 20_000);
+    assert!(
+        plan.as_ref()
+            .is_err_and(|e| e.0.contains("record 3: only its hash is kept")),
+        "{plan:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------
-// Holes: each asserts the safe behaviour and fails today.
+// Attacks once unseen (each test was written first, failing, then the
+// hole closed).
 // ---------------------------------------------------------------------------
 
 /// With the keys: the sealed `data_subject` of the citizen's record is
@@ -504,7 +515,7 @@ async fn retention_ignores_index_edits_that_would_prune_a_withheld_record() {
 /// `data_subject_commitment`: the index stops at that record and the audit
 /// says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resealed_subject_hides_a_record_and_the_audit_is_silent() {
+async fn a_resealed_subject_is_found_by_the_audit() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), 10, Options::default()).await;
     let cp = witness(dir.path());
@@ -530,7 +541,7 @@ async fn resealed_subject_hides_a_record_and_the_audit_is_silent() {
 /// rebuilt tree is self-consistent, but the audit compares it with the
 /// witnessed checkpoint kept in checkpoints.db and finds the change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rewritten_leaf_with_rebuilt_index_contradicts_the_witnessed_checkpoint_unnoticed() {
+async fn a_rewritten_leaf_contradicts_the_witnessed_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), 10, Options::default()).await;
     let cp = witness(dir.path());
@@ -555,7 +566,7 @@ async fn rewritten_leaf_with_rebuilt_index_contradicts_the_witnessed_checkpoint_
 /// records and the segments hold seven: the audit says so, and the writer
 /// refuses to open rather than seal new records at positions 7..10 (a fork).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_tail_cut_below_a_witnessed_checkpoint_goes_unnoticed() {
+async fn an_acknowledged_tail_cut_below_a_witnessed_checkpoint_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), 10, Options::default()).await;
     let cp = witness(dir.path());
@@ -585,7 +596,7 @@ async fn acknowledged_tail_cut_below_a_witnessed_checkpoint_goes_unnoticed() {
 /// Hash-only entries are sealed too, so this one does not open: the index
 /// stops there and the audit says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sealed_record_replaced_by_a_hash_only_entry_hides_it_without_keys() {
+async fn a_hash_only_entry_put_in_without_the_keys_is_found() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), 10, Options::default()).await;
     let cp = witness(dir.path());
@@ -603,12 +614,59 @@ async fn sealed_record_replaced_by_a_hash_only_entry_hides_it_without_keys() {
     );
 }
 
+/// With the keys: record `x` sealed again as "pruned before migration",
+/// holding its own leaf hash, and the index removed (rebuilt on the next
+/// read).
+fn reseal_as_hash_only(dir: &Path, x: u64) {
+    let hash = leaf_hashes(dir, x, x + 1)[0];
+    let path = segment_of(dir, x);
+    let mut p = parse(&path);
+    let key = SegmentKey::derive(&keys(), p.header.key_id, &p.header.salt).unwrap();
+    let pruned = Stored {
+        pruned_leaf_hash: hash.to_vec(),
+        ..Default::default()
+    };
+    let mut sealed = Vec::new();
+    key.seal_into(x, &pruned, &mut sealed).unwrap();
+    *entry_mut(&mut p, x) = (KIND_PRUNED, sealed);
+    unparse(&path, &p);
+    index::remove(dir).unwrap();
+}
+
+/// With the keys (the server's own operator): one of the citizen's
+/// records sealed again as "pruned before migration", holding its own leaf
+/// hash — the tree, its checkpoints and every proof stay as they were —
+/// and the index rebuilt, which then gives it no lookup entries. The
+/// citizen's lookup no longer finds it; the audit says so, since only the
+/// first segment of a log moved from the SQLite era holds such entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_resealed_as_hash_only_with_the_keys_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), 10, Options::default()).await;
+    let cp = witness(dir.path());
+    let x = 5;
+    assert!(citizen_records(dir.path()).contains(&x));
+    reseal_as_hash_only(dir.path(), x);
+    let r = reader(dir.path());
+    assert_eq!(r.root(cp.tree_size).unwrap(), cp.root, "the tree is intact");
+    assert!(
+        !citizen_records(dir.path()).contains(&x),
+        "hidden from the lookup"
+    );
+    let found = audit(dir.path());
+    assert!(
+        found.iter().any(|m| m
+            == "record 5: only its hash is kept, outside a log moved from the SQLite era (a record hidden by someone with the keys)"),
+        "{found:?}"
+    );
+}
+
 /// No key needed: the oldest segment, whose records are minutes old (never
 /// prunable), deleted, with a retention marker forged from the leaf hashes
 /// in index.db and the index rebuilt. No retention record in the log names
 /// the range, so the audit does not take the marker for pruning.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forged_retention_marker_passes_for_pruning() {
+async fn a_forged_retention_marker_does_not_pass_for_pruning() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), 40, small()).await;
     let cp = witness(dir.path());
@@ -889,7 +947,7 @@ fn a_marker_claiming_more_records_than_it_holds_is_refused() {
 /// unopenable) and the index rebuilt. The index stops at the gap, keeping
 /// what came before, and the audit reports why it cannot follow.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn index_rebuilt_past_a_gap_stops_silently_and_the_audit_is_clean() {
+async fn an_index_rebuilt_past_a_gap_stops_there_and_the_audit_says_why() {
     // A middle segment deleted.
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), 40, small()).await;
@@ -1126,4 +1184,59 @@ async fn rows_dropped_by_about_do_not_end_the_answer_early() {
         "a short page while more records match: {:?}",
         page.map(|v| v.len())
     );
+}
+
+/// A log is never written to with keys that cannot read it: a replaced
+/// sealing key, a sealing key gone, another subject key, or another
+/// server's keys are each refused when the log opens, with what to do —
+/// and the log is left as it was, so the right keys still open it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_opened_with_keys_that_cannot_read_it_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), 3, Options::default()).await;
+    let before = segment::list(dir.path()).unwrap();
+    let mut rotated_away = keys();
+    rotated_away.seal = vec![(2, [7; 32])];
+    let tries = [
+        (
+            "a replaced sealing key",
+            LogKeys::new(OWNER, b"subject key".to_vec(), [8; 32]),
+            "does not open under log key 1",
+        ),
+        (
+            "the sealing key gone",
+            rotated_away,
+            "log key 1 is not in the log key directory",
+        ),
+        (
+            "another subject key",
+            LogKeys::new(OWNER, b"another".to_vec(), [7; 32]),
+            "the subject key is not the one",
+        ),
+        (
+            "another server",
+            LogKeys::new("VN/GOV/000103/ss1", b"subject key".to_vec(), [7; 32]),
+            "does not open under log key 1",
+        ),
+    ];
+    for (what, keys, says) in tries {
+        let refused = SegmentLog::open(dir.path(), keys)
+            .err()
+            .unwrap_or_else(|| panic!("{what}: opened"));
+        assert!(refused.0.contains(says), "{what}: {refused}");
+        assert!(
+            refused.0.contains("restore the key directory"),
+            "{what}: {refused}"
+        );
+        assert_eq!(
+            segment::list(dir.path()).unwrap(),
+            before,
+            "{what}: no segment started"
+        );
+    }
+    let log = SegmentLog::open(dir.path(), keys()).unwrap();
+    log.append(record(3)).await.unwrap();
+    log.close();
+    assert_eq!(reader(dir.path()).tree_size().unwrap(), 4);
+    assert!(audit(dir.path()).is_empty());
 }

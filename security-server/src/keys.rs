@@ -65,6 +65,12 @@ pub enum KeyError {
     NoLogKey(PathBuf),
     #[error("{} is not a 32-byte key", .0.display())]
     NotAKey(PathBuf),
+    #[error(
+        "the message log in {} holds records, and its key {} is missing: restore the log key directory from its backup or escrow (--log-key-dir); a new key would leave those records unreadable",
+        .log.display(),
+        .key.display()
+    )]
+    LogKeyMissing { log: PathBuf, key: PathBuf },
     #[error("the system random number generator failed")]
     Random,
 }
@@ -211,19 +217,30 @@ pub fn auth_identity(dir: &ServerDir) -> Result<Identity, KeyError> {
 /// The message log's keys for the server `owner` at `dir`, from
 /// `key_dir` (default: the server's directory, never the log's own):
 /// `log-subject.key`, `log-seal.key` (key 1) and `log-seal-N.key` for each
-/// key started since by [`rotate_log_key`]. Created (0600) on first use.
+/// key started since by [`rotate_log_key`]. Created (0600) on first use —
+/// only while the server has no log yet: a log whose key is missing (a key
+/// directory not mounted, not restored, or deleted) is refused, never
+/// given a new key it cannot read with.
 pub fn log_keys(
     dir: &ServerDir,
     key_dir: Option<&Path>,
     owner: &str,
 ) -> Result<crate::message_log::LogKeys, KeyError> {
     let key_dir = key_dir.unwrap_or(&dir.0);
-    if key_dir.starts_with(dir.message_log()) {
-        return Err(KeyError::KeyDirInsideLog(key_dir.to_owned()));
-    }
+    refuse_inside_log(dir, key_dir)?;
     std::fs::create_dir_all(key_dir).map_err(KeyError::io(key_dir))?;
+    let has_log = has_log(dir)?;
+    let key = |path: PathBuf| -> Result<Vec<u8>, KeyError> {
+        if has_log && !path.exists() {
+            return Err(KeyError::LogKeyMissing {
+                log: dir.message_log(),
+                key: path,
+            });
+        }
+        secret_key(&path)
+    };
     let as_key = |path: PathBuf| -> Result<[u8; 32], KeyError> {
-        secret_key(&path)?
+        key(path.clone())?
             .try_into()
             .map_err(|_| KeyError::NotAKey(path))
     };
@@ -237,9 +254,60 @@ pub fn log_keys(
     }
     Ok(crate::message_log::LogKeys {
         owner: owner.to_string(),
-        subject_hash: secret_key(&key_dir.join("log-subject.key"))?,
+        subject_hash: key(key_dir.join("log-subject.key"))?,
         seal,
     })
+}
+
+/// Whether the server at `dir` has records its log keys must read: a
+/// segment in its message log, or a log of the SQLite era still to move.
+fn has_log(dir: &ServerDir) -> Result<bool, KeyError> {
+    if dir.legacy_message_log().exists() {
+        return Ok(true);
+    }
+    let log = dir.message_log();
+    match crate::message_log::segment::list(&log) {
+        Ok(segments) => Ok(!segments.is_empty()),
+        Err(_) if !log.exists() => Ok(false),
+        Err(e) => Err(KeyError::Io {
+            path: log,
+            source: std::io::Error::other(e.0),
+        }),
+    }
+}
+
+/// Refuses a key directory inside the message log's, however it is
+/// spelled (relative, through `..` or a symbolic link).
+fn refuse_inside_log(dir: &ServerDir, key_dir: &Path) -> Result<(), KeyError> {
+    // The deepest part of each path that exists, resolved (links and
+    // all), then what follows it taken part by part (none of it exists,
+    // so none of it is a link).
+    fn resolved(path: &Path) -> PathBuf {
+        use std::path::Component;
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        let parts: Vec<Component<'_>> = absolute.components().collect();
+        let (mut out, from) = (0..=parts.len())
+            .rev()
+            .find_map(|n| {
+                let prefix: PathBuf = parts[..n].iter().collect();
+                prefix.canonicalize().ok().map(|real| (real, n))
+            })
+            .unwrap_or_else(|| (PathBuf::from("/"), 0));
+        for part in &parts[from..] {
+            match part {
+                Component::ParentDir => {
+                    out.pop();
+                }
+                Component::Normal(name) => out.push(name),
+                _ => {}
+            }
+        }
+        out
+    }
+    if resolved(key_dir).starts_with(resolved(&dir.message_log())) {
+        return Err(KeyError::KeyDirInsideLog(key_dir.to_owned()));
+    }
+    Ok(())
 }
 
 /// Starts a new log sealing key in `key_dir` (default: the server's
@@ -247,6 +315,7 @@ pub fn log_keys(
 /// under it; the older keys stay for reading. Returns the new key's id.
 pub fn rotate_log_key(dir: &ServerDir, key_dir: Option<&Path>) -> Result<u32, KeyError> {
     let key_dir = key_dir.unwrap_or(&dir.0);
+    refuse_inside_log(dir, key_dir)?;
     if !key_dir.join("log-seal.key").exists() {
         return Err(KeyError::NoLogKey(key_dir.to_owned()));
     }
@@ -314,5 +383,62 @@ mod tests {
             refused.to_string().contains("inside the message log"),
             "{refused}"
         );
+        // However it is spelled: through `..`, or a link into the log.
+        std::fs::create_dir_all(dir.message_log()).unwrap();
+        let roundabout = home.path().join("elsewhere/../messagelog/keys");
+        let refused = log_keys(&dir, Some(&roundabout), "VN/GOV/1/ss1").unwrap_err();
+        assert!(matches!(refused, KeyError::KeyDirInsideLog(_)), "{refused}");
+        let link = elsewhere.path().join("link");
+        std::os::unix::fs::symlink(dir.message_log(), &link).unwrap();
+        for refused in [
+            log_keys(&dir, Some(&link.join("keys")), "VN/GOV/1/ss1").unwrap_err(),
+            rotate_log_key(&dir, Some(&link)).unwrap_err(),
+        ] {
+            assert!(matches!(refused, KeyError::KeyDirInsideLog(_)), "{refused}");
+        }
+        assert!(!dir.message_log().join("keys").exists());
+    }
+
+    /// A log with records is never given new keys: a key directory not
+    /// mounted, not restored or deleted is named, and nothing is created.
+    #[test]
+    fn a_log_whose_keys_are_missing_is_refused() {
+        let home = tempfile::tempdir().unwrap();
+        let dir = ServerDir(home.path().to_owned());
+        let keys = tempfile::tempdir().unwrap();
+        log_keys(&dir, Some(keys.path()), "VN/GOV/1/ss1").unwrap();
+        std::fs::create_dir_all(dir.message_log()).unwrap();
+        std::fs::write(dir.message_log().join("00000000000000000000.seg"), b"").unwrap();
+        let unmounted = tempfile::tempdir().unwrap();
+        for (key_dir, missing) in [
+            (unmounted.path(), "log-seal.key"),
+            (keys.path(), "log-subject.key"),
+        ] {
+            if key_dir == keys.path() {
+                std::fs::remove_file(keys.path().join(missing)).unwrap();
+            }
+            let refused = log_keys(&dir, Some(key_dir), "VN/GOV/1/ss1").unwrap_err();
+            assert!(
+                matches!(&refused, KeyError::LogKeyMissing { key, .. } if key.ends_with(missing)),
+                "{refused}"
+            );
+            assert!(
+                refused
+                    .to_string()
+                    .contains("restore the log key directory")
+            );
+            assert!(!key_dir.join(missing).exists(), "no new key was made");
+        }
+        // A log of the SQLite era still to move counts as records too.
+        std::fs::remove_dir_all(dir.message_log()).unwrap();
+        std::fs::write(dir.legacy_message_log(), b"").unwrap();
+        assert!(matches!(
+            log_keys(&dir, Some(unmounted.path()), "VN/GOV/1/ss1"),
+            Err(KeyError::LogKeyMissing { .. })
+        ));
+        // A server with no log yet gets its keys made.
+        std::fs::remove_file(dir.legacy_message_log()).unwrap();
+        log_keys(&dir, Some(unmounted.path()), "VN/GOV/1/ss1").unwrap();
+        assert!(unmounted.path().join("log-seal.key").exists());
     }
 }
