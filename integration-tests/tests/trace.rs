@@ -572,6 +572,65 @@ async fn a_withheld_exchange_is_proven_while_hidden_and_revealed_on_release() {
     assert_eq!(report.outcome(), Outcome::Complete, "{:?}", report.failures);
 }
 
+/// Every file of every server, and the registry's, after exchanges about
+/// the citizen (one withheld) and their trace: none holds the citizen's
+/// id, the official's, a purpose, or the id's SHA-256 (raw or hex), in any
+/// file — stores, logs, indexes, write-ahead logs, configuration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_file_a_server_writes_holds_personal_data() {
+    let f = scenario().await;
+    let mut hidden = with_subject(&tax(), CITIZEN);
+    let tomorrow = lienthong_proto::time::now_ms() + 24 * 3600 * 1000;
+    hidden.insert("lt-withheld-until", tomorrow.to_string().parse().unwrap());
+    hidden.insert("lt-purpose", "điều tra vụ án 2026/7".parse().unwrap());
+    f.tax
+        .client()
+        .await
+        .unary("GetPerson", hidden, CITIZEN)
+        .await
+        .unwrap();
+    f.checkpoint_all().await;
+    assert_eq!(f.trace(CITIZEN).await.unwrap().outcome(), Outcome::Complete);
+    let digest = lienthong_proto::sha256(CITIZEN.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let needles: [(&str, &[u8]); 6] = [
+        ("the citizen's id", CITIZEN.as_bytes()),
+        ("the official's id", b"officer-7"),
+        ("the purpose", b"business registration 2026-114"),
+        ("the withheld purpose", "điều tra vụ án".as_bytes()),
+        ("the id's SHA-256", &digest),
+        ("the id's SHA-256 in hex", hex.as_bytes()),
+    ];
+    fn files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                files(&p, out);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    let mut all = Vec::new();
+    for agency in f.all() {
+        files(agency.dir.path(), &mut all);
+    }
+    files(f.registry.dir.path(), &mut all);
+    assert!(all.len() > 30, "{all:?}");
+    for path in &all {
+        let Ok(bytes) = std::fs::read(path) else {
+            continue;
+        };
+        for (what, needle) in &needles {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == *needle),
+                "{} holds {what}",
+                path.display()
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_showing_an_older_checkpoint_cannot_keep_records_pending() {
     let f = scenario().await;
