@@ -7,7 +7,7 @@ mod tamper;
 use std::time::Duration;
 
 use lienthong_integration_tests::federation::*;
-use lienthong_integration_tests::wait::{PATIENCE, refuses_connections, wait_until};
+use lienthong_integration_tests::wait::{PATIENCE, refuses_connections, wait_for, wait_until};
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -682,4 +682,56 @@ async fn the_self_audit_reports_a_record_edited_in_place() {
         metrics.contains("lienthong_log_audit_mismatches 1\n"),
         "{metrics}"
     );
+}
+
+/// The log edited behind a server's back, with it stopped and with it
+/// running — an exchange's lookup entries deleted (the citizen's trace
+/// would lose it), a record's bytes changed — is found by the self-audit
+/// the server runs by itself (no audit asked for), and `/health` says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_periodic_self_audit_finds_edits_made_stopped_or_running() {
+    let mut f = Federation::start().await;
+    let is = f.business.client().await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let response = is
+            .business_gets_person()
+            .await
+            .expect("the exchange succeeds");
+        let id = response.metadata().get("lt-message-id").expect("an id");
+        ids.push(id.to_str().unwrap().to_owned());
+    }
+    let unhealthy = |agency: &Agency, says: &'static str| {
+        let admin = agency.server().admin_addr().unwrap();
+        wait_for(PATIENCE, says, move || async move {
+            let (status, body) = admin_request(admin, "GET", "/health", "").await;
+            (status == 503 && body.contains("log_audit") && body.contains(says)).then_some(())
+        })
+    };
+
+    // Stopped: the consumer's entries of the first exchange deleted.
+    f.business.stop();
+    assert_eq!(tamper::delete_exchange_from_index(&f.business, &ids[0]), 2);
+    f.business.start().await;
+    unhealthy(&f.business, "index entry is missing").await;
+
+    // Running: a record of the provider's flipped in its segment.
+    let provider = f
+        .population
+        .iter()
+        .find(|p| {
+            let r = p.server().log_reader();
+            r.by_message(&ids[1]).is_ok_and(|found| !found.is_empty())
+        })
+        .expect("a population server served it");
+    let (status, _) = admin_request(
+        provider.server().admin_addr().unwrap(),
+        "GET",
+        "/health",
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    tamper::flip_record_byte(provider, 0);
+    unhealthy(provider, "record 0").await;
 }
