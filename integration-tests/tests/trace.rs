@@ -666,3 +666,113 @@ async fn a_server_showing_an_older_checkpoint_cannot_keep_records_pending() {
     assert_eq!(report.unwitnessed, 0, "nothing is left pending");
     assert_eq!(report.outcome(), Outcome::Failed);
 }
+
+/// A server whose log the SQLite era wrote, and whose checkpoint of it the
+/// registry witnessed, moves it into segments when it starts; its first
+/// checkpoint after the move — the old records and new exchanges — is
+/// accepted by the registry's witness as extending the old one, with no
+/// alarm ("history rewritten" or other).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_witness_accepts_the_first_checkpoint_after_a_log_moves_from_the_sqlite_era() {
+    use lienthong_message_log::legacy::fixture;
+    use lienthong_message_log::{LogRecord, StoredCheckpoint};
+    use lienthong_proto::canonical;
+    use lienthong_proto::merkle;
+    use lienthong_proto::pb::registry::v1::checkpoint_witness_client::CheckpointWitnessClient;
+
+    let mut f = Federation::start().await;
+    f.business.stop();
+    let dir = ServerDir(f.business.dir.path().to_owned());
+    std::fs::remove_dir_all(dir.message_log()).unwrap();
+    let keys =
+        lienthong_security_server::keys::log_keys(&dir, None, &f.business.id.to_string()).unwrap();
+    let now = lienthong_proto::time::now_ms();
+    let records: Vec<LogRecord> = (0..40)
+        .map(|i| LogRecord {
+            at_ms: now - 60_000 + i,
+            message_id: format!("sqlite-era-{i}"),
+            client: business().to_string(),
+            service: population().to_string(),
+            method: "GetPerson".into(),
+            data_subject: CITIZEN.into(),
+            purpose: "business registration 2026-114".into(),
+            user_id: "officer-7".into(),
+            ..Default::default()
+        })
+        .collect();
+    let leaves = fixture::write(&dir.legacy_message_log(), &keys, &records, 5);
+    let hashes: Vec<_> = leaves.iter().map(|l| merkle::leaf_hash(l)).collect();
+
+    // The registry witnesses the old log at 30 records, as the server of
+    // that era would have asked it to.
+    let server_keys = lienthong_security_server::keys::Keys::load(
+        &dir,
+        &f.business.id,
+        anchor_ca(&f.registry).as_ref(),
+        SystemTime::now(),
+    )
+    .unwrap();
+    let mut cp = pb::Checkpoint {
+        server: Some((&f.business.id).into()),
+        tree_size: 30,
+        root_hash: merkle::root(&hashes[..30]).to_vec(),
+        created_at_unix_ms: now - 30_000,
+        signature: None,
+    };
+    let signature = server_keys
+        .signer(&f.business.id.owner)
+        .unwrap()
+        .sign_digest(&canonical::digest(&canonical::checkpoint(&cp)))
+        .unwrap();
+    cp.signature = Some(signature.clone());
+    let identity = lienthong_security_server::keys::auth_identity(&dir).unwrap();
+    let reply = CheckpointWitnessClient::new(f.registry.channel_as(&identity).await)
+        .witness(pb::WitnessRequest {
+            checkpoint: Some(cp.clone()),
+            consistency_proof: Vec::new(),
+            previous_tree_size: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    fixture::add_checkpoint(
+        &dir.legacy_message_log(),
+        &StoredCheckpoint {
+            tree_size: 30,
+            root: merkle::root(&hashes[..30]),
+            created_at_ms: cp.created_at_unix_ms,
+            signature: signature.encode_to_vec(),
+            countersignature: reply.countersignature.unwrap().encode_to_vec(),
+            witnessed_at_ms: reply.witnessed_at_unix_ms,
+        },
+    );
+    let alarms = || f.registry.registry().store().alarms().unwrap().len();
+    let alarms_before = alarms();
+
+    // The server starts on it (the move), serves, and checkpoints.
+    f.business.start().await;
+    assert!(!dir.legacy_message_log().exists(), "moved");
+    f.business
+        .client()
+        .await
+        .business_gets_person()
+        .await
+        .expect("the exchange succeeds");
+    let witnessed = f
+        .business
+        .server()
+        .checkpoint_now()
+        .await
+        .expect("the witness accepts the first checkpoint after the move")
+        .expect("a checkpoint");
+    assert_eq!(
+        witnessed.tree_size, 42,
+        "40 moved records and an exchange's two"
+    );
+    let reader = f.business.server().log_reader();
+    assert_eq!(reader.root(30).unwrap(), merkle::root(&hashes[..30]));
+    assert_eq!(reader.leaf(39).unwrap().as_ref(), Some(&leaves[39]));
+    assert_eq!(alarms(), alarms_before, "no alarm raised");
+    let audit = f.business.server().audit_now().await.unwrap();
+    assert!(audit.mismatches.is_empty(), "{audit:?}");
+}

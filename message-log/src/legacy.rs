@@ -24,38 +24,6 @@ use crate::{LogError, LogKeys, checkpoints};
 /// Records per frame written by the migration.
 const FRAME_RECORDS: usize = 1024;
 
-#[cfg(test)]
-const SCHEMA: &str = r#"
-    CREATE TABLE IF NOT EXISTS records (
-        leaf_index     INTEGER PRIMARY KEY,
-        at             INTEGER NOT NULL,
-        message_id     TEXT NOT NULL,
-        subject_hash   BLOB,
-        withheld_until INTEGER NOT NULL,
-        leaf           BLOB,
-        envelope       BLOB,
-        subject_sealed BLOB,
-        body_sealed    BLOB,
-        hidden_sealed  BLOB
-    ) STRICT;
-    CREATE INDEX IF NOT EXISTS records_subject ON records (subject_hash, leaf_index);
-    CREATE INDEX IF NOT EXISTS records_message ON records (message_id);
-    CREATE TABLE IF NOT EXISTS nodes (
-        level INTEGER NOT NULL,
-        idx   INTEGER NOT NULL,
-        hash  BLOB NOT NULL,
-        PRIMARY KEY (level, idx)
-    ) STRICT, WITHOUT ROWID;
-    CREATE TABLE IF NOT EXISTS checkpoints (
-        tree_size        INTEGER PRIMARY KEY,
-        root             BLOB NOT NULL,
-        created_at       INTEGER NOT NULL,
-        signature        BLOB NOT NULL,
-        countersignature BLOB NOT NULL,
-        witnessed_at     INTEGER NOT NULL
-    ) STRICT;
-"#;
-
 /// The sealing key of the SQLite era (it is the log key with id 1).
 fn old_key(keys: &LogKeys) -> Result<aead::LessSafeKey, LogError> {
     let k = keys
@@ -262,21 +230,56 @@ pub fn migrate(old: &Path, dir: &Path, keys: &LogKeys) -> Result<Option<Migrated
     Ok(Some(moved))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::leaf::leaf_bytes;
-    use crate::tree::Frontier;
-    use crate::{LogReader, LogRecord, MessageLog, SegmentLog};
+/// Logs as the SQLite era wrote them, for tests of the move (the crate's,
+/// and with the feature `fixtures` other crates'): nothing a server runs.
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixture {
+    use std::path::Path;
+
     use lienthong_proto::merkle;
-    use rusqlite::params;
+    use ring::aead;
+    use rusqlite::{Connection, params};
 
-    fn keys() -> LogKeys {
-        LogKeys::new("VN/GOV/000102/ss1", b"subject key".to_vec(), [7; 32])
-    }
+    use crate::checkpoints::StoredCheckpoint;
+    use crate::leaf::leaf_bytes;
+    use crate::{LogKeys, LogRecord};
 
-    fn seal(keys: &LogKeys, index: u64, plain: &[u8]) -> Vec<u8> {
-        let key = old_key(keys).unwrap();
+    /// The SQLite era's tables.
+    pub const SCHEMA: &str = r#"
+    CREATE TABLE IF NOT EXISTS records (
+        leaf_index     INTEGER PRIMARY KEY,
+        at             INTEGER NOT NULL,
+        message_id     TEXT NOT NULL,
+        subject_hash   BLOB,
+        withheld_until INTEGER NOT NULL,
+        leaf           BLOB,
+        envelope       BLOB,
+        subject_sealed BLOB,
+        body_sealed    BLOB,
+        hidden_sealed  BLOB
+    ) STRICT;
+    CREATE INDEX IF NOT EXISTS records_subject ON records (subject_hash, leaf_index);
+    CREATE INDEX IF NOT EXISTS records_message ON records (message_id);
+    CREATE TABLE IF NOT EXISTS nodes (
+        level INTEGER NOT NULL,
+        idx   INTEGER NOT NULL,
+        hash  BLOB NOT NULL,
+        PRIMARY KEY (level, idx)
+    ) STRICT, WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS checkpoints (
+        tree_size        INTEGER PRIMARY KEY,
+        root             BLOB NOT NULL,
+        created_at       INTEGER NOT NULL,
+        signature        BLOB NOT NULL,
+        countersignature BLOB NOT NULL,
+        witnessed_at     INTEGER NOT NULL
+    ) STRICT;
+"#;
+
+    /// Seals `plain` as the SQLite era did: under log key 1, a nonce first,
+    /// the position as associated data.
+    pub fn seal(keys: &LogKeys, index: u64, plain: &[u8]) -> Vec<u8> {
+        let key = super::old_key(keys).expect("log key 1");
         let nonce = [index as u8; 12];
         let mut data = plain.to_vec();
         key.seal_in_place_append_tag(
@@ -284,72 +287,125 @@ mod tests {
             aead::Aad::from(index.to_be_bytes()),
             &mut data,
         )
-        .unwrap();
+        .expect("sealed");
         [nonce.as_slice(), &data].concat()
+    }
+
+    /// Writes `records` at positions 0.. into a new `messagelog.db` at
+    /// `path` as the SQLite era did — each leaf naming its subject by the
+    /// keyed hash, the tree's leaves in its nodes table — the first
+    /// `pruned` of them already pruned by retention (leaf hash only).
+    /// Returns each record's leaf bytes.
+    pub fn write(path: &Path, keys: &LogKeys, records: &[LogRecord], pruned: u64) -> Vec<Vec<u8>> {
+        let conn = Connection::open(path).expect("a new messagelog.db");
+        conn.execute_batch(SCHEMA).expect("the SQLite era's tables");
+        conn.pragma_update(None, "user_version", 1)
+            .expect("its version");
+        let mut leaves = Vec::new();
+        for (i, r) in records.iter().enumerate() {
+            let i = i as u64;
+            let hash = keys.subject_hash(&r.data_subject);
+            let mut leaf: lienthong_proto::pb::trace::v1::LogLeaf =
+                prost::Message::decode(leaf_bytes(r, None, None).as_slice()).expect("a leaf");
+            leaf.data_subject_hash = hash.to_vec();
+            let leaf = prost::Message::encode_to_vec(&leaf);
+            conn.execute(
+                "INSERT INTO nodes (level, idx, hash) VALUES (0, ?1, ?2)",
+                params![i as i64, merkle::leaf_hash(&leaf).to_vec()],
+            )
+            .expect("a node");
+            let kept = i >= pruned;
+            let envelope: &[u8] = if r.envelope.is_empty() {
+                b"envelope"
+            } else {
+                &r.envelope
+            };
+            conn.execute(
+                "INSERT INTO records (leaf_index, at, message_id, subject_hash, withheld_until,
+                    leaf, envelope, subject_sealed, body_sealed, hidden_sealed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, NULL)",
+                params![
+                    i as i64,
+                    r.at_ms,
+                    r.message_id,
+                    kept.then_some(hash.to_vec()),
+                    r.withheld_until_ms,
+                    kept.then(|| seal(keys, i, &leaf)),
+                    kept.then(|| seal(keys, i, envelope)),
+                    kept.then(|| seal(keys, i, r.data_subject.as_bytes())),
+                ],
+            )
+            .expect("a record");
+            leaves.push(leaf);
+        }
+        leaves
+    }
+
+    /// Adds a witnessed checkpoint to the `messagelog.db` at `path`.
+    pub fn add_checkpoint(path: &Path, c: &StoredCheckpoint) {
+        Connection::open(path)
+            .expect("messagelog.db")
+            .execute(
+                "INSERT INTO checkpoints VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    c.tree_size as i64,
+                    c.root.to_vec(),
+                    c.created_at_ms,
+                    c.signature,
+                    c.countersignature,
+                    c.witnessed_at_ms
+                ],
+            )
+            .expect("a checkpoint");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{LogReader, LogRecord, MessageLog, SegmentLog};
+    use lienthong_proto::merkle;
+
+    fn keys() -> LogKeys {
+        LogKeys::new("VN/GOV/000102/ss1", b"subject key".to_vec(), [7; 32])
     }
 
     /// A log as the SQLite era wrote it: 40 records (the first 5 pruned by
     /// retention), every tenth about the citizen, and a witnessed
     /// checkpoint at 30.
     fn legacy_log(path: &Path, keys: &LogKeys) -> (Vec<Vec<u8>>, Hash) {
-        let conn = Connection::open(path).unwrap();
-        conn.execute_batch(SCHEMA).unwrap();
-        conn.pragma_update(None, "user_version", 1).unwrap();
-        let mut f = Frontier::default();
-        let mut leaves = Vec::new();
-        let mut root_at_30 = [0; 32];
-        for i in 0..40u64 {
-            let subject = if i % 10 == 0 {
-                "001099012345"
-            } else {
-                "079099000001"
-            };
-            let r = LogRecord {
+        let records: Vec<LogRecord> = (0..40u64)
+            .map(|i| LogRecord {
                 at_ms: 1000 + i as i64,
                 message_id: format!("m-{i}"),
-                data_subject: subject.into(),
+                data_subject: if i % 10 == 0 {
+                    "001099012345"
+                } else {
+                    "079099000001"
+                }
+                .into(),
                 purpose: "purpose".into(),
                 ..Default::default()
-            };
-            let hash = keys.subject_hash(subject);
-            let mut leaf_msg: lienthong_proto::pb::trace::v1::LogLeaf =
-                prost::Message::decode(leaf_bytes(&r, None, None).as_slice()).unwrap();
-            leaf_msg.data_subject_hash = hash.to_vec();
-            let leaf = prost::Message::encode_to_vec(&leaf_msg);
-            // The SQLite era's nodes table: the migration reads the leaves'.
-            let leaf_hash = merkle::leaf_hash(&leaf);
-            f.push(leaf_hash, |_, _, _| {});
-            conn.execute(
-                "INSERT INTO nodes (level, idx, hash) VALUES (0, ?1, ?2)",
-                params![i as i64, leaf_hash.to_vec()],
-            )
-            .unwrap();
-            let pruned = i < 5;
-            conn.execute(
-                "INSERT INTO records (leaf_index, at, message_id, subject_hash, withheld_until,
-                    leaf, envelope, subject_sealed, body_sealed, hidden_sealed)
-                 VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, NULL, NULL)",
-                params![
-                    i as i64,
-                    r.at_ms,
-                    r.message_id,
-                    (!pruned).then_some(hash.to_vec()),
-                    (!pruned).then(|| seal(keys, i, &leaf)),
-                    (!pruned).then(|| seal(keys, i, b"envelope")),
-                    (!pruned).then(|| seal(keys, i, subject.as_bytes())),
-                ],
-            )
-            .unwrap();
-            leaves.push(leaf);
-            if i == 29 {
-                root_at_30 = f.root();
-                conn.execute(
-                    "INSERT INTO checkpoints VALUES (30, ?1, 5, x'01', x'02', 6)",
-                    [root_at_30.to_vec()],
-                )
-                .unwrap();
-            }
-        }
+            })
+            .collect();
+        let leaves = fixture::write(path, keys, &records, 5);
+        let root_at_30 = merkle::root(
+            &leaves[..30]
+                .iter()
+                .map(|l| merkle::leaf_hash(l))
+                .collect::<Vec<_>>(),
+        );
+        fixture::add_checkpoint(
+            path,
+            &checkpoints::StoredCheckpoint {
+                tree_size: 30,
+                root: root_at_30,
+                created_at_ms: 5,
+                signature: vec![1],
+                countersignature: vec![2],
+                witnessed_at_ms: 6,
+            },
+        );
         (leaves, root_at_30)
     }
 
