@@ -3,8 +3,9 @@
 //! log's own threads': its writer and indexer), the index lag
 //! at the end, bytes on disk per record (segments, the tree's tiles, and
 //! the index — `index.db` and `records.loc` — apart),
-//! subject lookup with inclusion proof, and the time to open again (tail
-//! recovery) — at 10⁴, 10⁵ and 10⁶ records (more with
+//! subject lookup with inclusion proof, the time to open again (tail
+//! recovery) after a clean stop, and to serve again after a `kill -9`
+//! under load (a child process appending) — at 10⁴, 10⁵ and 10⁶ records (more with
 //! `-- --sizes 10000,10000000`; `--appenders N` concurrent appenders, each
 //! waiting for its own durable record, default 256).
 //!
@@ -120,10 +121,13 @@ async fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(256);
     let keys = LogKeys::new("VN/GOV/000102/ss1", vec![7; 32], [9; 32]);
+    if let Some(dir) = arg("--append-until-killed") {
+        return append_until_killed(std::path::Path::new(&dir), keys, appenders).await;
+    }
     println!(
-        "| records | appenders | append rate (records/s) | process CPU per record | the log's CPU per record: its threads (writer and indexer; the indexer's in brackets) + its commits on appenders' threads | records per commit (share of commits made by appenders) | index lag at the end | segment bytes per record | tree (tiles) bytes per record | index bytes per record | lookup of 10 records by subject, with proofs (median) | open again (tail recovery) | self-audit while appending | a whole self-audit pass (records/s) |"
+        "| records | appenders | append rate (records/s) | process CPU per record | the log's CPU per record: its threads (writer and indexer; the indexer's in brackets) + its commits on appenders' threads | records per commit (share of commits made by appenders) | index lag at the end | segment bytes per record | tree (tiles) bytes per record | index bytes per record | lookup of 10 records by subject, with proofs (median) | open again (tail recovery) | serve again after kill -9 under load: open and one append acknowledged (tail read; torn bytes cut); index caught up after | self-audit while appending | a whole self-audit pass (records/s) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for n in sizes {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
@@ -242,8 +246,15 @@ async fn main() {
         let reopen = t.elapsed();
         let read = reopened.recovered().bytes_read;
         reopened.close();
+        let bytes = (
+            dir_bytes(&path, ".seg") / n,
+            dir_bytes(&path, ".tile") / n,
+            (dir_bytes(&path, "index.db") + dir_bytes(&path, "records.loc")) / n,
+        );
+        // Last: the killed child appends on past `n`.
+        let crash = serve_again_after_a_kill(&path, &keys, appenders).await;
         println!(
-            "| {n} | {appenders} | {rate:.0} | {:.1} µs | {:.1} ({:.1}) + {:.1} µs | {:.1} ({} %) | {lag_records} records, caught up in {:.0?} | {} | {} | {} | {:.0?} | {:.0?} ({} KiB read) | {} records checked | {:.1?} ({:.0}) |",
+            "| {n} | {appenders} | {rate:.0} | {:.1} µs | {:.1} ({:.1}) + {:.1} µs | {:.1} ({} %) | {lag_records} records, caught up in {:.0?} | {} | {} | {} | {:.0?} | {:.0?} ({} KiB read) | {crash} | {} records checked | {:.1?} ({:.0}) |",
             cpu_per_record.0,
             cpu_per_record.1,
             cpu_per_record.3,
@@ -251,9 +262,9 @@ async fn main() {
             batching.0,
             batching.1,
             lag,
-            dir_bytes(&path, ".seg") / n,
-            dir_bytes(&path, ".tile") / n,
-            (dir_bytes(&path, "index.db") + dir_bytes(&path, "records.loc")) / n,
+            bytes.0,
+            bytes.1,
+            bytes.2,
             median(lookups),
             reopen,
             read / 1024,
@@ -261,5 +272,66 @@ async fn main() {
             pass,
             n as f64 / pass.as_secs_f64(),
         );
+    }
+}
+
+/// The log in `dir` killed (SIGKILL) while `appenders` append to it in a
+/// child process, then opened again here: how long until it serves again
+/// (open, tail recovery included, and one append acknowledged), what the
+/// recovery read and cut, and how long the index then takes to catch up.
+async fn serve_again_after_a_kill(
+    dir: &std::path::Path,
+    keys: &LogKeys,
+    appenders: usize,
+) -> String {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--append-until-killed", dir.to_str().unwrap()])
+        .args(["--appenders", &appenders.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Killed once it has appended for a while, in the middle of commits.
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "appending");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let t = Instant::now();
+    let log = SegmentLog::open(dir, keys.clone()).unwrap();
+    log.append(record(u64::MAX / 2)).await.unwrap();
+    let serving = t.elapsed();
+    let tail = log.recovered().clone();
+    let t = Instant::now();
+    while log.index_lag() > 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let caught_up = t.elapsed();
+    log.close();
+    format!(
+        "{serving:.0?} ({} KiB read; {} B cut); {caught_up:.0?}",
+        tail.bytes_read / 1024,
+        tail.cut
+    )
+}
+
+/// The child of [`serve_again_after_a_kill`]: appends to the log in `dir`
+/// with `appenders` until it is killed, saying "appending" once it is.
+async fn append_until_killed(dir: &std::path::Path, keys: LogKeys, appenders: usize) {
+    let log = Arc::new(SegmentLog::open(dir, keys).unwrap());
+    let mut inflight = tokio::task::JoinSet::new();
+    for next in 0u64.. {
+        while inflight.len() < appenders {
+            let log = log.clone();
+            let r = record(next);
+            inflight.spawn(async move { log.append(r).await });
+        }
+        inflight.join_next().await.unwrap().unwrap().unwrap();
+        if next == 1000 {
+            println!("appending");
+        }
     }
 }
