@@ -1240,3 +1240,51 @@ async fn a_log_opened_with_keys_that_cannot_read_it_is_refused() {
     assert_eq!(reader(dir.path()).tree_size().unwrap(), 4);
     assert!(audit(dir.path()).is_empty());
 }
+
+/// The index's files deleted under a running log — `index.db` and its
+/// write-ahead log, `records.loc`, the tree's tiles — lose nothing and
+/// hide nothing: the running server keeps appending and answering (its
+/// open files live on until it stops), and the next start rebuilds the
+/// index from the segments, every record found again and the audit clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_files_deleted_under_a_running_log_are_rebuilt_losing_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = SegmentLog::open(dir.path(), keys()).unwrap();
+    for i in 0..20 {
+        log.append(record(i)).await.unwrap();
+    }
+    let r = reader(dir.path()).following(log.acknowledged());
+    assert_eq!(r.tree_size().unwrap(), 20);
+    let mut deleted = 0;
+    for e in std::fs::read_dir(dir.path()).unwrap() {
+        let path = e.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("index.db") || name == "records.loc" || name.ends_with(".tile") {
+            std::fs::remove_file(&path).unwrap();
+            deleted += 1;
+        }
+    }
+    assert!(deleted >= 3, "{deleted}");
+    for i in 20..30 {
+        log.append(record(i)).await.unwrap();
+    }
+    assert_eq!(r.tree_size().unwrap(), 30, "the running log goes on");
+    assert_eq!(
+        r.about(CITIZEN, 0, i64::MAX, 0, 100).unwrap().len(),
+        6,
+        "and answers"
+    );
+    drop(r);
+    log.close();
+
+    let log = SegmentLog::open(dir.path(), keys()).unwrap();
+    log.append(record(30)).await.unwrap();
+    log.close();
+    assert_eq!(reader(dir.path()).tree_size().unwrap(), 31);
+    assert_eq!(
+        citizen_records(dir.path()),
+        vec![30, 25, 20, 15, 10, 5, 0],
+        "every record found again"
+    );
+    assert!(audit(dir.path()).is_empty(), "{:?}", audit(dir.path()));
+}
