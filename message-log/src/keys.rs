@@ -101,7 +101,7 @@ pub const SUBJECT_KEY_CHECK: &str = "subject-key.check";
 /// not found by.
 pub fn check_log(dir: &std::path::Path, keys: &LogKeys, size: u64) -> Result<(), crate::LogError> {
     use crate::LogError;
-    use crate::segment::{self, Header, KIND_SEALED};
+    use crate::segment::{self, Header};
     let wrong = |what: String| {
         LogError(format!(
             "{what}: the log key directory is not this log's (a replaced key, the wrong --log-key-dir, or a log copied from another server); restore the key directory from its backup or escrow"
@@ -114,12 +114,9 @@ pub fn check_log(dir: &std::path::Path, keys: &LogKeys, size: u64) -> Result<(),
         let key = crate::record::SegmentKey::derive(keys, header.key_id, &header.salt)
             .map_err(|e| wrong(format!("segment {first}: {e}")))?;
         let len = file.metadata()?.len();
+        // Every entry is sealed, a record kept as its hash alone too.
         let frame = segment::read_frame(&file, at, len)?;
-        let sealed = frame
-            .iter()
-            .flat_map(|f| &f.entries)
-            .find(|e| e.kind == KIND_SEALED);
-        if let Some(e) = sealed
+        if let Some(e) = frame.iter().flat_map(|f| &f.entries).next()
             && key.open(e.index, &e.bytes).is_none()
         {
             return Err(wrong(format!(
