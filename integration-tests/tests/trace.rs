@@ -502,16 +502,11 @@ async fn the_registry_reserves_the_bus_s_own_service_names() {
     assert!(e.message().contains("reserved"), "{e:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_withheld_exchange_is_proven_while_hidden_and_revealed_on_release() {
-    let f = scenario().await;
-    let soon = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-        + 2_000;
+/// Tax reads the citizen for an investigation ("điều tra vụ án 2026/7"),
+/// withheld from them until `until_ms`; every server checkpoints.
+async fn tax_reads_the_citizen_withheld_until(f: &Federation, until_ms: i64) {
     let mut hidden = with_subject(&tax(), CITIZEN);
-    hidden.insert("lt-withheld-until", soon.to_string().parse().unwrap());
+    hidden.insert("lt-withheld-until", until_ms.to_string().parse().unwrap());
     hidden.insert("lt-purpose", "điều tra vụ án 2026/7".parse().unwrap());
     f.tax
         .client()
@@ -520,6 +515,17 @@ async fn a_withheld_exchange_is_proven_while_hidden_and_revealed_on_release() {
         .await
         .unwrap();
     f.checkpoint_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withheld_exchange_is_proven_while_hidden_and_revealed_on_release() {
+    let f = scenario().await;
+    let soon = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        + 2_000;
+    tax_reads_the_citizen_withheld_until(&f, soon).await;
 
     // Withheld: counted, proven and judged against the grant, never shown;
     // no file of either server holds its purpose in clear.
@@ -579,17 +585,8 @@ async fn a_withheld_exchange_is_proven_while_hidden_and_revealed_on_release() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_file_a_server_writes_holds_personal_data() {
     let f = scenario().await;
-    let mut hidden = with_subject(&tax(), CITIZEN);
     let tomorrow = lienthong_proto::time::now_ms() + 24 * 3600 * 1000;
-    hidden.insert("lt-withheld-until", tomorrow.to_string().parse().unwrap());
-    hidden.insert("lt-purpose", "điều tra vụ án 2026/7".parse().unwrap());
-    f.tax
-        .client()
-        .await
-        .unary("GetPerson", hidden, CITIZEN)
-        .await
-        .unwrap();
-    f.checkpoint_all().await;
+    tax_reads_the_citizen_withheld_until(&f, tomorrow).await;
     assert_eq!(f.trace(CITIZEN).await.unwrap().outcome(), Outcome::Complete);
     let digest = lienthong_proto::sha256(CITIZEN.as_bytes());
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();

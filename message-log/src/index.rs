@@ -816,6 +816,11 @@ fn entry_keys(
                 Keys::of(&leaf, &stored.data_subject, keys),
             ))
         }
+        // Only a log moved from the SQLite era holds records pruned one
+        // by one, in its first segment (the audit checks its header too).
+        KIND_PRUNED if segment != 0 => Err(LogError(format!(
+            "record {i}: only its hash is kept, outside a log moved from the SQLite era"
+        ))),
         KIND_PRUNED if stored.leaf.is_empty() => {
             let h: Hash = stored
                 .pruned_leaf_hash

@@ -93,38 +93,53 @@ pub const SUBJECT_KEY_CHECK: &str = "subject-key.check";
 
 /// Refuses to write to the log in `dir` (of `size` records) with keys
 /// that cannot read it — a replaced key, the wrong key directory, or a
-/// log copied from another server: its newest segment holding records
-/// must open under `keys`, and its lookups must have been made under
-/// their subject key (recorded on the first open that has none).
-/// Writing on would seal new records no one could read beside the old
-/// ones, and would index citizens under a key their earlier records are
-/// not found by.
+/// log copied from another server: under each log key its segments name,
+/// one of its records must open (the newest such segment's first), and
+/// its lookups must have been made under their subject key
+/// ([`check_subject_key`], recorded on the first open that has none).
+/// Writing on would seal new records beside old ones no key could read,
+/// and would index citizens under a key their earlier records are not
+/// found by. One header read per segment, one record opened per key.
 pub fn check_log(dir: &std::path::Path, keys: &LogKeys, size: u64) -> Result<(), crate::LogError> {
-    use crate::LogError;
     use crate::segment::{self, Header};
-    let wrong = |what: String| {
-        LogError(format!(
-            "{what}: the log key directory is not this log's (a replaced key, the wrong --log-key-dir, or a log copied from another server); restore the key directory from its backup or escrow"
-        ))
-    };
-    let segments = segment::list(dir)?;
-    if let Some((first, path)) = segments.iter().rev().find(|(first, _)| *first < size) {
+    let mut checked = std::collections::HashSet::new();
+    for (first, path) in segment::list(dir)?.iter().rev() {
+        if *first >= size {
+            continue;
+        }
         let file = std::fs::File::open(path)?;
         let (header, at) = Header::read(&file)?;
+        if !checked.insert(header.key_id) {
+            continue;
+        }
         let key = crate::record::SegmentKey::derive(keys, header.key_id, &header.salt)
-            .map_err(|e| wrong(format!("segment {first}: {e}")))?;
+            .map_err(|e| wrong_keys(format!("segment {first}: {e}")))?;
         let len = file.metadata()?.len();
         // Every entry is sealed, a record kept as its hash alone too.
         let frame = segment::read_frame(&file, at, len)?;
         if let Some(e) = frame.iter().flat_map(|f| &f.entries).next()
             && key.open(e.index, &e.bytes).is_none()
         {
-            return Err(wrong(format!(
-                "record {} does not open under log key {}",
+            return Err(wrong_keys(format!(
+                "record {} (segment {first}) does not open under log key {}, or it was damaged",
                 e.index, header.key_id
             )));
         }
     }
+    check_subject_key(dir, keys, true)
+}
+
+/// Refuses `keys` whose subject key is not the one the lookups of the
+/// log in `dir` were made under, by the check value `subject-key.check`
+/// holds; where it holds none, `record` writes it (the writer, on the
+/// first open that finds none). Readers check too: a reader builds the
+/// index as well, and one under another subject key would index citizens
+/// where no lookup finds them.
+pub fn check_subject_key(
+    dir: &std::path::Path,
+    keys: &LogKeys,
+    record: bool,
+) -> Result<(), crate::LogError> {
     let check = ring::hmac::sign(
         &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &keys.subject_hash),
         b"lienthong log subject key check",
@@ -133,12 +148,19 @@ pub fn check_log(dir: &std::path::Path, keys: &LogKeys, size: u64) -> Result<(),
     let path = dir.join(SUBJECT_KEY_CHECK);
     match std::fs::read(&path) {
         Ok(held) if held == check => Ok(()),
-        Ok(_) => Err(wrong(
+        Ok(_) => Err(wrong_keys(
             "the subject key is not the one this log's lookups were made under".into(),
         )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && record => {
             crate::retention::write_durably(dir, &path, check)
         }
-        Err(e) => Err(LogError(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(crate::LogError(format!("{}: {e}", path.display()))),
     }
+}
+
+fn wrong_keys(what: String) -> crate::LogError {
+    crate::LogError(format!(
+        "{what}: the log key directory is not this log's (a replaced key, the wrong --log-key-dir, or a log copied from another server); restore the key directory from its backup or escrow"
+    ))
 }

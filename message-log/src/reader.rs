@@ -74,6 +74,7 @@ impl LogReader {
         if !dir.is_dir() {
             return Err(LogError(format!("{}: no message log here", dir.display())));
         }
+        crate::keys::check_subject_key(dir, &keys, false)?;
         Ok(LogReader {
             dir: dir.to_owned(),
             keys,
@@ -883,6 +884,7 @@ impl LogReader {
         };
         let leaves = g.segments.tiles(&self.dir).leaf_hashes(first, next)?;
         let mut hashes = Vec::with_capacity(rows.len());
+        let mut migrated = None;
         let mut through_ms = 0;
         for row in &rows {
             let h = leaves
@@ -892,7 +894,7 @@ impl LogReader {
             // Decided on the record itself, never on the index: a record
             // the index calls hash-only must be one in its segment.
             if row.hash_only {
-                if row.segment != 0 || !self.migrated_segment(0) {
+                if row.segment != 0 || !*migrated.get_or_insert_with(|| self.migrated_segment(0)) {
                     return Err(LogError(format!(
                         "record {}: only its hash is kept, outside a log moved from the SQLite era; not pruning",
                         row.leaf_index
@@ -960,8 +962,6 @@ impl LogReader {
     }
 }
 
-/// Runs `read` in one read transaction of `conn` (a consistent snapshot,
-/// however the indexer moves on meanwhile).
 /// The index's position `size`, if `records.loc` holds an entry for each
 /// of those records — as it does whenever the position committed (the
 /// entries are written first). A position past them is an edited index,
@@ -978,6 +978,8 @@ fn held(size: u64, locations: &mut crate::locations::Locations) -> Result<u64, L
     Ok(size)
 }
 
+/// Runs `read` in one read transaction of `conn` (a consistent snapshot,
+/// however the indexer moves on meanwhile).
 fn snapshot<T>(
     conn: &rusqlite::Connection,
     read: impl FnOnce(&rusqlite::Connection) -> Result<T, LogError>,

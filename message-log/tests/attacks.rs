@@ -1234,11 +1234,42 @@ async fn a_log_opened_with_keys_that_cannot_read_it_is_refused() {
             "{what}: no segment started"
         );
     }
-    let log = SegmentLog::open(dir.path(), keys()).unwrap();
+    // A reader indexes too: it is refused another subject key as well.
+    let refused = LogReader::open(
+        dir.path(),
+        LogKeys::new(OWNER, b"another".to_vec(), [7; 32]),
+    )
+    .err()
+    .expect("a reader under another subject key");
+    assert!(
+        refused.0.contains("the subject key is not the one"),
+        "{refused}"
+    );
+
+    // Rotated: new segments sealed under key 2. The older key replaced is
+    // refused too, though the newest segment opens.
+    let mut rotated = keys();
+    rotated.seal.push((2, [11; 32]));
+    let log = SegmentLog::open(dir.path(), rotated.clone()).unwrap();
     log.append(record(3)).await.unwrap();
     log.close();
-    assert_eq!(reader(dir.path()).tree_size().unwrap(), 4);
-    assert!(audit(dir.path()).is_empty());
+    let mut older_replaced = rotated.clone();
+    older_replaced.seal[0].1 = [8; 32];
+    let refused = SegmentLog::open(dir.path(), older_replaced)
+        .err()
+        .expect("refused");
+    assert!(
+        refused
+            .0
+            .contains("(segment 0) does not open under log key 1"),
+        "{refused}"
+    );
+    let log = SegmentLog::open(dir.path(), rotated.clone()).unwrap();
+    log.append(record(4)).await.unwrap();
+    log.close();
+    let r = LogReader::open(dir.path(), rotated).unwrap();
+    assert_eq!(r.tree_size().unwrap(), 5);
+    assert!(r.audit(0, u64::MAX).unwrap().mismatches.is_empty());
 }
 
 /// The index's files deleted under a running log — `index.db` and its

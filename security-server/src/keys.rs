@@ -259,21 +259,31 @@ pub fn log_keys(
     })
 }
 
-/// Whether the server at `dir` has records its log keys must read: a
-/// segment in its message log, or a log of the SQLite era still to move.
+/// Whether the server at `dir` has a log its keys must read: a log of
+/// the SQLite era still to move, or anything in its message log's
+/// directory but the writer's lock file — segments, an index, checkpoints,
+/// markers (a partial restore with its segments missing counts: keys made
+/// then would block restoring the real ones) — or a link where that
+/// directory should be that leads nowhere (a volume not mounted).
 fn has_log(dir: &ServerDir) -> Result<bool, KeyError> {
     if dir.legacy_message_log().exists() {
         return Ok(true);
     }
     let log = dir.message_log();
-    match crate::message_log::segment::list(&log) {
-        Ok(segments) => Ok(!segments.is_empty()),
-        Err(_) if !log.exists() => Ok(false),
-        Err(e) => Err(KeyError::Io {
-            path: log,
-            source: std::io::Error::other(e.0),
-        }),
+    let entries = match std::fs::read_dir(&log) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(std::fs::symlink_metadata(&log).is_ok());
+        }
+        Err(source) => return Err(KeyError::Io { path: log, source }),
+    };
+    for entry in entries {
+        let entry = entry.map_err(KeyError::io(&log))?;
+        if entry.file_name() != "LOCK" {
+            return Ok(true);
+        }
     }
+    Ok(false)
 }
 
 /// Refuses a key directory inside the message log's, however it is
@@ -436,9 +446,26 @@ mod tests {
             log_keys(&dir, Some(unmounted.path()), "VN/GOV/1/ss1"),
             Err(KeyError::LogKeyMissing { .. })
         ));
-        // A server with no log yet gets its keys made.
+        // So does what is left of a log without its segments (a partial
+        // restore), and a link to a volume not mounted.
         std::fs::remove_file(dir.legacy_message_log()).unwrap();
-        log_keys(&dir, Some(unmounted.path()), "VN/GOV/1/ss1").unwrap();
+        std::fs::create_dir_all(dir.message_log()).unwrap();
+        std::fs::write(dir.message_log().join("index.db"), b"").unwrap();
+        let partial = log_keys(&dir, Some(unmounted.path()), "VN/GOV/1/ss1");
+        assert!(matches!(partial, Err(KeyError::LogKeyMissing { .. })));
+        std::fs::remove_dir_all(dir.message_log()).unwrap();
+        std::os::unix::fs::symlink(home.path().join("not-mounted"), dir.message_log()).unwrap();
+        let dangling = log_keys(&dir, Some(unmounted.path()), "VN/GOV/1/ss1");
+        assert!(matches!(dangling, Err(KeyError::LogKeyMissing { .. })));
+        std::fs::remove_file(dir.message_log()).unwrap();
+        // A server with no log yet (or only the writer's lock) gets its
+        // keys made, and then opens with them.
+        std::fs::create_dir_all(dir.message_log()).unwrap();
+        std::fs::write(dir.message_log().join("LOCK"), b"").unwrap();
+        let made = log_keys(&dir, Some(unmounted.path()), "VN/GOV/1/ss1").unwrap();
         assert!(unmounted.path().join("log-seal.key").exists());
+        std::fs::write(dir.message_log().join("00000000000000000000.seg"), b"").unwrap();
+        let again = log_keys(&dir, Some(unmounted.path()), "VN/GOV/1/ss1").unwrap();
+        assert_eq!(again.seal, made.seal, "present keys are read, not refused");
     }
 }
