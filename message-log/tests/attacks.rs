@@ -1239,8 +1239,7 @@ async fn a_log_opened_with_keys_that_cannot_read_it_is_refused() {
         dir.path(),
         LogKeys::new(OWNER, b"another".to_vec(), [7; 32]),
     )
-    .err()
-    .expect("a reader under another subject key");
+    .expect_err("a reader under another subject key");
     assert!(
         refused.0.contains("the subject key is not the one"),
         "{refused}"
@@ -1255,9 +1254,7 @@ async fn a_log_opened_with_keys_that_cannot_read_it_is_refused() {
     log.close();
     let mut older_replaced = rotated.clone();
     older_replaced.seal[0].1 = [8; 32];
-    let refused = SegmentLog::open(dir.path(), older_replaced)
-        .err()
-        .expect("refused");
+    let refused = SegmentLog::open(dir.path(), older_replaced).expect_err("refused");
     assert!(
         refused
             .0
