@@ -110,8 +110,13 @@ pub fn migrate(old: &Path, dir: &Path, keys: &LogKeys) -> Result<Option<Migrated
     let mut frame = FrameBuilder::new(0);
     // The old tree, from the old leaves: what the moved log must give.
     let mut old_tree = Frontier::default();
+    // The leaf hashes so far, digested as a retention record names them,
+    // and what the records pruned before the move come to: `[0, to)`,
+    // their digest, the time of the newest.
+    let mut leaves_so_far = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut pruned_before: Option<(u64, Hash, i64)> = None;
     let mut stmt = conn.prepare(&format!(
-        "SELECT r.leaf_index, r.leaf, r.envelope, r.subject_sealed, r.body_sealed, {}, n.hash
+        "SELECT r.leaf_index, r.leaf, r.envelope, r.subject_sealed, r.body_sealed, {}, n.hash, r.at
          FROM records r LEFT JOIN nodes n ON n.level = 0 AND n.idx = r.leaf_index
          ORDER BY r.leaf_index",
         if has_hidden {
@@ -152,6 +157,12 @@ pub fn migrate(old: &Path, dir: &Path, keys: &LogKeys) -> Result<Option<Migrated
                 };
                 frame.push(KIND_PRUNED, |out| seg_key.seal_into(index, &pruned, out))?;
                 old_tree.push(hash, |_, _, _| {});
+                leaves_so_far.update(&hash);
+                let mut digest = [0u8; 32];
+                digest.copy_from_slice(leaves_so_far.clone().finish().as_ref());
+                let at: i64 = r.get(7)?;
+                let through = pruned_before.map_or(at, |(_, _, t)| t.max(at));
+                pruned_before = Some((index + 1, digest, through));
                 moved.pruned += 1;
             }
             Some(leaf) => {
@@ -169,7 +180,9 @@ pub fn migrate(old: &Path, dir: &Path, keys: &LogKeys) -> Result<Option<Migrated
                     pruned_leaf_hash: Vec::new(),
                 };
                 frame.push(KIND_SEALED, |out| seg_key.seal_into(index, &stored, out))?;
-                old_tree.push(merkle::leaf_hash(&stored.leaf), |_, _, _| {});
+                let hash = merkle::leaf_hash(&stored.leaf);
+                old_tree.push(hash, |_, _, _| {});
+                leaves_so_far.update(&hash);
             }
         }
         moved.records += 1;
@@ -178,11 +191,34 @@ pub fn migrate(old: &Path, dir: &Path, keys: &LogKeys) -> Result<Option<Migrated
             file.write_all(&std::mem::replace(&mut frame, FrameBuilder::new(next)).finish())?;
         }
     }
+    // Records retention had pruned are kept as their leaf hash alone: the
+    // move says so in a record of its own, the segment's last, inside the
+    // tree the registry witnesses — so no log that was never moved can
+    // claim records pruned this way (see `LogReader::moved_pruned_to`).
+    if let Some((to, digest, through_ms)) = pruned_before {
+        let index = frame.next_index();
+        let record = crate::LogRecord {
+            phase: crate::Phase::Retention,
+            at_ms: lienthong_proto::time::now_ms(),
+            message_id: format!("retention-0-{to}"),
+            pruned: Some(crate::Pruned {
+                from: 0,
+                to,
+                digest,
+                through_ms,
+            }),
+            ..Default::default()
+        };
+        let salt = seg_key.subject_salt(index);
+        let (stored, _) = crate::writer::stored(record, &salt, &[], None);
+        frame.push(KIND_SEALED, |out| seg_key.seal_into(index, &stored, out))?;
+    }
     if frame.count() > 0 {
         file.write_all(&frame.finish())?;
     }
     file.sync_all()?;
     drop(file);
+    let written = moved.records + u64::from(pruned_before.is_some());
 
     let cps = checkpoints::open(&staging)?;
     for c in checkpoints::all(&conn)? {
@@ -196,7 +232,7 @@ pub fn migrate(old: &Path, dir: &Path, keys: &LogKeys) -> Result<Option<Migrated
         let reader = crate::LogReader::open(&staging, keys.clone())?;
         (reader.tree_size()?, reader.root(moved.records)?)
     };
-    if moved_root != (moved.records, old_tree.root()) {
+    if moved_root != (written, old_tree.root()) {
         return Err(LogError(format!(
             "the log moved from {} does not read back as the old tree ({} records); the old file is left as it was",
             old.display(),
@@ -445,33 +481,77 @@ mod tests {
         .unwrap();
         log.close();
         let r = LogReader::open(&dir, keys()).unwrap();
-        assert_eq!(r.tree_size().unwrap(), 41);
+        assert_eq!(r.tree_size().unwrap(), 42, "40 moved, the move's record, 1");
         for (i, leaf) in leaves.iter().enumerate().skip(5) {
             assert_eq!(r.leaf(i as u64).unwrap().as_ref(), Some(leaf), "leaf {i}");
         }
         assert_eq!(r.leaf(2).unwrap(), None, "pruned stays pruned");
+        // The move says what it found pruned, in the tree: records [0, 5),
+        // the newest of them at 1004; the citizen's trace shows it.
+        let (at, bytes) = r.latest_retention(42).unwrap().unwrap();
+        let said: lienthong_proto::pb::trace::v1::LogLeaf =
+            prost::Message::decode(bytes.as_slice()).unwrap();
+        assert_eq!(at, 40);
+        assert_eq!(
+            (
+                said.message_id.as_str(),
+                said.pruned_from,
+                said.pruned_to,
+                said.pruned_through_unix_ms
+            ),
+            ("retention-0-5", 0, 5, 1004)
+        );
+        let hashes: Vec<u8> = leaves[..5]
+            .iter()
+            .flat_map(|l| merkle::leaf_hash(l))
+            .collect();
+        assert_eq!(
+            said.pruned_leaves_digest,
+            lienthong_proto::sha256(&hashes).to_vec()
+        );
         // What the registry's witness checks: the first checkpoint after
         // the move is consistent with the last one before it.
         let cp = r.latest_checkpoint().unwrap().unwrap();
         assert_eq!((cp.tree_size, cp.root), (30, root_at_30));
         assert_eq!(r.root(30).unwrap(), root_at_30);
-        let proof = r.consistency_proof(30, 41).unwrap();
+        let proof = r.consistency_proof(30, 42).unwrap();
         assert!(merkle::verify_consistency(
             30,
-            41,
+            42,
             &root_at_30,
-            &r.root(41).unwrap(),
+            &r.root(42).unwrap(),
             &proof
         ));
         // Old and new records of the citizen are found (old ones by their
         // keyed hash, new ones by commitment).
         let found = r.about("001099012345", 0, i64::MAX, 0, 100).unwrap();
         let at: Vec<u64> = found.iter().map(|f| f.leaf_index).collect();
-        assert_eq!(at, vec![40, 30, 20, 10]);
+        assert_eq!(at, vec![41, 30, 20, 10]);
         assert_eq!(r.subject_of(10).unwrap().as_deref(), Some("001099012345"));
         assert_eq!(
             r.audit(0, u64::MAX).unwrap().mismatches,
             Vec::<String>::new()
+        );
+
+        // Retention takes the moved segment in its turn, the records
+        // pruned before the move with it, and the audit stays clean.
+        let plan = r
+            .plan_prune(i64::MAX, 3000)
+            .unwrap()
+            .expect("the moved segment");
+        assert_eq!((plan.marker.from, plan.marker.to), (0, 41));
+        let log = SegmentLog::open(&dir, keys()).unwrap();
+        log.append(plan.record(3000)).await.unwrap();
+        log.close();
+        assert_eq!(r.prune(&plan.marker).unwrap(), 41);
+        assert_eq!(
+            r.audit(0, u64::MAX).unwrap().mismatches,
+            Vec::<String>::new()
+        );
+        let found = r.about("001099012345", 0, i64::MAX, 0, 100).unwrap();
+        assert_eq!(
+            found.iter().map(|f| f.leaf_index).collect::<Vec<_>>(),
+            vec![41]
         );
     }
 }

@@ -177,14 +177,38 @@ impl LogReader {
         Ok((stored, leaf))
     }
 
-    /// Whether segment `first` is the one a move from the SQLite era made
-    /// ([`crate::legacy::migrate`]): the log's first, its header's time 0.
-    fn migrated_segment(&self, first: u64) -> bool {
-        first == 0
-            && std::fs::File::open(self.dir.join(crate::segment::file_name(0)))
-                .ok()
-                .and_then(|f| crate::segment::Header::read(&f).ok())
-                .is_some_and(|(h, _)| h.first_index == 0 && h.created_ms == 0)
+    /// The records `[0, to)` a move from the SQLite era found pruned by
+    /// retention (kept as their leaf hash alone), as the move's own
+    /// retention record names them ([`crate::legacy::migrate`]): the last
+    /// record of the log's first segment, whose header says the move made
+    /// it (time 0). `None` for a log never moved, or moved with nothing
+    /// pruned. That record is in the tree the registry witnesses, at a
+    /// place no later edit can take: a header rewritten to claim a move
+    /// never made finds an ordinary record there.
+    fn moved_pruned_to(&self, inner: &mut Inner) -> Option<u64> {
+        let path = self.dir.join(crate::segment::file_name(0));
+        let (header, _) = crate::segment::Header::read(&std::fs::File::open(path).ok()?).ok()?;
+        if header.first_index != 0 || header.created_ms != 0 {
+            return None;
+        }
+        let size = index::size(&inner.index).ok()?;
+        let end = crate::segment::list(&self.dir)
+            .ok()?
+            .iter()
+            .map(|(first, _)| *first)
+            .find(|first| *first > 0)
+            .unwrap_or(size);
+        let last = end.min(size).checked_sub(1)?;
+        let row = index::row(&inner.index, inner.segments.locations(&self.dir), last).ok()??;
+        if row.segment != 0 || row.hash_only {
+            return None;
+        }
+        let (_, leaf) = self.read(&mut inner.segments, &row).ok()?;
+        (leaf.phase == Phase::Retention as i32
+            && leaf.pruned_from == 0
+            && leaf.pruned_to <= last
+            && leaf.message_id == format!("retention-0-{}", leaf.pruned_to))
+        .then_some(leaf.pruned_to)
     }
 
     /// Reads and opens the record an index row points to.
@@ -647,9 +671,9 @@ impl LogReader {
                 Vec::new()
             });
             let listed = crate::segment::list(&self.dir)?;
-            // Whether the first segment is the one a move from the SQLite
-            // era made (read once, when a record needs it).
-            let mut migrated = None;
+            // What a move from the SQLite era found pruned (read once,
+            // when a record needs it).
+            let mut moved = None;
             // Retention takes whole segments, one after another: markers
             // never overlap (an overlapping one could borrow another's
             // retention record below).
@@ -732,11 +756,12 @@ impl LogReader {
                 }
                 if row.hash_only {
                     // Only a log moved from the SQLite era holds records
-                    // pruned one by one (its first segment, made by the
-                    // move); anywhere else, a record kept as its hash
-                    // alone is one hidden by someone who holds the keys.
-                    let migrated = *migrated.get_or_insert_with(|| self.migrated_segment(0));
-                    if row.segment != 0 || !migrated {
+                    // pruned one by one (in its first segment, as the
+                    // move's own record says); anywhere else, a record kept
+                    // as its hash alone is one hidden by someone who holds
+                    // the keys.
+                    let moved = *moved.get_or_insert_with(|| self.moved_pruned_to(&mut g));
+                    if row.segment != 0 || moved.is_none_or(|to| i >= to) {
                         out.mismatches.push(format!(
                             "record {i}: only its hash is kept, outside a log moved from the SQLite era (a record hidden by someone with the keys)"
                         ));
@@ -884,7 +909,7 @@ impl LogReader {
         };
         let leaves = g.segments.tiles(&self.dir).leaf_hashes(first, next)?;
         let mut hashes = Vec::with_capacity(rows.len());
-        let mut migrated = None;
+        let mut moved = None;
         let mut through_ms = 0;
         for row in &rows {
             let h = leaves
@@ -894,7 +919,8 @@ impl LogReader {
             // Decided on the record itself, never on the index: a record
             // the index calls hash-only must be one in its segment.
             if row.hash_only {
-                if row.segment != 0 || !*migrated.get_or_insert_with(|| self.migrated_segment(0)) {
+                let moved = *moved.get_or_insert_with(|| self.moved_pruned_to(&mut g));
+                if row.segment != 0 || moved.is_none_or(|to| row.leaf_index >= to) {
                     return Err(LogError(format!(
                         "record {}: only its hash is kept, outside a log moved from the SQLite era; not pruning",
                         row.leaf_index

@@ -856,7 +856,7 @@ fn is_withheld(r: &LogRecord) -> bool {
 /// `hidden_salt`, 32 random bytes drawn for it) and everything sealed
 /// beside it, and the subject commitment. Takes `r`: its values move into
 /// what is kept, none is copied.
-fn stored(
+pub(crate) fn stored(
     mut r: LogRecord,
     subject_salt: &[u8],
     hidden_salt: &[u8],

@@ -653,12 +653,24 @@ async fn a_record_resealed_as_hash_only_with_the_keys_is_found() {
         !citizen_records(dir.path()).contains(&x),
         "hidden from the lookup"
     );
+    let hidden = "record 5: only its hash is kept, outside a log moved from the SQLite era (a record hidden by someone with the keys)";
     let found = audit(dir.path());
-    assert!(
-        found.iter().any(|m| m
-            == "record 5: only its hash is kept, outside a log moved from the SQLite era (a record hidden by someone with the keys)"),
-        "{found:?}"
-    );
+    assert!(found.iter().any(|m| m == hidden), "{found:?}");
+    // Nor does the segment's header rewritten to say a move from the
+    // SQLite era made it (its time 0; nothing of the tree changes): the
+    // move's own record, in the witnessed tree, is not there.
+    let path = segment_of(dir.path(), x);
+    let mut p = parse(&path);
+    p.header_bytes = Header {
+        created_ms: 0,
+        ..p.header.clone()
+    }
+    .encode();
+    unparse(&path, &p);
+    index::remove(dir.path()).unwrap();
+    assert!(!citizen_records(dir.path()).contains(&x));
+    let found = audit(dir.path());
+    assert!(found.iter().any(|m| m == hidden), "{found:?}");
 }
 
 /// No key needed: the oldest segment, whose records are minutes old (never
