@@ -698,7 +698,7 @@ async fn the_witness_accepts_the_first_checkpoint_after_a_log_moves_from_the_sql
             ..Default::default()
         })
         .collect();
-    let leaves = fixture::write(&dir.legacy_message_log(), &keys, &records, 5);
+    let leaves = fixture::write(&dir.legacy_message_log(), &keys, &records, |i| i < 5);
     let hashes: Vec<_> = leaves.iter().map(|l| merkle::leaf_hash(l)).collect();
 
     // The registry witnesses the old log at 30 records, as the server of

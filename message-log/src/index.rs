@@ -817,7 +817,8 @@ fn entry_keys(
             ))
         }
         // Only a log moved from the SQLite era holds records pruned one
-        // by one, in its first segment (the audit checks its header too).
+        // by one, in its first segment (the audit checks them against the
+        // move's own record: `LogReader::moved`).
         KIND_PRUNED if segment != 0 => Err(LogError(format!(
             "record {i}: only its hash is kept, outside a log moved from the SQLite era"
         ))),

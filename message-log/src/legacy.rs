@@ -50,6 +50,21 @@ fn unseal(key: &aead::LessSafeKey, leaf_index: u64, sealed: &[u8]) -> Option<Vec
     Some(plain.to_vec())
 }
 
+/// The message id of the record a move from the SQLite era appends when
+/// retention had pruned `pruned` of the `moved` records it moved (never a
+/// retention's own `retention-FROM-TO`).
+pub fn moved_id(moved: u64, pruned: u64) -> String {
+    format!("moved-from-sqlite-{moved}-pruned-{pruned}")
+}
+
+/// (moved, pruned) of [`moved_id`].
+pub fn parse_moved_id(id: &str) -> Option<(u64, u64)> {
+    let (moved, pruned) = id
+        .strip_prefix("moved-from-sqlite-")?
+        .split_once("-pruned-")?;
+    Some((moved.parse().ok()?, pruned.parse().ok()?))
+}
+
 /// What the migration moved.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Migrated {
@@ -110,11 +125,10 @@ pub fn migrate(old: &Path, dir: &Path, keys: &LogKeys) -> Result<Option<Migrated
     let mut frame = FrameBuilder::new(0);
     // The old tree, from the old leaves: what the moved log must give.
     let mut old_tree = Frontier::default();
-    // The leaf hashes so far, digested as a retention record names them,
-    // and what the records pruned before the move come to: `[0, to)`,
-    // their digest, the time of the newest.
-    let mut leaves_so_far = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut pruned_before: Option<(u64, Hash, i64)> = None;
+    // What retention had pruned before the move: the leaf hashes of those
+    // records, digested in order, and the time of the newest.
+    let mut pruned_hashes = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut pruned_through = 0i64;
     let mut stmt = conn.prepare(&format!(
         "SELECT r.leaf_index, r.leaf, r.envelope, r.subject_sealed, r.body_sealed, {}, n.hash, r.at
          FROM records r LEFT JOIN nodes n ON n.level = 0 AND n.idx = r.leaf_index
@@ -157,12 +171,8 @@ pub fn migrate(old: &Path, dir: &Path, keys: &LogKeys) -> Result<Option<Migrated
                 };
                 frame.push(KIND_PRUNED, |out| seg_key.seal_into(index, &pruned, out))?;
                 old_tree.push(hash, |_, _, _| {});
-                leaves_so_far.update(&hash);
-                let mut digest = [0u8; 32];
-                digest.copy_from_slice(leaves_so_far.clone().finish().as_ref());
-                let at: i64 = r.get(7)?;
-                let through = pruned_before.map_or(at, |(_, _, t)| t.max(at));
-                pruned_before = Some((index + 1, digest, through));
+                pruned_hashes.update(&hash);
+                pruned_through = pruned_through.max(r.get(7)?);
                 moved.pruned += 1;
             }
             Some(leaf) => {
@@ -180,9 +190,7 @@ pub fn migrate(old: &Path, dir: &Path, keys: &LogKeys) -> Result<Option<Migrated
                     pruned_leaf_hash: Vec::new(),
                 };
                 frame.push(KIND_SEALED, |out| seg_key.seal_into(index, &stored, out))?;
-                let hash = merkle::leaf_hash(&stored.leaf);
-                old_tree.push(hash, |_, _, _| {});
-                leaves_so_far.update(&hash);
+                old_tree.push(merkle::leaf_hash(&stored.leaf), |_, _, _| {});
             }
         }
         moved.records += 1;
@@ -192,20 +200,21 @@ pub fn migrate(old: &Path, dir: &Path, keys: &LogKeys) -> Result<Option<Migrated
         }
     }
     // Records retention had pruned are kept as their leaf hash alone: the
-    // move says so in a record of its own, the segment's last, inside the
-    // tree the registry witnesses — so no log that was never moved can
-    // claim records pruned this way (see `LogReader::moved_pruned_to`).
-    if let Some((to, digest, through_ms)) = pruned_before {
+    // move says which in a record of its own, the segment's last, inside
+    // the tree the registry witnesses (see `LogReader::moved`).
+    if moved.pruned > 0 {
         let index = frame.next_index();
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(pruned_hashes.finish().as_ref());
         let record = crate::LogRecord {
             phase: crate::Phase::Retention,
             at_ms: lienthong_proto::time::now_ms(),
-            message_id: format!("retention-0-{to}"),
+            message_id: moved_id(index, moved.pruned),
             pruned: Some(crate::Pruned {
                 from: 0,
-                to,
+                to: index,
                 digest,
-                through_ms,
+                through_ms: pruned_through,
             }),
             ..Default::default()
         };
@@ -218,7 +227,7 @@ pub fn migrate(old: &Path, dir: &Path, keys: &LogKeys) -> Result<Option<Migrated
     }
     file.sync_all()?;
     drop(file);
-    let written = moved.records + u64::from(pruned_before.is_some());
+    let written = moved.records + u64::from(moved.pruned > 0);
 
     let cps = checkpoints::open(&staging)?;
     for c in checkpoints::all(&conn)? {
@@ -329,10 +338,15 @@ pub mod fixture {
 
     /// Writes `records` at positions 0.. into a new `messagelog.db` at
     /// `path` as the SQLite era did — each leaf naming its subject by the
-    /// keyed hash, the tree's leaves in its nodes table — the first
-    /// `pruned` of them already pruned by retention (leaf hash only).
-    /// Returns each record's leaf bytes.
-    pub fn write(path: &Path, keys: &LogKeys, records: &[LogRecord], pruned: u64) -> Vec<Vec<u8>> {
+    /// keyed hash, the tree's leaves in its nodes table — those at the
+    /// positions `pruned` says already pruned by retention (leaf hash
+    /// only). Returns each record's leaf bytes.
+    pub fn write(
+        path: &Path,
+        keys: &LogKeys,
+        records: &[LogRecord],
+        pruned: impl Fn(u64) -> bool,
+    ) -> Vec<Vec<u8>> {
         let conn = Connection::open(path).expect("a new messagelog.db");
         conn.execute_batch(SCHEMA).expect("the SQLite era's tables");
         conn.pragma_update(None, "user_version", 1)
@@ -350,7 +364,7 @@ pub mod fixture {
                 params![i as i64, merkle::leaf_hash(&leaf).to_vec()],
             )
             .expect("a node");
-            let kept = i >= pruned;
+            let kept = !pruned(i);
             let envelope: &[u8] = if r.envelope.is_empty() {
                 b"envelope"
             } else {
@@ -406,9 +420,9 @@ mod tests {
         LogKeys::new("VN/GOV/000102/ss1", b"subject key".to_vec(), [7; 32])
     }
 
-    /// A log as the SQLite era wrote it: 40 records (the first 5 pruned by
-    /// retention), every tenth about the citizen, and a witnessed
-    /// checkpoint at 30.
+    /// A log as the SQLite era wrote it: 40 records (the first 5 and the
+    /// ninth pruned by retention: its clock order is not the log's),
+    /// every tenth about the citizen, and a witnessed checkpoint at 30.
     fn legacy_log(path: &Path, keys: &LogKeys) -> (Vec<Vec<u8>>, Hash) {
         let records: Vec<LogRecord> = (0..40u64)
             .map(|i| LogRecord {
@@ -424,7 +438,7 @@ mod tests {
                 ..Default::default()
             })
             .collect();
-        let leaves = fixture::write(path, keys, &records, 5);
+        let leaves = fixture::write(path, keys, &records, |i| i < 5 || i == 8);
         let root_at_30 = merkle::root(
             &leaves[..30]
                 .iter()
@@ -456,7 +470,7 @@ mod tests {
             moved,
             Migrated {
                 records: 40,
-                pruned: 5,
+                pruned: 6,
                 checkpoints: 1
             }
         );
@@ -482,12 +496,14 @@ mod tests {
         log.close();
         let r = LogReader::open(&dir, keys()).unwrap();
         assert_eq!(r.tree_size().unwrap(), 42, "40 moved, the move's record, 1");
-        for (i, leaf) in leaves.iter().enumerate().skip(5) {
+        for (i, leaf) in leaves.iter().enumerate().skip(5).filter(|(i, _)| *i != 8) {
             assert_eq!(r.leaf(i as u64).unwrap().as_ref(), Some(leaf), "leaf {i}");
         }
         assert_eq!(r.leaf(2).unwrap(), None, "pruned stays pruned");
-        // The move says what it found pruned, in the tree: records [0, 5),
-        // the newest of them at 1004; the citizen's trace shows it.
+        assert_eq!(r.leaf(8).unwrap(), None);
+        // The move says what it found pruned, in the tree: 6 of the 40
+        // records before it, the newest at 1008, their leaf hashes'
+        // digest; the citizen's trace shows it.
         let (at, bytes) = r.latest_retention(42).unwrap().unwrap();
         let said: lienthong_proto::pb::trace::v1::LogLeaf =
             prost::Message::decode(bytes.as_slice()).unwrap();
@@ -499,11 +515,11 @@ mod tests {
                 said.pruned_to,
                 said.pruned_through_unix_ms
             ),
-            ("retention-0-5", 0, 5, 1004)
+            ("moved-from-sqlite-40-pruned-6", 0, 40, 1008)
         );
-        let hashes: Vec<u8> = leaves[..5]
+        let hashes: Vec<u8> = [0, 1, 2, 3, 4, 8]
             .iter()
-            .flat_map(|l| merkle::leaf_hash(l))
+            .flat_map(|&i| merkle::leaf_hash(&leaves[i]))
             .collect();
         assert_eq!(
             said.pruned_leaves_digest,
@@ -531,6 +547,38 @@ mod tests {
         assert_eq!(
             r.audit(0, u64::MAX).unwrap().mismatches,
             Vec::<String>::new()
+        );
+        // Only those the move named: another record of the moved segment
+        // marked as kept by its hash alone (below the move's record, among
+        // pruned ones) is reported, in a copy of the log.
+        let copy = tempfile::tempdir().unwrap();
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), copy.path().join(e.file_name())).unwrap();
+        }
+        {
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(crate::locations::path(copy.path()))
+                .unwrap();
+            let mut flags = [0u8; 1];
+            f.read_exact_at(&mut flags, 7 * crate::locations::ENTRY + 23)
+                .unwrap();
+            f.write_all_at(&[flags[0] | 1], 7 * crate::locations::ENTRY + 23)
+                .unwrap();
+        }
+        let found = LogReader::open(copy.path(), keys())
+            .unwrap()
+            .audit(0, u64::MAX)
+            .unwrap()
+            .mismatches;
+        assert!(
+            found
+                .iter()
+                .any(|m| m.starts_with("record 7: only its hash is kept")),
+            "{found:?}"
         );
 
         // Retention takes the moved segment in its turn, the records

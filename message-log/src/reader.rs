@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use lienthong_proto::merkle::{self, Hash};
 use lienthong_proto::pb::trace::v1::{LogLeaf, Phase, Side};
@@ -57,6 +57,22 @@ struct Inner {
     segments: Segments,
     /// Why the index last could not follow the segments, if it could not.
     behind: Option<String>,
+    /// What a move from the SQLite era found pruned, once known (`None`
+    /// inside: nothing it found is believed).
+    moved: Option<Option<Arc<Moved>>>,
+}
+
+/// The records a move from the SQLite era found pruned
+/// ([`LogReader::moved`]), by position.
+#[derive(Debug)]
+struct Moved {
+    pruned: Vec<u64>,
+}
+
+impl Moved {
+    fn holds(&self, leaf_index: u64) -> bool {
+        self.pruned.binary_search(&leaf_index).is_ok()
+    }
 }
 
 impl std::fmt::Debug for LogReader {
@@ -83,6 +99,7 @@ impl LogReader {
                 checkpoints: checkpoints::open(dir)?,
                 segments: Segments::default(),
                 behind: None,
+                moved: None,
             }),
             writer: None,
         })
@@ -177,19 +194,20 @@ impl LogReader {
         Ok((stored, leaf))
     }
 
-    /// The records `[0, to)` a move from the SQLite era found pruned by
-    /// retention (kept as their leaf hash alone), as the move's own
-    /// retention record names them ([`crate::legacy::migrate`]): the last
-    /// record of the log's first segment, whose header says the move made
-    /// it (time 0). `None` for a log never moved, or moved with nothing
-    /// pruned. That record is in the tree the registry witnesses, at a
-    /// place no later edit can take: a header rewritten to claim a move
-    /// never made finds an ordinary record there.
-    fn moved_pruned_to(&self, inner: &mut Inner) -> Option<u64> {
-        let path = self.dir.join(crate::segment::file_name(0));
-        let (header, _) = crate::segment::Header::read(&std::fs::File::open(path).ok()?).ok()?;
-        if header.first_index != 0 || header.created_ms != 0 {
-            return None;
+    /// The records a move from the SQLite era found pruned by retention
+    /// (kept as their leaf hash alone), as the move's own record says
+    /// ([`crate::legacy::migrate`]): the last record of the log's first
+    /// segment, whose header says the move made it (time 0), names how
+    /// many records it moved and how many of them were pruned, with the
+    /// digest of the pruned ones' leaf hashes, in the tree the registry
+    /// witnesses. Believed only if the records marked so below it are
+    /// exactly those — their number and digest. `None` for a log never
+    /// moved, moved with nothing pruned, or whose marks disagree (every
+    /// record kept as its hash alone is then reported). Found once per
+    /// reader (never while the index is still short of the move's record).
+    fn moved(&self, inner: &mut Inner) -> Option<Arc<Moved>> {
+        if let Some(known) = &inner.moved {
+            return known.clone();
         }
         let size = index::size(&inner.index).ok()?;
         let end = crate::segment::list(&self.dir)
@@ -198,17 +216,57 @@ impl LogReader {
             .map(|(first, _)| *first)
             .find(|first| *first > 0)
             .unwrap_or(size);
-        let last = end.min(size).checked_sub(1)?;
+        if size < end {
+            // The index has not reached the first segment's end yet.
+            return None;
+        }
+        let found = self.find_moved(inner, end).map(Arc::new);
+        inner.moved = Some(found.clone());
+        found
+    }
+
+    /// [`LogReader::moved`] of a log whose first segment ends at `end`
+    /// (which the index covers).
+    fn find_moved(&self, inner: &mut Inner, end: u64) -> Option<Moved> {
+        let path = self.dir.join(crate::segment::file_name(0));
+        let (header, _) = crate::segment::Header::read(&std::fs::File::open(path).ok()?).ok()?;
+        if header.first_index != 0 || header.created_ms != 0 {
+            return None;
+        }
+        let last = end.checked_sub(1)?;
         let row = index::row(&inner.index, inner.segments.locations(&self.dir), last).ok()??;
         if row.segment != 0 || row.hash_only {
             return None;
         }
         let (_, leaf) = self.read(&mut inner.segments, &row).ok()?;
-        (leaf.phase == Phase::Retention as i32
-            && leaf.pruned_from == 0
-            && leaf.pruned_to <= last
-            && leaf.message_id == format!("retention-0-{}", leaf.pruned_to))
-        .then_some(leaf.pruned_to)
+        let (moved, count) = crate::legacy::parse_moved_id(&leaf.message_id)?;
+        if leaf.phase != Phase::Retention as i32
+            || leaf.pruned_from != 0
+            || leaf.pruned_to != last
+            || moved != last
+        {
+            return None;
+        }
+        let pruned: Vec<u64> = inner
+            .segments
+            .locations(&self.dir)
+            .range(0, last)
+            .ok()?
+            .into_iter()
+            .flatten()
+            .filter(|r| r.segment == 0 && r.hash_only)
+            .map(|r| r.leaf_index)
+            .collect();
+        if pruned.len() as u64 != count {
+            return None;
+        }
+        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+        let tiles = inner.segments.tiles(&self.dir);
+        for &i in &pruned {
+            digest.update(&tiles.node(0, i).ok()?);
+        }
+        (digest.finish().as_ref() == leaf.pruned_leaves_digest.as_slice())
+            .then_some(Moved { pruned })
     }
 
     /// Reads and opens the record an index row points to.
@@ -671,9 +729,6 @@ impl LogReader {
                 Vec::new()
             });
             let listed = crate::segment::list(&self.dir)?;
-            // What a move from the SQLite era found pruned (read once,
-            // when a record needs it).
-            let mut moved = None;
             // Retention takes whole segments, one after another: markers
             // never overlap (an overlapping one could borrow another's
             // retention record below).
@@ -760,8 +815,8 @@ impl LogReader {
                     // move's own record says); anywhere else, a record kept
                     // as its hash alone is one hidden by someone who holds
                     // the keys.
-                    let moved = *moved.get_or_insert_with(|| self.moved_pruned_to(&mut g));
-                    if row.segment != 0 || moved.is_none_or(|to| i >= to) {
+                    let moved = self.moved(&mut g);
+                    if row.segment != 0 || !moved.is_some_and(|m| m.holds(i)) {
                         out.mismatches.push(format!(
                             "record {i}: only its hash is kept, outside a log moved from the SQLite era (a record hidden by someone with the keys)"
                         ));
@@ -909,7 +964,6 @@ impl LogReader {
         };
         let leaves = g.segments.tiles(&self.dir).leaf_hashes(first, next)?;
         let mut hashes = Vec::with_capacity(rows.len());
-        let mut moved = None;
         let mut through_ms = 0;
         for row in &rows {
             let h = leaves
@@ -919,8 +973,8 @@ impl LogReader {
             // Decided on the record itself, never on the index: a record
             // the index calls hash-only must be one in its segment.
             if row.hash_only {
-                let moved = *moved.get_or_insert_with(|| self.moved_pruned_to(&mut g));
-                if row.segment != 0 || moved.is_none_or(|to| row.leaf_index >= to) {
+                let moved = self.moved(&mut g);
+                if row.segment != 0 || !moved.is_some_and(|m| m.holds(row.leaf_index)) {
                     return Err(LogError(format!(
                         "record {}: only its hash is kept, outside a log moved from the SQLite era; not pruning",
                         row.leaf_index

@@ -30,7 +30,8 @@ const MAGIC: &[u8; 8] = b"LTPRUNE1";
 pub struct PrunePlan {
     pub marker: Marker,
     /// The time of the newest record pruned (Unix ms; 0 when every record
-    /// was pruned before the log moved to segments, with no time kept).
+    /// was pruned before the log moved to segments — the move's own record
+    /// says when those were).
     pub through_ms: i64,
 }
 
