@@ -709,7 +709,16 @@ async fn the_periodic_self_audit_finds_edits_made_stopped_or_running() {
         })
     };
 
-    // Stopped: the consumer's entries of the first exchange deleted.
+    // Stopped: the consumer's entries of the first exchange deleted (once
+    // its index holds them: it follows the commits a moment later).
+    let reader = f.business.server().log_reader().clone();
+    wait_until(PATIENCE, "the exchange indexed", || {
+        reader
+            .by_message(&ids[0])
+            .is_ok_and(|found| found.len() == 2)
+    })
+    .await;
+    drop(reader);
     f.business.stop();
     assert_eq!(tamper::delete_exchange_from_index(&f.business, &ids[0]), 2);
     f.business.start().await;
