@@ -218,7 +218,9 @@ pub fn read_frame(file: &File, offset: u64, file_len: u64) -> Result<Option<Fram
         return Ok(None);
     };
     let mut body = vec![0u8; body_len as usize];
-    file.read_exact_at(&mut body, offset + FRAME_HEADER as u64)?;
+    if !read_unless_cut(file, &mut body, offset + FRAME_HEADER as u64)? {
+        return Ok(None);
+    }
     let mut h = crc32fast::Hasher::new();
     h.update(&(body_len as u32).to_be_bytes());
     h.update(&body);
@@ -257,13 +259,27 @@ pub fn read_frame(file: &File, offset: u64, file_len: u64) -> Result<Option<Fram
     }))
 }
 
+/// Reads `buf` at `offset`; `false` when the file ends first — it was cut
+/// since its length was read: the writer gives back its zeros ahead when it
+/// stops, and a reader in another process may be reading beside it. No
+/// frame lies there.
+fn read_unless_cut(file: &File, buf: &mut [u8], offset: u64) -> Result<bool, LogError> {
+    match file.read_exact_at(buf, offset) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// (body length, checksum) of a frame header that fits in the file.
 fn frame_header(file: &File, offset: u64, file_len: u64) -> Result<Option<(u64, u32)>, LogError> {
     if offset + FRAME_HEADER as u64 > file_len {
         return Ok(None);
     }
     let mut head = [0u8; FRAME_HEADER];
-    file.read_exact_at(&mut head, offset)?;
+    if !read_unless_cut(file, &mut head, offset)? {
+        return Ok(None);
+    }
     if &head[..4] != FRAME_MAGIC {
         return Ok(None);
     }
@@ -537,6 +553,48 @@ mod tests {
     /// A copy of the segment cut at every byte of its last commit, or with
     /// a byte of it flipped, recovers to the records of the earlier
     /// commits, reading only the segment's frame headers and last frames.
+    /// A reader in another process reads the segment the writer gives its
+    /// zeros back from as it stops: the file ends before the length the
+    /// reader took. Where a frame's header or body would lie past the new
+    /// end there is no frame — the end of the log, never an error (which
+    /// made such a reader's index miss committed records until it tried
+    /// again).
+    #[test]
+    fn a_segment_cut_under_a_reader_ends_where_it_was_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let frames: Vec<Vec<Vec<u8>>> = vec![vec![vec![1; 40]], vec![vec![2; 40]]];
+        let path = segment(dir.path(), 0, &frames);
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let (_, at) = Header::read(&f).unwrap();
+        let first = read_frame(&f, at, f.metadata().unwrap().len())
+            .unwrap()
+            .unwrap();
+        let second_end = f.metadata().unwrap().len();
+        // Zeros ahead, then the length a reader takes, then the cut.
+        f.set_len(second_end + 4096).unwrap();
+        let seen = f.metadata().unwrap().len();
+        for cut in [
+            second_end,
+            first.end + 5,
+            first.end + FRAME_HEADER as u64 + 3,
+        ] {
+            f.set_len(cut).unwrap();
+            let at_cut = if cut == second_end {
+                second_end
+            } else {
+                first.end
+            };
+            assert!(
+                read_frame(&f, at_cut, seen).unwrap().is_none(),
+                "cut at {cut}"
+            );
+        }
+    }
+
     #[test]
     fn a_torn_last_commit_is_cut_back_at_every_offset() {
         let dir = tempfile::tempdir().unwrap();
